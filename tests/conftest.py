@@ -1,0 +1,31 @@
+"""Shared fixtures: the development data under ../shared/data is optional; tests using it skip cleanly."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+SHARED_DATA = Path(os.environ.get("EARLYSKETCH_SHARED_DATA", REPO_ROOT.parent / "shared" / "data"))
+
+
+def shared_path(*parts: str) -> Path:
+    """Path under ../shared/data, or skip the calling test when it is absent."""
+    path = SHARED_DATA.joinpath(*parts)
+    if not path.exists():
+        pytest.skip(f"development data not present: {path}")
+    return path
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _few_threads():
+    # Two cores on CI: keep torch from oversubscribing while other processes (the app) run.
+    import torch
+
+    torch.set_num_threads(2)
+    yield
