@@ -1,8 +1,19 @@
 """Sketch file formats: every reader returns :class:`retrieval.sketch.Sketch` (strokes of x, y, t_ms).
 
 - :mod:`.quickdraw`: Google Quick, Draw! raw / simplified ndjson, plus human timing statistics.
+- :mod:`.qmul`: QMUL FG-SBIR ``<Name>_Coordinate`` pickles (read safely) and the pickle-free ``.npz``.
+- :mod:`.safe_pickle`: the numpy-only unpickler every pickle-based reader goes through.
 """
 
+from retrieval.formats.qmul import (
+    qmul_array_to_sketch,
+    read_qmul,
+    read_qmul_npz,
+    read_qmul_pickle,
+    sketch_to_qmul_array,
+    split_key,
+    write_qmul_npz,
+)
 from retrieval.formats.quickdraw import (
     drawing_to_sketch,
     read_ndjson,
@@ -10,8 +21,19 @@ from retrieval.formats.quickdraw import (
     timing_stats,
     write_ndjson,
 )
+from retrieval.formats.safe_pickle import UnsafePickleError, safe_load, safe_loads
 
 __all__ = [
+    "UnsafePickleError",
+    "qmul_array_to_sketch",
+    "read_qmul",
+    "read_qmul_npz",
+    "read_qmul_pickle",
+    "safe_load",
+    "safe_loads",
+    "sketch_to_qmul_array",
+    "split_key",
+    "write_qmul_npz",
     "drawing_to_sketch",
     "read_ndjson",
     "sketch_to_drawing",
