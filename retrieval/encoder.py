@@ -1,0 +1,283 @@
+"""Inference wrapper around :class:`~retrieval.network.SketchPhotoNet` and its checkpoint format.
+
+A checkpoint is a folder holding ``model.safetensors`` (weights only: loading never unpickles) and
+``model.json`` (``meta``: everything needed to rebuild the network, plus a model ``card``: data,
+config, seed, validation metrics, git commit). A legacy ``.pt`` file is read with
+``torch.load(weights_only=True)`` and must hold ``{"meta": {...}, "state_dict": {...}}``.
+
+Default architecture, chosen by measurement (bench/bench_encoder.py, bench/results/encoder.md):
+mobilenet_v3_small at 128 x 128. On 2 CPU cores one partial-sketch embedding (render + forward)
+costs about 10 ms p50, leaving most of the 20 ms per-stroke budget for the search over a 10k
+gallery; mobilenet_v3_large, resnet18 and efficientnet_b0 cost 1.5-3x more at the same size, and
+larger inputs buy little for line drawings of ~256 px canvases.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import math
+import pickle
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+
+from retrieval.network import ARCHS, IMAGENET_MEAN, IMAGENET_STD, SketchPhotoNet, photo_tensor, sketch_tensor
+from retrieval.pooling import l2n
+from retrieval.raster import render
+from retrieval.sketch import Sketch
+from retrieval.types import Embeddings
+
+FORMAT = "earlysketch-encoder"
+FORMAT_VERSION = 1
+WEIGHTS_FILE, META_FILE = "model.safetensors", "model.json"
+DEFAULT_ARCH, DEFAULT_INPUT_SIZE, DEFAULT_EMBED_DIM = "mobilenet_v3_small", 128, 128
+_BATCH = 64  # images per forward pass: bounds memory when embedding a whole photo folder
+
+
+class CheckpointError(ValueError):
+    """A checkpoint that is missing, malformed, tampered with or not ours."""
+
+
+def default_line_width(raster_size: int) -> int:
+    """Ink width matching the 3 px QMUL/app convention on a 256 px canvas, scaled to ``raster_size``."""
+    return max(1, round(3 * raster_size / 256))
+
+
+class Encoder:
+    """Maps sketch rasters and photos into one L2-normalised embedding space (eval mode, no grad).
+
+    Attributes:
+        net: the underlying :class:`SketchPhotoNet` (training code may train it in place).
+        meta: architecture, sizes, normalisation, pooling, branch sharing and the model ``card``.
+    """
+
+    def __init__(self, net: SketchPhotoNet, meta: dict[str, Any], channels_last: bool = False) -> None:
+        self.net = net.eval()
+        self.meta = meta
+        self.channels_last = channels_last
+        if channels_last:
+            self.net = self.net.to(memory_format=torch.channels_last)
+
+    # --- construction -------------------------------------------------------------------------------
+    @classmethod
+    def create(cls, arch: str = DEFAULT_ARCH, embed_dim: int = DEFAULT_EMBED_DIM, input_size: int = DEFAULT_INPUT_SIZE,
+               raster_size: int | None = None, line_width: int | None = None, separate_blocks: int = 0,
+               gem_p: float = 3.0, seed: int | None = None, channels_last: bool = False) -> Encoder:
+        """A randomly initialised real model (for training from scratch, tests and benchmarks)."""
+        if seed is not None:
+            torch.manual_seed(seed)
+        net = SketchPhotoNet(arch, embed_dim=embed_dim, separate_blocks=separate_blocks, gem_p=gem_p)
+        raster_size = raster_size or input_size
+        meta = {
+            "format": FORMAT, "format_version": FORMAT_VERSION, "arch": arch, "input_size": int(input_size),
+            "raster_size": int(raster_size), "line_width": int(line_width or default_line_width(raster_size)),
+            "feature_dim": net.feature_dim, "embed_dim": int(embed_dim),
+            "normalisation": {"photo_mean": list(IMAGENET_MEAN), "photo_std": list(IMAGENET_STD),
+                              "sketch": "ink=1-gray/255, (ink-mean)/std", "sketch_mean": 0.0, "sketch_std": 1.0},
+            "pooling": {"type": "gem", "p_init": float(gem_p), "learnable": True},
+            "branch_sharing": {"separate_blocks": int(separate_blocks), "shared": separate_blocks == 0},
+            "card": {},
+        }
+        return cls(net, meta, channels_last=channels_last)
+
+    @classmethod
+    def load(cls, path: str | Path, channels_last: bool = False) -> Encoder:
+        """Load a checkpoint folder (or its ``model.safetensors``/``model.json``, or a ``.pt`` file).
+
+        Raises:
+            CheckpointError: with a message saying what is wrong, for anything that is not a
+                well-formed checkpoint of this project. Nothing is ever unpickled.
+        """
+        path = Path(path)
+        if path.suffix in (".pt", ".pth"):
+            meta, state = _read_pt(path)
+        else:
+            folder = path.parent if path.is_file() else path
+            meta = _read_meta(folder / META_FILE)
+            state = _read_safetensors(folder / WEIGHTS_FILE, meta.get("weights_sha256"))
+        _check_meta(meta)
+        net = SketchPhotoNet(meta["arch"], embed_dim=meta["embed_dim"],
+                             separate_blocks=meta["branch_sharing"]["separate_blocks"])
+        try:
+            net.load_state_dict(state, strict=True)
+        except RuntimeError as err:
+            raise CheckpointError(f"{path}: weights do not fit the architecture in its meta ({err}). "
+                                  "Re-export the checkpoint with Encoder.save.") from err
+        if not all(torch.isfinite(t).all() for t in state.values()):
+            raise CheckpointError(f"{path}: weights contain NaN/inf; use an earlier checkpoint of the run")
+        return cls(net, meta, channels_last=channels_last)
+
+    def save(self, path: str | Path, card: dict[str, Any] | None = None) -> Path:
+        """Write ``path/model.safetensors`` and ``path/model.json``; returns the folder.
+
+        ``card`` (data, config, seed, validation metrics, git commit...) must be JSON-serialisable;
+        it replaces the card carried in ``meta`` when given.
+        """
+        folder = Path(path)
+        folder.mkdir(parents=True, exist_ok=True)
+        state = {k: v.detach().contiguous().cpu() for k, v in self.net.state_dict().items()}
+        tmp = folder / (WEIGHTS_FILE + ".tmp")
+        save_file(state, str(tmp))
+        tmp.replace(folder / WEIGHTS_FILE)  # atomic: a crash never leaves half a weights file
+        meta = dict(self.meta)
+        if card is not None:
+            meta["card"] = card
+        meta["pooling"] = {**meta["pooling"], "p": float(self.net.pool.p.item())}
+        meta["weights_sha256"] = _sha256(folder / WEIGHTS_FILE)
+        text = json.dumps(meta, indent=2, sort_keys=True, default=_json_default)
+        (folder / (META_FILE + ".tmp")).write_text(text)
+        (folder / (META_FILE + ".tmp")).replace(folder / META_FILE)
+        self.meta = meta
+        return folder
+
+    # --- inference ----------------------------------------------------------------------------------
+    def render(self, sketch: Sketch, n_points: int | None = None) -> np.ndarray:
+        """Rasterise (a prefix of) a sketch at this model's raster size and line width."""
+        return render(sketch, n_points, size=self.meta["raster_size"], width=self.meta["line_width"])
+
+    def embed_sketches(self, images: np.ndarray | Sequence[np.ndarray]) -> Embeddings:
+        """Sketch rasters ``(B, H, W)`` uint8 (white paper, black ink) -> ``(B, D)`` float32, unit rows."""
+        return self._run(self.net.embed_sketches, self._sketch_batch, _batch_of(images, 2))
+
+    def embed_photos(self, images: np.ndarray | Sequence[np.ndarray]) -> Embeddings:
+        """RGB uint8 photos (a list of any sizes, or ``(B, H, W, 3)``) -> ``(B, D)`` float32, unit rows."""
+        return self._run(self.net.embed_photos, self._photo_batch, _batch_of(images, 3))
+
+    def sketch_features(self, images: np.ndarray | Sequence[np.ndarray]) -> np.ndarray:
+        """Sketch rasters -> ``(B, F)`` float32 GeM-pooled backbone features (the RL observation)."""
+        return self._run(self.net.sketch_features, self._sketch_batch, _batch_of(images, 2))
+
+    def sketch_head_apply(self, features: np.ndarray | torch.Tensor) -> Embeddings:
+        """``(B, F)`` features -> ``(B, D)`` float32 unit rows through the sketch head (Linear + L2)."""
+        with torch.inference_mode():
+            x = torch.as_tensor(np.asarray(features, dtype=np.float32))
+            return l2n(self.net.sketch_head(x.reshape(-1, self.meta["feature_dim"]))).numpy()
+
+    def sketch_head_state(self) -> dict[str, torch.Tensor]:
+        """The sketch head's ``{"weight": (D, F), "bias": (D,)}`` (cloned tensors)."""
+        return {k: v.detach().clone() for k, v in self.net.sketch_head.state_dict().items()}
+
+    def with_sketch_head(self, state: dict[str, torch.Tensor | np.ndarray]) -> Encoder:
+        """A copy of this encoder whose sketch head is ``state`` (``weight`` (D, F), ``bias`` (D,))."""
+        want = {"weight": (self.meta["embed_dim"], self.meta["feature_dim"]), "bias": (self.meta["embed_dim"],)}
+        tensors = {k: torch.as_tensor(np.asarray(v, dtype=np.float32)) for k, v in state.items()}
+        got = {k: tuple(v.shape) for k, v in tensors.items()}
+        if got != want:
+            raise ValueError(f"sketch head state must have shapes {want}, got {got}. A policy that also reads "
+                             "the progress input must drop that extra column before export.")
+        other = Encoder(copy.deepcopy(self.net), copy.deepcopy(self.meta), channels_last=self.channels_last)
+        other.net.sketch_head.load_state_dict(tensors)
+        return other
+
+    # --- helpers ------------------------------------------------------------------------------------
+    def _sketch_batch(self, images: Sequence[np.ndarray]) -> torch.Tensor:
+        norm = self.meta["normalisation"]
+        return sketch_tensor(images, self.meta["input_size"], norm["sketch_mean"], norm["sketch_std"])
+
+    def _photo_batch(self, images: Sequence[np.ndarray]) -> torch.Tensor:
+        norm = self.meta["normalisation"]
+        return photo_tensor(images, self.meta["input_size"], norm["photo_mean"], norm["photo_std"])
+
+    def _run(self, forward, to_tensor, images) -> np.ndarray:
+        if len(images) == 0:
+            raise ValueError("no images given: pass at least one image")
+        was_training = self.net.training
+        self.net.eval()
+        outputs = []
+        try:
+            with torch.inference_mode():
+                for start in range(0, len(images), _BATCH):
+                    x = to_tensor(images[start : start + _BATCH])
+                    if self.channels_last:
+                        x = x.contiguous(memory_format=torch.channels_last)
+                    outputs.append(forward(x).float().numpy())
+        finally:
+            self.net.train(was_training)
+        return np.ascontiguousarray(np.concatenate(outputs), dtype=np.float32)
+
+
+def _batch_of(images: np.ndarray | Sequence[np.ndarray], single_ndim: int) -> np.ndarray | Sequence[np.ndarray]:
+    """Promote one image (an array with ``single_ndim`` dims) to a batch of one."""
+    if isinstance(images, np.ndarray) and images.ndim == single_ndim:
+        return images[None]
+    return images
+
+
+# --- checkpoint reading: every failure becomes a CheckpointError that says how to fix it ---------------
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _json_default(obj: Any) -> Any:
+    if isinstance(obj, np.generic):
+        return obj.item()
+    if isinstance(obj, Path):
+        return str(obj)
+    raise TypeError(f"model card value {obj!r} is not JSON-serialisable")
+
+
+def _read_meta(path: Path) -> dict[str, Any]:
+    if not path.is_file():
+        raise CheckpointError(f"{path.parent} is not an encoder checkpoint: expected a folder holding {WEIGHTS_FILE} "
+                              f"and {META_FILE} (written by Encoder.save / python -m retrieval.train)")
+    try:
+        meta = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise CheckpointError(f"{path} is not valid JSON ({err}); re-export the checkpoint") from err
+    if not isinstance(meta, dict):
+        raise CheckpointError(f"{path} must hold a JSON object, got {type(meta).__name__}")
+    return meta
+
+
+def _read_safetensors(path: Path, expected_sha256: str | None) -> dict[str, torch.Tensor]:
+    if not path.is_file():
+        raise CheckpointError(f"{path} is missing: copy the whole checkpoint folder")
+    if expected_sha256 is not None and _sha256(path) != expected_sha256:
+        raise CheckpointError(f"{path} does not match the sha256 recorded in {META_FILE}: the weights were modified "
+                              "or partially copied. Copy the checkpoint folder again from its source.")
+    try:
+        return load_file(str(path), device="cpu")
+    except (SafetensorError, OSError, ValueError) as err:
+        raise CheckpointError(f"{path} is not a valid safetensors file ({err})") from err
+
+
+def _read_pt(path: Path) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
+    try:
+        blob = torch.load(path, map_location="cpu", weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, EOFError, OSError, AttributeError, TypeError) as err:
+        raise CheckpointError(f"refused to load {path}: only plain tensors and containers are accepted "
+                              f"(torch.load weights_only=True) ({type(err).__name__}: {err}). "
+                              "Convert it to a safetensors checkpoint folder with Encoder.save.") from err
+    if not (isinstance(blob, dict) and isinstance(blob.get("meta"), dict) and isinstance(blob.get("state_dict"), dict)):
+        raise CheckpointError(f"{path} must hold {{'meta': dict, 'state_dict': dict}}; save with Encoder.save instead")
+    return blob["meta"], blob["state_dict"]
+
+
+def _check_meta(meta: dict[str, Any]) -> None:
+    if meta.get("format") != FORMAT:
+        raise CheckpointError(f"meta format is {meta.get('format')!r}, expected {FORMAT!r}: not an EarlySketch encoder")
+    if meta.get("arch") not in ARCHS:
+        raise CheckpointError(f"unknown arch {meta.get('arch')!r}; supported: {sorted(ARCHS)}")
+    for key, low, high in (("input_size", 32, 1024), ("raster_size", 32, 2048), ("embed_dim", 1, 8192),
+                           ("line_width", 1, 64), ("feature_dim", 1, 1 << 16)):
+        value = meta.get(key)
+        if not isinstance(value, int) or not low <= value <= high:
+            raise CheckpointError(f"meta {key}={value!r} must be an int in [{low}, {high}]")
+    norm = meta.get("normalisation", {})
+    numbers = [*norm.get("photo_mean", []), *norm.get("photo_std", []), norm.get("sketch_mean"), norm.get("sketch_std")]
+    if len(numbers) != 8 or not all(isinstance(v, int | float) and math.isfinite(v) for v in numbers):
+        raise CheckpointError(f"meta normalisation is malformed: {norm!r}")
+    sep = meta.get("branch_sharing", {}).get("separate_blocks")
+    if not isinstance(sep, int) or sep < 0:
+        raise CheckpointError(f"meta branch_sharing.separate_blocks={sep!r} must be a non-negative int")

@@ -1,0 +1,175 @@
+"""The two-branch sketch/photo network and the uint8 -> tensor preprocessing both branches use.
+
+Layout (one torchvision CNN, ``weights=None``: nothing is ever downloaded)::
+
+    sketch raster -> sketch_stem -+                          +-> sketch_head Linear(F, D) -> L2
+                                  +-> trunk -> GeM (size F) -+
+    photo         -> photo_stem  -+                          +-> photo_head  Linear(F, D) -> L2
+
+``separate_blocks`` leading backbone blocks are domain specific (the stems); the rest (the trunk)
+is shared. ``separate_blocks=0`` shares the whole backbone. The heads are cirtorch-style learned
+whitening (a Linear with bias) followed by L2 normalisation.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable, Sequence
+
+import cv2
+import numpy as np
+import torch
+import torchvision.models as tvm
+from torch import nn
+
+from retrieval.pooling import GeM, l2n
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+def _features_blocks(model: nn.Module) -> list[nn.Module]:
+    return list(model.features)
+
+
+def _resnet_blocks(model: nn.Module) -> list[nn.Module]:
+    stem = nn.Sequential(model.conv1, model.bn1, model.relu, model.maxpool)
+    return [stem, model.layer1, model.layer2, model.layer3, model.layer4]
+
+
+def _shufflenet_blocks(model: nn.Module) -> list[nn.Module]:
+    return [nn.Sequential(model.conv1, model.maxpool), model.stage2, model.stage3, model.stage4, model.conv5]
+
+
+def _regnet_blocks(model: nn.Module) -> list[nn.Module]:
+    return [model.stem, *model.trunk_output]
+
+
+# arch name -> (constructor, how to split it into a list of sequential blocks). A fixed table, so a
+# checkpoint's "arch" string can never reach an arbitrary attribute of torchvision.
+ARCHS: dict[str, tuple[Callable[..., nn.Module], Callable[[nn.Module], list[nn.Module]]]] = {
+    "mobilenet_v3_small": (tvm.mobilenet_v3_small, _features_blocks),
+    "mobilenet_v3_large": (tvm.mobilenet_v3_large, _features_blocks),
+    "efficientnet_b0": (tvm.efficientnet_b0, _features_blocks),
+    "resnet18": (tvm.resnet18, _resnet_blocks),
+    "resnet34": (tvm.resnet34, _resnet_blocks),
+    "shufflenet_v2_x1_0": (tvm.shufflenet_v2_x1_0, _shufflenet_blocks),
+    "regnet_x_400mf": (tvm.regnet_x_400mf, _regnet_blocks),
+    "regnet_y_400mf": (tvm.regnet_y_400mf, _regnet_blocks),
+}
+
+
+def backbone_blocks(arch: str) -> list[nn.Module]:
+    """Randomly initialised backbone of ``arch`` as a list of blocks (no classifier)."""
+    if arch not in ARCHS:
+        raise ValueError(f"unknown arch {arch!r}; choose one of {sorted(ARCHS)}")
+    build, split = ARCHS[arch]
+    return split(build(weights=None))
+
+
+class SketchPhotoNet(nn.Module):
+    """Trainable two-branch network; see the module docstring for the layout."""
+
+    def __init__(self, arch: str, embed_dim: int = 128, separate_blocks: int = 0, gem_p: float = 3.0) -> None:
+        super().__init__()
+        blocks = backbone_blocks(arch)
+        if not 0 <= separate_blocks < len(blocks):
+            raise ValueError(f"separate_blocks must be in [0, {len(blocks) - 1}] for {arch}, got {separate_blocks}")
+        self.sketch_stem = nn.Sequential(*blocks[:separate_blocks])
+        self.photo_stem = copy.deepcopy(self.sketch_stem)
+        self.trunk = nn.Sequential(*blocks[separate_blocks:])
+        self.pool = GeM(gem_p)
+        with torch.no_grad():  # dummy forward to size the heads (works for any backbone)
+            self.feature_dim = int(self.trunk(self.sketch_stem(torch.zeros(1, 3, 64, 64))).shape[1])
+        self.sketch_head = nn.Linear(self.feature_dim, embed_dim)
+        self.photo_head = nn.Linear(self.feature_dim, embed_dim)
+
+    def sketch_features(self, x: torch.Tensor) -> torch.Tensor:
+        """``(B, 3, S, S) -> (B, F)`` GeM-pooled backbone feature of sketches."""
+        return self.pool(self.trunk(self.sketch_stem(x)))
+
+    def photo_features(self, x: torch.Tensor) -> torch.Tensor:
+        """``(B, 3, S, S) -> (B, F)`` GeM-pooled backbone feature of photos."""
+        return self.pool(self.trunk(self.photo_stem(x)))
+
+    def embed_sketches(self, x: torch.Tensor) -> torch.Tensor:
+        return l2n(self.sketch_head(self.sketch_features(x)))
+
+    def embed_photos(self, x: torch.Tensor) -> torch.Tensor:
+        return l2n(self.photo_head(self.photo_features(x)))
+
+    def embed_pair(self, sketches: torch.Tensor, photos: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Embed both domains with ONE trunk pass (training).
+
+        Batch-norm in the shared trunk then sees mixed batches in training exactly as its running
+        statistics will describe them at test time; alternating single-domain batches would leave
+        the running statistics biased to whichever domain came last.
+        """
+        n = len(sketches)
+        trunk_in = torch.cat([self.sketch_stem(sketches), self.photo_stem(photos)])
+        feats = self.pool(self.trunk(trunk_in))
+        return l2n(self.sketch_head(feats[:n])), l2n(self.photo_head(feats[n:]))
+
+
+# --- uint8 images -> normalised tensors -------------------------------------------------------------
+def fit_square(image: np.ndarray, size: int, fill: int = 255) -> np.ndarray:
+    """Letterbox an image into ``size x size`` keeping its aspect ratio, padding with ``fill``.
+
+    Same rule as the sketch canvas (aspect kept, centred), so a photo and a sketch traced over it
+    line up. White padding because catalogue photos sit on white.
+    """
+    h, w = image.shape[:2]
+    if h == w == size:
+        return image
+    scale = size / max(h, w)
+    nh, nw = max(1, round(h * scale)), max(1, round(w * scale))
+    interp = cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR
+    resized = cv2.resize(image, (nw, nh), interpolation=interp)
+    if nh == nw == size:
+        return resized
+    out = np.full((size, size, *image.shape[2:]), fill, dtype=image.dtype)
+    top, left = (size - nh) // 2, (size - nw) // 2
+    out[top : top + nh, left : left + nw] = resized.reshape(nh, nw, *image.shape[2:])
+    return out
+
+
+def as_rgb(image: np.ndarray) -> np.ndarray:
+    """Gray ``(H, W)``, ``(H, W, 1)`` or RGBA to ``(H, W, 3)`` uint8 (alpha composited on white)."""
+    image = np.asarray(image)
+    if image.dtype != np.uint8:
+        raise ValueError(f"photos must be uint8 RGB arrays, got dtype {image.dtype}; convert with .astype(np.uint8)")
+    if image.ndim == 2:
+        return np.repeat(image[:, :, None], 3, axis=2)
+    if image.ndim == 3 and image.shape[2] == 1:
+        return np.repeat(image, 3, axis=2)
+    if image.ndim == 3 and image.shape[2] == 4:
+        alpha = image[:, :, 3:4].astype(np.float32) / 255.0
+        return (image[:, :, :3] * alpha + 255.0 * (1.0 - alpha)).round().astype(np.uint8)
+    if image.ndim == 3 and image.shape[2] == 3:
+        return image
+    raise ValueError(f"a photo must be (H, W, 3) uint8 RGB, got shape {image.shape}")
+
+
+def photo_tensor(images: Sequence[np.ndarray] | np.ndarray, size: int, mean: Sequence[float] = IMAGENET_MEAN,
+                 std: Sequence[float] = IMAGENET_STD) -> torch.Tensor:
+    """RGB uint8 photos of any size -> ``(B, 3, size, size)`` float32, ImageNet-normalised."""
+    batch = np.stack([fit_square(as_rgb(img), size) for img in images])  # size: B, S, S, 3
+    x = torch.from_numpy(batch).permute(0, 3, 1, 2).float().div_(255.0)
+    return (x - torch.tensor(mean).view(1, 3, 1, 1)) / torch.tensor(std).view(1, 3, 1, 1)
+
+
+def sketch_tensor(images: Sequence[np.ndarray] | np.ndarray, size: int, mean: float = 0.0,
+                  std: float = 1.0) -> torch.Tensor:
+    """Sketch rasters ``(B, H, W)`` uint8 (white paper, black ink) -> ``(B, 3, size, size)`` float32.
+
+    Ink is mapped to 1 and paper to 0 so zero padding in the convolutions looks like paper.
+    """
+    arr = np.asarray(images) if not isinstance(images, np.ndarray) else images
+    if arr.ndim == 2:
+        arr = arr[None]
+    if arr.ndim != 3 or arr.dtype != np.uint8:
+        raise ValueError(f"sketch rasters must be (B, H, W) uint8 from retrieval.raster.render, got {arr.shape} {arr.dtype}")
+    if arr.shape[1] != size or arr.shape[2] != size:
+        arr = np.stack([fit_square(img, size) for img in arr])
+    ink = 1.0 - torch.from_numpy(np.ascontiguousarray(arr)).float().div_(255.0)
+    return ((ink - mean) / std).unsqueeze(1).expand(-1, 3, -1, -1).contiguous()
