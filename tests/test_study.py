@@ -1,0 +1,148 @@
+"""Study config, trial planning, canvas journal parsing and the trial state machine."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+from retrieval.study import (
+    DrawingSession,
+    StudyConfig,
+    parse_canvas_payload,
+    plan_trials,
+    replay,
+    strokes_to_sketch,
+)
+from retrieval.study_log import StudyLog, read_log
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+GALLERY = [f"photo_{i:03d}" for i in range(40)]
+
+
+@dataclass
+class FakeRank:
+    """Stands in for Retriever.rank: the target rises by 3 places per stroke (10, 7, 4, 1)."""
+
+    calls: list = field(default_factory=list)
+
+    def __call__(self, sketch, target_id):
+        self.calls.append(sketch.num_strokes)
+        rank = max(1, 13 - 3 * sketch.num_strokes) if target_id else None
+        ids = [target_id] if rank == 1 else GALLERY[:3]
+        return _Result(ids=ids, scores=[0.9, 0.5, 0.1][: len(ids)], target_rank=rank, timings_ms={"embed": 1.0})
+
+
+@dataclass
+class _Result:
+    ids: list
+    scores: list
+    target_rank: int | None
+    timings_ms: dict
+
+
+def _stroke(seq, n=5, t=0.0):
+    return {"seq": seq, "type": "stroke", "pointer": "mouse", "t_down": t, "t_up": t + 50,
+            "points": [[10.0 + i, 20.0 + i, t + 10 * i, 0.5] for i in range(n)]}  # fmt: skip
+
+
+def _payload(session, events):
+    return {"trial": session.token, "width": 400, "height": 300, "dpr": 2, "t0_utc_ms": 0, "events": events}
+
+
+def test_example_config_loads_and_plans_deterministically():
+    config = StudyConfig.load(REPO_ROOT / "assets" / "study_example.json")
+    plan_a = plan_trials(config, GALLERY, "P01")
+    assert plan_a == plan_trials(config, GALLERY, "P01")
+    assert len(plan_a) == config.num_trials and {p.target_id for p in plan_a} <= set(GALLERY)
+    assert [p.target_id for p in plan_a] != [p.target_id for p in plan_trials(config, GALLERY, "P02")]
+
+
+def test_config_rejects_typos_and_unknown_targets(tmp_path):
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps({"num_trails": 3}))
+    with pytest.raises(ValueError, match="unknown study config keys"):
+        StudyConfig.load(bad)
+    with pytest.raises(ValueError, match="not in the gallery"):
+        plan_trials(StudyConfig(targets=("nope",)), GALLERY, "P")
+    with pytest.raises(ValueError, match="time_limit_s"):
+        StudyConfig(time_limit_s=float("nan"))
+
+
+@pytest.mark.parametrize(
+    ("payload", "message"),
+    [
+        ([1, 2], "JSON object"),
+        ({"events": [{"seq": 1, "type": "draw"}]}, "type in"),
+        ({"events": [{"seq": 1, "type": "stroke", "points": []}]}, "non-empty"),
+        ({"events": [{"seq": 1, "type": "stroke", "points": [[1, float("nan"), 0]]}]}, "finite"),
+        ({"events": [{"seq": 1, "type": "stroke", "points": [[1, 2]]}]}, "every point"),
+        ({"events": [{"seq": 1, "type": "stroke", "points": [[0, 0, 0]] * 60_000}]}, "more than"),
+        ({"width": -1}, "positive"),
+    ],
+)
+def test_bad_canvas_payloads_say_what_is_wrong(payload, message):
+    with pytest.raises(ValueError, match=message):
+        parse_canvas_payload(payload)
+
+
+def test_replay_undo_clear_and_sketch_times():
+    events = parse_canvas_payload({"events": [_stroke(1, t=100), _stroke(2, t=300), {"seq": 3, "type": "undo"}]})["events"]
+    strokes = replay(events)
+    assert len(strokes) == 1
+    sketch = strokes_to_sketch(strokes, 400, 300)
+    assert sketch.num_points == 5 and sketch.strokes[0][0, 2] == 0.0 and sketch.canvas_width == 400
+    assert replay(events + [{"seq": 4, "type": "clear"}]) == []
+
+
+def test_free_mode_ranks_only_the_latest_state_of_coalesced_events():
+    session, rank = DrawingSession(), FakeRank()
+    assert session.update(_payload(session, [_stroke(1), _stroke(2)]), rank)
+    assert rank.calls == [2] and session.strokes_drawn == 2
+    assert not session.update(_payload(session, [_stroke(1), _stroke(2)]), rank), "nothing new: no ranking"
+    old_token = session.token
+    session.new_sketch()
+    assert not session.update({"trial": old_token, "events": [_stroke(1)]}, rank), "stale canvas is ignored"
+
+
+def test_study_session_logs_every_stroke_and_finds_the_target(tmp_path):
+    config = StudyConfig(num_trials=2, random_targets=2, found_k=1, time_limit_s=0)
+    session, rank = DrawingSession(), FakeRank()
+    session.begin_study(config, StudyLog(tmp_path, "P1", "S1", {"code_version": "t"}), GALLERY, {"gallery_size": 40})
+    assert session.phase == "drawing" and session.target_id == session.plan[0].target_id
+    # strokes 1+2 coalesced into one update, then an undo, then strokes 3 and 4
+    session.update(_payload(session, [_stroke(1), _stroke(2, t=200)]), rank)
+    assert rank.calls == [1, 2], "study mode ranks each coalesced stroke on its own"
+    events = [_stroke(1), _stroke(2, t=200), {"seq": 3, "type": "undo", "t": 400}]
+    session.update(_payload(session, events), rank)
+    session.update(_payload(session, events + [_stroke(4, t=500), _stroke(5, t=700), _stroke(6, t=900)]), rank)
+    assert session.phase == "found"
+    assert [p.target_rank for p in session.curve] == [10, 7, 10, 7, 4, 1]
+    session.next_trial()
+    session.end_trial("gave_up")
+    assert session.next_trial() is None and session.phase == "done"
+
+    records = read_log(tmp_path / "P1__S1.jsonl")
+    types = [r["type"] for r in records]
+    assert types == ["session_start", "trial_start", "stroke", "stroke", "undo", "stroke", "stroke", "stroke",
+                     "trial_end", "trial_start", "trial_end", "session_end"]  # fmt: skip
+    strokes = [r for r in records if r["type"] == "stroke"]
+    assert [r["stroke_index"] for r in strokes] == [0, 1, 2, 3, 4]
+    assert all(r["target_id"] == session.plan[0].target_id and r["condition"] == "default" for r in strokes)
+    assert strokes[0]["points"][0] == [10.0, 20.0, 0.0, 0.5] and strokes[0]["dpr"] == 2
+    assert strokes[-1]["target_rank"] == 1 and strokes[-1]["top_ids"][0] == session.plan[0].target_id
+    found, gave_up = [r for r in records if r["type"] == "trial_end"]
+    assert found["found"] and found["strokes_drawn"] == 5 and found["final_rank"] == 1
+    assert gave_up["outcome"] == "gave_up" and gave_up["trial"] == 1
+
+
+def test_time_limit_ends_the_trial(tmp_path):
+    session, rank = DrawingSession(), FakeRank()
+    session.begin_study(StudyConfig(num_trials=1, time_limit_s=5), StudyLog(tmp_path, "P", "S"), GALLERY, {})
+    session.trial_start_mono -= 10  # as if ten seconds had passed
+    session.update(_payload(session, [_stroke(1)]), rank)
+    assert session.phase == "timed_out"
+    types = [r["type"] for r in read_log(tmp_path / "P__S.jsonl")]
+    assert types[-2:] == ["trial_end", "stroke"], "a stroke that arrives late is still logged"
