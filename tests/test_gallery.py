@@ -1,0 +1,167 @@
+"""Galleries from photo folders and datasets: safety checks, caching, incremental updates."""
+
+from __future__ import annotations
+
+import os
+import time
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from retrieval.encoder import Encoder
+from retrieval.gallery import (
+    build_dataset_gallery,
+    build_folder_gallery,
+    open_gallery,
+    read_photo,
+    scan_photo_folder,
+    split_gallery_spec,
+)
+from tests.conftest import shared_path
+
+
+@pytest.fixture(scope="module")
+def encoder() -> Encoder:
+    return Encoder.create(input_size=64, embed_dim=32, seed=0)
+
+
+def write_image(path, seed: int, size=(40, 30)) -> np.ndarray:
+    pixels = np.random.default_rng(seed).integers(0, 256, (size[1], size[0], 3), dtype=np.uint8)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(pixels).save(path)
+    return pixels
+
+
+class CountingEncoder:
+    """The real encoder, counting photos embedded (to see what the cache saved)."""
+
+    def __init__(self, encoder: Encoder) -> None:
+        self.inner, self.meta, self.net, self.embedded = encoder, encoder.meta, encoder.net, 0
+
+    def embed_photos(self, images):
+        self.embedded += len(images)
+        return self.inner.embed_photos(images)
+
+
+@pytest.fixture()
+def photo_folder(tmp_path):
+    root = tmp_path / "photos"
+    write_image(root / "a.png", 0)
+    write_image(root / "sub" / "b.jpg", 1)
+    write_image(root / "sub" / "deeper" / "c.webp", 2)
+    (root / "notes.txt").write_text("not an image")
+    (root / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n garbage")
+    outside = tmp_path / "secret.png"
+    write_image(outside, 3)
+    os.symlink(outside, root / "escape.png")
+    return root
+
+
+def test_scan_refuses_symlinks_leaving_the_folder(photo_folder):
+    found, refused = scan_photo_folder(photo_folder)
+    assert sorted(found) == ["a.png", "broken.png", "sub/b.jpg", "sub/deeper/c.webp"]
+    assert len(refused) == 1 and "escape.png" in refused[0]
+    assert all(p.is_relative_to(photo_folder.resolve()) for p in found.values())
+
+
+def test_folder_gallery_skips_broken_and_embeds_the_rest(photo_folder, encoder):
+    with pytest.warns(UserWarning) as record:
+        gallery = build_folder_gallery(encoder, photo_folder, progress=False)
+    messages = " ".join(str(w.message) for w in record)
+    assert "broken.png" in messages and "escape.png" in messages
+    assert sorted(gallery.index.ids) == ["a.png", "sub/b.jpg", "sub/deeper/c.webp"]
+    assert gallery.paths["sub/b.jpg"] == (photo_folder / "sub" / "b.jpg").resolve()
+    photo = gallery.load_photo("a.png")
+    assert photo.shape == (30, 40, 3)
+    own = encoder.embed_photos([photo])[0]
+    # An untrained net maps noise photos almost onto one point, so compare vectors, not ranks.
+    np.testing.assert_allclose(gallery.index.vectors[gallery.index.ids.index("a.png")], own, atol=1e-5)
+
+
+def test_decompression_bomb_guard(tmp_path):
+    write_image(tmp_path / "big.png", 0, size=(100, 100))
+    with pytest.raises(ValueError, match="limit"):
+        read_photo(tmp_path / "big.png", max_pixels=5_000)
+    assert read_photo(tmp_path / "big.png", max_pixels=10_000).shape == (100, 100, 3)
+
+
+def test_cache_reuses_and_updates_incrementally(tmp_path, encoder):
+    root, cache = tmp_path / "photos", tmp_path / "cache"
+    for i in range(4):
+        write_image(root / f"{i}.png", i)
+    counting = CountingEncoder(encoder)
+    first = build_folder_gallery(counting, root, cache, progress=False)
+    assert counting.embedded == 4 and first.cache_folder.is_relative_to(cache)
+
+    counting.embedded = 0
+    again = build_folder_gallery(counting, root, cache, progress=False)
+    assert counting.embedded == 0 and again.index.ids == first.index.ids
+    np.testing.assert_array_equal(again.index.vectors, first.index.vectors)
+
+    write_image(root / "4.png", 4)  # new photo: only it is embedded
+    grown = build_folder_gallery(counting, root, cache, progress=False)
+    assert counting.embedded == 1 and len(grown.index) == 5
+
+    counting.embedded = 0
+    (root / "0.png").unlink()  # removed photo leaves, modified photo is re-embedded
+    time.sleep(0.01)
+    write_image(root / "1.png", 99, size=(20, 20))
+    changed = build_folder_gallery(counting, root, cache, progress=False)
+    assert counting.embedded == 1 and sorted(changed.index.ids) == ["1.png", "2.png", "3.png", "4.png"]
+    new_vec = encoder.embed_photos([changed.load_photo("1.png")])[0]
+    np.testing.assert_allclose(changed.index.vectors[changed.index.ids.index("1.png")], new_vec, atol=1e-5)
+
+    # Another model never reads this model's cache.
+    other = CountingEncoder(Encoder.create(input_size=64, embed_dim=32, seed=1))
+    build_folder_gallery(other, root, cache, progress=False)
+    assert other.embedded == 4
+
+
+class TinyDataset:
+    """A two-split dataset of random photos (the RetrievalDataset protocol, photo side)."""
+
+    name = "tiny"
+
+    def __init__(self) -> None:
+        self._ids = {"train": ["t0", "t1", "t2"], "val": ["v0", "v1"]}
+
+    def splits(self):
+        return list(self._ids)
+
+    def photo_ids(self, split):
+        return list(self._ids[split])
+
+    def sketches(self, split):
+        return []
+
+    def load_photo(self, photo_id):
+        seed = sum(map(ord, photo_id))
+        return np.random.default_rng(seed).integers(0, 256, (32, 32, 3), dtype=np.uint8)
+
+
+def test_dataset_gallery_split_and_all(tmp_path, encoder):
+    dataset = TinyDataset()
+    val = build_dataset_gallery(encoder, dataset, "val", tmp_path, progress=False)
+    assert val.index.ids == ["v0", "v1"] and val.load_photo("v1").shape == (32, 32, 3)
+    everything = build_dataset_gallery(encoder, dataset, None, tmp_path, progress=False)
+    assert everything.index.ids == ["t0", "t1", "t2", "v0", "v1"]
+    with pytest.raises(KeyError, match="available"):
+        build_dataset_gallery(encoder, dataset, "test", progress=False)
+
+
+def test_split_gallery_spec(tmp_path):
+    assert split_gallery_spec("procedural:photos=50@val") == ("procedural:photos=50", "val")
+    assert split_gallery_spec("/data/chairs") == ("/data/chairs", None)
+    odd = tmp_path / "photos@2x"
+    odd.mkdir()
+    assert split_gallery_spec(str(odd)) == (str(odd), None)
+
+
+def test_open_gallery_on_chair_val(tmp_path, encoder):
+    root = shared_path("chairv2-train")
+    gallery = open_gallery(encoder, f"{root}@val", tmp_path, progress=False)
+    assert 20 <= len(gallery.index) <= 40
+    assert gallery.paths[gallery.index.ids[0]].is_file()
+    with pytest.raises(ValueError, match="plain photo folder"):
+        open_gallery(encoder, f"{tmp_path}@val", tmp_path, progress=False)
