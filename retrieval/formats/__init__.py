@@ -2,6 +2,7 @@
 
 - :mod:`.quickdraw`: Google Quick, Draw! raw / simplified ndjson, plus human timing statistics.
 - :mod:`.qmul`: QMUL FG-SBIR ``<Name>_Coordinate`` pickles (read safely) and the pickle-free ``.npz``.
+- :mod:`.svg`: SVG (TU-Berlin) via svgpathtools, one stroke per path, fixed arc-length sampling.
 - :mod:`.safe_pickle`: the numpy-only unpickler every pickle-based reader goes through.
 """
 
@@ -22,6 +23,7 @@ from retrieval.formats.quickdraw import (
     write_ndjson,
 )
 from retrieval.formats.safe_pickle import UnsafePickleError, safe_load, safe_loads
+from retrieval.formats.svg import parse_svg, read_svg, resample_polyline, sketch_to_svg, write_svg
 
 __all__ = [
     "UnsafePickleError",
@@ -34,6 +36,11 @@ __all__ = [
     "sketch_to_qmul_array",
     "split_key",
     "write_qmul_npz",
+    "parse_svg",
+    "read_svg",
+    "resample_polyline",
+    "sketch_to_svg",
+    "write_svg",
     "drawing_to_sketch",
     "read_ndjson",
     "sketch_to_drawing",
