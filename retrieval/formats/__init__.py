@@ -3,6 +3,7 @@
 - :mod:`.quickdraw`: Google Quick, Draw! raw / simplified ndjson, plus human timing statistics.
 - :mod:`.qmul`: QMUL FG-SBIR ``<Name>_Coordinate`` pickles (read safely) and the pickle-free ``.npz``.
 - :mod:`.svg`: SVG (TU-Berlin) via svgpathtools, one stroke per path, fixed arc-length sampling.
+- :mod:`.stroke3`: stroke-3 / stroke-5 offsets and sketch-rnn ``.npz`` files (no blind unpickling).
 - :mod:`.safe_pickle`: the numpy-only unpickler every pickle-based reader goes through.
 """
 
@@ -23,6 +24,15 @@ from retrieval.formats.quickdraw import (
     write_ndjson,
 )
 from retrieval.formats.safe_pickle import UnsafePickleError, safe_load, safe_loads
+from retrieval.formats.stroke3 import (
+    iter_sketchrnn,
+    read_sketchrnn_npz,
+    sketch_to_stroke3,
+    stroke3_to_sketch,
+    stroke3_to_stroke5,
+    stroke5_to_stroke3,
+    write_sketchrnn_npz,
+)
 from retrieval.formats.svg import parse_svg, read_svg, resample_polyline, sketch_to_svg, write_svg
 
 __all__ = [
@@ -41,6 +51,13 @@ __all__ = [
     "resample_polyline",
     "sketch_to_svg",
     "write_svg",
+    "iter_sketchrnn",
+    "read_sketchrnn_npz",
+    "sketch_to_stroke3",
+    "stroke3_to_sketch",
+    "stroke3_to_stroke5",
+    "stroke5_to_stroke3",
+    "write_sketchrnn_npz",
     "drawing_to_sketch",
     "read_ndjson",
     "sketch_to_drawing",
