@@ -1,0 +1,109 @@
+"""The SB3 callback that scores the policy's head on validation, keeps the best, and keeps time."""
+
+from __future__ import annotations
+
+import csv
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+from stable_baselines3.common.callbacks import BaseCallback
+from tqdm.auto import tqdm
+
+from rl.features import FeatureCache
+from rl.scoring import evaluate_head
+
+HEADLINE = ("m@A", "m@B", "A@1", "A@5", "A@10")
+SELECT_METRICS = ("m@A", "m@B", "m@A+m@B")
+
+
+def selection_score(metrics: dict, select_metric: str) -> float:
+    """The validation number the best head is chosen by."""
+    if select_metric not in SELECT_METRICS:
+        raise ValueError(f"select_metric must be one of {SELECT_METRICS}, got {select_metric!r}")
+    return sum(metrics[k] for k in select_metric.split("+"))
+
+
+class HeadSelectionCallback(BaseCallback):
+    """Evaluate the action-mean head on the validation cache every ``eval_every`` env steps.
+
+    The head before any update is evaluated first and is the initial best, so a run that never
+    improves hands back the supervised head unchanged. Training stops once ``minutes`` have passed.
+    Each evaluation appends a row to ``csv_path`` (timesteps, seconds, headline metrics, the mean
+    training reciprocal rank since the last row, and whether the row is the new best).
+
+    Args:
+        val_cache: cached validation features and gallery.
+        get_head: returns the current ``(weight (D, F), bias (D,))`` in the encoder's scale.
+        eval_every: env steps between evaluations.
+        minutes: wall-clock budget, measured from the start of training.
+        select_metric: ``"m@A"``, ``"m@B"`` or ``"m@A+m@B"``.
+        csv_path: the evaluation log.
+        progress: show a tqdm bar over the time budget.
+    """
+
+    def __init__(self, val_cache: FeatureCache, get_head: Callable[[], tuple[np.ndarray, np.ndarray]], *,
+                 eval_every: int, minutes: float, select_metric: str, csv_path: Path, progress: bool = True) -> None:
+        super().__init__()
+        selection_score({k: 0.0 for k in HEADLINE}, select_metric)  # fail fast on a typo
+        self.val_cache = val_cache
+        self.get_head = get_head
+        self.eval_every = int(eval_every)
+        self.budget_s = 60.0 * float(minutes)
+        self.select_metric = select_metric
+        self.csv_path = Path(csv_path)
+        self.show_progress = progress
+        self.best_head: tuple[np.ndarray, np.ndarray] | None = None
+        self.best_metrics: dict = {}
+        self.baseline_metrics: dict = {}
+        self.best_timesteps = 0
+        self._best_score = -np.inf
+        self._last_eval_step = 0
+        self._start = 0.0
+        self._train_rr: list[float] = []
+        self._bar: tqdm | None = None
+
+    def _on_training_start(self) -> None:
+        self._start = time.monotonic()
+        with open(self.csv_path, "w", newline="") as f:
+            csv.writer(f).writerow(["timesteps", "seconds", *HEADLINE, "train_reciprocal_rank", "is_best"])
+        self._bar = tqdm(total=round(self.budget_s), desc="PPO", unit="s", disable=not self.show_progress)
+        self.baseline_metrics = self.evaluate_now()
+
+    def evaluate_now(self) -> dict:
+        """Score the current head, log it, and keep it if it is the best so far; returns its metrics."""
+        if self.model is not None:
+            self.num_timesteps = self.model.num_timesteps  # also right when called after learn()
+        weight, bias = self.get_head()
+        metrics = evaluate_head(self.val_cache, weight, bias)
+        score = selection_score(metrics, self.select_metric)
+        is_best = score > self._best_score
+        if is_best:
+            self._best_score, self.best_metrics = score, metrics
+            self.best_head = (weight.copy(), bias.copy())
+            self.best_timesteps = self.num_timesteps
+        train_rr = float(np.mean(self._train_rr)) if self._train_rr else float("nan")
+        self._train_rr.clear()
+        with open(self.csv_path, "a", newline="") as f:
+            csv.writer(f).writerow([self.num_timesteps, round(time.monotonic() - self._start, 2),
+                                    *(round(metrics[k], 4) for k in HEADLINE), round(train_rr, 5), int(is_best)])
+        self._last_eval_step = self.num_timesteps
+        return metrics
+
+    def _on_step(self) -> bool:
+        for info in self.locals.get("infos", ()):
+            if "rank" in info:
+                self._train_rr.append(1.0 / info["rank"])
+        if self.num_timesteps - self._last_eval_step >= self.eval_every:
+            self.evaluate_now()
+        elapsed = time.monotonic() - self._start
+        if self._bar is not None and round(elapsed) != self._bar.n:  # redraw once a second, not every step
+            self._bar.n = min(round(elapsed), self._bar.total)
+            self._bar.set_postfix_str(f"best {self.select_metric}={self._best_score:.2f}", refresh=False)
+            self._bar.refresh()
+        return elapsed < self.budget_s
+
+    def _on_training_end(self) -> None:
+        if self._bar is not None:
+            self._bar.close()

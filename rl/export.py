@@ -1,0 +1,52 @@
+"""Write the deployed sketch encoder: the frozen backbone plus the RL-trained sketch head.
+
+The output is an ordinary encoder checkpoint (``Encoder.with_sketch_head(state).save(out, card)``),
+so the app and ``retrieval.evaluate`` load it exactly like the supervised one; only the sketch
+head's weights and the card differ.
+"""
+
+from __future__ import annotations
+
+import subprocess
+from dataclasses import asdict, is_dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+
+def _git_commit() -> str | None:
+    try:
+        return subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True,
+                              cwd=Path(__file__).resolve().parent).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return None
+
+
+def _headline(metrics: dict) -> dict:
+    return {k: v for k, v in metrics.items() if k != "curve"}
+
+
+def export_encoder(encoder: Any, weight: np.ndarray, bias: np.ndarray, out: str | Path, config: Any = None,
+                   result: Any = None) -> Path:
+    """Save ``encoder`` with its sketch head replaced by ``(weight (D, F), bias (D,))``; returns the folder.
+
+    Args:
+        encoder: the supervised ``retrieval.encoder.Encoder`` whose backbone RL kept frozen.
+        weight: the new head weight, already without any progress column.
+        bias: the new head bias.
+        out: checkpoint folder to write.
+        config: the RL config (a dataclass or dict), recorded in the card.
+        result: an ``rl.train.RLResult``; its validation metrics go into the card.
+    """
+    state = {"weight": np.asarray(weight, dtype=np.float32), "bias": np.asarray(bias, dtype=np.float32)}
+    deployed = encoder.with_sketch_head(state)
+    card = dict(encoder.meta.get("card") or {})
+    rl_card: dict[str, Any] = {"config": asdict(config) if is_dataclass(config) else config, "code_commit": _git_commit()}
+    if result is not None:
+        rl_card.update(val_supervised=_headline(result.baseline_metrics), val_rl=_headline(result.best_metrics),
+                       timesteps=result.timesteps, best_timesteps=result.best_timesteps)
+    card["supervised_card"] = {k: v for k, v in card.items() if k != "supervised_card"}
+    card["rl"] = rl_card
+    card["sketch_head"] = "rl"
+    return deployed.save(out, card)

@@ -1,0 +1,66 @@
+"""Vectorised scoring shared by the environment, the evaluation callback and the export.
+
+A sketch head is a ``(D, F)`` weight and a ``(D,)`` bias: ``embedding = l2n(W f + b)``. Everything
+here works on cached features (``rl.features.FeatureCache``), so scoring a whole validation split
+at all 17 steps is a handful of matrix products.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from retrieval.metrics import summarize, true_ranks
+from rl.features import FeatureCache
+
+
+def l2_normalize(x: np.ndarray) -> np.ndarray:
+    """Rows scaled to unit length (zero rows stay zero instead of becoming NaN)."""
+    x = np.asarray(x, dtype=np.float32)
+    return x / np.maximum(np.linalg.norm(x, axis=-1, keepdims=True), 1e-12)
+
+
+def head_embed(features: np.ndarray, weight: np.ndarray, bias: np.ndarray) -> np.ndarray:
+    """``l2n(features @ W.T + b)`` for features of any leading shape ``(..., F) -> (..., D)``."""
+    return l2_normalize(features @ weight.T + bias)
+
+
+def step_ranks(cache: FeatureCache, weight: np.ndarray, bias: np.ndarray) -> np.ndarray:
+    """``(S, T)`` rank of each sketch's true photo at every step, NaN after a sketch's last step."""
+    emb = head_embed(cache.features, weight, bias)  # (S, T, D)
+    s, t, d = emb.shape
+    scores = emb.reshape(s * t, d) @ cache.photo_embeddings.T  # (S*T, N)
+    ranks = true_ranks(scores, np.repeat(cache.true_index, t)).reshape(s, t).astype(np.float64)
+    ranks[np.arange(t)[None, :] >= cache.num_steps[:, None]] = np.nan
+    return ranks
+
+
+def evaluate_head(cache: FeatureCache, weight: np.ndarray, bias: np.ndarray) -> dict:
+    """``retrieval.metrics.summarize`` of the head on a cached split (gallery = that split's photos)."""
+    return summarize(step_ranks(cache, weight, bias), n_gallery=len(cache.photo_ids))
+
+
+def kendall_tau_topk(previous: np.ndarray, current: np.ndarray, k: int) -> np.ndarray:
+    """Kendall tau-a between two score vectors, over the previous ranking's top ``k`` items.
+
+    Asks "did the photos that led the previous ranking keep their order?": +1 when all pairs keep
+    their order, -1 when all flip. ``k`` is clipped to the gallery size.
+
+    Args:
+        previous: ``(B, N)`` or ``(N,)`` scores of the previous step.
+        current: same shape, scores of this step.
+        k: how many top items of ``previous`` to compare.
+
+    Returns:
+        ``(B,)`` (or a scalar for 1-D input) taus in ``[-1, 1]``.
+    """
+    single = np.ndim(previous) == 1
+    previous, current = np.atleast_2d(previous), np.atleast_2d(current)
+    k = int(min(max(k, 2), previous.shape[1]))
+    if k < 2:
+        return np.zeros(()) if single else np.zeros(len(previous))
+    top = np.argpartition(-previous, k - 1, axis=1)[:, :k]
+    p = np.take_along_axis(previous, top, axis=1)
+    c = np.take_along_axis(current, top, axis=1)
+    agree = np.sign(p[:, :, None] - p[:, None, :]) * np.sign(c[:, :, None] - c[:, None, :])  # (B, k, k)
+    tau = agree.sum(axis=(1, 2)) / (k * (k - 1))  # each unordered pair counted twice
+    return tau[0] if single else tau

@@ -1,0 +1,261 @@
+"""PPO on the sketch head: ``python -m rl.train --checkpoint runs/supervised/model --data DIR``.
+
+Reads top to bottom like a CleanRL script: config -> cached features -> environments -> PPO whose
+action mean IS the supervised sketch head -> train under a time budget while a callback scores
+the head on the validation split and keeps the best -> export the encoder with that head.
+
+Ablation (same budget, one flag): ``--reward rank`` vs ``--reward rank+kendall``; then
+``rl.report.ablation_table([run_dir, ...])``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from stable_baselines3 import PPO
+from stable_baselines3.common.logger import configure
+from stable_baselines3.common.vec_env import DummyVecEnv
+
+from rl.callbacks import HeadSelectionCallback
+from rl.cli import parse_config
+from rl.env import SketchRetrievalEnv
+from rl.features import FeatureCache, cached_features
+from rl.report import plot_learning_curve
+
+
+@dataclass
+class RLConfig:
+    """Train the sketch head with PPO so the true photo ranks high at every drawing step."""
+
+    checkpoint: str = ""
+    """supervised encoder checkpoint folder (its backbone stays frozen; its sketch head is the start point)"""
+    data: str = "procedural"
+    """dataset spec for retrieval.datasets.open_dataset: a QMUL-layout folder, or 'procedural[:k=v,...]'"""
+    out: str = "runs/rl"
+    """output folder: eval.csv, progress.csv, learning_curve.png, head.npz, summary.json, encoder/"""
+    cache_dir: str = ".cache/rl-features"
+    """where cached frozen features live (keyed by model, dataset, split, step mode)"""
+    step_mode: str = "points"
+    """'points' (num_steps cuts, the on-the-fly protocol) or 'strokes' (one step per stroke)"""
+    num_steps: int = 17
+    """partial-sketch cuts per sketch in 'points' mode"""
+    reward: str = "rank+kendall"
+    """'rank' (gamma_rank / rank) or 'rank+kendall' (adds the rank-stability penalty)"""
+    gamma_rank: float = 1.0
+    """weight of 1/rank of the true photo"""
+    gamma_kendall: float = 0.1
+    """weight of the Kendall-tau stability term (tau - 1) / 2, in [-1, 0]"""
+    kendall_top_k: int = 10
+    """the stability term compares the previous step's top-k photos"""
+    progress_in_obs: bool = True
+    """append drawing progress t/T to the observation (the critic uses it)"""
+    actor_uses_progress: bool = False
+    """let the action mean read progress too; off by default because the app cannot know T while
+    someone draws, so the export drops that column"""
+    minutes: float = 10.0
+    """wall-clock budget for PPO (feature caching not included)"""
+    max_timesteps: int = 0
+    """stop after this many env steps (0 = only the time budget)"""
+    n_envs: int = 16
+    """parallel environments (DummyVecEnv: an env step costs microseconds)"""
+    n_steps: int = 64
+    """steps per env per rollout (rollout = n_envs * n_steps)"""
+    batch_size: int = 256
+    """PPO minibatch size"""
+    n_epochs: int = 4
+    """PPO epochs per rollout"""
+    learning_rate: float = 3e-4
+    """Adam learning rate"""
+    gamma: float = 0.5
+    """discount: an action only affects the next step's reward (via the stability term), so keep it short"""
+    gae_lambda: float = 0.9
+    """GAE lambda"""
+    clip_range: float = 0.2
+    """PPO clip range"""
+    ent_coef: float = 0.0
+    """entropy bonus"""
+    log_std_init: float = -3.0
+    """initial log std of the Gaussian policy (small: start close to the supervised head)"""
+    action_rms: float = 0.25
+    """the head is rescaled so its outputs have this RMS per component (inside the [-1, 1] action box)"""
+    critic_layers: tuple[int, ...] = (64, 64)
+    """hidden sizes of the value network"""
+    eval_every: int = 8192
+    """env steps between validation evaluations"""
+    select_metric: str = "m@A+m@B"
+    """validation score that picks the best head: 'm@A', 'm@B' or 'm@A+m@B'"""
+    seed: int = 0
+    """seed for PPO, environments and torch"""
+    threads: int = 1
+    """torch threads (the machine is shared)"""
+    export: bool = True
+    """write out/encoder (frozen backbone + best head) in the encoder checkpoint format"""
+    progress: bool = True
+    """show progress bars"""
+
+
+@dataclass
+class RLResult:
+    """What a run produced: the best head (in the encoder's scale), its metrics, and where things are."""
+
+    weight: np.ndarray
+    bias: np.ndarray
+    baseline_metrics: dict
+    best_metrics: dict
+    best_timesteps: int
+    timesteps: int
+    seconds: dict
+    out: Path
+    encoder_path: Path | None = None
+
+
+def action_scale(cache: FeatureCache, weight: np.ndarray, bias: np.ndarray, target_rms: float) -> float:
+    """Factor that gives the head's raw outputs ``target_rms`` per component on the training features.
+
+    The environment L2-normalises actions, so scaling the head changes nothing it ranks; it only
+    keeps the Gaussian policy's actions inside the ``[-1, 1]`` box SB3 clips to.
+    """
+    raw = cache.features.reshape(-1, cache.feature_dim) @ weight.T + bias
+    return float(target_rms / max(math.sqrt(float(np.mean(raw**2))), 1e-12))
+
+
+def init_policy_head(model: PPO, weight: np.ndarray, bias: np.ndarray, scale: float, actor_uses_progress: bool) -> None:
+    """Copy the supervised head into PPO's action mean (``pi=[]`` makes it one Linear(F(+1), D)).
+
+    A progress column, if the observation has one, starts at zero; unless ``actor_uses_progress``
+    its gradient is zeroed so it stays zero (Adam moves nothing whose gradient is always zero).
+    """
+    action_net = model.policy.action_net
+    f = weight.shape[1]
+    with torch.no_grad():
+        action_net.weight.zero_()
+        action_net.weight[:, :f] = torch.as_tensor(weight * scale)
+        action_net.bias[:] = torch.as_tensor(bias * scale)
+    if action_net.weight.shape[1] > f and not actor_uses_progress:
+        def _freeze_progress(grad: torch.Tensor) -> torch.Tensor:
+            grad = grad.clone()
+            grad[:, f:] = 0
+            return grad
+
+        action_net.weight.register_hook(_freeze_progress)
+
+
+def policy_head(model: PPO, feature_dim: int, scale: float) -> tuple[np.ndarray, np.ndarray]:
+    """The policy's action mean as a ``(D, F)`` weight and ``(D,)`` bias in the encoder's scale."""
+    w = model.policy.action_net.weight.detach().cpu().numpy()
+    b = model.policy.action_net.bias.detach().cpu().numpy()
+    return (w[:, :feature_dim] / scale).astype(np.float32), (b / scale).astype(np.float32)
+
+
+def build_model(cfg: RLConfig, train_cache: FeatureCache, weight: np.ndarray, bias: np.ndarray) -> tuple[PPO, float]:
+    """Vectorised envs + PPO with the supervised head copied into its action mean; returns (model, scale)."""
+    env_kwargs = dict(reward=cfg.reward, gamma_rank=cfg.gamma_rank, gamma_kendall=cfg.gamma_kendall,
+                      kendall_top_k=cfg.kendall_top_k, progress_in_obs=cfg.progress_in_obs)
+    venv = DummyVecEnv([lambda: SketchRetrievalEnv(train_cache, **env_kwargs) for _ in range(cfg.n_envs)])
+    venv.seed(cfg.seed)
+    policy_kwargs = dict(net_arch=dict(pi=[], vf=list(cfg.critic_layers)), log_std_init=cfg.log_std_init,
+                         ortho_init=False, activation_fn=torch.nn.Tanh)
+    model = PPO("MlpPolicy", venv, n_steps=cfg.n_steps, batch_size=cfg.batch_size, n_epochs=cfg.n_epochs,
+                learning_rate=cfg.learning_rate, gamma=cfg.gamma, gae_lambda=cfg.gae_lambda, clip_range=cfg.clip_range,
+                ent_coef=cfg.ent_coef, policy_kwargs=policy_kwargs, seed=cfg.seed, device="cpu", verbose=0)
+    scale = action_scale(train_cache, weight, bias, cfg.action_rms)
+    init_policy_head(model, weight, bias, scale, cfg.actor_uses_progress)
+    return model, scale
+
+
+def load_inputs(cfg: RLConfig) -> tuple[Any, Any, FeatureCache, FeatureCache]:
+    """The supervised encoder, the dataset, and cached train/val features."""
+    from retrieval.datasets import open_dataset
+    from retrieval.encoder import Encoder
+
+    if not cfg.checkpoint:
+        raise ValueError("--checkpoint is required: the supervised encoder folder (python -m retrieval.train --out ...)")
+    encoder = Encoder.load(cfg.checkpoint)
+    dataset = open_dataset(cfg.data)
+    kwargs = dict(step_mode=cfg.step_mode, num_steps=cfg.num_steps, progress=cfg.progress)
+    train_cache = cached_features(encoder, dataset, "train", cfg.cache_dir, **kwargs)
+    val_cache = cached_features(encoder, dataset, "val", cfg.cache_dir, **kwargs)
+    return encoder, dataset, train_cache, val_cache
+
+
+def train(cfg: RLConfig, *, encoder: Any = None, train_cache: FeatureCache | None = None,
+          val_cache: FeatureCache | None = None, head: tuple[np.ndarray, np.ndarray] | None = None) -> RLResult:
+    """Run PPO from the supervised head and return the best head on validation.
+
+    Pass ``encoder``/caches to reuse what a caller already computed (``rl.reproduce``); with
+    caches and ``head`` but no encoder (synthetic problems) nothing is exported.
+    """
+    torch.set_num_threads(cfg.threads)
+    out = Path(cfg.out)
+    out.mkdir(parents=True, exist_ok=True)
+    seconds: dict[str, float] = {}
+    t0 = time.monotonic()
+    if train_cache is None or val_cache is None:
+        encoder, _, train_cache, val_cache = load_inputs(cfg)
+    seconds["features"] = time.monotonic() - t0
+    if head is None:
+        state = encoder.sketch_head_state()
+        head = (state["weight"].numpy(), state["bias"].numpy())
+    weight, bias = (np.asarray(a, dtype=np.float32) for a in head)
+    (out / "config.json").write_text(json.dumps(asdict(cfg), indent=2))
+
+    # --- PPO whose action mean starts as the supervised head ---
+    model, scale = build_model(cfg, train_cache, weight, bias)
+    model.set_logger(configure(str(out), ["csv"]))  # SB3's own training stats -> out/progress.csv
+    callback = HeadSelectionCallback(val_cache, lambda: policy_head(model, train_cache.feature_dim, scale),
+                                     eval_every=cfg.eval_every, minutes=cfg.minutes, select_metric=cfg.select_metric,
+                                     csv_path=out / "eval.csv", progress=cfg.progress)
+    t0 = time.monotonic()
+    budget = cfg.max_timesteps or 10**12  # the callback's clock stops training first
+    model.learn(total_timesteps=budget, callback=callback)
+    callback.evaluate_now()  # the final head gets its chance too
+    seconds["ppo"] = time.monotonic() - t0
+
+    best_w, best_b = callback.best_head
+    np.savez(out / "head.npz", weight=best_w, bias=best_b)
+    plot_learning_curve(out / "eval.csv", out / "learning_curve.png", title=f"PPO sketch head ({cfg.reward})")
+    result = RLResult(weight=best_w, bias=best_b, baseline_metrics=callback.baseline_metrics,
+                      best_metrics=callback.best_metrics, best_timesteps=callback.best_timesteps,
+                      timesteps=int(model.num_timesteps), seconds=seconds, out=out)
+    if cfg.export and encoder is not None:
+        from rl.export import export_encoder
+
+        t0 = time.monotonic()
+        result.encoder_path = export_encoder(encoder, best_w, best_b, out / "encoder", cfg, result)
+        seconds["export"] = time.monotonic() - t0
+    (out / "summary.json").write_text(json.dumps(summary_of(cfg, result), indent=2))
+    return result
+
+
+def summary_of(cfg: RLConfig, result: RLResult) -> dict:
+    """JSON-ready record of a run (what ``rl.report.ablation_table`` reads)."""
+    def headline(m: dict) -> dict:
+        return {k: v for k, v in m.items() if k != "curve"}
+
+    return {"reward": cfg.reward, "gamma_rank": cfg.gamma_rank, "gamma_kendall": cfg.gamma_kendall,
+            "minutes": cfg.minutes, "timesteps": result.timesteps, "best_timesteps": result.best_timesteps,
+            "val_baseline": headline(result.baseline_metrics), "val_best": headline(result.best_metrics),
+            "seconds": result.seconds, "encoder": str(result.encoder_path) if result.encoder_path else None}
+
+
+def main(argv: list[str] | None = None) -> RLResult:
+    cfg = parse_config(RLConfig, argv)
+    result = train(cfg)
+    from retrieval.metrics import format_table
+
+    print("validation, supervised head:\n" + format_table(result.baseline_metrics))
+    print(f"validation, best RL head (at {result.best_timesteps} of {result.timesteps} steps):\n"
+          + format_table(result.best_metrics))
+    print(f"outputs in {result.out}" + (f"; encoder at {result.encoder_path}" if result.encoder_path else ""))
+    return result
+
+
+if __name__ == "__main__":
+    main()
