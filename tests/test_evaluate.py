@@ -1,0 +1,149 @@
+"""Evaluation: per-step ranks, the precomputed-embedding path and the CLI on a tiny QMUL-layout folder."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+from PIL import Image
+
+from retrieval.datasets import open_dataset
+from retrieval.encoder import Encoder
+from retrieval.evaluate import (
+    MissingSplitError,
+    embed_steps,
+    evaluate_ranks,
+    main,
+    photo_embeddings,
+    ranks_from_embeddings,
+    true_photo_index,
+)
+from retrieval.formats.qmul import write_qmul_npz
+from retrieval.raster import render
+from retrieval.sketch import Sketch, point_cuts
+
+METRIC_KEYS = {"A@1", "A@5", "A@10", "m@A", "m@B", "curve", "n_gallery", "n_sketches", "split", "model"}
+
+
+def random_sketch(rng: np.random.Generator, n_strokes: int) -> Sketch:
+    strokes = []
+    for _ in range(n_strokes):
+        n = int(rng.integers(5, 20))
+        xy = np.cumsum(rng.normal(0, 8, (n, 2)), axis=0) + rng.uniform(60, 190, 2)
+        strokes.append(np.column_stack([np.clip(xy, 0, 255), np.zeros(n)]))
+    return Sketch(tuple(strokes))
+
+
+@pytest.fixture(scope="module")
+def tiny_folder(tmp_path_factory):
+    """8 train photos (2 carved to val at fraction 0.25), 2 sketches each, plus 3 test photos."""
+    root = tmp_path_factory.mktemp("tiny_qmul")
+    (root / "photo").mkdir()
+    rng = np.random.default_rng(0)
+    arrays = {}
+    for split, names in (("train", [f"p{i}" for i in range(8)]), ("test", ["q0", "q1", "q2"])):
+        for name in names:
+            pixels = rng.integers(0, 256, (48, 48, 3), dtype=np.uint8)
+            Image.fromarray(pixels).save(root / "photo" / f"{name}.png")
+            for n in (1, 2):
+                arrays[f"/{split}/{name}_{n}"] = random_sketch(rng, int(rng.integers(1, 5)))
+    write_qmul_npz(root / "Tiny_Coordinate.npz", arrays)
+    return root
+
+
+@pytest.fixture(scope="module")
+def encoder():
+    return Encoder.create(input_size=64, embed_dim=32, seed=0)
+
+
+def test_ranks_from_embeddings_hand_made():
+    photos = np.eye(3, dtype=np.float32)
+    s = np.array(
+        [
+            [[0.0, 1, 0], [1, 0.2, 0]],  # true 0 scores 0: photo 1 ahead, photo 2 tied -> 3; then 1
+            [[1.0, 1, 0], [0, 0, 1]],  # true 1 ties photo 0 -> 2; then photo 2 ahead, photo 0 tied -> 3
+        ],
+        dtype=np.float32,
+    )
+    ranks = ranks_from_embeddings(s, photos, np.array([0, 1]))
+    assert ranks.dtype == np.int64 and ranks.tolist() == [[3, 1], [2, 3]]
+    s[1, 1] = np.nan  # a sketch with one step fewer
+    padded = ranks_from_embeddings(s, photos, np.array([0, 1]))
+    assert padded[0].tolist() == [3, 1] and padded[1, 0] == 2 and np.isnan(padded[1, 1])
+
+
+def test_embed_steps_points_and_strokes(tiny_folder, encoder):
+    records = open_dataset(tiny_folder).sketches("test")
+    points = embed_steps(encoder, records, "points")
+    assert points.shape == (len(records), 17, 32) and np.isfinite(points).all()
+    sketch = records[0].sketch
+    cut = point_cuts(sketch.num_points)[4]
+    single = encoder.embed_sketches(render(sketch, cut, encoder.meta["raster_size"], encoder.meta["line_width"])[None])
+    np.testing.assert_allclose(points[0, 4], single[0], atol=1e-5)
+
+    strokes = embed_steps(encoder, records, "strokes")
+    most = max(r.sketch.num_strokes for r in records)
+    assert strokes.shape == (len(records), most, 32)
+    for i, record in enumerate(records):
+        assert np.isfinite(strokes[i, : record.sketch.num_strokes]).all()
+        assert np.isnan(strokes[i, record.sketch.num_strokes :]).all()
+    # The last stroke step and the last point step are both the complete sketch.
+    np.testing.assert_allclose(strokes[0, sketch.num_strokes - 1], points[0, -1], atol=1e-5)
+    features = embed_steps(encoder, records[:2], "points", output="features")
+    assert features.shape == (2, 17, encoder.meta["feature_dim"])
+
+
+def test_evaluate_ranks_matches_direct_computation(tiny_folder, encoder):
+    dataset = open_dataset(tiny_folder, val_fraction=0.25)
+    ranks = evaluate_ranks(encoder, dataset, "val")
+    records = dataset.sketches("val")
+    ids, photos = photo_embeddings(encoder, dataset, "val")
+    assert len(ids) == 2 and ranks.shape == (len(records), 17)
+    assert ranks.min() >= 1 and ranks.max() <= len(ids)
+    last = encoder.embed_sketches(encoder.render(records[-1].sketch)[None])[0]
+    true = ids.index(records[-1].photo_id)
+    scores = photos @ last
+    assert ranks[-1, -1] == int(np.sum(scores >= scores[true]))
+    # Precomputed path (what RL uses with a new head) gives the same ranks.
+    feats = embed_steps(encoder, records, "points", output="features")
+    head = encoder.sketch_head_apply(feats.reshape(-1, feats.shape[-1])).reshape(len(records), 17, -1)
+    np.testing.assert_array_equal(ranks_from_embeddings(head, photos, true_photo_index(records, ids)), ranks)
+
+
+def test_missing_split_is_explained(tiny_folder, encoder):
+    dataset = open_dataset(tiny_folder)
+    with pytest.raises(MissingSplitError, match="available"):
+        evaluate_ranks(encoder, dataset, "nope")
+
+
+def test_cli_writes_report(tiny_folder, encoder, tmp_path, capsys):
+    model = encoder.save(tmp_path / "model", card={"note": "random init"})
+    out = tmp_path / "eval"
+    assert main(["--data", str(tiny_folder), "--split", "test", "--model", str(model), "--out", str(out)]) == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert set(metrics) == METRIC_KEYS
+    assert metrics["n_gallery"] == 3 and metrics["n_sketches"] == 6 and metrics["split"] == "test"
+    assert len(metrics["curve"]["progress"]) == 17
+    ranks = pd.read_csv(out / "ranks.csv")
+    assert len(ranks) == 6 * 17 and set(ranks.columns) >= {"key", "photo_id", "step", "progress", "rank"}
+    assert (out / "curves.png").stat().st_size > 1000
+    assert "A@1" in capsys.readouterr().out
+
+    main(["--data", str(tiny_folder), "--split", "test", "--model", str(model), "--out", str(out), "--steps", "strokes"])
+    by_stroke = pd.read_csv(out / "ranks.csv")
+    assert len(by_stroke) == sum(r.sketch.num_strokes for r in open_dataset(tiny_folder).sketches("test"))
+
+
+def test_cli_test_split_absent_exits_nonzero(tmp_path, encoder, capsys):
+    root = tmp_path / "train_only"
+    (root / "photo").mkdir(parents=True)
+    rng = np.random.default_rng(1)
+    Image.fromarray(rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)).save(root / "photo" / "a.png")
+    write_qmul_npz(root / "T_Coordinate.npz", {"/train/a_1": random_sketch(rng, 2)})
+    model = encoder.save(tmp_path / "model")
+    code = main(["--data", str(root), "--split", "test", "--model", str(model), "--out", str(tmp_path / "o")])
+    assert code != 0
+    assert "no 'test' split" in capsys.readouterr().err
+    assert not (tmp_path / "o").exists()
