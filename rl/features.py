@@ -19,10 +19,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from tqdm.auto import tqdm
-
-from retrieval.raster import render_steps
-from retrieval.sketch import step_cuts
 
 CACHE_VERSION = 1  # bump when the cache layout or the rendering protocol changes
 
@@ -153,21 +149,11 @@ def synthetic_cache(
 
 
 def model_fingerprint(encoder: Any) -> str:
-    """A short hash of what the encoder computes (its meta plus outputs on fixed probe inputs).
+    """Hash of the weights and preprocessing (``retrieval.gallery.model_hash``) plus the raster settings."""
+    from retrieval.gallery import model_hash
 
-    Hashing behaviour rather than files works for any ``Encoder`` however it was built or loaded,
-    and changes whenever the backbone or the photo branch changes.
-    """
-    rng = np.random.default_rng(12345)
-    size = int(encoder.meta.get("raster_size", 256))
-    sketch_probe = np.where(rng.random((2, size, size)) < 0.05, 0, 255).astype(np.uint8)
-    photo_probe = rng.integers(0, 256, (1, 64, 64, 3), dtype=np.uint8)
-    # Only what shapes the computation: the card, file hashes and such change on every save.
-    shape_keys = ("arch", "input_size", "raster_size", "line_width", "feature_dim", "embed_dim", "normalisation")
-    h = hashlib.sha256(json.dumps({k: encoder.meta.get(k) for k in shape_keys}, sort_keys=True, default=str).encode())
-    h.update(np.round(np.asarray(encoder.sketch_features(sketch_probe), np.float32), 4).tobytes())
-    h.update(np.round(np.asarray(encoder.embed_photos(photo_probe), np.float32), 4).tobytes())
-    return h.hexdigest()[:16]
+    raster = f"{encoder.meta.get('raster_size')}/{encoder.meta.get('line_width')}"
+    return hashlib.sha256(f"{model_hash(encoder)}|{raster}".encode()).hexdigest()[:16]
 
 
 def _dataset_fingerprint(dataset: Any, split: str, records: list, photo_ids: list[str]) -> str:
@@ -187,86 +173,45 @@ def compute_features(
     *,
     step_mode: str = "points",
     num_steps: int = 17,
-    batch_size: int = 64,
     progress: bool = True,
 ) -> FeatureCache:
     """Render every step of every sketch of ``split`` and run the frozen backbone on them.
 
+    Uses the evaluation code's own rendering and embedding (``retrieval.evaluate``), so the RL
+    head sees exactly the features the evaluation and the app compute.
+
     Args:
-        encoder: a ``retrieval.encoder.Encoder`` (rasters are rendered at its ``raster_size`` and
-            ``line_width`` so features match what the app computes).
+        encoder: a ``retrieval.encoder.Encoder``.
         dataset: a ``RetrievalDataset``.
         split: ``"train"``, ``"val"`` or ``"test"``.
-        step_mode: ``"points"`` (``num_steps`` point cuts, the on-the-fly protocol) or ``"strokes"``.
-        num_steps: cuts per sketch in ``"points"`` mode.
-        batch_size: rasters per backbone forward.
+        step_mode: ``"points"`` (17 point cuts, the on-the-fly protocol) or ``"strokes"``.
+        num_steps: cuts per sketch in ``"points"`` mode (only 17 is supported by the evaluation).
         progress: show tqdm bars.
     """
+    from retrieval.evaluate import embed_steps, photo_embeddings, true_photo_index
+
+    if step_mode == "points" and num_steps != 17:
+        raise ValueError("retrieval.evaluate renders the literature's 17 point cuts; use num_steps=17")
     records = list(dataset.sketches(split))
-    photo_ids = list(dataset.photo_ids(split))
     if not records:
         raise ValueError(f"split {split!r} has no sketches; available splits: {dataset.splits()}")
-    row_of = {pid: i for i, pid in enumerate(photo_ids)}
-    missing = sorted({r.photo_id for r in records} - row_of.keys())
-    if missing:
-        raise ValueError(f"{len(missing)} sketches of {split!r} have no photo in that split, e.g. {missing[:3]}")
-    size = int(encoder.meta.get("raster_size", 256))
-    width = int(encoder.meta.get("line_width", 3))
-    cuts = [step_cuts(r.sketch, step_mode, num_steps) for r in records]
-    max_t = max(len(c) for c in cuts)
-
-    # Flatten all (sketch, step) rasters into one stream so every forward is a full batch.
-    features: np.ndarray | None = None
-    pending: list[np.ndarray] = []
-    slots: list[tuple[int, int]] = []
-    bar = tqdm(total=sum(len(c) for c in cuts), desc=f"features {split}", unit="raster", disable=not progress)
-
-    def flush() -> None:
-        nonlocal features
-        feats = np.asarray(encoder.sketch_features(np.stack(pending)), dtype=np.float32)
-        if features is None:
-            features = np.zeros((len(records), max_t, feats.shape[1]), dtype=np.float32)
-        for (s, t), f in zip(slots, feats):
-            features[s, t] = f
-        bar.update(len(pending))
-        pending.clear()
-        slots.clear()
-
-    for s, (record, sketch_cuts) in enumerate(zip(records, cuts)):
-        for t, raster in enumerate(render_steps(record.sketch, sketch_cuts, size, width)):
-            pending.append(raster)
-            slots.append((s, t))
-            if len(pending) >= batch_size:
-                flush()
-    if pending:
-        flush()
-    bar.close()
-    assert features is not None
-    lengths = np.asarray([len(c) for c in cuts], dtype=np.int64)
+    photo_ids, photos = photo_embeddings(encoder, dataset, split, progress=progress)
+    features = embed_steps(encoder, records, step_mode, output="features", progress=progress)
+    # NaN padding -> repeat each sketch's last real step (the finished sketch).
+    lengths = np.isfinite(features).all(axis=2).sum(axis=1).astype(np.int64)
     for s, n in enumerate(lengths):
         features[s, n:] = features[s, n - 1]
-
-    photo_embeddings = embed_gallery(encoder, dataset, photo_ids, batch_size=batch_size, progress=progress)
     return FeatureCache(
-        features=features,
+        features=np.ascontiguousarray(features, dtype=np.float32),
         num_steps=lengths,
-        photo_embeddings=photo_embeddings,
-        true_index=np.asarray([row_of[r.photo_id] for r in records], dtype=np.int64),
-        photo_ids=photo_ids,
+        photo_embeddings=np.ascontiguousarray(photos, dtype=np.float32),
+        true_index=true_photo_index(records, photo_ids),
+        photo_ids=list(photo_ids),
         sketch_keys=[r.key for r in records],
-        meta={"split": split, "step_mode": step_mode, "num_steps": num_steps, "raster_size": size,
-              "line_width": width, "dataset": str(getattr(dataset, "name", "?"))},
+        meta={"split": split, "step_mode": step_mode, "num_steps": num_steps,
+              "raster_size": encoder.meta.get("raster_size"), "line_width": encoder.meta.get("line_width"),
+              "dataset": str(getattr(dataset, "name", "?"))},
     )
-
-
-def embed_gallery(encoder: Any, dataset: Any, photo_ids: list[str], *, batch_size: int = 64,
-                  progress: bool = True) -> np.ndarray:
-    """``(N, D)`` photo embeddings in ``photo_ids`` order, loading photos a batch at a time."""
-    out = []
-    for i in tqdm(range(0, len(photo_ids), batch_size), desc="photos", unit="batch", disable=not progress):
-        out.append(np.asarray(encoder.embed_photos([dataset.load_photo(p) for p in photo_ids[i : i + batch_size]]),
-                              dtype=np.float32))
-    return np.concatenate(out, axis=0)
 
 
 def cached_features(
@@ -277,7 +222,6 @@ def cached_features(
     *,
     step_mode: str = "points",
     num_steps: int = 17,
-    batch_size: int = 64,
     progress: bool = True,
 ) -> FeatureCache:
     """``compute_features`` through an on-disk cache keyed by model, dataset, split and step mode."""
@@ -289,8 +233,7 @@ def cached_features(
     path = Path(cache_dir) / f"feat-v{CACHE_VERSION}-{model_hash}-{data_hash}-{split}-{steps}.npz"
     if path.exists():
         return FeatureCache.load(path)
-    cache = compute_features(encoder, dataset, split, step_mode=step_mode, num_steps=num_steps,
-                             batch_size=batch_size, progress=progress)
+    cache = compute_features(encoder, dataset, split, step_mode=step_mode, num_steps=num_steps, progress=progress)
     cache = replace(cache, meta={**cache.meta, "model_hash": model_hash, "dataset_hash": data_hash, "path": str(path)})
     cache.save(path)
     return cache

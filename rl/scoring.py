@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from retrieval.metrics import summarize, true_ranks
+from retrieval.evaluate import ranks_from_embeddings
+from retrieval.metrics import summarize
 from rl.features import FeatureCache
 
 
@@ -25,13 +26,14 @@ def head_embed(features: np.ndarray, weight: np.ndarray, bias: np.ndarray) -> np
 
 
 def step_ranks(cache: FeatureCache, weight: np.ndarray, bias: np.ndarray) -> np.ndarray:
-    """``(S, T)`` rank of each sketch's true photo at every step, NaN after a sketch's last step."""
+    """``(S, T)`` rank of each sketch's true photo at every step, NaN after a sketch's last step.
+
+    Ranking is ``retrieval.evaluate.ranks_from_embeddings``: the same code scores the supervised
+    model, so RL and baseline numbers are comparable.
+    """
     emb = head_embed(cache.features, weight, bias)  # (S, T, D)
-    s, t, d = emb.shape
-    scores = emb.reshape(s * t, d) @ cache.photo_embeddings.T  # (S*T, N)
-    ranks = true_ranks(scores, np.repeat(cache.true_index, t)).reshape(s, t).astype(np.float64)
-    ranks[np.arange(t)[None, :] >= cache.num_steps[:, None]] = np.nan
-    return ranks
+    emb[np.arange(cache.max_steps)[None, :] >= cache.num_steps[:, None]] = np.nan  # padded steps: not ranked
+    return ranks_from_embeddings(emb, cache.photo_embeddings, cache.true_index).astype(np.float64)
 
 
 def evaluate_head(cache: FeatureCache, weight: np.ndarray, bias: np.ndarray) -> dict:
