@@ -1,0 +1,123 @@
+"""CPU latency of one partial-sketch embedding (render + forward) for candidate encoder backbones.
+
+For each arch x input size x torch threads x memory format, times ``Encoder.render`` of a sketch cut
+at half its points plus ``Encoder.embed_sketches`` of that one raster (what the app does per
+stroke), with randomly initialised weights (latency does not depend on the values). Writes p50/p95
+in ms to bench/results/encoder.md with the machine, load average and date.
+
+    .venv/bin/python bench/bench_encoder.py                        # the full grid (~10 min on 2 cores)
+    .venv/bin/python bench/bench_encoder.py --archs mobilenet_v3_small --sizes 128 --reps 50
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import os
+import platform
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from retrieval.encoder import Encoder  # noqa: E402
+from retrieval.sketch import Sketch  # noqa: E402
+
+
+@dataclass
+class Config:
+    """Benchmark settings."""
+
+    archs: tuple[str, ...] = ("mobilenet_v3_small", "mobilenet_v3_large", "shufflenet_v2_x1_0", "regnet_x_400mf",
+                              "resnet18", "efficientnet_b0")  # candidate backbones
+    sizes: tuple[int, ...] = (96, 128, 160, 224)  # square input sizes
+    threads: tuple[int, ...] = (1, 2)  # torch.set_num_threads values
+    formats: tuple[str, ...] = ("eager", "channels_last")  # memory formats
+    reps: int = 30  # timed calls per configuration (after warm-up)
+    warmup: int = 5  # untimed calls first (allocator, oneDNN kernel selection)
+    embed_dim: int = 128
+    out: Path = Path(__file__).resolve().parent / "results" / "encoder.md"
+    seed: int = 0
+
+
+def test_sketch(seed: int) -> Sketch:
+    """A chair-sized doodle: 10 strokes, ~200 points on a 256 canvas (QMUL-like)."""
+    rng = np.random.default_rng(seed)
+    strokes, t = [], 0.0
+    for _ in range(10):
+        n = int(rng.integers(10, 30))
+        xy = np.cumsum(rng.normal(0, 4, (n, 2)), axis=0) + rng.uniform(40, 216, 2)
+        ts = t + np.arange(n) * 15.0
+        t = ts[-1] + 400.0
+        strokes.append(np.column_stack([np.clip(xy, 0, 255), ts]))
+    return Sketch(tuple(strokes))
+
+
+def time_one(arch: str, size: int, threads: int, fmt: str, cfg: Config, sketch: Sketch) -> tuple[float, float]:
+    torch.set_num_threads(threads)
+    enc = Encoder.create(arch=arch, input_size=size, embed_dim=cfg.embed_dim, seed=cfg.seed,
+                         channels_last=fmt == "channels_last")
+    half = sketch.num_points // 2
+    times = []
+    for i in range(cfg.warmup + cfg.reps):
+        start = time.perf_counter()
+        enc.embed_sketches(enc.render(sketch, half))
+        if i >= cfg.warmup:
+            times.append((time.perf_counter() - start) * 1000.0)
+    return float(np.percentile(times, 50)), float(np.percentile(times, 95))
+
+
+def main(cfg: Config) -> None:
+    sketch = test_sketch(cfg.seed)
+    rows = []
+    for arch in cfg.archs:
+        for size in cfg.sizes:
+            for threads in cfg.threads:
+                for fmt in cfg.formats:
+                    p50, p95 = time_one(arch, size, threads, fmt, cfg, sketch)
+                    rows.append((arch, size, threads, fmt, p50, p95))
+                    print(f"{arch:22s} {size:4d} t={threads} {fmt:13s} p50 {p50:7.2f} ms  p95 {p95:7.2f} ms", flush=True)
+    write_report(rows, cfg)
+
+
+def write_report(rows: list[tuple], cfg: Config) -> None:
+    cfg.out.parent.mkdir(parents=True, exist_ok=True)
+    load = os.getloadavg()
+    lines = [
+        "# Encoder latency: one partial-sketch embedding (render + forward), CPU",
+        "",
+        f"Date {datetime.datetime.now(datetime.UTC):%Y-%m-%d %H:%M} UTC; {platform.processor() or platform.machine()}, "
+        f"{os.cpu_count()} cores, {platform.platform()}; torch {torch.__version__}; load average before/after "
+        f"{cfg_load[0]:.2f}/{load[0]:.2f} (the machine is shared, so treat small differences as noise).",
+        f"Random weights, batch 1, {cfg.reps} timed calls after {cfg.warmup} warm-up, sketch cut at half its points.",
+        "Command: `.venv/bin/python bench/bench_encoder.py`",
+        "",
+        "| arch | input | threads | format | p50 ms | p95 ms |",
+        "|---|---:|---:|---|---:|---:|",
+    ]
+    lines += [f"| {a} | {s} | {t} | {f} | {p50:.2f} | {p95:.2f} |" for a, s, t, f, p50, p95 in rows]
+    cfg.out.write_text("\n".join(lines) + "\n")
+    print(f"wrote {cfg.out}")
+
+
+def parse_args() -> Config:
+    cfg = Config()
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--archs", nargs="+", default=list(cfg.archs))
+    parser.add_argument("--sizes", nargs="+", type=int, default=list(cfg.sizes))
+    parser.add_argument("--threads", nargs="+", type=int, default=list(cfg.threads))
+    parser.add_argument("--formats", nargs="+", choices=["eager", "channels_last"], default=list(cfg.formats))
+    parser.add_argument("--reps", type=int, default=cfg.reps)
+    parser.add_argument("--out", type=Path, default=cfg.out)
+    args = parser.parse_args()
+    return Config(archs=tuple(args.archs), sizes=tuple(args.sizes), threads=tuple(args.threads),
+                  formats=tuple(args.formats), reps=args.reps, out=args.out)
+
+
+if __name__ == "__main__":
+    cfg_load = os.getloadavg()
+    main(parse_args())

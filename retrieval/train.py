@@ -1,0 +1,295 @@
+"""Supervised encoder training: ``python -m retrieval.train --data ../shared/data/chairv2-train``.
+
+Three optional stages, run in order, each with its own time budget (minutes):
+
+1. ``edges``: sketch-free pre-training, photos vs randomised edge maps of themselves (works on any
+   photo folder via ``--photo-folder``, so a user's photos can be indexed with no sketches at all).
+2. ``quickdraw``: sketch-domain pre-training of the sketch branch on Quick, Draw! raw strokes,
+   instance contrastive: a full augmented view vs a PARTIAL augmented view of the same drawing.
+3. ``finegrained``: sketch/photo pairs of a RetrievalDataset, InfoNCE + batch-hard triplet, half the
+   sketches cut at a random point fraction (partial-sketch training), hard negatives from a cached
+   photo-embedding bank, some sketches replaced by edge maps of their photo (regulariser).
+
+Model selection uses ONLY the ``val`` split (carved from train photos): the rank of the true photo
+among the val photos at the 17 point cuts -> m@A, m@B, A@1/5/10 (``retrieval.metrics``). The best
+checkpoint (by ``--select-metric``) goes to ``<run>/best`` with a model card; ``<run>/last`` holds
+the resumable state (``--resume <run>``); ``log.csv`` and ``curve.png`` track the run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ast
+import datetime
+import inspect
+import json
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from retrieval.augment import PhotoAugment, SketchAugment, augment_photo, flip_photo, flip_sketch, render_augmented
+from retrieval.datasets import open_dataset
+from retrieval.encoder import Encoder
+from retrieval.losses import hardest_triplet, info_nce
+from retrieval.network import photo_tensor, sketch_tensor
+from retrieval.train_data import PhotoBank, ValidationSet, hard_batch
+from retrieval.train_loop import RunState, StageLoop, git_commit, load_quickdraw, read_photo_folder
+
+STAGES = ("edges", "quickdraw", "finegrained")
+
+
+@dataclass
+class Config:
+    data: str = "procedural"
+    """dataset spec for retrieval.datasets.open_dataset (a QMUL-layout folder or 'procedural[:...]'); '' for none"""
+    out: Path = Path("runs")
+    """folder that receives the run folder"""
+    run_name: str = ""
+    """run folder name; default '<arch>__<data>__<seed>__<utc time>'"""
+    stages: tuple[str, ...] = STAGES
+    """stages to run, in this order: edges, quickdraw, finegrained"""
+    minutes_edges: float = 15.0
+    """time budget of the edges stage (minutes)"""
+    minutes_quickdraw: float = 10.0
+    """time budget of the quickdraw stage (minutes)"""
+    minutes_finegrained: float = 30.0
+    """time budget of the finegrained stage (minutes)"""
+    max_steps: int = 0
+    """cap on optimisation steps per stage (0 = time budget only); for smoke tests"""
+    photo_folder: str = ""
+    """extra photo folder for the edges stage (no sketches needed)"""
+    quickdraw: str = "../shared/data/quickdraw-raw"
+    """folder of Quick, Draw! raw .ndjson files for the quickdraw stage"""
+    quickdraw_limit: int = 20000
+    """most Quick, Draw! drawings to load"""
+    arch: str = "mobilenet_v3_small"
+    """torchvision backbone (random init); see retrieval.network.ARCHS"""
+    input_size: int = 128
+    """square network input and raster size in pixels"""
+    embed_dim: int = 128
+    """embedding size D"""
+    separate_blocks: int = 0
+    """leading backbone blocks NOT shared between the sketch and photo branches (0 = fully shared)"""
+    init_from: str = ""
+    """start from this encoder checkpoint folder instead of random weights (its arch/sizes win)"""
+    resume: str = ""
+    """run folder to resume (reads <run>/last); the saved config is used, minutes/max-steps from the CLI"""
+    batch_size: int = 32
+    """pairs per step"""
+    lr: float = 1e-3
+    """peak AdamW learning rate (cosine decay over each stage's budget)"""
+    weight_decay: float = 1e-4
+    """AdamW weight decay"""
+    warmup_steps: int = 50
+    """linear warm-up steps at the start of each stage"""
+    temperature: float = 0.07
+    """InfoNCE temperature"""
+    triplet_weight: float = 0.5
+    """weight of the batch-hard triplet loss added to InfoNCE in the finegrained stage"""
+    triplet_margin: float = 0.2
+    """triplet margin (cosine)"""
+    partial_prob: float = 0.5
+    """share of training sketches cut at a random point fraction"""
+    min_fraction: float = 0.2
+    """smallest point fraction kept by a cut"""
+    edge_mix: float = 0.15
+    """share of finegrained sketches replaced by an edge map of their photo"""
+    hard_negatives: bool = True
+    """build finegrained batches around nearest photos in a cached photo-embedding bank"""
+    bank_every: int = 100
+    """steps between refreshes of the photo-embedding bank"""
+    edges_per_photo: int = 8
+    """edge maps cached per photo"""
+    eval_every: int = 200
+    """steps between validations (and best-checkpoint updates)"""
+    save_every: int = 200
+    """steps between resumable checkpoints"""
+    select_metric: str = "m@B"
+    """val metric that picks the best checkpoint: m@B, m@A, A@1, A@5, A@10, or 'mix' (m@B + m@A/2)"""
+    val_fraction: float = 0.1
+    """share of train photos carved out as the val split"""
+    seed: int = 0
+    """seed of everything (saved in the card)"""
+    threads: int = 2
+    """torch CPU threads"""
+    progress: bool = True
+    """show tqdm bars"""
+
+
+# --- ALGO LOGIC: one optimisation step per stage ---------------------------------------------------
+def edges_step(loop: StageLoop) -> torch.Tensor:
+    cfg, bank, rng, size = loop.cfg, loop.bank, loop.rng, loop.size
+    idx = rng.choice(len(bank), size=min(cfg.batch_size, len(bank)), replace=False)
+    sketches, photos = [], []
+    for i in idx:
+        edge, photo = bank.edge(i, rng), augment_photo(bank.photos[i], PhotoAugment(), rng, size)
+        if rng.random() < 0.5:  # paired flip keeps the fine-grained correspondence
+            edge, photo = np.ascontiguousarray(edge[:, ::-1]), flip_photo(photo)
+        sketches.append(edge)
+        photos.append(photo)
+    s, p = loop.net.embed_pair(sketch_tensor(np.stack(sketches), size), photo_tensor(photos, size))
+    return info_nce(s, p, cfg.temperature)
+
+
+def quickdraw_step(loop: StageLoop) -> torch.Tensor:
+    cfg, rng, size, drawings = loop.cfg, loop.rng, loop.size, loop.quickdraw
+    idx = rng.choice(len(drawings), size=min(cfg.batch_size, len(drawings)), replace=False)
+    aug = SketchAugment(min_fraction=cfg.min_fraction)
+    full = [render_augmented(drawings[i], aug, rng, size, partial=False) for i in idx]
+    part = [render_augmented(drawings[i], aug, rng, size, partial=True) for i in idx]
+    emb = loop.net.embed_sketches(sketch_tensor(np.stack(full + part), size))
+    return info_nce(emb[len(idx):], emb[: len(idx)], cfg.temperature)
+
+
+def finegrained_step(loop: StageLoop) -> torch.Tensor:
+    cfg, bank, rng, size = loop.cfg, loop.bank, loop.rng, loop.size
+    if cfg.hard_negatives and loop.step % cfg.bank_every == 0:
+        loop.bank_embeddings = np.zeros((len(bank), loop.encoder.meta["embed_dim"]), np.float32)
+        loop.bank_embeddings[loop.sketched] = loop.encoder.embed_photos(bank.photos[loop.sketched])
+    idx = hard_batch(loop.bank_embeddings if cfg.hard_negatives else None, cfg.batch_size, rng, loop.sketched)
+    aug = SketchAugment(partial_prob=cfg.partial_prob, min_fraction=cfg.min_fraction)
+    sketches, photos = [], []
+    for i in idx:
+        flip = rng.random() < 0.5  # paired flip keeps the fine-grained correspondence
+        photo = augment_photo(bank.photos[i], PhotoAugment(), rng, size)
+        if rng.random() < cfg.edge_mix:
+            raster = bank.edge(i, rng)
+            raster = np.ascontiguousarray(raster[:, ::-1]) if flip else raster
+        else:
+            records = loop.sketches_of[i]
+            sketch = records[int(rng.integers(len(records)))].sketch
+            raster = render_augmented(flip_sketch(sketch) if flip else sketch, aug, rng, size)
+        sketches.append(raster)
+        photos.append(flip_photo(photo) if flip else photo)
+    s, p = loop.net.embed_pair(sketch_tensor(np.stack(sketches), size), photo_tensor(photos, size))
+    return info_nce(s, p, cfg.temperature) + cfg.triplet_weight * hardest_triplet(s, p, cfg.triplet_margin)
+
+
+STEP_FNS = {"edges": edges_step, "quickdraw": quickdraw_step, "finegrained": finegrained_step}
+
+
+# --- the run ----------------------------------------------------------------------------------------
+def run(cfg: Config, dataset=None) -> Path:
+    """Train per ``cfg`` (``dataset`` overrides ``cfg.data``); returns the run folder."""
+    if cfg.resume:
+        run_dir = Path(cfg.resume)
+        saved = json.loads((run_dir / "config.json").read_text())
+        overrides = {k: getattr(cfg, k) for k in ("minutes_edges", "minutes_quickdraw", "minutes_finegrained",
+                                                  "max_steps", "threads", "progress")}
+        cfg = Config(**{**from_json(saved), **overrides, "resume": str(run_dir)})
+    torch.set_num_threads(cfg.threads)
+    torch.manual_seed(cfg.seed)
+    unknown = set(cfg.stages) - set(STAGES)
+    if unknown:
+        raise ValueError(f"unknown stages {sorted(unknown)}; choose from {STAGES}")
+
+    if cfg.resume:
+        encoder = Encoder.load(run_dir / "last")
+    elif cfg.init_from:
+        encoder = Encoder.load(cfg.init_from)
+    else:
+        encoder = Encoder.create(cfg.arch, cfg.embed_dim, cfg.input_size, separate_blocks=cfg.separate_blocks,
+                                 seed=cfg.seed)
+    run_dir = Path(cfg.resume) if cfg.resume else cfg.out / (cfg.run_name or default_run_name(cfg, encoder))
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / "config.json").write_text(json.dumps(to_json(cfg), indent=2))
+    print_config(cfg, run_dir)
+
+    if dataset is None and cfg.data:
+        dataset = open_dataset(cfg.data, val_fraction=cfg.val_fraction, seed=cfg.seed)
+    size = encoder.meta["input_size"]
+    train_ids = list(dataset.photo_ids("train")) if dataset is not None else []
+    loaders = {pid: dataset.load_photo for pid in train_ids}
+    if cfg.photo_folder:
+        loaders.update(read_photo_folder(cfg.photo_folder))
+    if not loaders:
+        raise ValueError("no training photos: pass --data (a dataset) and/or --photo-folder")
+    bank = PhotoBank(list(loaders), lambda pid: loaders[pid](pid), cache_size=round(size * 1.25),
+                     raster_size=encoder.meta["raster_size"], edges_per_photo=cfg.edges_per_photo)
+    val = None
+    if dataset is not None:
+        val = ValidationSet.build(dataset, encoder.meta["raster_size"], encoder.meta["line_width"])
+    state = RunState.load(run_dir) if cfg.resume else RunState()
+    card_base = {"data": cfg.data, "dataset": getattr(dataset, "name", None), "photo_folder": cfg.photo_folder,
+                 "n_train_photos": len(train_ids), "n_val_photos": len(val.gallery_ids) if val else 0,
+                 "config": to_json(cfg), "seed": cfg.seed, "git_commit": git_commit()}
+    loop = StageLoop(cfg, encoder, bank, val, state, run_dir, card_base)
+    if dataset is not None:
+        index_of = {pid: i for i, pid in enumerate(bank.ids)}
+        loop.sketches_of = {}
+        for record in dataset.sketches("train"):
+            loop.sketches_of.setdefault(index_of[record.photo_id], []).append(record)
+        loop.sketched = np.array(sorted(loop.sketches_of), dtype=np.int64)
+
+    for stage in cfg.stages:
+        if stage in state.done_stages:
+            continue
+        if stage == "quickdraw":
+            loop.quickdraw = load_quickdraw(cfg.quickdraw, cfg.quickdraw_limit, cfg.seed)
+            if not loop.quickdraw:
+                print(f"skipping quickdraw: no drawings under {cfg.quickdraw}")
+                state.done_stages.append(stage)
+                continue
+        if stage == "finegrained" and len(getattr(loop, "sketched", ())) < 2:
+            print("skipping finegrained: the dataset has no train sketches")
+            state.done_stages.append(stage)
+            continue
+        loop.run_stage(stage, STEP_FNS[stage], getattr(cfg, f"minutes_{stage}"))
+    loop.finish()
+    return run_dir
+
+
+# --- config plumbing ----------------------------------------------------------------------------
+def default_run_name(cfg: Config, encoder: Encoder) -> str:
+    data = Path(cfg.data).name if cfg.data else "photos"
+    return f"{encoder.meta['arch']}__{data.replace(':', '-')}__{cfg.seed}__{datetime.datetime.now(datetime.UTC):%Y%m%d-%H%M%S}"
+
+
+def to_json(cfg: Config) -> dict:
+    return {k: (str(v) if isinstance(v, Path) else list(v) if isinstance(v, tuple) else v) for k, v in asdict(cfg).items()}
+
+
+def from_json(values: dict) -> dict:
+    kinds = {f.name: type(f.default) for f in fields(Config)}
+    return {k: kinds[k](v) for k, v in values.items() if k in kinds}
+
+
+def field_docs() -> dict[str, str]:
+    """The docstring under each Config field (read from the source, CleanRL/tyro style)."""
+    body = ast.parse(inspect.getsource(Config)).body[0].body
+    docs = {}
+    for node, nxt in zip(body, body[1:]):
+        if isinstance(node, ast.AnnAssign) and isinstance(nxt, ast.Expr) and isinstance(nxt.value, ast.Constant):
+            docs[node.target.id] = str(nxt.value.value)
+    return docs
+
+
+def print_config(cfg: Config, run_dir: Path) -> None:
+    print(f"run folder: {run_dir}")
+    print("| param | value |\n|---|---|\n" + "\n".join(f"| {k} | {v} |" for k, v in to_json(cfg).items()))
+
+
+def parse_args(argv: list[str] | None = None) -> Config:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    docs = field_docs()
+    for f in fields(Config):
+        flag, help_text = "--" + f.name.replace("_", "-"), f"{docs.get(f.name, '')} (default: {f.default})"
+        if isinstance(f.default, bool):
+            parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=f.default, help=help_text)
+        elif isinstance(f.default, tuple):
+            parser.add_argument(flag, nargs="+", default=list(f.default), help=help_text)
+        else:
+            parser.add_argument(flag, type=type(f.default), default=f.default, help=help_text)
+    args = vars(parser.parse_args(argv))
+    return Config(**{k: tuple(v) if isinstance(v, list) else v for k, v in args.items()})
+
+
+def main(argv: list[str] | None = None) -> None:
+    run_dir = run(parse_args(argv))
+    print(f"done: best checkpoint {run_dir / 'best'}, log {run_dir / 'log.csv'}, curve {run_dir / 'curve.png'}")
+
+
+if __name__ == "__main__":
+    main()
