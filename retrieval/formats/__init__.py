@@ -4,6 +4,7 @@
 - :mod:`.qmul`: QMUL FG-SBIR ``<Name>_Coordinate`` pickles (read safely) and the pickle-free ``.npz``.
 - :mod:`.svg`: SVG (TU-Berlin) via svgpathtools, one stroke per path, fixed arc-length sampling.
 - :mod:`.stroke3`: stroke-3 / stroke-5 offsets and sketch-rnn ``.npz`` files (no blind unpickling).
+- :mod:`.stroke_json`: the app's stroke JSON, strictly validated within :class:`StrokeLimits`.
 - :mod:`.safe_pickle`: the numpy-only unpickler every pickle-based reader goes through.
 """
 
@@ -33,6 +34,7 @@ from retrieval.formats.stroke3 import (
     stroke5_to_stroke3,
     write_sketchrnn_npz,
 )
+from retrieval.formats.stroke_json import StrokeLimits, StrokePayloadError, parse_stroke_json, to_stroke_json
 from retrieval.formats.svg import parse_svg, read_svg, resample_polyline, sketch_to_svg, write_svg
 
 __all__ = [
@@ -58,6 +60,10 @@ __all__ = [
     "stroke3_to_stroke5",
     "stroke5_to_stroke3",
     "write_sketchrnn_npz",
+    "StrokeLimits",
+    "StrokePayloadError",
+    "parse_stroke_json",
+    "to_stroke_json",
     "drawing_to_sketch",
     "read_ndjson",
     "sketch_to_drawing",
