@@ -34,6 +34,7 @@ from typing import Any
 
 import numpy as np
 
+from retrieval.formats.stroke_json import StrokeLimits, parse_stroke_json
 from retrieval.sketch import Sketch
 from retrieval.study_log import StudyLog, utc_now
 
@@ -135,12 +136,17 @@ def plan_trials(config: StudyConfig, gallery_ids: list[str], participant: str) -
 # --- canvas payload -----------------------------------------------------------------------------
 def _number(value: Any, where: str) -> float:
     if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
-        raise ValueError(f"{where} must be a finite number, got {value!r}")
+        raise ValueError(f"{where} must be a finite number, got {value!r:.40}")
     return float(value)
 
 
 def parse_canvas_payload(value: Any) -> dict:
-    """Validate the canvas journal (dict or JSON string); raises ``ValueError`` saying what is wrong."""
+    """Validate the canvas journal (dict or JSON string); raises ``ValueError`` saying what is wrong.
+
+    Points are checked by :func:`retrieval.formats.stroke_json.parse_stroke_json` (types, NaN,
+    bounds, counts); each stroke event gets ``xyt``, its ``(n, 3)`` array, and keeps its raw
+    ``points`` (with pressure) for the log.
+    """
     if isinstance(value, str):
         value = json.loads(value) if value.strip() else {}
     if not isinstance(value, dict):
@@ -148,29 +154,21 @@ def parse_canvas_payload(value: Any) -> dict:
     events = value.get("events", [])
     if not isinstance(events, list) or len(events) > MAX_EVENTS:
         raise ValueError(f"'events' must be a list of at most {MAX_EVENTS} events")
-    total = 0
-    clean = []
-    for i, event in enumerate(events):
-        if not isinstance(event, dict) or event.get("type") not in EVENT_TYPES:
-            raise ValueError(f"event {i} must be an object with type in {EVENT_TYPES}")
-        seq = int(_number(event.get("seq"), f"event {i} seq"))
-        if event["type"] == "stroke":
-            points = event.get("points")
-            if not isinstance(points, list) or not points:
-                raise ValueError(f"stroke event {i} needs a non-empty 'points' list of [x, y, t(, pressure)]")
-            total += len(points)
-            if total > MAX_POINTS:
-                raise ValueError(f"sketch has more than {MAX_POINTS} points; clear the canvas")
-            arr = np.array([[_number(c, f"event {i} point") for c in p[:4]] for p in points if isinstance(p, list)])
-            if arr.ndim != 2 or arr.shape[0] != len(points) or arr.shape[1] < 3:
-                raise ValueError(f"stroke event {i}: every point must be [x, y, t] or [x, y, t, pressure]")
-            clean.append({**event, "seq": seq, "points": arr})
-        else:
-            clean.append({**event, "seq": seq})
     width = _number(value.get("width", 256), "width")
     height = _number(value.get("height", 256), "height")
     if width <= 0 or height <= 0:
         raise ValueError(f"canvas size must be positive, got {width}x{height}")
+    for i, event in enumerate(events):
+        if not isinstance(event, dict) or event.get("type") not in EVENT_TYPES:
+            raise ValueError(f"event {i} must be an object with type in {EVENT_TYPES}")
+        _number(event.get("seq"), f"event {i} seq")
+    strokes = [e for e in events if e["type"] == "stroke"]
+    arrays = ()
+    if strokes:
+        wire = {"canvas": {"width": width, "height": height}, "strokes": [e.get("points") for e in strokes]}
+        arrays = parse_stroke_json(wire, StrokeLimits(max_points=MAX_POINTS)).strokes
+    xyt = iter(arrays)
+    clean = [{**e, "seq": int(e["seq"]), **({"xyt": next(xyt)} if e["type"] == "stroke" else {})} for e in events]
     return {**value, "events": clean, "width": width, "height": height}
 
 
@@ -179,7 +177,7 @@ def replay(events: list[dict]) -> list[np.ndarray]:
     strokes: list[np.ndarray] = []
     for event in events:
         if event["type"] == "stroke":
-            strokes.append(event["points"])
+            strokes.append(event["xyt"])
         elif event["type"] == "undo" and strokes:
             strokes.pop()
         elif event["type"] == "clear":

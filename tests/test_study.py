@@ -76,10 +76,11 @@ def test_config_rejects_typos_and_unknown_targets(tmp_path):
     [
         ([1, 2], "JSON object"),
         ({"events": [{"seq": 1, "type": "draw"}]}, "type in"),
-        ({"events": [{"seq": 1, "type": "stroke", "points": []}]}, "non-empty"),
-        ({"events": [{"seq": 1, "type": "stroke", "points": [[1, float("nan"), 0]]}]}, "finite"),
-        ({"events": [{"seq": 1, "type": "stroke", "points": [[1, 2]]}]}, "every point"),
-        ({"events": [{"seq": 1, "type": "stroke", "points": [[0, 0, 0]] * 60_000}]}, "more than"),
+        ({"events": [{"seq": 1, "type": "stroke", "points": []}]}, "empty"),
+        ({"events": [{"seq": 1, "type": "stroke", "points": [[1, float("nan"), 0]]}]}, "NaN"),
+        ({"events": [{"seq": 1, "type": "stroke", "points": [[1, 2]]}]}, "must be"),
+        ({"events": [{"seq": 1, "type": "stroke", "points": [[0, 0, 0]] * 60_000}]}, "over the limit"),
+        ({"events": [{"seq": "x", "type": "undo"}]}, "seq"),
         ({"width": -1}, "positive"),
     ],
 )
