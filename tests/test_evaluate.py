@@ -147,3 +147,14 @@ def test_cli_test_split_absent_exits_nonzero(tmp_path, encoder, capsys):
     assert code != 0
     assert "no 'test' split" in capsys.readouterr().err
     assert not (tmp_path / "o").exists()
+
+
+def test_cli_on_a_tiny_procedural_dataset(encoder, tmp_path):
+    model = encoder.save(tmp_path / "model")
+    spec = "procedural:photos=20,sketches=1"
+    assert main(["--data", spec, "--split", "test", "--model", str(model), "--out", str(tmp_path / "o")]) == 0
+    metrics = json.loads((tmp_path / "o" / "metrics.json").read_text())
+    dataset = open_dataset(spec)
+    assert metrics["n_gallery"] == len(dataset.photo_ids("test"))
+    assert metrics["n_sketches"] == len(dataset.sketches("test"))
+    assert 0.0 <= metrics["m@A"] <= 100.0
