@@ -51,9 +51,9 @@ class MissingSplitError(KeyError):
 def check_split(dataset: RetrievalDataset, split: str) -> None:
     """Raise :class:`MissingSplitError` with a helpful message when ``split`` is absent."""
     if split not in dataset.splits():
-        hint = " It has no test split: evaluate on --split val, or point --data at a release with test sketches." \
-            if split == "test" else ""
-        raise MissingSplitError(f"dataset {dataset.name!r} has no {split!r} split (available: {dataset.splits()}).{hint}")
+        hint = ("; this copy has no test sketches: evaluate on --split val, or point --data at the full release"
+                if split == "test" else "")
+        raise MissingSplitError(f"dataset {dataset.name!r} has no {split!r} split (available: {dataset.splits()}){hint}")
 
 
 def photo_embeddings(encoder: Encoder, dataset: RetrievalDataset, split: str, batch_size: int = 64,
