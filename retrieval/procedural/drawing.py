@@ -19,7 +19,8 @@ from retrieval.procedural.scene import Scene
 from retrieval.sketch import Sketch
 
 CANVAS = 256.0
-MIN_PIECE_PX = 8  # visible bits of an outline shorter than this are not worth a stroke
+MIN_PIECE_PX = 12  # visible bits of an outline shorter than this are not worth a stroke
+STEP_PX = 2.0  # outline sampling step: fine enough for occlusion tests, coarse enough to be cheap
 
 
 @dataclass(frozen=True)
@@ -57,7 +58,7 @@ class Drawer:
         return rotated + CANVAS / 2 + np.asarray(self.offset)
 
 
-def _densify(poly: np.ndarray, closed: bool, step: float = 1.0) -> np.ndarray:
+def _densify(poly: np.ndarray, closed: bool, step: float = STEP_PX) -> np.ndarray:
     """Resample a polyline to points ``step`` px apart along its length."""
     if closed:
         poly = np.vstack([poly, poly[:1]])
@@ -126,10 +127,10 @@ def _visible_pieces(
     # A pen goes straight through a tiny occlusion rather than lifting: fill hidden runs < MIN_PIECE_PX.
     edges = np.flatnonzero(np.diff(np.concatenate([[1], visible.astype(np.int8), [1]])))
     for a, b in zip(edges[::2], edges[1::2]):
-        if b - a < MIN_PIECE_PX and a > 0 and b < len(pts):
+        if (b - a) * STEP_PX < MIN_PIECE_PX and a > 0 and b < len(pts):
             visible[a:b] = True
     edges = np.flatnonzero(np.diff(np.concatenate([[0], visible.astype(np.int8), [0]])))
-    return [pts[a:b] for a, b in zip(edges[::2], edges[1::2]) if b - a >= MIN_PIECE_PX]
+    return [pts[a:b] for a, b in zip(edges[::2], edges[1::2]) if (b - a) * STEP_PX >= MIN_PIECE_PX]
 
 
 def _tangents(pts: np.ndarray) -> np.ndarray:
@@ -140,7 +141,8 @@ def _tangents(pts: np.ndarray) -> np.ndarray:
 def _humanise(pts: np.ndarray, drawer: Drawer, rng: np.random.Generator) -> np.ndarray:
     """Smooth corners a little, add low-frequency wobble and an over/under-shoot at the end."""
     if len(pts) >= 5:
-        pts = cv2.GaussianBlur(pts.reshape(-1, 1, 2), (1, 7), 0, sigmaY=1.5, borderType=cv2.BORDER_REPLICATE)
+        sigma = 1.5 / STEP_PX  # round corners over ~1.5 px
+        pts = cv2.GaussianBlur(pts.reshape(-1, 1, 2), (1, 5), 0, sigmaY=sigma, borderType=cv2.BORDER_REPLICATE)
         pts = pts.reshape(-1, 2)
     arc = np.concatenate([[0.0], np.cumsum(np.hypot(*np.diff(pts, axis=0).T))])
     tangent = _tangents(pts)
@@ -154,7 +156,7 @@ def _humanise(pts: np.ndarray, drawer: Drawer, rng: np.random.Generator) -> np.n
     if shoot > 0:
         pts = np.vstack([pts, pts[-1] + tangent[-1] * shoot])
     elif len(pts) > 4:
-        pts = pts[: max(2, len(pts) - int(-shoot))]
+        pts = pts[: max(2, len(pts) - int(-shoot / STEP_PX))]
     return pts
 
 
@@ -200,7 +202,7 @@ def draw_sketch(scene: Scene, rng: np.random.Generator, meta: dict | None = None
         for poly, inward, keep in part_outlines(scene, part, rng):
             for piece in _visible_pieces(scene, pi, poly, inward, keep):
                 piece = drawer.transform(piece)
-                if rng.random() < 0.3 and len(piece) > 60:  # a long outline is sometimes two strokes
+                if rng.random() < 0.3 and len(piece) * STEP_PX > 60:  # a long outline is sometimes two strokes
                     cut = int(rng.integers(len(piece) // 3, 2 * len(piece) // 3))
                     chunks = [piece[: cut + 1], piece[cut:]]
                 else:

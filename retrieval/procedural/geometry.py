@@ -9,6 +9,7 @@ rendering, so every face is a quad or a cap polygon.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import cached_property
 
 import numpy as np
 
@@ -119,7 +120,7 @@ def build_chair(p: ChairParams) -> list[Part]:
     top_y = h
     if p.cushion:
         shrink = 0.94 if p.seat_shape != "round" else 0.9
-        parts.append(slab("cushion", "cushion", DETAIL, _at_height(outline * shrink, h), (0, p.cushion_thickness, 0)))
+        parts.append(slab("cushion", "cushion", MAIN, _at_height(outline * shrink, h), (0, p.cushion_thickness, 0)))
         top_y += p.cushion_thickness
     r = p.leg_thickness / 2
     sides = 4 if p.leg_style == "square" else 8
@@ -248,6 +249,10 @@ class Camera:
         )
 
     def rotation(self) -> np.ndarray:
+        return self._rotation
+
+    @cached_property
+    def _rotation(self) -> np.ndarray:
         y, x = np.radians(self.yaw), np.radians(self.pitch)
         ry = np.array([[np.cos(y), 0, np.sin(y)], [0, 1, 0], [-np.sin(y), 0, np.cos(y)]])
         rx = np.array([[1, 0, 0], [0, np.cos(x), -np.sin(x)], [0, np.sin(x), np.cos(x)]])
@@ -270,8 +275,12 @@ class Camera:
         v = self.view(pts)
         persp = self.focal / (self.focal - v[..., 2:3])
         xy = v[..., :2] * persp * np.array([1.0, -1.0])  # image y grows downwards
+        return xy @ self._roll
+
+    @cached_property
+    def _roll(self) -> np.ndarray:
         c, s = np.cos(np.radians(self.roll)), np.sin(np.radians(self.roll))
-        return xy @ np.array([[c, s], [-s, c]])
+        return np.array([[c, s], [-s, c]])
 
     def project(self, pts: np.ndarray, scale: float, offset: np.ndarray) -> np.ndarray:
         return self._project_raw(pts) * scale + offset

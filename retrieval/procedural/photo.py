@@ -136,13 +136,13 @@ def render_photo(scene: Scene, rng: np.random.Generator) -> RGBImage:
     canvas = np.clip(img * 255.0, 0, 255).astype(np.uint8)
     for poly, colour in zip(scene.face_polys, colours):
         cv2.fillPoly(canvas, [poly], colour, cv2.LINE_AA, SHIFT)
-    out = canvas.astype(np.float32)
     codes = np.zeros(len(scene.parts) + 1, dtype=np.uint8)
     codes[1:] = [_MATERIAL_CODES[k] for k in kinds]
     material_map = codes[scene.id_buffer]
-    for kind, code in _MATERIAL_CODES.items():
-        where = material_map == code
-        if where.any():
-            out[where] *= 1.0 + _texture(kind, rng, size)[where][:, None]
-    out += _crop(_noise_tiles()["fine"], rng, size)[..., None] * rng.uniform(1.0, 3.0)  # sensor noise
+    texture = np.zeros((size, size), dtype=np.float32)
+    for kind in sorted(set(kinds)):  # sorted: a fixed order of rng draws
+        np.copyto(texture, _texture(kind, rng, size), where=material_map == _MATERIAL_CODES[kind])
+    texture += 1.0
+    noise = _crop(_noise_tiles()["fine"], rng, size) * np.float32(rng.uniform(1.0, 3.0))  # sensor noise
+    out = canvas * texture[..., None] + noise[..., None]
     return np.clip(out, 0, 255).astype(np.uint8)

@@ -1,0 +1,161 @@
+"""Procedural generation throughput (photos/s, sketches/s) and sketch timing versus human timing.
+
+Generates ``--photos`` photos plus ``--sketches`` sketches each across ``--workers`` processes (the
+target: 10k photos and their sketches within 2 minutes on 2 cores), compares the sketches' timing
+with the calibration constants, and writes bench/results/procedural.md.
+
+    .venv/bin/python bench/bench_procedural.py                        # 10k photos x 3 sketches, 2 workers
+    .venv/bin/python bench/bench_procedural.py --photos 1000 --workers 1
+    .venv/bin/python bench/bench_procedural.py --calibrate ../shared/data/quickdraw-raw   # re-measure constants
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import sys
+import time
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from bench_raster import machine_info  # noqa: E402
+
+from retrieval.formats.quickdraw import iter_folder, timing_stats  # noqa: E402
+from retrieval.procedural import VERSION, generate_sketch  # noqa: E402
+from retrieval.procedural import timing as calibration  # noqa: E402
+from retrieval.procedural.photo import render_photo  # noqa: E402
+from retrieval.procedural.scene import scene_for  # noqa: E402
+
+
+@dataclass
+class Config:
+    """Benchmark settings."""
+
+    photos: int = 10_000  # photos to generate
+    sketches: int = 3  # sketches per photo
+    workers: int = 2  # processes (the machine has 2 cores)
+    seed: int = 0
+    chunk: int = 250  # photos per task
+    calibrate: Path | None = None  # a Quick, Draw! raw folder: print the timing constants instead
+    out: Path = Path(__file__).resolve().parent / "results" / "procedural.md"
+
+
+def _generate(args: tuple[int, int, int, int]) -> tuple[float, float, int]:
+    """Generate photos ``[start, stop)`` and their sketches; returns (photo s, sketch s, points)."""
+    seed, start, stop, per_photo = args
+    photo_s = sketch_s = 0.0
+    points = 0
+    for index in range(start, stop):
+        t0 = time.perf_counter()
+        scene = scene_for(seed, index)
+        render_photo(scene, np.random.default_rng([seed, index, 0, 1]))
+        t1 = time.perf_counter()
+        for n in range(per_photo):
+            points += generate_sketch(seed, index, n, scene).num_points
+        photo_s += t1 - t0
+        sketch_s += time.perf_counter() - t1
+    return photo_s, sketch_s, points
+
+
+def calibrate(folder: Path) -> None:
+    """Print human timing of Quick, Draw! raw drawings and the stroke duration ~ length fit."""
+    lengths, durations, sketches = [], [], []
+    for _, sketch in tqdm(iter_folder(folder), desc="quickdraw", disable=None):
+        sketches.append(sketch)
+        x0, y0, x1, y1 = sketch.bbox()
+        scale = 256.0 / max(x1 - x0, y1 - y0, 1.0)  # lengths as on a 256-pixel drawing
+        for s in sketch.strokes:
+            if len(s) > 1 and s[-1, 2] > s[0, 2]:
+                lengths.append(np.hypot(*np.diff(s[:, :2], axis=0).T).sum() * scale)
+                durations.append(s[-1, 2] - s[0, 2])
+    for name, row in timing_stats(sketches).items():
+        print(name, {k: round(v, 1) for k, v in row.items()})
+    length, duration = np.asarray(lengths), np.asarray(durations)
+    ok = length > 5
+    slope, intercept = np.polyfit(np.log(length[ok]), np.log(duration[ok]), 1)
+    resid = np.log(duration[ok]) - (intercept + slope * np.log(length[ok]))
+    print(f"duration_ms = {np.exp(intercept):.1f} * length_px ** {slope:.3f}  (residual log-sd {resid.std():.2f})")
+
+
+def main(cfg: Config) -> None:
+    bounds = list(range(0, cfg.photos, cfg.chunk)) + [cfg.photos]
+    tasks = [(cfg.seed, a, b, cfg.sketches) for a, b in zip(bounds[:-1], bounds[1:])]
+    start = time.perf_counter()
+    with ProcessPoolExecutor(cfg.workers) as pool:
+        results = list(tqdm(pool.map(_generate, tasks), total=len(tasks), desc="generate", disable=None))
+    wall = time.perf_counter() - start
+    photo_s = sum(r[0] for r in results)
+    sketch_s = sum(r[1] for r in results)
+    points = sum(r[2] for r in results)
+    n_sketches = cfg.photos * cfg.sketches
+    stats = timing_stats(generate_sketch(cfg.seed, i, 0) for i in range(200))
+    rows = [
+        f"| wall clock, {cfg.workers} workers | {wall:.1f} s for {cfg.photos} photos + {n_sketches} sketches "
+        f"({'within' if wall <= 120 else 'OVER'} the 2-minute target) |",
+        f"| photos (scene + render), per core | {1000 * photo_s / cfg.photos:.2f} ms each, "
+        f"{cfg.photos / photo_s:.0f} photos/s |",
+        f"| sketches, per core | {1000 * sketch_s / n_sketches:.2f} ms each, {n_sketches / sketch_s:.0f} sketches/s, "
+        f"{points / n_sketches:.0f} points each |",
+        f"| overall | {cfg.photos / wall:.0f} photos/s and {n_sketches / wall:.0f} sketches/s |",
+    ]
+    human = {
+        "pen_up_gap_ms": f"{calibration.GAP_MEDIAN_MS:.0f} (p10 155, p90 1116)",
+        "stroke_duration_ms": "584 (p10 134, p90 2562; Quick Draw strokes are longer)",
+        "drawing_duration_ms": "6200 (4 strokes)",
+        "strokes_per_drawing": "4 (Quick Draw); QMUL Chair-V2 10",
+        "points_per_stroke": "22 (60 Hz, unsimplified)",
+    }
+    timing_rows = [
+        f"| {name} | {row['p10']:.0f} | {row['p50']:.0f} | {row['p90']:.0f} | {human[name]} |"
+        for name, row in stats.items()
+    ]
+    lines = [
+        "# Procedural dataset generation",
+        "",
+        f"Date {datetime.datetime.now(datetime.UTC):%Y-%m-%d %H:%M} UTC; generator VERSION {VERSION}. "
+        f"Machine: {machine_info()}.",
+        f"Command: `.venv/bin/python bench/bench_procedural.py --photos {cfg.photos} --sketches {cfg.sketches} "
+        f"--workers {cfg.workers}` (256x256 photos; per-core times sum the workers' own clocks).",
+        "",
+        "| measure | value |",
+        "|---|---|",
+        *rows,
+        "",
+        "Sketch timing of 200 generated sketches (drawer 0) versus human drawing (Quick, Draw! raw, measured with "
+        "`--calibrate ../shared/data/quickdraw-raw`):",
+        "",
+        "| statistic | p10 | p50 | p90 | human p50 |",
+        "|---|---:|---:|---:|---|",
+        *timing_rows,
+    ]
+    cfg.out.parent.mkdir(parents=True, exist_ok=True)
+    cfg.out.write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+    print(f"wrote {cfg.out}")
+
+
+def parse_args() -> Config:
+    cfg = Config()
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--photos", type=int, default=cfg.photos)
+    parser.add_argument("--sketches", type=int, default=cfg.sketches)
+    parser.add_argument("--workers", type=int, default=cfg.workers)
+    parser.add_argument("--seed", type=int, default=cfg.seed)
+    parser.add_argument("--calibrate", type=Path, default=None)
+    parser.add_argument("--out", type=Path, default=cfg.out)
+    args = parser.parse_args()
+    return Config(photos=args.photos, sketches=args.sketches, workers=args.workers, seed=args.seed,
+                  calibrate=args.calibrate, out=args.out)
+
+
+if __name__ == "__main__":
+    config = parse_args()
+    if config.calibrate is not None:
+        calibrate(config.calibrate)
+    else:
+        main(config)
