@@ -1,0 +1,191 @@
+"""Benchmark photo-index kinds on clustered synthetic unit vectors.
+
+Measures build time, memory, p50/p95 single-query latency and recall@10 vs exact search for
+exact inner product (IndexFlatIP), HNSW at several (M, efConstruction, efSearch) and IVF-Flat at
+several (nlist, nprobe), at 10k / 50k / 100k (and 1M with ``--with-1m``) gallery sizes.
+
+Vectors come from a Gaussian mixture (cluster centres on the sphere, points jittered around them,
+renormalised) because real embeddings are clustered, which is harder for approximate indexes than
+uniform noise. Queries are jittered copies of random gallery points, like a sketch near its photo.
+
+    .venv/bin/python bench/bench_index.py                 # 10k, 50k, 100k, writes bench/results/index.md
+    .venv/bin/python bench/bench_index.py --with-1m       # adds 1M (minutes; ~2 GB RAM)
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import platform
+import resource
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import faiss
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from retrieval.index import HNSWParams, PhotoIndex, set_faiss_threads  # noqa: E402
+
+
+@dataclass
+class Config:
+    """Benchmark settings."""
+
+    dim: int = 128  # embedding size (the encoder's embed_dim)
+    sizes: tuple[int, ...] = (10_000, 50_000, 100_000)  # gallery sizes
+    queries: int = 500  # timed single queries per configuration
+    clusters: int = 256  # mixture components
+    spread: float = 1.0  # within-cluster noise norm relative to the unit centre
+    threads: int = 2  # faiss OpenMP threads
+    out: Path = Path(__file__).resolve().parent / "results" / "index.md"
+    seed: int = 0
+
+
+def unit(x: np.ndarray) -> np.ndarray:
+    return (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)
+
+
+def clustered(n: int, cfg: Config, rng: np.random.Generator) -> np.ndarray:
+    centres = unit(rng.standard_normal((cfg.clusters, cfg.dim)))
+    labels = rng.integers(0, cfg.clusters, n)
+    out = np.empty((n, cfg.dim), np.float32)
+    for start in range(0, n, 100_000):  # chunks keep the float64 temporaries small at 1M
+        stop = min(n, start + 100_000)
+        noise = rng.standard_normal((stop - start, cfg.dim)) * cfg.spread / np.sqrt(cfg.dim)
+        out[start:stop] = unit(centres[labels[start:stop]] + noise)
+    return out
+
+
+def rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+def timed_queries(index: faiss.Index, queries: np.ndarray, k: int = 10) -> tuple[np.ndarray, np.ndarray]:
+    times, found = [], []
+    for q in queries:
+        t0 = time.perf_counter()
+        _, rows = index.search(q[None], k)
+        times.append((time.perf_counter() - t0) * 1e3)
+        found.append(rows[0])
+    return np.array(times), np.array(found)
+
+
+def recall_at_10(found: np.ndarray, truth: np.ndarray) -> float:
+    return float(np.mean([len(set(f) & set(t)) / len(t) for f, t in zip(found, truth)]))
+
+
+def bench_size(n: int, cfg: Config, rng: np.random.Generator) -> list[dict]:
+    base = clustered(n, cfg, rng)
+    picks = rng.integers(0, n, cfg.queries)
+    queries = unit(base[picks] + rng.standard_normal((cfg.queries, cfg.dim)).astype(np.float32) * 0.3 / np.sqrt(cfg.dim))
+    rows = []
+
+    def record(name: str, index: faiss.Index, build_s: float, mem_mb: float, truth: np.ndarray | None) -> np.ndarray:
+        times, found = timed_queries(index, queries)
+        rows.append(
+            {
+                "n": n,
+                "index": name,
+                "build_s": build_s,
+                "mem_mb": mem_mb,
+                "p50_ms": float(np.percentile(times, 50)),
+                "p95_ms": float(np.percentile(times, 95)),
+                "recall@10": 1.0 if truth is None else recall_at_10(found, truth),
+            }
+        )
+        print(rows[-1], flush=True)
+        return found
+
+    vec_mb = base.nbytes / 2**20
+    t0 = time.perf_counter()
+    flat = PhotoIndex.build(base, [str(i) for i in range(n)], kind="flat")._faiss
+    truth = record("flat (exact)", flat, time.perf_counter() - t0, vec_mb, None)
+    del flat
+
+    built_graphs: dict[tuple[int, int], tuple[faiss.Index, float, float]] = {}
+    for m, ef_c in ((16, 64), (32, 64)) if n < 1_000_000 else ((32, 64),):  # 1M graphs take minutes each
+        before = rss_mb()
+        t0 = time.perf_counter()
+        idx = faiss.IndexHNSWFlat(cfg.dim, m, faiss.METRIC_INNER_PRODUCT)
+        idx.hnsw.efConstruction = ef_c
+        idx.add(base)
+        built_graphs[(m, ef_c)] = (idx, time.perf_counter() - t0, max(rss_mb() - before, vec_mb + n * m * 8 / 2**20))
+        for ef_s in (16, 32, 64, 128):
+            idx.hnsw.efSearch = ef_s
+            record(f"HNSW M={m} efC={ef_c} efS={ef_s}", idx, *built_graphs[(m, ef_c)][1:], truth)
+        del idx, built_graphs[(m, ef_c)]
+
+    nlist = int(4 * np.sqrt(n))
+    t0 = time.perf_counter()
+    quantizer = faiss.IndexFlatIP(cfg.dim)
+    ivf = faiss.IndexIVFFlat(quantizer, cfg.dim, nlist, faiss.METRIC_INNER_PRODUCT)
+    ivf.train(base[rng.choice(n, min(n, 50 * nlist), replace=False)])
+    ivf.add(base)
+    ivf_build = time.perf_counter() - t0
+    for nprobe in (4, 16, 64):
+        ivf.nprobe = nprobe
+        record(f"IVF-Flat nlist={nlist} nprobe={nprobe}", ivf, ivf_build, vec_mb, truth)
+    return rows
+
+
+def write_report(rows: list[dict], cfg: Config, elapsed_s: float) -> None:
+    defaults = HNSWParams()
+    lines = [
+        "# Photo index benchmark",
+        "",
+        f"- date: {datetime.datetime.now(datetime.UTC).strftime('%Y-%m-%d %H:%M UTC')}",
+        f"- machine: {platform.node()} / {platform.processor() or platform.machine()}, "
+        f"{faiss.omp_get_max_threads()} faiss threads, faiss {faiss.__version__}, numpy {np.__version__}",
+        f"- data: D={cfg.dim}, Gaussian mixture of {cfg.clusters} clusters (spread {cfg.spread}), unit vectors; "
+        f"{cfg.queries} single queries (jittered gallery points), k=10; seed {cfg.seed}",
+        f"- command: `.venv/bin/python bench/bench_index.py{' --with-1m' if 1_000_000 in cfg.sizes else ''}` "
+        f"({elapsed_s / 60:.1f} min)",
+        f"- library defaults (retrieval/index.py): HNSW M={defaults.M}, efConstruction={defaults.ef_construction}, "
+        f"efSearch={defaults.ef_search}; exact below the HNSW threshold",
+        "- memory: vectors for flat/IVF; HNSW = max(measured RSS growth, vectors + 2*M*4 B links)",
+        "",
+        "| n | index | build s | memory MB | p50 ms | p95 ms | recall@10 |",
+        "|---:|---|---:|---:|---:|---:|---:|",
+    ]
+    for r in rows:
+        lines.append(
+            f"| {r['n']:,} | {r['index']} | {r['build_s']:.2f} | {r['mem_mb']:.0f} | {r['p50_ms']:.3f} | "
+            f"{r['p95_ms']:.3f} | {r['recall@10']:.3f} |"
+        )
+    lines += [
+        "",
+        "Reading: exact search grows linearly (about 15 us per 1,000 photos a query on an idle machine) and stays",
+        "under ~1 ms p50 up to the 50k HNSW threshold, small next to the 11-27 ms encoder forward, with no build",
+        "step and exact results. Above it HNSW keeps queries near 0.1 ms. efSearch 16-32 drops below recall@10 0.95",
+        "as the gallery grows; efSearch 64 stays above it with M=16 or M=32. The default is M=32 (more memory,",
+        "similar speed) for headroom at 1M, where M=32/efSearch 64 measured 0.98 (docs: platform-facts.md).",
+        "IVF-Flat reaches similar latency but needs a training pass, and re-training as photos are added, so the",
+        "index uses HNSW, which takes incremental adds. Timings vary with load on the shared 2-core machine.",
+    ]
+    cfg.out.parent.mkdir(parents=True, exist_ok=True)
+    cfg.out.write_text("\n".join(lines) + "\n")
+    print(f"wrote {cfg.out}")
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--with-1m", action="store_true", help="also benchmark 1,000,000 photos (minutes)")
+    parser.add_argument("--sizes", type=int, nargs="*", help="override gallery sizes")
+    parser.add_argument("--queries", type=int, default=Config.queries)
+    parser.add_argument("--threads", type=int, default=Config.threads)
+    parser.add_argument("--out", type=Path, default=Config.out)
+    args = parser.parse_args(argv)
+    sizes = tuple(args.sizes) if args.sizes else Config.sizes + ((1_000_000,) if args.with_1m else ())
+    cfg = Config(sizes=sizes, queries=args.queries, threads=args.threads, out=args.out)
+    set_faiss_threads(cfg.threads)
+    rng = np.random.default_rng(cfg.seed)
+    t0 = time.perf_counter()
+    rows = [row for n in cfg.sizes for row in bench_size(n, cfg, rng)]
+    write_report(rows, cfg, time.perf_counter() - t0)
+
+
+if __name__ == "__main__":
+    main()
