@@ -261,14 +261,15 @@ def build_dataset_gallery(
 ) -> Gallery:
     """Gallery of a dataset split's photos (all photos when ``split`` is None/"all").
 
-    ``identity`` names the dataset in the cache key (the spec string it was opened from); by
-    default its ``repr`` plus a hash of its first photo's pixels, so two datasets that share
-    ids but not images never share a cache entry.
+    ``identity`` names the dataset in the cache key (e.g. the spec string it was opened from).
+    The key always adds a hash of the first photo's pixels, so two datasets that share a name
+    and ids but not images never share a cache entry.
     """
     ids = dataset_photo_ids(dataset, split)
     if not ids:
         raise ValueError(f"dataset {dataset.name} split {split!r} has no photos")
-    identity = identity or f"{dataset!r}#{hashlib.sha256(dataset.load_photo(ids[0]).tobytes()).hexdigest()[:12]}"
+    identity = identity or f"{dataset.name}:{getattr(dataset, 'root', '')}"
+    identity += f"#{hashlib.sha256(dataset.load_photo(ids[0]).tobytes()).hexdigest()[:12]}"
     source = f"{identity}{SPLIT_SEPARATOR}{split or ALL_SPLITS}"
     index, folder, skipped = _build_cached(
         encoder, source, f"dataset:{source}", {pid: [] for pid in ids}, dataset.load_photo,
