@@ -267,8 +267,9 @@ def build_app(config: AppConfig, backend: Backend) -> gr.Blocks:
             return out
 
         def on_load(session: DrawingSession):
-            if not study_mode:
-                session.new_sketch(random_target() if config.challenge else None)
+            if study_mode:
+                return view(session, fresh_canvas=True)
+            session.new_sketch(random_target() if config.challenge else None)
             return {**view(session, fresh_canvas=True), panel_col: gr.Column(visible=session.target_id is not None)}
 
         def end_updates(session: DrawingSession) -> dict:
@@ -311,7 +312,7 @@ def build_app(config: AppConfig, backend: Backend) -> gr.Blocks:
             session.begin_study(study, log, list(backend.ids), {"gallery": backend.gallery.source,
                                                                  "gallery_size": len(backend.ids)})  # fmt: skip
             return {**view(session, fresh_canvas=True), consent: gr.Column(visible=False),
-                    workspace: gr.Row(visible=True)}  # fmt: skip
+                    workspace: gr.Row(visible=True), panel_col: gr.Column(visible=True)}  # fmt: skip
 
         def on_give_up(session: DrawingSession):
             session.end_trial("gave_up")

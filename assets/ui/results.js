@@ -103,6 +103,7 @@
     renderCurve(Array.isArray(v.curve) ? v.curve : [], !!v.has_target, v.gallery_size);
     renders += 1;
     root.dataset.renders = String(renders);
+    root.dataset.curve = String(Array.isArray(v.curve) ? v.curve.length : 0);
     root.dataset.ids = items.map((it) => it.id).join("|");
     root.dataset.targetRank = v.target_rank ? String(v.target_rank) : "";
   }

@@ -1,0 +1,81 @@
+"""The named ``rank`` API of the running app: gradio_client and plain HTTP, valid and hostile payloads."""
+
+from __future__ import annotations
+
+import json
+import urllib.request
+
+import pytest
+
+from tests.app_server import running_app
+
+gradio_client = pytest.importorskip("gradio_client")
+from gradio_client.exceptions import AppError  # noqa: E402
+
+SKETCH = {"canvas": {"width": 400, "height": 400},
+          "strokes": [[[100, 80, 0], [110, 200, 40], [120, 320, 80]], [[100, 200, 500], [300, 205, 560, 0.7]]]}  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def app_url(tmp_path_factory):
+    with running_app(tmp_path_factory.mktemp("api")) as url:
+        yield url
+
+
+@pytest.fixture(scope="module")
+def client(app_url):
+    return gradio_client.Client(app_url, verbose=False)
+
+
+def _rank(client, sketch, k=5, target_id=None):
+    return client.predict(sketch if isinstance(sketch, str) else json.dumps(sketch), k, target_id, api_name="/rank")
+
+
+def test_valid_sketch_is_ranked(client):
+    result = _rank(client, SKETCH, k=7)
+    assert len(result["ids"]) == 7 and len(set(result["ids"])) == 7
+    assert all(isinstance(i, str) for i in result["ids"])
+    assert result["scores"] == sorted(result["scores"], reverse=True)
+    assert result["gallery_size"] == 60 and result["target_rank"] is None
+    assert result["timings_ms"]["total"] > 0
+    target = result["ids"][-1]
+    with_target = _rank(client, SKETCH, k=3, target_id=target)
+    assert 1 <= with_target["target_rank"] <= 60
+
+
+HOSTILE = {
+    "NaN coordinate": '{"canvas": {"width": 400, "height": 400}, "strokes": [[[1, NaN, 0]]]}',
+    "huge point count": {"canvas": {"width": 400, "height": 400}, "strokes": [[[1, 2, 3]] * 9000] * 7},
+    "wrong types": {"canvas": {"width": "wide", "height": 400}, "strokes": "abc"},
+    "string points": {"canvas": {"width": 400, "height": 400}, "strokes": [[["1", "2", "3"]]]},
+    "empty": "",
+    "no strokes": {"canvas": {"width": 400, "height": 400}, "strokes": []},
+    "truncated JSON": json.dumps(SKETCH)[:-9],
+    "not an object": "[1, 2, 3]",
+}
+
+
+@pytest.mark.parametrize("name", list(HOSTILE))
+def test_bad_payloads_get_a_clear_error_and_the_server_keeps_serving(client, name):
+    with pytest.raises(AppError, match="Invalid sketch"):
+        _rank(client, HOSTILE[name])
+    assert len(_rank(client, SKETCH, k=2)["ids"]) == 2, "server must keep serving after a bad payload"
+
+
+def test_bad_k_and_unknown_target_are_errors(client):
+    with pytest.raises(AppError, match="k must be"):
+        _rank(client, SKETCH, k=0)
+    with pytest.raises(AppError, match="not in the gallery"):
+        _rank(client, SKETCH, target_id="no-such-photo")
+
+
+def test_plain_http_call_endpoint(app_url):
+    body = json.dumps({"data": [json.dumps(SKETCH), 4, None]}).encode()
+    request = urllib.request.Request(app_url + "/gradio_api/call/rank", body, {"Content-Type": "application/json"})
+    with urllib.request.urlopen(request, timeout=30) as response:
+        event_id = json.loads(response.read())["event_id"]
+    with urllib.request.urlopen(f"{app_url}/gradio_api/call/rank/{event_id}", timeout=60) as response:
+        stream = response.read().decode()
+    assert "event: complete" in stream, stream
+    data = json.loads(stream.split("event: complete", 1)[1].split("data:", 1)[1].strip().splitlines()[0])
+    assert len(data[0]["ids"]) == 4
