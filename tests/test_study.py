@@ -147,3 +147,27 @@ def test_time_limit_ends_the_trial(tmp_path):
     assert session.phase == "timed_out"
     types = [r["type"] for r in read_log(tmp_path / "P__S.jsonl")]
     assert types[-2:] == ["trial_end", "stroke"], "a stroke that arrives late is still logged"
+
+
+def test_analysis_summarises_participants_and_writes_plots(tmp_path, capsys):
+    from retrieval.study_analysis import main
+
+    for participant in ("P1", "P2"):
+        session, rank = DrawingSession(), FakeRank()
+        session.begin_study(StudyConfig(num_trials=2, random_targets=2, time_limit_s=0),
+                            StudyLog(tmp_path, participant, "S1"), GALLERY, {})  # fmt: skip
+        for _ in range(2):
+            session.update(_payload(session, [_stroke(i, t=100.0 * i) for i in range(1, 5)]), rank)
+            session.next_trial()
+    main([str(tmp_path), "--out", str(tmp_path / "out")])
+    printed = capsys.readouterr().out
+    assert "P1" in printed and "P2" in printed
+    out = tmp_path / "out"
+    for name in ("records.csv", "strokes.csv", "trials.csv", "participants.csv", "rank_vs_stroke.png", "rank_vs_time.png"):
+        assert (out / name).stat().st_size > 0, name
+    import pandas as pd
+
+    summary = pd.read_csv(out / "participants.csv")
+    assert list(summary["found_pct"]) == [100.0, 100.0]
+    assert list(summary["median_strokes_to_find"]) == [4.0, 4.0]
+    assert len(pd.read_csv(out / "strokes.csv")) == 16
