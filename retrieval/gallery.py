@@ -235,6 +235,8 @@ def build_folder_gallery(
     index, folder, skipped = _build_cached(
         encoder, str(root), f"folder:{root}", stamps, load, _opt_path(cache_dir), batch_size, progress, kind
     )
+    if len(index) == 0:
+        raise ValueError(f"no readable images under {root}: {'; '.join(skipped[:5])}")
     kept = {pid: paths[pid] for pid in index.ids}
     return Gallery(index, str(root), kept, lambda pid: read_photo(kept[pid], max_pixels), folder, refused + skipped)
 

@@ -41,10 +41,15 @@ def set_faiss_threads(n: int | None = None) -> int:
     faiss and torch each default to one thread per core; on a small machine serving several
     sessions they fight over the cores, so both are capped.
     """
+    global _threads_set
     if n is None:
         n = int(os.environ.get("EARLYSKETCH_FAISS_THREADS", min(2, os.cpu_count() or 1)))
     faiss.omp_set_num_threads(max(1, n))
+    _threads_set = True
     return max(1, n)
+
+
+_threads_set = False  # an explicit set_faiss_threads() call wins over the default applied by PhotoIndex
 
 
 def _as_matrix(embeddings: np.ndarray, dim: int | None = None) -> np.ndarray:
@@ -84,7 +89,8 @@ class PhotoIndex:
     def __init__(self, dim: int, kind: str = "auto", params: HNSWParams | None = None) -> None:
         if kind not in KINDS:
             raise ValueError(f"index kind must be one of {KINDS}, got {kind!r}")
-        set_faiss_threads()
+        if not _threads_set:
+            set_faiss_threads()
         self.dim = int(dim)
         self.requested_kind = kind
         self.params = params or HNSWParams()

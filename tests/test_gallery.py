@@ -165,3 +165,17 @@ def test_open_gallery_on_chair_val(tmp_path, encoder):
     assert gallery.paths[gallery.index.ids[0]].is_file()
     with pytest.raises(ValueError, match="plain photo folder"):
         open_gallery(encoder, f"{tmp_path}@val", tmp_path, progress=False)
+
+
+def test_folder_without_readable_images_is_an_error(tmp_path, encoder):
+    (tmp_path / "broken.jpg").write_bytes(b"not a jpeg")
+    with pytest.warns(UserWarning, match="broken.jpg"), pytest.raises(ValueError, match="no readable images"):
+        build_folder_gallery(encoder, tmp_path, progress=False)
+    with pytest.raises(FileNotFoundError, match="no .png"):
+        build_folder_gallery(encoder, _empty(tmp_path), progress=False)
+
+
+def _empty(tmp_path):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    return empty
