@@ -1,0 +1,351 @@
+"""Per-stroke server latency (validate -> render -> encode -> search -> response) at 1k..1M photos.
+
+For each gallery size, replays realistic partial sketches (every stroke prefix of procedural
+sketches of gallery photos, as stroke-JSON text, the way the app receives them) through
+``Retriever.rank(payload, k, target_id)`` and serialises the response like the app's ``rank``
+endpoint, recording each stage. It also measures the photo index alone: k-NN search p50/p95,
+recall@10 against exact search (ties within 1e-6 count as hits), the exact target-rank cost, and
+the index build time and memory (RSS growth; peak via VmHWM).
+
+Galleries: up to ``--render-max`` photos (default 10k) are real procedural photos embedded by the
+model (cached in .cache/bench by model hash). Larger galleries keep those real embeddings and add
+synthetic ones WITHOUT rendering: copies of random real embeddings perturbed by Gaussian noise whose
+size gives each copy the same cosine to its source as a real photo has to its nearest real
+neighbour (median), then renormalised. So the synthetic photos sit in the real clusters.
+
+    .venv/bin/python bench/bench_latency.py --sizes 1k,10k --strokes 100     # quick (~2 min + gallery build)
+    .venv/bin/python bench/bench_latency.py                                   # 1k,10k,100k,1M (~15-25 min)
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import (  # noqa: E402
+    BENCH_CACHE,
+    DEFAULT_MODEL,
+    Target,
+    header_lines,
+    load_encoder,
+    machine_info,
+    model_label,
+    parse_sizes,
+    percentiles,
+    rss_mb,
+    save_plot,
+    size_label,
+    target_table,
+    use_agg,
+    write_results,
+)
+
+STAGES = ("validate", "render", "encode", "search", "response")
+
+
+@dataclass
+class Config:
+    """Benchmark settings."""
+
+    sizes: str = "1k,10k,100k,1M"  # gallery sizes (k = 1,000; M = 1,000,000)
+    strokes: int = 400  # timed per-stroke calls per gallery size
+    warmup: int = 20  # untimed calls first (allocator, oneDNN kernel choice)
+    queries: int = 500  # sketch embeddings used for index search latency and recall@10
+    k: int = 20  # photos returned per stroke
+    threads: int = 1  # torch threads (bench/results/encoder.md: 1 beats 2 on a loaded 2-core box)
+    render_max: int = 10_000  # galleries up to this size are rendered photos; larger ones add synthetic embeddings
+    sketch_photos: int = 60  # photos whose sketches (all stroke prefixes) make the stroke pool
+    max_s_per_size: float = 240.0  # time cap for the timed per-stroke loop of one size
+    model: Path = DEFAULT_MODEL
+    cache_dir: Path = BENCH_CACHE
+    seed: int = 0
+    name: str = "latency"
+
+
+# --- galleries -----------------------------------------------------------------------------------
+def real_gallery(encoder, n: int, cache_dir: Path) -> tuple[np.ndarray, list[str]]:
+    """Embeddings and ids of the first ``n`` procedural photos (rendered, embedded, cached)."""
+    from retrieval.gallery import open_gallery
+
+    gallery = open_gallery(encoder, f"procedural:photos={n}", cache_dir, progress=True)
+    index = gallery.index
+    return np.array(index.vectors), index.ids
+
+
+def nn_cosine(vectors: np.ndarray, sample: int, rng: np.random.Generator) -> float:
+    """Median cosine between a real photo embedding and its nearest other real photo."""
+    rows = rng.choice(len(vectors), min(sample, len(vectors)), replace=False)
+    sims = vectors[rows] @ vectors.T
+    sims[np.arange(len(rows)), rows] = -np.inf
+    return float(np.median(sims.max(axis=1)))
+
+
+def synthesise(base: np.ndarray, n_extra: int, rng: np.random.Generator) -> tuple[np.ndarray, float]:
+    """``n_extra`` perturbed copies of random ``base`` rows (see module docstring); returns (vectors, sigma)."""
+    cos = min(max(nn_cosine(base, 2000, rng), 0.05), 0.9999)
+    sigma = float(np.sqrt(1.0 / cos**2 - 1.0))  # |v + noise| = sqrt(1 + sigma^2) -> cos(copy, v) = cos
+    dim = base.shape[1]
+    out = np.empty((n_extra, dim), np.float32)
+    for start in range(0, n_extra, 100_000):  # chunks keep float temporaries small at 1M
+        stop = min(n_extra, start + 100_000)
+        x = base[rng.integers(0, len(base), stop - start)] + rng.standard_normal((stop - start, dim)).astype(
+            np.float32) * (sigma / np.sqrt(dim))
+        out[start:stop] = x / np.linalg.norm(x, axis=1, keepdims=True)
+    return out, sigma
+
+
+@contextlib.contextmanager
+def measure_memory():
+    """Yields a dict filled on exit with ``rss_delta_mb`` and ``peak_delta_mb`` (VmHWM after a reset)."""
+    with contextlib.suppress(OSError):
+        Path("/proc/self/clear_refs").write_text("5")  # reset the peak-RSS watermark (Linux >= 4.0)
+    before = rss_mb()
+    out: dict[str, float] = {}
+    yield out
+    out["rss_delta_mb"] = rss_mb() - before
+    out["peak_delta_mb"] = max(_vm_hwm_mb() - before, out["rss_delta_mb"])
+
+
+def _vm_hwm_mb() -> float:
+    with contextlib.suppress(OSError, ValueError, IndexError):
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    return 0.0
+
+
+# --- sketches ------------------------------------------------------------------------------------
+def stroke_pool(n_photos: int, cfg: Config, rng: np.random.Generator) -> list[tuple[str, str]]:
+    """(stroke-JSON text, photo id) for every stroke prefix of sketches of random gallery photos."""
+    from retrieval.formats.stroke_json import to_stroke_json
+    from retrieval.procedural import generate_sketch
+    from retrieval.procedural.dataset import photo_id_of
+
+    pool = []
+    for index in rng.choice(n_photos, min(cfg.sketch_photos, n_photos), replace=False):
+        sketch = generate_sketch(cfg.seed, int(index), int(rng.integers(0, 3)))
+        for k in range(1, sketch.num_strokes + 1):
+            pool.append((json.dumps(to_stroke_json(sketch.first_strokes(k))), photo_id_of(cfg.seed, int(index))))
+    rng.shuffle(pool)
+    return pool
+
+
+# --- measurements --------------------------------------------------------------------------------
+def per_stroke(retriever, pool: list[tuple[str, str]], cfg: Config) -> dict[str, np.ndarray]:
+    """Stage times (ms) of ``cfg.strokes`` per-stroke calls, plus ``total`` = wall time of all stages."""
+    stages: dict[str, list[float]] = {s: [] for s in (*STAGES, "total")}
+    deadline = time.monotonic() + cfg.max_s_per_size
+    for i in range(cfg.warmup + cfg.strokes):
+        payload, target = pool[i % len(pool)]
+        start = time.perf_counter()
+        result = retriever.rank(payload, k=cfg.k, target_id=target)
+        t = time.perf_counter()
+        # What the app's rank endpoint does with the result (gradio then JSON-encodes it).
+        json.dumps({"ids": list(result.ids), "scores": [float(s) for s in result.scores],
+                    "target_rank": result.target_rank, "timings_ms": dict(result.timings_ms),
+                    "gallery_size": len(retriever)})  # fmt: skip
+        end = time.perf_counter()
+        if i < cfg.warmup:
+            continue
+        for stage in STAGES[:-1]:
+            stages[stage].append(result.timings_ms[stage])
+        stages["response"].append((end - t) * 1e3)
+        stages["total"].append((end - start) * 1e3)
+        if time.monotonic() > deadline:
+            print(f"  per-stroke loop stopped at the {cfg.max_s_per_size:.0f} s cap after {i + 1 - cfg.warmup} calls")
+            break
+    return {k: np.asarray(v) for k, v in stages.items()}
+
+
+def exact_top_k(queries: np.ndarray, vectors: np.ndarray, k: int, chunk: int = 200_000) -> tuple[np.ndarray, np.ndarray]:
+    """Exact top-``k`` rows and scores per query by chunked matmul (never a (Q, N) matrix at 1M)."""
+    best_s = np.full((len(queries), 0), -np.inf, np.float32)
+    best_i = np.zeros((len(queries), 0), np.int64)
+    for start in range(0, len(vectors), chunk):
+        s = queries @ vectors[start : start + chunk].T
+        top = np.argpartition(-s, min(k, s.shape[1] - 1), axis=1)[:, :k]
+        best_s = np.concatenate([best_s, np.take_along_axis(s, top, 1)], axis=1)
+        best_i = np.concatenate([best_i, top + start], axis=1)
+        keep = np.argsort(-best_s, axis=1)[:, :k]
+        best_s, best_i = np.take_along_axis(best_s, keep, 1), np.take_along_axis(best_i, keep, 1)
+    return best_i, best_s
+
+
+def index_metrics(index, queries: np.ndarray, targets: list[str], k: int = 10) -> dict[str, float]:
+    """k-NN search latency, recall@10 vs exact (tie-aware), exact target-rank latency."""
+    vectors = index.vectors
+    search_ms, found = [], []
+    for q in queries:
+        t = time.perf_counter()
+        _, ids = index.search(q[None], k)
+        search_ms.append((time.perf_counter() - t) * 1e3)
+        found.append(ids[0])
+    truth_rows, truth_scores = exact_top_k(queries, vectors, k)
+    row_of = {pid: i for i, pid in enumerate(index.ids)}
+    hits = []
+    for q, got, kth in zip(queries, found, truth_scores[:, -1]):
+        rows = np.array([row_of[pid] for pid in got], dtype=np.int64)
+        hits.append(float(np.sum(vectors[rows] @ q >= kth - 1e-6)) / k if len(rows) else 0.0)
+    rank_ms = []
+    for q, target in zip(queries[:100], targets[:100]):
+        t = time.perf_counter()
+        index.rank_of(q, target)
+        rank_ms.append((time.perf_counter() - t) * 1e3)
+    return {"search": percentiles(search_ms), "recall@10": float(np.mean(hits)), "target_rank": percentiles(rank_ms)}
+
+
+def bench_size(n: int, encoder, base: tuple[np.ndarray, list[str]], pool, cfg: Config, rng) -> dict:
+    import torch
+
+    from retrieval.index import PhotoIndex, set_faiss_threads
+    from retrieval.retriever import Retriever
+
+    base_vecs, base_ids = base
+    n_real = min(n, len(base_ids))
+    sigma = None
+    vectors, ids = base_vecs[:n_real], list(base_ids[:n_real])
+    if n > n_real:
+        extra, sigma = synthesise(base_vecs, n - n_real, rng)
+        vectors = np.concatenate([vectors, extra])
+        ids += [f"synth-{i:07d}" for i in range(n - n_real)]
+        del extra
+    set_faiss_threads()  # build on all (<= 2) cores
+    with measure_memory() as memory:
+        t = time.perf_counter()
+        index = PhotoIndex.build(vectors, ids)
+        build_s = time.perf_counter() - t
+    del vectors
+    print(f"  {size_label(n)}: {index.kind} index built in {build_s:.1f} s, RSS +{memory['rss_delta_mb']:.0f} MB",
+          flush=True)
+    # faiss and torch share one OpenMP pool: set_faiss_threads (called by PhotoIndex) also sets torch's
+    # intra-op threads, so pin the serving thread count again before timing.
+    torch.set_num_threads(cfg.threads)
+    retriever = Retriever(encoder, index)
+    usable = [(p, pid) for p, pid in pool if pid in index]
+    strokes = per_stroke(retriever, usable, cfg)
+    qs = [usable[i % len(usable)] for i in range(cfg.queries)]
+    queries = encoder.embed_sketches(np.stack([retriever.render(retriever.validate(p)) for p, _ in qs]))
+    metrics = index_metrics(index, queries, [pid for _, pid in qs])
+    row = {"n": n, "kind": index.kind, "n_real": n_real, "synthetic_sigma": sigma, "build_s": build_s, **memory,
+           "stages": {k: percentiles(v) for k, v in strokes.items()}, **metrics}
+    st = row["stages"]
+    print(f"  {size_label(n)}: per stroke p50 {st['total']['p50']:.2f} ms p95 {st['total']['p95']:.2f} ms; "
+          f"search p50 {metrics['search']['p50']:.3f} ms recall@10 {metrics['recall@10']:.3f}; "
+          f"target rank p50 {metrics['target_rank']['p50']:.2f} ms", flush=True)
+    return row
+
+
+# --- report --------------------------------------------------------------------------------------
+def targets_of(rows: list[dict]) -> list[Target]:
+    by_n = {r["n"]: r for r in rows}
+    out = []
+    if 10_000 in by_n:
+        st = by_n[10_000]["stages"]["total"]
+        out += [Target("per-stroke server p50 at 10k photos", st["p50"], 20),
+                Target("per-stroke server p95 at 10k photos", st["p95"], 40)]
+    if 1_000_000 in by_n:
+        r = by_n[1_000_000]
+        out += [Target("index search p50 at 1M photos", r["search"]["p50"], 5),
+                Target("recall@10 vs exact at 1M photos", r["recall@10"], 0.95, ">=", ""),
+                Target("index build at 1M photos", r["build_s"] / 60, 10, "<=", "min",
+                       f"RSS +{r['rss_delta_mb']:.0f} MB, peak +{r['peak_delta_mb']:.0f} MB")]
+    return out
+
+
+def plot(rows: list[dict], cfg: Config) -> None:
+    use_agg()
+    import matplotlib.pyplot as plt
+
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4))
+    labels = [size_label(r["n"]) for r in rows]
+    bottom = np.zeros(len(rows))
+    for stage in STAGES:
+        vals = np.array([r["stages"][stage]["p50"] for r in rows])
+        ax1.bar(labels, vals, bottom=bottom, label=stage)
+        bottom += vals
+    ax1.plot(labels, [r["stages"]["total"]["p95"] for r in rows], "k_", markersize=30, mew=2, label="total p95")
+    ax1.axhline(20, color="g", ls="--", lw=1, label="p50 target (10k)")
+    ax1.axhline(40, color="r", ls="--", lw=1, label="p95 target (10k)")
+    ax1.set(title="per-stroke server time (stage p50, stacked)", xlabel="gallery photos", ylabel="ms")
+    ax1.legend(fontsize=7)
+    ns = [r["n"] for r in rows]
+    ax2.loglog(ns, [r["search"]["p50"] for r in rows], "o-", label="k-NN search p50 (index)")
+    ax2.loglog(ns, [r["search"]["p95"] for r in rows], "o--", label="k-NN search p95")
+    ax2.loglog(ns, [r["target_rank"]["p50"] for r in rows], "s-", label="exact target rank p50")
+    ax2.axhline(5, color="r", ls="--", lw=1, label="1M search target")
+    ax2.set(title="index cost vs gallery size", xlabel="gallery photos", ylabel="ms")
+    ax2.legend(fontsize=7)
+    save_plot(fig, cfg.name)
+
+
+def report(rows: list[dict], cfg: Config, machine: dict, command: str) -> None:
+    targets = targets_of(rows)
+    lines = header_lines("Per-stroke latency vs gallery size", command, machine)
+    lines += [
+        f"- model: {model_label(cfg.model)}; torch threads {cfg.threads}; k={cfg.k}; "
+        f"{cfg.strokes} timed strokes per size after {cfg.warmup} warm-up",
+        f"- sketches: every stroke prefix of procedural sketches of {cfg.sketch_photos} random gallery photos, sent "
+        "as stroke-JSON text with the photo as target (the app's challenge/study call)",
+        f"- galleries: up to {size_label(cfg.render_max)} rendered procedural photos embedded by the model; larger "
+        "sizes add synthetic embeddings (perturbed copies of real ones, noise sigma in the table, no rendering)",
+        "- stages: validate/render/encode/search from RankResult.timings_ms (search includes the exact target "
+        "rank), response = building + JSON-encoding the endpoint's dict, total = wall time of all",
+        "",
+        *target_table(targets),
+        "",
+        "| photos | index | build s | RSS +MB (peak) | validate | render | encode | search+rank | response | "
+        "total p50 | total p95 | k-NN p50 / p95 | recall@10 | target rank p50 | sigma |",
+        "|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for r in rows:
+        st = r["stages"]
+        sigma = "" if r["synthetic_sigma"] is None else f"{r['synthetic_sigma']:.3f}"
+        lines.append(
+            f"| {r['n']:,} | {r['kind']} | {r['build_s']:.1f} | {r['rss_delta_mb']:.0f} ({r['peak_delta_mb']:.0f}) | "
+            + " | ".join(f"{st[s]['p50']:.2f}" for s in STAGES)
+            + f" | {st['total']['p50']:.2f} | {st['total']['p95']:.2f} | {r['search']['p50']:.3f} / "
+            f"{r['search']['p95']:.3f} | {r['recall@10']:.3f} | {r['target_rank']['p50']:.2f} | {sigma} |"
+        )
+    lines += ["", "Stage columns are p50 in ms. Plot: `latency.png`."]
+    write_results(cfg.name, lines, targets, {"rows": rows, "config": {k: str(v) for k, v in vars(cfg).items()}},
+                  machine)
+    plot(rows, cfg)
+
+
+def main(argv: list[str] | None = None) -> None:
+    cfg = parse_args(argv)
+    import torch
+
+    torch.set_num_threads(cfg.threads)
+    machine = machine_info()
+    rng = np.random.default_rng(cfg.seed)
+    sizes = parse_sizes(cfg.sizes)
+    encoder = load_encoder(cfg.model)
+    base = real_gallery(encoder, min(max(sizes), cfg.render_max), cfg.cache_dir)
+    pool = stroke_pool(min(min(sizes), len(base[1])), cfg, rng)  # photos present in every gallery size
+    rows = []
+    for n in sizes:
+        print(f"gallery {size_label(n)}", flush=True)
+        rows.append(bench_size(n, encoder, base, pool, cfg, rng))
+    report(rows, cfg, machine, "python bench/bench_latency.py " + " ".join(sys.argv[1:] if argv is None else argv))
+
+
+def parse_args(argv: list[str] | None = None) -> Config:
+    cfg = Config()
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    for name, value in vars(cfg).items():
+        kind = type(value) if not isinstance(value, Path) else Path
+        parser.add_argument("--" + name.replace("_", "-"), type=kind, default=value)
+    return Config(**vars(parser.parse_args(argv)))
+
+
+if __name__ == "__main__":
+    main()
