@@ -5,11 +5,15 @@ A checkpoint is a folder holding ``model.safetensors`` (weights only: loading ne
 config, seed, validation metrics, git commit). A legacy ``.pt`` file is read with
 ``torch.load(weights_only=True)`` and must hold ``{"meta": {...}, "state_dict": {...}}``.
 
-Default architecture, chosen by measurement (bench/bench_encoder.py, bench/results/encoder.md):
-mobilenet_v3_small at 128 x 128. On 2 CPU cores one partial-sketch embedding (render + forward)
-costs about 10 ms p50, leaving most of the 20 ms per-stroke budget for the search over a 10k
-gallery; mobilenet_v3_large, resnet18 and efficientnet_b0 cost 1.5-3x more at the same size, and
-larger inputs buy little for line drawings of ~256 px canvases.
+Default architecture, chosen by measurement (bench/bench_encoder.py -> bench/results/encoder.md,
+render + forward of one partial sketch, batch 1, CPU, torch 2.14): mobilenet_v3_small at 128 x 128
+costs 3.0-3.3 ms p50 / 3.1-3.6 ms p95 on one thread, against 6.6-7.4 ms for mobilenet_v3_large,
+4.9-5.7 for shufflenet_v2, 9.3-9.8 for efficientnet_b0, 9.5-10 for regnet_x_400mf and 14-15 for
+resnet18 at the same size. That leaves almost all of the 20 ms per-stroke p50 budget for search and
+UI even when the 2 cores are shared (under load, 2 torch threads were SLOWER than 1: p95 75-110 ms),
+and leaves headroom to batch several users. 128 px keeps 3 px QMUL strokes at 1.5 px; 160-224 px cost
+30-60 % more for line drawings drawn on ~256 px canvases. mobilenet_v3_large @128 is the fallback
+when accuracy needs more capacity (still ~7 ms). channels_last saves ~5-10 % (``channels_last=True``).
 """
 
 from __future__ import annotations

@@ -108,7 +108,7 @@ class StageLoop:
         self.log_path = run_dir / "log.csv"
         if not self.log_path.exists():
             with open(self.log_path, "w", newline="") as f:
-                csv.DictWriter(f, LOG_FIELDS).writeheader()
+                csv.DictWriter(f, LOG_FIELDS, lineterminator="\n").writeheader()
 
     def run_stage(self, stage: str, step_fn: Callable[[StageLoop], torch.Tensor], minutes: float) -> None:
         cfg, state = self.cfg, self.state
@@ -152,8 +152,10 @@ class StageLoop:
             bar.set_postfix(loss=f"{row['loss']:.3f}", best=state.best_value)
         bar.close()
         if self.step % cfg.eval_every != 0 or self.step == 0:  # the stage's final model, unless just scored
-            self.log({"stage": stage, "stage_step": self.step, "global_step": state.global_step,
-                      "elapsed_s": round(time.monotonic() - start, 2), **self.validate(stage)})
+            scores = self.validate(stage)
+            if scores:
+                self.log({"stage": stage, "stage_step": self.step, "global_step": state.global_step,
+                          "elapsed_s": round(time.monotonic() - start, 2), **scores})
         state.done_stages.append(stage)
         self.save_last(stage, opt, time.monotonic() - start)
 
@@ -183,7 +185,7 @@ class StageLoop:
 
     def log(self, row: dict) -> None:
         with open(self.log_path, "a", newline="") as f:
-            csv.DictWriter(f, LOG_FIELDS).writerow(row)
+            csv.DictWriter(f, LOG_FIELDS, lineterminator="\n").writerow(row)
 
     def finish(self) -> None:
         self.plot()
