@@ -1,0 +1,269 @@
+"""50 simultaneous scripted drawing sessions against the app's ``rank`` endpoint on 127.0.0.1.
+
+Starts ``app.py`` in a subprocess on a free port (gallery cached in .cache/bench) and runs
+``--users`` sessions at once, each drawing its own procedural sketch of a distinct photo: after
+each stroke it POSTs the whole sketch so far to ``/gradio_api/call/rank`` and reads the SSE
+result. Strokes are sent at human times: each stroke's own duration (the generator's, calibrated to
+Quick, Draw!) plus a pen-up gap sampled like Quick Draw (lognormal, p10 155 / p50 439 / p90 1,116
+ms; ``retrieval.procedural.timing.pen_up_gap``). A stroke is sent when its pen lifts even if the
+previous answer is still pending, as the canvas does.
+
+Checks: per-stroke latency p50/p95 (POST -> result received), zero errors, and zero cross-session
+mix-ups: every answer must be the ranking the library gives for that session's own partial sketch
+(same ids; or, under float noise between processes, the same scores for the returned ids within
+``--score-tol`` of this sketch's own embedding).
+
+    .venv/bin/python bench/bench_concurrency.py                      # 50 users x 6 strokes, 10k photos
+    .venv/bin/python bench/bench_concurrency.py --users 10 --gallery-size 1000 --app-args "--threads 1"
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import shlex
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import (  # noqa: E402
+    BENCH_CACHE,
+    DEFAULT_MODEL,
+    ApiError,
+    Target,
+    call_rank_async,
+    header_lines,
+    load_encoder,
+    machine_info,
+    model_label,
+    percentiles,
+    running_app,
+    save_plot,
+    target_table,
+    use_agg,
+    write_results,
+)
+
+
+@dataclass
+class Config:
+    """Benchmark settings."""
+
+    users: int = 50  # simultaneous drawing sessions
+    strokes: int = 6  # strokes per session (each sends the sketch so far)
+    gallery_size: int = 10_000  # procedural photos in the app's gallery
+    k: int = 10  # photos asked for per stroke
+    max_s: float = 120.0  # hard cap on the whole load run
+    start_spread_s: float = 2.0  # sessions start uniformly within this window
+    score_tol: float = 1e-4  # cosine tolerance of the mix-up check (float noise between processes)
+    app_args: str = ""  # extra app.py flags, e.g. "--threads 1 --concurrency 2"
+    model: Path = DEFAULT_MODEL
+    cache_dir: Path = BENCH_CACHE
+    seed: int = 0
+    name: str = "concurrency"
+
+
+@dataclass
+class Session:
+    """One scripted user: its sketch prefixes, send times and what the library expects back."""
+
+    user: int
+    photo_id: str
+    payloads: list[str]
+    send_at_s: list[float]
+    expected_ids: list[list[str]] = field(default_factory=list)
+    embeddings: np.ndarray | None = None  # (strokes, D) this sketch's own prefix embeddings
+
+
+def make_sessions(cfg: Config, rng: np.random.Generator) -> list[Session]:
+    from retrieval.formats.stroke_json import to_stroke_json
+    from retrieval.procedural import generate_sketch
+    from retrieval.procedural.dataset import photo_id_of
+    from retrieval.procedural.timing import pen_up_gap
+
+    sessions = []
+    for user, index in enumerate(rng.choice(cfg.gallery_size, cfg.users, replace=False)):
+        sketch = generate_sketch(cfg.seed, int(index), user % 3)
+        n = min(cfg.strokes, sketch.num_strokes)
+        t = float(rng.uniform(0, cfg.start_spread_s))
+        send, payloads = [], []
+        for i in range(n):
+            stroke = sketch.strokes[i]
+            t += (pen_up_gap(rng) if i else 0.0) / 1e3 + float(stroke[-1, 2] - stroke[0, 2]) / 1e3
+            send.append(t)
+            payloads.append(json.dumps(to_stroke_json(sketch.first_strokes(i + 1))))
+        sessions.append(Session(user, photo_id_of(cfg.seed, int(index)), payloads, send))
+    return sessions
+
+
+def expected_rankings(sessions: list[Session], cfg: Config):
+    """What the library answers for every prefix (computed before the load, not during it)."""
+    import torch
+
+    from retrieval.gallery import open_gallery
+    from retrieval.retriever import Retriever
+
+    encoder = load_encoder(cfg.model)
+    gallery = open_gallery(encoder, f"procedural:photos={cfg.gallery_size}", cfg.cache_dir, progress=True)
+    torch.set_num_threads(1)
+    retriever = Retriever(encoder, gallery.index)
+    for s in sessions:
+        s.expected_ids = [retriever.rank(p, k=cfg.k).ids for p in s.payloads]
+        s.embeddings = encoder.embed_sketches(np.stack([retriever.render(retriever.validate(p)) for p in s.payloads]))
+    return gallery.index
+
+
+def check_answer(session: Session, stroke: int, answer: dict, index, tol: float) -> str:
+    """"exact", "equivalent" (same scores under float noise, near-tied order) or "mixup".
+
+    The returned scores must be what this session's own sketch embedding gives for the returned
+    ids (within ``tol``): an answer computed from another session's sketch fails that even when an
+    untrained model makes every ranking look alike.
+    """
+    vectors, row_of = index.vectors, {pid: i for i, pid in enumerate(index.ids)}
+    ids, expected = answer["ids"], session.expected_ids[stroke]
+    if len(ids) != len(expected) or any(pid not in row_of for pid in ids):
+        return "mixup"
+    own = vectors[[row_of[p] for p in ids]] @ session.embeddings[stroke]
+    if not np.allclose(own, np.asarray(answer["scores"], dtype=np.float32), atol=tol):
+        return "mixup"
+    if ids == expected:
+        return "exact"
+    best = vectors[[row_of[p] for p in expected]] @ session.embeddings[stroke]
+    return "equivalent" if np.allclose(np.sort(own), np.sort(best), atol=tol) else "mixup"
+
+
+def score_signatures(sessions: list[Session], index, tol: float) -> int:
+    """Distinct expected top-k score vectors (rounded to ``tol``): how well the check tells sketches apart."""
+    row_of = {pid: i for i, pid in enumerate(index.ids)}
+    sigs = set()
+    for s in sessions:
+        for emb, ids in zip(s.embeddings, s.expected_ids):
+            sigs.add(tuple(np.round((index.vectors[[row_of[p] for p in ids]] @ emb) / tol).astype(np.int64)))
+    return len(sigs)
+
+
+async def run_session(session: Session, url: str, t0: float, cfg: Config, index, out: list[dict]) -> None:
+    import httpx
+
+    async with httpx.AsyncClient(trust_env=False) as client:
+
+        async def one(stroke: int) -> None:
+            await asyncio.sleep(max(0.0, t0 + session.send_at_s[stroke] - time.perf_counter()))
+            start = time.perf_counter()
+            row = {"user": session.user, "stroke": stroke, "sent_s": start - t0}
+            try:
+                answer = await call_rank_async(client, url, session.payloads[stroke], cfg.k, None, timeout_s=cfg.max_s)
+                row["latency_ms"] = (time.perf_counter() - start) * 1e3
+                row["server_ms"] = float(answer["timings_ms"]["total"])
+                row["check"] = check_answer(session, stroke, answer, index, cfg.score_tol)
+            except (ApiError, httpx.HTTPError, KeyError, ValueError) as exc:
+                row["error"] = f"{type(exc).__name__}: {exc}"[:300]
+            out.append(row)
+
+        await asyncio.gather(*(one(i) for i in range(len(session.payloads))))
+
+
+async def load_run(sessions: list[Session], url: str, cfg: Config, index) -> tuple[list[dict], bool]:
+    rows: list[dict] = []
+    t0 = time.perf_counter() + 0.5
+    try:
+        await asyncio.wait_for(asyncio.gather(*(run_session(s, url, t0, cfg, index, rows) for s in sessions)),
+                               timeout=cfg.max_s)  # fmt: skip
+        return rows, False
+    except TimeoutError:
+        return rows, True
+
+
+def report(rows: list[dict], timed_out: bool, sessions: list[Session], index, cfg: Config, machine: dict,
+           wall_s: float, command: str) -> None:
+    ok = [r for r in rows if "latency_ms" in r]
+    lat = percentiles([r["latency_ms"] for r in ok])
+    server = percentiles([r["server_ms"] for r in ok])
+    errors = [r for r in rows if "error" in r]
+    sent = sum(len(s.payloads) for s in sessions)
+    missing = sent - len(rows)
+    checks = {c: sum(r.get("check") == c for r in ok) for c in ("exact", "equivalent", "mixup")}
+    unique = len({json.dumps(ids) for s in sessions for ids in s.expected_ids})
+    signatures = score_signatures(sessions, index, cfg.score_tol)
+    targets = [
+        Target("per-stroke latency p95, 50 concurrent sessions", lat["p95"], 150),
+        Target("errors (incl. unanswered strokes)", len(errors) + missing, 0, "<=", ""),
+        Target("cross-session mix-ups", checks["mixup"], 0, "<=", ""),
+    ]
+    lines = header_lines("Concurrent drawing sessions against the app", command, machine)
+    lines += [
+        f"- model: {model_label(cfg.model)}; gallery: {cfg.gallery_size:,} procedural photos; app flags: "
+        f"`{cfg.app_args or '(defaults)'}`; k={cfg.k}",
+        f"- load: {cfg.users} sessions x up to {cfg.strokes} strokes = {sent} requests over {wall_s:.1f} s "
+        f"(cap {cfg.max_s:.0f} s{', HIT' if timed_out else ''}); human stroke durations + Quick-Draw-like pen-up gaps",
+        "- transport: plain HTTP POST /gradio_api/call/rank + SSE result, one httpx client per session, "
+        "load generator on the same 2 cores as the server",
+        "",
+        *target_table(targets),
+        "",
+        "| measure | n | p50 ms | p95 ms | p99 ms | mean ms |",
+        "|---|---:|---:|---:|---:|---:|",
+        f"| per-stroke latency (client: POST -> result) | {lat['n']} | {lat['p50']:.1f} | {lat['p95']:.1f} | "
+        f"{lat['p99']:.1f} | {lat['mean']:.1f} |",
+        f"| server work (RankResult total) | {server['n']} | {server['p50']:.1f} | {server['p95']:.1f} | "
+        f"{server['p99']:.1f} | {server['mean']:.1f} |",
+        "",
+        f"Answers: {checks['exact']} identical to the library's ranking, {checks['equivalent']} equal within float "
+        f"noise (tol {cfg.score_tol}), {checks['mixup']} mix-ups; {len(errors)} errors, {missing} unanswered. "
+        f"Every answer's scores are re-computed from the session's own sketch embedding; {sent} stroke states "
+        f"have {unique} distinct expected id lists and {signatures} distinct score vectors at that tolerance "
+        "(the check tells sessions apart only where these differ).",
+        "Client latency minus server work is queueing + HTTP/SSE overhead + the load generator's own CPU share.",
+    ]
+    if errors:
+        lines += ["", "First errors:", *(f"- {r['error']}" for r in errors[:5])]
+    lines += ["", "Plot: `concurrency.png` (latency of each request over the run)."]
+    write_results(cfg.name, lines, targets, {"latency": lat, "server": server, "checks": checks, "rows": rows,
+                                             "timed_out": timed_out, "config": {k: str(v) for k, v in vars(cfg).items()}},
+                  machine)  # fmt: skip
+    use_agg()
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(8, 4))
+    ax.scatter([r["sent_s"] for r in ok], [r["latency_ms"] for r in ok], s=8, label="client latency")
+    ax.scatter([r["sent_s"] for r in ok], [r["server_ms"] for r in ok], s=8, label="server work")
+    ax.axhline(150, color="r", ls="--", lw=1, label="p95 target")
+    ax.set(title=f"{cfg.users} concurrent sessions, {cfg.gallery_size:,} photos", xlabel="time since start (s)",
+           ylabel="ms", yscale="log")
+    ax.legend(fontsize=8)
+    save_plot(fig, cfg.name)
+
+
+def main(argv: list[str] | None = None) -> None:
+    cfg = parse_args(argv)
+    machine = machine_info()
+    sessions = make_sessions(cfg, np.random.default_rng(cfg.seed))
+    index = expected_rankings(sessions, cfg)
+    app_args = ["--gallery-size", str(cfg.gallery_size), "--cache-dir", str(cfg.cache_dir), "--model", str(cfg.model),
+                *shlex.split(cfg.app_args)]  # fmt: skip
+    with running_app(app_args) as app:
+        print(f"app ready at {app.url}; {cfg.users} sessions", flush=True)
+        start = time.perf_counter()
+        rows, timed_out = asyncio.run(load_run(sessions, app.url, cfg, index))
+        wall_s = time.perf_counter() - start
+    report(rows, timed_out, sessions, index, cfg, machine, wall_s,
+           "python bench/bench_concurrency.py " + " ".join(sys.argv[1:] if argv is None else argv))
+
+
+def parse_args(argv: list[str] | None = None) -> Config:
+    cfg = Config()
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    for name, value in vars(cfg).items():
+        parser.add_argument("--" + name.replace("_", "-"), type=Path if isinstance(value, Path) else type(value),
+                            default=value)
+    return Config(**vars(parser.parse_args(argv)))
+
+
+if __name__ == "__main__":
+    main()
