@@ -32,8 +32,14 @@ from retrieval.sketch import Sketch  # noqa: E402
 class Config:
     """Benchmark settings."""
 
-    archs: tuple[str, ...] = ("mobilenet_v3_small", "mobilenet_v3_large", "shufflenet_v2_x1_0", "regnet_x_400mf",
-                              "resnet18", "efficientnet_b0")  # candidate backbones
+    archs: tuple[str, ...] = (
+        "mobilenet_v3_small",
+        "mobilenet_v3_large",
+        "shufflenet_v2_x1_0",
+        "regnet_x_400mf",
+        "resnet18",
+        "efficientnet_b0",
+    )  # candidate backbones
     sizes: tuple[int, ...] = (96, 128, 160, 224)  # square input sizes
     threads: tuple[int, ...] = (1, 2)  # torch.set_num_threads values
     formats: tuple[str, ...] = ("eager", "channels_last")  # memory formats
@@ -59,8 +65,9 @@ def test_sketch(seed: int) -> Sketch:
 
 def time_one(arch: str, size: int, threads: int, fmt: str, cfg: Config, sketch: Sketch) -> tuple[float, float]:
     torch.set_num_threads(threads)
-    enc = Encoder.create(arch=arch, input_size=size, embed_dim=cfg.embed_dim, seed=cfg.seed,
-                         channels_last=fmt == "channels_last")
+    enc = Encoder.create(
+        arch=arch, input_size=size, embed_dim=cfg.embed_dim, seed=cfg.seed, channels_last=fmt == "channels_last"
+    )
     half = sketch.num_points // 2
     times = []
     for i in range(cfg.warmup + cfg.reps):
@@ -80,7 +87,9 @@ def main(cfg: Config) -> None:
                 for fmt in cfg.formats:
                     p50, p95 = time_one(arch, size, threads, fmt, cfg, sketch)
                     rows.append((arch, size, threads, fmt, p50, p95))
-                    print(f"{arch:22s} {size:4d} t={threads} {fmt:13s} p50 {p50:7.2f} ms  p95 {p95:7.2f} ms", flush=True)
+                    print(
+                        f"{arch:22s} {size:4d} t={threads} {fmt:13s} p50 {p50:7.2f} ms  p95 {p95:7.2f} ms", flush=True
+                    )
     write_report(rows, cfg)
 
 
@@ -114,8 +123,14 @@ def parse_args() -> Config:
     parser.add_argument("--reps", type=int, default=cfg.reps)
     parser.add_argument("--out", type=Path, default=cfg.out)
     args = parser.parse_args()
-    return Config(archs=tuple(args.archs), sizes=tuple(args.sizes), threads=tuple(args.threads),
-                  formats=tuple(args.formats), reps=args.reps, out=args.out)
+    return Config(
+        archs=tuple(args.archs),
+        sizes=tuple(args.sizes),
+        threads=tuple(args.threads),
+        formats=tuple(args.formats),
+        reps=args.reps,
+        out=args.out,
+    )
 
 
 if __name__ == "__main__":

@@ -43,8 +43,9 @@ def drop_strokes(sketch: Sketch, prob: float, rng: np.random.Generator) -> Sketc
     keep = rng.random(sketch.num_strokes) >= prob
     if not keep.any():
         keep[rng.integers(sketch.num_strokes)] = True
-    return Sketch(tuple(s for s, k in zip(sketch.strokes, keep) if k), sketch.canvas_width, sketch.canvas_height,
-                  sketch.meta)
+    return Sketch(
+        tuple(s for s, k in zip(sketch.strokes, keep) if k), sketch.canvas_width, sketch.canvas_height, sketch.meta
+    )
 
 
 def jitter_strokes(sketch: Sketch, aug: SketchAugment, rng: np.random.Generator) -> Sketch:
@@ -90,8 +91,9 @@ def augment_sketch(sketch: Sketch, aug: SketchAugment, rng: np.random.Generator,
     return out
 
 
-def render_augmented(sketch: Sketch, aug: SketchAugment, rng: np.random.Generator, size: int,
-                     partial: bool | None = None) -> GrayImage:
+def render_augmented(
+    sketch: Sketch, aug: SketchAugment, rng: np.random.Generator, size: int, partial: bool | None = None
+) -> GrayImage:
     """Augment then rasterise with a random line width: ``(size, size)`` uint8."""
     width = int(rng.integers(aug.width[0], aug.width[1] + 1))
     return render(augment_sketch(sketch, aug, rng, partial), size=size, width=width)

@@ -38,8 +38,9 @@ class EdgeParams:
     min_fragment: int = 8  # fragments with fewer pixels are noise: always removed
 
 
-def edge_map(photo: RGBImage, rng: np.random.Generator, size: int = 128, work_size: int = 256,
-             params: EdgeParams = EdgeParams()) -> GrayImage:
+def edge_map(
+    photo: RGBImage, rng: np.random.Generator, size: int = 128, work_size: int = 256, params: EdgeParams = EdgeParams()
+) -> GrayImage:
     """A randomised edge map of ``photo`` as a ``(size, size)`` uint8 sketch-like raster.
 
     Args:
@@ -51,8 +52,13 @@ def edge_map(photo: RGBImage, rng: np.random.Generator, size: int = 128, work_si
     """
     gray = cv2.cvtColor(fit_square(as_rgb(photo), work_size), cv2.COLOR_RGB2GRAY).astype(np.float64) / 255.0
     high_q = rng.uniform(*params.high_quantile)
-    edges = canny(gray, sigma=rng.uniform(*params.sigma), low_threshold=high_q * rng.uniform(*params.low_ratio),
-                  high_threshold=high_q, use_quantiles=True)
+    edges = canny(
+        gray,
+        sigma=rng.uniform(*params.sigma),
+        low_threshold=high_q * rng.uniform(*params.low_ratio),
+        high_threshold=high_q,
+        use_quantiles=True,
+    )
     if rng.random() < params.thin_prob:
         edges = thin(edges)
     edges = _drop_fragments(edges, rng.uniform(*params.fragment_dropout), params.min_fragment, rng)
@@ -77,7 +83,13 @@ def _drop_fragments(edges: np.ndarray, rate: float, min_pixels: int, rng: np.ran
     return keep[labels]
 
 
-def edge_maps(photo: RGBImage, rng: np.random.Generator, count: int, size: int = 128, work_size: int = 256,
-              params: EdgeParams = EdgeParams()) -> np.ndarray:
+def edge_maps(
+    photo: RGBImage,
+    rng: np.random.Generator,
+    count: int,
+    size: int = 128,
+    work_size: int = 256,
+    params: EdgeParams = EdgeParams(),
+) -> np.ndarray:
     """``count`` independent randomised edge maps of one photo: ``(count, size, size)`` uint8."""
     return np.stack([edge_map(photo, rng, size, work_size, params) for _ in range(count)])

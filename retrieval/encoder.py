@@ -71,20 +71,39 @@ class Encoder:
 
     # --- construction -------------------------------------------------------------------------------
     @classmethod
-    def create(cls, arch: str = DEFAULT_ARCH, embed_dim: int = DEFAULT_EMBED_DIM, input_size: int = DEFAULT_INPUT_SIZE,
-               raster_size: int | None = None, line_width: int | None = None, separate_blocks: int = 0,
-               gem_p: float = 3.0, seed: int | None = None, channels_last: bool = False) -> Encoder:
+    def create(
+        cls,
+        arch: str = DEFAULT_ARCH,
+        embed_dim: int = DEFAULT_EMBED_DIM,
+        input_size: int = DEFAULT_INPUT_SIZE,
+        raster_size: int | None = None,
+        line_width: int | None = None,
+        separate_blocks: int = 0,
+        gem_p: float = 3.0,
+        seed: int | None = None,
+        channels_last: bool = False,
+    ) -> Encoder:
         """A randomly initialised real model (for training from scratch, tests and benchmarks)."""
         if seed is not None:
             torch.manual_seed(seed)
         net = SketchPhotoNet(arch, embed_dim=embed_dim, separate_blocks=separate_blocks, gem_p=gem_p)
         raster_size = raster_size or input_size
         meta = {
-            "format": FORMAT, "format_version": FORMAT_VERSION, "arch": arch, "input_size": int(input_size),
-            "raster_size": int(raster_size), "line_width": int(line_width or default_line_width(raster_size)),
-            "feature_dim": net.feature_dim, "embed_dim": int(embed_dim),
-            "normalisation": {"photo_mean": list(IMAGENET_MEAN), "photo_std": list(IMAGENET_STD),
-                              "sketch": "ink=1-gray/255, (ink-mean)/std", "sketch_mean": 0.0, "sketch_std": 1.0},
+            "format": FORMAT,
+            "format_version": FORMAT_VERSION,
+            "arch": arch,
+            "input_size": int(input_size),
+            "raster_size": int(raster_size),
+            "line_width": int(line_width or default_line_width(raster_size)),
+            "feature_dim": net.feature_dim,
+            "embed_dim": int(embed_dim),
+            "normalisation": {
+                "photo_mean": list(IMAGENET_MEAN),
+                "photo_std": list(IMAGENET_STD),
+                "sketch": "ink=1-gray/255, (ink-mean)/std",
+                "sketch_mean": 0.0,
+                "sketch_std": 1.0,
+            },
             "pooling": {"type": "gem", "p_init": float(gem_p), "learnable": True},
             "branch_sharing": {"separate_blocks": int(separate_blocks), "shared": separate_blocks == 0},
             "card": {},
@@ -107,13 +126,16 @@ class Encoder:
             meta = _read_meta(folder / META_FILE)
             state = _read_safetensors(folder / WEIGHTS_FILE, meta.get("weights_sha256"))
         _check_meta(meta)
-        net = SketchPhotoNet(meta["arch"], embed_dim=meta["embed_dim"],
-                             separate_blocks=meta["branch_sharing"]["separate_blocks"])
+        net = SketchPhotoNet(
+            meta["arch"], embed_dim=meta["embed_dim"], separate_blocks=meta["branch_sharing"]["separate_blocks"]
+        )
         try:
             net.load_state_dict(state, strict=True)
         except RuntimeError as err:
-            raise CheckpointError(f"{path}: weights do not fit the architecture in its meta ({err}). "
-                                  "Re-export the checkpoint with Encoder.save.") from err
+            raise CheckpointError(
+                f"{path}: weights do not fit the architecture in its meta ({err}). "
+                "Re-export the checkpoint with Encoder.save."
+            ) from err
         if not all(torch.isfinite(t).all() for t in state.values()):
             raise CheckpointError(f"{path}: weights contain NaN/inf; use an earlier checkpoint of the run")
         return cls(net, meta, channels_last=channels_last)
@@ -174,8 +196,10 @@ class Encoder:
         tensors = {k: torch.as_tensor(np.asarray(v, dtype=np.float32)) for k, v in state.items()}
         got = {k: tuple(v.shape) for k, v in tensors.items()}
         if got != want:
-            raise ValueError(f"sketch head state must have shapes {want}, got {got}. A policy that also reads "
-                             "the progress input must drop that extra column before export.")
+            raise ValueError(
+                f"sketch head state must have shapes {want}, got {got}. A policy that also reads "
+                "the progress input must drop that extra column before export."
+            )
         other = Encoder(copy.deepcopy(self.net), copy.deepcopy(self.meta), channels_last=self.channels_last)
         other.net.sketch_head.load_state_dict(tensors)
         return other
@@ -233,8 +257,10 @@ def _json_default(obj: Any) -> Any:
 
 def _read_meta(path: Path) -> dict[str, Any]:
     if not path.is_file():
-        raise CheckpointError(f"{path.parent} is not an encoder checkpoint: expected a folder holding {WEIGHTS_FILE} "
-                              f"and {META_FILE} (written by Encoder.save / python -m retrieval.train)")
+        raise CheckpointError(
+            f"{path.parent} is not an encoder checkpoint: expected a folder holding {WEIGHTS_FILE} "
+            f"and {META_FILE} (written by Encoder.save / python -m retrieval.train)"
+        )
     try:
         meta = json.loads(path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
@@ -248,8 +274,10 @@ def _read_safetensors(path: Path, expected_sha256: str | None) -> dict[str, torc
     if not path.is_file():
         raise CheckpointError(f"{path} is missing: copy the whole checkpoint folder")
     if expected_sha256 is not None and _sha256(path) != expected_sha256:
-        raise CheckpointError(f"{path} does not match the sha256 recorded in {META_FILE}: the weights were modified "
-                              "or partially copied. Copy the checkpoint folder again from its source.")
+        raise CheckpointError(
+            f"{path} does not match the sha256 recorded in {META_FILE}: the weights were modified "
+            "or partially copied. Copy the checkpoint folder again from its source."
+        )
     try:
         return load_file(str(path), device="cpu")
     except (SafetensorError, OSError, ValueError) as err:
@@ -260,9 +288,11 @@ def _read_pt(path: Path) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
     try:
         blob = torch.load(path, map_location="cpu", weights_only=True)
     except (pickle.UnpicklingError, RuntimeError, EOFError, OSError, AttributeError, TypeError) as err:
-        raise CheckpointError(f"refused to load {path}: only plain tensors and containers are accepted "
-                              f"(torch.load weights_only=True) ({type(err).__name__}: {err}). "
-                              "Convert it to a safetensors checkpoint folder with Encoder.save.") from err
+        raise CheckpointError(
+            f"refused to load {path}: only plain tensors and containers are accepted "
+            f"(torch.load weights_only=True) ({type(err).__name__}: {err}). "
+            "Convert it to a safetensors checkpoint folder with Encoder.save."
+        ) from err
     if not (isinstance(blob, dict) and isinstance(blob.get("meta"), dict) and isinstance(blob.get("state_dict"), dict)):
         raise CheckpointError(f"{path} must hold {{'meta': dict, 'state_dict': dict}}; save with Encoder.save instead")
     return blob["meta"], blob["state_dict"]
@@ -273,8 +303,13 @@ def _check_meta(meta: dict[str, Any]) -> None:
         raise CheckpointError(f"meta format is {meta.get('format')!r}, expected {FORMAT!r}: not an EarlySketch encoder")
     if meta.get("arch") not in ARCHS:
         raise CheckpointError(f"unknown arch {meta.get('arch')!r}; supported: {sorted(ARCHS)}")
-    for key, low, high in (("input_size", 32, 1024), ("raster_size", 32, 2048), ("embed_dim", 1, 8192),
-                           ("line_width", 1, 64), ("feature_dim", 1, 1 << 16)):
+    for key, low, high in (
+        ("input_size", 32, 1024),
+        ("raster_size", 32, 2048),
+        ("embed_dim", 1, 8192),
+        ("line_width", 1, 64),
+        ("feature_dim", 1, 1 << 16),
+    ):
         value = meta.get(key)
         if not isinstance(value, int) or not low <= value <= high:
             raise CheckpointError(f"meta {key}={value!r} must be an int in [{low}, {high}]")

@@ -6,7 +6,9 @@ import torch
 import torch.nn.functional as F
 
 
-def info_nce(queries: torch.Tensor, keys: torch.Tensor, temperature: float = 0.07, symmetric: bool = True) -> torch.Tensor:
+def info_nce(
+    queries: torch.Tensor, keys: torch.Tensor, temperature: float = 0.07, symmetric: bool = True
+) -> torch.Tensor:
     """InfoNCE with in-batch negatives: query i should pick key i among all keys.
 
     Args:

@@ -150,16 +150,21 @@ def as_rgb(image: np.ndarray) -> np.ndarray:
     raise ValueError(f"a photo must be (H, W, 3) uint8 RGB, got shape {image.shape}")
 
 
-def photo_tensor(images: Sequence[np.ndarray] | np.ndarray, size: int, mean: Sequence[float] = IMAGENET_MEAN,
-                 std: Sequence[float] = IMAGENET_STD) -> torch.Tensor:
+def photo_tensor(
+    images: Sequence[np.ndarray] | np.ndarray,
+    size: int,
+    mean: Sequence[float] = IMAGENET_MEAN,
+    std: Sequence[float] = IMAGENET_STD,
+) -> torch.Tensor:
     """RGB uint8 photos of any size -> ``(B, 3, size, size)`` float32, ImageNet-normalised."""
     batch = np.stack([fit_square(as_rgb(img), size) for img in images])  # size: B, S, S, 3
     x = torch.from_numpy(batch).permute(0, 3, 1, 2).float().div_(255.0)
     return (x - torch.tensor(mean).view(1, 3, 1, 1)) / torch.tensor(std).view(1, 3, 1, 1)
 
 
-def sketch_tensor(images: Sequence[np.ndarray] | np.ndarray, size: int, mean: float = 0.0,
-                  std: float = 1.0) -> torch.Tensor:
+def sketch_tensor(
+    images: Sequence[np.ndarray] | np.ndarray, size: int, mean: float = 0.0, std: float = 1.0
+) -> torch.Tensor:
     """Sketch rasters ``(B, H, W)`` uint8 (white paper, black ink) -> ``(B, 3, size, size)`` float32.
 
     Ink is mapped to 1 and paper to 0 so zero padding in the convolutions looks like paper.
@@ -168,7 +173,9 @@ def sketch_tensor(images: Sequence[np.ndarray] | np.ndarray, size: int, mean: fl
     if arr.ndim == 2:
         arr = arr[None]
     if arr.ndim != 3 or arr.dtype != np.uint8:
-        raise ValueError(f"sketch rasters must be (B, H, W) uint8 from retrieval.raster.render, got {arr.shape} {arr.dtype}")
+        raise ValueError(
+            f"sketch rasters must be (B, H, W) uint8 from retrieval.raster.render, got {arr.shape} {arr.dtype}"
+        )
     if arr.shape[1] != size or arr.shape[2] != size:
         arr = np.stack([fit_square(img, size) for img in arr])
     ink = 1.0 - torch.from_numpy(np.ascontiguousarray(arr)).float().div_(255.0)

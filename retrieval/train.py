@@ -140,7 +140,7 @@ def quickdraw_step(loop: StageLoop) -> torch.Tensor:
     full = [render_augmented(drawings[i], aug, rng, size, partial=False) for i in idx]
     part = [render_augmented(drawings[i], aug, rng, size, partial=True) for i in idx]
     emb = loop.net.embed_sketches(sketch_tensor(np.stack(full + part), size))
-    return info_nce(emb[len(idx):], emb[: len(idx)], cfg.temperature)
+    return info_nce(emb[len(idx) :], emb[: len(idx)], cfg.temperature)
 
 
 def finegrained_step(loop: StageLoop) -> torch.Tensor:
@@ -176,8 +176,10 @@ def run(cfg: Config, dataset=None) -> Path:
     if cfg.resume:
         run_dir = Path(cfg.resume)
         saved = json.loads((run_dir / "config.json").read_text())
-        overrides = {k: getattr(cfg, k) for k in ("minutes_edges", "minutes_quickdraw", "minutes_finegrained",
-                                                  "max_steps", "threads", "progress")}
+        overrides = {
+            k: getattr(cfg, k)
+            for k in ("minutes_edges", "minutes_quickdraw", "minutes_finegrained", "max_steps", "threads", "progress")
+        }
         cfg = Config(**{**from_json(saved), **overrides, "resume": str(run_dir)})
     torch.set_num_threads(cfg.threads)
     torch.manual_seed(cfg.seed)
@@ -190,8 +192,9 @@ def run(cfg: Config, dataset=None) -> Path:
     elif cfg.init_from:
         encoder = Encoder.load(cfg.init_from)
     else:
-        encoder = Encoder.create(cfg.arch, cfg.embed_dim, cfg.input_size, separate_blocks=cfg.separate_blocks,
-                                 seed=cfg.seed)
+        encoder = Encoder.create(
+            cfg.arch, cfg.embed_dim, cfg.input_size, separate_blocks=cfg.separate_blocks, seed=cfg.seed
+        )
     run_dir = Path(cfg.resume) if cfg.resume else cfg.out / (cfg.run_name or default_run_name(cfg, encoder))
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / "config.json").write_text(json.dumps(to_json(cfg), indent=2))
@@ -206,15 +209,27 @@ def run(cfg: Config, dataset=None) -> Path:
         loaders.update(read_photo_folder(cfg.photo_folder))
     if not loaders:
         raise ValueError("no training photos: pass --data (a dataset) and/or --photo-folder")
-    bank = PhotoBank(list(loaders), lambda pid: loaders[pid](pid), cache_size=round(size * 1.25),
-                     raster_size=encoder.meta["raster_size"], edges_per_photo=cfg.edges_per_photo)
+    bank = PhotoBank(
+        list(loaders),
+        lambda pid: loaders[pid](pid),
+        cache_size=round(size * 1.25),
+        raster_size=encoder.meta["raster_size"],
+        edges_per_photo=cfg.edges_per_photo,
+    )
     val = None
     if dataset is not None:
         val = ValidationSet.build(dataset, encoder.meta["raster_size"], encoder.meta["line_width"])
     state = RunState.load(run_dir) if cfg.resume else RunState()
-    card_base = {"data": cfg.data, "dataset": getattr(dataset, "name", None), "photo_folder": cfg.photo_folder,
-                 "n_train_photos": len(train_ids), "n_val_photos": len(val.gallery_ids) if val else 0,
-                 "config": to_json(cfg), "seed": cfg.seed, "git_commit": git_commit()}
+    card_base = {
+        "data": cfg.data,
+        "dataset": getattr(dataset, "name", None),
+        "photo_folder": cfg.photo_folder,
+        "n_train_photos": len(train_ids),
+        "n_val_photos": len(val.gallery_ids) if val else 0,
+        "config": to_json(cfg),
+        "seed": cfg.seed,
+        "git_commit": git_commit(),
+    }
     loop = StageLoop(cfg, encoder, bank, val, state, run_dir, card_base)
     if dataset is not None:
         index_of = {pid: i for i, pid in enumerate(bank.ids)}
@@ -248,7 +263,9 @@ def default_run_name(cfg: Config, encoder: Encoder) -> str:
 
 
 def to_json(cfg: Config) -> dict:
-    return {k: (str(v) if isinstance(v, Path) else list(v) if isinstance(v, tuple) else v) for k, v in asdict(cfg).items()}
+    return {
+        k: (str(v) if isinstance(v, Path) else list(v) if isinstance(v, tuple) else v) for k, v in asdict(cfg).items()
+    }
 
 
 def from_json(values: dict) -> dict:

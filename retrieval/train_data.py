@@ -29,8 +29,14 @@ class PhotoBank:
     reused: fresh variety early, bounded cost later (one map costs ~10 ms).
     """
 
-    def __init__(self, ids: Sequence[str], load: Callable[[str], RGBImage], cache_size: int, raster_size: int,
-                 edges_per_photo: int = 8) -> None:
+    def __init__(
+        self,
+        ids: Sequence[str],
+        load: Callable[[str], RGBImage],
+        cache_size: int,
+        raster_size: int,
+        edges_per_photo: int = 8,
+    ) -> None:
         self.ids = list(ids)
         self.photos = np.stack([fit_square(as_rgb(load(i)), cache_size) for i in self.ids])  # size: N, S, S, 3
         self.raster_size = raster_size
@@ -48,8 +54,13 @@ class PhotoBank:
         return cached[int(rng.integers(len(cached)))]
 
 
-def hard_batch(bank_embeddings: np.ndarray | None, batch_size: int, rng: np.random.Generator,
-               candidates: np.ndarray, neighbours: int = 5) -> np.ndarray:
+def hard_batch(
+    bank_embeddings: np.ndarray | None,
+    batch_size: int,
+    rng: np.random.Generator,
+    candidates: np.ndarray,
+    neighbours: int = 5,
+) -> np.ndarray:
     """Indices (into ``candidates``' index space) of a batch with hard negatives.
 
     Half the batch are random seeds; each brings one of its ``neighbours`` nearest photos (by the
@@ -91,20 +102,35 @@ class ValidationSet:
     steps: int
 
     @classmethod
-    def build(cls, dataset: RetrievalDataset, raster_size: int, line_width: int, split: str = "val",
-              extra_gallery: Sequence[str] = (), steps: int = 17) -> ValidationSet | None:
+    def build(
+        cls,
+        dataset: RetrievalDataset,
+        raster_size: int,
+        line_width: int,
+        split: str = "val",
+        extra_gallery: Sequence[str] = (),
+        steps: int = 17,
+    ) -> ValidationSet | None:
         """``None`` when the dataset has no sketches in ``split`` (then no model selection is possible)."""
         if split not in dataset.splits():
             return None
         records: list[SketchRecord] = [r for r in dataset.sketches(split) if r.sketch.num_points > 0]
         if not records:
             return None
-        gallery_ids = list(dataset.photo_ids(split)) + [i for i in extra_gallery if i not in set(dataset.photo_ids(split))]
+        gallery_ids = list(dataset.photo_ids(split)) + [
+            i for i in extra_gallery if i not in set(dataset.photo_ids(split))
+        ]
         column = {pid: i for i, pid in enumerate(gallery_ids)}
-        rasters = np.concatenate([render_steps(r.sketch, point_cuts(r.sketch.num_points, steps), raster_size, line_width)
-                                  for r in records])
-        return cls(rasters, np.array([column[r.photo_id] for r in records]),
-                   [dataset.load_photo(pid) for pid in gallery_ids], gallery_ids, steps)
+        rasters = np.concatenate(
+            [render_steps(r.sketch, point_cuts(r.sketch.num_points, steps), raster_size, line_width) for r in records]
+        )
+        return cls(
+            rasters,
+            np.array([column[r.photo_id] for r in records]),
+            [dataset.load_photo(pid) for pid in gallery_ids],
+            gallery_ids,
+            steps,
+        )
 
     def evaluate(self, encoder: Encoder) -> dict:
         """``metrics.summarize`` of the true photo's rank at each of the 17 cuts (ties count against)."""

@@ -26,8 +26,17 @@ from retrieval.sketch import Sketch
 from retrieval.train_data import PhotoBank, ValidationSet
 
 METRICS = ("A@1", "A@5", "A@10", "m@A", "m@B")
-LOG_FIELDS = ("stage", "stage_step", "global_step", "elapsed_s", "loss", "lr", "gem_p",
-              *(f"val_{m}" for m in METRICS), "val_gallery")
+LOG_FIELDS = (
+    "stage",
+    "stage_step",
+    "global_step",
+    "elapsed_s",
+    "loss",
+    "lr",
+    "gem_p",
+    *(f"val_{m}" for m in METRICS),
+    "val_gallery",
+)
 
 
 @dataclass
@@ -61,8 +70,9 @@ def selection_value(metrics: dict, name: str) -> float:
 
 def git_commit() -> str | None:
     try:
-        out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5,
-                             cwd=Path(__file__).resolve().parent)
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5, cwd=Path(__file__).resolve().parent
+        )
         return out.stdout.strip() or None
     except (OSError, subprocess.SubprocessError):
         return None
@@ -92,8 +102,16 @@ def read_photo_folder(folder: str) -> dict[str, Callable[[str], np.ndarray]]:
 class StageLoop:
     """Runs one stage at a time on a shared encoder; owns logging and checkpoints."""
 
-    def __init__(self, cfg: Any, encoder: Encoder, bank: PhotoBank, val: ValidationSet | None, state: RunState,
-                 run_dir: Path, card_base: dict) -> None:
+    def __init__(
+        self,
+        cfg: Any,
+        encoder: Encoder,
+        bank: PhotoBank,
+        val: ValidationSet | None,
+        state: RunState,
+        run_dir: Path,
+        card_base: dict,
+    ) -> None:
         self.cfg, self.encoder, self.net, self.bank, self.val = cfg, encoder, encoder.net, bank, val
         self.state, self.run_dir, self.card_base = state, run_dir, card_base
         self.size = encoder.meta["input_size"]
@@ -139,9 +157,15 @@ class StageLoop:
             opt.step()
             self.step += 1
             state.global_step += 1
-            row = {"stage": stage, "stage_step": self.step, "global_step": state.global_step,
-                   "elapsed_s": round(time.monotonic() - start, 2), "loss": round(loss.item(), 5), "lr": lr,
-                   "gem_p": round(self.net.pool.p.item(), 4)}
+            row = {
+                "stage": stage,
+                "stage_step": self.step,
+                "global_step": state.global_step,
+                "elapsed_s": round(time.monotonic() - start, 2),
+                "loss": round(loss.item(), 5),
+                "lr": lr,
+                "gem_p": round(self.net.pool.p.item(), 4),
+            }
             if self.step % cfg.eval_every == 0:
                 row.update(self.validate(stage))
                 self.net.train()
@@ -154,15 +178,27 @@ class StageLoop:
         if self.step % cfg.eval_every != 0 or self.step == 0:  # the stage's final model, unless just scored
             scores = self.validate(stage)
             if scores:
-                self.log({"stage": stage, "stage_step": self.step, "global_step": state.global_step,
-                          "elapsed_s": round(time.monotonic() - start, 2), **scores})
+                self.log(
+                    {
+                        "stage": stage,
+                        "stage_step": self.step,
+                        "global_step": state.global_step,
+                        "elapsed_s": round(time.monotonic() - start, 2),
+                        **scores,
+                    }
+                )
         state.done_stages.append(stage)
         self.save_last(stage, opt, time.monotonic() - start)
 
     def validate(self, stage: str) -> dict:
         """Score on val, keep the best checkpoint; without val sketches the latest model is 'best'."""
-        card = {**self.card_base, "stage": stage, "stage_step": self.step, "global_step": self.state.global_step,
-                "created_utc": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")}
+        card = {
+            **self.card_base,
+            "stage": stage,
+            "stage_step": self.step,
+            "global_step": self.state.global_step,
+            "created_utc": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+        }
         if self.val is None:
             self.encoder.save(self.run_dir / "best", card={**card, "val": None})
             return {}
@@ -170,8 +206,10 @@ class StageLoop:
         value = selection_value(metrics, self.cfg.select_metric)
         if self.state.best_value is None or value > self.state.best_value:
             self.state.best_value = value
-            self.encoder.save(self.run_dir / "best", card={**card, "val": metrics, "select_metric":
-                                                           self.cfg.select_metric, "selected_value": value})
+            self.encoder.save(
+                self.run_dir / "best",
+                card={**card, "val": metrics, "select_metric": self.cfg.select_metric, "selected_value": value},
+            )
         self.plot()
         return {**{f"val_{m}": round(metrics[m], 3) for m in METRICS}, "val_gallery": metrics["n_gallery"]}
 

@@ -53,7 +53,9 @@ def test_sketch_head_apply_matches_embed_and_with_sketch_head(encoder, sketch_ra
     state = encoder.sketch_head_state()
     assert state["weight"].shape == (32, encoder.meta["feature_dim"]) and state["bias"].shape == (32,)
     flipped = encoder.with_sketch_head({"weight": -state["weight"], "bias": -state["bias"]})
-    np.testing.assert_allclose(flipped.embed_sketches(sketch_rasters), -encoder.embed_sketches(sketch_rasters), atol=1e-5)
+    np.testing.assert_allclose(
+        flipped.embed_sketches(sketch_rasters), -encoder.embed_sketches(sketch_rasters), atol=1e-5
+    )
     np.testing.assert_allclose(flipped.sketch_features(sketch_rasters), feats, atol=1e-6)  # backbone untouched
     with pytest.raises(ValueError, match="shapes"):
         encoder.with_sketch_head({"weight": torch.zeros(32, encoder.meta["feature_dim"] + 1), "bias": torch.zeros(32)})

@@ -25,9 +25,23 @@ def tiny_dataset():
 
 
 def _config(tmp_path, **kw) -> Config:
-    base = dict(data=TINY, out=tmp_path, run_name="smoke", stages=("edges", "finegrained"), max_steps=3,
-                eval_every=2, save_every=2, batch_size=6, input_size=64, embed_dim=32, threads=1, progress=False,
-                edges_per_photo=2, bank_every=2, val_fraction=0.2)
+    base = dict(
+        data=TINY,
+        out=tmp_path,
+        run_name="smoke",
+        stages=("edges", "finegrained"),
+        max_steps=3,
+        eval_every=2,
+        save_every=2,
+        batch_size=6,
+        input_size=64,
+        embed_dim=32,
+        threads=1,
+        progress=False,
+        edges_per_photo=2,
+        bank_every=2,
+        val_fraction=0.2,
+    )
     return Config(**{**base, **kw})
 
 
