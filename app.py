@@ -177,7 +177,7 @@ def results_view(backend: Backend, session: DrawingSession, k: int, message: str
                   "target": pid == session.target_id} for i, (pid, s) in enumerate(zip(last.ids[:k], last.scores))]  # fmt: skip
     curve = [{"strokes": p.strokes, "rank": p.target_rank, "top1": round(p.top1_score, 4)} for p in session.curve]
     return {
-        "items": items, "curve": curve, "has_target": session.target_id is not None,
+        "items": items, "k": k, "curve": curve, "has_target": session.target_id is not None,
         "target_rank": last.target_rank if last is not None else None, "gallery_size": len(backend.ids),
         "server_ms": round(session.last_server_ms, 1) if last is not None else None,
         "message": message or f"Draw on the canvas: after every stroke the {len(backend.ids)} photos are re-ranked.",
@@ -186,7 +186,8 @@ def results_view(backend: Backend, session: DrawingSession, k: int, message: str
 
 def panel_view(backend: Backend, session: DrawingSession, banner: str = "", kind: str = "") -> dict:
     if session.target_id is None:
-        return {"title": "", "subtitle": "", "banner": banner, "banner_kind": kind}
+        return {"title": "Free drawing", "subtitle": "Draw anything: the closest photos appear after every stroke. "
+                "Tick the challenge box to get a photo to find.", "banner": banner, "banner_kind": kind}  # fmt: skip
     view = {"target_src": backend.thumb_url(session.target_id), "target_id": session.target_id,
             "banner": banner, "banner_kind": kind}  # fmt: skip
     if session.mode == "study":
@@ -240,7 +241,7 @@ def build_app(config: AppConfig, backend: Backend) -> gr.Blocks:
                                     max_length=64)  # fmt: skip
             start = gr.Button("Start", variant="primary")
         with gr.Row(visible=not study_mode, equal_height=False, elem_classes="es-workspace") as workspace:
-            with gr.Column(scale=3, min_width=220, visible=study_mode or demo_mode) as panel_col:
+            with gr.Column(scale=3, min_width=220):
                 panel = gr.HTML(value={}, html_template=_ui("panel.html"), css_template=_ui("panel.css"),
                                 js_on_load=_ui("panel.js"), elem_id="es-panel")  # fmt: skip
                 with gr.Row():
@@ -255,7 +256,7 @@ def build_app(config: AppConfig, backend: Backend) -> gr.Blocks:
                 if not study_mode:
                     target_toggle = gr.Checkbox(label="Challenge: find a random target", value=config.challenge)
             with gr.Column(scale=5, min_width=320):
-                results = gr.HTML(value={}, html_template=_ui("results.html"), css_template=_ui("results.css"),
+                results = gr.HTML(value={"k": k}, html_template=_ui("results.html"), css_template=_ui("results.css"),
                                   js_on_load=_ui("results.js"), elem_id="es-results")  # fmt: skip
         with gr.Column(visible=False) as done:
             gr.Markdown("## Thank you!\n\nThe session is complete and saved. You can close this tab.")
@@ -270,7 +271,7 @@ def build_app(config: AppConfig, backend: Backend) -> gr.Blocks:
             if study_mode:
                 return view(session, fresh_canvas=True)
             session.new_sketch(random_target() if config.challenge else None)
-            return {**view(session, fresh_canvas=True), panel_col: gr.Column(visible=session.target_id is not None)}
+            return view(session, fresh_canvas=True)
 
         def end_updates(session: DrawingSession) -> dict:
             """UI after a trial ended: banner, lock the canvas, offer the next trial."""
@@ -312,7 +313,7 @@ def build_app(config: AppConfig, backend: Backend) -> gr.Blocks:
             session.begin_study(study, log, list(backend.ids), {"gallery": backend.gallery.source,
                                                                  "gallery_size": len(backend.ids)})  # fmt: skip
             return {**view(session, fresh_canvas=True), consent: gr.Column(visible=False),
-                    workspace: gr.Row(visible=True), panel_col: gr.Column(visible=True)}  # fmt: skip
+                    workspace: gr.Row(visible=True)}  # fmt: skip
 
         def on_give_up(session: DrawingSession):
             session.end_trial("gave_up")
@@ -326,9 +327,9 @@ def build_app(config: AppConfig, backend: Backend) -> gr.Blocks:
 
         def on_new_target(enabled: bool, session: DrawingSession):
             session.new_sketch(random_target() if enabled else None)
-            return {**view(session, fresh_canvas=True), panel_col: gr.Column(visible=enabled)}
+            return view(session, fresh_canvas=True)
 
-        all_out = [state, canvas, results, panel, give_up, next_btn, panel_col, consent, workspace, done]
+        all_out = [state, canvas, results, panel, give_up, next_btn, consent, workspace, done]
         app.load(on_load, [state], all_out, show_progress="hidden", api_visibility="private")
         canvas.stroke_end(on_stroke, [canvas, state], all_out, trigger_mode="always_last", show_progress="hidden",
                           concurrency_limit=config.concurrency, concurrency_id="rank", api_visibility="private")  # fmt: skip

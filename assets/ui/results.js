@@ -39,19 +39,21 @@
         grid.append(card);
       }
       const img = card.querySelector("img");
-      if (img.getAttribute("src") !== item.src) img.setAttribute("src", item.src);
-      img.alt = item.id;
-      card.title = `${item.id}  (score ${Number(item.score).toFixed(3)})`;
-      card.dataset.id = item.id;
+      const empty = !item.src;  // placeholder: keeps the layout still so the canvas never moves under the pen
+      card.classList.toggle("es-skeleton", empty);
+      if (empty) img.removeAttribute("src");
+      else if (img.getAttribute("src") !== item.src) img.setAttribute("src", item.src);
+      img.alt = item.id || "";
+      card.title = empty ? "" : `${item.id}  (score ${Number(item.score).toFixed(3)})`;
+      card.dataset.id = item.id || "";
       card.classList.toggle("es-target", !!item.target);
-      card.querySelector(".es-rank").textContent = `#${item.rank}`;
-      card.querySelector(".es-score").textContent = Number(item.score).toFixed(3);
+      card.querySelector(".es-rank").textContent = empty ? "" : `#${item.rank}`;
+      card.querySelector(".es-score").textContent = empty ? "\u00a0" : Number(item.score).toFixed(3);
     });
   }
 
   function renderCurve(curve, hasTarget, size) {
     svg.replaceChildren();
-    svg.parentElement.classList.toggle("es-none", !curve.length);
     curveTitle.textContent = curve.length
       ? (hasTarget ? "Target rank after each stroke (top = rank 1)" : "Top-1 score after each stroke") : "";
     if (!curve.length) return;
@@ -93,7 +95,8 @@
   function render() {
     const v = props.value || {};
     const items = Array.isArray(v.items) ? v.items : [];
-    renderGrid(items);
+    const slots = Math.max(items.length, Number(v.k) || 0);
+    renderGrid(items.concat(Array.from({ length: slots - items.length }, () => ({}))));
     emptyMsg.textContent = items.length ? "" : (v.message || "");
     const parts = [];
     if (v.target_rank) parts.push(`target rank ${v.target_rank} / ${v.gallery_size}`);
