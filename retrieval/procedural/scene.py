@@ -75,6 +75,8 @@ def build_scene(params: ChairParams, camera: Camera, size: int = 256) -> Scene:
     for faces, centres, idx in _faces_by_ring_size(parts):
         nrm = _outward_normals(faces, centres)
         facing = (nrm @ rot.T)[:, 2] > 1e-3  # towards the viewer (view z grows towards the camera)
+        if not facing.any():
+            continue
         faces = faces[facing]
         proj = camera.project(faces.reshape(-1, 3), scale, offset).reshape(len(faces), -1, 2)
         polys.extend(np.round(proj * _ONE).astype(np.int32))
