@@ -8,7 +8,7 @@ export GRADIO_ANALYTICS_ENABLED := False
 export HF_HUB_OFFLINE := 1
 export PYTHONUNBUFFERED := 1
 
-.PHONY: venv run test lint chromium bench reproduce clean
+.PHONY: venv run study demo analyse test lint chromium bench reproduce default-model clean
 
 $(STAMP): requirements.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -25,6 +25,16 @@ chromium:
 
 run: venv
 	$(BIN)/python app.py $(ARGS)
+
+study: venv
+	$(BIN)/python app.py --mode study --study assets/study_example.json $(ARGS)
+
+demo: venv
+	$(BIN)/python app.py --mode demo $(ARGS)
+
+LOGDIR ?= study_logs
+analyse: venv
+	$(BIN)/python -m retrieval.study_analysis $(LOGDIR)
 
 test: venv chromium
 	$(BIN)/python -m ruff check .
