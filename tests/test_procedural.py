@@ -108,6 +108,15 @@ def test_dataset_protocol_splits_and_keys(dataset):
         dataset.load_photo("chair_1")
 
 
+def test_dataset_pickles_for_worker_processes(dataset):
+    import pickle
+
+    clone = pickle.loads(pickle.dumps(dataset))
+    pid = dataset.photo_ids("test")[0]
+    np.testing.assert_array_equal(clone.load_photo(pid), dataset.load_photo(pid))
+    assert clone.photo_ids("val") == dataset.photo_ids("val")
+
+
 def test_open_dataset_spec_builds_procedural():
     ds = open_dataset("procedural:photos=20,sketches=1,seed=5")
     assert isinstance(ds, ProceduralDataset) and ds.seed == 5 and ds.sketches_per_photo == 1

@@ -90,6 +90,14 @@ class ProceduralDataset:
         counts = ", ".join(f"{s}: {len(self._photos[s])} photos" for s in self.splits())
         return f"ProceduralDataset(version={VERSION}, seed={self.seed}, {counts}, {self.sketches_per_photo} sketches each)"
 
+    def __getstate__(self) -> dict:
+        # The scene cache is a per-process convenience (and not picklable): DataLoader workers rebuild it.
+        return {k: v for k, v in self.__dict__.items() if k != "scene"}
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state)
+        self.scene = lru_cache(maxsize=64)(self._scene)
+
     def _ids(self, indices: Iterable[int]) -> list[str]:
         return [photo_id_of(self.seed, int(i)) for i in indices]
 
