@@ -52,6 +52,12 @@ def test_far_index_is_as_cheap_and_valid():
     assert photo_id_of(0, 999_999) == f"proc-v{VERSION}-s0-999999"
 
 
+def test_view_with_a_fully_hidden_face_group_still_renders():
+    # Instance 7135 of seed 0 has a group of faces (same vertex count) that all face away from the camera.
+    assert generate_photo(0, 7135, size=64).shape == (64, 64, 3)
+    assert generate_sketch(0, 7135, 0).num_points > 0
+
+
 def test_photo_is_a_shaded_colour_image_not_a_line_drawing():
     photo = generate_photo(0, 11).astype(np.float64)
     assert photo.shape == (256, 256, 3)
