@@ -50,13 +50,18 @@ def edge_map(
         work_size: side at which edges are detected; line widths are in these pixels.
         params: the ranges the random choices are drawn from.
     """
-    gray = cv2.cvtColor(fit_square(as_rgb(photo), work_size), cv2.COLOR_RGB2GRAY).astype(np.float64) / 255.0
+    rgb = as_rgb(photo)
+    gray = cv2.cvtColor(fit_square(rgb, work_size), cv2.COLOR_RGB2GRAY).astype(np.float64) / 255.0
+    # Only the photo itself, not the letterbox padding: a grey background next to white padding
+    # would otherwise draw a frame line no person would sketch.
+    inside = fit_square(np.ones(rgb.shape[:2], np.uint8), work_size, fill=0) > 0
     high_q = rng.uniform(*params.high_quantile)
     edges = canny(
         gray,
         sigma=rng.uniform(*params.sigma),
         low_threshold=high_q * rng.uniform(*params.low_ratio),
         high_threshold=high_q,
+        mask=inside,
         use_quantiles=True,
     )
     if rng.random() < params.thin_prob:
@@ -73,12 +78,13 @@ def edge_map(
 
 
 def _drop_fragments(edges: np.ndarray, rate: float, min_pixels: int, rng: np.random.Generator) -> np.ndarray:
-    """Remove a random ``rate`` share of 8-connected edge fragments, and all tiny ones."""
+    """Remove a random ``rate`` share of 8-connected edge fragments and all tiny ones, keeping the longest."""
     labels, count = label(edges, connectivity=2, return_num=True)
     if count == 0:
         return edges
     sizes = np.bincount(labels.ravel(), minlength=count + 1)
     keep = (rng.random(count + 1) >= rate) & (sizes >= min_pixels)
+    keep[np.argmax(sizes[1:]) + 1] = True  # the longest fragment always stays: never a blank "sketch"
     keep[0] = False  # background
     return keep[labels]
 

@@ -46,3 +46,14 @@ def test_blank_photo_gives_blank_paper_and_params_apply():
     ink_thick = (edge_map(photo, np.random.default_rng(1), 128, params=thick) < 200).mean()
     ink_thin = (edge_map(photo, np.random.default_rng(1), 128, params=thin) < 200).mean()
     assert ink_thick > 2 * ink_thin
+
+
+def test_letterbox_padding_draws_no_frame():
+    wide = np.full((60, 200, 3), 150, np.uint8)  # grey background, wider than tall -> padded top/bottom
+    cv2.circle(wide, (100, 30), 20, (20, 20, 20), -1)
+    for seed in range(3):
+        m = edge_map(wide, np.random.default_rng(seed), size=128, params=EdgeParams(fragment_dropout=(0.0, 0.0)))
+        rows_with_ink = np.nonzero((m < 200).any(axis=1))[0]
+        assert len(rows_with_ink) > 0
+        # the circle spans rows ~44-84 of 128; the padding boundary rows (~49 and ~79) must not be full lines
+        assert (m < 200).sum(axis=1).max() < 0.5 * 128
