@@ -30,11 +30,13 @@ class HeadSelectionCallback(BaseCallback):
 
     The head before any update is evaluated first and is the initial best, so a run that never
     improves hands back the supervised head unchanged. Training stops once ``minutes`` have passed.
-    Each evaluation appends a row to ``csv_path`` (timesteps, seconds, headline metrics, the mean
-    training reciprocal rank since the last row, and whether the row is the new best).
+    Each evaluation appends a row to ``csv_path`` (timesteps, seconds, validation headline metrics,
+    the head's m@B on the training sketches, the mean reciprocal rank of the exploring rollouts since
+    the last row, and whether the row is the new best).
 
     Args:
         val_cache: cached validation features and gallery.
+        train_cache: cached training features (for the train m@B column), or ``None``.
         get_head: returns the current ``(weight (D, F), bias (D,))`` in the encoder's scale.
         eval_every: env steps between evaluations.
         minutes: wall-clock budget, measured from the start of training.
@@ -43,11 +45,12 @@ class HeadSelectionCallback(BaseCallback):
         progress: show a tqdm bar over the time budget.
     """
 
-    def __init__(self, val_cache: FeatureCache, get_head: Callable[[], tuple[np.ndarray, np.ndarray]], *,
+    def __init__(self, val_cache: FeatureCache, train_cache: FeatureCache | None, get_head: Callable[[], tuple[np.ndarray, np.ndarray]], *,
                  eval_every: int, minutes: float, select_metric: str, csv_path: Path, progress: bool = True) -> None:
         super().__init__()
         selection_score({k: 0.0 for k in HEADLINE}, select_metric)  # fail fast on a typo
         self.val_cache = val_cache
+        self.train_cache = train_cache
         self.get_head = get_head
         self.eval_every = int(eval_every)
         self.budget_s = 60.0 * float(minutes)
@@ -67,7 +70,8 @@ class HeadSelectionCallback(BaseCallback):
     def _on_training_start(self) -> None:
         self._start = time.monotonic()
         with open(self.csv_path, "w", newline="") as f:
-            csv.writer(f).writerow(["timesteps", "seconds", *HEADLINE, "train_reciprocal_rank", "is_best"])
+            csv.writer(f).writerow(["timesteps", "seconds", *HEADLINE, "train_m@B", "rollout_reciprocal_rank",
+                                    "is_best"])
         self._bar = tqdm(total=round(self.budget_s), desc="PPO", unit="s", disable=not self.show_progress)
         self.baseline_metrics = self.evaluate_now()
 
@@ -83,11 +87,14 @@ class HeadSelectionCallback(BaseCallback):
             self._best_score, self.best_metrics = score, metrics
             self.best_head = (weight.copy(), bias.copy())
             self.best_timesteps = self.num_timesteps
-        train_rr = float(np.mean(self._train_rr)) if self._train_rr else float("nan")
+        # Exploring (noisy) actions vs the deterministic head on the training sketches: tells noise from overfitting.
+        rollout_rr = float(np.mean(self._train_rr)) if self._train_rr else float("nan")
         self._train_rr.clear()
+        train_mb = evaluate_head(self.train_cache, weight, bias)["m@B"] if self.train_cache is not None else np.nan
         with open(self.csv_path, "a", newline="") as f:
             csv.writer(f).writerow([self.num_timesteps, round(time.monotonic() - self._start, 2),
-                                    *(round(metrics[k], 4) for k in HEADLINE), round(train_rr, 5), int(is_best)])
+                                    *(round(metrics[k], 4) for k in HEADLINE), round(train_mb, 4), round(rollout_rr, 5),
+                                    int(is_best)])
         self._last_eval_step = self.num_timesteps
         return metrics
 

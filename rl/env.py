@@ -84,7 +84,7 @@ class SketchRetrievalEnv(gym.Env[np.ndarray, np.ndarray]):
         *,
         reward: str = "rank+kendall",
         gamma_rank: float = 1.0,
-        gamma_kendall: float = 0.1,
+        gamma_kendall: float = 0.05,
         kendall_top_k: int = 10,
         progress_in_obs: bool = True,
         action_bound: float = 1.0,

@@ -41,12 +41,13 @@ def export_encoder(encoder: Any, weight: np.ndarray, bias: np.ndarray, out: str 
     """
     state = {"weight": np.asarray(weight, dtype=np.float32), "bias": np.asarray(bias, dtype=np.float32)}
     deployed = encoder.with_sketch_head(state)
-    card = dict(encoder.meta.get("card") or {})
+    supervised = dict(encoder.meta.get("card") or {})
     rl_card: dict[str, Any] = {"config": asdict(config) if is_dataclass(config) else config, "code_commit": _git_commit()}
+    # Same top-level schema as a supervised card (provenance + "val"), with the supervised card kept whole.
+    card = {k: supervised[k] for k in ("data", "dataset", "n_train_photos", "n_val_photos", "seed") if k in supervised}
     if result is not None:
         rl_card.update(val_supervised=_headline(result.baseline_metrics), val_rl=_headline(result.best_metrics),
                        timesteps=result.timesteps, best_timesteps=result.best_timesteps)
-    card["supervised_card"] = {k: v for k, v in card.items() if k != "supervised_card"}
-    card["rl"] = rl_card
-    card["sketch_head"] = "rl"
+        card["val"] = _headline(result.best_metrics)
+    card.update(sketch_head="rl", rl=rl_card, supervised_card=supervised)
     return deployed.save(out, card)

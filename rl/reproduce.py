@@ -79,7 +79,7 @@ def supervised_config(cfg: ReproduceConfig, out: Path):
 
 
 def rl_config(cfg: ReproduceConfig, out: Path) -> RLConfig:
-    rl_cfg = RLConfig(data=cfg.data, out=str(out / "rl"), cache_dir=str(out / "cache"), reward=cfg.reward,
+    rl_cfg = RLConfig(data=cfg.data, val_fraction=cfg.val_fraction, out=str(out / "rl"), cache_dir=str(out / "cache"), reward=cfg.reward,
                       minutes=cfg.minutes_rl, seed=cfg.seed, threads=cfg.threads, progress=cfg.progress)
     if cfg.tiny:
         rl_cfg = replace(rl_cfg, max_timesteps=1024, n_envs=4, n_steps=64, batch_size=64, eval_every=256)
