@@ -183,7 +183,7 @@ class Encoder:
     def sketch_head_apply(self, features: np.ndarray | torch.Tensor) -> Embeddings:
         """``(B, F)`` features -> ``(B, D)`` float32 unit rows through the sketch head (Linear + L2)."""
         with torch.inference_mode():
-            x = torch.as_tensor(np.asarray(features, dtype=np.float32))
+            x = _float_tensor(features)
             return l2n(self.net.sketch_head(x.reshape(-1, self.meta["feature_dim"]))).numpy()
 
     def sketch_head_state(self) -> dict[str, torch.Tensor]:
@@ -193,7 +193,7 @@ class Encoder:
     def with_sketch_head(self, state: dict[str, torch.Tensor | np.ndarray]) -> Encoder:
         """A copy of this encoder whose sketch head is ``state`` (``weight`` (D, F), ``bias`` (D,))."""
         want = {"weight": (self.meta["embed_dim"], self.meta["feature_dim"]), "bias": (self.meta["embed_dim"],)}
-        tensors = {k: torch.as_tensor(np.asarray(v, dtype=np.float32)) for k, v in state.items()}
+        tensors = {k: _float_tensor(v) for k, v in state.items()}
         got = {k: tuple(v.shape) for k, v in tensors.items()}
         if got != want:
             raise ValueError(
@@ -229,6 +229,13 @@ class Encoder:
         finally:
             self.net.train(was_training)
         return np.ascontiguousarray(np.concatenate(outputs), dtype=np.float32)
+
+
+def _float_tensor(values: np.ndarray | torch.Tensor) -> torch.Tensor:
+    """A detached float32 CPU tensor (accepts numpy arrays and tensors that require grad)."""
+    if isinstance(values, torch.Tensor):
+        return values.detach().to("cpu", torch.float32)
+    return torch.as_tensor(np.asarray(values, dtype=np.float32))
 
 
 def _batch_of(images: np.ndarray | Sequence[np.ndarray], single_ndim: int) -> np.ndarray | Sequence[np.ndarray]:

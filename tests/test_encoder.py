@@ -52,7 +52,9 @@ def test_sketch_head_apply_matches_embed_and_with_sketch_head(encoder, sketch_ra
     np.testing.assert_allclose(encoder.sketch_head_apply(feats), encoder.embed_sketches(sketch_rasters), atol=1e-5)
     state = encoder.sketch_head_state()
     assert state["weight"].shape == (32, encoder.meta["feature_dim"]) and state["bias"].shape == (32,)
-    flipped = encoder.with_sketch_head({"weight": -state["weight"], "bias": -state["bias"]})
+    trainable = torch.nn.Linear(encoder.meta["feature_dim"], 32)  # e.g. an RL policy's live parameters
+    trainable.load_state_dict({"weight": -state["weight"], "bias": -state["bias"]})
+    flipped = encoder.with_sketch_head(dict(trainable.named_parameters()))
     np.testing.assert_allclose(
         flipped.embed_sketches(sketch_rasters), -encoder.embed_sketches(sketch_rasters), atol=1e-5
     )
