@@ -2,8 +2,8 @@
 
 Three optional stages, run in the order given (default below), each with its own time budget:
 
-1. ``quickdraw``: sketch-domain pre-training of the sketch branch on Quick, Draw! raw strokes,
-   instance contrastive: a full augmented view vs a PARTIAL augmented view of the same drawing.
+1. ``quickdraw``: sketch-domain pre-training of the sketch branch on Quick, Draw! raw strokes
+   plus procedural chair sketches (``--pretrain-sketches``, a different seed from the data), instance contrastive: a full augmented view vs a PARTIAL augmented view of the same drawing.
    First, because it trains the sketch side only: run after ``edges`` it would pull the sketch
    embeddings away from the photo embeddings that stage aligned.
 2. ``edges``: sketch-free pre-training, photos vs randomised edge maps of themselves (works on any
@@ -70,6 +70,8 @@ class Config:
     """extra photo folder for the edges stage (no sketches needed)"""
     quickdraw: str = "../shared/data/quickdraw-raw"
     """folder of Quick, Draw! raw .ndjson files for the quickdraw stage"""
+    pretrain_sketches: str = "procedural:photos=300,seed=1"
+    """dataset spec whose train sketches join the quickdraw stage ('' for none); keep its seed apart from --data"""
     quickdraw_limit: int = 20000
     """most Quick, Draw! drawings to load"""
     arch: str = "mobilenet_v3_small"
@@ -251,8 +253,10 @@ def run(cfg: Config, dataset=None) -> Path:
             continue
         if stage == "quickdraw":
             loop.quickdraw = load_quickdraw(cfg.quickdraw, cfg.quickdraw_limit, cfg.seed)
+            if cfg.pretrain_sketches:
+                loop.quickdraw += [r.sketch for r in open_dataset(cfg.pretrain_sketches).sketches("train")]
             if not loop.quickdraw:
-                print(f"skipping quickdraw: no drawings under {cfg.quickdraw}")
+                print(f"skipping quickdraw: no drawings under {cfg.quickdraw} and no --pretrain-sketches")
                 state.done_stages.append(stage)
                 continue
         if stage == "finegrained" and len(getattr(loop, "sketched", ())) < 2:

@@ -84,6 +84,13 @@ def test_smoke_run_writes_loadable_checkpoint_log_and_resumes(tmp_path, tiny_dat
     assert json.loads((run_dir / "last" / "state.json").read_text())["global_step"] == 6
 
 
+def test_quickdraw_stage_with_procedural_sketches_only(tmp_path, tiny_dataset):
+    cfg = _config(tmp_path, stages=("quickdraw",), quickdraw="", pretrain_sketches="procedural:photos=8,seed=5")
+    run_dir = run(cfg, dataset=tiny_dataset)
+    log = pd.read_csv(run_dir / "log.csv").dropna(subset=["loss"])
+    assert log["stage"].tolist() == ["quickdraw"] * 3 and np.isfinite(log["loss"]).all()
+
+
 def test_resume_mid_stage_continues_step_count(tmp_path, tiny_dataset):
     run_dir = run(_config(tmp_path, stages=("finegrained",), max_steps=2), dataset=tiny_dataset)
     state_path = run_dir / "last" / "state.json"
