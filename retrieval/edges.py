@@ -34,7 +34,7 @@ class EdgeParams:
     low_ratio: tuple[float, float] = (0.4, 0.8)  # low threshold = high quantile x this
     thin_prob: float = 0.5  # chance to thin edges to one-pixel skeletons
     fragment_dropout: tuple[float, float] = (0.0, 0.3)  # share of connected edge fragments removed
-    width: tuple[int, int] = (2, 4)  # ink width at work_size, inclusive (dilation); sketches: 3 px on 256
+    width: tuple[int, int] = (2, 6)  # ink width at work_size, inclusive (dilation); training sketches: 2-6 px on 256
     min_fragment: int = 8  # fragments with fewer pixels are noise: always removed
 
 
