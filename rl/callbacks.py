@@ -62,7 +62,7 @@ class HeadSelectionCallback(BaseCallback):
         self.baseline_metrics: dict = {}
         self.best_timesteps = 0
         self._best_score = -np.inf
-        self._last_eval_step = 0
+        self.last_eval_step = 0
         self._start = 0.0
         self._train_rr: list[float] = []
         self._bar: tqdm | None = None
@@ -95,14 +95,14 @@ class HeadSelectionCallback(BaseCallback):
             csv.writer(f).writerow([self.num_timesteps, round(time.monotonic() - self._start, 2),
                                     *(round(metrics[k], 4) for k in HEADLINE), round(train_mb, 4), round(rollout_rr, 5),
                                     int(is_best)])
-        self._last_eval_step = self.num_timesteps
+        self.last_eval_step = self.num_timesteps
         return metrics
 
     def _on_step(self) -> bool:
         for info in self.locals.get("infos", ()):
             if "rank" in info:
                 self._train_rr.append(1.0 / info["rank"])
-        if self.num_timesteps - self._last_eval_step >= self.eval_every:
+        if self.num_timesteps - self.last_eval_step >= self.eval_every:
             self.evaluate_now()
         elapsed = time.monotonic() - self._start
         if self._bar is not None and round(elapsed) != self._bar.n:  # redraw once a second, not every step

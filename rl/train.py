@@ -222,7 +222,8 @@ def train(cfg: RLConfig, *, encoder: Any = None, train_cache: FeatureCache | Non
     t0 = time.monotonic()
     budget = cfg.max_timesteps or 10**12  # the callback's clock stops training first
     model.learn(total_timesteps=budget, callback=callback)
-    callback.evaluate_now()  # the final head gets its chance too
+    if callback.last_eval_step != model.num_timesteps:
+        callback.evaluate_now()  # the final head gets its chance too
     seconds["ppo"] = time.monotonic() - t0
 
     best_w, best_b = callback.best_head
