@@ -157,7 +157,7 @@ class Target:
         if not math.isfinite(self.measured):
             return "not measured"
         diff = self.measured - self.limit
-        rel = f" ({self.measured / self.limit:.2f}x the limit)" if self.limit else ""
+        rel = f" ({self.measured / self.limit:.2f}x the limit)" if self.limit > 0 and self.measured > 0 else ""
         return f"{diff:+.3g} {self.unit}{rel}"
 
     def row(self) -> str:

@@ -1,0 +1,214 @@
+"""Run every benchmark and collect them into bench/RESULTS.md (targets, measured, met / gap) + plots.
+
+Runs each bench script in its own subprocess (bounded by a per-bench timeout; logs in
+.cache/bench/logs), then writes ``bench/RESULTS.md``: the machine, one table of every target with
+the measured number and met / NOT met (with the gap), and a section per benchmark linking its
+result file and plot. Benchmarks that write ``bench/results/<name>.json`` (latency, encoder
+options, concurrency, browser) supply their targets; for the others (raster, procedural, encoder,
+index) the targets are read from their Markdown tables, and a plot is drawn from their p50/p95
+columns (``<name>.png``) when they do not make one.
+
+    .venv/bin/python bench/run_all.py            # full: 1k-1M galleries, all options, 50 users (~1-1.5 h)
+    .venv/bin/python bench/run_all.py --quick    # small sizes and fewer repetitions (~15 min)
+    .venv/bin/python bench/run_all.py --only latency,browser
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import BENCH_CACHE, RESULTS, ROOT, Target, header_lines, machine_info, save_plot, use_agg  # noqa: E402
+
+SUMMARY = ROOT / "bench" / "RESULTS.md"
+
+
+@dataclass(frozen=True)
+class Bench:
+    """One benchmark script: its result name, full-mode and quick-mode arguments, time limit."""
+
+    name: str
+    script: str
+    full: tuple[str, ...]
+    quick: tuple[str, ...]
+    timeout_s: int
+    owner_json: bool  # writes <name>.json with its own targets
+
+
+BENCHES = (
+    Bench("raster", "bench_raster.py", (), ("--reps", "500", "--step-reps", "50"), 900, False),
+    Bench("procedural", "bench_procedural.py", (), ("--photos", "1000"), 1800, False),
+    Bench("encoder", "bench_encoder.py", (), ("--archs", "mobilenet_v3_small", "--sizes", "128", "--reps", "50"),
+          3600, False),
+    Bench("index", "bench_index.py", (), ("--sizes", "10000", "50000", "--queries", "200"), 1800, False),
+    Bench("latency", "bench_latency.py", (), ("--sizes", "1k,10k", "--strokes", "150"), 5400, True),
+    Bench("encoder_options", "bench_encoder_options.py", (),
+          ("--options", "eager,channels_last,res96,int8_dynamic", "--reps", "60", "--data", "procedural:photos=200"),
+          3600, True),
+    Bench("concurrency", "bench_concurrency.py", (), ("--users", "20", "--strokes", "4"), 1800, True),
+    Bench("browser", "bench_browser.py", (), ("--strokes", "20"), 1800, True),
+)
+
+
+# --- targets of the benches that only write Markdown ------------------------------------------------
+def md_tables(text: str) -> list[tuple[list[str], list[list[str]]]]:
+    """Every Markdown table in ``text`` as (header cells, rows of cells)."""
+    tables, block = [], []
+    for line in [*text.splitlines(), ""]:
+        if line.strip().startswith("|"):
+            block.append([c.strip() for c in line.strip().strip("|").split("|")])
+        elif block:
+            if len(block) >= 2 and set("".join(block[1])) <= set("-: "):
+                tables.append((block[0], block[2:]))
+            block = []
+    return tables
+
+
+def number(cell: str) -> float:
+    match = re.search(r"-?[\d,]*\.?\d+", cell)
+    return float(match.group().replace(",", "")) if match else float("nan")
+
+
+def markdown_targets(name: str, text: str) -> list[Target]:
+    """Targets stated in the design for the benches owned by others, read from their tables."""
+    out = []
+    for header, rows in md_tables(text):
+        cols = {h: i for i, h in enumerate(header)}
+        if name == "raster" and "p50 ms" in cols:
+            for row in rows:
+                if row[0].startswith("render (1") and row[cols["size"]] == "256" and row[cols["width"]] == "3":
+                    out.append(Target("render one 300-point sketch at 256x256, p50", number(row[cols["p50 ms"]]), 1.0))
+        if name == "procedural" and header[:2] == ["measure", "value"]:
+            for row in rows:
+                m = re.search(r"([\d.]+) s for (\d+) photos", row[1])
+                if row[0].startswith("wall clock") and m and int(m.group(2)) >= 10_000:
+                    out.append(Target(f"generate {int(m.group(2)):,} photos + sketches", float(m.group(1)), 120, "<=", "s"))
+        if name == "index" and "recall@10" in cols:
+            for row in rows:
+                if "HNSW M=32 efC=64 efS=64" in row[cols["index"]]:
+                    out.append(Target(f"HNSW default recall@10 at {row[0]} photos", number(row[cols["recall@10"]]),
+                                      0.95, ">=", ""))  # fmt: skip
+    return out
+
+
+def plot_markdown(name: str, text: str) -> Path | None:
+    """Bar chart of the first table with p50 (and p95) columns: one bar pair per row."""
+    for header, rows in md_tables(text):
+        p50 = next((i for i, h in enumerate(header) if h.startswith("p50")), None)
+        if p50 is None or not rows:
+            continue
+        p95 = next((i for i, h in enumerate(header) if h.startswith("p95")), None)
+        skip = {p50, p95} | {i for i, h in enumerate(header) if re.search(r"ms|MB|/s|recall| s$|human|p\d", h)}
+        labels = [" ".join(c for i, c in enumerate(r) if i not in skip)[:48] for r in rows]
+        use_agg()
+        import matplotlib.pyplot as plt
+
+        fig, ax = plt.subplots(figsize=(9, max(3.0, 0.22 * len(rows) + 1)))
+        y = range(len(rows))
+        ax.barh([v + 0.2 for v in y], [number(r[p50]) for r in rows], height=0.4, label=header[p50])
+        if p95 is not None:
+            ax.barh([v - 0.2 for v in y], [number(r[p95]) for r in rows], height=0.4, label=header[p95])
+        ax.set_yticks(list(y), labels, fontsize=6)
+        ax.invert_yaxis()
+        ax.set_xscale("log")
+        ax.set(title=f"{name}: {header[p50]}" + (f" / {header[p95]}" if p95 is not None else ""))
+        ax.legend(fontsize=7)
+        return save_plot(fig, name)
+    return None
+
+
+# --- running ---------------------------------------------------------------------------------------
+def run_bench(bench: Bench, quick: bool, log_dir: Path) -> dict:
+    args = bench.quick if quick else bench.full
+    cmd = [sys.executable, str(ROOT / "bench" / bench.script), *args]
+    log = log_dir / f"{bench.name}.log"
+    print(f"== {bench.name}: {' '.join(cmd[1:])} (log {log})", flush=True)
+    start = time.monotonic()
+    try:
+        with open(log, "w") as fh:
+            rc = subprocess.run(cmd, cwd=ROOT, stdout=fh, stderr=subprocess.STDOUT, timeout=bench.timeout_s).returncode
+        status = "ok" if rc == 0 else f"failed (exit {rc})"
+    except subprocess.TimeoutExpired:
+        status = f"timed out after {bench.timeout_s} s"
+    seconds = time.monotonic() - start
+    print(f"   {status} in {seconds:.0f} s", flush=True)
+    tail = "" if status == "ok" else log.read_text(errors="replace")[-1500:]
+    return {"bench": bench, "status": status, "seconds": seconds, "command": " ".join(["python", *cmd[1:]])
+            .replace(str(ROOT) + "/", ""), "tail": tail}  # fmt: skip
+
+
+def collect(run: dict) -> tuple[list[Target], list[str]]:
+    """Targets and the Markdown section of one benchmark run."""
+    bench: Bench = run["bench"]
+    md, js, png = (RESULTS / f"{bench.name}{ext}" for ext in (".md", ".json", ".png"))
+    targets: list[Target] = []
+    fresh = md.exists() and md.stat().st_mtime >= time.time() - run["seconds"] - 5
+    if fresh and bench.owner_json and js.exists():
+        targets = [Target(**{k: t[k] for k in ("name", "measured", "limit", "op", "unit", "note")})
+                   for t in json.loads(js.read_text())["targets"]]  # fmt: skip
+    elif fresh:
+        text = md.read_text()
+        targets = markdown_targets(bench.name, text)
+        if not bench.owner_json:
+            plot_markdown(bench.name, text)
+    lines = [f"## {bench.name}", "", f"- command: `{run['command']}` — {run['status']} in {run['seconds']:.0f} s"]
+    if fresh:
+        lines.append(f"- results: [results/{md.name}](results/{md.name})"
+                     + (f", plot ![{bench.name}](results/{png.name})" if png.exists() else ""))  # fmt: skip
+    else:
+        lines.append("- no fresh result file from this run")
+    if run["tail"]:
+        lines += ["", "```", run["tail"].strip()[-1200:], "```"]
+    return targets, lines + [""]
+
+
+def write_summary(runs: list[dict], quick: bool, machine: dict, command: str) -> None:
+    all_targets: list[tuple[str, Target]] = []
+    sections: list[str] = []
+    for run in runs:
+        targets, lines = collect(run)
+        all_targets += [(run["bench"].name, t) for t in targets]
+        sections += lines
+    met = sum(t.met for _, t in all_targets)
+    lines = header_lines(f"EarlySketch benchmark results ({'quick' if quick else 'full'} run)", command, machine)
+    lines += [
+        "",
+        f"{met} of {len(all_targets)} targets met. Targets are checked here, never by timed unit tests; each row "
+        "is p50/p95 over many repetitions, ratios come from the same run.",
+        "",
+        "| bench | target | limit | measured | verdict |",
+        "|---|---|---|---|---|",
+        *(f"| {name} " + t.row() + (f" {t.note} |" if t.note else "") for name, t in all_targets),
+        "",
+        *sections,
+    ]
+    SUMMARY.write_text("\n".join(lines) + "\n")
+    print(f"wrote {SUMMARY}: {met}/{len(all_targets)} targets met", flush=True)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="small sizes / few repetitions (~15 min)")
+    parser.add_argument("--only", default="", help="comma-separated bench names: " + ",".join(b.name for b in BENCHES))
+    args = parser.parse_args(argv)
+    only = {n.strip() for n in args.only.split(",") if n.strip()}
+    unknown = only - {b.name for b in BENCHES}
+    if unknown:
+        parser.error(f"unknown benches {sorted(unknown)}; choose from {[b.name for b in BENCHES]}")
+    machine = machine_info()
+    log_dir = BENCH_CACHE / "logs"
+    log_dir.mkdir(parents=True, exist_ok=True)
+    runs = [run_bench(b, args.quick, log_dir) for b in BENCHES if not only or b.name in only]
+    write_summary(runs, args.quick, machine, "python bench/run_all.py " + " ".join(sys.argv[1:] if argv is None else argv))
+    return 0 if all(r["status"] == "ok" for r in runs) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
