@@ -59,13 +59,23 @@ def ablation_table(run_dirs: Sequence[str | Path]) -> str:
     return markdown_table(rows)
 
 
-def plot_rank_curves(curves: Mapping[str, Mapping], png_path: str | Path, title: str) -> Path:
-    """Rank percentile and A@10 against drawing progress, one line per model (``summarize()["curve"]``)."""
+def plot_rank_curves(curves: Mapping[str, Mapping[str, Mapping]], png_path: str | Path, title: str) -> Path:
+    """Rank percentile and reciprocal rank against drawing progress (``summarize()["curve"]``).
+
+    Args:
+        curves: ``{split: {model name: curve}}``; one colour per model, one line style per split.
+        png_path: where the PNG goes.
+        title: figure title.
+    """
     fig, axes = plt.subplots(1, 2, figsize=(9, 3.5), constrained_layout=True)
-    for name, curve in curves.items():
-        for ax, key in zip(axes, ("rank_percentile", "A@10")):
-            ax.plot(curve["progress"], curve[key], marker="o", ms=3, label=name)
-    for ax, label in zip(axes, ("mean rank percentile (%)", "A@10 (%)")):
+    colours: dict[str, str] = {}
+    for style, (split, by_model) in zip(("-", "--", ":", "-."), curves.items()):
+        for name, curve in by_model.items():
+            colour = colours.setdefault(name, f"C{len(colours)}")
+            for ax, key in zip(axes, ("rank_percentile", "reciprocal_rank")):
+                values = [float("nan") if v is None else v for v in curve[key]]
+                ax.plot(curve["progress"], values, style, color=colour, marker="o", ms=3, label=f"{name} ({split})")
+    for ax, label in zip(axes, ("mean rank percentile (%)  [m@A]", "mean 1/rank (%)  [m@B]")):
         ax.set_xlabel("sketch drawn (%)")
         ax.set_ylabel(label)
         ax.grid(alpha=0.3)

@@ -113,8 +113,7 @@ def write_comparison(out: Path, baseline: dict[str, dict], rl: dict[str, dict], 
               f"{rl_summary['gamma_kendall']})", "", "## Time (s)", "",
               "| stage | seconds |", "|---|---:|", *(f"| {k} | {v:.1f} |" for k, v in timings.items()), ""]
     (out / "comparison.md").write_text("\n".join(lines))
-    curves = {f"{name} ({split})": metrics[split]["curve"]
-              for split in baseline for name, metrics in (("supervised", baseline), ("RL", rl))}
+    curves = {split: {"supervised": baseline[split]["curve"], "RL": rl[split]["curve"]} for split in baseline}
     plot_rank_curves(curves, out / "comparison.png", title=f"true-photo rank while drawing ({cfg.data})")
 
 
