@@ -48,14 +48,16 @@ def ablation_table(run_dirs: Sequence[str | Path]) -> str:
     """Compare ``python -m rl.train`` runs (e.g. ``--reward rank`` vs ``rank+kendall``) from their summary.json.
 
     The first row is the supervised head (taken from the first run: all runs must share the
-    checkpoint and data for the comparison to mean anything).
+    checkpoint and data for the comparison to mean anything). On a shared machine compare runs at
+    equal ``--max-timesteps`` rather than equal minutes: throughput varies with the load.
     """
     summaries = [(Path(d), json.loads((Path(d) / "summary.json").read_text())) for d in run_dirs]
     if not summaries:
         raise ValueError("give at least one run folder holding summary.json (written by python -m rl.train)")
     rows: dict[str, Mapping] = {"supervised head": summaries[0][1]["val_baseline"]}
     for folder, s in summaries:
-        rows[f"{folder.name}: reward={s['reward']} (gk={s['gamma_kendall']}, {s['timesteps']} steps)"] = s["val_best"]
+        kendall = f"gamma_kendall {s['gamma_kendall']}, " if "kendall" in s["reward"] else ""
+        rows[f"{folder.name}: reward={s['reward']} ({kendall}{s['timesteps']} steps)"] = s["val_best"]
     return markdown_table(rows)
 
 
