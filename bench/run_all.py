@@ -130,6 +130,7 @@ def run_bench(bench: Bench, quick: bool, log_dir: Path) -> dict:
     cmd = [sys.executable, str(ROOT / "bench" / bench.script), *args]
     log = log_dir / f"{bench.name}.log"
     print(f"== {bench.name}: {' '.join(cmd[1:])} (log {log})", flush=True)
+    started_at = time.time()
     start = time.monotonic()
     try:
         with open(log, "w") as fh:
@@ -140,7 +141,7 @@ def run_bench(bench: Bench, quick: bool, log_dir: Path) -> dict:
     seconds = time.monotonic() - start
     print(f"   {status} in {seconds:.0f} s", flush=True)
     tail = "" if status == "ok" else log.read_text(errors="replace")[-1500:]
-    return {"bench": bench, "status": status, "seconds": seconds, "command": " ".join(["python", *cmd[1:]])
+    return {"bench": bench, "status": status, "seconds": seconds, "started_at": started_at, "command": " ".join(["python", *cmd[1:]])
             .replace(str(ROOT) + "/", ""), "tail": tail}  # fmt: skip
 
 
@@ -149,7 +150,7 @@ def collect(run: dict) -> tuple[list[Target], list[str]]:
     bench: Bench = run["bench"]
     md, js, png = (RESULTS / f"{bench.name}{ext}" for ext in (".md", ".json", ".png"))
     targets: list[Target] = []
-    fresh = md.exists() and md.stat().st_mtime >= time.time() - run["seconds"] - 5
+    fresh = md.exists() and md.stat().st_mtime >= run["started_at"] - 1  # written by this run, not an old file
     if fresh and bench.owner_json and js.exists():
         targets = [Target(**{k: t[k] for k in ("name", "measured", "limit", "op", "unit", "note")})
                    for t in json.loads(js.read_text())["targets"]]  # fmt: skip
