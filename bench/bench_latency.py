@@ -11,7 +11,10 @@ Galleries: up to ``--render-max`` photos (default 10k) are real procedural photo
 model (cached in .cache/bench by model hash). Larger galleries keep those real embeddings and add
 synthetic ones WITHOUT rendering: copies of random real embeddings perturbed by Gaussian noise whose
 size gives each copy the same cosine to its source as a real photo has to its nearest real
-neighbour (median), then renormalised. So the synthetic photos sit in the real clusters.
+neighbour (median), then renormalised. So the synthetic photos sit in the real clusters. If the
+real embeddings have collapsed (an untrained model: every photo at cosine ~1 to every other), the
+synthetic part is random unit vectors with cluster structure instead (bench_index's Gaussian
+mixture) and recall queries are jittered gallery points; the report says which was used.
 
     .venv/bin/python bench/bench_latency.py --sizes 1k,10k --strokes 100     # quick (~2 min + gallery build)
     .venv/bin/python bench/bench_latency.py                                   # 1k,10k,100k,1M (~15-25 min)
@@ -49,6 +52,7 @@ from common import (  # noqa: E402
 )
 
 STAGES = ("validate", "render", "encode", "search", "response")
+COLLAPSED_COSINE = 0.999  # median nearest-neighbour cosine above which real embeddings carry no structure
 
 
 @dataclass
@@ -88,18 +92,29 @@ def nn_cosine(vectors: np.ndarray, sample: int, rng: np.random.Generator) -> flo
     return float(np.median(sims.max(axis=1)))
 
 
-def synthesise(base: np.ndarray, n_extra: int, rng: np.random.Generator) -> tuple[np.ndarray, float]:
-    """``n_extra`` perturbed copies of random ``base`` rows (see module docstring); returns (vectors, sigma)."""
-    cos = min(max(nn_cosine(base, 2000, rng), 0.05), 0.9999)
-    sigma = float(np.sqrt(1.0 / cos**2 - 1.0))  # |v + noise| = sqrt(1 + sigma^2) -> cos(copy, v) = cos
+def synthesise(base: np.ndarray, n_extra: int, rng: np.random.Generator) -> tuple[np.ndarray, str]:
+    """``n_extra`` synthetic embeddings and a description of how they were made.
+
+    Normally perturbed copies of random ``base`` rows (see module docstring). When the real
+    embeddings have collapsed (an untrained model maps every photo to nearly the same vector, so
+    neighbours and recall would be meaningless), unit vectors from a Gaussian mixture on the sphere
+    instead (``bench_index.clustered``: 256 clusters), like bench/bench_index.py.
+    """
+    cos = nn_cosine(base, 2000, rng)
     dim = base.shape[1]
+    if cos > COLLAPSED_COSINE:
+        from bench_index import Config as IndexConfig
+        from bench_index import clustered
+
+        return clustered(n_extra, IndexConfig(dim=dim), rng), f"clustered (real embeddings collapsed, NN cos {cos:.4f})"
+    sigma = float(np.sqrt(1.0 / max(cos, 0.05) ** 2 - 1.0))  # |v + noise| = sqrt(1 + sigma^2) -> cos(copy, v) = cos
     out = np.empty((n_extra, dim), np.float32)
     for start in range(0, n_extra, 100_000):  # chunks keep float temporaries small at 1M
         stop = min(n_extra, start + 100_000)
         x = base[rng.integers(0, len(base), stop - start)] + rng.standard_normal((stop - start, dim)).astype(
             np.float32) * (sigma / np.sqrt(dim))
         out[start:stop] = x / np.linalg.norm(x, axis=1, keepdims=True)
-    return out, sigma
+    return out, f"perturbed real (NN cos {cos:.3f}, sigma {sigma:.3f})"
 
 
 @contextlib.contextmanager
@@ -210,10 +225,10 @@ def bench_size(n: int, encoder, base: tuple[np.ndarray, list[str]], pool, cfg: C
 
     base_vecs, base_ids = base
     n_real = min(n, len(base_ids))
-    sigma = None
+    synthetic = ""
     vectors, ids = base_vecs[:n_real], list(base_ids[:n_real])
     if n > n_real:
-        extra, sigma = synthesise(base_vecs, n - n_real, rng)
+        extra, synthetic = synthesise(base_vecs, n - n_real, rng)
         vectors = np.concatenate([vectors, extra])
         ids += [f"synth-{i:07d}" for i in range(n - n_real)]
         del extra
@@ -233,8 +248,12 @@ def bench_size(n: int, encoder, base: tuple[np.ndarray, list[str]], pool, cfg: C
     strokes = per_stroke(retriever, usable, cfg)
     qs = [usable[i % len(usable)] for i in range(cfg.queries)]
     queries = encoder.embed_sketches(np.stack([retriever.render(retriever.validate(p)) for p, _ in qs]))
+    if synthetic.startswith("clustered"):  # collapsed sketch embeddings too: query near random gallery points
+        rows = rng.integers(0, n, len(queries))
+        queries = index.vectors[rows] + rng.standard_normal(queries.shape).astype(np.float32) * (0.3 / np.sqrt(index.dim))
+        queries /= np.linalg.norm(queries, axis=1, keepdims=True)
     metrics = index_metrics(index, queries, [pid for _, pid in qs])
-    row = {"n": n, "kind": index.kind, "n_real": n_real, "synthetic_sigma": sigma, "build_s": build_s, **memory,
+    row = {"n": n, "kind": index.kind, "n_real": n_real, "synthetic": synthetic, "build_s": build_s, **memory,
            "stages": {k: percentiles(v) for k, v in strokes.items()}, **metrics}
     st = row["stages"]
     print(f"  {size_label(n)}: per stroke p50 {st['total']['p50']:.2f} ms p95 {st['total']['p95']:.2f} ms; "
@@ -295,24 +314,23 @@ def report(rows: list[dict], cfg: Config, machine: dict, command: str) -> None:
         f"- sketches: every stroke prefix of procedural sketches of {cfg.sketch_photos} random gallery photos, sent "
         "as stroke-JSON text with the photo as target (the app's challenge/study call)",
         f"- galleries: up to {size_label(cfg.render_max)} rendered procedural photos embedded by the model; larger "
-        "sizes add synthetic embeddings (perturbed copies of real ones, noise sigma in the table, no rendering)",
+        "sizes add synthetic embeddings without rendering (how: last column; recall queries are sketch embeddings, or jittered gallery points when the model's embeddings collapsed)",
         "- stages: validate/render/encode/search from RankResult.timings_ms (search includes the exact target "
         "rank), response = building + JSON-encoding the endpoint's dict, total = wall time of all",
         "",
         *target_table(targets),
         "",
         "| photos | index | build s | RSS +MB (peak) | validate | render | encode | search+rank | response | "
-        "total p50 | total p95 | k-NN p50 / p95 | recall@10 | target rank p50 | sigma |",
+        "total p50 | total p95 | k-NN p50 / p95 | recall@10 | target rank p50 | synthetic part |",
         "|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in rows:
         st = r["stages"]
-        sigma = "" if r["synthetic_sigma"] is None else f"{r['synthetic_sigma']:.3f}"
         lines.append(
             f"| {r['n']:,} | {r['kind']} | {r['build_s']:.1f} | {r['rss_delta_mb']:.0f} ({r['peak_delta_mb']:.0f}) | "
             + " | ".join(f"{st[s]['p50']:.2f}" for s in STAGES)
             + f" | {st['total']['p50']:.2f} | {st['total']['p95']:.2f} | {r['search']['p50']:.3f} / "
-            f"{r['search']['p95']:.3f} | {r['recall@10']:.3f} | {r['target_rank']['p50']:.2f} | {sigma} |"
+            f"{r['search']['p95']:.3f} | {r['recall@10']:.3f} | {r['target_rank']['p50']:.2f} | {r['synthetic'] or '-'} |"
         )
     lines += ["", "Stage columns are p50 in ms. Plot: `latency.png`."]
     write_results(cfg.name, lines, targets, {"rows": rows, "config": {k: str(v) for k, v in vars(cfg).items()}},
