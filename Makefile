@@ -44,5 +44,21 @@ lint: venv
 	$(BIN)/python -m ruff check .
 	$(BIN)/python -m ruff format --check .
 
+# One command from raw data: supervised model -> RL head -> evaluation of both (val, and test when present).
+DATA ?= procedural
+OUT ?= runs/reproduce
+reproduce: venv
+	$(BIN)/python -m rl.reproduce --data $(DATA) --out $(OUT) $(ARGS)
+
+# The shipped default model: the reproduce pipeline on the procedural dataset, RL head exported to assets/model.
+default-model: venv
+	$(BIN)/python -m rl.reproduce --data procedural --out runs/default --minutes-supervised 20 --minutes-rl 5 $(ARGS)
+	rm -rf assets/model && cp -r runs/default/rl/encoder assets/model
+
+# Full run (1k-1M galleries, encoder options, 50 users, browser): ~1-1.5 h on a quiet machine.
+# `make bench QUICK=1` for a short pass. Writes bench/RESULTS.md and bench/results/*.
+bench: venv chromium
+	$(BIN)/python bench/run_all.py $(if $(QUICK),--quick) $(ARGS)
+
 clean:
 	rm -rf .cache runs .pytest_cache

@@ -33,6 +33,7 @@ from PIL import Image  # noqa: E402
 from retrieval.encoder import Encoder  # noqa: E402
 from retrieval.formats.stroke_json import StrokePayloadError, parse_stroke_json  # noqa: E402
 from retrieval.gallery import Gallery, default_cache_dir, model_hash, open_gallery  # noqa: E402
+from retrieval.index import set_faiss_threads  # noqa: E402
 from retrieval.retriever import Retriever  # noqa: E402
 from retrieval.sketch import Sketch  # noqa: E402
 from retrieval.study import DrawingSession, StudyConfig  # noqa: E402
@@ -65,7 +66,7 @@ class AppConfig:
     auth: str = ""  # "user:pass" required to open the app
     max_file_size: str = "10mb"
     cache_dir: str = ""  # gallery/index/thumbnail cache (default ~/.cache/earlysketch)
-    threads: int = 2  # torch threads
+    threads: int = 1  # torch + faiss threads per ranking job (measured: 1 beats 2 under concurrent sessions)
     concurrency: int = 2  # ranking jobs run at once (across sessions)
     warnings: list[str] = field(default_factory=list)
 
@@ -155,6 +156,9 @@ def load_backend(config: AppConfig) -> Backend:
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         gallery = open_gallery(encoder, spec, cache_dir)
+    # faiss and torch share one OpenMP pool and opening an index resets it: set the serving threads last.
+    set_faiss_threads(config.threads)
+    torch.set_num_threads(max(1, config.threads))
     if gallery.skipped:
         notices.append(f"{len(gallery.skipped)} photo(s) skipped: " + "; ".join(gallery.skipped[:3]))
         print("skipped photos:\n  " + "\n  ".join(gallery.skipped), flush=True)
