@@ -26,10 +26,7 @@ the resumable state (``--resume <run>``); ``log.csv`` and ``curve.png`` track th
 
 from __future__ import annotations
 
-import argparse
-import ast
 import datetime
-import inspect
 import json
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
@@ -38,6 +35,7 @@ import numpy as np
 import torch
 
 from retrieval.augment import PhotoAugment, SketchAugment, augment_photo, flip_photo, flip_sketch, render_augmented
+from retrieval.cli import parse_config
 from retrieval.datasets import open_dataset
 from retrieval.encoder import Encoder
 from retrieval.losses import hardest_triplet, info_nce
@@ -285,34 +283,13 @@ def from_json(values: dict) -> dict:
     return {k: kinds[k](v) for k, v in values.items() if k in kinds}
 
 
-def field_docs() -> dict[str, str]:
-    """The docstring under each Config field (read from the source, CleanRL/tyro style)."""
-    body = ast.parse(inspect.getsource(Config)).body[0].body
-    docs = {}
-    for node, nxt in zip(body, body[1:]):
-        if isinstance(node, ast.AnnAssign) and isinstance(nxt, ast.Expr) and isinstance(nxt.value, ast.Constant):
-            docs[node.target.id] = str(nxt.value.value)
-    return docs
-
-
 def print_config(cfg: Config, run_dir: Path) -> None:
     print(f"run folder: {run_dir}")
     print("| param | value |\n|---|---|\n" + "\n".join(f"| {k} | {v} |" for k, v in to_json(cfg).items()))
 
 
 def parse_args(argv: list[str] | None = None) -> Config:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    docs = field_docs()
-    for f in fields(Config):
-        flag, help_text = "--" + f.name.replace("_", "-"), f"{docs.get(f.name, '')} (default: {f.default})"
-        if isinstance(f.default, bool):
-            parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=f.default, help=help_text)
-        elif isinstance(f.default, tuple):
-            parser.add_argument(flag, nargs="+", default=list(f.default), help=help_text)
-        else:
-            parser.add_argument(flag, type=type(f.default), default=f.default, help=help_text)
-    args = vars(parser.parse_args(argv))
-    return Config(**{k: tuple(v) if isinstance(v, list) else v for k, v in args.items()})
+    return parse_config(Config, argv, description=__doc__)
 
 
 def main(argv: list[str] | None = None) -> None:

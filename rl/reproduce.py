@@ -23,7 +23,7 @@ from pathlib import Path
 
 import torch
 
-from rl.cli import parse_config
+from retrieval.cli import parse_config
 from rl.features import cached_features
 from rl.report import markdown_table, plot_rank_curves
 from rl.train import RLConfig

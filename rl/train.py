@@ -23,8 +23,8 @@ from stable_baselines3 import PPO
 from stable_baselines3.common.logger import configure
 from stable_baselines3.common.vec_env import DummyVecEnv
 
+from retrieval.cli import parse_config
 from rl.callbacks import HeadSelectionCallback
-from rl.cli import parse_config
 from rl.env import SketchRetrievalEnv
 from rl.features import FeatureCache, cached_features
 from rl.report import plot_learning_curve

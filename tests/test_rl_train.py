@@ -9,8 +9,8 @@ import pandas as pd
 import pytest
 import torch
 
+from retrieval.cli import parse_config
 from retrieval.encoder import Encoder
-from rl.cli import parse_config
 from rl.features import compute_features, synthetic_cache
 from rl.report import ablation_table
 from rl.scoring import evaluate_head
