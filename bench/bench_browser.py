@@ -16,7 +16,6 @@ cleared (not timed) and a new sketch starts.
 
 from __future__ import annotations
 
-import argparse
 import shlex
 import shutil
 import sys
@@ -33,9 +32,11 @@ from common import (  # noqa: E402
     DEFAULT_MODEL,
     LOCALHOST,
     Target,
+    command_line,
     header_lines,
     machine_info,
     model_label,
+    parse_config_args,
     percentiles,
     running_app,
     save_plot,
@@ -234,16 +235,11 @@ def main(argv: list[str] | None = None) -> None:
         print(f"app ready at {app.url}", flush=True)
         samples, attempted, blocked = run_browser(app.url, cfg)
     report(samples, attempted, blocked, cfg, machine,
-           "python bench/bench_browser.py " + " ".join(sys.argv[1:] if argv is None else argv))
+           command_line(__file__, argv))
 
 
 def parse_args(argv: list[str] | None = None) -> Config:
-    cfg = Config()
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    for name, value in vars(cfg).items():
-        parser.add_argument("--" + name.replace("_", "-"), type=Path if isinstance(value, Path) else type(value),
-                            default=value)
-    return Config(**vars(parser.parse_args(argv)))
+    return parse_config_args(Config, argv, __doc__)
 
 
 if __name__ == "__main__":

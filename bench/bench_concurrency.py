@@ -19,7 +19,6 @@ mix-ups: every answer must be the ranking the library gives for that session's o
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import json
 import shlex
@@ -37,10 +36,12 @@ from common import (  # noqa: E402
     ApiError,
     Target,
     call_rank_async,
+    command_line,
     header_lines,
     load_encoder,
     machine_info,
     model_label,
+    parse_config_args,
     percentiles,
     running_app,
     save_plot,
@@ -253,16 +254,11 @@ def main(argv: list[str] | None = None) -> None:
         rows, timed_out = asyncio.run(load_run(sessions, app.url, cfg, index))
         wall_s = time.perf_counter() - start
     report(rows, timed_out, sessions, index, cfg, machine, wall_s,
-           "python bench/bench_concurrency.py " + " ".join(sys.argv[1:] if argv is None else argv))
+           command_line(__file__, argv))
 
 
 def parse_args(argv: list[str] | None = None) -> Config:
-    cfg = Config()
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    for name, value in vars(cfg).items():
-        parser.add_argument("--" + name.replace("_", "-"), type=Path if isinstance(value, Path) else type(value),
-                            default=value)
-    return Config(**vars(parser.parse_args(argv)))
+    return parse_config_args(Config, argv, __doc__)
 
 
 if __name__ == "__main__":

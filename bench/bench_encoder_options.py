@@ -26,7 +26,6 @@ Latency: render + embed of one partial sketch (stroke prefixes of procedural ske
 
 from __future__ import annotations
 
-import argparse
 import sys
 import time
 from dataclasses import dataclass
@@ -38,10 +37,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import (  # noqa: E402
     DEFAULT_MODEL,
     Target,
+    command_line,
     header_lines,
     load_encoder,
     machine_info,
     model_label,
+    parse_config_args,
     percentiles,
     save_plot,
     target_table,
@@ -212,16 +213,11 @@ def main(argv: list[str] | None = None) -> None:
     for r in rows:
         print(f"  {r['option']}: " + (r["error"] if "error" in r else
               f"p50 {r['latency']['p50']:.2f} ms, m@B {r['metrics']['m@B']:.2f}"), flush=True)  # fmt: skip
-    report(rows, cfg, machine, "python bench/bench_encoder_options.py " + " ".join(argv))
+    report(rows, cfg, machine, command_line(__file__, argv))
 
 
 def parse_args(argv: list[str] | None = None) -> Config:
-    cfg = Config()
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    for name, value in vars(cfg).items():
-        parser.add_argument("--" + name.replace("_", "-"), type=Path if isinstance(value, Path) else type(value),
-                            default=value)
-    return Config(**vars(parser.parse_args(argv)))
+    return parse_config_args(Config, argv, __doc__)
 
 
 if __name__ == "__main__":
