@@ -26,12 +26,7 @@ def plot_learning_curve(csv_path: str | Path, png_path: str | Path, title: str =
         ax.scatter([best["timesteps"]], [best[key]], color="red", zorder=3, label="kept (best)")
         ax.set_xlabel("env steps")
         ax.set_ylabel(f"validation {key} (%)")
-        ax.grid(alpha=0.3)
-    axes[0].legend(fontsize=8)
-    fig.suptitle(title)
-    fig.savefig(png_path, dpi=110)
-    plt.close(fig)
-    return Path(png_path)
+    return _save_figure(fig, axes, title, png_path)
 
 
 def markdown_table(rows: Mapping[str, Mapping], keys: Sequence[str] = HEADLINE) -> str:
@@ -80,6 +75,12 @@ def plot_rank_curves(curves: Mapping[str, Mapping[str, Mapping]], png_path: str 
     for ax, label in zip(axes, ("mean rank percentile (%)  [m@A]", "mean 1/rank (%)  [m@B]")):
         ax.set_xlabel("sketch drawn (%)")
         ax.set_ylabel(label)
+    return _save_figure(fig, axes, title, png_path)
+
+
+def _save_figure(fig, axes, title: str, png_path: str | Path) -> Path:
+    """Grid on every panel, legend on the first, the title; write the PNG, close the figure, return its path."""
+    for ax in axes:
         ax.grid(alpha=0.3)
     axes[0].legend(fontsize=8)
     fig.suptitle(title)
