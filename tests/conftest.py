@@ -29,3 +29,14 @@ def _few_threads():
 
     torch.set_num_threads(2)
     yield
+
+
+@pytest.fixture(scope="module")
+def encoder():
+    """A small untrained encoder (64 px input, 32-d embeddings, seed 0), one per test module.
+
+    Modules that need another model define their own ``encoder`` fixture, which takes precedence.
+    """
+    from retrieval.encoder import Encoder  # here, not at the top: most test modules never need torch
+
+    return Encoder.create(input_size=64, embed_dim=32, seed=0)

@@ -10,7 +10,6 @@ import pytest
 from PIL import Image
 
 from retrieval.datasets import open_dataset
-from retrieval.encoder import Encoder
 from retrieval.evaluate import (
     MissingSplitError,
     embed_steps,
@@ -51,11 +50,6 @@ def tiny_folder(tmp_path_factory):
                 arrays[f"/{split}/{name}_{n}"] = random_sketch(rng, int(rng.integers(1, 5)))
     write_qmul_npz(root / "Tiny_Coordinate.npz", arrays)
     return root
-
-
-@pytest.fixture(scope="module")
-def encoder():
-    return Encoder.create(input_size=64, embed_dim=32, seed=0)
 
 
 def test_ranks_from_embeddings_hand_made():

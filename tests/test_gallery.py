@@ -21,11 +21,6 @@ from retrieval.gallery import (
 from tests.conftest import shared_path
 
 
-@pytest.fixture(scope="module")
-def encoder() -> Encoder:
-    return Encoder.create(input_size=64, embed_dim=32, seed=0)
-
-
 def write_image(path, seed: int, size=(40, 30)) -> np.ndarray:
     pixels = np.random.default_rng(seed).integers(0, 256, (size[1], size[0], 3), dtype=np.uint8)
     path.parent.mkdir(parents=True, exist_ok=True)

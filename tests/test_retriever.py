@@ -23,11 +23,6 @@ def dataset():
 
 
 @pytest.fixture(scope="module")
-def encoder():
-    return Encoder.create(input_size=64, embed_dim=32, seed=0)
-
-
-@pytest.fixture(scope="module")
 def retriever(encoder, dataset):
     gallery = build_dataset_gallery(encoder, dataset, None, progress=False)
     return Retriever(encoder, gallery.index, gallery.load_photo)
