@@ -294,11 +294,11 @@ def build_app(config: AppConfig, backend: Backend) -> gr.Blocks:
                 changed = session.update(value, lambda sketch, target: backend.rank(sketch, target, max(k, found_k)))
             except ValueError as exc:  # a malformed canvas payload: report it, keep serving
                 gr.Warning(f"Could not read the drawing: {exc}")
-                return {}
+                return {state: session}  # an empty dict would read as ONE output value and fail the event
             if study_mode and session.phase != phase:
                 return end_updates(session)
             if not changed:
-                return {}
+                return {state: session}
             out = view(session)
             last = session.last
             if not study_mode and session.target_id and last is not None and last.target_rank == 1:

@@ -140,6 +140,8 @@ def test_kill_9_app_server_mid_study(tmp_path):
             page.get_by_label("Participant id").fill("P9")
             page.get_by_role("button", name="Start").click()
             page.wait_for_selector("#es-canvas .es-canvas-wrap[data-ready='1']", state="visible", timeout=60_000)
+            # Draw only once the trial's canvas token has arrived (what a participant sees as the target).
+            page.wait_for_selector("#es-canvas .es-canvas-wrap[data-trial]:not([data-trial=''])", timeout=60_000)
             box = page.locator("#es-canvas canvas.es-canvas").bounding_box()
             rng = np.random.default_rng(0)
             for _ in range(4):

@@ -78,6 +78,7 @@
     info.textContent = n ? `${n} stroke${n === 1 ? "" : "s"}` : "";
     wrap.dataset.strokes = String(n);
     wrap.dataset.seq = String(state.seq);
+    wrap.dataset.trial = state.trial || "";
     wrap.classList.toggle("es-empty", n === 0 && !state.active);
     wrap.classList.toggle("es-locked", state.locked);
   }
@@ -176,7 +177,10 @@
 
   let deadlineTimer = null;
   function applyServerValue(v) {  // Python started a new trial or (un)locked the canvas
-    if (v.trial && v.trial !== state.trial) reset(v.trial, v.locked);
+    if (v.trial && v.trial !== state.trial && state.trial === null && state.events.length) {
+      // Ink drawn before the first trial token arrived: adopt the token instead of wiping the strokes.
+      state.trial = v.trial; state.locked = !!v.locked; publish(); redraw(); trigger("stroke_end");
+    } else if (v.trial && v.trial !== state.trial) reset(v.trial, v.locked);
     else { state.locked = !!v.locked; publish(); redraw(); }
     lockMsg.textContent = v.message || "";
     clearTimeout(deadlineTimer);
