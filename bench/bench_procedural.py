@@ -12,7 +12,6 @@ with the calibration constants, and writes bench/results/procedural.md.
 from __future__ import annotations
 
 import argparse
-import datetime
 import os
 import sys
 import time
@@ -23,8 +22,8 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from bench_raster import machine_info  # noqa: E402
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import header_lines, machine_info, write_markdown  # noqa: E402
 
 from retrieval.formats.quickdraw import iter_folder, timing_stats  # noqa: E402
 from retrieval.procedural import VERSION, generate_sketch  # noqa: E402
@@ -87,6 +86,7 @@ def calibrate(folder: Path) -> None:
 
 
 def main(cfg: Config) -> None:
+    machine = machine_info()  # load average at start, before the workers
     bounds = list(range(0, cfg.photos, cfg.chunk)) + [cfg.photos]
     tasks = [(cfg.seed, a, b, cfg.sketches) for a, b in zip(bounds[:-1], bounds[1:])]
     load_before = os.getloadavg()[0]
@@ -123,13 +123,10 @@ def main(cfg: Config) -> None:
         f"| {name} | {row['p10']:.0f} | {row['p50']:.0f} | {row['p90']:.0f} | {human[name]} |"
         for name, row in stats.items()
     ]
+    command = f".venv/bin/python bench/bench_procedural.py --photos {cfg.photos} --sketches {cfg.sketches} --workers {cfg.workers}"
     lines = [
-        "# Procedural dataset generation",
-        "",
-        f"Date {datetime.datetime.now(datetime.UTC):%Y-%m-%d %H:%M} UTC; generator VERSION {VERSION}. "
-        f"Machine: {machine_info()}.",
-        f"Command: `.venv/bin/python bench/bench_procedural.py --photos {cfg.photos} --sketches {cfg.sketches} "
-        f"--workers {cfg.workers}` (256x256 photos; per-item times are the workers' CPU time).",
+        *header_lines("Procedural dataset generation", command, machine),
+        f"- generator VERSION {VERSION}; 256x256 photos; per-item times are the workers' CPU time",
         "",
         "| measure | value |",
         "|---|---|",
@@ -142,10 +139,8 @@ def main(cfg: Config) -> None:
         "|---|---:|---:|---:|---|",
         *timing_rows,
     ]
-    cfg.out.parent.mkdir(parents=True, exist_ok=True)
-    cfg.out.write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
-    print(f"wrote {cfg.out}")
+    write_markdown(cfg.out, lines)
 
 
 def parse_args() -> Config:

@@ -9,19 +9,24 @@ versions, to bench/results/raster.md.
 
 from __future__ import annotations
 
-import argparse
-import datetime
-import os
-import platform
+import math
 import sys
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import cv2
-import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import (  # noqa: E402
+    command_line,
+    header_lines,
+    machine_info,
+    parse_config_args,
+    percentiles,
+    time_calls,
+    write_markdown,
+)
+
 from retrieval.procedural import generate_sketch  # noqa: E402
 from retrieval.raster import render, render_steps  # noqa: E402
 from retrieval.sketch import Sketch, point_cuts  # noqa: E402
@@ -38,23 +43,6 @@ class Config:
     out: Path = Path(__file__).resolve().parent / "results" / "raster.md"
 
 
-def machine_info() -> str:
-    """One line: platform, CPU model, cores, load average, Python/numpy/OpenCV versions."""
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    load = os.getloadavg()[0]
-    return (
-        f"{platform.platform()}; {cpu}; {os.cpu_count()} cores (load average {load:.2f}, shared machine); "
-        f"Python {platform.python_version()}, numpy {np.__version__}, OpenCV {cv2.__version__}"
-    )
-
-
 def sketch_with_points(n: int) -> Sketch:
     """A procedural chair sketch cut to exactly ``n`` points (the first one long enough)."""
     for index in range(1000):
@@ -64,28 +52,23 @@ def sketch_with_points(n: int) -> Sketch:
     raise RuntimeError(f"no procedural sketch with {n} points in the first 1000; lower --points")
 
 
-def percentiles(fn, reps: int, warmup: int) -> tuple[float, float, float]:
-    for _ in range(warmup):
-        fn()
-    times = np.empty(reps)
-    for i in range(reps):
-        start = time.perf_counter()
-        fn()
-        times[i] = (time.perf_counter() - start) * 1000.0
-    p50, p95, p99 = np.percentile(times, [50, 95, 99])
-    return float(p50), float(p95), float(p99)
+def p50_p95_p99(fn, reps: int, warmup: int) -> tuple[float, float, float]:
+    """Milliseconds p50, p95, p99 of ``reps`` calls of ``fn`` after ``warmup`` untimed ones (no time cap)."""
+    stats = percentiles(time_calls(fn, reps, warmup, max_s=math.inf))
+    return stats["p50"], stats["p95"], stats["p99"]
 
 
 def main(cfg: Config) -> None:
+    machine = machine_info()  # load average at start, before the timing loops
     sketch = sketch_with_points(cfg.points)
     cuts = point_cuts(sketch.num_points)
     rows = []
     for size, width in ((256, 3), (256, 1), (128, 2), (224, 3)):
-        p50, p95, p99 = percentiles(lambda s=size, w=width: render(sketch, size=s, width=w), cfg.reps, cfg.warmup)
+        p50, p95, p99 = p50_p95_p99(lambda s=size, w=width: render(sketch, size=s, width=w), cfg.reps, cfg.warmup)
         rows.append(f"| render (1 raster) | {size} | {width} | {p50:.3f} | {p95:.3f} | {p99:.3f} | {1000 / p50:.0f} |")
         print(rows[-1], flush=True)
     for size, width in ((256, 3), (128, 2)):
-        p50, p95, p99 = percentiles(
+        p50, p95, p99 = p50_p95_p99(
             lambda s=size, w=width: render_steps(sketch, cuts, size=s, width=w), cfg.step_reps, cfg.warmup // 5
         )
         rows.append(
@@ -93,32 +76,21 @@ def main(cfg: Config) -> None:
         )
         print(rows[-1], flush=True)
     lines = [
-        "# Rasteriser latency",
+        *header_lines("Rasteriser latency", command_line(__file__, None), machine),
         "",
-        f"Date {datetime.datetime.now(datetime.UTC):%Y-%m-%d %H:%M} UTC. Machine: {machine_info()}.",
         f"Sketch: a procedural chair sketch cut to {sketch.num_points} points in {sketch.num_strokes} strokes; "
         f"{cfg.reps} timed single renders / {cfg.step_reps} timed 17-step batches per row after warm-up, "
         "one thread. Target: render p50 <= 1 ms at 256x256.",
-        "Command: `.venv/bin/python bench/bench_raster.py`",
         "",
         "| call | size | width | p50 ms | p95 ms | p99 ms | rasters/s at p50 |",
         "|---|---:|---:|---:|---:|---:|---:|",
         *rows,
     ]
-    cfg.out.parent.mkdir(parents=True, exist_ok=True)
-    cfg.out.write_text("\n".join(lines) + "\n")
-    print(f"wrote {cfg.out}")
+    write_markdown(cfg.out, lines)
 
 
 def parse_args() -> Config:
-    cfg = Config()
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--points", type=int, default=cfg.points)
-    parser.add_argument("--reps", type=int, default=cfg.reps)
-    parser.add_argument("--step-reps", type=int, default=cfg.step_reps)
-    parser.add_argument("--out", type=Path, default=cfg.out)
-    args = parser.parse_args()
-    return Config(points=args.points, reps=args.reps, step_reps=args.step_reps, out=args.out)
+    return parse_config_args(Config, None, __doc__)
 
 
 if __name__ == "__main__":

@@ -179,13 +179,18 @@ def target_table(targets: Sequence[Target]) -> list[str]:
 def write_results(name: str, lines: list[str], targets: Sequence[Target], data: dict[str, Any],
                   machine: dict[str, Any], out_dir: Path = RESULTS) -> Path:
     """Write ``<name>.md`` and ``<name>.json`` (targets, machine, raw data) and return the .md path."""
-    out_dir.mkdir(parents=True, exist_ok=True)
-    md = out_dir / f"{name}.md"
-    md.write_text("\n".join(lines) + "\n")
+    md = write_markdown(out_dir / f"{name}.md", lines)
     payload = {"name": name, "machine": machine, "targets": [t.as_dict() for t in targets], "data": data}
     (out_dir / f"{name}.json").write_text(json.dumps(payload, indent=2, default=_json_default))
-    print(f"wrote {md}", flush=True)
     return md
+
+
+def write_markdown(path: Path, lines: Sequence[str]) -> Path:
+    """Write ``lines`` as the Markdown file ``path`` (creating its folder), say so, and return the path."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("\n".join(lines) + "\n")
+    print(f"wrote {path}", flush=True)
+    return path
 
 
 def _json_default(obj: Any) -> Any:
