@@ -15,8 +15,6 @@ uniform noise. Queries are jittered copies of random gallery points, like a sket
 from __future__ import annotations
 
 import argparse
-import datetime
-import platform
 import resource
 import sys
 import time
@@ -26,7 +24,9 @@ from pathlib import Path
 import faiss
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import command_line, header_lines, machine_info, percentiles, write_markdown  # noqa: E402
+
 from retrieval.index import HNSWParams, PhotoIndex, set_faiss_threads  # noqa: E402
 
 
@@ -85,14 +85,15 @@ def bench_size(n: int, cfg: Config, rng: np.random.Generator) -> list[dict]:
 
     def record(name: str, index: faiss.Index, build_s: float, mem_mb: float, truth: np.ndarray | None) -> np.ndarray:
         times, found = timed_queries(index, queries)
+        latency = percentiles(times, (50, 95))
         rows.append(
             {
                 "n": n,
                 "index": name,
                 "build_s": build_s,
                 "mem_mb": mem_mb,
-                "p50_ms": float(np.percentile(times, 50)),
-                "p95_ms": float(np.percentile(times, 95)),
+                "p50_ms": latency["p50"],
+                "p95_ms": latency["p95"],
                 "recall@10": 1.0 if truth is None else recall_at_10(found, truth),
             }
         )
@@ -131,18 +132,13 @@ def bench_size(n: int, cfg: Config, rng: np.random.Generator) -> list[dict]:
     return rows
 
 
-def write_report(rows: list[dict], cfg: Config, elapsed_s: float) -> None:
+def write_report(rows: list[dict], cfg: Config, elapsed_s: float, machine: dict, command: str) -> None:
     defaults = HNSWParams()
     lines = [
-        "# Photo index benchmark",
-        "",
-        f"- date: {datetime.datetime.now(datetime.UTC).strftime('%Y-%m-%d %H:%M UTC')}",
-        f"- machine: {platform.node()} / {platform.processor() or platform.machine()}, "
-        f"{faiss.omp_get_max_threads()} faiss threads, faiss {faiss.__version__}, numpy {np.__version__}",
+        *header_lines("Photo index benchmark", command, machine),
+        f"- faiss {faiss.__version__}, {faiss.omp_get_max_threads()} OpenMP threads; run took {elapsed_s / 60:.1f} min",
         f"- data: D={cfg.dim}, Gaussian mixture of {cfg.clusters} clusters (spread {cfg.spread}), unit vectors; "
         f"{cfg.queries} single queries (jittered gallery points), k=10; seed {cfg.seed}",
-        f"- command: `.venv/bin/python bench/bench_index.py{' --with-1m' if 1_000_000 in cfg.sizes else ''}` "
-        f"({elapsed_s / 60:.1f} min)",
         f"- library defaults (retrieval/index.py): HNSW M={defaults.M}, efConstruction={defaults.ef_construction}, "
         f"efSearch={defaults.ef_search}; exact below the HNSW threshold",
         "- memory: vectors for flat/IVF; HNSW = max(measured RSS growth, vectors + 2*M*4 B links)",
@@ -165,9 +161,7 @@ def write_report(rows: list[dict], cfg: Config, elapsed_s: float) -> None:
         "IVF-Flat reaches similar latency but needs a training pass, and re-training as photos are added, so the",
         "index uses HNSW, which takes incremental adds. Timings vary with load on the shared 2-core machine.",
     ]
-    cfg.out.parent.mkdir(parents=True, exist_ok=True)
-    cfg.out.write_text("\n".join(lines) + "\n")
-    print(f"wrote {cfg.out}")
+    write_markdown(cfg.out, lines)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -181,10 +175,11 @@ def main(argv: list[str] | None = None) -> None:
     sizes = tuple(args.sizes) if args.sizes else Config.sizes + ((1_000_000,) if args.with_1m else ())
     cfg = Config(sizes=sizes, queries=args.queries, threads=args.threads, out=args.out)
     set_faiss_threads(cfg.threads)
+    machine = machine_info()  # load average at start
     rng = np.random.default_rng(cfg.seed)
     t0 = time.perf_counter()
     rows = [row for n in cfg.sizes for row in bench_size(n, cfg, rng)]
-    write_report(rows, cfg, time.perf_counter() - t0)
+    write_report(rows, cfg, time.perf_counter() - t0, machine, command_line(__file__, argv))
 
 
 if __name__ == "__main__":
