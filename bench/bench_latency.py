@@ -37,6 +37,7 @@ from common import (  # noqa: E402
     BENCH_CACHE,
     DEFAULT_MODEL,
     Target,
+    command_line,
     header_lines,
     load_encoder,
     machine_info,
@@ -353,7 +354,7 @@ def main(argv: list[str] | None = None) -> None:
     for n in sizes:
         print(f"gallery {size_label(n)}", flush=True)
         rows.append(bench_size(n, encoder, base, pool, cfg, rng))
-    report(rows, cfg, machine, "python bench/bench_latency.py " + " ".join(sys.argv[1:] if argv is None else argv))
+    report(rows, cfg, machine, command_line(__file__, argv))
 
 
 def parse_args(argv: list[str] | None = None) -> Config:

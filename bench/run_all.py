@@ -25,7 +25,17 @@ from dataclasses import dataclass
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import BENCH_CACHE, RESULTS, ROOT, Target, header_lines, machine_info, save_plot, use_agg  # noqa: E402
+from common import (  # noqa: E402
+    BENCH_CACHE,
+    RESULTS,
+    ROOT,
+    Target,
+    command_line,
+    header_lines,
+    machine_info,
+    save_plot,
+    use_agg,
+)
 
 SUMMARY = ROOT / "bench" / "RESULTS.md"
 
@@ -207,7 +217,7 @@ def main(argv: list[str] | None = None) -> int:
     log_dir = BENCH_CACHE / "logs"
     log_dir.mkdir(parents=True, exist_ok=True)
     runs = [run_bench(b, args.quick, log_dir) for b in BENCHES if not only or b.name in only]
-    write_summary(runs, args.quick, machine, "python bench/run_all.py " + " ".join(sys.argv[1:] if argv is None else argv))
+    write_summary(runs, args.quick, machine, command_line(__file__, argv))
     return 0 if all(r["status"] == "ok" for r in runs) else 1
 
 
