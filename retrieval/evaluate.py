@@ -56,11 +56,24 @@ def check_split(dataset: RetrievalDataset, split: str) -> None:
         raise MissingSplitError(f"dataset {dataset.name!r} has no {split!r} split (available: {dataset.splits()}){hint}")
 
 
-def photo_embeddings(encoder: Encoder, dataset: RetrievalDataset, split: str, batch_size: int = 64,
-                     progress: bool = False) -> tuple[list[str], np.ndarray]:
-    """Ids (sorted) and ``(N, D)`` embeddings of all photos of ``split``: the evaluation gallery."""
+def gallery_photo_ids(dataset: RetrievalDataset, split: str, gallery: str = "split") -> list[str]:
+    """Sorted photo ids of the evaluation gallery: the split's own photos, or every photo of the data.
+
+    ``gallery="all"`` ranks a split's sketches among all photos (e.g. Chair-V2 val sketches against
+    all 300 train+val photos): more distractors, so numbers compare across differently sized splits.
+    """
     check_split(dataset, split)
-    ids = dataset.photo_ids(split)
+    if gallery == "split":
+        return dataset.photo_ids(split)
+    if gallery == "all":
+        return sorted({pid for name in dataset.splits() for pid in dataset.photo_ids(name)})
+    raise ValueError(f"gallery must be 'split' or 'all', got {gallery!r}")
+
+
+def photo_embeddings(encoder: Encoder, dataset: RetrievalDataset, split: str, batch_size: int = 64,
+                     progress: bool = False, gallery: str = "split") -> tuple[list[str], np.ndarray]:
+    """Ids (sorted) and ``(N, D)`` embeddings of the evaluation gallery (see :func:`gallery_photo_ids`)."""
+    ids = gallery_photo_ids(dataset, split, gallery)
     chunks = [encoder.embed_photos([dataset.load_photo(pid) for pid in ids[i : i + batch_size]])
               for i in tqdm(range(0, len(ids), batch_size), desc=f"photos ({split})", disable=not progress)]
     return ids, np.concatenate(chunks)
@@ -195,6 +208,7 @@ class EvalConfig:
     val_fraction: float = 0.1  # share of train photos carved out as val (must match training)
     seed: int = 0  # seed of the val split (must match training)
     threads: int = 2  # torch and faiss threads
+    gallery: str = "split"  # "split": the split's own photos; "all": every photo of the dataset
 
 
 def parse_args(argv: list[str] | None = None) -> EvalConfig:
@@ -207,9 +221,11 @@ def parse_args(argv: list[str] | None = None) -> EvalConfig:
     parser.add_argument("--val-fraction", type=float, default=0.1)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--gallery", choices=("split", "all"), default="split",
+                        help="rank among the split's photos, or among every photo of the dataset")
     args = parser.parse_args(argv)
     return EvalConfig(args.data, args.model, args.out, args.split, args.steps, args.val_fraction, args.seed,
-                      args.threads)
+                      args.threads, args.gallery)
 
 
 def run(cfg: EvalConfig) -> dict:
@@ -223,7 +239,7 @@ def run(cfg: EvalConfig) -> dict:
     records = dataset.sketches(cfg.split)
     if not records:
         raise ValueError(f"split {cfg.split!r} of {dataset.name!r} has no sketches to evaluate")
-    ids, photos = photo_embeddings(encoder, dataset, cfg.split, progress=True)
+    ids, photos = photo_embeddings(encoder, dataset, cfg.split, progress=True, gallery=cfg.gallery)
     ranks = ranks_from_embeddings(embed_steps(encoder, records, cfg.steps, progress=True), photos,
                                   true_photo_index(records, ids))
     summary = summarize(ranks, len(ids))

@@ -152,3 +152,16 @@ def test_cli_on_a_tiny_procedural_dataset(encoder, tmp_path):
     assert metrics["n_gallery"] == len(dataset.photo_ids("test"))
     assert metrics["n_sketches"] == len(dataset.sketches("test"))
     assert 0.0 <= metrics["m@A"] <= 100.0
+
+
+def test_gallery_photo_ids_split_or_all():
+    from retrieval.evaluate import gallery_photo_ids
+    from retrieval.procedural import ProceduralDataset
+
+    data = ProceduralDataset(num_photos=20, sketches_per_photo=1, seed=0)
+    union = sorted({pid for name in data.splits() for pid in data.photo_ids(name)})
+    assert gallery_photo_ids(data, "val") == data.photo_ids("val")
+    assert gallery_photo_ids(data, "val", "all") == union
+    assert len(union) == 20 and set(data.photo_ids("val")) < set(union)
+    with pytest.raises(ValueError, match="gallery must be"):
+        gallery_photo_ids(data, "val", "everything")
