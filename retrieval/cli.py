@@ -37,7 +37,7 @@ def parse_config(cls: type[T], argv: list[str] | None = None, description: str |
     for f in dataclasses.fields(cls):  # type: ignore[arg-type]
         default = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc]
         flag = "--" + f.name.replace("_", "-")
-        kwargs: dict[str, Any] = {"default": default, "help": docs.get(f.name, " ")}
+        kwargs: dict[str, Any] = {"default": default, "help": docs.get(f.name, " ").replace("%", "%%")}  # argparse formats help with %
         if isinstance(default, bool):
             kwargs["action"] = argparse.BooleanOptionalAction
         elif isinstance(default, tuple):
