@@ -62,8 +62,8 @@ BENCHES = (
     Bench("encoder_options", "bench_encoder_options.py", (),
           ("--options", "eager,channels_last,res96,int8_dynamic", "--reps", "60", "--data", "procedural:photos=200"),
           3600, True),
-    Bench("concurrency", "bench_concurrency.py", (), ("--users", "20", "--strokes", "4"), 1800, True),
-    Bench("browser", "bench_browser.py", (), ("--strokes", "20"), 1800, True),
+    Bench("concurrency", "bench_concurrency.py", (), ("--users", "50", "--strokes", "6"), 1800, True),  # targets name 50 users
+    Bench("browser", "bench_browser.py", (), ("--strokes", "50"), 1800, True),  # target needs >= 50 strokes
 )
 
 
