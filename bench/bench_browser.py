@@ -36,7 +36,6 @@ from common import (  # noqa: E402
     header_lines,
     machine_info,
     model_label,
-    parse_config_args,
     percentiles,
     running_app,
     save_plot,
@@ -44,6 +43,8 @@ from common import (  # noqa: E402
     use_agg,
     write_results,
 )
+
+from retrieval.cli import parse_config  # noqa: E402
 
 CHROMIUM_ARGS = ["--headless=new", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking",
                  "--disable-component-update", "--disable-sync", "--disable-quic"]  # fmt: skip
@@ -239,7 +240,7 @@ def main(argv: list[str] | None = None) -> None:
 
 
 def parse_args(argv: list[str] | None = None) -> Config:
-    return parse_config_args(Config, argv, __doc__)
+    return parse_config(Config, argv, __doc__)
 
 
 if __name__ == "__main__":

@@ -41,7 +41,6 @@ from common import (  # noqa: E402
     load_encoder,
     machine_info,
     model_label,
-    parse_config_args,
     percentiles,
     running_app,
     save_plot,
@@ -49,6 +48,8 @@ from common import (  # noqa: E402
     use_agg,
     write_results,
 )
+
+from retrieval.cli import parse_config  # noqa: E402
 
 
 @dataclass
@@ -258,7 +259,7 @@ def main(argv: list[str] | None = None) -> None:
 
 
 def parse_args(argv: list[str] | None = None) -> Config:
-    return parse_config_args(Config, argv, __doc__)
+    return parse_config(Config, argv, __doc__)
 
 
 if __name__ == "__main__":

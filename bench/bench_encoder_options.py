@@ -42,13 +42,14 @@ from common import (  # noqa: E402
     load_encoder,
     machine_info,
     model_label,
-    parse_config_args,
     percentiles,
     save_plot,
     target_table,
     use_agg,
     write_results,
 )
+
+from retrieval.cli import parse_config  # noqa: E402
 
 OPTIONS = ("eager", "channels_last", "compile", "res96", "res112", "int8_dynamic")
 
@@ -217,7 +218,7 @@ def main(argv: list[str] | None = None) -> None:
 
 
 def parse_args(argv: list[str] | None = None) -> Config:
-    return parse_config_args(Config, argv, __doc__)
+    return parse_config(Config, argv, __doc__)
 
 
 if __name__ == "__main__":

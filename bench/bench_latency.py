@@ -22,7 +22,6 @@ mixture) and recall queries are jittered gallery points; the report says which w
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import json
 import sys
@@ -51,6 +50,8 @@ from common import (  # noqa: E402
     use_agg,
     write_results,
 )
+
+from retrieval.cli import parse_config  # noqa: E402
 
 STAGES = ("validate", "render", "encode", "search", "response")
 COLLAPSED_COSINE = 0.999  # median nearest-neighbour cosine above which real embeddings carry no structure
@@ -358,12 +359,7 @@ def main(argv: list[str] | None = None) -> None:
 
 
 def parse_args(argv: list[str] | None = None) -> Config:
-    cfg = Config()
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    for name, value in vars(cfg).items():
-        kind = type(value) if not isinstance(value, Path) else Path
-        parser.add_argument("--" + name.replace("_", "-"), type=kind, default=value)
-    return Config(**vars(parser.parse_args(argv)))
+    return parse_config(Config, argv, __doc__)
 
 
 if __name__ == "__main__":

@@ -21,12 +21,12 @@ from common import (  # noqa: E402
     command_line,
     header_lines,
     machine_info,
-    parse_config_args,
     percentiles,
     time_calls,
     write_markdown,
 )
 
+from retrieval.cli import parse_config  # noqa: E402
 from retrieval.procedural import generate_sketch  # noqa: E402
 from retrieval.raster import render, render_steps  # noqa: E402
 from retrieval.sketch import Sketch, point_cuts  # noqa: E402
@@ -90,7 +90,7 @@ def main(cfg: Config) -> None:
 
 
 def parse_args() -> Config:
-    return parse_config_args(Config, None, __doc__)
+    return parse_config(Config, None, __doc__)
 
 
 if __name__ == "__main__":

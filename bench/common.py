@@ -11,7 +11,6 @@ the concurrency and browser benchmarks and by the hardening tests.
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import datetime
 import json
@@ -27,7 +26,7 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass
 from importlib import metadata
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import numpy as np
 
@@ -38,7 +37,6 @@ BENCH_CACHE = ROOT / ".cache" / "bench"  # galleries built for benchmarks (git-i
 VERSIONED = ("numpy", "torch", "torchvision", "faiss-cpu", "opencv-python-headless", "gradio", "playwright")
 LOCALHOST = "127.0.0.1"
 
-ConfigT = TypeVar("ConfigT")
 
 if str(ROOT) not in sys.path:  # benches run as scripts: make `retrieval` importable
     sys.path.insert(0, str(ROOT))
@@ -223,22 +221,6 @@ def size_label(n: int) -> str:
 
 
 # --- command line --------------------------------------------------------------------------------
-def parse_config_args(cls: type[ConfigT], argv: list[str] | None, description: str | None) -> ConfigT:
-    """Parse ``argv`` into the settings dataclass ``cls``: one ``--flag`` per field, typed by its default.
-
-    Args:
-        cls: a dataclass whose fields all have defaults (``Path`` defaults parse as paths).
-        argv: the arguments (``None``: ``sys.argv[1:]``).
-        description: the ``--help`` text, usually the script's module docstring (shown verbatim).
-    """
-    defaults = cls()
-    parser = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
-    for name, value in vars(defaults).items():
-        parser.add_argument("--" + name.replace("_", "-"), type=Path if isinstance(value, Path) else type(value),
-                            default=value)
-    return cls(**vars(parser.parse_args(argv)))
-
-
 def command_line(script: str, argv: list[str] | None) -> str:
     """How the benchmark was run, for the result file: ``python bench/<script name> <args>``."""
     return f"python bench/{Path(script).name} " + " ".join(sys.argv[1:] if argv is None else argv)

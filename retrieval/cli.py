@@ -29,10 +29,14 @@ def field_docs(cls: type) -> dict[str, str]:
     return docs
 
 
+class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
+    """Defaults in each flag's help; the description (usually a module docstring) shown as written."""
+
+
 def parse_config(cls: type[T], argv: list[str] | None = None, description: str | None = None) -> T:
     """Parse ``argv`` into ``cls`` (a dataclass with defaults for every field)."""
     parser = argparse.ArgumentParser(description=description or (cls.__doc__ or "").strip().splitlines()[0],
-                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                                     formatter_class=_HelpFormatter)
     docs = field_docs(cls)
     for f in dataclasses.fields(cls):  # type: ignore[arg-type]
         default = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc]
