@@ -30,6 +30,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from PIL import Image  # noqa: E402
 
+from retrieval.batching import RankBatcher  # noqa: E402
 from retrieval.encoder import Encoder  # noqa: E402
 from retrieval.formats.stroke_json import StrokePayloadError, parse_stroke_json  # noqa: E402
 from retrieval.gallery import Gallery, default_cache_dir, model_hash, open_gallery  # noqa: E402
@@ -68,6 +69,7 @@ class AppConfig:
     cache_dir: str = ""  # gallery/index/thumbnail cache (default ~/.cache/earlysketch)
     threads: int = 1  # torch + faiss threads per ranking job (measured: 1 beats 2 under concurrent sessions)
     concurrency: int = 2  # ranking jobs run at once (across sessions)
+    batch: int = 8  # most concurrent strokes encoded in one forward (1 = no cross-session batching)
     warnings: list[str] = field(default_factory=list)
 
 
@@ -101,6 +103,7 @@ _CHOICES = {"mode": ["free", "study", "demo"]}
 @dataclass(frozen=True)
 class Backend:
     retriever: Retriever
+    ranker: Retriever | RankBatcher  # the per-stroke call; a RankBatcher shares forwards across sessions
     gallery: Gallery
     ids: tuple[str, ...]
     thumbs: Path
@@ -129,7 +132,7 @@ class Backend:
             time.sleep(0.005)  # leave the cores to the people drawing
 
     def rank(self, sketch, target_id: str | None, k: int):
-        return self.retriever.rank(sketch, k=k, target_id=target_id)
+        return self.ranker.rank(sketch, k=k, target_id=target_id)
 
 
 def code_version() -> str:
@@ -156,7 +159,7 @@ def load_backend(config: AppConfig) -> Backend:
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         gallery = open_gallery(encoder, spec, cache_dir)
-    # faiss and torch share one OpenMP pool and opening an index resets it: set the serving threads last.
+    # faiss and torch share one OpenMP pool: set the serving threads once the gallery is built.
     set_faiss_threads(config.threads)
     torch.set_num_threads(max(1, config.threads))
     if gallery.skipped:
@@ -168,7 +171,8 @@ def load_backend(config: AppConfig) -> Backend:
     thumbs.mkdir(parents=True, exist_ok=True)
     retriever = Retriever(encoder, gallery.index)
     retriever.rank(Sketch((np.array([[10.0, 10.0, 0.0], [200.0, 180.0, 50.0]]),)), k=1)  # warm-up: first stroke fast
-    return Backend(retriever, gallery, tuple(gallery.index.ids), thumbs.resolve(), model_hash(encoder),
+    ranker = RankBatcher(retriever, config.batch, workers=config.concurrency) if config.batch > 1 else retriever
+    return Backend(retriever, ranker, gallery, tuple(gallery.index.ids), thumbs.resolve(), model_hash(encoder),
                    code_version(), tuple(notices))  # fmt: skip
 
 
@@ -336,7 +340,7 @@ def build_app(config: AppConfig, backend: Backend) -> gr.Blocks:
         all_out = [state, canvas, results, panel, give_up, next_btn, consent, workspace, done]
         app.load(on_load, [state], all_out, show_progress="hidden", api_visibility="private")
         canvas.stroke_end(on_stroke, [canvas, state], all_out, trigger_mode="always_last", show_progress="hidden",
-                          concurrency_limit=config.concurrency, concurrency_id="rank", api_visibility="private")  # fmt: skip
+                          concurrency_limit=rank_slots(config), concurrency_id="rank", api_visibility="private")  # fmt: skip
         if study_mode:
             start.click(on_start, [participant, session_id, state], all_out, api_visibility="private")
             give_up.click(on_give_up, [state], all_out, api_visibility="private")
@@ -363,10 +367,16 @@ def build_app(config: AppConfig, backend: Backend) -> gr.Blocks:
             result = backend.rank(parsed, target_id, k)
             return {"ids": list(result.ids), "scores": [float(s) for s in result.scores],
                     "target_rank": result.target_rank, "timings_ms": dict(result.timings_ms),
-                    "gallery_size": len(backend.ids)}  # fmt: skip
+                    "gallery_size": len(backend.ids), "batch_size": result.batch_size}  # fmt: skip
 
-        gr.api(rank, api_name="rank", concurrency_limit=config.concurrency, concurrency_id="rank")
+        gr.api(rank, api_name="rank", concurrency_limit=rank_slots(config), concurrency_id="rank")
     return app
+
+
+def rank_slots(config: AppConfig) -> int:
+    """Ranking events Gradio runs at once. With batching, enough callers must be inside the batcher
+    for its ``concurrency`` workers to fill batches; they wait there, not in Gradio's queue."""
+    return config.concurrency * max(1, config.batch)
 
 
 def launch(config: AppConfig, backend: Backend | None = None) -> None:

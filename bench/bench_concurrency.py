@@ -64,6 +64,9 @@ class Config:
     start_spread_s: float = 2.0  # sessions start uniformly within this window
     score_tol: float = 1e-4  # cosine tolerance of the mix-up check (float noise between processes)
     app_args: str = ""  # extra app.py flags, e.g. "--threads 1 --concurrency 2"
+    compare_app_args: str = "--batch 1"  # a second app measured with the same sessions ("" = skip)
+    rounds: int = 2  # runs per app configuration, in alternating order (A B B A) so drift and warm-up even out
+    pace: float = 1.0  # drawing speed: human stroke and pen-up times divided by this (4 = a stress test)
     model: Path = DEFAULT_MODEL
     cache_dir: Path = BENCH_CACHE
     seed: int = 0
@@ -96,7 +99,7 @@ def make_sessions(cfg: Config, rng: np.random.Generator) -> list[Session]:
         send, payloads = [], []
         for i in range(n):
             stroke = sketch.strokes[i]
-            t += (pen_up_gap(rng) if i else 0.0) / 1e3 + float(stroke[-1, 2] - stroke[0, 2]) / 1e3
+            t += ((pen_up_gap(rng) if i else 0.0) + float(stroke[-1, 2] - stroke[0, 2])) / 1e3 / cfg.pace
             send.append(t)
             payloads.append(json.dumps(to_stroke_json(sketch.first_strokes(i + 1))))
         sessions.append(Session(user, photo_id_of(cfg.seed, int(index)), payloads, send))
@@ -163,6 +166,8 @@ async def run_session(session: Session, url: str, t0: float, cfg: Config, index,
                 answer = await call_rank_async(client, url, session.payloads[stroke], cfg.k, None, timeout_s=cfg.max_s)
                 row["latency_ms"] = (time.perf_counter() - start) * 1e3
                 row["server_ms"] = float(answer["timings_ms"]["total"])
+                row["queue_ms"] = float(answer["timings_ms"].get("queue", 0.0))
+                row["batch_size"] = int(answer.get("batch_size", 1))
                 row["check"] = check_answer(session, stroke, answer, index, cfg.score_tol)
             except (ApiError, httpx.HTTPError, KeyError, ValueError) as exc:
                 row["error"] = f"{type(exc).__name__}: {exc}"[:300]
@@ -182,27 +187,64 @@ async def load_run(sessions: list[Session], url: str, cfg: Config, index) -> tup
         return rows, True
 
 
-def report(rows: list[dict], timed_out: bool, sessions: list[Session], index, cfg: Config, machine: dict,
-           wall_s: float, command: str) -> None:
+def summarise(rows: list[dict], sessions: list[Session], rounds: int) -> dict:
+    """Latency percentiles, errors and mix-up checks of one app configuration's ``rounds`` load runs."""
     ok = [r for r in rows if "latency_ms" in r]
-    lat = percentiles([r["latency_ms"] for r in ok])
-    server = percentiles([r["server_ms"] for r in ok])
-    errors = [r for r in rows if "error" in r]
+    return {
+        "latency": percentiles([r["latency_ms"] for r in ok]),
+        "server": percentiles([r["server_ms"] for r in ok]),
+        "queue": percentiles([r["queue_ms"] for r in ok]),
+        "batch_mean": float(np.mean([r["batch_size"] for r in ok])) if ok else 0.0,
+        "batch_max": max((r["batch_size"] for r in ok), default=0),
+        "errors": [r for r in rows if "error" in r],
+        "missing": rounds * sum(len(s.payloads) for s in sessions) - len(rows),
+        "checks": {c: sum(r.get("check") == c for r in ok) for c in ("exact", "equivalent", "mixup")},
+    }
+
+
+def comparison_lines(runs: dict[str, tuple[list[dict], bool, float]], sessions: list[Session], rounds: int) -> list[str]:
+    """One row per app configuration run against the same sessions, with p95 ratios to the first."""
+    if len(runs) < 2:
+        return []
+    stats = {flags: summarise(rows, sessions, rounds) for flags, (rows, _, _) in runs.items()}
+    first = next(iter(stats.values()))
+    lines = ["", f"Same sessions against each app configuration, {rounds} run(s) each in alternating order, pooled:", "",
+             "| app flags | p50 ms | p95 ms | p99 ms | p95 vs first | server p50 / p95 ms | strokes per forward "
+             "(mean / max) | errors | mix-ups |", "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for flags, st in stats.items():
+        lat, server = st["latency"], st["server"]
+        lines.append(f"| `{flags or '(defaults)'}` | {lat['p50']:.1f} | {lat['p95']:.1f} | {lat['p99']:.1f} | "
+                     f"x{lat['p95'] / max(first['latency']['p95'], 1e-9):.2f} | {server['p50']:.1f} / "
+                     f"{server['p95']:.1f} | {st['batch_mean']:.2f} / {st['batch_max']} | "
+                     f"{len(st['errors']) + st['missing']} | {st['checks']['mixup']} |")
+    return lines
+
+
+def report(runs: dict[str, tuple[list[dict], bool, float]], sessions: list[Session], index, cfg: Config,
+           machine: dict, command: str) -> None:
+    rows, timed_out, wall_s = next(iter(runs.values()))
+    st = summarise(rows, sessions, cfg.rounds)
+    ok = [r for r in rows if "latency_ms" in r]
+    lat, server, errors, missing, checks = st["latency"], st["server"], st["errors"], st["missing"], st["checks"]
     sent = sum(len(s.payloads) for s in sessions)
-    missing = sent - len(rows)
-    checks = {c: sum(r.get("check") == c for r in ok) for c in ("exact", "equivalent", "mixup")}
     unique = len({json.dumps(ids) for s in sessions for ids in s.expected_ids})
     signatures = score_signatures(sessions, index, cfg.score_tol)
     targets = [
-        Target("per-stroke latency p95, 50 concurrent sessions", lat["p95"], 150),
         Target("errors (incl. unanswered strokes)", len(errors) + missing, 0, "<=", ""),
         Target("cross-session mix-ups", checks["mixup"], 0, "<=", ""),
     ]
+    if cfg.pace == 1.0:  # the issue's target is for people drawing at human speed
+        targets.insert(0, Target(f"per-stroke latency p95, {cfg.users} concurrent sessions", lat["p95"], 150))
+    if len(runs) > 1:  # the first configuration (batching by default) must not be slower than the second
+        other = summarise(list(runs.values())[1][0], sessions, cfg.rounds)["latency"]["p95"]
+        targets.append(Target(f"p95 ratio `{cfg.app_args or 'defaults'}` / `{cfg.compare_app_args}` at pace "
+                              f"x{cfg.pace:g}", lat["p95"] / max(other, 1e-9), 1.0, "<=", "x"))  # fmt: skip
     lines = header_lines("Concurrent drawing sessions against the app", command, machine)
     lines += [
         f"- model: {model_label(cfg.model)}; gallery: {cfg.gallery_size:,} procedural photos; app flags: "
         f"`{cfg.app_args or '(defaults)'}`; k={cfg.k}",
-        f"- load: {cfg.users} sessions x up to {cfg.strokes} strokes = {sent} requests over {wall_s:.1f} s "
+        f"- load: {cfg.users} sessions x up to {cfg.strokes} strokes = {sent} requests per run, {cfg.rounds} run(s) "
+        f"per app configuration ({wall_s:.1f} s of load for the first), drawing pace x{cfg.pace:g} "
         f"(cap {cfg.max_s:.0f} s{', HIT' if timed_out else ''}); human stroke durations + Quick-Draw-like pen-up gaps",
         "- transport: plain HTTP POST /gradio_api/call/rank + SSE result, one httpx client per session, "
         "load generator on the same 2 cores as the server",
@@ -215,6 +257,10 @@ def report(rows: list[dict], timed_out: bool, sessions: list[Session], index, cf
         f"{lat['p99']:.1f} | {lat['mean']:.1f} |",
         f"| server work (RankResult total) | {server['n']} | {server['p50']:.1f} | {server['p95']:.1f} | "
         f"{server['p99']:.1f} | {server['mean']:.1f} |",
+        f"| wait for a free encoder worker (queue) | {st['queue']['n']} | {st['queue']['p50']:.1f} | "
+        f"{st['queue']['p95']:.1f} | {st['queue']['p99']:.1f} | {st['queue']['mean']:.1f} |",
+        "",
+        f"Strokes per encoder forward (cross-session batching): mean {st['batch_mean']:.2f}, max {st['batch_max']}.",
         "",
         f"Answers: {checks['exact']} identical to the library's ranking, {checks['equivalent']} equal within float "
         f"noise (tol {cfg.score_tol}), {checks['mixup']} mix-ups; {len(errors)} errors, {missing} unanswered. "
@@ -222,13 +268,15 @@ def report(rows: list[dict], timed_out: bool, sessions: list[Session], index, cf
         f"have {unique} distinct expected id lists and {signatures} distinct score vectors at that tolerance "
         "(the check tells sessions apart only where these differ).",
         "Client latency minus server work is queueing + HTTP/SSE overhead + the load generator's own CPU share.",
+        *comparison_lines(runs, sessions, cfg.rounds),
     ]
     if errors:
         lines += ["", "First errors:", *(f"- {r['error']}" for r in errors[:5])]
     lines += ["", "Plot: `concurrency.png` (latency of each request over the run)."]
-    write_results(cfg.name, lines, targets, {"latency": lat, "server": server, "checks": checks, "rows": rows,
-                                             "timed_out": timed_out, "config": {k: str(v) for k, v in vars(cfg).items()}},
-                  machine)  # fmt: skip
+    raw = {"latency": lat, "server": server, "checks": checks, "rows": rows, "timed_out": timed_out,
+           "runs": {flags: {"rows": r, "timed_out": t} for flags, (r, t, _) in runs.items()},
+           "config": {k: str(v) for k, v in vars(cfg).items()}}  # fmt: skip
+    write_results(cfg.name, lines, targets, raw, machine)
     use_agg()
     import matplotlib.pyplot as plt
 
@@ -247,15 +295,25 @@ def main(argv: list[str] | None = None) -> None:
     machine = machine_info()
     sessions = make_sessions(cfg, np.random.default_rng(cfg.seed))
     index = expected_rankings(sessions, cfg)
+    configs = list(dict.fromkeys([cfg.app_args, cfg.compare_app_args] if cfg.compare_app_args else [cfg.app_args]))
+    runs: dict[str, tuple[list[dict], bool, float]] = {flags: ([], False, 0.0) for flags in configs}
+    for round_ in range(cfg.rounds):
+        for flags in configs if round_ % 2 == 0 else configs[::-1]:
+            rows, timed_out, wall_s = load_against_app(flags, sessions, cfg, index)
+            before = runs[flags]
+            runs[flags] = (before[0] + [{**r, "round": round_} for r in rows], before[1] or timed_out, before[2] + wall_s)
+    report(runs, sessions, index, cfg, machine, command_line(__file__, argv))
+
+
+def load_against_app(flags: str, sessions: list[Session], cfg: Config, index) -> tuple[list[dict], bool, float]:
+    """Start the app with extra ``flags``, run every session against it: rows, timed out, wall seconds."""
     app_args = ["--gallery-size", str(cfg.gallery_size), "--cache-dir", str(cfg.cache_dir), "--model", str(cfg.model),
-                *shlex.split(cfg.app_args)]  # fmt: skip
+                *shlex.split(flags)]  # fmt: skip
     with running_app(app_args) as app:
-        print(f"app ready at {app.url}; {cfg.users} sessions", flush=True)
+        print(f"app ready at {app.url} (flags: {flags or 'defaults'}); {cfg.users} sessions", flush=True)
         start = time.perf_counter()
         rows, timed_out = asyncio.run(load_run(sessions, app.url, cfg, index))
-        wall_s = time.perf_counter() - start
-    report(rows, timed_out, sessions, index, cfg, machine, wall_s,
-           command_line(__file__, argv))
+        return rows, timed_out, time.perf_counter() - start
 
 
 def parse_args(argv: list[str] | None = None) -> Config:

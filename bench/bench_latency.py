@@ -70,6 +70,7 @@ class Config:
     render_max: int = 10_000  # galleries up to this size are rendered photos; larger ones add synthetic embeddings
     sketch_photos: int = 60  # photos whose sketches (all stroke prefixes) make the stroke pool
     max_s_per_size: float = 240.0  # time cap for the timed per-stroke loop of one size
+    compare_kinds: str = "hnsw,flat"  # other index kinds measured on the same vectors and queries above the exact-search threshold
     model: Path = DEFAULT_MODEL
     cache_dir: Path = BENCH_CACHE
     seed: int = 0
@@ -219,10 +220,22 @@ def index_metrics(index, queries: np.ndarray, targets: list[str], k: int = 10) -
     return {"search": percentiles(search_ms), "recall@10": float(np.mean(hits)), "target_rank": percentiles(rank_ms)}
 
 
+def timed_build(vectors: np.ndarray, ids: list[str], kind: str):
+    """``PhotoIndex.build`` on all (<= 2) cores: the index, seconds and memory growth."""
+    from retrieval.index import PhotoIndex, set_faiss_threads
+
+    set_faiss_threads()
+    with measure_memory() as memory:
+        t = time.perf_counter()
+        index = PhotoIndex.build(vectors, ids, kind=kind)
+        build_s = time.perf_counter() - t
+    return index, build_s, memory
+
+
 def bench_size(n: int, encoder, base: tuple[np.ndarray, list[str]], pool, cfg: Config, rng) -> dict:
     import torch
 
-    from retrieval.index import PhotoIndex, set_faiss_threads
+    from retrieval.index import APPROX_THRESHOLD
     from retrieval.retriever import Retriever
 
     base_vecs, base_ids = base
@@ -234,17 +247,11 @@ def bench_size(n: int, encoder, base: tuple[np.ndarray, list[str]], pool, cfg: C
         vectors = np.concatenate([vectors, extra])
         ids += [f"synth-{i:07d}" for i in range(n - n_real)]
         del extra
-    set_faiss_threads()  # build on all (<= 2) cores
-    with measure_memory() as memory:
-        t = time.perf_counter()
-        index = PhotoIndex.build(vectors, ids)
-        build_s = time.perf_counter() - t
+    index, build_s, memory = timed_build(vectors, ids, "auto")
     del vectors
     print(f"  {size_label(n)}: {index.kind} index built in {build_s:.1f} s, RSS +{memory['rss_delta_mb']:.0f} MB",
           flush=True)
-    # faiss and torch share one OpenMP pool: set_faiss_threads (called by PhotoIndex) also sets torch's
-    # intra-op threads, so pin the serving thread count again before timing.
-    torch.set_num_threads(cfg.threads)
+    torch.set_num_threads(cfg.threads)  # one OpenMP pool: timed_build used all cores, serving uses cfg.threads
     retriever = Retriever(encoder, index)
     usable = [(p, pid) for p, pid in pool if pid in index]
     strokes = per_stroke(retriever, usable, cfg)
@@ -255,8 +262,17 @@ def bench_size(n: int, encoder, base: tuple[np.ndarray, list[str]], pool, cfg: C
         queries = index.vectors[rows] + rng.standard_normal(queries.shape).astype(np.float32) * (0.3 / np.sqrt(index.dim))
         queries /= np.linalg.norm(queries, axis=1, keepdims=True)
     metrics = index_metrics(index, queries, [pid for _, pid in qs])
+    alternatives = []
+    for kind in [k for k in cfg.compare_kinds.split(",") if k and k != index.kind] if n > APPROX_THRESHOLD else []:
+        alt, alt_build_s, alt_memory = timed_build(index.vectors, index.ids, kind)
+        torch.set_num_threads(cfg.threads)
+        alternatives.append({"kind": kind, "build_s": alt_build_s, **alt_memory,
+                             **index_metrics(alt, queries, [pid for _, pid in qs])})  # fmt: skip
+        print(f"  {size_label(n)}: {kind} for comparison: build {alt_build_s:.1f} s, search p50 "
+              f"{alternatives[-1]['search']['p50']:.3f} ms, recall@10 {alternatives[-1]['recall@10']:.3f}", flush=True)
+        del alt
     row = {"n": n, "kind": index.kind, "n_real": n_real, "synthetic": synthetic, "build_s": build_s, **memory,
-           "stages": {k: percentiles(v) for k, v in strokes.items()}, **metrics}
+           "stages": {k: percentiles(v) for k, v in strokes.items()}, **metrics, "alternatives": alternatives}
     st = row["stages"]
     print(f"  {size_label(n)}: per stroke p50 {st['total']['p50']:.2f} ms p95 {st['total']['p95']:.2f} ms; "
           f"search p50 {metrics['search']['p50']:.3f} ms recall@10 {metrics['recall@10']:.3f}; "
@@ -335,6 +351,14 @@ def report(rows: list[dict], cfg: Config, machine: dict, command: str) -> None:
             f"{r['search']['p95']:.3f} | {r['recall@10']:.3f} | {r['target_rank']['p50']:.2f} | {r['synthetic'] or '-'} |"
         )
     lines += ["", "Stage columns are p50 in ms. Plot: `latency.png`."]
+    compared = [(r, alt) for r in rows for alt in r.get("alternatives", [])]
+    if compared:
+        lines += ["", "Index kinds on the same vectors and queries (the first row of each size is the default):", "",
+                  "| photos | index | build s | RSS +MB | k-NN p50 / p95 ms | recall@10 |", "|---:|---|---:|---:|---:|---:|"]
+        for r in rows:
+            for alt in [r, *r.get("alternatives", [])] if r.get("alternatives") else []:
+                lines.append(f"| {r['n']:,} | {alt['kind']} | {alt['build_s']:.1f} | {alt['rss_delta_mb']:.0f} | "
+                             f"{alt['search']['p50']:.3f} / {alt['search']['p95']:.3f} | {alt['recall@10']:.3f} |")
     write_results(cfg.name, lines, targets, {"rows": rows, "config": {k: str(v) for k, v in vars(cfg).items()}},
                   machine)
     plot(rows, cfg)

@@ -63,6 +63,8 @@ BENCHES = (
           ("--options", "eager,channels_last,res96,int8_dynamic", "--reps", "60", "--data", "procedural:photos=200"),
           3600, True),
     Bench("concurrency", "bench_concurrency.py", (), ("--users", "50", "--strokes", "6"), 1800, True),  # targets name 50 users
+    Bench("concurrency_stress", "bench_concurrency.py", ("--pace", "4", "--name", "concurrency_stress"),
+          ("--pace", "4", "--rounds", "1", "--name", "concurrency_stress"), 1800, True),  # 4x human speed: saturated
     Bench("browser", "bench_browser.py", (), ("--strokes", "50"), 1800, True),  # target needs >= 50 strokes
 )
 

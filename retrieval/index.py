@@ -1,9 +1,9 @@
-"""Photo index over faiss: exact inner product for small galleries, HNSW above a measured size.
+"""Photo index over faiss: exact inner product for small galleries, IVF-Flat above a measured size.
 
 Embeddings are L2-normalised float32 rows, so inner product = cosine similarity. The index keeps
 its own copy of the vectors (numpy) for the exact ``rank_of`` and to rebuild as another kind;
-faiss serves the top-k search. See bench/results/index.md for the measurements behind the
-defaults below.
+faiss serves the top-k search. See bench/results/index.md and bench/results/latency_1m.md for the
+measurements behind the defaults below.
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import os
 import threading
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
 import faiss
@@ -19,37 +19,41 @@ import numpy as np
 
 from retrieval.metrics import true_ranks
 
-# Below this size exact search costs under ~2 ms a query on 2 cores, less than a tenth of an
-# encoder forward, and needs no build time; above it HNSW is >10x faster at recall@10 >= 0.95
-# (bench/results/index.md).
-HNSW_THRESHOLD = 50_000
-KINDS = ("auto", "flat", "hnsw")
+# Below this size exact search costs under ~1 ms a query on 2 cores, far less than an encoder
+# forward, and needs no build step; above it an approximate index is >10x faster at recall@10
+# >= 0.95 (bench/results/index.md).
+APPROX_THRESHOLD = 50_000
+KINDS = ("auto", "flat", "hnsw", "ivf")
 
 
 @dataclass(frozen=True)
-class HNSWParams:
-    """HNSW graph parameters (chosen by recall@10 >= 0.95 vs exact and p95 latency, see bench)."""
+class IndexParams:
+    """Approximate-index parameters (chosen by recall@10 >= 0.95 vs exact and p95 latency, see bench).
 
-    M: int = 32  # graph degree: memory ~ 2*M*4 bytes/vector on top of the vectors
-    ef_construction: int = 64  # build-time beam: higher = better graph, slower build
-    ef_search: int = 64  # query-time beam: higher = better recall, slower queries
+    "auto" uses IVF-Flat above the threshold: on galleries with many near-duplicate photos (1M
+    photos, bench/results/latency_1m.md) HNSW's pruned graph loses recall (0.62 at 1M, 0.81 at
+    efSearch 512) while IVF-Flat scores every photo of the probed cells exactly (recall >= 0.99).
+    """
+
+    M: int = 32  # HNSW graph degree: memory ~ 2*M*4 bytes/vector on top of the vectors
+    ef_construction: int = 64  # HNSW build-time beam: higher = better graph, slower build
+    ef_search: int = 64  # HNSW query-time beam: higher = better recall, slower queries
+    nlist: int = 0  # IVF cells; 0 = 4*sqrt(N) at training time (the faiss guideline)
+    nprobe: int = 16  # IVF cells scanned per query: 16 of 4,000 at 1M ~ 4,000 photos scored exactly
+    retrain_growth: float = 4.0  # IVF is re-trained once the gallery grows this many times past its training size
 
 
 def set_faiss_threads(n: int | None = None) -> int:
-    """Cap faiss' OpenMP threads (``EARLYSKETCH_FAISS_THREADS`` or ``min(2, cores)``) and return it.
+    """Set faiss' OpenMP threads (``EARLYSKETCH_FAISS_THREADS`` or ``min(2, cores)``) and return it.
 
-    faiss and torch each default to one thread per core; on a small machine serving several
-    sessions they fight over the cores, so both are capped.
+    The faiss and torch wheels share one OpenMP pool, so this also sets torch's intra-op threads:
+    entry points (app, evaluate, benches) call it once, after building any index, with the
+    serving thread count. ``PhotoIndex`` never changes threads itself.
     """
-    global _threads_set
     if n is None:
         n = int(os.environ.get("EARLYSKETCH_FAISS_THREADS", min(2, os.cpu_count() or 1)))
     faiss.omp_set_num_threads(max(1, n))
-    _threads_set = True
     return max(1, n)
-
-
-_threads_set = False  # an explicit set_faiss_threads() call wins over the default applied by PhotoIndex
 
 
 def _as_matrix(embeddings: np.ndarray, dim: int | None = None) -> np.ndarray:
@@ -65,12 +69,31 @@ def _as_matrix(embeddings: np.ndarray, dim: int | None = None) -> np.ndarray:
     return x
 
 
-def _new_faiss(kind: str, dim: int, params: HNSWParams) -> faiss.Index:
+def _ivf_cells(n: int, params: IndexParams) -> int:
+    """IVF cell count for ``n`` training vectors: the asked number, else 4*sqrt(n), and k-means
+    needs ~39 points per centroid to be stable, so never more than n/39."""
+    wanted = params.nlist or int(4 * np.sqrt(n))
+    return int(max(1, min(wanted, n // 39)))
+
+
+def _new_faiss(kind: str, vectors: np.ndarray, params: IndexParams) -> faiss.Index:
+    """A faiss index of ``kind`` holding ``vectors`` (IVF is trained on a seeded sample of them)."""
+    dim = vectors.shape[1]
     if kind == "flat":
-        return faiss.IndexFlatIP(dim)
-    index = faiss.IndexHNSWFlat(dim, params.M, faiss.METRIC_INNER_PRODUCT)
-    index.hnsw.efConstruction = params.ef_construction
-    index.hnsw.efSearch = params.ef_search
+        index = faiss.IndexFlatIP(dim)
+    elif kind == "hnsw":
+        index = faiss.IndexHNSWFlat(dim, params.M, faiss.METRIC_INNER_PRODUCT)
+        index.hnsw.efConstruction = params.ef_construction
+        index.hnsw.efSearch = params.ef_search
+    else:
+        nlist = _ivf_cells(len(vectors), params)
+        index = faiss.IndexIVFFlat(faiss.IndexFlatIP(dim), dim, nlist, faiss.METRIC_INNER_PRODUCT)
+        index.cp.seed = 0  # deterministic k-means: the same gallery gives the same cells
+        sample = np.random.default_rng(0).choice(len(vectors), min(len(vectors), 64 * nlist), replace=False)
+        index.train(vectors[np.sort(sample)])
+        index.nprobe = min(params.nprobe, nlist)
+    if len(vectors):
+        index.add(vectors)
     return index
 
 
@@ -86,16 +109,15 @@ class PhotoIndex:
         >>> index.rank_of(sketch_embeddings[0], "b")
     """
 
-    def __init__(self, dim: int, kind: str = "auto", params: HNSWParams | None = None) -> None:
+    def __init__(self, dim: int, kind: str = "auto", params: IndexParams | None = None) -> None:
         if kind not in KINDS:
             raise ValueError(f"index kind must be one of {KINDS}, got {kind!r}")
-        if not _threads_set:
-            set_faiss_threads()
         self.dim = int(dim)
         self.requested_kind = kind
-        self.params = params or HNSWParams()
-        self.kind = "hnsw" if kind == "hnsw" else "flat"
-        self._faiss = _new_faiss(self.kind, self.dim, self.params)
+        self.params = params or IndexParams()
+        self.kind = "flat" if kind == "auto" else kind
+        self._faiss: faiss.Index | None = None  # built on the first add (IVF needs data to train)
+        self._trained_size = 0  # gallery size when the faiss index was last built
         self._lock = threading.Lock()
         # (vectors, ids, id -> row) replaced as a whole on add, so readers see a consistent triple.
         self._snapshot: tuple[np.ndarray, list[str], dict[str, int]] = (np.zeros((0, self.dim), np.float32), [], {})
@@ -103,9 +125,9 @@ class PhotoIndex:
     # --- building ------------------------------------------------------------------------------
     @classmethod
     def build(
-        cls, embeddings: np.ndarray, ids: list[str], kind: str = "auto", params: HNSWParams | None = None
+        cls, embeddings: np.ndarray, ids: list[str], kind: str = "auto", params: IndexParams | None = None
     ) -> PhotoIndex:
-        """Index ``embeddings`` ``(N, D)`` under ``ids``; ``kind`` "auto" picks flat or HNSW by size."""
+        """Index ``embeddings`` ``(N, D)`` under ``ids``; ``kind`` "auto" picks flat or IVF by size."""
         x = _as_matrix(embeddings)
         index = cls(x.shape[1], kind, params)
         index.add(x, ids)
@@ -129,7 +151,7 @@ class PhotoIndex:
         return photo_id in self._snapshot[2]
 
     def add(self, embeddings: np.ndarray, ids: list[str]) -> None:
-        """Append photos. Ids must be new; an "auto" index switches to HNSW past the threshold."""
+        """Append photos. Ids must be new; an "auto" index switches to IVF past the threshold."""
         x = _as_matrix(embeddings, self.dim)
         ids = [str(i) for i in ids]
         if len(ids) != len(x):
@@ -143,14 +165,28 @@ class PhotoIndex:
             new_ids = old_ids + ids
             new_rows = dict(row_of)
             new_rows.update({pid: len(old_ids) + j for j, pid in enumerate(ids)})
-            if self.requested_kind == "auto" and self.kind == "flat" and len(new_ids) > HNSW_THRESHOLD:
-                # Crossing the threshold: rebuild as HNSW from all stored vectors.
-                self.kind = "hnsw"
-                self._faiss = _new_faiss("hnsw", self.dim, self.params)
-                self._faiss.add(new_vectors)
+            if self._needs_rebuild(len(new_ids)):
+                self.kind = self._kind_for(len(new_ids))
+                self._faiss = _new_faiss(self.kind, new_vectors, self.params)
+                self._trained_size = len(new_ids)
             else:
                 self._faiss.add(x)
             self._snapshot = (new_vectors, new_ids, new_rows)
+
+    def _kind_for(self, n: int) -> str:
+        if self.requested_kind != "auto":
+            return self.requested_kind
+        return "ivf" if n > APPROX_THRESHOLD else "flat"
+
+    def _needs_rebuild(self, n: int) -> bool:
+        """Whether adding up to ``n`` photos needs a new faiss index rather than an incremental add.
+
+        First data; an "auto" index crossing the threshold; or an IVF index that has outgrown its
+        cells (trained on ``retrain_growth`` times fewer photos, each probe scans that much more).
+        """
+        if self._faiss is None or self._kind_for(n) != self.kind:
+            return True
+        return self.kind == "ivf" and n > self.params.retrain_growth * self._trained_size
 
     # --- queries -------------------------------------------------------------------------------
     def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, list[list[str]]]:
@@ -159,10 +195,10 @@ class PhotoIndex:
         with self._lock:
             ids = self._snapshot[1]
             k = min(int(k), len(ids))
-            if k <= 0:
+            if k <= 0 or self._faiss is None:
                 return np.zeros((len(q), 0), np.float32), [[] for _ in range(len(q))]
             scores, rows = self._faiss.search(q, k)
-        # HNSW can return fewer than k hits (row -1, score -FLT_MAX); those ids are left out.
+        # HNSW and IVF can return fewer than k hits (row -1, score -FLT_MAX); those ids are left out.
         return scores, [[ids[r] for r in row if r >= 0] for row in rows]
 
     def rank_of(self, query: np.ndarray, photo_id: str) -> int:
@@ -185,10 +221,13 @@ class PhotoIndex:
         folder.mkdir(parents=True, exist_ok=True)
         with self._lock:
             vectors, ids, _ = self._snapshot
-            faiss.write_index(self._faiss, str(folder / "index.faiss"))
+            if self._faiss is not None:
+                faiss.write_index(self._faiss, str(folder / "index.faiss"))
+            trained_size = self._trained_size
         np.save(folder / "vectors.npy", vectors)
         (folder / "ids.json").write_text(json.dumps(ids))
-        meta = {"dim": self.dim, "kind": self.kind, "requested_kind": self.requested_kind, "params": asdict(self.params)}
+        meta = {"dim": self.dim, "kind": self.kind, "requested_kind": self.requested_kind,
+                "trained_size": trained_size, "params": asdict(self.params)}  # fmt: skip
         (folder / "index.json").write_text(json.dumps(meta, indent=2))
         return folder
 
@@ -199,14 +238,22 @@ class PhotoIndex:
         if not (folder / "index.json").exists():
             raise FileNotFoundError(f"no index at {folder}: expected index.json from PhotoIndex.save")
         meta = json.loads((folder / "index.json").read_text())
-        index = cls(meta["dim"], meta["requested_kind"], HNSWParams(**meta["params"]))
+        known = {f.name for f in fields(IndexParams)}
+        params = IndexParams(**{k: v for k, v in meta["params"].items() if k in known})
+        index = cls(meta["dim"], meta["requested_kind"], params)
         ids = json.loads((folder / "ids.json").read_text())
         vectors = _as_matrix(np.load(folder / "vectors.npy"), index.dim)
-        index._faiss = faiss.read_index(str(folder / "index.faiss"))
         index.kind = meta["kind"]
-        if index._faiss.ntotal != len(ids) or len(vectors) != len(ids):
-            raise ValueError(f"index at {folder} is inconsistent (faiss {index._faiss.ntotal}, ids {len(ids)}); rebuild it")
-        if index.kind == "hnsw":
-            index._faiss.hnsw.efSearch = index.params.ef_search  # efSearch is not serialised
+        if ids:
+            index._faiss = faiss.read_index(str(folder / "index.faiss"))
+            index._trained_size = int(meta.get("trained_size", len(ids)))
+        stored = index._faiss.ntotal if index._faiss is not None else 0
+        if stored != len(ids) or len(vectors) != len(ids):
+            raise ValueError(f"index at {folder} is inconsistent (faiss {stored}, ids {len(ids)}); rebuild it")
+        # Search-time knobs are not serialised by faiss.
+        if index.kind == "hnsw" and ids:
+            index._faiss.hnsw.efSearch = index.params.ef_search
+        elif index.kind == "ivf" and ids:
+            index._faiss.nprobe = min(index.params.nprobe, index._faiss.nlist)
         index._snapshot = (vectors, list(ids), {pid: i for i, pid in enumerate(ids)})
         return index

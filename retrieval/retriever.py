@@ -44,6 +44,7 @@ class RankResult:
             ``total``. In :meth:`Retriever.rank_batch` they are the whole batch's stages.
         n_gallery: photos ranked against.
         error: why this item was not ranked (only from ``rank_batch(..., errors="return")``).
+        batch_size: sketches encoded in the same forward as this one.
     """
 
     ids: list[str]
@@ -52,6 +53,7 @@ class RankResult:
     timings_ms: dict[str, float] = field(default_factory=dict)
     n_gallery: int = 0
     error: str | None = None
+    batch_size: int = 1
 
 
 def _ms(start: float) -> float:
@@ -177,7 +179,8 @@ class Retriever:
 
         n = len(self.index)
         return [
-            RankResult(*ranked.get(i, ([], [], None)), timings_ms=dict(timings), n_gallery=n, error=failures.get(i))
+            RankResult(*ranked.get(i, ([], [], None)), timings_ms=dict(timings), n_gallery=n, error=failures.get(i),
+                       batch_size=len(todo))
             for i in range(len(sketches))
         ]
 

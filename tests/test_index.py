@@ -1,4 +1,4 @@
-"""PhotoIndex: exact and HNSW search, exact ranks with ties against, incremental add, save/load."""
+"""PhotoIndex: exact, HNSW and IVF search, exact ranks with ties against, incremental add, save/load."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 import retrieval.index as index_module
-from retrieval.index import PhotoIndex
+from retrieval.index import IndexParams, PhotoIndex
 
 
 def unit_rows(n: int, d: int = 16, seed: int = 0) -> np.ndarray:
@@ -52,10 +52,11 @@ def test_rank_of_exact_and_ties_against():
         index.rank_of(q, "nope")
 
 
-def test_hnsw_recall_and_exact_rank():
+@pytest.mark.parametrize("kind", ["hnsw", "ivf"])
+def test_approximate_recall_and_exact_rank(kind):
     photos, queries = unit_rows(2000, d=32), unit_rows(50, d=32, seed=2)
-    index = PhotoIndex.build(photos, ids_for(2000), kind="hnsw")
-    assert index.kind == "hnsw"
+    index = PhotoIndex.build(photos, ids_for(2000), kind=kind, params=IndexParams(nprobe=32))
+    assert index.kind == kind
     _, ids = index.search(queries, k=10)
     truth = np.argsort(-(queries @ photos.T), axis=1)[:, :10]
     recall = np.mean([len(set(found) & {f"p{j}" for j in row}) / 10 for found, row in zip(ids, truth)])
@@ -65,12 +66,12 @@ def test_hnsw_recall_and_exact_rank():
 
 
 def test_incremental_add_and_auto_switch(monkeypatch):
-    monkeypatch.setattr(index_module, "HNSW_THRESHOLD", 100)
+    monkeypatch.setattr(index_module, "APPROX_THRESHOLD", 100)
     photos = unit_rows(150)
     index = PhotoIndex.build(photos[:80], ids_for(80))
     assert index.kind == "flat"
     index.add(photos[80:], ids_for(150)[80:])
-    assert index.kind == "hnsw" and len(index) == 150 and index.ids == ids_for(150)
+    assert index.kind == "ivf" and len(index) == 150 and index.ids == ids_for(150)
     _, ids = index.search(photos[140:141], k=1)
     assert ids == [["p140"]]
     with pytest.raises(ValueError, match="already in the index"):
@@ -81,7 +82,26 @@ def test_incremental_add_and_auto_switch(monkeypatch):
         index.add(unit_rows(1, d=8), ["y"])
 
 
-@pytest.mark.parametrize("kind", ["flat", "hnsw"])
+def test_ivf_retrains_when_the_gallery_outgrows_its_cells():
+    photos = unit_rows(4000, d=32)
+    index = PhotoIndex.build(photos[:400], ids_for(400), kind="ivf")
+    cells = index._faiss.nlist
+    index.add(photos[400:1500], ids_for(4000)[400:1500])  # 3.75x: cells kept, photos appended
+    assert index._faiss.nlist == cells and index._faiss.ntotal == 1500
+    index.add(photos[1500:], ids_for(4000)[1500:])  # 10x the training size: re-trained on all photos
+    assert index._faiss.nlist > cells and index._faiss.ntotal == 4000
+    _, ids = index.search(photos[3999:4000], k=1)
+    assert ids == [["p3999"]]
+
+
+def test_ivf_build_is_deterministic():
+    photos, queries = unit_rows(3000, d=32), unit_rows(20, d=32, seed=5)
+    first = PhotoIndex.build(photos, ids_for(3000), kind="ivf", params=IndexParams(nprobe=2))
+    second = PhotoIndex.build(photos, ids_for(3000), kind="ivf", params=IndexParams(nprobe=2))
+    assert first.search(queries, 10)[1] == second.search(queries, 10)[1]
+
+
+@pytest.mark.parametrize("kind", ["flat", "hnsw", "ivf"])
 def test_save_load_roundtrip(tmp_path, kind):
     photos, queries = unit_rows(300), unit_rows(4, seed=3)
     index = PhotoIndex.build(photos, ids_for(300), kind=kind)
@@ -95,6 +115,14 @@ def test_save_load_roundtrip(tmp_path, kind):
     assert loaded.rank_of(queries[0], "p10") == index.rank_of(queries[0], "p10")
     loaded.add(unit_rows(1, seed=9), ["new"])
     assert "new" in loaded
+
+
+def test_empty_index_saves_and_loads(tmp_path):
+    PhotoIndex(dim=16, kind="ivf").save(tmp_path / "empty")
+    loaded = PhotoIndex.load(tmp_path / "empty")
+    assert len(loaded) == 0 and loaded.search(unit_rows(1), 3)[1] == [[]]
+    loaded.add(unit_rows(50), ids_for(50))
+    assert loaded.search(unit_rows(50)[7:8], 1)[1] == [["p7"]]
 
 
 def test_load_missing_folder_says_what_to_do(tmp_path):
