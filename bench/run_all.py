@@ -182,6 +182,16 @@ def collect(run: dict) -> tuple[list[Target], list[str]]:
     return targets, lines + [""]
 
 
+def gap_lines(all_targets: list[tuple[str, Target]]) -> list[str]:
+    """The targets not met, each with its measured number and where the explanation is."""
+    missed = [(name, t) for name, t in all_targets if not t.met]
+    if not missed:
+        return []
+    return ["Gaps (measured number against the target; the linked result file says why):", "",
+            *(f"- {name}: {t.name}: measured {t.measured:.3g} {t.unit}, target {t.op} {t.limit:g} {t.unit} "
+              f"([results/{name}.md](results/{name}.md))" for name, t in missed), ""]  # fmt: skip
+
+
 def write_summary(runs: list[dict], quick: bool, machine: dict, command: str) -> None:
     all_targets: list[tuple[str, Target]] = []
     sections: list[str] = []
@@ -200,6 +210,7 @@ def write_summary(runs: list[dict], quick: bool, machine: dict, command: str) ->
         "|---|---|---|---|---|",
         *(f"| {name} " + t.row() + (f" {t.note} |" if t.note else "") for name, t in all_targets),
         "",
+        *gap_lines(all_targets),
         *sections,
     ]
     SUMMARY.write_text("\n".join(lines) + "\n")
