@@ -38,6 +38,7 @@ analyse: venv
 
 test: venv chromium
 	$(BIN)/python -m ruff check .
+	$(BIN)/python -m ruff format --check .
 	$(BIN)/python -m pytest
 
 lint: venv

@@ -206,12 +206,18 @@ def report(samples: list[dict], attempted: int, blocked: list[str], cfg: Config,
         "",
         "| from pen-up to | n | p50 ms | p95 ms | p99 ms | mean ms |",
         "|---|---:|---:|---:|---:|---:|",
-        *(f"| {what} | {st['n']} | {st['p50']:.1f} | {st['p95']:.1f} | {st['p99']:.1f} | {st['mean']:.1f} |"
-          for what, st in (("grid DOM updated", dom), ("gallery painted (next frame)", painted),
-                           ("all thumbnails loaded", imgs))),
+        *(
+            f"| {what} | {st['n']} | {st['p50']:.1f} | {st['p95']:.1f} | {st['p99']:.1f} | {st['mean']:.1f} |"
+            for what, st in (
+                ("grid DOM updated", dom),
+                ("gallery painted (next frame)", painted),
+                ("all thumbnails loaded", imgs),
+            )
+        ),
         "",
         f"{attempted} strokes drawn, {len(samples)} painted results"
-        + (f"; blocked: {', '.join(blocked[:5])}" if blocked else "") + ". Plot: `browser.png`.",
+        + (f"; blocked: {', '.join(blocked[:5])}" if blocked else "")
+        + ". Plot: `browser.png`.",
     ]
     write_results(cfg.name, lines, targets, {"painted": painted, "dom": dom, "thumbnails": imgs, "samples": samples,
                                              "attempted": attempted, "blocked": blocked}, machine)  # fmt: skip
@@ -235,8 +241,7 @@ def main(argv: list[str] | None = None) -> None:
     with running_app(app_args) as app:
         print(f"app ready at {app.url}", flush=True)
         samples, attempted, blocked = run_browser(app.url, cfg)
-    report(samples, attempted, blocked, cfg, machine,
-           command_line(__file__, argv))
+    report(samples, attempted, blocked, cfg, machine, command_line(__file__, argv))
 
 
 def parse_args(argv: list[str] | None = None) -> Config:

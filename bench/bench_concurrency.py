@@ -124,7 +124,7 @@ def expected_rankings(sessions: list[Session], cfg: Config):
 
 
 def check_answer(session: Session, stroke: int, answer: dict, index, tol: float) -> str:
-    """"exact", "equivalent" (same scores under float noise, near-tied order) or "mixup".
+    """ "exact", "equivalent" (same scores under float noise, near-tied order) or "mixup".
 
     The returned scores must be what this session's own sketch embedding gives for the returned
     ids (within ``tol``): an answer computed from another session's sketch fails that even when an
@@ -202,26 +202,41 @@ def summarise(rows: list[dict], sessions: list[Session], rounds: int) -> dict:
     }
 
 
-def comparison_lines(runs: dict[str, tuple[list[dict], bool, float]], sessions: list[Session], rounds: int) -> list[str]:
+def comparison_lines(
+    runs: dict[str, tuple[list[dict], bool, float]], sessions: list[Session], rounds: int
+) -> list[str]:
     """One row per app configuration run against the same sessions, with p95 ratios to the first."""
     if len(runs) < 2:
         return []
     stats = {flags: summarise(rows, sessions, rounds) for flags, (rows, _, _) in runs.items()}
     first = next(iter(stats.values()))
-    lines = ["", f"Same sessions against each app configuration, {rounds} run(s) each in alternating order, pooled:", "",
-             "| app flags | p50 ms | p95 ms | p99 ms | p95 vs first | server p50 / p95 ms | strokes per forward "
-             "(mean / max) | errors | mix-ups |", "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    lines = [
+        "",
+        f"Same sessions against each app configuration, {rounds} run(s) each in alternating order, pooled:",
+        "",
+        "| app flags | p50 ms | p95 ms | p99 ms | p95 vs first | server p50 / p95 ms | strokes per forward "
+        "(mean / max) | errors | mix-ups |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
     for flags, st in stats.items():
         lat, server = st["latency"], st["server"]
-        lines.append(f"| `{flags or '(defaults)'}` | {lat['p50']:.1f} | {lat['p95']:.1f} | {lat['p99']:.1f} | "
-                     f"x{lat['p95'] / max(first['latency']['p95'], 1e-9):.2f} | {server['p50']:.1f} / "
-                     f"{server['p95']:.1f} | {st['batch_mean']:.2f} / {st['batch_max']} | "
-                     f"{len(st['errors']) + st['missing']} | {st['checks']['mixup']} |")
+        lines.append(
+            f"| `{flags or '(defaults)'}` | {lat['p50']:.1f} | {lat['p95']:.1f} | {lat['p99']:.1f} | "
+            f"x{lat['p95'] / max(first['latency']['p95'], 1e-9):.2f} | {server['p50']:.1f} / "
+            f"{server['p95']:.1f} | {st['batch_mean']:.2f} / {st['batch_max']} | "
+            f"{len(st['errors']) + st['missing']} | {st['checks']['mixup']} |"
+        )
     return lines
 
 
-def report(runs: dict[str, tuple[list[dict], bool, float]], sessions: list[Session], index, cfg: Config,
-           machine: dict, command: str) -> None:
+def report(
+    runs: dict[str, tuple[list[dict], bool, float]],
+    sessions: list[Session],
+    index,
+    cfg: Config,
+    machine: dict,
+    command: str,
+) -> None:
     rows, timed_out, wall_s = next(iter(runs.values()))
     st = summarise(rows, sessions, cfg.rounds)
     ok = [r for r in rows if "latency_ms" in r]
@@ -284,8 +299,12 @@ def report(runs: dict[str, tuple[list[dict], bool, float]], sessions: list[Sessi
     ax.scatter([r["sent_s"] for r in ok], [r["latency_ms"] for r in ok], s=8, label="client latency")
     ax.scatter([r["sent_s"] for r in ok], [r["server_ms"] for r in ok], s=8, label="server work")
     ax.axhline(150, color="r", ls="--", lw=1, label="p95 target")
-    ax.set(title=f"{cfg.users} concurrent sessions, {cfg.gallery_size:,} photos", xlabel="time since start (s)",
-           ylabel="ms", yscale="log")
+    ax.set(
+        title=f"{cfg.users} concurrent sessions, {cfg.gallery_size:,} photos",
+        xlabel="time since start (s)",
+        ylabel="ms",
+        yscale="log",
+    )
     ax.legend(fontsize=8)
     save_plot(fig, cfg.name)
 
@@ -301,7 +320,11 @@ def main(argv: list[str] | None = None) -> None:
         for flags in configs if round_ % 2 == 0 else configs[::-1]:
             rows, timed_out, wall_s = load_against_app(flags, sessions, cfg, index)
             before = runs[flags]
-            runs[flags] = (before[0] + [{**r, "round": round_} for r in rows], before[1] or timed_out, before[2] + wall_s)
+            runs[flags] = (
+                before[0] + [{**r, "round": round_} for r in rows],
+                before[1] or timed_out,
+                before[2] + wall_s,
+            )
     report(runs, sessions, index, cfg, machine, command_line(__file__, argv))
 
 

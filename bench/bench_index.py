@@ -80,7 +80,9 @@ def recall_at_10(found: np.ndarray, truth: np.ndarray) -> float:
 def bench_size(n: int, cfg: Config, rng: np.random.Generator) -> list[dict]:
     base = clustered(n, cfg, rng)
     picks = rng.integers(0, n, cfg.queries)
-    queries = unit(base[picks] + rng.standard_normal((cfg.queries, cfg.dim)).astype(np.float32) * 0.3 / np.sqrt(cfg.dim))
+    queries = unit(
+        base[picks] + rng.standard_normal((cfg.queries, cfg.dim)).astype(np.float32) * 0.3 / np.sqrt(cfg.dim)
+    )
     rows = []
 
     def record(name: str, index: faiss.Index, build_s: float, mem_mb: float, truth: np.ndarray | None) -> np.ndarray:

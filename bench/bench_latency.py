@@ -70,7 +70,9 @@ class Config:
     render_max: int = 10_000  # galleries up to this size are rendered photos; larger ones add synthetic embeddings
     sketch_photos: int = 60  # photos whose sketches (all stroke prefixes) make the stroke pool
     max_s_per_size: float = 240.0  # time cap for the timed per-stroke loop of one size
-    compare_kinds: str = "hnsw,flat"  # other index kinds measured on the same vectors and queries above the exact-search threshold
+    compare_kinds: str = (
+        "hnsw,flat"  # other index kinds measured on the same vectors and queries above the exact-search threshold
+    )
     model: Path = DEFAULT_MODEL
     cache_dir: Path = BENCH_CACHE
     seed: int = 0
@@ -115,7 +117,8 @@ def synthesise(base: np.ndarray, n_extra: int, rng: np.random.Generator) -> tupl
     for start in range(0, n_extra, 100_000):  # chunks keep float temporaries small at 1M
         stop = min(n_extra, start + 100_000)
         x = base[rng.integers(0, len(base), stop - start)] + rng.standard_normal((stop - start, dim)).astype(
-            np.float32) * (sigma / np.sqrt(dim))
+            np.float32
+        ) * (sigma / np.sqrt(dim))
         out[start:stop] = x / np.linalg.norm(x, axis=1, keepdims=True)
     return out, f"perturbed real (NN cos {cos:.3f}, sigma {sigma:.3f})"
 
@@ -183,7 +186,9 @@ def per_stroke(retriever, pool: list[tuple[str, str]], cfg: Config) -> dict[str,
     return {k: np.asarray(v) for k, v in stages.items()}
 
 
-def exact_top_k(queries: np.ndarray, vectors: np.ndarray, k: int, chunk: int = 200_000) -> tuple[np.ndarray, np.ndarray]:
+def exact_top_k(
+    queries: np.ndarray, vectors: np.ndarray, k: int, chunk: int = 200_000
+) -> tuple[np.ndarray, np.ndarray]:
     """Exact top-``k`` rows and scores per query by chunked matmul (never a (Q, N) matrix at 1M)."""
     best_s = np.full((len(queries), 0), -np.inf, np.float32)
     best_i = np.zeros((len(queries), 0), np.int64)
@@ -249,8 +254,10 @@ def bench_size(n: int, encoder, base: tuple[np.ndarray, list[str]], pool, cfg: C
         del extra
     index, build_s, memory = timed_build(vectors, ids, "auto")
     del vectors
-    print(f"  {size_label(n)}: {index.kind} index built in {build_s:.1f} s, RSS +{memory['rss_delta_mb']:.0f} MB",
-          flush=True)
+    print(
+        f"  {size_label(n)}: {index.kind} index built in {build_s:.1f} s, RSS +{memory['rss_delta_mb']:.0f} MB",
+        flush=True,
+    )
     torch.set_num_threads(cfg.threads)  # one OpenMP pool: timed_build used all cores, serving uses cfg.threads
     retriever = Retriever(encoder, index)
     usable = [(p, pid) for p, pid in pool if pid in index]
@@ -259,7 +266,9 @@ def bench_size(n: int, encoder, base: tuple[np.ndarray, list[str]], pool, cfg: C
     queries = encoder.embed_sketches(np.stack([retriever.render(retriever.validate(p)) for p, _ in qs]))
     if synthetic.startswith("clustered"):  # collapsed sketch embeddings too: query near random gallery points
         rows = rng.integers(0, n, len(queries))
-        queries = index.vectors[rows] + rng.standard_normal(queries.shape).astype(np.float32) * (0.3 / np.sqrt(index.dim))
+        queries = index.vectors[rows] + rng.standard_normal(queries.shape).astype(np.float32) * (
+            0.3 / np.sqrt(index.dim)
+        )
         queries /= np.linalg.norm(queries, axis=1, keepdims=True)
     metrics = index_metrics(index, queries, [pid for _, pid in qs])
     alternatives = []
@@ -268,15 +277,30 @@ def bench_size(n: int, encoder, base: tuple[np.ndarray, list[str]], pool, cfg: C
         torch.set_num_threads(cfg.threads)
         alternatives.append({"kind": kind, "build_s": alt_build_s, **alt_memory,
                              **index_metrics(alt, queries, [pid for _, pid in qs])})  # fmt: skip
-        print(f"  {size_label(n)}: {kind} for comparison: build {alt_build_s:.1f} s, search p50 "
-              f"{alternatives[-1]['search']['p50']:.3f} ms, recall@10 {alternatives[-1]['recall@10']:.3f}", flush=True)
+        print(
+            f"  {size_label(n)}: {kind} for comparison: build {alt_build_s:.1f} s, search p50 "
+            f"{alternatives[-1]['search']['p50']:.3f} ms, recall@10 {alternatives[-1]['recall@10']:.3f}",
+            flush=True,
+        )
         del alt
-    row = {"n": n, "kind": index.kind, "n_real": n_real, "synthetic": synthetic, "build_s": build_s, **memory,
-           "stages": {k: percentiles(v) for k, v in strokes.items()}, **metrics, "alternatives": alternatives}
+    row = {
+        "n": n,
+        "kind": index.kind,
+        "n_real": n_real,
+        "synthetic": synthetic,
+        "build_s": build_s,
+        **memory,
+        "stages": {k: percentiles(v) for k, v in strokes.items()},
+        **metrics,
+        "alternatives": alternatives,
+    }
     st = row["stages"]
-    print(f"  {size_label(n)}: per stroke p50 {st['total']['p50']:.2f} ms p95 {st['total']['p95']:.2f} ms; "
-          f"search p50 {metrics['search']['p50']:.3f} ms recall@10 {metrics['recall@10']:.3f}; "
-          f"target rank p50 {metrics['target_rank']['p50']:.2f} ms", flush=True)
+    print(
+        f"  {size_label(n)}: per stroke p50 {st['total']['p50']:.2f} ms p95 {st['total']['p95']:.2f} ms; "
+        f"search p50 {metrics['search']['p50']:.3f} ms recall@10 {metrics['recall@10']:.3f}; "
+        f"target rank p50 {metrics['target_rank']['p50']:.2f} ms",
+        flush=True,
+    )
     return row
 
 
@@ -286,14 +310,24 @@ def targets_of(rows: list[dict]) -> list[Target]:
     out = []
     if 10_000 in by_n:
         st = by_n[10_000]["stages"]["total"]
-        out += [Target("per-stroke server p50 at 10k photos", st["p50"], 20),
-                Target("per-stroke server p95 at 10k photos", st["p95"], 40)]
+        out += [
+            Target("per-stroke server p50 at 10k photos", st["p50"], 20),
+            Target("per-stroke server p95 at 10k photos", st["p95"], 40),
+        ]
     if 1_000_000 in by_n:
         r = by_n[1_000_000]
-        out += [Target("index search p50 at 1M photos", r["search"]["p50"], 5),
-                Target("recall@10 vs exact at 1M photos", r["recall@10"], 0.95, ">=", ""),
-                Target("index build at 1M photos", r["build_s"] / 60, 10, "<=", "min",
-                       f"RSS +{r['rss_delta_mb']:.0f} MB, peak +{r['peak_delta_mb']:.0f} MB")]
+        out += [
+            Target("index search p50 at 1M photos", r["search"]["p50"], 5),
+            Target("recall@10 vs exact at 1M photos", r["recall@10"], 0.95, ">=", ""),
+            Target(
+                "index build at 1M photos",
+                r["build_s"] / 60,
+                10,
+                "<=",
+                "min",
+                f"RSS +{r['rss_delta_mb']:.0f} MB, peak +{r['peak_delta_mb']:.0f} MB",
+            ),
+        ]
     return out
 
 
@@ -353,14 +387,22 @@ def report(rows: list[dict], cfg: Config, machine: dict, command: str) -> None:
     lines += ["", "Stage columns are p50 in ms. Plot: `latency.png`."]
     compared = [(r, alt) for r in rows for alt in r.get("alternatives", [])]
     if compared:
-        lines += ["", "Index kinds on the same vectors and queries (the first row of each size is the default):", "",
-                  "| photos | index | build s | RSS +MB | k-NN p50 / p95 ms | recall@10 |", "|---:|---|---:|---:|---:|---:|"]
+        lines += [
+            "",
+            "Index kinds on the same vectors and queries (the first row of each size is the default):",
+            "",
+            "| photos | index | build s | RSS +MB | k-NN p50 / p95 ms | recall@10 |",
+            "|---:|---|---:|---:|---:|---:|",
+        ]
         for r in rows:
             for alt in [r, *r.get("alternatives", [])] if r.get("alternatives") else []:
-                lines.append(f"| {r['n']:,} | {alt['kind']} | {alt['build_s']:.1f} | {alt['rss_delta_mb']:.0f} | "
-                             f"{alt['search']['p50']:.3f} / {alt['search']['p95']:.3f} | {alt['recall@10']:.3f} |")
-    write_results(cfg.name, lines, targets, {"rows": rows, "config": {k: str(v) for k, v in vars(cfg).items()}},
-                  machine)
+                lines.append(
+                    f"| {r['n']:,} | {alt['kind']} | {alt['build_s']:.1f} | {alt['rss_delta_mb']:.0f} | "
+                    f"{alt['search']['p50']:.3f} / {alt['search']['p95']:.3f} | {alt['recall@10']:.3f} |"
+                )
+    write_results(
+        cfg.name, lines, targets, {"rows": rows, "config": {k: str(v) for k, v in vars(cfg).items()}}, machine
+    )
     plot(rows, cfg)
 
 
@@ -372,7 +414,7 @@ def main(argv: list[str] | None = None) -> None:
     machine = machine_info()
     rng = np.random.default_rng(cfg.seed)
     sizes = parse_sizes(cfg.sizes)
-    encoder = load_encoder(cfg.model)
+    encoder = load_encoder(cfg.model, channels_last=True)  # as app.py serves it
     base = real_gallery(encoder, min(max(sizes), cfg.render_max), cfg.cache_dir)
     pool = stroke_pool(min(min(sizes), len(base[1])), cfg, rng)  # photos present in every gallery size
     rows = []

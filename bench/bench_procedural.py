@@ -153,8 +153,14 @@ def parse_args() -> Config:
     parser.add_argument("--calibrate", type=Path, default=None)
     parser.add_argument("--out", type=Path, default=cfg.out)
     args = parser.parse_args()
-    return Config(photos=args.photos, sketches=args.sketches, workers=args.workers, seed=args.seed,
-                  calibrate=args.calibrate, out=args.out)
+    return Config(
+        photos=args.photos,
+        sketches=args.sketches,
+        workers=args.workers,
+        seed=args.seed,
+        calibrate=args.calibrate,
+        out=args.out,
+    )
 
 
 if __name__ == "__main__":

@@ -174,8 +174,14 @@ def target_table(targets: Sequence[Target]) -> list[str]:
     return ["| target | limit | measured | verdict |", "|---|---|---|---|", *(t.row() for t in targets)]
 
 
-def write_results(name: str, lines: list[str], targets: Sequence[Target], data: dict[str, Any],
-                  machine: dict[str, Any], out_dir: Path = RESULTS) -> Path:
+def write_results(
+    name: str,
+    lines: list[str],
+    targets: Sequence[Target],
+    data: dict[str, Any],
+    machine: dict[str, Any],
+    out_dir: Path = RESULTS,
+) -> Path:
     """Write ``<name>.md`` and ``<name>.json`` (targets, machine, raw data) and return the .md path."""
     md = write_markdown(out_dir / f"{name}.md", lines)
     payload = {"name": name, "machine": machine, "targets": [t.as_dict() for t in targets], "data": data}
@@ -216,8 +222,11 @@ def parse_sizes(text: str) -> list[int]:
 
 
 def size_label(n: int) -> str:
-    return f"{n // 1_000_000}M" if n >= 1_000_000 and n % 1_000_000 == 0 else (
-        f"{n // 1000}k" if n >= 1000 and n % 1000 == 0 else str(n))
+    return (
+        f"{n // 1_000_000}M"
+        if n >= 1_000_000 and n % 1_000_000 == 0
+        else (f"{n // 1000}k" if n >= 1000 and n % 1000 == 0 else str(n))
+    )
 
 
 # --- command line --------------------------------------------------------------------------------
@@ -242,7 +251,11 @@ def load_encoder(model: Path = DEFAULT_MODEL, channels_last: bool = False):
 
 
 def model_label(model: Path = DEFAULT_MODEL) -> str:
-    return str(model) if (Path(model) / "model.safetensors").exists() else "untrained Encoder.create(seed=0) (no assets/model yet)"
+    return (
+        str(model)
+        if (Path(model) / "model.safetensors").exists()
+        else "untrained Encoder.create(seed=0) (no assets/model yet)"
+    )
 
 
 # --- the app in a subprocess ---------------------------------------------------------------------
@@ -268,8 +281,12 @@ class AppProcess:
 
 
 @contextlib.contextmanager
-def running_app(args: Sequence[str] = (), log_path: Path | None = None, ready_timeout_s: float = 600.0,
-                env: dict[str, str] | None = None) -> Iterator[AppProcess]:
+def running_app(
+    args: Sequence[str] = (),
+    log_path: Path | None = None,
+    ready_timeout_s: float = 600.0,
+    env: dict[str, str] | None = None,
+) -> Iterator[AppProcess]:
     """Start ``app.py --host 127.0.0.1 --port <free> *args``; yield once ``/gradio_api/info`` answers.
 
     The gallery may be embedded on first start (cached afterwards), hence the long default
@@ -280,12 +297,19 @@ def running_app(args: Sequence[str] = (), log_path: Path | None = None, ready_ti
     port = free_port()
     log_path = Path(log_path or (BENCH_CACHE / f"app-{port}.log"))
     log_path.parent.mkdir(parents=True, exist_ok=True)
-    full_env = {**os.environ, "GRADIO_ANALYTICS_ENABLED": "False", "HF_HUB_OFFLINE": "1", "PYTHONUNBUFFERED": "1",
-                "NO_PROXY": LOCALHOST, **(env or {})}
+    full_env = {
+        **os.environ,
+        "GRADIO_ANALYTICS_ENABLED": "False",
+        "HF_HUB_OFFLINE": "1",
+        "PYTHONUNBUFFERED": "1",
+        "NO_PROXY": LOCALHOST,
+        **(env or {}),
+    }
     cmd = [sys.executable, str(ROOT / "app.py"), "--host", LOCALHOST, "--port", str(port), *args]
     with open(log_path, "wb") as log:
-        proc = subprocess.Popen(cmd, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, env=full_env,
-                                start_new_session=True)
+        proc = subprocess.Popen(
+            cmd, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, env=full_env, start_new_session=True
+        )
     app = AppProcess(proc, f"http://{LOCALHOST}:{port}", log_path)
     try:
         deadline = time.monotonic() + ready_timeout_s
@@ -336,8 +360,9 @@ def parse_sse(text: str) -> tuple[str, Any]:
     return event, data
 
 
-def call_rank(client, url: str, sketch: str, k: int = 10, target_id: str | None = None,
-              timeout_s: float = 60.0) -> dict:
+def call_rank(
+    client, url: str, sketch: str, k: int = 10, target_id: str | None = None, timeout_s: float = 60.0
+) -> dict:
     """Call the app's ``rank`` endpoint with an ``httpx.Client``; returns its result dict.
 
     Raises:
@@ -351,8 +376,9 @@ def call_rank(client, url: str, sketch: str, k: int = 10, target_id: str | None 
     return unpack_rank_event(*parse_sse(result.text))
 
 
-async def call_rank_async(client, url: str, sketch: str, k: int = 10, target_id: str | None = None,
-                          timeout_s: float = 60.0) -> dict:
+async def call_rank_async(
+    client, url: str, sketch: str, k: int = 10, target_id: str | None = None, timeout_s: float = 60.0
+) -> dict:
     """:func:`call_rank` with an ``httpx.AsyncClient``."""
     start = await client.post(f"{url}/gradio_api/call/rank", json={"data": [sketch, k, target_id]}, timeout=timeout_s)
     start.raise_for_status()

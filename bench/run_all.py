@@ -55,16 +55,35 @@ class Bench:
 BENCHES = (
     Bench("raster", "bench_raster.py", (), ("--reps", "500", "--step-reps", "50"), 900, False),
     Bench("procedural", "bench_procedural.py", (), ("--photos", "1000"), 1800, False),
-    Bench("encoder", "bench_encoder.py", (), ("--archs", "mobilenet_v3_small", "--sizes", "128", "--reps", "50"),
-          3600, False),
+    Bench(
+        "encoder",
+        "bench_encoder.py",
+        (),
+        ("--archs", "mobilenet_v3_small", "--sizes", "128", "--reps", "50"),
+        3600,
+        False,
+    ),
     Bench("index", "bench_index.py", (), ("--sizes", "10000", "50000", "--queries", "200"), 1800, False),
     Bench("latency", "bench_latency.py", (), ("--sizes", "1k,10k", "--strokes", "150"), 5400, True),
-    Bench("encoder_options", "bench_encoder_options.py", (),
-          ("--options", "eager,channels_last,res96,int8_dynamic", "--reps", "60", "--data", "procedural:photos=200"),
-          3600, True),
-    Bench("concurrency", "bench_concurrency.py", (), ("--users", "50", "--strokes", "6"), 1800, True),  # targets name 50 users
-    Bench("concurrency_stress", "bench_concurrency.py", ("--pace", "4", "--name", "concurrency_stress"),
-          ("--pace", "4", "--rounds", "1", "--name", "concurrency_stress"), 1800, True),  # 4x human speed: saturated
+    Bench(
+        "encoder_options",
+        "bench_encoder_options.py",
+        (),
+        ("--options", "eager,channels_last,res96,int8_dynamic", "--reps", "60", "--data", "procedural:photos=200"),
+        3600,
+        True,
+    ),
+    Bench(
+        "concurrency", "bench_concurrency.py", (), ("--users", "50", "--strokes", "6"), 1800, True
+    ),  # targets name 50 users
+    Bench(
+        "concurrency_stress",
+        "bench_concurrency.py",
+        ("--pace", "4", "--name", "concurrency_stress"),
+        ("--pace", "4", "--rounds", "1", "--name", "concurrency_stress"),
+        1800,
+        True,
+    ),  # 4x human speed: saturated
     Bench("browser", "bench_browser.py", (), ("--strokes", "50"), 1800, True),  # target needs >= 50 strokes
 )
 
@@ -101,7 +120,9 @@ def markdown_targets(name: str, text: str) -> list[Target]:
             for row in rows:
                 m = re.search(r"([\d.]+) s for (\d+) photos", row[1])
                 if row[0].startswith("wall clock") and m and int(m.group(2)) >= 10_000:
-                    out.append(Target(f"generate {int(m.group(2)):,} photos + sketches", float(m.group(1)), 120, "<=", "s"))
+                    out.append(
+                        Target(f"generate {int(m.group(2)):,} photos + sketches", float(m.group(1)), 120, "<=", "s")
+                    )
         if name == "index" and "recall@10" in cols:
             for row in rows:
                 if "HNSW M=32 efC=64 efS=64" in row[cols["index"]]:
@@ -162,7 +183,8 @@ def collect(run: dict) -> tuple[list[Target], list[str]]:
     bench: Bench = run["bench"]
     md, js, png = (RESULTS / f"{bench.name}{ext}" for ext in (".md", ".json", ".png"))
     targets: list[Target] = []
-    fresh = md.exists() and md.stat().st_mtime >= run["started_at"] - 1  # written by this run, not an old file
+    # Written by this run, not a stale file (benches left out by --only keep their earlier files).
+    fresh = md.exists() and (run["status"] == "not re-run" or md.stat().st_mtime >= run["started_at"] - 1)
     if fresh and bench.owner_json and js.exists():
         targets = [Target(**{k: t[k] for k in ("name", "measured", "limit", "op", "unit", "note")})
                    for t in json.loads(js.read_text())["targets"]]  # fmt: skip
@@ -171,7 +193,10 @@ def collect(run: dict) -> tuple[list[Target], list[str]]:
         targets = markdown_targets(bench.name, text)
         if not bench.owner_json:
             plot_markdown(bench.name, text)
-    lines = [f"## {bench.name}", "", f"- command: `{run['command']}` — {run['status']} in {run['seconds']:.0f} s"]
+    done = f"{run['status']} in {run['seconds']:.0f} s"
+    if run["status"] == "not re-run":
+        done = f"not re-run: result of an earlier run{' (' + run['earlier'] + ')' if run['earlier'] else ''}"
+    lines = [f"## {bench.name}", "", f"- command: `{run['command']}` — {done}"]
     if fresh:
         lines.append(f"- results: [results/{md.name}](results/{md.name})"
                      + (f", plot ![{bench.name}](results/{png.name})" if png.exists() else ""))  # fmt: skip
@@ -229,9 +254,19 @@ def main(argv: list[str] | None = None) -> int:
     machine = machine_info()
     log_dir = BENCH_CACHE / "logs"
     log_dir.mkdir(parents=True, exist_ok=True)
-    runs = [run_bench(b, args.quick, log_dir) for b in BENCHES if not only or b.name in only]
+    runs = [run_bench(b, args.quick, log_dir) if not only or b.name in only else earlier_run(b) for b in BENCHES]
     write_summary(runs, args.quick, machine, command_line(__file__, argv))
-    return 0 if all(r["status"] == "ok" for r in runs) else 1
+    return 0 if all(r["status"] in ("ok", "not re-run") for r in runs) else 1
+
+
+def earlier_run(bench: Bench) -> dict:
+    """A bench left out by ``--only``: its result files from an earlier run stay in the summary."""
+    md = RESULTS / f"{bench.name}.md"
+    lines = md.read_text().splitlines() if md.exists() else []
+    command = next((line.split("`")[1] for line in lines if line.startswith("- command: `")), "(no earlier result)")
+    when = next((line.removeprefix("- date: ") for line in lines if line.startswith("- date: ")), "")
+    return {"bench": bench, "status": "not re-run", "seconds": 0.0, "started_at": 0.0, "earlier": when,
+            "command": command, "tail": ""}  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -52,6 +52,7 @@ class RankBatcher:
         self.max_wait_s = float(max_wait_ms) / 1e3
         self.batch_counts: Counter[int] = Counter()  # batch size -> forwards run at that size
         self._lock = threading.Lock()
+        self._idle = 0  # workers waiting for a request
         self._queue: queue.Queue[_Request | None] = queue.Queue()
         self._closed = False
         self._workers = [threading.Thread(target=self._work, name=f"rank-batcher-{i}", daemon=True)
@@ -83,7 +84,11 @@ class RankBatcher:
     # --- worker side -----------------------------------------------------------------------------
     def _work(self) -> None:
         while True:
+            with self._lock:
+                self._idle += 1
             first = self._queue.get()
+            with self._lock:
+                self._idle -= 1
             if first is None:
                 return
             batch, stop = self._collect(first)
@@ -92,10 +97,19 @@ class RankBatcher:
                 return
 
     def _collect(self, first: _Request) -> tuple[list[_Request], bool]:
-        """``first`` plus what is queued (waiting up to ``max_wait_s``); True if told to stop."""
+        """``first`` plus what is queued (waiting up to ``max_wait_s``); True if told to stop.
+
+        Requests that idle workers can take are left to them: on a lightly loaded machine two
+        single forwards on two cores finish sooner than one batch of two on one core. Batches form
+        only when every worker is busy, which is when they pay (bench/results/concurrency*.md).
+        """
         batch = [first]
         deadline = time.perf_counter() + self.max_wait_s
         while len(batch) < self.max_batch:
+            with self._lock:
+                idle = self._idle
+            if idle and self._queue.qsize() <= idle:
+                break
             remaining = deadline - time.perf_counter()
             try:
                 item = self._queue.get(timeout=remaining) if remaining > 0 else self._queue.get_nowait()
@@ -125,5 +139,7 @@ class RankBatcher:
                 request.future.set_exception(StrokePayloadError(result.error))
             else:  # the batch ran at the largest k asked; each caller gets its own top k
                 timings = {**result.timings_ms, "queue": (started - request.queued_at) * 1e3}
-                top = replace(result, ids=result.ids[: request.k], scores=result.scores[: request.k], timings_ms=timings)
+                top = replace(
+                    result, ids=result.ids[: request.k], scores=result.scores[: request.k], timings_ms=timings
+                )
                 request.future.set_result(top)

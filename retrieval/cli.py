@@ -22,9 +22,13 @@ def field_docs(cls: type) -> dict[str, str]:
     body = tree.body[0].body  # type: ignore[attr-defined]
     docs = {}
     for node, following in zip(body, body[1:]):
-        if (isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name)
-                and isinstance(following, ast.Expr) and isinstance(following.value, ast.Constant)
-                and isinstance(following.value.value, str)):
+        if (
+            isinstance(node, ast.AnnAssign)
+            and isinstance(node.target, ast.Name)
+            and isinstance(following, ast.Expr)
+            and isinstance(following.value, ast.Constant)
+            and isinstance(following.value.value, str)
+        ):
             docs[node.target.id] = " ".join(following.value.value.split())
     return docs
 
@@ -35,13 +39,17 @@ class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescrip
 
 def parse_config(cls: type[T], argv: list[str] | None = None, description: str | None = None) -> T:
     """Parse ``argv`` into ``cls`` (a dataclass with defaults for every field)."""
-    parser = argparse.ArgumentParser(description=description or (cls.__doc__ or "").strip().splitlines()[0],
-                                     formatter_class=_HelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=description or (cls.__doc__ or "").strip().splitlines()[0], formatter_class=_HelpFormatter
+    )
     docs = field_docs(cls)
     for f in dataclasses.fields(cls):  # type: ignore[arg-type]
         default = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc]
         flag = "--" + f.name.replace("_", "-")
-        kwargs: dict[str, Any] = {"default": default, "help": docs.get(f.name, " ").replace("%", "%%")}  # argparse formats help with %
+        kwargs: dict[str, Any] = {
+            "default": default,
+            "help": docs.get(f.name, " ").replace("%", "%%"),
+        }  # argparse formats help with %
         if isinstance(default, bool):
             kwargs["action"] = argparse.BooleanOptionalAction
         elif isinstance(default, tuple):

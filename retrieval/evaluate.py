@@ -51,9 +51,14 @@ class MissingSplitError(KeyError):
 def check_split(dataset: RetrievalDataset, split: str) -> None:
     """Raise :class:`MissingSplitError` with a helpful message when ``split`` is absent."""
     if split not in dataset.splits():
-        hint = ("; this copy has no test sketches: evaluate on --split val, or point --data at the full release"
-                if split == "test" else "")
-        raise MissingSplitError(f"dataset {dataset.name!r} has no {split!r} split (available: {dataset.splits()}){hint}")
+        hint = (
+            "; this copy has no test sketches: evaluate on --split val, or point --data at the full release"
+            if split == "test"
+            else ""
+        )
+        raise MissingSplitError(
+            f"dataset {dataset.name!r} has no {split!r} split (available: {dataset.splits()}){hint}"
+        )
 
 
 def gallery_photo_ids(dataset: RetrievalDataset, split: str, gallery: str = "split") -> list[str]:
@@ -70,17 +75,31 @@ def gallery_photo_ids(dataset: RetrievalDataset, split: str, gallery: str = "spl
     raise ValueError(f"gallery must be 'split' or 'all', got {gallery!r}")
 
 
-def photo_embeddings(encoder: Encoder, dataset: RetrievalDataset, split: str, batch_size: int = 64,
-                     progress: bool = False, gallery: str = "split") -> tuple[list[str], np.ndarray]:
+def photo_embeddings(
+    encoder: Encoder,
+    dataset: RetrievalDataset,
+    split: str,
+    batch_size: int = 64,
+    progress: bool = False,
+    gallery: str = "split",
+) -> tuple[list[str], np.ndarray]:
     """Ids (sorted) and ``(N, D)`` embeddings of the evaluation gallery (see :func:`gallery_photo_ids`)."""
     ids = gallery_photo_ids(dataset, split, gallery)
-    chunks = [encoder.embed_photos([dataset.load_photo(pid) for pid in ids[i : i + batch_size]])
-              for i in tqdm(range(0, len(ids), batch_size), desc=f"photos ({split})", disable=not progress)]
+    chunks = [
+        encoder.embed_photos([dataset.load_photo(pid) for pid in ids[i : i + batch_size]])
+        for i in tqdm(range(0, len(ids), batch_size), desc=f"photos ({split})", disable=not progress)
+    ]
     return ids, np.concatenate(chunks)
 
 
-def embed_steps(encoder: Encoder, records: list[SketchRecord], steps: str = "points", output: str = "embeddings",
-                sketches_per_batch: int = 16, progress: bool = False) -> np.ndarray:
+def embed_steps(
+    encoder: Encoder,
+    records: list[SketchRecord],
+    steps: str = "points",
+    output: str = "embeddings",
+    sketches_per_batch: int = 16,
+    progress: bool = False,
+) -> np.ndarray:
     """Per-step sketch outputs ``(Q, T, X)`` float32; rows with fewer steps are NaN-padded at the end.
 
     Args:
@@ -114,8 +133,9 @@ def embed_steps(encoder: Encoder, records: list[SketchRecord], steps: str = "poi
     return out
 
 
-def ranks_from_embeddings(sketch_embeddings: np.ndarray, photo_embeddings: np.ndarray,
-                          true_idx: np.ndarray) -> np.ndarray:
+def ranks_from_embeddings(
+    sketch_embeddings: np.ndarray, photo_embeddings: np.ndarray, true_idx: np.ndarray
+) -> np.ndarray:
     """Ranks ``(Q, T)`` of each sketch's true photo at each step (ties count against).
 
     Args:
@@ -145,8 +165,9 @@ def true_photo_index(records: list[SketchRecord], photo_ids: list[str]) -> np.nd
     return np.array([row_of[r.photo_id] for r in records], dtype=np.int64)
 
 
-def evaluate_ranks(encoder: Encoder, dataset: RetrievalDataset, split: str, steps: str = "points",
-                   progress: bool = False) -> np.ndarray:
+def evaluate_ranks(
+    encoder: Encoder, dataset: RetrievalDataset, split: str, steps: str = "points", progress: bool = False
+) -> np.ndarray:
     """Ranks ``(Q, T)`` of every sketch of ``split`` among all photos of ``split`` after each step.
 
     ``Q`` follows ``dataset.sketches(split)`` order; see :func:`ranks_from_embeddings` for dtype.
@@ -221,11 +242,24 @@ def parse_args(argv: list[str] | None = None) -> EvalConfig:
     parser.add_argument("--val-fraction", type=float, default=0.1)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--gallery", choices=("split", "all"), default="split",
-                        help="rank among the split's photos, or among every photo of the dataset")
+    parser.add_argument(
+        "--gallery",
+        choices=("split", "all"),
+        default="split",
+        help="rank among the split's photos, or among every photo of the dataset",
+    )
     args = parser.parse_args(argv)
-    return EvalConfig(args.data, args.model, args.out, args.split, args.steps, args.val_fraction, args.seed,
-                      args.threads, args.gallery)
+    return EvalConfig(
+        args.data,
+        args.model,
+        args.out,
+        args.split,
+        args.steps,
+        args.val_fraction,
+        args.seed,
+        args.threads,
+        args.gallery,
+    )
 
 
 def run(cfg: EvalConfig) -> dict:
@@ -240,18 +274,26 @@ def run(cfg: EvalConfig) -> dict:
     if not records:
         raise ValueError(f"split {cfg.split!r} of {dataset.name!r} has no sketches to evaluate")
     ids, photos = photo_embeddings(encoder, dataset, cfg.split, progress=True, gallery=cfg.gallery)
-    ranks = ranks_from_embeddings(embed_steps(encoder, records, cfg.steps, progress=True), photos,
-                                  true_photo_index(records, ids))
+    ranks = ranks_from_embeddings(
+        embed_steps(encoder, records, cfg.steps, progress=True), photos, true_photo_index(records, ids)
+    )
     summary = summarize(ranks, len(ids))
     metrics = {**summary, "split": cfg.split, "model": str(cfg.model)}
     cfg.out.mkdir(parents=True, exist_ok=True)
     (cfg.out / "metrics.json").write_text(json.dumps(metrics, indent=2))
-    config = {**asdict(cfg), "model_hash": model_hash(encoder), "dataset": dataset.name,
-              "elapsed_s": round(time.perf_counter() - started, 2)}
+    config = {
+        **asdict(cfg),
+        "model_hash": model_hash(encoder),
+        "dataset": dataset.name,
+        "elapsed_s": round(time.perf_counter() - started, 2),
+    }
     (cfg.out / "config.json").write_text(json.dumps(config, indent=2, default=str))
     write_ranks_csv(cfg.out / "ranks.csv", records, np.asarray(ranks, dtype=np.float64))
-    plot_curves(cfg.out / "curves.png", metrics,
-                f"{dataset.name} {cfg.split}: {len(records)} sketches vs {len(ids)} photos, steps={cfg.steps}")
+    plot_curves(
+        cfg.out / "curves.png",
+        metrics,
+        f"{dataset.name} {cfg.split}: {len(records)} sketches vs {len(ids)} photos, steps={cfg.steps}",
+    )
     print(format_table(metrics))
     print(f"wrote {cfg.out}/metrics.json, curves.png, ranks.csv")
     return metrics

@@ -274,8 +274,15 @@ def build_dataset_gallery(
     identity += f"#{hashlib.sha256(dataset.load_photo(ids[0]).tobytes()).hexdigest()[:12]}"
     source = f"{identity}{SPLIT_SEPARATOR}{split or ALL_SPLITS}"
     index, folder, skipped = _build_cached(
-        encoder, source, f"dataset:{source}", {pid: [] for pid in ids}, dataset.load_photo,
-        _opt_path(cache_dir), batch_size, progress, kind,
+        encoder,
+        source,
+        f"dataset:{source}",
+        {pid: [] for pid in ids},
+        dataset.load_photo,
+        _opt_path(cache_dir),
+        batch_size,
+        progress,
+        kind,
     )
     paths = {}
     if hasattr(dataset, "photo_path"):  # folder datasets can say where each photo lives

@@ -63,7 +63,9 @@ def _as_matrix(embeddings: np.ndarray, dim: int | None = None) -> np.ndarray:
     if x.ndim != 2:
         raise ValueError(f"embeddings must be (N, D), got shape {x.shape}")
     if dim is not None and x.shape[1] != dim:
-        raise ValueError(f"embedding size {x.shape[1]} does not match the index ({dim}); was it built by another model?")
+        raise ValueError(
+            f"embedding size {x.shape[1]} does not match the index ({dim}); was it built by another model?"
+        )
     if not np.all(np.isfinite(x)):
         raise ValueError("embeddings contain NaN or inf; check the encoder output")
     return x

@@ -73,11 +73,18 @@ class Retriever:
         limits: bounds applied to stroke-JSON payloads (untrusted input).
     """
 
-    def __init__(self, encoder: Encoder, index: PhotoIndex, photo_lookup: PhotoLookup | None = None,
-                 limits: StrokeLimits = StrokeLimits()) -> None:
+    def __init__(
+        self,
+        encoder: Encoder,
+        index: PhotoIndex,
+        photo_lookup: PhotoLookup | None = None,
+        limits: StrokeLimits = StrokeLimits(),
+    ) -> None:
         if index.dim != encoder.meta["embed_dim"]:
-            raise ValueError(f"index holds {index.dim}-d embeddings but the encoder makes {encoder.meta['embed_dim']}-d "
-                             "ones: rebuild the gallery with this model")
+            raise ValueError(
+                f"index holds {index.dim}-d embeddings but the encoder makes {encoder.meta['embed_dim']}-d "
+                "ones: rebuild the gallery with this model"
+            )
         self.encoder = encoder
         self.index = index
         self.photo_lookup = photo_lookup
@@ -87,8 +94,15 @@ class Retriever:
         self.line_width = int(encoder.meta["line_width"])
 
     @classmethod
-    def from_paths(cls, model_dir: str | Path, gallery_spec: str | Path, cache_dir: str | Path | None = None, *,
-                   progress: bool = False, **gallery_kwargs: Any) -> Retriever:
+    def from_paths(
+        cls,
+        model_dir: str | Path,
+        gallery_spec: str | Path,
+        cache_dir: str | Path | None = None,
+        *,
+        progress: bool = False,
+        **gallery_kwargs: Any,
+    ) -> Retriever:
         """Load a checkpoint folder and build (or load from cache) a gallery spec (see retrieval.gallery)."""
         encoder = Encoder.load(model_dir)
         gallery = open_gallery(encoder, gallery_spec, cache_dir, progress=progress, **gallery_kwargs)
@@ -129,8 +143,13 @@ class Retriever:
         """
         return self.rank_batch([sketch], k, None if target_id is None else [target_id])[0]
 
-    def rank_batch(self, sketches: Sequence[SketchInput], k: int = 20,
-                   target_ids: Sequence[str | None] | None = None, errors: str = "raise") -> list[RankResult]:
+    def rank_batch(
+        self,
+        sketches: Sequence[SketchInput],
+        k: int = 20,
+        target_ids: Sequence[str | None] | None = None,
+        errors: str = "raise",
+    ) -> list[RankResult]:
         """:meth:`rank` for several sketches with one encoder forward (batching across sessions).
 
         Args:
@@ -179,8 +198,13 @@ class Retriever:
 
         n = len(self.index)
         return [
-            RankResult(*ranked.get(i, ([], [], None)), timings_ms=dict(timings), n_gallery=n, error=failures.get(i),
-                       batch_size=len(todo))
+            RankResult(
+                *ranked.get(i, ([], [], None)),
+                timings_ms=dict(timings),
+                n_gallery=n,
+                error=failures.get(i),
+                batch_size=len(todo),
+            )
             for i in range(len(sketches))
         ]
 

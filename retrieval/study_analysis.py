@@ -41,10 +41,17 @@ def stroke_table(records: list[dict]) -> pd.DataFrame:
     """One row per logged stroke, with seconds since its trial started (client clock)."""
     rows = [
         {
-            "participant": r.get("participant"), "session": r.get("session"), "trial": r.get("trial"),
-            "condition": r.get("condition"), "target_id": r.get("target_id"), "stroke_index": r.get("stroke_index"),
-            "seconds": (r.get("t_up") or 0.0) / 1000.0, "target_rank": r.get("target_rank"),
-            "server_ms": r.get("server_ms"), "num_points": len(r.get("points") or []), "pointer": r.get("pointer"),
+            "participant": r.get("participant"),
+            "session": r.get("session"),
+            "trial": r.get("trial"),
+            "condition": r.get("condition"),
+            "target_id": r.get("target_id"),
+            "stroke_index": r.get("stroke_index"),
+            "seconds": (r.get("t_up") or 0.0) / 1000.0,
+            "target_rank": r.get("target_rank"),
+            "server_ms": r.get("server_ms"),
+            "num_points": len(r.get("points") or []),
+            "pointer": r.get("pointer"),
         }  # fmt: skip
         for r in records
         if r.get("type") == "stroke"

@@ -45,8 +45,18 @@ class HeadSelectionCallback(BaseCallback):
         progress: show a tqdm bar over the time budget.
     """
 
-    def __init__(self, val_cache: FeatureCache, train_cache: FeatureCache | None, get_head: Callable[[], tuple[np.ndarray, np.ndarray]], *,
-                 eval_every: int, minutes: float, select_metric: str, csv_path: Path, progress: bool = True) -> None:
+    def __init__(
+        self,
+        val_cache: FeatureCache,
+        train_cache: FeatureCache | None,
+        get_head: Callable[[], tuple[np.ndarray, np.ndarray]],
+        *,
+        eval_every: int,
+        minutes: float,
+        select_metric: str,
+        csv_path: Path,
+        progress: bool = True,
+    ) -> None:
         super().__init__()
         selection_score({k: 0.0 for k in HEADLINE}, select_metric)  # fail fast on a typo
         self.val_cache = val_cache
@@ -70,8 +80,9 @@ class HeadSelectionCallback(BaseCallback):
     def _on_training_start(self) -> None:
         self._start = time.monotonic()
         with open(self.csv_path, "w", newline="") as f:
-            csv.writer(f).writerow(["timesteps", "seconds", *HEADLINE, "train_m@B", "rollout_reciprocal_rank",
-                                    "is_best"])
+            csv.writer(f).writerow(
+                ["timesteps", "seconds", *HEADLINE, "train_m@B", "rollout_reciprocal_rank", "is_best"]
+            )
         self._bar = tqdm(total=round(self.budget_s), desc="PPO", unit="s", disable=not self.show_progress)
         self.baseline_metrics = self.evaluate_now()
 
@@ -92,9 +103,16 @@ class HeadSelectionCallback(BaseCallback):
         self._train_rr.clear()
         train_mb = evaluate_head(self.train_cache, weight, bias)["m@B"] if self.train_cache is not None else np.nan
         with open(self.csv_path, "a", newline="") as f:
-            csv.writer(f).writerow([self.num_timesteps, round(time.monotonic() - self._start, 2),
-                                    *(round(metrics[k], 4) for k in HEADLINE), round(train_mb, 4), round(rollout_rr, 5),
-                                    int(is_best)])
+            csv.writer(f).writerow(
+                [
+                    self.num_timesteps,
+                    round(time.monotonic() - self._start, 2),
+                    *(round(metrics[k], 4) for k in HEADLINE),
+                    round(train_mb, 4),
+                    round(rollout_rr, 5),
+                    int(is_best),
+                ]
+            )
         self.last_eval_step = self.num_timesteps
         return metrics
 

@@ -147,8 +147,13 @@ class SketchRetrievalEnv(gym.Env[np.ndarray, np.ndarray]):
         reward = self.gamma_rank / rank + self.gamma_kendall * (tau - 1.0) / 2.0
         self._previous_scores = scores
         self._last_rank = rank
-        info = {"rank": rank, "kendall": tau, "step": self._step, "sketch": self._sketch,
-                "num_steps": int(self.cache.num_steps[self._sketch])}
+        info = {
+            "rank": rank,
+            "kendall": tau,
+            "step": self._step,
+            "sketch": self._sketch,
+            "num_steps": int(self.cache.num_steps[self._sketch]),
+        }
         terminated = self._step + 1 >= self.cache.num_steps[self._sketch]
         if not terminated:
             self._step += 1
@@ -157,5 +162,7 @@ class SketchRetrievalEnv(gym.Env[np.ndarray, np.ndarray]):
     def render(self) -> str | None:
         if self.render_mode != "ansi":
             return None
-        return (f"sketch {self.cache.sketch_keys[self._sketch]} step {self._step + 1}/"
-                f"{self.cache.num_steps[self._sketch]} true-photo rank {self._last_rank}")
+        return (
+            f"sketch {self.cache.sketch_keys[self._sketch]} step {self._step + 1}/"
+            f"{self.cache.num_steps[self._sketch]} true-photo rank {self._last_rank}"
+        )

@@ -17,8 +17,13 @@ import numpy as np
 
 def _git_commit() -> str | None:
     try:
-        return subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True,
-                              cwd=Path(__file__).resolve().parent).stdout.strip()
+        return subprocess.run(
+            ["git", "rev-parse", "HEAD"],
+            capture_output=True,
+            text=True,
+            check=True,
+            cwd=Path(__file__).resolve().parent,
+        ).stdout.strip()
     except (OSError, subprocess.CalledProcessError):
         return None
 
@@ -27,8 +32,9 @@ def _headline(metrics: dict) -> dict:
     return {k: v for k, v in metrics.items() if k != "curve"}
 
 
-def export_encoder(encoder: Any, weight: np.ndarray, bias: np.ndarray, out: str | Path, config: Any = None,
-                   result: Any = None) -> Path:
+def export_encoder(
+    encoder: Any, weight: np.ndarray, bias: np.ndarray, out: str | Path, config: Any = None, result: Any = None
+) -> Path:
     """Save ``encoder`` with its sketch head replaced by ``(weight (D, F), bias (D,))``; returns the folder.
 
     Args:
@@ -42,12 +48,19 @@ def export_encoder(encoder: Any, weight: np.ndarray, bias: np.ndarray, out: str 
     state = {"weight": np.asarray(weight, dtype=np.float32), "bias": np.asarray(bias, dtype=np.float32)}
     deployed = encoder.with_sketch_head(state)
     supervised = dict(encoder.meta.get("card") or {})
-    rl_card: dict[str, Any] = {"config": asdict(config) if is_dataclass(config) else config, "code_commit": _git_commit()}
+    rl_card: dict[str, Any] = {
+        "config": asdict(config) if is_dataclass(config) else config,
+        "code_commit": _git_commit(),
+    }
     # Same top-level schema as a supervised card (provenance + "val"), with the supervised card kept whole.
     card = {k: supervised[k] for k in ("data", "dataset", "n_train_photos", "n_val_photos", "seed") if k in supervised}
     if result is not None:
-        rl_card.update(val_supervised=_headline(result.baseline_metrics), val_rl=_headline(result.best_metrics),
-                       timesteps=result.timesteps, best_timesteps=result.best_timesteps)
+        rl_card.update(
+            val_supervised=_headline(result.baseline_metrics),
+            val_rl=_headline(result.best_metrics),
+            timesteps=result.timesteps,
+            best_timesteps=result.best_timesteps,
+        )
         card["val"] = _headline(result.best_metrics)
     card.update(sketch_head="rl", rl=rl_card, supervised_card=supervised)
     return deployed.save(out, card)

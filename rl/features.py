@@ -128,7 +128,7 @@ def synthetic_cache(
     true_index = np.arange(num_sketches) % num_photos
     progress = (np.arange(1, max_steps + 1) / max_steps)[None, :, None]
     clean = (photos[true_index] @ lift)[:, None, :]
-    features = (progress * clean + noise * (1.5 - progress) * rng.standard_normal((num_sketches, max_steps, feature_dim)))
+    features = progress * clean + noise * (1.5 - progress) * rng.standard_normal((num_sketches, max_steps, feature_dim))
     features = features.astype(np.float32)
     last = features[:, -1]
     solution, *_ = np.linalg.lstsq(np.c_[last, np.ones(len(last))], photos[true_index], rcond=None)
@@ -208,9 +208,14 @@ def compute_features(
         true_index=true_photo_index(records, photo_ids),
         photo_ids=list(photo_ids),
         sketch_keys=[r.key for r in records],
-        meta={"split": split, "step_mode": step_mode, "num_steps": num_steps,
-              "raster_size": encoder.meta.get("raster_size"), "line_width": encoder.meta.get("line_width"),
-              "dataset": str(getattr(dataset, "name", "?"))},
+        meta={
+            "split": split,
+            "step_mode": step_mode,
+            "num_steps": num_steps,
+            "raster_size": encoder.meta.get("raster_size"),
+            "line_width": encoder.meta.get("line_width"),
+            "dataset": str(getattr(dataset, "name", "?")),
+        },
     )
 
 

@@ -31,8 +31,7 @@ def plot_learning_curve(csv_path: str | Path, png_path: str | Path, title: str =
 
 def markdown_table(rows: Mapping[str, Mapping], keys: Sequence[str] = HEADLINE) -> str:
     """``{row name: metrics}`` as a GitHub markdown table (percent, 2 decimals), with gallery size."""
-    lines = ["| model | " + " | ".join(keys) + " | gallery | sketches |",
-             "|---|" + "---:|" * (len(keys) + 2)]
+    lines = ["| model | " + " | ".join(keys) + " | gallery | sketches |", "|---|" + "---:|" * (len(keys) + 2)]
     for name, m in rows.items():
         cells = " | ".join(f"{m[k]:.2f}" for k in keys)
         lines.append(f"| {name} | {cells} | {m.get('n_gallery', '?')} | {m.get('n_sketches', '?')} |")

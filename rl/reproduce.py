@@ -69,18 +69,48 @@ def supervised_config(cfg: ReproduceConfig, out: Path):
     stages = [s for s in STAGE_SHARES if s != "quickdraw" or (cfg.quickdraw and Path(cfg.quickdraw).is_dir())]
     total = sum(STAGE_SHARES[s] for s in stages)
     minutes = {f"minutes_{s}": cfg.minutes_supervised * STAGE_SHARES[s] / total for s in stages}
-    sup = Config(data=cfg.data, out=out, run_name="supervised", stages=tuple(stages), quickdraw=cfg.quickdraw,
-                 val_fraction=cfg.val_fraction, seed=cfg.seed, threads=cfg.threads, progress=cfg.progress, **minutes)
+    sup = Config(
+        data=cfg.data,
+        out=out,
+        run_name="supervised",
+        stages=tuple(stages),
+        quickdraw=cfg.quickdraw,
+        val_fraction=cfg.val_fraction,
+        seed=cfg.seed,
+        threads=cfg.threads,
+        progress=cfg.progress,
+        **minutes,
+    )
     if cfg.tiny:
-        sup = replace(sup, stages=("finegrained",), max_steps=8, input_size=64, embed_dim=32, batch_size=8,
-                      eval_every=4, save_every=1000, hard_negatives=False, edge_mix=0.0, edges_per_photo=1,
-                      warmup_steps=2)
+        sup = replace(
+            sup,
+            stages=("finegrained",),
+            max_steps=8,
+            input_size=64,
+            embed_dim=32,
+            batch_size=8,
+            eval_every=4,
+            save_every=1000,
+            hard_negatives=False,
+            edge_mix=0.0,
+            edges_per_photo=1,
+            warmup_steps=2,
+        )
     return sup
 
 
 def rl_config(cfg: ReproduceConfig, out: Path) -> RLConfig:
-    rl_cfg = RLConfig(data=cfg.data, val_fraction=cfg.val_fraction, out=str(out / "rl"), cache_dir=str(out / "cache"), reward=cfg.reward,
-                      minutes=cfg.minutes_rl, seed=cfg.seed, threads=cfg.threads, progress=cfg.progress)
+    rl_cfg = RLConfig(
+        data=cfg.data,
+        val_fraction=cfg.val_fraction,
+        out=str(out / "rl"),
+        cache_dir=str(out / "cache"),
+        reward=cfg.reward,
+        minutes=cfg.minutes_rl,
+        seed=cfg.seed,
+        threads=cfg.threads,
+        progress=cfg.progress,
+    )
     if cfg.tiny:
         rl_cfg = replace(rl_cfg, max_timesteps=1024, n_envs=4, n_steps=64, batch_size=64, eval_every=256)
     return rl_cfg
@@ -92,26 +122,59 @@ def evaluate_checkpoint(cfg: ReproduceConfig, model: Path, out: Path, splits: li
 
     results = {}
     for split in splits:
-        results[split] = run(EvalConfig(data=cfg.data, model=model, out=out / split, split=split,
-                                        val_fraction=cfg.val_fraction, seed=cfg.seed, threads=cfg.threads))
+        results[split] = run(
+            EvalConfig(
+                data=cfg.data,
+                model=model,
+                out=out / split,
+                split=split,
+                val_fraction=cfg.val_fraction,
+                seed=cfg.seed,
+                threads=cfg.threads,
+            )
+        )
     shutil.copyfile(out / "val" / "metrics.json", out / "metrics.json")
     return results
 
 
-def write_comparison(out: Path, baseline: dict[str, dict], rl: dict[str, dict], rl_summary: dict,
-                     timings: dict[str, float], cfg: ReproduceConfig) -> None:
+def write_comparison(
+    out: Path,
+    baseline: dict[str, dict],
+    rl: dict[str, dict],
+    rl_summary: dict,
+    timings: dict[str, float],
+    cfg: ReproduceConfig,
+) -> None:
     """``comparison.md`` (tables per split) and ``comparison.png`` (rank vs progress, both models)."""
-    lines = [f"# Supervised baseline vs RL sketch head ({cfg.data})", "",
-             "Ranks of each sketch's true photo among all photos of the split, after each of the 17 point "
-             "cuts (retrieval.evaluate); A@k on the finished sketch, m@A/m@B averaged over the drawing. Percent.", ""]
+    lines = [
+        f"# Supervised baseline vs RL sketch head ({cfg.data})",
+        "",
+        "Ranks of each sketch's true photo among all photos of the split, after each of the 17 point "
+        "cuts (retrieval.evaluate); A@k on the finished sketch, m@A/m@B averaged over the drawing. Percent.",
+        "",
+    ]
     for split in baseline:
-        lines += [f"## {split}", "", markdown_table({"supervised (baseline)": baseline[split],
-                                                     f"RL head ({cfg.reward})": rl[split]}), ""]
-    lines += ["## RL run", "", f"- PPO steps: {rl_summary['timesteps']}, best head at step "
-              f"{rl_summary['best_timesteps']} (0 = no improvement on val: the baseline head was kept)",
-              f"- reward: {rl_summary['reward']} (gamma_rank {rl_summary['gamma_rank']}, gamma_kendall "
-              f"{rl_summary['gamma_kendall']})", "", "## Time (s)", "",
-              "| stage | seconds |", "|---|---:|", *(f"| {k} | {v:.1f} |" for k, v in timings.items()), ""]
+        lines += [
+            f"## {split}",
+            "",
+            markdown_table({"supervised (baseline)": baseline[split], f"RL head ({cfg.reward})": rl[split]}),
+            "",
+        ]
+    lines += [
+        "## RL run",
+        "",
+        f"- PPO steps: {rl_summary['timesteps']}, best head at step "
+        f"{rl_summary['best_timesteps']} (0 = no improvement on val: the baseline head was kept)",
+        f"- reward: {rl_summary['reward']} (gamma_rank {rl_summary['gamma_rank']}, gamma_kendall "
+        f"{rl_summary['gamma_kendall']})",
+        "",
+        "## Time (s)",
+        "",
+        "| stage | seconds |",
+        "|---|---:|",
+        *(f"| {k} | {v:.1f} |" for k, v in timings.items()),
+        "",
+    ]
     (out / "comparison.md").write_text("\n".join(lines))
     curves = {split: {"supervised": baseline[split]["curve"], "RL": rl[split]["curve"]} for split in baseline}
     plot_rank_curves(curves, out / "comparison.png", title=f"true-photo rank while drawing ({cfg.data})")
@@ -146,8 +209,10 @@ def reproduce(cfg: ReproduceConfig) -> dict:
 
     encoder = Encoder.load(baseline_ckpt)
     rl_cfg = rl_config(cfg, out)
-    caches = {split: cached_features(encoder, dataset, split, rl_cfg.cache_dir, progress=cfg.progress)
-              for split in ("train", "val")}
+    caches = {
+        split: cached_features(encoder, dataset, split, rl_cfg.cache_dir, progress=cfg.progress)
+        for split in ("train", "val")
+    }
     lap("RL features")
     result = train_rl(rl_cfg, encoder=encoder, train_cache=caches["train"], val_cache=caches["val"])
     lap("RL training + export")

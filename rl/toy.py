@@ -22,13 +22,21 @@ from retrieval.sketch import Sketch
 class ToyDataset:
     """``num_photos`` figures with ``sketches_per_photo`` sketches each; train/val by photo, optional test."""
 
-    def __init__(self, num_photos: int = 12, sketches_per_photo: int = 2, *, test_photos: int = 0,
-                 strokes: int = 4, seed: int = 0) -> None:
+    def __init__(
+        self,
+        num_photos: int = 12,
+        sketches_per_photo: int = 2,
+        *,
+        test_photos: int = 0,
+        strokes: int = 4,
+        seed: int = 0,
+    ) -> None:
         rng = np.random.default_rng(seed)
         self.name = f"toy{num_photos}x{sketches_per_photo}s{seed}"
         ids = [f"fig{i:04d}" for i in range(num_photos + test_photos)]
-        self._figures = {pid: [rng.uniform(30, 226, (int(rng.integers(3, 7)), 2)) for _ in range(strokes)]
-                         for pid in ids}
+        self._figures = {
+            pid: [rng.uniform(30, 226, (int(rng.integers(3, 7)), 2)) for _ in range(strokes)] for pid in ids
+        }
         self._colours = {pid: rng.integers(0, 200, 3) for pid in ids}
         records = {}
         for i, pid in enumerate(ids):

@@ -146,6 +146,7 @@ def init_policy_head(model: PPO, weight: np.ndarray, bias: np.ndarray, scale: fl
         action_net.weight[:, :f] = torch.as_tensor(weight * scale)
         action_net.bias[:] = torch.as_tensor(bias * scale)
     if action_net.weight.shape[1] > f and not actor_uses_progress:
+
         def _freeze_progress(grad: torch.Tensor) -> torch.Tensor:
             grad = grad.clone()
             grad[:, f:] = 0
@@ -163,15 +164,38 @@ def policy_head(model: PPO, feature_dim: int, scale: float) -> tuple[np.ndarray,
 
 def build_model(cfg: RLConfig, train_cache: FeatureCache, weight: np.ndarray, bias: np.ndarray) -> tuple[PPO, float]:
     """Vectorised envs + PPO with the supervised head copied into its action mean; returns (model, scale)."""
-    env_kwargs = dict(reward=cfg.reward, gamma_rank=cfg.gamma_rank, gamma_kendall=cfg.gamma_kendall,
-                      kendall_top_k=cfg.kendall_top_k, progress_in_obs=cfg.progress_in_obs)
+    env_kwargs = dict(
+        reward=cfg.reward,
+        gamma_rank=cfg.gamma_rank,
+        gamma_kendall=cfg.gamma_kendall,
+        kendall_top_k=cfg.kendall_top_k,
+        progress_in_obs=cfg.progress_in_obs,
+    )
     venv = DummyVecEnv([lambda: SketchRetrievalEnv(train_cache, **env_kwargs) for _ in range(cfg.n_envs)])
     venv.seed(cfg.seed)
-    policy_kwargs = dict(net_arch=dict(pi=[], vf=list(cfg.critic_layers)), log_std_init=cfg.log_std_init,
-                         ortho_init=False, activation_fn=torch.nn.Tanh)
-    model = PPO("MlpPolicy", venv, n_steps=cfg.n_steps, batch_size=cfg.batch_size, n_epochs=cfg.n_epochs,
-                learning_rate=cfg.learning_rate, gamma=cfg.gamma, gae_lambda=cfg.gae_lambda, clip_range=cfg.clip_range,
-                ent_coef=cfg.ent_coef, target_kl=cfg.target_kl or None, policy_kwargs=policy_kwargs, seed=cfg.seed, device="cpu", verbose=0)
+    policy_kwargs = dict(
+        net_arch=dict(pi=[], vf=list(cfg.critic_layers)),
+        log_std_init=cfg.log_std_init,
+        ortho_init=False,
+        activation_fn=torch.nn.Tanh,
+    )
+    model = PPO(
+        "MlpPolicy",
+        venv,
+        n_steps=cfg.n_steps,
+        batch_size=cfg.batch_size,
+        n_epochs=cfg.n_epochs,
+        learning_rate=cfg.learning_rate,
+        gamma=cfg.gamma,
+        gae_lambda=cfg.gae_lambda,
+        clip_range=cfg.clip_range,
+        ent_coef=cfg.ent_coef,
+        target_kl=cfg.target_kl or None,
+        policy_kwargs=policy_kwargs,
+        seed=cfg.seed,
+        device="cpu",
+        verbose=0,
+    )
     scale = action_scale(train_cache, weight, bias, cfg.action_rms)
     init_policy_head(model, weight, bias, scale, cfg.actor_uses_progress)
     return model, scale
@@ -183,7 +207,9 @@ def load_inputs(cfg: RLConfig) -> tuple[Any, Any, FeatureCache, FeatureCache]:
     from retrieval.encoder import Encoder
 
     if not cfg.checkpoint:
-        raise ValueError("--checkpoint is required: the supervised encoder folder (python -m retrieval.train --out ...)")
+        raise ValueError(
+            "--checkpoint is required: the supervised encoder folder (python -m retrieval.train --out ...)"
+        )
     encoder = Encoder.load(cfg.checkpoint)
     dataset = open_dataset(cfg.data, val_fraction=cfg.val_fraction, seed=cfg.seed)
     kwargs = dict(step_mode=cfg.step_mode, num_steps=cfg.num_steps, progress=cfg.progress)
@@ -192,8 +218,14 @@ def load_inputs(cfg: RLConfig) -> tuple[Any, Any, FeatureCache, FeatureCache]:
     return encoder, dataset, train_cache, val_cache
 
 
-def train(cfg: RLConfig, *, encoder: Any = None, train_cache: FeatureCache | None = None,
-          val_cache: FeatureCache | None = None, head: tuple[np.ndarray, np.ndarray] | None = None) -> RLResult:
+def train(
+    cfg: RLConfig,
+    *,
+    encoder: Any = None,
+    train_cache: FeatureCache | None = None,
+    val_cache: FeatureCache | None = None,
+    head: tuple[np.ndarray, np.ndarray] | None = None,
+) -> RLResult:
     """Run PPO from the supervised head and return the best head on validation.
 
     Pass ``encoder``/caches to reuse what a caller already computed (``rl.reproduce``); with
@@ -216,9 +248,16 @@ def train(cfg: RLConfig, *, encoder: Any = None, train_cache: FeatureCache | Non
     # --- PPO whose action mean starts as the supervised head ---
     model, scale = build_model(cfg, train_cache, weight, bias)
     model.set_logger(configure(str(out), ["csv"]))  # SB3's own training stats -> out/progress.csv
-    callback = HeadSelectionCallback(val_cache, train_cache, lambda: policy_head(model, train_cache.feature_dim, scale),
-                                     eval_every=cfg.eval_every, minutes=cfg.minutes, select_metric=cfg.select_metric,
-                                     csv_path=out / "eval.csv", progress=cfg.progress)
+    callback = HeadSelectionCallback(
+        val_cache,
+        train_cache,
+        lambda: policy_head(model, train_cache.feature_dim, scale),
+        eval_every=cfg.eval_every,
+        minutes=cfg.minutes,
+        select_metric=cfg.select_metric,
+        csv_path=out / "eval.csv",
+        progress=cfg.progress,
+    )
     t0 = time.monotonic()
     budget = cfg.max_timesteps or 10**12  # the callback's clock stops training first
     model.learn(total_timesteps=budget, callback=callback)
@@ -229,9 +268,16 @@ def train(cfg: RLConfig, *, encoder: Any = None, train_cache: FeatureCache | Non
     best_w, best_b = callback.best_head
     np.savez(out / "head.npz", weight=best_w, bias=best_b)
     plot_learning_curve(out / "eval.csv", out / "learning_curve.png", title=f"PPO sketch head ({cfg.reward})")
-    result = RLResult(weight=best_w, bias=best_b, baseline_metrics=callback.baseline_metrics,
-                      best_metrics=callback.best_metrics, best_timesteps=callback.best_timesteps,
-                      timesteps=int(model.num_timesteps), seconds=seconds, out=out)
+    result = RLResult(
+        weight=best_w,
+        bias=best_b,
+        baseline_metrics=callback.baseline_metrics,
+        best_metrics=callback.best_metrics,
+        best_timesteps=callback.best_timesteps,
+        timesteps=int(model.num_timesteps),
+        seconds=seconds,
+        out=out,
+    )
     if cfg.export and encoder is not None:
         from rl.export import export_encoder
 
@@ -244,13 +290,22 @@ def train(cfg: RLConfig, *, encoder: Any = None, train_cache: FeatureCache | Non
 
 def summary_of(cfg: RLConfig, result: RLResult) -> dict:
     """JSON-ready record of a run (what ``rl.report.ablation_table`` reads)."""
+
     def headline(m: dict) -> dict:
         return {k: v for k, v in m.items() if k != "curve"}
 
-    return {"reward": cfg.reward, "gamma_rank": cfg.gamma_rank, "gamma_kendall": cfg.gamma_kendall,
-            "minutes": cfg.minutes, "timesteps": result.timesteps, "best_timesteps": result.best_timesteps,
-            "val_baseline": headline(result.baseline_metrics), "val_best": headline(result.best_metrics),
-            "seconds": result.seconds, "encoder": str(result.encoder_path) if result.encoder_path else None}
+    return {
+        "reward": cfg.reward,
+        "gamma_rank": cfg.gamma_rank,
+        "gamma_kendall": cfg.gamma_kendall,
+        "minutes": cfg.minutes,
+        "timesteps": result.timesteps,
+        "best_timesteps": result.best_timesteps,
+        "val_baseline": headline(result.baseline_metrics),
+        "val_best": headline(result.best_metrics),
+        "seconds": result.seconds,
+        "encoder": str(result.encoder_path) if result.encoder_path else None,
+    }
 
 
 def main(argv: list[str] | None = None) -> RLResult:
@@ -259,8 +314,10 @@ def main(argv: list[str] | None = None) -> RLResult:
     from retrieval.metrics import format_table
 
     print("validation, supervised head:\n" + format_table(result.baseline_metrics))
-    print(f"validation, best RL head (at {result.best_timesteps} of {result.timesteps} steps):\n"
-          + format_table(result.best_metrics))
+    print(
+        f"validation, best RL head (at {result.best_timesteps} of {result.timesteps} steps):\n"
+        + format_table(result.best_metrics)
+    )
     print(f"outputs in {result.out}" + (f"; encoder at {result.encoder_path}" if result.encoder_path else ""))
     return result
 

@@ -79,3 +79,11 @@ def test_closed_batcher_refuses_new_work(retriever):
         batcher.rank(retriever.sketches[1], 2)
     with pytest.raises(ValueError, match="max_batch"):
         RankBatcher(retriever, max_batch=0)
+
+
+def test_idle_workers_take_requests_side_by_side_instead_of_batching(retriever):
+    batcher = RankBatcher(retriever, max_batch=8, max_wait_ms=50, workers=2)
+    results = call_together(batcher, [(retriever.sketches[0], 3, None), (retriever.sketches[1], 3, None)])
+    batcher.close()
+    assert all(len(r.ids) == 3 for r in results)
+    assert batcher.batch_counts == {1: 2}  # two free workers: two single forwards on two cores, no batch

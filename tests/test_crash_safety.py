@@ -129,7 +129,18 @@ def test_kill_9_app_server_mid_study(tmp_path):
     study.write_text(json.dumps({"name": "crash-app", "random_targets": 2, "num_trials": 2, "found_k": 1,
                                  "time_limit_s": 0, "seed": 3}))  # fmt: skip
     log_dir = tmp_path / "logs"
-    args = ["--mode", "study", "--study", str(study), "--log-dir", str(log_dir), "--gallery-size", "60", "--threads", "1"]
+    args = [
+        "--mode",
+        "study",
+        "--study",
+        str(study),
+        "--log-dir",
+        str(log_dir),
+        "--gallery-size",
+        "60",
+        "--threads",
+        "1",
+    ]
     acked = 0
     with running_app(args, log_path=tmp_path / "app.log", ready_timeout_s=300) as app:
         with sync_api.sync_playwright() as p:

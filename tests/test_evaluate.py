@@ -125,7 +125,9 @@ def test_cli_writes_report(tiny_folder, encoder, tmp_path, capsys):
     assert (out / "curves.png").stat().st_size > 1000
     assert "A@1" in capsys.readouterr().out
 
-    main(["--data", str(tiny_folder), "--split", "test", "--model", str(model), "--out", str(out), "--steps", "strokes"])
+    main(
+        ["--data", str(tiny_folder), "--split", "test", "--model", str(model), "--out", str(out), "--steps", "strokes"]
+    )
     by_stroke = pd.read_csv(out / "ranks.csv")
     assert len(by_stroke) == sum(r.sketch.num_strokes for r in open_dataset(tiny_folder).sketches("test"))
 

@@ -47,7 +47,10 @@ def hostile_payloads(seed: int = 0, mutations: int = 300) -> list[tuple[str, obj
         ("-Infinity literal", text.replace("200", "-Infinity", 1)),
         ("nan float in dict", {**VALID, "strokes": [[[math.nan, 1, 2]]]}),
         ("inf float in dict", {**VALID, "strokes": [[[1, math.inf, 2]]]}),
-        ("1e6 points text", '{"canvas":{"width":9,"height":9},"strokes":[[' + ",".join(["[1,2,3]"] * 1_000_000) + "]]}"),
+        (
+            "1e6 points text",
+            '{"canvas":{"width":9,"height":9},"strokes":[[' + ",".join(["[1,2,3]"] * 1_000_000) + "]]}",
+        ),
         ("1e6 points dict", {**VALID, "strokes": [[[1, 2, 3]] * 1_000_000]}),
         ("5000 strokes", {**VALID, "strokes": [[[1, 2, 3]]] * 5000}),
         ("1001 strokes", {**VALID, "strokes": [[[1, 2, 3]]] * 1001}),

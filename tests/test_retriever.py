@@ -87,8 +87,9 @@ def test_concurrent_sessions_get_their_own_results(retriever, sketches):
     partials = [s.first_fraction(f) for s in sketches for f in (0.3, 1.0)]
     expected = [retriever.rank(p, 5, retriever.index.ids[i % 16]).ids for i, p in enumerate(partials)]
     with ThreadPoolExecutor(max_workers=4) as pool:
-        got = list(pool.map(lambda i: retriever.rank(partials[i], 5, retriever.index.ids[i % 16]).ids,
-                            range(len(partials))))
+        got = list(
+            pool.map(lambda i: retriever.rank(partials[i], 5, retriever.index.ids[i % 16]).ids, range(len(partials)))
+        )
     assert got == expected
 
 

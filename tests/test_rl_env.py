@@ -96,8 +96,9 @@ def test_ties_count_against_the_query():
 
 
 def test_kendall_term_is_zero_when_order_kept_and_negative_when_it_flips():
-    env = SketchRetrievalEnv(tiny_cache(true_index=0, steps=(3,)), reward="rank+kendall", gamma_kendall=0.5,
-                             kendall_top_k=4)
+    env = SketchRetrievalEnv(
+        tiny_cache(true_index=0, steps=(3,)), reward="rank+kendall", gamma_kendall=0.5, kendall_top_k=4
+    )
     env.reset(seed=0)
     ascending = np.asarray([0.9, 0.6, 0.3, 0.1], np.float32)
     _, r1, _, _, i1 = env.step(ascending)

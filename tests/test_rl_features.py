@@ -28,20 +28,33 @@ def test_features_are_the_encoders_on_each_partial_raster(toy):
     np.testing.assert_allclose(cache.features[1], encoder.sketch_features(rasters), atol=1e-5)
     photos = dataset.photo_ids("val")
     assert [photos[i] for i in cache.true_index] == [r.photo_id for r in records]
-    np.testing.assert_allclose(cache.photo_embeddings, encoder.embed_photos([dataset.load_photo(p) for p in photos]),
-                               atol=1e-5)
+    np.testing.assert_allclose(
+        cache.photo_embeddings, encoder.embed_photos([dataset.load_photo(p) for p in photos]), atol=1e-5
+    )
 
 
 def test_stroke_steps_are_padded_with_the_finished_sketch(toy):
     dataset, encoder = toy
     cache = compute_features(encoder, dataset, "train", step_mode="strokes", progress=False)
     assert cache.max_steps == 3 and np.all(cache.num_steps == 3)  # every toy sketch has 3 strokes
-    ragged = FeatureCache(cache.features[:, :2].copy(), np.asarray([1] + [2] * (cache.num_sketches - 1)),
-                          cache.photo_embeddings, cache.true_index, cache.photo_ids, cache.sketch_keys)
+    ragged = FeatureCache(
+        cache.features[:, :2].copy(),
+        np.asarray([1] + [2] * (cache.num_sketches - 1)),
+        cache.photo_embeddings,
+        cache.true_index,
+        cache.photo_ids,
+        cache.sketch_keys,
+    )
     assert ragged.num_steps[0] == 1
     with pytest.raises(ValueError, match="num_steps"):
-        FeatureCache(cache.features[:, :2], cache.num_steps, cache.photo_embeddings, cache.true_index,
-                     cache.photo_ids, cache.sketch_keys)
+        FeatureCache(
+            cache.features[:, :2],
+            cache.num_steps,
+            cache.photo_embeddings,
+            cache.true_index,
+            cache.photo_ids,
+            cache.sketch_keys,
+        )
 
 
 def test_cache_is_keyed_by_model_and_reused(toy, tmp_path):

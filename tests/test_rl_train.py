@@ -22,8 +22,11 @@ from rl.train import RLConfig, build_model, policy_head, train
 def toy():
     dataset = ToyDataset(num_photos=12, sketches_per_photo=2, strokes=3, seed=3)
     encoder = calibrated_encoder(dataset, seed=3)
-    return encoder, compute_features(encoder, dataset, "train", progress=False), \
-        compute_features(encoder, dataset, "val", progress=False)
+    return (
+        encoder,
+        compute_features(encoder, dataset, "train", progress=False),
+        compute_features(encoder, dataset, "val", progress=False),
+    )
 
 
 def supervised_head(encoder) -> tuple[np.ndarray, np.ndarray]:
@@ -63,8 +66,17 @@ def test_actor_ignores_progress_unless_asked(toy):
 
 def test_ppo_run_exports_loadable_encoder(toy, tmp_path):
     encoder, train_cache, val_cache = toy
-    cfg = RLConfig(out=str(tmp_path / "run"), minutes=1.0, max_timesteps=512, n_envs=4, n_steps=32, batch_size=64,
-                   eval_every=128, learning_rate=1e-3, progress=False)
+    cfg = RLConfig(
+        out=str(tmp_path / "run"),
+        minutes=1.0,
+        max_timesteps=512,
+        n_envs=4,
+        n_steps=32,
+        batch_size=64,
+        eval_every=128,
+        learning_rate=1e-3,
+        progress=False,
+    )
     result = train(cfg, encoder=encoder, train_cache=train_cache, val_cache=val_cache)
     assert result.timesteps >= 512
     log = pd.read_csv(tmp_path / "run" / "eval.csv")
@@ -83,8 +95,10 @@ def test_ppo_run_exports_loadable_encoder(toy, tmp_path):
     photos_before = encoder.embed_photos(np.full((1, 64, 64, 3), 128, np.uint8))
     np.testing.assert_allclose(loaded.embed_photos(np.full((1, 64, 64, 3), 128, np.uint8)), photos_before, atol=1e-6)
     summary = json.loads((tmp_path / "run" / "summary.json").read_text())
-    assert summary["val_best"]["m@A"] + summary["val_best"]["m@B"] >= \
-        summary["val_baseline"]["m@A"] + summary["val_baseline"]["m@B"]
+    assert (
+        summary["val_best"]["m@A"] + summary["val_best"]["m@B"]
+        >= summary["val_baseline"]["m@A"] + summary["val_baseline"]["m@B"]
+    )
     assert "supervised head" in ablation_table([tmp_path / "run"])
 
 
@@ -95,8 +109,18 @@ def evaluate_head_embed(result, feats):
 
 def test_zero_learning_rate_hands_back_the_baseline_head(tmp_path):
     cache, weight, bias = synthetic_cache(num_sketches=32, num_photos=8, seed=5)
-    cfg = RLConfig(out=str(tmp_path), minutes=1.0, max_timesteps=256, n_envs=2, n_steps=64, batch_size=64,
-                   eval_every=64, learning_rate=0.0, progress=False, export=False)
+    cfg = RLConfig(
+        out=str(tmp_path),
+        minutes=1.0,
+        max_timesteps=256,
+        n_envs=2,
+        n_steps=64,
+        batch_size=64,
+        eval_every=64,
+        learning_rate=0.0,
+        progress=False,
+        export=False,
+    )
     result = train(cfg, train_cache=cache, val_cache=cache, head=(weight, bias))
     np.testing.assert_allclose(result.weight, weight, rtol=1e-6)
     assert result.best_timesteps == 0 and result.encoder_path is None
@@ -108,14 +132,26 @@ def test_ppo_improves_a_weak_head_on_a_synthetic_problem(tmp_path):
     cache, weight, bias = synthetic_cache(num_sketches=128, num_photos=16, seed=7, noise=1.5)
     rng = np.random.default_rng(0)
     weak = weight + 1.5 * np.abs(weight).mean() * rng.standard_normal(weight.shape).astype(np.float32)
-    cfg = RLConfig(out=str(tmp_path), minutes=1.0, max_timesteps=30_000, n_envs=16, n_steps=64, batch_size=256,
-                   eval_every=5000, learning_rate=3e-3, log_std_init=-2.0, progress=False, export=False)
+    cfg = RLConfig(
+        out=str(tmp_path),
+        minutes=1.0,
+        max_timesteps=30_000,
+        n_envs=16,
+        n_steps=64,
+        batch_size=256,
+        eval_every=5000,
+        learning_rate=3e-3,
+        log_std_init=-2.0,
+        progress=False,
+        export=False,
+    )
     result = train(cfg, train_cache=cache, val_cache=cache, head=(weak, bias))
     assert result.best_metrics["m@B"] > result.baseline_metrics["m@B"] + 2.0
 
 
 def test_cli_flags_come_from_the_config_fields():
-    cfg = parse_config(RLConfig, ["--reward", "rank", "--minutes", "2.5", "--no-progress-in-obs",
-                                  "--critic-layers", "32", "16"])
+    cfg = parse_config(
+        RLConfig, ["--reward", "rank", "--minutes", "2.5", "--no-progress-in-obs", "--critic-layers", "32", "16"]
+    )
     assert cfg.reward == "rank" and cfg.minutes == 2.5 and cfg.progress_in_obs is False
     assert cfg.critic_layers == (32, 16)

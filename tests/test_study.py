@@ -90,7 +90,9 @@ def test_bad_canvas_payloads_say_what_is_wrong(payload, message):
 
 
 def test_replay_undo_clear_and_sketch_times():
-    events = parse_canvas_payload({"events": [_stroke(1, t=100), _stroke(2, t=300), {"seq": 3, "type": "undo"}]})["events"]
+    events = parse_canvas_payload({"events": [_stroke(1, t=100), _stroke(2, t=300), {"seq": 3, "type": "undo"}]})[
+        "events"
+    ]
     strokes = replay(events)
     assert len(strokes) == 1
     sketch = strokes_to_sketch(strokes, 400, 300)
@@ -163,7 +165,14 @@ def test_analysis_summarises_participants_and_writes_plots(tmp_path, capsys):
     printed = capsys.readouterr().out
     assert "P1" in printed and "P2" in printed
     out = tmp_path / "out"
-    for name in ("records.csv", "strokes.csv", "trials.csv", "participants.csv", "rank_vs_stroke.png", "rank_vs_time.png"):
+    for name in (
+        "records.csv",
+        "strokes.csv",
+        "trials.csv",
+        "participants.csv",
+        "rank_vs_stroke.png",
+        "rank_vs_time.png",
+    ):
         assert (out / name).stat().st_size > 0, name
     import pandas as pd
 

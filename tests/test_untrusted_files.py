@@ -159,8 +159,10 @@ def test_safetensors_with_missing_and_extra_tensors_is_refused(tmp_path, encoder
         ({"input_size": 10**9}, "input_size"),
         ({"embed_dim": -1}, "embed_dim"),
         ({"line_width": "3"}, "line_width"),
-        ({"normalisation": {"photo_mean": [0, 0], "photo_std": [1, 1, 1], "sketch_mean": 0, "sketch_std": 1}},
-         "normalisation"),
+        (
+            {"normalisation": {"photo_mean": [0, 0], "photo_std": [1, 1, 1], "sketch_mean": 0, "sketch_std": 1}},
+            "normalisation",
+        ),
         ({"branch_sharing": {"separate_blocks": -4}}, "separate_blocks"),
     ],
 )

@@ -69,7 +69,9 @@ class ProceduralDataset:
         photo_size: int = 256,
     ) -> None:
         if num_photos < 1 or sketches_per_photo < 1:
-            raise ValueError(f"need num_photos >= 1 and sketches_per_photo >= 1, got {num_photos}, {sketches_per_photo}")
+            raise ValueError(
+                f"need num_photos >= 1 and sketches_per_photo >= 1, got {num_photos}, {sketches_per_photo}"
+            )
         if not 0.0 <= test_fraction < 1.0:
             raise ValueError(f"test_fraction must be in [0, 1), got {test_fraction}")
         self.num_photos, self.sketches_per_photo, self.seed = int(num_photos), int(sketches_per_photo), int(seed)
@@ -88,7 +90,9 @@ class ProceduralDataset:
 
     def __repr__(self) -> str:
         counts = ", ".join(f"{s}: {len(self._photos[s])} photos" for s in self.splits())
-        return f"ProceduralDataset(version={VERSION}, seed={self.seed}, {counts}, {self.sketches_per_photo} sketches each)"
+        return (
+            f"ProceduralDataset(version={VERSION}, seed={self.seed}, {counts}, {self.sketches_per_photo} sketches each)"
+        )
 
     def __getstate__(self) -> dict:
         # The scene cache is a per-process convenience (and not picklable): DataLoader workers rebuild it.

@@ -36,9 +36,11 @@ class Part:
 def cross3(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """Cross product on the last axis (np.cross spends ~20 us per call on axis juggling)."""
     return np.stack(
-        [a[..., 1] * b[..., 2] - a[..., 2] * b[..., 1],
-         a[..., 2] * b[..., 0] - a[..., 0] * b[..., 2],
-         a[..., 0] * b[..., 1] - a[..., 1] * b[..., 0]],
+        [
+            a[..., 1] * b[..., 2] - a[..., 2] * b[..., 1],
+            a[..., 2] * b[..., 0] - a[..., 0] * b[..., 2],
+            a[..., 0] * b[..., 1] - a[..., 1] * b[..., 0],
+        ],
         axis=-1,
     )
 
@@ -198,7 +200,16 @@ def _add_back(p: ChairParams, parts: list[Part], base_y: float, r: float) -> Non
     # Open backs: two posts plus a top rail, filled with slats.
     rise = 0.25 * top_hw if p.back_shape == "rounded" else 0.0
     for side, name in ((-1, "post_l"), (1, "post_r")):
-        parts.append(rod(name, "frame", MAIN, [at(side * hw, -0.02), at(side * top_hw, bh)], post_r, 4 if p.leg_style == "square" else 8))
+        parts.append(
+            rod(
+                name,
+                "frame",
+                MAIN,
+                [at(side * hw, -0.02), at(side * top_hw, bh)],
+                post_r,
+                4 if p.leg_style == "square" else 8,
+            )
+        )
     rail_h = 0.06 + 0.08 * (p.slat_count % 3) / 2
     a = np.linspace(np.pi, 0, 9)
     rail = [at(top_hw * np.cos(c), bh - rail_h / 2 + rise * np.sin(c)) for c in a]
@@ -223,7 +234,9 @@ def _add_arms(p: ChairParams, parts: list[Part], base_y: float) -> None:
             a = np.linspace(0, np.pi / 2, 6)
             path = [(x, y, -hd + 0.02)] + [(x, y - 0.12 * (1 - np.cos(c)), hd - 0.12 + 0.12 * np.sin(c)) for c in a]
         parts.append(rod(name, "frame", LIMB, path, 0.018, 4))
-        parts.append(rod(name + "_support", "frame", DETAIL, [(x, base_y - 0.02, hd - 0.06), (x, y, hd - 0.06)], 0.012, 4))
+        parts.append(
+            rod(name + "_support", "frame", DETAIL, [(x, base_y - 0.02, hd - 0.06), (x, y, hd - 0.06)], 0.012, 4)
+        )
 
 
 @dataclass(frozen=True)

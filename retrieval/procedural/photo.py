@@ -62,8 +62,10 @@ def _texture(kind: str, rng: np.random.Generator, size: int) -> np.ndarray:
             tiles["smooth"], rng, size
         )
     if kind == "fabric":
-        return 0.06 * _crop(tiles["fine"], rng, size) + 0.04 * _crop(tiles["weave"], rng, size) + 0.04 * _crop(
-            tiles["medium"], rng, size
+        return (
+            0.06 * _crop(tiles["fine"], rng, size)
+            + 0.04 * _crop(tiles["weave"], rng, size)
+            + 0.04 * _crop(tiles["medium"], rng, size)
         )
     return 0.02 * _crop(tiles["smooth"], rng, size)
 

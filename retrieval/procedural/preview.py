@@ -1,6 +1,6 @@
 """Contact sheet of the procedural dataset: photos, two drawers' sketches at 25/50/100 %, fine-grained pairs.
 
-    .venv/bin/python -m retrieval.procedural.preview docs/contact_sheet.png
+.venv/bin/python -m retrieval.procedural.preview docs/contact_sheet.png
 """
 
 from __future__ import annotations
@@ -17,8 +17,20 @@ from retrieval.raster import render
 
 FRACTIONS = (0.25, 0.5, 1.0)
 # Attributes that must agree for two instances to count as a "differs only in details" pair.
-_COARSE = ("family", "seat_shape", "leg_style", "stretchers", "back_shape", "back_fill", "arms", "cushion",
-           "frame_material", "seat_material", "frame_color", "seat_color")
+_COARSE = (
+    "family",
+    "seat_shape",
+    "leg_style",
+    "stretchers",
+    "back_shape",
+    "back_fill",
+    "arms",
+    "cushion",
+    "frame_material",
+    "seat_material",
+    "frame_color",
+    "seat_color",
+)
 
 
 def _label(img: np.ndarray, text: str) -> np.ndarray:
@@ -57,8 +69,7 @@ def contact_sheet(path: str | Path, seed: int = 0, rows: int = 8, tile: int = 12
     """Write the sheet: one row per photo (photo + 2 drawers x 3 partial sketches) + fine-grained pairs."""
     lines = []
     for index in range(rows):
-        photo = _label(cv2.resize(generate_photo(seed, index), (tile, tile), interpolation=cv2.INTER_AREA),
-                       f"#{index}")
+        photo = _label(cv2.resize(generate_photo(seed, index), (tile, tile), interpolation=cv2.INTER_AREA), f"#{index}")
         lines.append(np.hstack([photo, *_sketch_tiles(seed, index, 0, tile), *_sketch_tiles(seed, index, 1, tile)]))
     pair_tiles = []
     for a, b in fine_grained_pairs(seed, 3):
@@ -70,11 +81,27 @@ def contact_sheet(path: str | Path, seed: int = 0, rows: int = 8, tile: int = 12
     strip = np.hstack(pair_tiles)[:, :width]
     pairs_row[:, : strip.shape[1]] = strip
     header = np.full((22, width, 3), 255, np.uint8)
-    cv2.putText(header, f"procedural v{VERSION} seed {seed}: photo | drawer 0 at 25/50/100% | drawer 1 at 25/50/100%",
-                (4, 15), cv2.FONT_HERSHEY_SIMPLEX, 0.45, (0, 0, 0), 1, cv2.LINE_AA)
+    cv2.putText(
+        header,
+        f"procedural v{VERSION} seed {seed}: photo | drawer 0 at 25/50/100% | drawer 1 at 25/50/100%",
+        (4, 15),
+        cv2.FONT_HERSHEY_SIMPLEX,
+        0.45,
+        (0, 0, 0),
+        1,
+        cv2.LINE_AA,
+    )
     footer = np.full((22, width, 3), 255, np.uint8)
-    cv2.putText(footer, "fine-grained pairs (same attributes and colours, different details):", (4, 15),
-                cv2.FONT_HERSHEY_SIMPLEX, 0.45, (0, 0, 0), 1, cv2.LINE_AA)
+    cv2.putText(
+        footer,
+        "fine-grained pairs (same attributes and colours, different details):",
+        (4, 15),
+        cv2.FONT_HERSHEY_SIMPLEX,
+        0.45,
+        (0, 0, 0),
+        1,
+        cv2.LINE_AA,
+    )
     sheet = np.vstack([header, *lines, footer, pairs_row])
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
