@@ -124,7 +124,7 @@ def bench_size(n: int, cfg: Config, rng: np.random.Generator) -> list[dict]:
     t0 = time.perf_counter()
     ivf = PhotoIndex.build(base, [str(i) for i in range(n)], kind="ivf")._faiss  # the library's cells and training
     ivf_build = time.perf_counter() - t0
-    for nprobe in (4, 16, 64):
+    for nprobe in (4, 16, 32, 64):
         ivf.nprobe = nprobe
         record(f"IVF-Flat nlist={ivf.nlist} nprobe={nprobe}", ivf, ivf_build, vec_mb, truth)
     return rows

@@ -39,7 +39,10 @@ class IndexParams:
     ef_construction: int = 64  # HNSW build-time beam: higher = better graph, slower build
     ef_search: int = 64  # HNSW query-time beam: higher = better recall, slower queries
     nlist: int = 0  # IVF cells; 0 = 4*sqrt(N) at training time (the faiss guideline)
-    nprobe: int = 16  # IVF cells scanned per query: 16 of 4,000 at 1M ~ 4,000 photos scored exactly
+    # IVF cells scanned per query. Sketch queries on the 100k/1M benchmark galleries: recall@10
+    # 0.967/0.986 at 16, 0.975/0.994 at 32 (0.1/0.27 ms), 0.985/0.999 at 64; 32 keeps headroom
+    # for a search that costs < 1/10 of the encoder forward.
+    nprobe: int = 32
     retrain_growth: float = 4.0  # IVF is re-trained once the gallery grows this many times past its training size
 
 
