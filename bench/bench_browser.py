@@ -27,17 +27,16 @@ from urllib.parse import urlparse
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from app_client import LOCALHOST, running_app  # noqa: E402
 from common import (  # noqa: E402
     BENCH_CACHE,
     DEFAULT_MODEL,
-    LOCALHOST,
     Target,
     command_line,
     header_lines,
     machine_info,
     model_label,
     percentiles,
-    running_app,
     save_plot,
     target_table,
     use_agg,

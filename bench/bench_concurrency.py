@@ -30,19 +30,17 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from app_client import ApiError, call_rank_async, running_app  # noqa: E402
 from common import (  # noqa: E402
     BENCH_CACHE,
     DEFAULT_MODEL,
-    ApiError,
     Target,
-    call_rank_async,
     command_line,
     header_lines,
     load_encoder,
     machine_info,
     model_label,
     percentiles,
-    running_app,
     save_plot,
     target_table,
     use_agg,

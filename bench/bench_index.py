@@ -26,6 +26,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import command_line, header_lines, machine_info, percentiles, write_markdown  # noqa: E402
+from synthetic import clustered, unit  # noqa: E402
 
 from retrieval.index import APPROX_THRESHOLD, IndexParams, PhotoIndex, set_faiss_threads  # noqa: E402
 
@@ -44,22 +45,7 @@ class Config:
     seed: int = 0
 
 
-def unit(x: np.ndarray) -> np.ndarray:
-    return (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)
-
-
-def clustered(n: int, cfg: Config, rng: np.random.Generator) -> np.ndarray:
-    centres = unit(rng.standard_normal((cfg.clusters, cfg.dim)))
-    labels = rng.integers(0, cfg.clusters, n)
-    out = np.empty((n, cfg.dim), np.float32)
-    for start in range(0, n, 100_000):  # chunks keep the float64 temporaries small at 1M
-        stop = min(n, start + 100_000)
-        noise = rng.standard_normal((stop - start, cfg.dim)) * cfg.spread / np.sqrt(cfg.dim)
-        out[start:stop] = unit(centres[labels[start:stop]] + noise)
-    return out
-
-
-def rss_mb() -> float:
+def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
@@ -78,7 +64,7 @@ def recall_at_10(found: np.ndarray, truth: np.ndarray) -> float:
 
 
 def bench_size(n: int, cfg: Config, rng: np.random.Generator) -> list[dict]:
-    base = clustered(n, cfg, rng)
+    base = clustered(n, cfg.dim, rng, cfg.clusters, cfg.spread)
     picks = rng.integers(0, n, cfg.queries)
     queries = unit(
         base[picks] + rng.standard_normal((cfg.queries, cfg.dim)).astype(np.float32) * 0.3 / np.sqrt(cfg.dim)
@@ -110,12 +96,16 @@ def bench_size(n: int, cfg: Config, rng: np.random.Generator) -> list[dict]:
 
     built_graphs: dict[tuple[int, int], tuple[faiss.Index, float, float]] = {}
     for m, ef_c in ((16, 64), (32, 64)) if n < 1_000_000 else ((32, 64),):  # 1M graphs take minutes each
-        before = rss_mb()
+        before = peak_rss_mb()
         t0 = time.perf_counter()
         idx = faiss.IndexHNSWFlat(cfg.dim, m, faiss.METRIC_INNER_PRODUCT)
         idx.hnsw.efConstruction = ef_c
         idx.add(base)
-        built_graphs[(m, ef_c)] = (idx, time.perf_counter() - t0, max(rss_mb() - before, vec_mb + n * m * 8 / 2**20))
+        built_graphs[(m, ef_c)] = (
+            idx,
+            time.perf_counter() - t0,
+            max(peak_rss_mb() - before, vec_mb + n * m * 8 / 2**20),
+        )
         for ef_s in (16, 32, 64, 128):
             idx.hnsw.efSearch = ef_s
             record(f"HNSW M={m} efC={ef_c} efS={ef_s}", idx, *built_graphs[(m, ef_c)][1:], truth)

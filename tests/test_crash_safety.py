@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from bench.common import running_app
+from bench.app_client import running_app
 from retrieval.study_log import StudyLog, read_log
 
 REPO_ROOT = Path(__file__).resolve().parents[1]

@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from bench.common import ApiError, call_rank
+from bench.app_client import ApiError, call_rank
 from retrieval.encoder import Encoder
 from retrieval.formats.stroke_json import StrokeLimits, StrokePayloadError, parse_stroke_json
 from retrieval.gallery import build_folder_gallery
