@@ -63,7 +63,7 @@ class Config:
     score_tol: float = 1e-4  # cosine tolerance of the mix-up check (float noise between processes)
     app_args: str = ""  # extra app.py flags, e.g. "--threads 1 --concurrency 2"
     compare_app_args: str = "--batch 1"  # a second app measured with the same sessions ("" = skip)
-    rounds: int = 2  # runs per app configuration, in alternating order (A B B A) so drift and warm-up even out
+    rounds: int = 4  # runs per app configuration, in alternating order (A B B A ...) so drift and warm-up even out
     pace: float = 1.0  # drawing speed: human stroke and pen-up times divided by this (4 = a stress test)
     model: Path = DEFAULT_MODEL
     cache_dir: Path = BENCH_CACHE
@@ -200,6 +200,15 @@ def summarise(rows: list[dict], sessions: list[Session], rounds: int) -> dict:
     }
 
 
+def per_run_p95(rows: list[dict]) -> str:
+    """p95 latency of each load run, in run order: how much one run differs from the next."""
+    runs = sorted({r["round"] for r in rows})
+    return ", ".join(
+        f"{percentiles([r['latency_ms'] for r in rows if r['round'] == i and 'latency_ms' in r])['p95']:.0f}"
+        for i in runs
+    )
+
+
 def comparison_lines(
     runs: dict[str, tuple[list[dict], bool, float]], sessions: list[Session], rounds: int
 ) -> list[str]:
@@ -212,15 +221,16 @@ def comparison_lines(
         "",
         f"Same sessions against each app configuration, {rounds} run(s) each in alternating order, pooled:",
         "",
-        "| app flags | p50 ms | p95 ms | p99 ms | p95 vs first | server p50 / p95 ms | strokes per forward "
-        "(mean / max) | errors | mix-ups |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| app flags | p50 ms | p95 ms | p99 ms | p95 vs first | p95 of each run ms | server p50 / p95 ms | "
+        "strokes per forward (mean / max) | errors | mix-ups |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for flags, st in stats.items():
         lat, server = st["latency"], st["server"]
         lines.append(
             f"| `{flags or '(defaults)'}` | {lat['p50']:.1f} | {lat['p95']:.1f} | {lat['p99']:.1f} | "
-            f"x{lat['p95'] / max(first['latency']['p95'], 1e-9):.2f} | {server['p50']:.1f} / "
+            f"x{lat['p95'] / max(first['latency']['p95'], 1e-9):.2f} | {per_run_p95(runs[flags][0])} | "
+            f"{server['p50']:.1f} / "
             f"{server['p95']:.1f} | {st['batch_mean']:.2f} / {st['batch_max']} | "
             f"{len(st['errors']) + st['missing']} | {st['checks']['mixup']} |"
         )
