@@ -82,8 +82,13 @@ class Encoder:
         gem_p: float = 3.0,
         seed: int | None = None,
         channels_last: bool = False,
+        calibrate: bool = True,
     ) -> Encoder:
-        """A randomly initialised real model (for training from scratch, tests and benchmarks)."""
+        """A randomly initialised real model (for training from scratch, tests and benchmarks).
+
+        ``calibrate`` fits the batch-norm statistics to a few procedural photos and sketches (see
+        :meth:`calibrate_batchnorm`), so even the untrained model gives distinct embeddings.
+        """
         if seed is not None:
             torch.manual_seed(seed)
         net = SketchPhotoNet(arch, embed_dim=embed_dim, separate_blocks=separate_blocks, gem_p=gem_p)
@@ -108,7 +113,10 @@ class Encoder:
             "branch_sharing": {"separate_blocks": int(separate_blocks), "shared": separate_blocks == 0},
             "card": {},
         }
-        return cls(net, meta, channels_last=channels_last)
+        encoder = cls(net, meta, channels_last=channels_last)
+        if calibrate:
+            encoder.calibrate_batchnorm(*_calibration_images(encoder.meta["raster_size"], encoder.meta["line_width"]))
+        return encoder
 
     @classmethod
     def load(cls, path: str | Path, channels_last: bool = False) -> Encoder:
@@ -205,6 +213,28 @@ class Encoder:
         return other
 
     # --- helpers ------------------------------------------------------------------------------------
+    def calibrate_batchnorm(self, sketches: Sequence[np.ndarray], photos: Sequence[np.ndarray]) -> Encoder:
+        """Fit every batch-norm layer's running statistics to these images; weights untouched.
+
+        A freshly initialised CNN in eval mode uses running statistics (mean 0, var 1) that do not
+        match its activations, so they shrink layer after layer and every embedding collapses to
+        the same vector. One no-grad train-mode pass with cumulative averages fixes that. Training
+        overwrites these statistics anyway, so this only matters for untrained models.
+        """
+        norms = [m for m in self.net.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+        momenta = [m.momentum for m in norms]
+        for module in norms:
+            module.reset_running_stats()
+            module.momentum = None  # cumulative average over the calibration batch
+        was_training = self.net.training
+        self.net.train()
+        with torch.no_grad():
+            self.net.embed_pair(self._sketch_batch(sketches), self._photo_batch(photos))
+        self.net.train(was_training)
+        for module, momentum in zip(norms, momenta):
+            module.momentum = momentum
+        return self
+
     def _sketch_batch(self, images: Sequence[np.ndarray]) -> torch.Tensor:
         norm = self.meta["normalisation"]
         return sketch_tensor(images, self.meta["input_size"], norm["sketch_mean"], norm["sketch_std"])
@@ -327,3 +357,12 @@ def _check_meta(meta: dict[str, Any]) -> None:
     sep = meta.get("branch_sharing", {}).get("separate_blocks")
     if not isinstance(sep, int) or sep < 0:
         raise CheckpointError(f"meta branch_sharing.separate_blocks={sep!r} must be a non-negative int")
+
+
+def _calibration_images(raster_size: int, line_width: int, count: int = 16) -> tuple[list, list]:
+    """Rasters of ``count`` procedural sketches and their photos (seed 0): deterministic, offline."""
+    from retrieval.procedural import generate_photo, generate_sketch
+    from retrieval.raster import render
+
+    sketches = [render(generate_sketch(0, i, 0), None, raster_size, line_width) for i in range(count)]
+    return sketches, [generate_photo(0, i, raster_size) for i in range(count)]

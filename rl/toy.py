@@ -12,7 +12,6 @@ from typing import Any
 
 import cv2
 import numpy as np
-import torch
 
 from retrieval.datasets import SketchRecord, split_validation
 from retrieval.raster import render
@@ -73,26 +72,13 @@ class ToyDataset:
 
 
 def calibrated_encoder(dataset: ToyDataset, *, input_size: int = 64, embed_dim: int = 16, seed: int = 0) -> Any:
-    """A small random ``Encoder`` whose batch-norm statistics are fitted to ``dataset``'s images.
-
-    A freshly initialised CNN in eval mode uses running statistics (mean 0, var 1) that do not
-    match its activations, so they shrink layer after layer and every feature collapses to the
-    GeM clamp value. One no-grad train-mode pass over real rasters and photos (cumulative BN
-    averages) fixes that, giving distinct features without any training: enough for tests.
-    """
+    """A small random ``Encoder`` whose batch-norm statistics are fitted to ``dataset``'s own images
+    (``Encoder.calibrate_batchnorm``): distinct features without any training, enough for tests."""
     from retrieval.encoder import Encoder
 
-    encoder = Encoder.create(input_size=input_size, embed_dim=embed_dim, seed=seed)
+    encoder = Encoder.create(input_size=input_size, embed_dim=embed_dim, seed=seed, calibrate=False)
     size, width = encoder.meta["raster_size"], encoder.meta["line_width"]
     records = [r for split in dataset.splits() for r in dataset.sketches(split)]
-    rasters = [render(r.sketch, None, size, width) for r in records]
     photos = [dataset.load_photo(p) for split in dataset.splits() for p in dataset.photo_ids(split)]
-    for module in encoder.net.modules():
-        if isinstance(module, torch.nn.modules.batchnorm._BatchNorm):
-            module.reset_running_stats()
-            module.momentum = None  # cumulative average over the calibration batch
-    encoder.net.train()
-    with torch.no_grad():
-        encoder.net.embed_pair(encoder._sketch_batch(rasters), encoder._photo_batch(photos))
-    encoder.net.eval()
+    encoder.calibrate_batchnorm([render(r.sketch, None, size, width) for r in records], photos)
     return encoder

@@ -120,3 +120,20 @@ def test_partly_shared_branches(sketch_rasters, photos):
     assert len(enc.net.photo_stem) == 2 and enc.meta["branch_sharing"]["shared"] is False
     s, p = enc.net.embed_pair(enc._sketch_batch(sketch_rasters), enc._photo_batch(photos))
     assert s.shape == (3, 16) and p.shape == (2, 16)
+
+
+def test_untrained_encoder_is_calibrated_so_embeddings_differ(photos):
+    collapsed = Encoder.create(input_size=64, embed_dim=32, seed=0, calibrate=False)
+    calibrated = Encoder.create(input_size=64, embed_dim=32, seed=0)
+    # Batch-norm statistics are fitted; every learned weight is the same seeded initialisation.
+    weights = {k: v for k, v in calibrated.net.state_dict().items() if "running" not in k and "num_batches" not in k}
+    for key, value in weights.items():
+        assert torch.equal(value, collapsed.net.state_dict()[key]), key
+    assert calibrated.net.training is False
+
+    def mean_cosine(encoder: Encoder) -> float:
+        v = encoder.embed_photos(photos)
+        return float((np.sum(v @ v.T) - len(v)) / (len(v) * (len(v) - 1)))
+
+    assert mean_cosine(collapsed) > 0.999  # unfitted statistics: every photo lands on one vector
+    assert mean_cosine(calibrated) < 0.99
