@@ -8,6 +8,9 @@ single forwards (bench/results/concurrency*.md). A lone request never waits for 
 
     batcher = RankBatcher(retriever, max_batch=8, workers=2)
     result = batcher.rank(payload, k=12, target_id="proc-v1-s0-17")   # from any thread
+
+Gradio's own ``batch=True`` is not used: it batches one event type only (the app has two, the
+canvas's stroke event and the ``rank`` API), and one bad item fails its whole batch.
 """
 
 from __future__ import annotations
@@ -74,12 +77,20 @@ class RankBatcher:
         return request.future.result()
 
     def close(self) -> None:
-        """Stop the workers after the requests already queued."""
+        """Stop the workers after the requests already queued; a request that raced past the
+        closed check and was queued behind the stop signals gets a RuntimeError, not a hang."""
         self._closed = True
         for _ in self._workers:
             self._queue.put(None)
         for worker in self._workers:
             worker.join(timeout=5)
+        while True:
+            try:
+                item = self._queue.get_nowait()
+            except queue.Empty:
+                return
+            if item is not None:
+                item.future.set_exception(RuntimeError("RankBatcher is closed"))
 
     # --- worker side -----------------------------------------------------------------------------
     def _work(self) -> None:
