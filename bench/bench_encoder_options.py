@@ -20,7 +20,7 @@ Latency: render + embed of one partial sketch (stroke prefixes of procedural ske
 ``--threads`` torch threads. Accuracy: ``retrieval.evaluate.evaluate_ranks`` on the procedural
 ``val`` split of ``--data``, summarised by ``retrieval.metrics.summarize`` (m@B, m@A, A@1, A@10).
 
-    .venv/bin/python bench/bench_encoder_options.py                       # all options (~5-10 min)
+    .venv/bin/python bench/bench_encoder_options.py                       # all options (~1-2 min on 2 cores)
     .venv/bin/python bench/bench_encoder_options.py --options eager,res96 --reps 100 --data procedural:photos=300
 """
 

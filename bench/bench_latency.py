@@ -17,7 +17,7 @@ synthetic part is random unit vectors with cluster structure instead (bench_inde
 mixture) and recall queries are jittered gallery points; the report says which was used.
 
     .venv/bin/python bench/bench_latency.py --sizes 1k,10k --strokes 100     # quick (~2 min + gallery build)
-    .venv/bin/python bench/bench_latency.py                                   # 1k,10k,100k,1M (~15-25 min)
+    .venv/bin/python bench/bench_latency.py                                   # 1k,10k,100k,1M (~2.5 min + gallery build)
 """
 
 from __future__ import annotations

@@ -8,8 +8,8 @@ options, concurrency, browser) supply their targets; for the others (raster, pro
 index) the targets are read from their Markdown tables, and a plot is drawn from their p50/p95
 columns (``<name>.png``) when they do not make one.
 
-    .venv/bin/python bench/run_all.py            # full: 1k-1M galleries, all options, 50 users (~1-1.5 h)
-    .venv/bin/python bench/run_all.py --quick    # small sizes and fewer repetitions (~15 min)
+    .venv/bin/python bench/run_all.py            # full: 1k-1M galleries, all options, 50 users (~17 min on 2 cores)
+    .venv/bin/python bench/run_all.py --quick    # small sizes and fewer repetitions (~5-10 min)
     .venv/bin/python bench/run_all.py --only latency,browser
 """
 
@@ -247,7 +247,7 @@ def write_summary(runs: list[dict], quick: bool, machine: dict, command: str) ->
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--quick", action="store_true", help="small sizes / few repetitions (~15 min)")
+    parser.add_argument("--quick", action="store_true", help="small sizes / few repetitions (~5-10 min)")
     parser.add_argument("--only", default="", help="comma-separated bench names: " + ",".join(b.name for b in BENCHES))
     args = parser.parse_args(argv)
     only = {n.strip() for n in args.only.split(",") if n.strip()}
