@@ -76,7 +76,7 @@ BENCHES = (
         True,
     ),
     Bench(
-        "concurrency", "bench_concurrency.py", (), ("--users", "50", "--strokes", "6"), 1800, True
+        "concurrency", "bench_concurrency.py", (), ("--users", "50", "--strokes", "6", "--rounds", "2"), 1800, True
     ),  # targets name 50 users
     Bench(
         "concurrency_stress",
