@@ -56,7 +56,7 @@ default-model: venv
 	$(BIN)/python -m rl.reproduce --data procedural --out runs/default --minutes-supervised 20 --minutes-rl 5 $(ARGS)
 	rm -rf assets/model && cp -r runs/default/rl/encoder assets/model
 
-# Full run (1k-1M galleries, encoder options, 50 users, browser): ~1-1.5 h on a quiet machine.
+# Full run (1k-1M galleries, encoder options, 50 users, browser): ~17 min on 2 cores.
 # `make bench QUICK=1` for a short pass. Writes bench/RESULTS.md and bench/results/*.
 bench: venv chromium
 	$(BIN)/python bench/run_all.py $(if $(QUICK),--quick) $(ARGS)
