@@ -201,7 +201,7 @@ def _build_cached(
         index = PhotoIndex.build(np.concatenate([base, vecs]), unchanged + new_ids, kind=kind)
     elif new_ids:
         index.add(vecs, new_ids)
-    if folder and (new_ids or stale or cached is None):
+    if folder and (new_ids or stale or cached is None or index.rebuilt_on_load):
         _write_cache(folder, index, {pid: entries[pid] for pid in index.ids}, source)
     return index, folder, skipped
 

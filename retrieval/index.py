@@ -123,6 +123,7 @@ class PhotoIndex:
         self.kind = "flat" if kind == "auto" else kind
         self._faiss: faiss.Index | None = None  # built on the first add (IVF needs data to train)
         self._trained_size = 0  # gallery size when the faiss index was last built
+        self.rebuilt_on_load = False  # load() found an index of an older "auto" policy and rebuilt it
         self._lock = threading.Lock()
         # (vectors, ids, id -> row) replaced as a whole on add, so readers see a consistent triple.
         self._snapshot: tuple[np.ndarray, list[str], dict[str, int]] = (np.zeros((0, self.dim), np.float32), [], {})
@@ -255,6 +256,11 @@ class PhotoIndex:
         stored = index._faiss.ntotal if index._faiss is not None else 0
         if stored != len(ids) or len(vectors) != len(ids):
             raise ValueError(f"index at {folder} is inconsistent (faiss {stored}, ids {len(ids)}); rebuild it")
+        if ids and index.requested_kind == "auto" and index.kind != index._kind_for(len(ids)):
+            # Saved under an older "auto" policy (HNSW above the threshold): follow the current one.
+            index.kind = index._kind_for(len(ids))
+            index._faiss, index._trained_size = _new_faiss(index.kind, vectors, index.params), len(ids)
+            index.rebuilt_on_load = True
         # Search-time knobs are not serialised by faiss.
         if index.kind == "hnsw" and ids:
             index._faiss.hnsw.efSearch = index.params.ef_search

@@ -117,6 +117,20 @@ def test_save_load_roundtrip(tmp_path, kind):
     assert "new" in loaded
 
 
+def test_auto_index_saved_by_an_older_policy_is_rebuilt_on_load(tmp_path, monkeypatch):
+    monkeypatch.setattr(index_module, "APPROX_THRESHOLD", 100)
+    photos = unit_rows(300)
+    old = PhotoIndex(dim=16)  # "auto", as a gallery cache built before IVF became the default would be
+    old.add(photos, ids_for(300))
+    old.kind, old._faiss = "hnsw", index_module._new_faiss("hnsw", photos, old.params)
+    old.save(tmp_path / "old")
+    loaded = PhotoIndex.load(tmp_path / "old")
+    assert loaded.kind == "ivf" and loaded.rebuilt_on_load and loaded._faiss.ntotal == 300
+    assert loaded.search(photos[42:43], 1)[1] == [["p42"]]
+    loaded.save(tmp_path / "new")
+    assert not PhotoIndex.load(tmp_path / "new").rebuilt_on_load
+
+
 def test_empty_index_saves_and_loads(tmp_path):
     PhotoIndex(dim=16, kind="ivf").save(tmp_path / "empty")
     loaded = PhotoIndex.load(tmp_path / "empty")
