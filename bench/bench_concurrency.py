@@ -209,13 +209,10 @@ def per_run_p95(rows: list[dict]) -> str:
     )
 
 
-def comparison_lines(
-    runs: dict[str, tuple[list[dict], bool, float]], sessions: list[Session], rounds: int
-) -> list[str]:
+def comparison_lines(runs: dict[str, tuple[list[dict], bool, float]], stats: dict[str, dict], rounds: int) -> list[str]:
     """One row per app configuration run against the same sessions, with p95 ratios to the first."""
     if len(runs) < 2:
         return []
-    stats = {flags: summarise(rows, sessions, rounds) for flags, (rows, _, _) in runs.items()}
     first = next(iter(stats.values()))
     lines = [
         "",
@@ -246,7 +243,8 @@ def report(
     command: str,
 ) -> None:
     rows, timed_out, wall_s = next(iter(runs.values()))
-    st = summarise(rows, sessions, cfg.rounds)
+    stats = {flags: summarise(r, sessions, cfg.rounds) for flags, (r, _, _) in runs.items()}
+    st = next(iter(stats.values()))
     ok = [r for r in rows if "latency_ms" in r]
     lat, server, errors, missing, checks = st["latency"], st["server"], st["errors"], st["missing"], st["checks"]
     sent = sum(len(s.payloads) for s in sessions)
@@ -259,7 +257,7 @@ def report(
     if cfg.pace == 1.0:  # the issue's target is for people drawing at human speed
         targets.insert(0, Target(f"per-stroke latency p95, {cfg.users} concurrent sessions", lat["p95"], 150))
     if len(runs) > 1:  # the first configuration (batching by default) must not be slower than the second
-        other = summarise(list(runs.values())[1][0], sessions, cfg.rounds)["latency"]["p95"]
+        other = list(stats.values())[1]["latency"]["p95"]
         targets.append(Target(f"p95 ratio `{cfg.app_args or 'defaults'}` / `{cfg.compare_app_args}` at pace "
                               f"x{cfg.pace:g}", lat["p95"] / max(other, 1e-9), 1.0, "<=", "x"))  # fmt: skip
     lines = header_lines("Concurrent drawing sessions against the app", command, machine)
@@ -291,7 +289,7 @@ def report(
         f"have {unique} distinct expected id lists and {signatures} distinct score vectors at that tolerance "
         "(the check tells sessions apart only where these differ).",
         "Client latency minus server work is queueing + HTTP/SSE overhead + the load generator's own CPU share.",
-        *comparison_lines(runs, sessions, cfg.rounds),
+        *comparison_lines(runs, stats, cfg.rounds),
     ]
     if errors:
         lines += ["", "First errors:", *(f"- {r['error']}" for r in errors[:5])]

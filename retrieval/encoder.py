@@ -115,7 +115,7 @@ class Encoder:
         }
         encoder = cls(net, meta, channels_last=channels_last)
         if calibrate:
-            encoder.calibrate_batchnorm(*_calibration_images(encoder.meta["raster_size"], encoder.meta["line_width"]))
+            encoder.calibrate_batchnorm(*_calibration_images(encoder))
         return encoder
 
     @classmethod
@@ -359,10 +359,9 @@ def _check_meta(meta: dict[str, Any]) -> None:
         raise CheckpointError(f"meta branch_sharing.separate_blocks={sep!r} must be a non-negative int")
 
 
-def _calibration_images(raster_size: int, line_width: int, count: int = 16) -> tuple[list, list]:
+def _calibration_images(encoder: Encoder, count: int = 16) -> tuple[list, list]:
     """Rasters of ``count`` procedural sketches and their photos (seed 0): deterministic, offline."""
     from retrieval.procedural import generate_photo, generate_sketch
-    from retrieval.raster import render
 
-    sketches = [render(generate_sketch(0, i, 0), None, raster_size, line_width) for i in range(count)]
-    return sketches, [generate_photo(0, i, raster_size) for i in range(count)]
+    sketches = [encoder.render(generate_sketch(0, i, 0)) for i in range(count)]
+    return sketches, [generate_photo(0, i, encoder.meta["raster_size"]) for i in range(count)]

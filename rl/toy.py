@@ -14,7 +14,6 @@ import cv2
 import numpy as np
 
 from retrieval.datasets import SketchRecord, split_validation
-from retrieval.raster import render
 from retrieval.sketch import Sketch
 
 
@@ -77,8 +76,7 @@ def calibrated_encoder(dataset: ToyDataset, *, input_size: int = 64, embed_dim: 
     from retrieval.encoder import Encoder
 
     encoder = Encoder.create(input_size=input_size, embed_dim=embed_dim, seed=seed, calibrate=False)
-    size, width = encoder.meta["raster_size"], encoder.meta["line_width"]
     records = [r for split in dataset.splits() for r in dataset.sketches(split)]
     photos = [dataset.load_photo(p) for split in dataset.splits() for p in dataset.photo_ids(split)]
-    encoder.calibrate_batchnorm([render(r.sketch, None, size, width) for r in records], photos)
+    encoder.calibrate_batchnorm([encoder.render(r.sketch) for r in records], photos)
     return encoder
