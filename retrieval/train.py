@@ -44,6 +44,30 @@ from retrieval.train_loop import RunState, StageLoop, git_commit, load_quickdraw
 
 STAGES = ("quickdraw", "edges", "finegrained")
 
+# Named encoder layouts (Config fields), compared side by side in bench/results/chair-v2_ablation.md.
+ENCODER_PRESETS: dict[str, dict] = {
+    # mobilenet_v3_small from scratch, one shared trunk: the layout before ImageNet weights
+    "scratch": {},
+    # LiT: locked ImageNet efficientnet_lite0 photo tower (features cached once), sketch tower from scratch
+    "lit-mobilenet": {
+        "photo_arch": "efficientnet_lite0",
+        "pretrained": ("photo",),
+        "lock_photo": True,
+        "photo_input_size": 224,
+    },
+    # LiT with an ImageNet efficientnet_lite0 sketch tower too, its first blocks frozen, fed black on white
+    "lit-lite0": {
+        "arch": "efficientnet_lite0",
+        "photo_arch": "efficientnet_lite0",
+        "pretrained": ("photo", "sketch"),
+        "lock_photo": True,
+        "photo_input_size": 224,
+        "sketch_frozen_blocks": 3,
+        "pretrained_lr_scale": 0.3,
+        "sketch_polarity": "paper_high",
+    },
+}
+
 
 @dataclass
 class Config:

@@ -45,6 +45,8 @@ class ReproduceConfig:
     """time budget of supervised training, split over its stages"""
     minutes_rl: float = 10.0
     """time budget of PPO"""
+    encoder: str = "scratch"
+    """encoder layout, a preset of retrieval.train.ENCODER_PRESETS: scratch, lit-mobilenet, lit-lite0"""
     quickdraw: str = "../shared/data/quickdraw-raw"
     """Quick, Draw! raw ndjson folder for sketch pre-training; the stage is skipped (its time given to
     the fine-grained stage) when the folder is absent or ''"""
@@ -63,8 +65,11 @@ class ReproduceConfig:
 
 
 def supervised_config(cfg: ReproduceConfig, out: Path):
-    """``retrieval.train.Config`` for this run (stages and minutes from the budget)."""
-    from retrieval.train import Config
+    """``retrieval.train.Config`` for this run (stages and minutes from the budget, layout from the preset)."""
+    from retrieval.train import ENCODER_PRESETS, Config
+
+    if cfg.encoder not in ENCODER_PRESETS:
+        raise ValueError(f"unknown encoder preset {cfg.encoder!r}; choose one of {sorted(ENCODER_PRESETS)}")
 
     stages = [s for s in STAGE_SHARES if s != "quickdraw" or (cfg.quickdraw and Path(cfg.quickdraw).is_dir())]
     total = sum(STAGE_SHARES[s] for s in stages)
@@ -80,6 +85,7 @@ def supervised_config(cfg: ReproduceConfig, out: Path):
         threads=cfg.threads,
         progress=cfg.progress,
         **minutes,
+        **ENCODER_PRESETS[cfg.encoder],
     )
     if cfg.tiny:
         sup = replace(
