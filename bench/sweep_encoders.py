@@ -25,8 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import bench_ablation  # noqa: E402
 
 from retrieval.cli import parse_config  # noqa: E402
-from retrieval.train import ENCODER_PRESETS, Config  # noqa: E402
-from rl.reproduce import STAGE_SHARES  # noqa: E402
+from retrieval.train import ENCODER_PRESETS, STAGE_SHARES, STAGES, Config  # noqa: E402
 
 
 @dataclass
@@ -70,7 +69,7 @@ def run_config(item: str, cfg: SweepConfig) -> Config:
             values[key] = text.lower() in ("1", "true", "yes")
         else:
             values[key] = type(default)(text)
-    stages = values.get("stages", tuple(s for s in STAGE_SHARES if s != "quickdraw" or cfg.quickdraw))
+    stages = values.pop("stages", tuple(s for s in STAGES if s != "quickdraw" or cfg.quickdraw))
     total = sum(STAGE_SHARES[s] for s in stages)
     minutes = {f"minutes_{s}": cfg.minutes * STAGE_SHARES[s] / total for s in stages}
     name = item.replace(":", "__").replace("=", "-").replace(",", "+")

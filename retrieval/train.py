@@ -43,6 +43,8 @@ from retrieval.train_data import PhotoBank, ValidationSet, hard_batch
 from retrieval.train_loop import RunState, StageLoop, git_commit, load_quickdraw, read_photo_folder
 
 STAGES = ("quickdraw", "edges", "finegrained")
+# Share of a whole supervised budget per stage (rl.reproduce, bench/sweep_encoders).
+STAGE_SHARES = {"edges": 0.25, "quickdraw": 0.15, "finegrained": 0.60}
 
 # Named encoder layouts (Config fields), compared side by side in bench/results/chair-v2_ablation.md.
 ENCODER_PRESETS: dict[str, dict] = {

@@ -24,13 +24,11 @@ from pathlib import Path
 import torch
 
 from retrieval.cli import parse_config
+from retrieval.train import STAGE_SHARES, STAGES
 from rl.features import cached_features
 from rl.report import markdown_table, plot_rank_curves
 from rl.train import RLConfig
 from rl.train import train as train_rl
-
-# Share of the supervised budget per stage (retrieval.train's defaults are 15/10/30 minutes).
-STAGE_SHARES = {"edges": 0.25, "quickdraw": 0.15, "finegrained": 0.60}
 
 
 @dataclass
@@ -71,7 +69,7 @@ def supervised_config(cfg: ReproduceConfig, out: Path):
     if cfg.encoder not in ENCODER_PRESETS:
         raise ValueError(f"unknown encoder preset {cfg.encoder!r}; choose one of {sorted(ENCODER_PRESETS)}")
 
-    stages = [s for s in STAGE_SHARES if s != "quickdraw" or (cfg.quickdraw and Path(cfg.quickdraw).is_dir())]
+    stages = [s for s in STAGES if s != "quickdraw" or (cfg.quickdraw and Path(cfg.quickdraw).is_dir())]
     total = sum(STAGE_SHARES[s] for s in stages)
     minutes = {f"minutes_{s}": cfg.minutes_supervised * STAGE_SHARES[s] / total for s in stages}
     sup = Config(
