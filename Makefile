@@ -53,7 +53,7 @@ reproduce: venv
 
 # The shipped default model: the reproduce pipeline on the procedural dataset, RL head exported to assets/model.
 default-model: venv
-	$(BIN)/python -m rl.reproduce --data procedural --out runs/default --minutes-supervised 20 --minutes-rl 5 $(ARGS)
+	$(BIN)/python -m rl.reproduce --data procedural --out runs/default --minutes-supervised 20 --minutes-rl 4 $(ARGS)
 	rm -rf assets/model && cp -r runs/default/rl/encoder assets/model
 
 # Full run (1k-1M galleries, encoder options, 50 users, browser): ~17 min on 2 cores.

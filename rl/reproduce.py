@@ -39,12 +39,13 @@ class ReproduceConfig:
     """QMUL-layout folder (e.g. ../shared/data/chairv2-train) or a 'procedural[:photos=N,...]' spec"""
     out: str = "runs/reproduce"
     """output folder"""
-    minutes_supervised: float = 40.0
+    minutes_supervised: float = 36.0
     """time budget of supervised training, split over its stages"""
-    minutes_rl: float = 10.0
+    minutes_rl: float = 6.0
     """time budget of PPO"""
-    encoder: str = "scratch"
-    """encoder layout, a preset of retrieval.train.ENCODER_PRESETS: scratch, lit-mobilenet, lit-lite0"""
+    encoder: str = "lit-lite0"
+    """encoder layout, a preset of retrieval.train.ENCODER_PRESETS: scratch, lit-mobilenet, lit-lite0
+    (the default won bench/results/chair-v2_encoder_sweep.md and the README's ablation)"""
     quickdraw: str = "../shared/data/quickdraw-raw"
     """Quick, Draw! raw ndjson folder for sketch pre-training; the stage is skipped (its time given to
     the fine-grained stage) when the folder is absent or ''"""
@@ -99,6 +100,8 @@ def supervised_config(cfg: ReproduceConfig, out: Path):
             edge_mix=0.0,
             edges_per_photo=1,
             warmup_steps=2,
+            photo_input_size=64 if sup.photo_arch else 0,
+            photo_views=1,
         )
     return sup
 
