@@ -50,6 +50,8 @@ class SweepConfig:
     """seed of every run (and of the val carve)"""
     eval_threads: int = 2
     """torch threads of the ablation's accuracy part"""
+    summarise_only: bool = False
+    """print the table of the run folders already under --out (best val row of each log.csv) and stop"""
 
 
 def run_config(item: str, cfg: SweepConfig) -> Config:
@@ -101,8 +103,32 @@ def as_argv(config: Config) -> list[str]:
     return argv
 
 
+def summarise(out: Path, select: str = "val_m@B") -> list[str]:
+    """Markdown table of every run folder under ``out``: its best validation row and steps per stage."""
+    import pandas as pd
+
+    lines = ["| run | steps (quickdraw/edges/finegrained) | best at | A@1 | A@5 | A@10 | m@A | m@B |"]
+    lines.append("|---|---|---|---:|---:|---:|---:|---:|")
+    for log_path in sorted(out.glob("*/log.csv")):
+        log = pd.read_csv(log_path)
+        steps = log.groupby("stage")["stage_step"].max()
+        val = log.dropna(subset=[select])
+        if val.empty:
+            continue
+        best = val.loc[val[select].idxmax()]
+        per_stage = "/".join(str(int(steps.get(s, 0))) for s in STAGES)
+        metrics = " | ".join(f"{best[f'val_{m}']:.2f}" for m in ("A@1", "A@5", "A@10", "m@A", "m@B"))
+        lines.append(
+            f"| {log_path.parent.name} | {per_stage} | {best['stage']} {int(best['stage_step'])} | {metrics} |"
+        )
+    return lines
+
+
 def main(argv: list[str] | None = None) -> None:
     cfg = parse_config(SweepConfig, argv, description=__doc__)
+    if cfg.summarise_only:
+        print("\n".join(summarise(Path(cfg.out))))
+        return
     configs = {item: run_config(item, cfg) for item in cfg.runs}
     Path(cfg.out).mkdir(parents=True, exist_ok=True)
     procs = {}
@@ -113,6 +139,7 @@ def main(argv: list[str] | None = None) -> None:
     start = time.monotonic()
     failed = [item for item, proc in procs.items() if proc.wait() != 0]
     print(f"{len(procs)} runs in {time.monotonic() - start:.0f} s; failed: {failed or 'none'}")
+    print("\n".join(summarise(Path(cfg.out))))
     models = [
         f"{c.run_name}={Path(cfg.out) / c.run_name / 'best'}" for item, c in configs.items() if item not in failed
     ]
