@@ -16,7 +16,10 @@
   const brush = element.querySelector(".es-brush");
   const lockMsg = element.querySelector(".es-lock");
   const ctx = canvas.getContext("2d");
-  const MAX_POINTS = 40000;  // the server refuses more (retrieval/study.py MAX_POINTS = 50000)
+  // Points in the journal: the server refuses more than 50000 (retrieval/study_payload.py MAX_POINTS),
+  // and counts every point the journal holds, so a clear frees points only when it compacts the journal.
+  const MAX_POINTS = 40000;
+  const MAX_STROKE_POINTS = 9000;  // the server refuses strokes over 10000 points (StrokeLimits)
 
   const state = {
     trial: null, t0: performance.now(), t0Utc: Date.now(), events: [], seq: 0,
@@ -118,7 +121,10 @@
 
   canvas.addEventListener("pointerdown", (e) => {
     if (state.locked || state.active || (e.pointerType === "mouse" && e.button !== 0)) return;
-    if (state.points >= MAX_POINTS) { info.textContent = "Canvas full: clear it to go on"; return; }
+    if (state.points >= MAX_POINTS) {
+      info.textContent = props.compact_on_clear ? "Canvas full: clear it to go on" : "Drawing limit reached for this trial";
+      return;
+    }
     e.preventDefault();
     canvas.setPointerCapture(e.pointerId);
     if (!state.width) {  // fix the sketch's coordinate frame at its first stroke
@@ -144,6 +150,7 @@
     const last = a.points[a.points.length - 1];
     ctx.moveTo(last[0] * s, last[1] * s);
     for (const ev of (list.length ? list : [e])) {
+      if (a.points.length >= MAX_STROKE_POINTS) break;  // a very long stroke keeps its first points
       const p = pointFrom(ev);
       a.points.push(p);
       ctx.lineTo(p[0] * s, p[1] * s);
@@ -166,8 +173,7 @@
   });
   element.querySelector(".es-clear").addEventListener("click", () => {
     if (state.locked || !strokesOnCanvas().length) return;
-    if (props.compact_on_clear) state.events = [];
-    state.points = 0;
+    if (props.compact_on_clear) { state.events = []; state.points = 0; }
     push({ type: "clear", t: now() });
   });
   element.addEventListener("keydown", (e) => {
