@@ -165,7 +165,8 @@ def load_backend(config: AppConfig) -> Backend:
     set_faiss_threads(config.threads)
     torch.set_num_threads(max(1, config.threads))
     if gallery.skipped:
-        notices.append(f"{len(gallery.skipped)} photo(s) skipped: " + "; ".join(gallery.skipped[:3]))
+        shown = [s.replace(gallery.source + os.sep, "") for s in gallery.skipped[:3]]  # names, not server paths
+        notices.append(f"{len(gallery.skipped)} photo(s) skipped: " + "; ".join(shown))
         print("skipped photos:\n  " + "\n  ".join(gallery.skipped), flush=True)
     for w in caught:
         print(f"warning: {w.message}", flush=True)
