@@ -37,7 +37,7 @@ from retrieval.encoder import Encoder  # noqa: E402
 from retrieval.formats.stroke_json import StrokePayloadError, parse_stroke_json  # noqa: E402
 from retrieval.gallery import Gallery, default_cache_dir, model_hash, open_gallery  # noqa: E402
 from retrieval.index import set_faiss_threads  # noqa: E402
-from retrieval.request_limits import BodySizeLimit  # noqa: E402
+from retrieval.request_limits import BlockedPaths, BodySizeLimit  # noqa: E402
 from retrieval.retriever import Retriever  # noqa: E402
 from retrieval.sketch import Sketch  # noqa: E402
 from retrieval.study import DrawingSession, StudyConfig  # noqa: E402
@@ -416,6 +416,19 @@ def rank_slots(config: AppConfig) -> int:
     return config.concurrency * max(1, config.batch)
 
 
+# Routes that call named endpoints; the page itself only uses the queue routes.
+API_ROUTES = ("/gradio_api/call/", "/gradio_api/run/", "/gradio_api/api/")
+
+
+def middleware(config: AppConfig) -> list[Middleware]:
+    """Request guards in front of Gradio: the body cap, and with the API off a plain 404 for its routes."""
+    guards = [Middleware(BodySizeLimit, max_bytes=config.max_body_bytes)]
+    if not api_enabled(config):
+        guards.append(Middleware(BlockedPaths, prefixes=API_ROUTES,
+                                 message=f"the API is off in {config.mode} mode (start the app with --api on)"))  # fmt: skip
+    return guards
+
+
 def launch(config: AppConfig, backend: Backend | None = None) -> None:
     backend = backend or load_backend(config)
     app = build_app(config, backend)
@@ -427,7 +440,7 @@ def launch(config: AppConfig, backend: Backend | None = None) -> None:
         max_file_size=config.max_file_size, allowed_paths=[str(backend.thumbs.folder)], theme=theme, css=_ui("app.css"),
         footer_links=["api"] if api_enabled(config) else [], run_history=False, enable_monitoring=False,
         show_error=False, ssr_mode=False, mcp_server=False, favicon_path=None,  # gr.Error texts still show
-        app_kwargs={"middleware": [Middleware(BodySizeLimit, max_bytes=config.max_body_bytes)]},
+        app_kwargs={"middleware": middleware(config)},
     )  # fmt: skip
 
 

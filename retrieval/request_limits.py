@@ -20,6 +20,14 @@ Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 
+async def plain_response(send: Send, status: int, text: str) -> None:
+    """Answer with ``status`` and a short plain-text body."""
+    body = text.encode()
+    headers = [(b"content-type", b"text/plain; charset=utf-8"), (b"content-length", str(len(body)).encode())]
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
+
+
 class BodyTooLarge(Exception):
     """Raised inside ``receive`` when a streamed body passes the cap."""
 
@@ -65,7 +73,22 @@ class BodySizeLimit:
                 await self._reject(send)
 
     async def _reject(self, send: Send) -> None:
-        body = f"request body over the limit of {self.max_bytes} bytes".encode()
-        await send({"type": "http.response.start", "status": 413,
-                    "headers": [(b"content-type", b"text/plain"), (b"content-length", str(len(body)).encode())]})  # fmt: skip
-        await send({"type": "http.response.body", "body": body})
+        await plain_response(send, 413, f"request body over the limit of {self.max_bytes} bytes")
+
+
+class BlockedPaths:
+    """ASGI middleware: requests whose path starts with one of ``prefixes`` get ``404`` and ``message``.
+
+    Cheaper than letting the framework look up a missing endpoint, which logs a traceback per call.
+    """
+
+    def __init__(self, app: ASGIApp, prefixes: tuple[str, ...], message: str) -> None:
+        self.app = app
+        self.prefixes = tuple(prefixes)
+        self.message = message
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or not str(scope.get("path", "")).startswith(self.prefixes):
+            await self.app(scope, receive, send)
+            return
+        await plain_response(send, 404, self.message)

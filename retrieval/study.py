@@ -33,7 +33,9 @@ from retrieval.study_payload import (
     CanvasJournal,
     CanvasPayloadError,
     apply_event,
+    decode_payload,
     parse_canvas_payload,
+    payload_token,
     replay,
     strokes_to_sketch,
 )
@@ -274,10 +276,12 @@ class DrawingSession:
                 return True
         return False
 
-    def _log(self, sketch: SketchState, record: dict) -> None:
+    def _log(self, sketch: SketchState, *records: dict) -> None:
+        """Write records of ``sketch``'s trial (one write and one fsync for all of them)."""
         plan = sketch.plan
-        if self.log is not None and plan is not None:
-            self.log.append({"trial": plan.index, "condition": plan.condition, "target_id": plan.target_id, **record})
+        if self.log is not None and plan is not None and records:
+            trial = {"trial": plan.index, "condition": plan.condition, "target_id": plan.target_id}
+            self.log.append_many([{**trial, **record} for record in records])
 
     # --- per request ----------------------------------------------------------------------------
     def update(self, payload: Any, rank: RankFn) -> bool:
@@ -293,17 +297,18 @@ class DrawingSession:
             CanvasPayloadError: the journal is malformed or over a limit (nothing is logged).
         """
         received_mono, received_utc = time.monotonic(), utc_now()
-        journal = parse_canvas_payload(payload)
+        payload = decode_payload(payload)
         with self.lock:
-            sketch = self._sketch_for(journal.trial)
+            sketch = self._sketch_for(payload_token(payload))
             if sketch is None:
                 return False
+            journal = parse_canvas_payload(payload, after_seq=sketch.seen_seq, max_new=MAX_NEW_EVENTS)
             if sketch is self.sketch and self.mode == "study":
                 self.check_time()  # a stroke that arrives after the limit does not count as found
             new = [e for e in journal.events if e.seq > sketch.seen_seq]
             if not new:
                 return False
-            self._check_new(journal, new)
+            self._check_new(journal)
             strokes = replay([e for e in journal.events if e.seq <= sketch.seen_seq])
             applied = []  # (event, strokes on canvas after it, stroke index)
             for event in new:
@@ -316,8 +321,9 @@ class DrawingSession:
             if self.mode == "study":
                 received = {"server_received_utc": received_utc,
                             "server_received_s": round(received_mono - sketch.start_mono, 4)}  # fmt: skip
-                for event, on_canvas, stroke_index in applied:
-                    self._log_event(sketch, journal, event, on_canvas, stroke_index, event is new[-1], received)
+                self._log(sketch, *(self._event_record(sketch, journal, event, on_canvas, stroke_index,
+                                                       event is new[-1], received)
+                                    for event, on_canvas, stroke_index in applied))  # fmt: skip
                 last = sketch.last
                 if new[-1].type == "stroke" and last is not None and last.target_rank is not None:
                     if sketch is self.sketch and last.target_rank <= self.config.found_k:
@@ -330,10 +336,7 @@ class DrawingSession:
                 return sketch
         return None
 
-    def _check_new(self, journal: CanvasJournal, new: list[CanvasEvent]) -> None:
-        if len(new) > MAX_NEW_EVENTS:
-            raise CanvasPayloadError(f"{len(new)} new events in one request, over the limit of {MAX_NEW_EVENTS}: "
-                                     "the canvas sends each stroke as it is drawn")  # fmt: skip
+    def _check_new(self, journal: CanvasJournal) -> None:
         if self.mode == "study" and journal.events[0].seq != 1:
             raise CanvasPayloadError("a study trial's journal must start at seq 1 (events were dropped)")
 
@@ -351,8 +354,8 @@ class DrawingSession:
         if result.target_rank is not None:
             sketch.best_rank = min(result.target_rank, sketch.best_rank or result.target_rank)
 
-    def _log_event(self, sketch: SketchState, journal: CanvasJournal, event: CanvasEvent, on_canvas: int,
-                   stroke_index: int, ranked: bool, received: dict) -> None:  # fmt: skip
+    def _event_record(self, sketch: SketchState, journal: CanvasJournal, event: CanvasEvent, on_canvas: int,
+                      stroke_index: int, ranked: bool, received: dict) -> dict:  # fmt: skip
         record = {
             "type": event.type, "seq": event.seq, "phase": sketch.phase, "strokes_on_canvas": on_canvas,
             "trial_token": sketch.token, "canvas_width": journal.width, "canvas_height": journal.height,
@@ -369,4 +372,4 @@ class DrawingSession:
             record.update(target_rank=last.target_rank, top_ids=list(last.ids),
                           top_scores=[round(float(s), 5) for s in last.scores],
                           server_ms=round(sketch.last_server_ms, 2), timings_ms=dict(last.timings_ms))  # fmt: skip
-        self._log(sketch, record)
+        return record

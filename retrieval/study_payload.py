@@ -83,7 +83,8 @@ def _short(value: Any) -> str:
     return text[:40]
 
 
-def _decode(value: Any) -> dict:
+def decode_payload(value: Any) -> dict:
+    """The payload as a dict (JSON text is decoded, bounded); anything else is an error."""
     if isinstance(value, str):
         if len(value) > LIMITS.max_bytes:
             raise CanvasPayloadError(f"canvas payload is over {LIMITS.max_bytes} characters")
@@ -94,6 +95,14 @@ def _decode(value: Any) -> dict:
     if not isinstance(value, dict):
         raise CanvasPayloadError(f"canvas payload must be a JSON object, got {type(value).__name__}")
     return value
+
+
+def payload_token(value: dict) -> str | None:
+    """The journal's trial token (None when absent); anything but a short string is an error."""
+    trial = value.get("trial")
+    if trial is not None and (not isinstance(trial, str) or len(trial) > MAX_TOKEN_CHARS):
+        raise CanvasPayloadError(f"trial must be a token string of at most {MAX_TOKEN_CHARS} characters")
+    return trial
 
 
 def _event(raw: Any, i: int, seq_before: int | None) -> CanvasEvent:
@@ -120,20 +129,19 @@ def _event(raw: Any, i: int, seq_before: int | None) -> CanvasEvent:
     )
 
 
-def parse_canvas_payload(value: Any) -> CanvasJournal:
+def parse_canvas_payload(value: Any, *, after_seq: int = 0, max_new: int | None = None) -> CanvasJournal:
     """Validate the canvas journal (dict or JSON string) into a :class:`CanvasJournal`.
 
     Points are checked by :func:`retrieval.formats.stroke_json.parse_stroke_json` (types, NaN,
     bounds, counts: each point 3 or 4 finite numbers), so the raw ``points`` can be logged as sent.
-    ``seq`` must count up by one through the journal.
+    ``seq`` must count up by one through the journal. With ``max_new``, more than that many events
+    after ``after_seq`` is refused before any point is read (a flood costs little to turn away).
 
     Raises:
         CanvasPayloadError: what is wrong, e.g. ``dpr must be a number in [0, 16]``.
     """
-    value = _decode(value)
-    trial = value.get("trial")
-    if trial is not None and (not isinstance(trial, str) or len(trial) > MAX_TOKEN_CHARS):
-        raise CanvasPayloadError(f"trial must be a token string of at most {MAX_TOKEN_CHARS} characters")
+    value = decode_payload(value)
+    trial = payload_token(value)
     width = _number(value.get("width", 256), "width", 1e-3, MAX_CANVAS_PX)
     height = _number(value.get("height", 256), "height", 1e-3, MAX_CANVAS_PX)
     dpr = _number(value.get("dpr"), "dpr", 1e-3, MAX_DPR, optional=True)
@@ -144,6 +152,10 @@ def parse_canvas_payload(value: Any) -> CanvasJournal:
     events: list[CanvasEvent] = []
     for i, raw in enumerate(raw_events):
         events.append(_event(raw, i, events[-1].seq if events else None))
+    new = sum(e.seq > after_seq for e in events)
+    if max_new is not None and new > max_new:
+        raise CanvasPayloadError(f"{new} new events in one request, over the limit of {max_new}: "
+                                 "the canvas sends each stroke as it is drawn")  # fmt: skip
     strokes = [e for e in events if e.type == "stroke"]
     if strokes:
         wire = {"canvas": {"width": width, "height": height}, "strokes": [e.points for e in strokes]}

@@ -13,6 +13,7 @@ import os
 import re
 import shutil
 import time
+import urllib.error
 import urllib.request
 
 import pytest
@@ -151,6 +152,9 @@ def test_two_participants_at_once_get_separate_complete_logs_and_hostile_names_s
     with running_app(tmp_path, *args) as url, playwright_api.sync_playwright() as pw:
         info = json.loads(urllib.request.urlopen(url + "/gradio_api/info", timeout=30).read())
         assert "/rank" not in info["named_endpoints"], "the rank API is off in study mode unless --api on"
+        call = urllib.request.Request(url + "/gradio_api/call/rank", b'{"data": ["{}", 5, null]}')
+        with pytest.raises(urllib.error.HTTPError, match="404"):
+            urllib.request.urlopen(call, timeout=30)
         browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         try:
             pages = {p: browser.new_context(viewport={"width": 1300, "height": 900}).new_page() for p in PARTICIPANTS}
