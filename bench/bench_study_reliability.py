@@ -31,6 +31,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import httpx
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -152,7 +153,7 @@ class Participant:
             began = time.perf_counter()
             try:
                 out = await self.tab.call(event, {"es-canvas": payload})
-            except (UiError, OSError) as exc:
+            except (UiError, OSError, httpx.HTTPError) as exc:
                 self.tally.errors[type(exc).__name__ + ": " + str(exc)[:60]] += 1
                 continue
             self.tally.latencies_ms.append((time.perf_counter() - began) * 1e3)
@@ -163,8 +164,6 @@ class Participant:
 
 async def hostile_client(tab: UiSession, name: str, deadline: float, pause_s: float, counts: Counter) -> None:
     """Back-to-back hostile requests on its own session (and on the open endpoints)."""
-    import httpx
-
     app, client = tab.app, tab.client
     start, stroke_ev = app.event("Start", "click"), app.event("es-canvas", "stroke_end")
     give_up, next_ev = app.event("Give up", "click"), app.event("Next trial", "click")
@@ -210,11 +209,19 @@ async def hostile_client(tab: UiSession, name: str, deadline: float, pause_s: fl
 
 
 async def run_phase(url: str, cfg: Config, phase: str, hostile: int) -> tuple[Tally, Counter, float]:
-    """``cfg.sessions`` participants (named ``<phase>-NN``) and ``hostile`` hostile clients until the deadline."""
-    import httpx
+    """``cfg.sessions`` participants (named ``<phase>-NN``) until the deadline, and ``hostile``
+    hostile clients in a separate process (an attacker is another machine: building its payloads
+    must not stall the event loop that times the participants)."""
+    import multiprocessing
 
-    tally, attacks = Tally(), Counter()
-    limits = httpx.Limits(max_connections=4 * (cfg.sessions + hostile) + 8)
+    tally = Tally()
+    results = multiprocessing.get_context("spawn").Queue()
+    attackers = multiprocessing.get_context("spawn").Process(
+        target=hostile_process, args=(url, phase, hostile, cfg.duration_s, cfg.hostile_pause_s, results)
+    )
+    if hostile:
+        attackers.start()
+    limits = httpx.Limits(max_connections=4 * cfg.sessions + 8)
     async with httpx.AsyncClient(limits=limits, trust_env=False) as client:
         app = await UiApp.connect(client, url)
         deadline = time.monotonic() + cfg.duration_s
@@ -224,16 +231,32 @@ async def run_phase(url: str, cfg: Config, phase: str, hostile: int) -> tuple[Ta
             own_rng = np.random.default_rng(rng.integers(1 << 32))
             people.append(Participant(f"{phase}-{i:02d}", UiSession(client, app), tally, own_rng, cfg))
         began = time.monotonic()
-        tasks = [asyncio.create_task(p.run(deadline)) for p in people]
-        for i in range(hostile):
-            tab = UiSession(client, app)
-            tasks.append(
-                asyncio.create_task(hostile_client(tab, f"X-{phase}-{i}", deadline, cfg.hostile_pause_s, attacks))
-            )
-        for result in await asyncio.gather(*tasks, return_exceptions=True):
+        for result in await asyncio.gather(*(p.run(deadline) for p in people), return_exceptions=True):
             if isinstance(result, BaseException):
                 tally.errors[f"client crashed: {result!r:.80}"] += 1
-        return tally, attacks, time.monotonic() - began
+        wall_s = time.monotonic() - began
+    attacks = Counter(results.get(timeout=120)) if hostile else Counter()
+    if hostile:
+        attackers.join(30)
+    return tally, attacks, wall_s
+
+
+def hostile_process(url: str, phase: str, clients: int, duration_s: float, pause_s: float, results) -> None:
+    """Entry point of the attackers' process: run the hostile clients, put their outcome counts on ``results``."""
+
+    async def attack() -> Counter:
+        counts: Counter = Counter()
+        async with httpx.AsyncClient(trust_env=False) as client:
+            app = await UiApp.connect(client, url)
+            deadline = time.monotonic() + duration_s
+            tabs = [UiSession(client, app) for _ in range(clients)]
+            runs = [hostile_client(tab, f"X-{phase}-{i}", deadline, pause_s, counts) for i, tab in enumerate(tabs)]
+            for result in await asyncio.gather(*runs, return_exceptions=True):
+                if isinstance(result, BaseException):
+                    counts[f"hostile client crashed: {result!r:.80}"] += 1
+        return counts
+
+    results.put(dict(asyncio.run(attack())))
 
 
 def check_logs(log_dir: Path, tally: Tally) -> dict:

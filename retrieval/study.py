@@ -310,13 +310,11 @@ class DrawingSession:
                 return False
             self._check_new(journal)
             strokes = replay([e for e in journal.events if e.seq <= sketch.seen_seq])
-            applied = []  # (event, strokes on canvas after it, stroke index)
+            applied, drawn = [], sketch.strokes_drawn  # (event, strokes on canvas after it, stroke index)
             for event in new:
                 apply_event(strokes, event)
-                if event.type == "stroke":
-                    sketch.strokes_drawn += 1
-                applied.append((event, len(strokes), sketch.strokes_drawn - 1))
-            sketch.seen_seq = new[-1].seq
+                drawn += event.type == "stroke"
+                applied.append((event, len(strokes), drawn - 1))
             self._rank(sketch, strokes, journal, rank)
             if self.mode == "study":
                 received = {"server_received_utc": received_utc,
@@ -324,6 +322,9 @@ class DrawingSession:
                 self._log(sketch, *(self._event_record(sketch, journal, event, on_canvas, stroke_index,
                                                        event is new[-1], received)
                                     for event, on_canvas, stroke_index in applied))  # fmt: skip
+            # Only once the records are on disk: if the write failed, the resent journal logs them again.
+            sketch.seen_seq, sketch.strokes_drawn = new[-1].seq, drawn
+            if self.mode == "study":
                 last = sketch.last
                 if new[-1].type == "stroke" and last is not None and last.target_rank is not None:
                     if sketch is self.sketch and last.target_rank <= self.config.found_k:

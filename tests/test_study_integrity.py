@@ -202,3 +202,17 @@ def test_a_session_copies_with_its_own_lock():
     with session.lock:
         assert clone.lock.acquire(timeout=1), "the copy's lock is independent"
         clone.lock.release()
+
+
+def test_a_stroke_whose_record_could_not_be_written_is_logged_when_the_journal_comes_again(tmp_path, retriever):
+    session = _study(tmp_path)
+    path = tmp_path / "P1__S1.jsonl"
+    kept = path.read_bytes()
+    path.unlink()
+    path.symlink_to("/dev/full")  # every write fails with ENOSPC, as on a full disk
+    with pytest.raises(OSError):
+        session.update(_journal(session, [_stroke(1)]), _rank(retriever))
+    path.unlink()
+    path.write_bytes(kept)  # space again
+    session.update(_journal(session, [_stroke(1), _stroke(2)]), _rank(retriever))
+    assert [(r["seq"], r["stroke_index"]) for r in _records(tmp_path, "stroke")] == [(1, 0), (2, 1)]
