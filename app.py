@@ -37,7 +37,7 @@ from retrieval.encoder import Encoder  # noqa: E402
 from retrieval.formats.stroke_json import StrokePayloadError, parse_stroke_json  # noqa: E402
 from retrieval.gallery import Gallery, default_cache_dir, model_hash, open_gallery  # noqa: E402
 from retrieval.index import set_faiss_threads  # noqa: E402
-from retrieval.request_limits import BlockedPaths, BodySizeLimit  # noqa: E402
+from retrieval.request_limits import BlockedPaths, BodySizeLimit, StructuredInputLimit  # noqa: E402
 from retrieval.retriever import Retriever  # noqa: E402
 from retrieval.sketch import Sketch  # noqa: E402
 from retrieval.study import DrawingSession, StudyConfig  # noqa: E402
@@ -418,11 +418,14 @@ def rank_slots(config: AppConfig) -> int:
 
 # Routes that call named endpoints; the page itself only uses the queue routes.
 API_ROUTES = ("/gradio_api/call/", "/gradio_api/run/", "/gradio_api/api/")
+EVENT_ROUTES = ("/gradio_api/queue/join",)  # where the page sends UI events
+MAX_STRUCTURED_INPUT_BYTES = 64_000  # the page sends only scalars and text: nested inputs are never large
 
 
 def middleware(config: AppConfig) -> list[Middleware]:
     """Request guards in front of Gradio: the body cap, and with the API off a plain 404 for its routes."""
-    guards = [Middleware(BodySizeLimit, max_bytes=config.max_body_bytes)]
+    guards = [Middleware(BodySizeLimit, max_bytes=config.max_body_bytes),
+              Middleware(StructuredInputLimit, paths=EVENT_ROUTES, max_bytes=MAX_STRUCTURED_INPUT_BYTES)]  # fmt: skip
     if not api_enabled(config):
         guards.append(Middleware(BlockedPaths, prefixes=API_ROUTES,
                                  message=f"the API is off in {config.mode} mode (start the app with --api on)"))  # fmt: skip

@@ -5,11 +5,11 @@ Starts ``app.py --mode study`` and drives ``--sessions`` participants through it
 procedural sketch of its trial's target stroke by stroke at human times (the sketch's own stroke
 durations, Quick, Draw!-like pen-up gaps), sends the whole journal after every pen-up, waits for
 the answer, gives up after ``--strokes-per-trial`` strokes and presses Next. The run has two phases
-of ``--duration-s`` each on the same server: honest participants only, then the same load with
-``--hostile-clients`` clients mixed in that send, back to back, what an attacker would: a
-2000-event journal, the largest allowed journal on a fresh trial, hostile fields (10 MB ``dpr``,
-nested extras, bad ``seq``), an oversized body, a deeply nested body, the ``rank`` API, and a
-stroke racing Next on their own session.
+of ``--duration-s`` each on the same server (in A B B A blocks): honest participants only, and the
+same load with ``--hostile-clients`` clients mixed in (in their own process) that send, one after
+the other, what an attacker would: a 2000-event journal (as text, and as nested JSON), the largest
+allowed journal on a fresh trial racing Give up + Next, hostile fields (10 MB ``dpr``, nested
+extras, bad ``seq``), an oversized body, a deeply nested body and the ``rank`` API.
 
 Reported: strokes sent vs stroke records on disk (must be equal), misfiled records (a record in a
 participant's log that is not one of that participant's strokes under the trial it was drawn in,
@@ -58,7 +58,10 @@ class Config:
     sessions: int = 30
     """Honest participants drawing at once."""
     duration_s: float = 120.0
-    """Seconds of each phase (honest only, then honest + hostile)."""
+    """Seconds of each phase (honest only; honest + hostile)."""
+    rounds: int = 2
+    """Blocks per phase of duration_s / rounds each, in A B B A order, so the drifting load of a
+    shared machine falls on both phases alike."""
     hostile_clients: int = 4
     """Clients sending hostile requests in the second phase, each waiting for an answer before the next."""
     hostile_pause_s: float = 0.1
@@ -85,12 +88,25 @@ class Tally:
     )  # participant -> token -> (trial, target)
     latencies_ms: list[float] = field(default_factory=list)
     errors: Counter = field(default_factory=Counter)
+    wall_s: float = 0.0
+
+    def merge(self, other: Tally) -> None:
+        self.sent.update(other.sent)
+        self.trials.update(other.trials)
+        self.latencies_ms += other.latencies_ms
+        self.errors.update(other.errors)
+        self.wall_s += other.wall_s
 
 
 STUDY = {"name": "reliability", "random_targets": 50, "num_trials": 200, "found_k": 1, "time_limit_s": 0, "seed": 0}
 
 
-def journal(token: str, events: list[dict], extra: dict | None = None) -> dict:
+def journal(token: str, events: list[dict], extra: dict | None = None) -> str:
+    """The canvas journal as the page sends it: JSON text."""
+    return json.dumps(journal_object(token, events, extra))
+
+
+def journal_object(token: str, events: list[dict], extra: dict | None = None) -> dict:
     return {"trial": token, "width": 256, "height": 256, "dpr": 1, "t0_utc_ms": time.time() * 1e3, "events": events,
             **(extra or {})}  # fmt: skip
 
@@ -172,11 +188,14 @@ async def hostile_client(tab: UiSession, name: str, deadline: float, pause_s: fl
     line = np.array([[10.0 + i, 20.0 + i, 10.0 * i] for i in range(5)])
     max_events = [stroke_event(s, line, 0.0) for s in range(1, 61)]
     attacks = {
-        "2000-event journal": lambda: journal(token, [stroke_event(s, line, 0.0) for s in range(1, 2001)]),
+        "2000-event journal as text": lambda: journal(token, [stroke_event(s, line, 0.0) for s in range(1, 2001)]),
+        "2000-event journal as nested JSON": lambda: journal_object(
+            token, [stroke_event(s, line, 0.0) for s in range(1, 2001)]
+        ),
         "nested pointer": lambda: journal(token, [{**max_events[0], "pointer": json.loads("[" * 500 + "]" * 500)}]),
         "seq jump": lambda: journal(token, [max_events[0], {**max_events[1], "seq": 10**9}]),
     }
-    huge = json.dumps({"data": [journal(token, max_events[:1], {"dpr": "9" * 10_000_000}), None],
+    huge = json.dumps({"data": [journal_object(token, max_events[:1], {"dpr": "9" * 10_000_000}), None],
                        "fn_index": stroke_ev.fn_index, "session_hash": tab.session_hash}).encode()  # fmt: skip
     while time.monotonic() < deadline:
         for attack, make in attacks.items():
@@ -208,8 +227,8 @@ async def hostile_client(tab: UiSession, name: str, deadline: float, pause_s: fl
         await asyncio.sleep(pause_s)
 
 
-async def run_phase(url: str, cfg: Config, phase: str, hostile: int) -> tuple[Tally, Counter, float]:
-    """``cfg.sessions`` participants (named ``<phase>-NN``) until the deadline, and ``hostile``
+async def run_phase(url: str, cfg: Config, phase: str, hostile: int, duration_s: float) -> tuple[Tally, Counter]:
+    """``cfg.sessions`` participants (named ``<phase>-NN``) for ``duration_s``, and ``hostile``
     hostile clients in a separate process (an attacker is another machine: building its payloads
     must not stall the event loop that times the participants)."""
     import multiprocessing
@@ -217,15 +236,15 @@ async def run_phase(url: str, cfg: Config, phase: str, hostile: int) -> tuple[Ta
     tally = Tally()
     results = multiprocessing.get_context("spawn").Queue()
     attackers = multiprocessing.get_context("spawn").Process(
-        target=hostile_process, args=(url, phase, hostile, cfg.duration_s, cfg.hostile_pause_s, results)
+        target=hostile_process, args=(url, phase, hostile, duration_s, cfg.hostile_pause_s, results)
     )
     if hostile:
         attackers.start()
     limits = httpx.Limits(max_connections=4 * cfg.sessions + 8)
     async with httpx.AsyncClient(limits=limits, trust_env=False) as client:
         app = await UiApp.connect(client, url)
-        deadline = time.monotonic() + cfg.duration_s
-        rng = np.random.default_rng([cfg.seed, len(phase)])
+        deadline = time.monotonic() + duration_s
+        rng = np.random.default_rng([cfg.seed, *phase.encode()])
         people = []
         for i in range(cfg.sessions):
             own_rng = np.random.default_rng(rng.integers(1 << 32))
@@ -234,11 +253,11 @@ async def run_phase(url: str, cfg: Config, phase: str, hostile: int) -> tuple[Ta
         for result in await asyncio.gather(*(p.run(deadline) for p in people), return_exceptions=True):
             if isinstance(result, BaseException):
                 tally.errors[f"client crashed: {result!r:.80}"] += 1
-        wall_s = time.monotonic() - began
+        tally.wall_s = time.monotonic() - began
     attacks = Counter(results.get(timeout=120)) if hostile else Counter()
     if hostile:
         attackers.join(30)
-    return tally, attacks, wall_s
+    return tally, attacks
 
 
 def hostile_process(url: str, phase: str, clients: int, duration_s: float, pause_s: float, results) -> None:
@@ -298,46 +317,59 @@ def main(argv: list[str] | None = None) -> None:
     study.write_text(json.dumps(STUDY))
     app_args = ["--mode", "study", "--study", str(study), "--log-dir", str(log_dir), "--gallery-size",
                 str(cfg.gallery_size), "--cache-dir", str(cfg.cache_dir), *shlex.split(cfg.app_args)]  # fmt: skip
-    phases = {}
+    tallies = {"honest": Tally(), "hostile": Tally()}
+    attacks: Counter = Counter()
+    block_s = cfg.duration_s / cfg.rounds
     with running_app(app_args, log_path=run_dir / "app.log") as app:
-        for phase, hostile in (("honest", 0), ("hostile", cfg.hostile_clients)):
-            print(f"phase {phase}: {cfg.sessions} participants, {hostile} hostile clients, {cfg.duration_s:g} s",
-                  flush=True)  # fmt: skip
-            tally, attacks, wall_s = asyncio.run(run_phase(app.url, cfg, phase, hostile))
-            time.sleep(1.0)  # answers are sent after their records are written; let the last land
-            phases[phase] = {**check_logs(log_dir, tally), "latency_ms": percentiles(tally.latencies_ms),
-                             "errors": dict(tally.errors), "attacks": dict(attacks), "wall_s": wall_s,
-                             "peak_rss_mb": peak_rss_mb(app.proc.pid), "server_alive": app.proc.poll() is None}  # fmt: skip
-            print(json.dumps(phases[phase], default=str)[:600], flush=True)
+        for r in range(cfg.rounds):
+            for phase in ("honest", "hostile") if r % 2 == 0 else ("hostile", "honest"):
+                hostile = cfg.hostile_clients if phase == "hostile" else 0
+                print(f"{phase} block {r}: {cfg.sessions} participants, {hostile} hostile clients, {block_s:g} s",
+                      flush=True)  # fmt: skip
+                tally, block_attacks = asyncio.run(run_phase(app.url, cfg, f"{phase}{r}", hostile, block_s))
+                tallies[phase].merge(tally)
+                attacks.update(block_attacks)
+                print(f"  p95 {percentiles(tally.latencies_ms)['p95']:.0f} ms, errors {dict(tally.errors)}", flush=True)
+        time.sleep(1.0)  # answers are sent after their records are written; let the last land
+        rss, alive = peak_rss_mb(app.proc.pid), app.proc.poll() is None
+    phases = {
+        phase: {**check_logs(log_dir, tally), "latency_ms": percentiles(tally.latencies_ms),
+                "errors": dict(tally.errors), "wall_s": tally.wall_s}
+        for phase, tally in tallies.items()
+    }  # fmt: skip
+    phases["hostile"]["attacks"] = dict(attacks)
+    phases["server"] = {"peak_rss_mb": rss, "alive": alive, "app_log": str(run_dir / "app.log")}
     report(phases, cfg, machine, command_line(__file__, argv))
 
 
 def report(phases: dict, cfg: Config, machine: dict, command: str) -> None:
-    honest, hostile = phases["honest"], phases["hostile"]
+    server, runs = phases["server"], {name: phases[name] for name in ("honest", "hostile")}
+    honest, hostile = runs["honest"], runs["hostile"]
     ratio = hostile["latency_ms"]["p95"] / honest["latency_ms"]["p95"]
     targets = [
         Target(f"{name}: stroke records written - strokes sent", p["records_written"] - p["strokes_sent"], 0, unit="")
-        for name, p in phases.items()
-    ] + [Target(f"{name}: misfiled records", p["misfiled"], 0, unit="") for name, p in phases.items()] + [
+        for name, p in runs.items()
+    ] + [Target(f"{name}: misfiled records", p["misfiled"], 0, unit="") for name, p in runs.items()] + [
         Target("honest p95 latency with / without hostile traffic", ratio, 1.5, unit="x"),
-        Target("honest-session request errors", sum(sum(p["errors"].values()) for p in phases.values()), 0, unit=""),
+        Target("honest-session request errors", sum(sum(p["errors"].values()) for p in runs.values()), 0, unit=""),
     ]  # fmt: skip
     lines = header_lines("Study-mode reliability under hostile traffic", command, machine)
-    lines += ["", f"{cfg.sessions} participants at human timing for {cfg.duration_s:g} s per phase; gallery "
-              f"{cfg.gallery_size} procedural photos; {cfg.hostile_clients} hostile clients in the second phase.", "",
-              "| phase | strokes sent | records written | misfiled | p50 ms | p95 ms | errors | server peak RSS MiB |",
+    lines += ["", f"{cfg.sessions} participants at a time, at human timing, for {cfg.duration_s:g} s per phase "
+              f"({cfg.rounds} blocks each, A B B A); gallery {cfg.gallery_size} procedural photos; "
+              f"{cfg.hostile_clients} hostile clients (own process) during the hostile blocks.", "",
+              "| phase | strokes sent | stroke records written | misfiled | p50 ms | p95 ms | p99 ms | errors |",
               "|---|---|---|---|---|---|---|---|"]  # fmt: skip
-    for name, p in phases.items():
+    for name, p in runs.items():
         lat = p["latency_ms"]
         lines.append(f"| {name} | {p['strokes_sent']} | {p['records_written']} | {p['misfiled']} | {lat['p50']:.0f} | "
-                     f"{lat['p95']:.0f} | {sum(p['errors'].values())} | {p['peak_rss_mb']:.0f} |")  # fmt: skip
-    lines += ["", f"p95 ratio (hostile / honest): **{ratio:.2f}x**; server alive at the end: "
-              f"{hostile['server_alive']}.", "", "Hostile requests sent (outcome: count):", ""]  # fmt: skip
+                     f"{lat['p95']:.0f} | {lat['p99']:.0f} | {sum(p['errors'].values())} |")  # fmt: skip
     sent = sum(hostile["attacks"].values())
+    lines += ["", f"p95 ratio (with / without hostile traffic): **{ratio:.2f}x**. Server peak RSS (VmHWM): "
+              f"**{server['peak_rss_mb']:.0f} MiB**; alive at the end: {server['alive']}.", "",
+              f"Hostile requests: {sent} in {hostile['wall_s']:.0f} s ({sent / hostile['wall_s']:.1f}/s; "
+              f"{cfg.hostile_pause_s:g} s pause between a client's requests), outcome: count", ""]  # fmt: skip
     lines += [f"- {k}: {v}" for k, v in sorted(hostile["attacks"].items())]
-    lines += ["", f"{sent} hostile requests in {hostile['wall_s']:.0f} s ({sent / hostile['wall_s']:.1f}/s, "
-              f"{cfg.hostile_clients} clients, {cfg.hostile_pause_s:g} s pause between requests)."]  # fmt: skip
-    errors = {k: v for p in phases.values() for k, v in p["errors"].items()}
+    errors = {k: v for p in runs.values() for k, v in p["errors"].items()}
     if errors:
         lines += ["", "Honest-session errors:", "", *(f"- {k}: {v}" for k, v in errors.items())]
     lines += ["", *target_table(targets)]

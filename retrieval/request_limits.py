@@ -1,4 +1,4 @@
-"""A cap on HTTP request bodies, enforced before the web framework parses them.
+"""Caps on HTTP requests, enforced before the web framework parses them.
 
 Gradio reads and JSON-decodes a whole request body before any app code sees it, so a per-field
 size check in the app comes too late: a 500 MB body has already cost its memory. This ASGI
@@ -10,6 +10,7 @@ bodies without one (chunked) as soon as the bytes received pass it.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
@@ -92,3 +93,57 @@ class BlockedPaths:
             await self.app(scope, receive, send)
             return
         await plain_response(send, 404, self.message)
+
+
+class StructuredInputLimit:
+    """ASGI middleware: a UI event whose inputs hold more than ``max_bytes`` of nested JSON
+    (lists and objects) gets ``413``; text and scalars of any size (up to the body cap) pass.
+
+    Gradio validates, copies and walks every nested value of an event's inputs on its event loop,
+    about 0.5 ms per kB on this machine, and every session waits meanwhile; one string costs it
+    almost nothing. The app's canvas therefore sends its journal as JSON text, and this refuses
+    the expensive shape before Gradio parses it. C-speed ``json`` does the check.
+    """
+
+    def __init__(self, app: ASGIApp, paths: tuple[str, ...], max_bytes: int) -> None:
+        self.app = app
+        self.paths = tuple(paths)
+        self.max_bytes = int(max_bytes)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope.get("method") != "POST" or scope.get("path") not in self.paths:
+            await self.app(scope, receive, send)
+            return
+        chunks, more = [], True
+        while more:
+            message = await receive()
+            if message["type"] != "http.request":
+                return  # the client went away
+            chunks.append(message.get("body", b""))
+            more = message.get("more_body", False)
+        body = b"".join(chunks)
+        if self._too_structured(body):
+            await plain_response(send, 413, f"event inputs hold over {self.max_bytes} bytes of nested JSON: "
+                                 "send large values as JSON text")  # fmt: skip
+            return
+        replayed = False
+
+        async def replay() -> Message:
+            nonlocal replayed
+            if not replayed:
+                replayed = True
+                return {"type": "http.request", "body": body, "more_body": False}
+            return await receive()
+
+        await self.app(scope, replay, send)
+
+    def _too_structured(self, body: bytes) -> bool:
+        try:
+            request = json.loads(body)
+        except (ValueError, RecursionError):
+            return False  # not JSON (or absurdly nested): Gradio refuses it itself, cheaply
+        if not isinstance(request, dict):
+            return False
+        values = request.get("data") if isinstance(request.get("data"), list) else []
+        nested = [v for v in [*values, request.get("event_data")] if isinstance(v, list | dict)]
+        return any(len(json.dumps(v, separators=(",", ":"))) > self.max_bytes for v in nested)

@@ -1,6 +1,8 @@
-"""The request body cap: declared and streamed (chunked) bodies over it get 413, smaller ones pass."""
+"""Request caps: bodies over the size cap (declared or streamed) and UI events with large nested inputs get 413."""
 
 from __future__ import annotations
+
+import json
 
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
@@ -9,7 +11,7 @@ from starlette.responses import PlainTextResponse
 from starlette.routing import Route
 from starlette.testclient import TestClient
 
-from retrieval.request_limits import BodySizeLimit
+from retrieval.request_limits import BodySizeLimit, StructuredInputLimit
 
 
 async def echo_size(request: Request) -> PlainTextResponse:
@@ -36,3 +38,21 @@ def test_a_streamed_body_without_length_is_cut_off_at_the_cap():
 
     assert _client(100_000).post("/", content=chunks()).text == "10000"
     assert _client(5000).post("/", content=chunks()).status_code == 413
+
+
+def _join_client(max_structured: int) -> TestClient:
+    app = Starlette(routes=[Route("/join", echo_size, methods=["POST"]), Route("/other", echo_size, methods=["POST"])],
+                    middleware=[Middleware(StructuredInputLimit, paths=("/join",), max_bytes=max_structured)])  # fmt: skip
+    return TestClient(app)
+
+
+def test_event_inputs_with_large_nested_json_are_refused_and_the_same_data_as_text_passes():
+    journal = {"events": [{"seq": i, "points": [[1, 2, 3]] * 5} for i in range(100)]}
+    client = _join_client(1000)
+    refused = client.post("/join", json={"data": [journal, None], "fn_index": 1})
+    assert refused.status_code == 413 and "send large values as JSON text" in refused.text
+    as_text = json.dumps({"data": [json.dumps(journal), None], "fn_index": 1}).encode()
+    assert client.post("/join", content=as_text).text == str(len(as_text)), "the app reads the body intact"
+    assert client.post("/join", json={"data": [{"small": [1, 2]}], "event_data": None}).status_code == 200
+    assert client.post("/other", json={"data": [journal]}).status_code == 200, "only the listed paths are checked"
+    assert client.post("/join", content=b"[" * 50_000).status_code == 200, "not parseable: left to the app"

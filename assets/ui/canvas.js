@@ -1,7 +1,10 @@
 // EarlySketch freehand canvas (runs as gr.HTML js_on_load: element, trigger, props, watch).
 //
-// Keeps an append-only journal of the current trial in props.value:
+// Keeps an append-only journal of the current trial in props.value, as JSON text:
 //   {trial, width, height, dpr, t0_utc_ms, events: [{seq, type: "stroke"|"undo"|"clear", ...}]}
+// Text, not an object: the server's web framework walks every nested value of a request on its
+// event loop (all sessions wait meanwhile), while one string costs it almost nothing; the app
+// parses the text itself, with its own size limits, in a worker thread.
 // Stroke events hold every point [x, y, t_ms, pressure] (t from performance.now() relative to
 // the trial start, x/y in canvas CSS pixels). After every change it calls trigger("stroke_end");
 // Python re-reads the whole journal, so events coalesced while the server is busy are not lost.
@@ -87,11 +90,11 @@
   }
 
   function publish() {
-    props.value = {
+    props.value = JSON.stringify({
       trial: state.trial, width: state.width || canvas.getBoundingClientRect().width,
       height: state.height || canvas.getBoundingClientRect().height, dpr: window.devicePixelRatio || 1,
-      t0_utc_ms: state.t0Utc, events: state.events.slice(),
-    };
+      t0_utc_ms: state.t0Utc, events: state.events,
+    });
   }
 
   function push(event) {
@@ -193,7 +196,8 @@
     // Time limit: wake the server when it passes even if nobody draws (it decides, not us).
     if (typeof v.deadline_s === "number") deadlineTimer = setTimeout(() => trigger("stroke_end"), v.deadline_s * 1000 + 250);
   }
-  watch("value", () => applyServerValue(props.value || {}));
+  // Only objects come from Python; the strings are this script's own journal.
+  watch("value", () => { if (props.value && typeof props.value === "object") applyServerValue(props.value); });
 
   const idle = Number(props.idle_reset_s || 0);
   if (idle > 0) {
@@ -207,7 +211,7 @@
 
   new ResizeObserver(resizeBacking).observe(paper);
   reset(null, false);
-  applyServerValue(props.value || {});
+  applyServerValue(props.value && typeof props.value === "object" ? props.value : {});
   resizeBacking();
   wrap.dataset.ready = "1";
 })();
