@@ -336,6 +336,9 @@ def build_app(config: AppConfig, backend: Backend) -> gr.Blocks:
                 raise gr.Error(f"{exc} (tick 'Continue this session' to append to it).") from exc
             except ValueError as exc:
                 raise gr.Error(f"Please check the participant id and the session id: {exc}.") from exc
+            except OSError as exc:  # the path is for the operator's console, not the participant's page
+                print(f"error: cannot create the study log in {config.log_dir}: {exc}", flush=True)
+                raise gr.Error("The study log cannot be written on the server: please tell the experimenter.") from exc
             session.begin_study(study, log, list(backend.ids), {"gallery": backend.gallery.source,
                                                                  "gallery_size": len(backend.ids)})  # fmt: skip
             return {**view(session, fresh_canvas=True), consent: gr.Column(visible=False),
