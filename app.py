@@ -4,8 +4,9 @@ Modes (``--mode`` or ``EARLYSKETCH_MODE``): ``free`` (default: free drawing on t
 gallery), ``study`` (user study from a JSON config, every stroke logged to disk) and ``demo``
 (kiosk: big canvas, target challenge, reset after idle). Every flag also reads an environment
 variable ``EARLYSKETCH_<FLAG>``. The named API endpoint ``rank`` takes a sketch in the stroke
-JSON format; see docs/app.md. This file only wires the UI to ``retrieval/``: the per-stroke work
-is ``Retriever.rank``, the trial logic ``retrieval.study`` and the log ``retrieval.study_log``.
+JSON format; see docs/app.md. This file only wires the UI to ``retrieval/``: the views are
+``app_views.py``, the per-stroke work ``Retriever.rank``, the trial logic ``retrieval.study`` and
+the log ``retrieval.study_log``.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from starlette.middleware import Middleware  # noqa: E402
 
+from app_views import canvas_value, panel_view, results_view  # noqa: E402
 from retrieval.batching import RankBatcher  # noqa: E402
 from retrieval.encoder import Encoder  # noqa: E402
 from retrieval.formats.stroke_json import StrokePayloadError, parse_stroke_json  # noqa: E402
@@ -177,47 +179,6 @@ def load_backend(config: AppConfig) -> Backend:
     ranker = RankBatcher(retriever, config.batch, workers=config.concurrency) if config.batch > 1 else retriever
     return Backend(retriever, ranker, gallery, tuple(gallery.index.ids), thumbs, model_hash(encoder),
                    code_version(), tuple(notices))  # fmt: skip
-
-
-# --- views: plain dicts rendered by assets/ui/*.js -----------------------------------------------
-def results_view(backend: Backend, session: DrawingSession, k: int, message: str = "") -> dict:
-    last = session.last
-    items = []
-    if last is not None:
-        items = [{"src": backend.thumb_url(pid), "id": pid, "rank": i + 1, "score": round(float(s), 4),
-                  "target": pid == session.target_id} for i, (pid, s) in enumerate(zip(last.ids[:k], last.scores))]  # fmt: skip
-    curve = [{"strokes": p.strokes, "rank": p.target_rank, "top1": round(p.top1_score, 4)} for p in session.curve]
-    return {
-        "items": items, "k": k, "curve": curve, "has_target": session.target_id is not None,
-        "target_rank": last.target_rank if last is not None else None, "gallery_size": len(backend.ids),
-        "server_ms": round(session.last_server_ms, 1) if last is not None else None,
-        "message": message or f"Draw on the canvas: after every stroke the {len(backend.ids)} photos are re-ranked.",
-    }  # fmt: skip
-
-
-def panel_view(backend: Backend, session: DrawingSession, banner: str = "", kind: str = "") -> dict:
-    if session.target_id is None:
-        return {"title": "Free drawing", "subtitle": "Draw anything: the closest photos appear after every stroke. "
-                "Tick the challenge box to get a photo to find.", "banner": banner, "banner_kind": kind}  # fmt: skip
-    view = {"target_src": backend.thumb_url(session.target_id), "target_id": session.target_id,
-            "banner": banner, "banner_kind": kind}  # fmt: skip
-    if session.mode == "study":
-        view["title"] = f"Trial {session.trial + 1} of {len(session.plan)}: find this photo"
-        limit = session.config.time_limit_s
-        view["subtitle"] = session.config.instructions if session.trial == 0 else ""
-        if limit and session.phase == "drawing":
-            view["remaining_s"] = max(0.0, limit - session.elapsed_s())
-    else:
-        view["title"] = "Can you find this one?"
-        view["subtitle"] = "Draw it: the fewer strokes, the better."
-    return view
-
-
-def canvas_value(session: DrawingSession, locked: bool = False, message: str = "") -> dict:
-    remaining = None
-    if session.config is not None and session.config.time_limit_s and session.phase == "drawing":
-        remaining = max(0.0, session.config.time_limit_s - session.elapsed_s())
-    return {"trial": session.token, "locked": locked, "message": message, "deadline_s": remaining}
 
 
 def _ui(name: str) -> str:
