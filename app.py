@@ -4,8 +4,9 @@ Modes (``--mode`` or ``EARLYSKETCH_MODE``): ``free`` (default: free drawing on t
 gallery), ``study`` (user study from a JSON config, every stroke logged to disk) and ``demo``
 (kiosk: big canvas, target challenge, reset after idle). Every flag also reads an environment
 variable ``EARLYSKETCH_<FLAG>``. The named API endpoint ``rank`` takes a sketch in the stroke
-JSON format; see docs/app.md. This file only wires the UI to ``retrieval/``: the per-stroke work
-is ``Retriever.rank``, the trial logic ``retrieval.study`` and the log ``retrieval.study_log``.
+JSON format; see docs/app.md. This file only wires the UI to ``retrieval/``: the views are
+``app_views.py``, the per-stroke work ``Retriever.rank``, the trial logic ``retrieval.study`` and
+the log ``retrieval.study_log``.
 """
 
 from __future__ import annotations
@@ -17,6 +18,8 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import argparse  # noqa: E402
 import hashlib  # noqa: E402
+import html  # noqa: E402
+import secrets  # noqa: E402
 import subprocess  # noqa: E402
 import threading  # noqa: E402
 import time  # noqa: E402
@@ -28,17 +31,20 @@ from pathlib import Path  # noqa: E402
 import gradio as gr  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
-from PIL import Image  # noqa: E402
+from starlette.middleware import Middleware  # noqa: E402
 
+from app_views import canvas_value, panel_view, results_view  # noqa: E402
 from retrieval.batching import RankBatcher  # noqa: E402
 from retrieval.encoder import Encoder  # noqa: E402
 from retrieval.formats.stroke_json import StrokePayloadError, parse_stroke_json  # noqa: E402
 from retrieval.gallery import Gallery, default_cache_dir, model_hash, open_gallery  # noqa: E402
 from retrieval.index import set_faiss_threads  # noqa: E402
+from retrieval.request_limits import BlockedPaths, BodySizeLimit, StructuredInputLimit  # noqa: E402
 from retrieval.retriever import Retriever  # noqa: E402
 from retrieval.sketch import Sketch  # noqa: E402
 from retrieval.study import DrawingSession, StudyConfig  # noqa: E402
-from retrieval.study_log import StudyLog  # noqa: E402
+from retrieval.study_log import SessionExistsError, StudyLog  # noqa: E402
+from retrieval.thumbnails import ThumbnailCache  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent
 UI = ROOT / "assets" / "ui"
@@ -70,6 +76,10 @@ class AppConfig:
     threads: int = 1  # torch + faiss threads per ranking job (measured: 1 beats 2 under concurrent sessions)
     concurrency: int = 2  # ranking jobs run at once (across sessions)
     batch: int = 8  # most concurrent strokes encoded in one forward (1 = no cross-session batching)
+    api: str = "auto"  # the public `rank` endpoint: auto (on in free mode, off in study/demo) | on | off
+    api_diagnostics: bool = False  # add `batch_size` (how many sessions shared the forward) to API answers
+    max_queue: int = 128  # events waiting in the server's queue, all sessions together; more are refused
+    max_body_bytes: int = 4_000_000  # HTTP request body cap (a 50k-point canvas journal is ~2 MB)
     warnings: list[str] = field(default_factory=list)
 
 
@@ -96,7 +106,7 @@ def parse_args(argv: list[str] | None = None) -> AppConfig:
     return config
 
 
-_CHOICES = {"mode": ["free", "study", "demo"]}
+_CHOICES = {"mode": ["free", "study", "demo"], "api": ["auto", "on", "off"]}
 
 
 # --- backend: loaded once, read-only afterwards (no per-user state) ------------------------------
@@ -106,21 +116,14 @@ class Backend:
     ranker: Retriever | RankBatcher  # the per-stroke call; a RankBatcher shares forwards across sessions
     gallery: Gallery
     ids: tuple[str, ...]
-    thumbs: Path
+    thumbs: ThumbnailCache
     model_hash: str
     code_version: str
     notices: tuple[str, ...]
 
     def thumb_url(self, photo_id: str) -> str:
         """URL of a cached JPEG thumbnail (made on first use; only this folder is served)."""
-        path = self.thumbs / (hashlib.sha1(photo_id.encode()).hexdigest()[:24] + ".jpg")
-        if not path.exists():
-            img = Image.fromarray(self.gallery.load_photo(photo_id)).convert("RGB")
-            img.thumbnail((THUMB_SIZE, THUMB_SIZE))
-            tmp = path.with_suffix(f".{os.getpid()}.tmp")
-            img.save(tmp, "JPEG", quality=88)
-            tmp.replace(path)  # atomic: a concurrent reader never sees half a file
-        return f"gradio_api/file={path}"
+        return f"gradio_api/file={self.thumbs.get(photo_id)}"
 
     def warm_thumbnails(self) -> None:
         """Make every thumbnail ahead of time (background thread), so first results show at once."""
@@ -164,58 +167,18 @@ def load_backend(config: AppConfig) -> Backend:
     set_faiss_threads(config.threads)
     torch.set_num_threads(max(1, config.threads))
     if gallery.skipped:
-        notices.append(f"{len(gallery.skipped)} photo(s) skipped: " + "; ".join(gallery.skipped[:3]))
+        shown = [s.replace(gallery.source + os.sep, "") for s in gallery.skipped[:3]]  # names, not server paths
+        notices.append(f"{len(gallery.skipped)} photo(s) skipped: " + "; ".join(shown))
         print("skipped photos:\n  " + "\n  ".join(gallery.skipped), flush=True)
     for w in caught:
         print(f"warning: {w.message}", flush=True)
-    thumbs = cache_dir / "thumbs" / hashlib.sha1(gallery.source.encode()).hexdigest()[:16]
-    thumbs.mkdir(parents=True, exist_ok=True)
+    thumbs = ThumbnailCache((cache_dir / "thumbs" / hashlib.sha1(gallery.source.encode()).hexdigest()[:16]).resolve(),
+                            gallery.load_photo, THUMB_SIZE)  # fmt: skip
     retriever = Retriever(encoder, gallery.index)
     retriever.rank(Sketch((np.array([[10.0, 10.0, 0.0], [200.0, 180.0, 50.0]]),)), k=1)  # warm-up: first stroke fast
     ranker = RankBatcher(retriever, config.batch, workers=config.concurrency) if config.batch > 1 else retriever
-    return Backend(retriever, ranker, gallery, tuple(gallery.index.ids), thumbs.resolve(), model_hash(encoder),
+    return Backend(retriever, ranker, gallery, tuple(gallery.index.ids), thumbs, model_hash(encoder),
                    code_version(), tuple(notices))  # fmt: skip
-
-
-# --- views: plain dicts rendered by assets/ui/*.js -----------------------------------------------
-def results_view(backend: Backend, session: DrawingSession, k: int, message: str = "") -> dict:
-    last = session.last
-    items = []
-    if last is not None:
-        items = [{"src": backend.thumb_url(pid), "id": pid, "rank": i + 1, "score": round(float(s), 4),
-                  "target": pid == session.target_id} for i, (pid, s) in enumerate(zip(last.ids[:k], last.scores))]  # fmt: skip
-    curve = [{"strokes": p.strokes, "rank": p.target_rank, "top1": round(p.top1_score, 4)} for p in session.curve]
-    return {
-        "items": items, "k": k, "curve": curve, "has_target": session.target_id is not None,
-        "target_rank": last.target_rank if last is not None else None, "gallery_size": len(backend.ids),
-        "server_ms": round(session.last_server_ms, 1) if last is not None else None,
-        "message": message or f"Draw on the canvas: after every stroke the {len(backend.ids)} photos are re-ranked.",
-    }  # fmt: skip
-
-
-def panel_view(backend: Backend, session: DrawingSession, banner: str = "", kind: str = "") -> dict:
-    if session.target_id is None:
-        return {"title": "Free drawing", "subtitle": "Draw anything: the closest photos appear after every stroke. "
-                "Tick the challenge box to get a photo to find.", "banner": banner, "banner_kind": kind}  # fmt: skip
-    view = {"target_src": backend.thumb_url(session.target_id), "target_id": session.target_id,
-            "banner": banner, "banner_kind": kind}  # fmt: skip
-    if session.mode == "study":
-        view["title"] = f"Trial {session.trial + 1} of {len(session.plan)}: find this photo"
-        limit = session.config.time_limit_s
-        view["subtitle"] = session.config.instructions if session.trial == 0 else ""
-        if limit and session.phase == "drawing":
-            view["remaining_s"] = max(0.0, limit - session.elapsed_s())
-    else:
-        view["title"] = "Can you find this one?"
-        view["subtitle"] = "Draw it: the fewer strokes, the better."
-    return view
-
-
-def canvas_value(session: DrawingSession, locked: bool = False, message: str = "") -> dict:
-    remaining = None
-    if session.config is not None and session.config.time_limit_s and session.phase == "drawing":
-        remaining = max(0.0, session.config.time_limit_s - session.elapsed_s())
-    return {"trial": session.token, "locked": locked, "message": message, "deadline_s": remaining}
 
 
 def _ui(name: str) -> str:
@@ -237,7 +200,8 @@ def build_app(config: AppConfig, backend: Backend) -> gr.Blocks:
 
     with gr.Blocks(title="EarlySketch", fill_width=True) as app:
         state = gr.State(new_session)
-        notes = "".join(f"<div class='es-notice'>{n}</div>" for n in backend.notices)
+        # Notices quote file names from the photo folder: escaped, they can never become markup.
+        notes = "".join(f"<div class='es-notice'>{html.escape(n)}</div>" for n in backend.notices)
         gr.HTML(f"<div class='es-header'><h1>EarlySketch</h1><p>Sketch less, find more: the photo you mean rises "
                 f"after every stroke.</p>{notes}</div>")  # fmt: skip
         with gr.Column(visible=study_mode, elem_classes="es-consent") as consent:
@@ -246,8 +210,8 @@ def build_app(config: AppConfig, backend: Backend) -> gr.Blocks:
                             f"{study.num_trials} trials, up to {study.time_limit_s:g} s each. Your strokes and "
                             "their timing are recorded for research; no photo or video of you is taken.")  # fmt: skip
             participant = gr.Textbox(label="Participant id", placeholder="e.g. P07", max_length=64)
-            session_id = gr.Textbox(label="Session id", value=lambda: datetime.now().strftime("S%Y%m%d-%H%M%S"),
-                                    max_length=64)  # fmt: skip
+            session_id = gr.Textbox(label="Session id", value=default_session_id, max_length=64)
+            resume = gr.Checkbox(label="Continue this session (append to its existing log)", value=False)
             start = gr.Button("Start", variant="primary")
         with gr.Row(visible=not study_mode, equal_height=False, elem_classes="es-workspace") as workspace:
             with gr.Column(scale=3, min_width=220):
@@ -300,12 +264,20 @@ def build_app(config: AppConfig, backend: Backend) -> gr.Blocks:
             return {**out, give_up: gr.Button(visible=False), next_btn: gr.Button(visible=True)}
 
         def on_stroke(value, session: DrawingSession):
+            with session.lock:  # one ordered event stream per session, whatever the concurrency groups
+                return stroke_updates(value, session)
+
+        def stroke_updates(value, session: DrawingSession):
             phase = session.phase
             try:
                 changed = session.update(value, lambda sketch, target: backend.rank(sketch, target, max(k, found_k)))
-            except ValueError as exc:  # a malformed canvas payload: report it, keep serving
+            except ValueError as exc:  # a malformed or oversized canvas payload: report it, keep serving
                 gr.Warning(f"Could not read the drawing: {exc}")
                 return {state: session}  # an empty dict would read as ONE output value and fail the event
+            except OSError as exc:  # the study log refused a write (disk full): say so, keep the session
+                print(f"error: study log write failed: {exc}", flush=True)
+                gr.Warning("Could not save this stroke to the study log: please tell the experimenter.")
+                return {state: session}
             if study_mode and session.phase != phase:
                 return end_updates(session)
             if not changed:
@@ -317,28 +289,33 @@ def build_app(config: AppConfig, backend: Backend) -> gr.Blocks:
                 out[panel] = panel_view(backend, session, f"Found it in {n} stroke{'s' * (n != 1)}!", "found")
             return out
 
-        def on_start(pid: str, sid: str, session: DrawingSession):
+        def on_start(pid: str, sid: str, resume_log: bool, session: DrawingSession):
+            common = {"mode": "study", "code_version": backend.code_version, "model_hash": backend.model_hash}
             try:
-                log = StudyLog(config.log_dir, pid, sid, {"mode": "study", "code_version": backend.code_version,
-                                                          "model_hash": backend.model_hash})  # fmt: skip
+                log = StudyLog.create(config.log_dir, pid, sid, common, resume=bool(resume_log))
+            except SessionExistsError as exc:
+                raise gr.Error(f"{exc} (tick 'Continue this session' to append to it).") from exc
             except ValueError as exc:
-                raise gr.Error(f"Please enter a participant id and a session id ({exc}).") from exc
-            if log.path.exists():
-                gr.Warning(f"Session {log.participant}/{log.session} already has a log: appending to it.")
+                raise gr.Error(f"Please check the participant id and the session id: {exc}.") from exc
+            except OSError as exc:  # the path is for the operator's console, not the participant's page
+                print(f"error: cannot create the study log in {config.log_dir}: {exc}", flush=True)
+                raise gr.Error("The study log cannot be written on the server: please tell the experimenter.") from exc
             session.begin_study(study, log, list(backend.ids), {"gallery": backend.gallery.source,
                                                                  "gallery_size": len(backend.ids)})  # fmt: skip
             return {**view(session, fresh_canvas=True), consent: gr.Column(visible=False),
                     workspace: gr.Row(visible=True)}  # fmt: skip
 
         def on_give_up(session: DrawingSession):
-            session.end_trial("gave_up")
-            return end_updates(session)
+            with session.lock:
+                session.end_trial("gave_up")
+                return end_updates(session)
 
         def on_next(session: DrawingSession):
-            if session.next_trial() is None:
-                return {state: session, workspace: gr.Row(visible=False), done: gr.Column(visible=True)}
-            return {**view(session, fresh_canvas=True), give_up: gr.Button(visible=True),
-                    next_btn: gr.Button(visible=False)}  # fmt: skip
+            with session.lock:  # a stroke being ranked finishes (and is logged) under its own trial first
+                if session.next_trial() is None:
+                    return {state: session, workspace: gr.Row(visible=False), done: gr.Column(visible=True)}
+                return {**view(session, fresh_canvas=True), give_up: gr.Button(visible=True),
+                        next_btn: gr.Button(visible=False)}  # fmt: skip
 
         def on_new_target(enabled: bool, session: DrawingSession):
             session.new_sketch(random_target() if enabled else None)
@@ -349,7 +326,7 @@ def build_app(config: AppConfig, backend: Backend) -> gr.Blocks:
         canvas.stroke_end(on_stroke, [canvas, state], all_out, trigger_mode="always_last", show_progress="hidden",
                           concurrency_limit=rank_slots(config), concurrency_id="rank", api_visibility="private")  # fmt: skip
         if study_mode:
-            start.click(on_start, [participant, session_id, state], all_out, api_visibility="private")
+            start.click(on_start, [participant, session_id, resume, state], all_out, api_visibility="private")
             give_up.click(on_give_up, [state], all_out, api_visibility="private")
             next_btn.click(on_next, [state], all_out, api_visibility="private")
         else:
@@ -367,17 +344,34 @@ def build_app(config: AppConfig, backend: Backend) -> gr.Blocks:
                 parsed = parse_stroke_json(sketch)
             except (StrokePayloadError, ValueError, TypeError) as exc:
                 raise gr.Error(f"Invalid sketch: {exc}") from exc
-            if not isinstance(k, int) or not 1 <= k <= 1000:
-                raise gr.Error(f"k must be an integer between 1 and 1000, got {k!r}")
-            if target_id is not None and target_id not in backend.gallery.index:
-                raise gr.Error(f"target_id {target_id!r} is not in the gallery")
+            if type(k) is not int or not 1 <= k <= 1000:
+                raise gr.Error(f"k must be an integer between 1 and 1000, got {str(k)[:20]!r}")
+            if target_id is not None and (type(target_id) is not str or target_id not in backend.gallery.index):
+                raise gr.Error(f"target_id {str(target_id)[:80]!r} is not a photo id of the gallery")
             result = backend.rank(parsed, target_id, k)
-            return {"ids": list(result.ids), "scores": [float(s) for s in result.scores],
-                    "target_rank": result.target_rank, "timings_ms": dict(result.timings_ms),
-                    "gallery_size": len(backend.ids), "batch_size": result.batch_size}  # fmt: skip
+            answer = {"ids": list(result.ids), "scores": [float(s) for s in result.scores],
+                      "target_rank": result.target_rank, "gallery_size": len(backend.ids),
+                      "timings_ms": {n: v for n, v in result.timings_ms.items() if n != "queue"}}  # fmt: skip
+            if config.api_diagnostics:  # other sessions' activity: only when the operator asks for it
+                answer.update(batch_size=result.batch_size, timings_ms=dict(result.timings_ms))
+            return answer
 
-        gr.api(rank, api_name="rank", concurrency_limit=rank_slots(config), concurrency_id="rank")
+        if api_enabled(config):
+            # Outside free mode the API gets its own single slot, so scripted calls cannot crowd out
+            # the strokes of people drawing.
+            limit, group = (rank_slots(config), "rank") if config.mode == "free" else (1, "api")
+            gr.api(rank, api_name="rank", concurrency_limit=limit, concurrency_id=group)
     return app
+
+
+def api_enabled(config: AppConfig) -> bool:
+    """The public ``rank`` endpoint: on in free mode, off in study and demo unless ``--api on``."""
+    return config.api == "on" or (config.api == "auto" and config.mode == "free")
+
+
+def default_session_id() -> str:
+    """Date, time and 16 random bits: two participants starting in the same second still differ."""
+    return datetime.now().strftime("S%Y%m%d-%H%M%S-") + secrets.token_hex(2)
 
 
 def rank_slots(config: AppConfig) -> int:
@@ -386,17 +380,34 @@ def rank_slots(config: AppConfig) -> int:
     return config.concurrency * max(1, config.batch)
 
 
+# Routes that call named endpoints; the page itself only uses the queue routes.
+API_ROUTES = ("/gradio_api/call/", "/gradio_api/run/", "/gradio_api/api/")
+EVENT_ROUTES = ("/gradio_api/queue/join",)  # where the page sends UI events
+MAX_STRUCTURED_INPUT_BYTES = 64_000  # the page sends only scalars and text: nested inputs are never large
+
+
+def middleware(config: AppConfig) -> list[Middleware]:
+    """Request guards in front of Gradio: the body cap, and with the API off a plain 404 for its routes."""
+    guards = [Middleware(BodySizeLimit, max_bytes=config.max_body_bytes),
+              Middleware(StructuredInputLimit, paths=EVENT_ROUTES, max_bytes=MAX_STRUCTURED_INPUT_BYTES)]  # fmt: skip
+    if not api_enabled(config):
+        guards.append(Middleware(BlockedPaths, prefixes=API_ROUTES,
+                                 message=f"the API is off in {config.mode} mode (start the app with --api on)"))  # fmt: skip
+    return guards
+
+
 def launch(config: AppConfig, backend: Backend | None = None) -> None:
     backend = backend or load_backend(config)
     app = build_app(config, backend)
     threading.Thread(target=backend.warm_thumbnails, name="thumbnails", daemon=True).start()
     theme = gr.themes.Soft(primary_hue="blue", font=SYSTEM_FONTS, font_mono=MONO_FONTS)
     auth = tuple(config.auth.split(":", 1)) if config.auth else None
-    app.queue(default_concurrency_limit=config.concurrency).launch(
+    app.queue(default_concurrency_limit=config.concurrency, max_size=config.max_queue).launch(
         server_name=config.host, server_port=config.port, share=config.share, auth=auth,
-        max_file_size=config.max_file_size, allowed_paths=[str(backend.thumbs)], theme=theme, css=_ui("app.css"),
-        footer_links=["api"] if config.mode == "free" else [], run_history=False, enable_monitoring=False,
-        show_error=True, ssr_mode=False, mcp_server=False, favicon_path=None,
+        max_file_size=config.max_file_size, allowed_paths=[str(backend.thumbs.folder)], theme=theme, css=_ui("app.css"),
+        footer_links=["api"] if api_enabled(config) else [], run_history=False, enable_monitoring=False,
+        show_error=False, ssr_mode=False, mcp_server=False, favicon_path=None,  # gr.Error texts still show
+        app_kwargs={"middleware": middleware(config)},
     )  # fmt: skip
 
 

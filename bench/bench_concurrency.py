@@ -337,7 +337,7 @@ def main(argv: list[str] | None = None) -> None:
 def load_against_app(flags: str, sessions: list[Session], cfg: Config, index) -> tuple[list[dict], bool, float]:
     """Start the app with extra ``flags``, run every session against it: rows, timed out, wall seconds."""
     app_args = ["--gallery-size", str(cfg.gallery_size), "--cache-dir", str(cfg.cache_dir), "--model", str(cfg.model),
-                *shlex.split(flags)]  # fmt: skip
+                "--api-diagnostics", *shlex.split(flags)]  # fmt: skip  # diagnostics: answers carry batch_size
     with running_app(app_args) as app:
         print(f"app ready at {app.url} (flags: {flags or 'defaults'}); {cfg.users} sessions", flush=True)
         start = time.perf_counter()

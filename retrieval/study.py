@@ -1,20 +1,11 @@
 """Drawing sessions and the user-study trial state machine, independent of any UI.
 
-The browser canvas keeps an append-only *journal* of what the person did in the current trial
-(strokes with every point, undo, clear), each event numbered by ``seq``. After every change the
-whole journal is sent; :meth:`DrawingSession.update` logs and ranks only the events it has not
-seen, so events coalesced by the UI (two quick strokes during one slow ranking) are still each
-logged and ranked. The per-stroke ranking is an injected callable, normally
+The browser canvas sends its whole journal of the current trial after every change (format and
+validation in :mod:`retrieval.study_payload`). :meth:`DrawingSession.update` logs each event it
+has not seen exactly once and ranks the latest state once per request, so events coalesced by the
+UI (two quick strokes during one slow ranking) are each logged, and no payload can cost more than
+one ranking. The per-stroke ranking is an injected callable, normally
 ``retrieval.retriever.Retriever.rank``.
-
-Canvas payload (JSON object, what the canvas puts in its value)::
-
-    {"trial": "<token>", "width": 512, "height": 512, "dpr": 2, "t0_utc_ms": 1714557600000,
-     "events": [{"seq": 1, "type": "stroke", "pointer": "mouse", "t_down": 812.4, "t_up": 1190.0,
-                 "points": [[x, y, t_ms, pressure], ...]},
-                {"seq": 2, "type": "undo", "t": 1500.2}, {"seq": 3, "type": "clear", "t": 1800}]}
-
-``t`` values are ``performance.now()`` milliseconds since the trial (or sketch) started.
 
 Study phases: ``consent`` -> per trial ``drawing`` -> ``found`` | ``gave_up`` | ``timed_out`` ->
 ... -> ``done``.
@@ -26,6 +17,7 @@ import hashlib
 import json
 import math
 import secrets
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -34,14 +26,27 @@ from typing import Any
 
 import numpy as np
 
-from retrieval.formats.stroke_json import StrokeLimits, parse_stroke_json
 from retrieval.sketch import Sketch
 from retrieval.study_log import StudyLog, utc_now
+from retrieval.study_payload import (
+    CanvasEvent,
+    CanvasJournal,
+    CanvasPayloadError,
+    apply_event,
+    decode_payload,
+    parse_canvas_payload,
+    payload_token,
+    replay,
+    strokes_to_sketch,
+)
 
-MAX_EVENTS = 2_000
-MAX_POINTS = 50_000
-EVENT_TYPES = ("stroke", "undo", "clear")
 END_PHASES = ("found", "gave_up", "timed_out")
+MAX_NEW_EVENTS = 60
+"""Unseen events one request may carry. Far more than a person draws between two requests: at the
+fastest human pace (pen-up to pen-down p10 155 ms, ../shared/data/quickdraw-raw) 60 events take
+about 10 s, and the canvas sends after every one of them."""
+MAX_CURVE = 200  # rank-curve points kept and sent to the browser per sketch
+ENDED_TRIALS_KEPT = 2  # ended trials whose late strokes are still logged under them
 
 
 @dataclass(frozen=True)
@@ -133,69 +138,7 @@ def plan_trials(config: StudyConfig, gallery_ids: list[str], participant: str) -
     return [TrialPlan(i, t, conditions[i % len(conditions)]) for i, t in enumerate(targets)]
 
 
-# --- canvas payload -----------------------------------------------------------------------------
-def _number(value: Any, where: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
-        raise ValueError(f"{where} must be a finite number, got {value!r:.40}")
-    return float(value)
-
-
-def parse_canvas_payload(value: Any) -> dict:
-    """Validate the canvas journal (dict or JSON string); raises ``ValueError`` saying what is wrong.
-
-    Points are checked by :func:`retrieval.formats.stroke_json.parse_stroke_json` (types, NaN,
-    bounds, counts); each stroke event gets ``xyt``, its ``(n, 3)`` array, and keeps its raw
-    ``points`` (with pressure) for the log.
-    """
-    if isinstance(value, str):
-        value = json.loads(value) if value.strip() else {}
-    if not isinstance(value, dict):
-        raise ValueError(f"canvas payload must be a JSON object, got {type(value).__name__}")
-    events = value.get("events", [])
-    if not isinstance(events, list) or len(events) > MAX_EVENTS:
-        raise ValueError(f"'events' must be a list of at most {MAX_EVENTS} events")
-    width = _number(value.get("width", 256), "width")
-    height = _number(value.get("height", 256), "height")
-    if width <= 0 or height <= 0:
-        raise ValueError(f"canvas size must be positive, got {width}x{height}")
-    for i, event in enumerate(events):
-        if not isinstance(event, dict) or event.get("type") not in EVENT_TYPES:
-            raise ValueError(f"event {i} must be an object with type in {EVENT_TYPES}")
-        _number(event.get("seq"), f"event {i} seq")
-    strokes = [e for e in events if e["type"] == "stroke"]
-    arrays = ()
-    if strokes:
-        wire = {"canvas": {"width": width, "height": height}, "strokes": [e.get("points") for e in strokes]}
-        arrays = parse_stroke_json(wire, StrokeLimits(max_points=MAX_POINTS)).strokes
-    xyt = iter(arrays)
-    clean = [{**e, "seq": int(e["seq"]), **({"xyt": next(xyt)} if e["type"] == "stroke" else {})} for e in events]
-    return {**value, "events": clean, "width": width, "height": height}
-
-
-def replay(events: list[dict]) -> list[np.ndarray]:
-    """The strokes on the canvas after the events (stroke adds, undo removes the last, clear empties)."""
-    strokes: list[np.ndarray] = []
-    for event in events:
-        if event["type"] == "stroke":
-            strokes.append(event["xyt"])
-        elif event["type"] == "undo" and strokes:
-            strokes.pop()
-        elif event["type"] == "clear":
-            strokes = []
-    return strokes
-
-
-def strokes_to_sketch(strokes: list[np.ndarray], width: float, height: float) -> Sketch:
-    """A :class:`Sketch` of the canvas strokes, times rebased to the sketch's first point."""
-    t0 = strokes[0][0, 2] if strokes else 0.0
-    xyt = []
-    for s in strokes:
-        a = s[:, :3].copy()
-        a[:, 2] -= t0
-        xyt.append(a)
-    return Sketch(tuple(xyt), width, height)
-
-
+# --- drawing sessions ------------------------------------------------------------------------------
 RankFn = Callable[[Sketch, "str | None"], Any]  # (sketch, target_id) -> RankResult-like
 
 
@@ -210,155 +153,224 @@ class RankPoint:
 
 
 @dataclass
-class DrawingSession:
-    """Per-browser-tab state: the current sketch's seen events, last ranking, and the study trial.
+class SketchState:
+    """One canvas token's sketch: how far its journal was applied, its ranking and (in studies) its trial."""
 
-    Plain data (no open files), so UI frameworks can copy it per session.
+    token: str = field(default_factory=lambda: secrets.token_hex(6))
+    target_id: str | None = None
+    plan: TrialPlan | None = None
+    phase: str = "drawing"  # drawing | found | gave_up | timed_out
+    seen_seq: int = 0
+    strokes_drawn: int = 0
+    curve: list[RankPoint] = field(default_factory=list)  # the last MAX_CURVE rankings
+    final_rank: int | None = None
+    best_rank: int | None = None
+    last: Any = None  # the latest RankResult, or None for an empty canvas
+    last_server_ms: float = 0.0
+    start_mono: float = field(default_factory=time.monotonic)
+    start_utc: str = field(default_factory=utc_now)
+
+
+@dataclass
+class DrawingSession:
+    """Per-browser-tab state: the current sketch, the trials that just ended, and the study.
+
+    Every method that changes the session holds ``lock`` (re-entrant), so the events of one
+    session apply in order, exactly once, whichever UI event (stroke, Give up, Next) runs them
+    and whichever thread runs it; callers that render a view hold it too for a consistent read.
+    Plain data otherwise (no open files): ``copy.deepcopy`` gives a new lock.
     """
 
     mode: str = "free"
-    target_id: str | None = None
-    token: str = field(default_factory=lambda: secrets.token_hex(6))
-    seen_seq: int = 0
-    strokes_drawn: int = 0
-    curve: list[RankPoint] = field(default_factory=list)
-    last: Any = None  # the latest RankResult, or None for an empty canvas
-    last_server_ms: float = 0.0
+    sketch: SketchState = field(default_factory=SketchState)
+    ended: list[SketchState] = field(default_factory=list)  # last trials: strokes racing Next land there
     # study-only state
     config: StudyConfig | None = None
     log: StudyLog | None = None
     plan: list[TrialPlan] = field(default_factory=list)
     trial: int = -1
-    phase: str = "consent"
-    trial_start_mono: float = 0.0
-    trial_start_utc: str = ""
+    status: str = "consent"  # consent | running | done (study mode)
+    lock: threading.RLock = field(default_factory=threading.RLock, repr=False, compare=False)
 
-    # --- trials --------------------------------------------------------------------------
-    def new_sketch(self, target_id: str | None = None) -> None:
-        """Forget the sketch (new canvas token) and set the target, keeping the study progress."""
-        self.token = secrets.token_hex(6)
-        self.target_id = target_id
-        self.seen_seq, self.strokes_drawn, self.curve, self.last = 0, 0, [], None
+    def __getstate__(self) -> dict:
+        return {k: v for k, v in self.__dict__.items() if k != "lock"}
 
-    def begin_study(self, config: StudyConfig, log: StudyLog, gallery_ids: list[str], extra: dict) -> None:
-        """Plan the session's trials and write ``session_start`` (``extra``: e.g. gallery size)."""
-        self.mode, self.config, self.log = "study", config, log
-        self.plan = plan_trials(config, gallery_ids, log.participant)
-        log.append({"type": "session_start", "study": config.name, "config": config.__dict__, **extra})
-        self.trial = -1
-        self.next_trial()
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state, lock=threading.RLock())
+
+    # --- the current sketch, as the UI reads it -------------------------------------------------
+    token = property(lambda self: self.sketch.token)
+    target_id = property(lambda self: self.sketch.target_id)
+    last = property(lambda self: self.sketch.last)
+    last_server_ms = property(lambda self: self.sketch.last_server_ms)
+    strokes_drawn = property(lambda self: self.sketch.strokes_drawn)
+    curve = property(lambda self: self.sketch.curve)
+
+    @property
+    def phase(self) -> str:
+        """``consent`` and ``done`` around a study, else the current sketch's phase."""
+        return self.status if self.mode == "study" and self.status != "running" else self.sketch.phase
 
     @property
     def current(self) -> TrialPlan | None:
         return self.plan[self.trial] if 0 <= self.trial < len(self.plan) else None
 
+    # --- trials ---------------------------------------------------------------------------------
+    def new_sketch(self, target_id: str | None = None) -> None:
+        """Forget the sketch (new canvas token) and set the target, keeping the study progress."""
+        with self.lock:
+            self.sketch = SketchState(target_id=target_id)
+
+    def begin_study(self, config: StudyConfig, log: StudyLog, gallery_ids: list[str], extra: dict) -> None:
+        """Plan the session's trials and write ``session_start`` (``extra``: e.g. gallery size)."""
+        with self.lock:
+            self.mode, self.config, self.log = "study", config, log
+            self.plan = plan_trials(config, gallery_ids, log.participant)
+            log.append({"type": "session_start", "study": config.name, "config": config.__dict__, **extra})
+            self.trial, self.status = -1, "running"
+            self.next_trial()
+
     def next_trial(self) -> TrialPlan | None:
-        """Start the next trial (``trial_start``) or finish the session (``session_end``)."""
-        self.trial += 1
-        plan = self.current
-        if plan is None:
-            self.phase = "done"
-            self.new_sketch(None)
-            self.log.append({"type": "session_end", "trials": len(self.plan)})
-            return None
-        self.new_sketch(plan.target_id)
-        self.phase = "drawing"
-        self.trial_start_mono, self.trial_start_utc = time.monotonic(), utc_now()
-        self._log({"type": "trial_start", "trial_start_utc": self.trial_start_utc, "trial_token": self.token})
-        return plan
+        """Start the next trial (``trial_start``) or finish the session (``session_end``).
+
+        The trial that ends stays reachable by its token for a while, so a stroke drawn in it that
+        reaches the server after this call is still logged under it (``phase`` says it ended).
+        """
+        with self.lock:
+            if self.sketch.plan is not None:
+                self.ended = [*self.ended, self.sketch][-ENDED_TRIALS_KEPT:]
+            self.trial += 1
+            plan = self.current
+            if plan is None:
+                self.status = "done"
+                self.sketch = SketchState(phase="done")
+                self.log.append({"type": "session_end", "trials": len(self.plan)})
+                return None
+            self.sketch = SketchState(target_id=plan.target_id, plan=plan)
+            self._log(self.sketch, {"type": "trial_start", "trial_start_utc": self.sketch.start_utc,
+                                    "trial_token": self.sketch.token})  # fmt: skip
+            return plan
 
     def elapsed_s(self) -> float:
-        return time.monotonic() - self.trial_start_mono
+        return time.monotonic() - self.sketch.start_mono
 
     def end_trial(self, outcome: str) -> None:
         """End the current trial as ``found``, ``gave_up`` or ``timed_out`` (``trial_end`` summary)."""
-        if self.phase != "drawing":
-            return
-        self.phase = outcome
-        ranks = [p.target_rank for p in self.curve]
-        self._log({
-            "type": "trial_end", "outcome": outcome, "found": outcome == "found",
-            "strokes_drawn": self.strokes_drawn, "seconds": round(self.elapsed_s(), 3),
-            "final_rank": ranks[-1] if ranks else None, "best_rank": min((r for r in ranks if r), default=None),
-        })  # fmt: skip
+        with self.lock:
+            sketch = self.sketch
+            if sketch.phase != "drawing" or sketch.plan is None:
+                return
+            sketch.phase = outcome
+            self._log(sketch, {
+                "type": "trial_end", "outcome": outcome, "found": outcome == "found",
+                "strokes_drawn": sketch.strokes_drawn, "seconds": round(self.elapsed_s(), 3),
+                "final_rank": sketch.final_rank, "best_rank": sketch.best_rank,
+            })  # fmt: skip
 
     def check_time(self) -> bool:
         """End the trial as timed out when its limit passed; True if it did."""
         limit = self.config.time_limit_s if self.config else 0
-        if self.phase == "drawing" and limit and self.elapsed_s() >= limit:
-            self.end_trial("timed_out")
-            return True
+        with self.lock:
+            if self.sketch.phase == "drawing" and limit and self.elapsed_s() >= limit:
+                self.end_trial("timed_out")
+                return True
         return False
 
-    def _log(self, record: dict) -> None:
-        plan = self.current
-        if self.log is not None and plan is not None:
-            self.log.append({"trial": plan.index, "condition": plan.condition, "target_id": plan.target_id, **record})
+    def _log(self, sketch: SketchState, *records: dict) -> None:
+        """Write records of ``sketch``'s trial (one write and one fsync for all of them)."""
+        plan = sketch.plan
+        if self.log is not None and plan is not None and records:
+            trial = {"trial": plan.index, "condition": plan.condition, "target_id": plan.target_id}
+            self.log.append_many([{**trial, **record} for record in records])
 
-    # --- per stroke ----------------------------------------------------------------------
+    # --- per request ----------------------------------------------------------------------------
     def update(self, payload: Any, rank: RankFn) -> bool:
-        """Take the canvas journal: log and rank new events; False when there was nothing new.
+        """Take the canvas journal: log each unseen event once, rank the latest state once.
 
-        In study mode each new stroke is ranked and logged on its own; elsewhere only the final
-        state is ranked (coalesced strokes cost one encoder call). Events that arrive after the
-        trial ended (a race with the timer or the give-up button) are still logged. Payloads of
-        an older canvas token (a previous trial) are ignored.
+        Returns True when the current sketch changed (the UI should re-render). Cost is bounded
+        per request whatever the payload: one ``rank`` call, one record per new event, at most
+        ``MAX_NEW_EVENTS`` new events (more is an error: no person draws that between two
+        requests). A journal of a trial that just ended (a stroke racing Give up, the clock or
+        Next) is still logged under that trial; other unknown tokens are ignored.
+
+        Raises:
+            CanvasPayloadError: the journal is malformed or over a limit (nothing is logged).
         """
         received_mono, received_utc = time.monotonic(), utc_now()
-        canvas = parse_canvas_payload(payload)
-        if canvas.get("trial") != self.token:
-            return False
-        if self.mode == "study":
-            self.check_time()  # a stroke that arrives after the limit does not count as found
-        events = canvas["events"]
-        new = [e for e in events if e["seq"] > self.seen_seq]
-        if not new:
-            return False
-        for pos, event in enumerate(events):
-            if event["seq"] <= self.seen_seq:
-                continue
-            self.seen_seq = event["seq"]
-            is_last = event is new[-1]
-            if event["type"] == "stroke":
-                self.strokes_drawn += 1
-            if self.mode != "study" and not is_last:
-                continue
-            strokes = replay(events[: pos + 1])
-            self._rank(strokes, canvas, rank)
+        payload = decode_payload(payload)
+        with self.lock:
+            sketch = self._sketch_for(payload_token(payload))
+            if sketch is None:
+                return False
+            journal = parse_canvas_payload(payload, after_seq=sketch.seen_seq, max_new=MAX_NEW_EVENTS)
+            if sketch is self.sketch and self.mode == "study":
+                self.check_time()  # a stroke that arrives after the limit does not count as found
+            new = [e for e in journal.events if e.seq > sketch.seen_seq]
+            if not new:
+                return False
+            self._check_new(journal)
+            strokes = replay([e for e in journal.events if e.seq <= sketch.seen_seq])
+            applied, drawn = [], sketch.strokes_drawn  # (event, strokes on canvas after it, stroke index)
+            for event in new:
+                apply_event(strokes, event)
+                drawn += event.type == "stroke"
+                applied.append((event, len(strokes), drawn - 1))
+            self._rank(sketch, strokes, journal, rank)
             if self.mode == "study":
-                self._log_event(event, strokes, canvas, received_mono, received_utc)
-                found = event["type"] == "stroke" and self.last is not None and self.last.target_rank is not None
-                if found and self.last.target_rank <= self.config.found_k:
-                    self.end_trial("found")  # no-op when the trial already ended
-        return True
+                received = {"server_received_utc": received_utc,
+                            "server_received_s": round(received_mono - sketch.start_mono, 4)}  # fmt: skip
+                self._log(sketch, *(self._event_record(sketch, journal, event, on_canvas, stroke_index,
+                                                       event is new[-1], received)
+                                    for event, on_canvas, stroke_index in applied))  # fmt: skip
+            # Only once the records are on disk: if the write failed, the resent journal logs them again.
+            sketch.seen_seq, sketch.strokes_drawn = new[-1].seq, drawn
+            if self.mode == "study":
+                last = sketch.last
+                if new[-1].type == "stroke" and last is not None and last.target_rank is not None:
+                    if sketch is self.sketch and last.target_rank <= self.config.found_k:
+                        self.end_trial("found")  # no-op when the trial already ended
+            return sketch is self.sketch
 
-    def _rank(self, strokes: list[np.ndarray], canvas: dict, rank: RankFn) -> None:
+    def _sketch_for(self, token: str | None) -> SketchState | None:
+        for sketch in (self.sketch, *reversed(self.ended)):
+            if token is not None and token == sketch.token:
+                return sketch
+        return None
+
+    def _check_new(self, journal: CanvasJournal) -> None:
+        if self.mode == "study" and journal.events[0].seq != 1:
+            raise CanvasPayloadError("a study trial's journal must start at seq 1 (events were dropped)")
+
+    def _rank(self, sketch: SketchState, strokes: list[np.ndarray], journal: CanvasJournal, rank: RankFn) -> None:
         if not strokes:
-            self.last = None
+            sketch.last = None
             return
         start = time.perf_counter()
-        self.last = rank(strokes_to_sketch(strokes, canvas["width"], canvas["height"]), self.target_id)
-        server_ms = (time.perf_counter() - start) * 1000.0
-        self.last_server_ms = server_ms
-        top1 = float(self.last.scores[0]) if len(self.last.scores) else float("nan")
-        self.curve.append(RankPoint(len(strokes), self.last.target_rank, top1, server_ms))
+        sketch.last = result = rank(strokes_to_sketch(strokes, journal.width, journal.height), sketch.target_id)
+        sketch.last_server_ms = server_ms = (time.perf_counter() - start) * 1000.0
+        top1 = float(result.scores[0]) if len(result.scores) else float("nan")
+        sketch.curve.append(RankPoint(len(strokes), result.target_rank, top1, server_ms))
+        del sketch.curve[:-MAX_CURVE]
+        sketch.final_rank = result.target_rank
+        if result.target_rank is not None:
+            sketch.best_rank = min(result.target_rank, sketch.best_rank or result.target_rank)
 
-    def _log_event(self, event: dict, strokes: list, canvas: dict, received_mono: float, received_utc: str) -> None:
+    def _event_record(self, sketch: SketchState, journal: CanvasJournal, event: CanvasEvent, on_canvas: int,
+                      stroke_index: int, ranked: bool, received: dict) -> dict:  # fmt: skip
         record = {
-            "type": event["type"], "seq": event["seq"], "phase": self.phase,
-            "strokes_on_canvas": len(strokes), "trial_token": self.token,
-            "canvas_width": canvas["width"], "canvas_height": canvas["height"], "dpr": canvas.get("dpr"),
-            "client_t0_utc_ms": canvas.get("t0_utc_ms"), "trial_start_utc": self.trial_start_utc,
-            "server_received_utc": received_utc,
-            "server_received_s": round(received_mono - self.trial_start_mono, 4),
+            "type": event.type, "seq": event.seq, "phase": sketch.phase, "strokes_on_canvas": on_canvas,
+            "trial_token": sketch.token, "canvas_width": journal.width, "canvas_height": journal.height,
+            "dpr": journal.dpr, "client_t0_utc_ms": journal.t0_utc_ms, "trial_start_utc": sketch.start_utc,
+            **received, "ranked": ranked and sketch.last is not None,
         }  # fmt: skip
-        if event["type"] == "stroke":
-            record.update(stroke_index=self.strokes_drawn - 1, points=event["points"], pointer=event.get("pointer"),
-                          t_down=event.get("t_down"), t_up=event.get("t_up"))  # fmt: skip
+        if event.type == "stroke":
+            record.update(stroke_index=stroke_index, points=event.points, pointer=event.pointer,
+                          t_down=event.t_down, t_up=event.t_up)  # fmt: skip
         else:
-            record["t"] = event.get("t")
-        if self.last is not None and strokes:
-            record.update(target_rank=self.last.target_rank, top_ids=list(self.last.ids),
-                          top_scores=[round(float(s), 5) for s in self.last.scores],
-                          server_ms=round(self.last_server_ms, 2), timings_ms=dict(self.last.timings_ms))  # fmt: skip
-        self._log(record)
+            record["t"] = event.t
+        if record["ranked"]:
+            last = sketch.last
+            record.update(target_rank=last.target_rank, top_ids=list(last.ids),
+                          top_scores=[round(float(s), 5) for s in last.scores],
+                          server_ms=round(sketch.last_server_ms, 2), timings_ms=dict(last.timings_ms))  # fmt: skip
+        return record

@@ -6,8 +6,12 @@ returns: a ``kill -9`` (or a power cut after the fsync) loses no acknowledged re
 an existing session file appends to it; if the previous writer died mid-line, a newline is
 written first so the torn fragment stays on its own line, which :func:`read_log` skips.
 
-File name: ``<participant>__<session>.jsonl`` inside the log folder, both ids sanitised by
-:func:`safe_id` so no id can point outside the folder. Both the JSONL files and the CSV export
+File name: ``<participant>__<session>.jsonl`` inside the log folder, each id encoded by
+:func:`encode_id`: letters, digits, ``.`` and ``-`` stay, every other byte becomes ``_XX`` (hex),
+so the name is reversible (:func:`decode_id`), ``__`` can only be the separator, and two
+different (participant, session) pairs never share a file; no id can point outside the folder.
+:meth:`StudyLog.create` claims a new session file atomically (``O_EXCL``) and refuses an existing
+one unless resuming is asked for. Both the JSONL files and the CSV export
 load in pandas as-is (``pd.read_json(path, lines=True)``, ``pd.read_csv(path)``).
 
 Record types (field ``type``): ``session_start``, ``trial_start``, ``stroke``, ``undo``,
@@ -20,7 +24,7 @@ import csv
 import json
 import math
 import os
-import re
+import urllib.parse
 import warnings
 from collections.abc import Iterable, Iterator
 from datetime import UTC, datetime
@@ -29,7 +33,6 @@ from pathlib import Path
 SCHEMA_VERSION = 1
 LOG_SUFFIX = ".jsonl"
 MAX_ID_LENGTH = 64
-_UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
 
 # Columns first in the CSV export, in this order; any other key follows alphabetically.
 CSV_LEAD_COLUMNS = (
@@ -52,16 +55,31 @@ def utc_now() -> str:
     return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
-def safe_id(raw: str) -> str:
-    """A participant/session id usable as a file-name part: ``[A-Za-z0-9._-]``, at most 64 chars.
+def encode_id(raw: str) -> str:
+    """A participant/session id as a file-name part, reversibly (``decode_id`` gives it back).
 
-    Runs of other characters become ``-``; leading dots/dashes are dropped so the result is
-    never ``..`` or a hidden file. Raises ``ValueError`` when nothing usable is left.
+    The id is stripped; ``[A-Za-z0-9.-]`` stay, any other UTF-8 byte (and a leading ``.``)
+    becomes ``_XX``. Raises ``ValueError`` for an empty id, control characters or more than
+    ``MAX_ID_LENGTH`` characters (refused rather than cut, so two ids never collide).
     """
-    cleaned = _UNSAFE.sub("-", str(raw).strip()).lstrip(".-")[:MAX_ID_LENGTH].rstrip(".-")
-    if not cleaned:
-        raise ValueError(f"id {raw!r} has no usable characters: use letters, digits, '.', '_' or '-'")
-    return cleaned
+    text = str(raw).strip()
+    if not text:
+        raise ValueError("the id is empty: enter letters or digits, e.g. P07")
+    if len(text) > MAX_ID_LENGTH:
+        raise ValueError(f"the id has {len(text)} characters, at most {MAX_ID_LENGTH} are allowed")
+    if any(ord(c) < 32 or ord(c) == 127 for c in text):
+        raise ValueError("the id contains control characters")
+    out = []
+    for i, byte in enumerate(text.encode("utf-8", errors="surrogatepass")):
+        char = chr(byte)
+        keep = byte < 128 and (char.isalnum() or char == "-" or (char == "." and i > 0))
+        out.append(char if keep else f"_{byte:02X}")
+    return "".join(out)
+
+
+def decode_id(encoded: str) -> str:
+    """The id :func:`encode_id` encoded (``_`` only ever starts an ``_XX`` escape there)."""
+    return urllib.parse.unquote(encoded.replace("_", "%"), errors="strict")
 
 
 def _json_safe(value):
@@ -77,64 +95,132 @@ def _json_safe(value):
     return value
 
 
+class SessionExistsError(FileExistsError):
+    """This participant already has a log for this session id: choose another id, or resume it."""
+
+
+def fsync_dir(folder: Path) -> None:
+    """Make a folder's entries (a file just created in it) durable, not only the file's bytes."""
+    fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _write_all(fd: int, data: bytes, path: Path) -> None:
+    """Write every byte (``os.write`` may write fewer, e.g. at a size limit); OSError if the disk refuses."""
+    view = memoryview(data)
+    while view:
+        written = os.write(fd, view)
+        if written <= 0:
+            raise OSError(f"short write to {path}: {len(data) - len(view)} of {len(data)} bytes (disk full?)")
+        view = view[written:]
+
+
 class StudyLog:
     """Append-only JSONL log of one study session (one participant, one session id).
 
     Holds no open file between writes, so the object is cheap to copy into per-session UI state
-    and two sessions never share a descriptor.
+    and two sessions never share a descriptor. The app claims a session with :meth:`create`.
 
     Args:
         log_dir: Folder for all session files (created if missing).
-        participant: Participant id (sanitised with :func:`safe_id`).
-        session: Session id (sanitised with :func:`safe_id`).
+        participant: Participant id (stripped; file name part by :func:`encode_id`).
+        session: Session id (stripped; file name part by :func:`encode_id`).
         common: Fields written into every record (e.g. code version, model hash, mode).
+
+    Raises:
+        ValueError: an id is empty, too long or holds control characters (the message says which).
     """
 
     def __init__(self, log_dir: str | Path, participant: str, session: str, common: dict | None = None) -> None:
         self.log_dir = Path(log_dir).resolve()
-        self.participant = safe_id(participant)
-        self.session = safe_id(session)
+        self.participant = str(participant).strip()
+        self.session = str(session).strip()
         self.common = dict(common or {})
-        self.path = self.log_dir / f"{self.participant}__{self.session}{LOG_SUFFIX}"
-        if self.path.parent != self.log_dir:  # defence in depth: safe_id already forbids separators
+        self.path = self.log_dir / f"{encode_id(participant)}__{encode_id(session)}{LOG_SUFFIX}"
+        if self.path.parent != self.log_dir:  # defence in depth: encode_id already escapes separators
             raise ValueError(f"log path {self.path} escapes the log folder {self.log_dir}")
-        self._checked_tail = False
+        self._dir_synced = False
 
-    def _repair_torn_tail(self, fd: int) -> None:
-        """If the file ends mid-line (a writer died there), end that line so the next record is whole."""
+    @classmethod
+    def create(
+        cls, log_dir: str | Path, participant: str, session: str, common: dict | None = None, *, resume: bool = False
+    ) -> StudyLog:
+        """Claim the session's file: a new one, or with ``resume=True`` also an existing one.
+
+        The claim is ``O_CREAT | O_EXCL``: of two participants starting the same session at the
+        same moment exactly one wins; the folder is fsync'd so the new name survives a power cut.
+
+        Raises:
+            SessionExistsError: the file exists and ``resume`` is False.
+        """
+        log = cls(log_dir, participant, session, common)
+        if not log.log_dir.exists():
+            log.log_dir.mkdir(parents=True, exist_ok=True)
+            fsync_dir(log.log_dir.parent)
+        try:
+            os.close(os.open(log.path, os.O_WRONLY | os.O_CREAT | (0 if resume else os.O_EXCL), 0o644))
+        except FileExistsError as exc:
+            raise SessionExistsError(
+                f"participant {log.participant!r} already has a log for session {log.session!r}: "
+                "choose another session id, or resume that session"
+            ) from exc
+        fsync_dir(log.log_dir)
+        log._dir_synced = True
+        return log
+
+    def _end_torn_line(self, fd: int) -> None:
+        """If the file ends mid-line (a writer died there, or a write came up short), end that line,
+        so the next record is whole and on its own line (:func:`read_log` skips the fragment)."""
         size = os.fstat(fd).st_size
         if size and os.pread(fd, 1, size - 1) != b"\n":
-            os.write(fd, b"\n")
+            _write_all(fd, b"\n", self.path)
 
     def append(self, record: dict) -> dict:
         """Write one record durably (write + fsync) and return it as written.
 
         ``schema_version``, ``written_utc``, ``participant``, ``session`` and the ``common``
         fields are added; explicit keys in ``record`` win over ``common``.
+
+        Raises:
+            OSError: the record could not be written whole (disk full, size limit); a later
+                append still starts on a fresh line.
         """
-        full = {
-            "schema_version": SCHEMA_VERSION,
-            "written_utc": utc_now(),
-            "participant": self.participant,
-            "session": self.session,
-            **self.common,
-            **record,
-        }
-        full = _json_safe(full)
-        line = (json.dumps(full, ensure_ascii=False, allow_nan=False, separators=(",", ":")) + "\n").encode()
+        return self.append_many([record])[0]
+
+    def append_many(self, records: list[dict]) -> list[dict]:
+        """:meth:`append` for several records with one write and one fsync (all durable on return)."""
+        written_utc = utc_now()
+        full = [
+            _json_safe(
+                {
+                    "schema_version": SCHEMA_VERSION,
+                    "written_utc": written_utc,
+                    "participant": self.participant,
+                    "session": self.session,
+                    **self.common,
+                    **record,
+                }
+            )  # fmt: skip
+            for record in records
+        ]
+        lines = b"".join(
+            (json.dumps(r, ensure_ascii=False, allow_nan=False, separators=(",", ":")) + "\n").encode() for r in full
+        )
         self.log_dir.mkdir(parents=True, exist_ok=True)
         fd = os.open(self.path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o644)
         try:
-            if not self._checked_tail:
-                self._repair_torn_tail(fd)
-                self._checked_tail = True
-            # One write call on O_APPEND: the line lands contiguously even if another writer appends.
-            written = os.write(fd, line)
-            if written != len(line):
-                raise OSError(f"short write to {self.path}: {written} of {len(line)} bytes (disk full?)")
+            self._end_torn_line(fd)  # checked on every append: one pread, cheap next to the fsync
+            # One write call on O_APPEND (normally): the lines land whole and contiguous.
+            _write_all(fd, lines, self.path)
             os.fsync(fd)
         finally:
             os.close(fd)
+        if not self._dir_synced:
+            fsync_dir(self.log_dir)
+            self._dir_synced = True
         return full
 
 

@@ -13,10 +13,12 @@ import os
 import re
 import shutil
 import time
+import urllib.error
+import urllib.request
 
 import pytest
 
-from retrieval.study_log import log_files, read_log
+from retrieval.study_log import decode_id, log_files, read_log
 from tests.app_server import REPO_ROOT, app_log, running_app
 
 playwright_api = pytest.importorskip("playwright.sync_api")
@@ -110,3 +112,101 @@ def test_three_strokes_update_results_and_are_logged(tmp_path):
         assert downs == sorted(downs)
     assert [r["server_received_utc"] for r in strokes] == sorted(r["server_received_utc"] for r in strokes)
     assert records[0]["type"] == "session_start" and records[0]["model_hash"]
+
+
+# --- two participants at once, and a hostile photo file name -------------------------------------
+HOSTILE_NAME = "<img src=x onerror=window.__pwned=1>.jpg"
+PARTICIPANTS = ("P-a", "P b/é")  # the second needs the reversible file-name encoding
+
+
+def _photo_folder(tmp_path):
+    """16 procedural photos, one more with a hostile name, and an unreadable file with another."""
+    from PIL import Image
+
+    from retrieval.procedural.dataset import generate_photo
+
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    for i in range(16):
+        Image.fromarray(generate_photo(0, i, size=128)).save(folder / f"chair {i:02d}.png")
+    Image.fromarray(generate_photo(0, 16, size=128)).save(folder / "<b onmouseover=alert(1)>.png")
+    (folder / HOSTILE_NAME).write_bytes(b"not a jpeg")  # skipped: its name goes into the header notice
+    return folder
+
+
+def _start(page, url, participant):
+    page.goto(url)
+    page.get_by_label("Participant id").fill(participant)
+    page.get_by_role("button", name="Start").click()
+    wrap = page.locator(".es-canvas-wrap[data-ready]")
+    playwright_api.expect(wrap).not_to_have_attribute("data-trial", "", timeout=60_000)
+    return wrap
+
+
+def test_two_participants_at_once_get_separate_complete_logs_and_hostile_names_stay_text(tmp_path):
+    expect = playwright_api.expect
+    log_dir = tmp_path / "logs"
+    args = ["--mode", "study", "--study", str(_study_config(tmp_path)), "--log-dir", str(log_dir),
+            "--photos", str(_photo_folder(tmp_path)), "--cache-dir", str(tmp_path / "cache")]  # fmt: skip
+    drawn = {p: {} for p in PARTICIPANTS}  # participant -> {trial token: strokes drawn in it}
+    with running_app(tmp_path, *args) as url, playwright_api.sync_playwright() as pw:
+        info = json.loads(urllib.request.urlopen(url + "/gradio_api/info", timeout=30).read())
+        assert "/rank" not in info["named_endpoints"], "the rank API is off in study mode unless --api on"
+        call = urllib.request.Request(url + "/gradio_api/call/rank", b'{"data": ["{}", 5, null]}')
+        with pytest.raises(urllib.error.HTTPError, match="404"):
+            urllib.request.urlopen(call, timeout=30)
+        browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            pages = {p: browser.new_context(viewport={"width": 1300, "height": 900}).new_page() for p in PARTICIPANTS}
+            wraps = {p: _start(page, url, p) for p, page in pages.items()}
+            notice = pages[PARTICIPANTS[0]].locator(".es-notice")
+            expect(notice).to_contain_text(HOSTILE_NAME)
+            for step in range(5):  # both draw a stroke, then both wait for their results
+                for p, page in pages.items():
+                    if page.get_by_role("button", name="Next trial").is_visible():  # found (or given up)
+                        page.get_by_role("button", name="Next trial").click()
+                        expect(wraps[p]).to_have_attribute("data-strokes", "0")
+                    if step == 3:  # one trial each ends by Give up, mid-study
+                        page.get_by_role("button", name="Give up").click()
+                        expect(page.get_by_role("button", name="Next trial")).to_be_visible()
+                        continue
+                    token = wraps[p].get_attribute("data-trial")
+                    drawn[p][token] = drawn[p].get(token, 0) + 1
+                    _draw(page, page.locator("canvas.es-canvas").bounding_box(), STROKES[step % 3])
+                for p, page in pages.items():
+                    token = wraps[p].get_attribute("data-trial")
+                    expect(page.locator(".es-results")).to_have_attribute(
+                        "data-curve", re.compile(r"^[1-9]"), timeout=30_000
+                    )
+                    expect(wraps[p]).to_have_attribute("data-seq", str(drawn[p].get(token, 0)))
+            for page in pages.values():
+                assert page.evaluate("window.__pwned") is None, "a file name ran as markup"
+                assert page.locator("img[src='x']").count() == 0
+        finally:
+            browser.close()
+    time.sleep(0.5)  # the last answers are sent after their records are written; nothing may trail
+    files = log_files(log_dir)
+    assert len(files) == 2, [f.name for f in files]
+    for participant in PARTICIPANTS:
+        (path,) = [f for f in files if decode_id(f.name.split("__")[0]) == participant]
+        _check_session_log(read_log(path), participant, drawn[participant])
+
+
+def _check_session_log(records, participant, drawn):
+    """Record by record: one participant, every stroke once, in order, under the trial it was drawn in."""
+    assert all(r["participant"] == participant for r in records)
+    assert records[0]["type"] == "session_start" and records[1]["type"] == "trial_start"
+    trial_of_token = {r["trial_token"]: r for r in records if r["type"] == "trial_start"}
+    strokes = [r for r in records if r["type"] == "stroke"]
+    logged = {}
+    for r in strokes:
+        start = trial_of_token[r["trial_token"]]
+        assert (r["trial"], r["target_id"]) == (start["trial"], start["target_id"]), r
+        logged.setdefault(r["trial_token"], []).append(r["seq"])
+        assert r["pointer"] == "mouse" and r["dpr"] >= 1 and len(r["points"]) >= 2
+    assert {t: len(seqs) for t, seqs in logged.items()} == drawn, "each stroke drawn is logged exactly once"
+    for seqs in logged.values():
+        assert seqs == list(range(1, len(seqs) + 1)), "in order, no gaps, no repeats"
+    assert [r["stroke_index"] for r in strokes] == [i for seqs in logged.values() for i in range(len(seqs))]
+    ends = [r for r in records if r["type"] == "trial_end"]
+    assert "gave_up" in {r["outcome"] for r in ends}

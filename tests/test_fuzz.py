@@ -193,6 +193,9 @@ def test_app_endpoint_survives_hostile_payloads(request, app_url):
             except ApiError as err:
                 assert "Invalid sketch" in str(err) or "invalid" in str(err).lower(), f"{name}: {err}"
                 refused += 1
+            except httpx.HTTPStatusError as err:  # over --max-body-bytes: refused before it is read
+                assert err.response.status_code == 413 and len(text) > 1_000_000, f"{name}: {err}"
+                refused += 1
             if i % 20 == 0:
                 assert len(call_rank(client, app_url, valid, 3)["ids"]) == 3, f"server stopped serving after {name}"
         # Hostile k / target values and a malformed request body.

@@ -8,15 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from retrieval.study import (
-    DrawingSession,
-    StudyConfig,
-    parse_canvas_payload,
-    plan_trials,
-    replay,
-    strokes_to_sketch,
-)
+from retrieval.study import DrawingSession, StudyConfig, plan_trials
 from retrieval.study_log import StudyLog, read_log
+from retrieval.study_payload import parse_canvas_payload, replay, strokes_to_sketch
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 GALLERY = [f"photo_{i:03d}" for i in range(40)]
@@ -81,7 +75,7 @@ def test_config_rejects_typos_and_unknown_targets(tmp_path):
         ({"events": [{"seq": 1, "type": "stroke", "points": [[1, 2]]}]}, "must be"),
         ({"events": [{"seq": 1, "type": "stroke", "points": [[0, 0, 0]] * 60_000}]}, "over the limit"),
         ({"events": [{"seq": "x", "type": "undo"}]}, "seq"),
-        ({"width": -1}, "positive"),
+        ({"width": -1}, "width must be a number in"),
     ],
 )
 def test_bad_canvas_payloads_say_what_is_wrong(payload, message):
@@ -90,14 +84,13 @@ def test_bad_canvas_payloads_say_what_is_wrong(payload, message):
 
 
 def test_replay_undo_clear_and_sketch_times():
-    events = parse_canvas_payload({"events": [_stroke(1, t=100), _stroke(2, t=300), {"seq": 3, "type": "undo"}]})[
-        "events"
-    ]
+    undo, clear = {"seq": 3, "type": "undo"}, {"seq": 4, "type": "clear"}
+    events = parse_canvas_payload({"events": [_stroke(1, t=100), _stroke(2, t=300), undo]}).events
     strokes = replay(events)
     assert len(strokes) == 1
     sketch = strokes_to_sketch(strokes, 400, 300)
     assert sketch.num_points == 5 and sketch.strokes[0][0, 2] == 0.0 and sketch.canvas_width == 400
-    assert replay(events + [{"seq": 4, "type": "clear"}]) == []
+    assert replay(parse_canvas_payload({"events": [_stroke(1), _stroke(2), undo, clear]}).events) == []
 
 
 def test_free_mode_ranks_only_the_latest_state_of_coalesced_events():
@@ -117,12 +110,12 @@ def test_study_session_logs_every_stroke_and_finds_the_target(tmp_path):
     assert session.phase == "drawing" and session.target_id == session.plan[0].target_id
     # strokes 1+2 coalesced into one update, then an undo, then strokes 3 and 4
     session.update(_payload(session, [_stroke(1), _stroke(2, t=200)]), rank)
-    assert rank.calls == [1, 2], "study mode ranks each coalesced stroke on its own"
+    assert rank.calls == [2], "coalesced strokes are each logged but ranked once, in their latest state"
     events = [_stroke(1), _stroke(2, t=200), {"seq": 3, "type": "undo", "t": 400}]
     session.update(_payload(session, events), rank)
     session.update(_payload(session, events + [_stroke(4, t=500), _stroke(5, t=700), _stroke(6, t=900)]), rank)
     assert session.phase == "found"
-    assert [p.target_rank for p in session.curve] == [10, 7, 10, 7, 4, 1]
+    assert [p.target_rank for p in session.curve] == [7, 10, 1]
     session.next_trial()
     session.end_trial("gave_up")
     assert session.next_trial() is None and session.phase == "done"
@@ -144,7 +137,7 @@ def test_study_session_logs_every_stroke_and_finds_the_target(tmp_path):
 def test_time_limit_ends_the_trial(tmp_path):
     session, rank = DrawingSession(), FakeRank()
     session.begin_study(StudyConfig(num_trials=1, time_limit_s=5), StudyLog(tmp_path, "P", "S"), GALLERY, {})
-    session.trial_start_mono -= 10  # as if ten seconds had passed
+    session.sketch.start_mono -= 10  # as if ten seconds had passed
     session.update(_payload(session, [_stroke(1)]), rank)
     assert session.phase == "timed_out"
     types = [r["type"] for r in read_log(tmp_path / "P__S.jsonl")]

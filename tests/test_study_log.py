@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import stat
 import subprocess
 import sys
 import time
@@ -13,7 +14,16 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from retrieval.study_log import StudyLog, export_csv, iter_records, log_files, read_log, safe_id
+from retrieval.study_log import (
+    SessionExistsError,
+    StudyLog,
+    decode_id,
+    encode_id,
+    export_csv,
+    iter_records,
+    log_files,
+    read_log,
+)
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -22,7 +32,8 @@ def test_append_writes_one_fsynced_line_per_record(tmp_path, monkeypatch):
     synced = []
     real_fsync = os.fsync
     monkeypatch.setattr(os, "fsync", lambda fd: (synced.append(fd), real_fsync(fd)))
-    log = StudyLog(tmp_path, "P01", "S1", common={"code_version": "abc"})
+    log = StudyLog.create(tmp_path, "P01", "S1", common={"code_version": "abc"})
+    synced.clear()  # the folder, after the file was created
     log.append({"type": "stroke", "points": [[1.0, 2.0, 3.0]], "rank": float("nan")})
     log.append({"type": "undo", "t": 5.5})
     assert len(synced) == 2, "every record must be fsync'd before append returns"
@@ -56,16 +67,91 @@ def test_torn_last_line_is_skipped_and_repaired_on_next_append(tmp_path):
 
 @pytest.mark.parametrize(
     ("raw", "expected"),
-    [("../../etc/passwd", "etc-passwd"), ("P 01/é", "P-01"), ("..", None), ("a" * 100, "a" * 64), ("", None)],
+    [("P07", "P07"), ("../../etc/passwd", "_2E._2F.._2Fetc_2Fpasswd"), ("P 01/é", "P_2001_2F_C3_A9"), ("a_b", "a_5Fb")],
 )
-def test_safe_id_never_escapes_the_folder(tmp_path, raw, expected):
-    if expected is None:
-        with pytest.raises(ValueError, match="no usable characters"):
-            safe_id(raw)
-        return
-    assert safe_id(raw) == expected
+def test_ids_encode_reversibly_and_never_escape_the_folder(tmp_path, raw, expected):
+    assert encode_id(raw) == expected and decode_id(expected) == raw
     log = StudyLog(tmp_path, raw, raw)
-    assert log.path.parent == tmp_path.resolve()
+    assert log.path.parent == tmp_path.resolve() and "/" not in log.path.name
+
+
+@pytest.mark.parametrize(
+    ("raw", "message"), [("", "empty"), ("  ", "empty"), ("a" * 65, "at most 64"), ("P\n1", "control")]
+)
+def test_unusable_ids_are_refused_not_cut(tmp_path, raw, message):
+    with pytest.raises(ValueError, match=message):
+        StudyLog(tmp_path, raw, "S1")
+
+
+@pytest.mark.parametrize(
+    ("first", "second"),
+    [
+        (("a__b", "c"), ("a", "b__c")),
+        (("P 07", "S"), ("P/07", "S")),
+        (("P.", "S"), ("P-", "S")),
+        (("a" * 64, "S"), ("a" * 64 + "b", "S")),
+    ],
+)
+def test_different_participant_session_pairs_never_share_a_file(tmp_path, first, second):
+    try:
+        other = StudyLog.create(tmp_path, *second)
+    except ValueError:
+        return  # refused outright (e.g. too long): cannot collide either
+    log = StudyLog.create(tmp_path, *first)
+    assert log.path != other.path
+    log.append({"type": "session_start"})
+    assert read_log(other.path) == [], "one participant's records must never land in another's file"
+
+
+def test_an_existing_session_is_refused_unless_resuming(tmp_path):
+    StudyLog.create(tmp_path, "P01", "S1").append({"type": "session_start"})
+    with pytest.raises(SessionExistsError, match="already has a log for session 'S1'"):
+        StudyLog.create(tmp_path, "P01", "S1")
+    StudyLog.create(tmp_path, "P01", "S1", resume=True).append({"type": "session_start"})
+    assert [r["participant"] for r in read_log(tmp_path / "P01__S1.jsonl")] == ["P01", "P01"]
+
+
+def test_creating_a_session_file_fsyncs_the_folder(tmp_path, monkeypatch):
+    synced_dirs = []
+    real_fsync = os.fsync
+
+    def spy(fd):
+        if stat.S_ISDIR(os.fstat(fd).st_mode):
+            synced_dirs.append(fd)
+        real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", spy)
+    StudyLog.create(tmp_path / "logs", "P", "S")
+    assert len(synced_dirs) == 2, "the new folder's parent and the folder holding the new file"
+    StudyLog(tmp_path / "logs2", "P", "S").append({"type": "session_start"})
+    assert len(synced_dirs) == 3, "append on a file it created fsyncs the folder too"
+
+
+_SHORT_WRITE = """
+import resource, signal, sys
+from retrieval.study_log import StudyLog
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # past the size limit a write comes up short instead
+log = StudyLog(sys.argv[1], "P", "S")
+log.append({"type": "stroke", "stroke_index": 0})
+size = log.path.stat().st_size
+_, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+resource.setrlimit(resource.RLIMIT_FSIZE, (size + 40, hard))
+try:
+    log.append({"type": "stroke", "stroke_index": 1, "points": [[1.0, 2.0, 3.0]] * 50})
+except OSError as exc:
+    print("refused:", exc)
+resource.setrlimit(resource.RLIMIT_FSIZE, (hard, hard))
+log.append({"type": "stroke", "stroke_index": 2})
+"""
+
+
+def test_a_short_write_never_corrupts_the_next_record(tmp_path):
+    out = subprocess.run([sys.executable, "-c", _SHORT_WRITE, str(tmp_path)], cwd=REPO_ROOT, capture_output=True,
+                         text=True, timeout=60)  # fmt: skip
+    assert out.returncode == 0 and "refused:" in out.stdout, out.stderr[-2000:]
+    with pytest.warns(UserWarning, match="torn record"):
+        records = read_log(tmp_path / "P__S.jsonl")
+    assert [r["stroke_index"] for r in records] == [0, 2], "the record after a short write must stay whole"
 
 
 def test_csv_export_and_pandas_load_both_files(tmp_path):

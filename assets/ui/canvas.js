@@ -1,7 +1,10 @@
 // EarlySketch freehand canvas (runs as gr.HTML js_on_load: element, trigger, props, watch).
 //
-// Keeps an append-only journal of the current trial in props.value:
+// Keeps an append-only journal of the current trial in props.value, as JSON text:
 //   {trial, width, height, dpr, t0_utc_ms, events: [{seq, type: "stroke"|"undo"|"clear", ...}]}
+// Text, not an object: the server's web framework walks every nested value of a request on its
+// event loop (all sessions wait meanwhile), while one string costs it almost nothing; the app
+// parses the text itself, with its own size limits, in a worker thread.
 // Stroke events hold every point [x, y, t_ms, pressure] (t from performance.now() relative to
 // the trial start, x/y in canvas CSS pixels). After every change it calls trigger("stroke_end");
 // Python re-reads the whole journal, so events coalesced while the server is busy are not lost.
@@ -16,7 +19,10 @@
   const brush = element.querySelector(".es-brush");
   const lockMsg = element.querySelector(".es-lock");
   const ctx = canvas.getContext("2d");
-  const MAX_POINTS = 40000;  // the server refuses more (retrieval/study.py MAX_POINTS = 50000)
+  // Points in the journal: the server refuses more than 50000 (retrieval/study_payload.py MAX_POINTS),
+  // and counts every point the journal holds, so a clear frees points only when it compacts the journal.
+  const MAX_POINTS = 40000;
+  const MAX_STROKE_POINTS = 9000;  // the server refuses strokes over 10000 points (StrokeLimits)
 
   const state = {
     trial: null, t0: performance.now(), t0Utc: Date.now(), events: [], seq: 0,
@@ -84,11 +90,11 @@
   }
 
   function publish() {
-    props.value = {
+    props.value = JSON.stringify({
       trial: state.trial, width: state.width || canvas.getBoundingClientRect().width,
       height: state.height || canvas.getBoundingClientRect().height, dpr: window.devicePixelRatio || 1,
-      t0_utc_ms: state.t0Utc, events: state.events.slice(),
-    };
+      t0_utc_ms: state.t0Utc, events: state.events,
+    });
   }
 
   function push(event) {
@@ -118,7 +124,10 @@
 
   canvas.addEventListener("pointerdown", (e) => {
     if (state.locked || state.active || (e.pointerType === "mouse" && e.button !== 0)) return;
-    if (state.points >= MAX_POINTS) { info.textContent = "Canvas full: clear it to go on"; return; }
+    if (state.points >= MAX_POINTS) {
+      info.textContent = props.compact_on_clear ? "Canvas full: clear it to go on" : "Drawing limit reached for this trial";
+      return;
+    }
     e.preventDefault();
     canvas.setPointerCapture(e.pointerId);
     if (!state.width) {  // fix the sketch's coordinate frame at its first stroke
@@ -144,6 +153,7 @@
     const last = a.points[a.points.length - 1];
     ctx.moveTo(last[0] * s, last[1] * s);
     for (const ev of (list.length ? list : [e])) {
+      if (a.points.length >= MAX_STROKE_POINTS) break;  // a very long stroke keeps its first points
       const p = pointFrom(ev);
       a.points.push(p);
       ctx.lineTo(p[0] * s, p[1] * s);
@@ -166,8 +176,7 @@
   });
   element.querySelector(".es-clear").addEventListener("click", () => {
     if (state.locked || !strokesOnCanvas().length) return;
-    if (props.compact_on_clear) state.events = [];
-    state.points = 0;
+    if (props.compact_on_clear) { state.events = []; state.points = 0; }
     push({ type: "clear", t: now() });
   });
   element.addEventListener("keydown", (e) => {
@@ -187,7 +196,8 @@
     // Time limit: wake the server when it passes even if nobody draws (it decides, not us).
     if (typeof v.deadline_s === "number") deadlineTimer = setTimeout(() => trigger("stroke_end"), v.deadline_s * 1000 + 250);
   }
-  watch("value", () => applyServerValue(props.value || {}));
+  // Only objects come from Python; the strings are this script's own journal.
+  watch("value", () => { if (props.value && typeof props.value === "object") applyServerValue(props.value); });
 
   const idle = Number(props.idle_reset_s || 0);
   if (idle > 0) {
@@ -201,7 +211,7 @@
 
   new ResizeObserver(resizeBacking).observe(paper);
   reset(null, false);
-  applyServerValue(props.value || {});
+  applyServerValue(props.value && typeof props.value === "object" ? props.value : {});
   resizeBacking();
   wrap.dataset.ready = "1";
 })();

@@ -1,0 +1,146 @@
+"""Drive the app's UI events over HTTP the way its browser page does, without a browser.
+
+The page calls each event with ``POST /gradio_api/queue/join`` (``fn_index``, ``trigger_id``, a
+per-tab ``session_hash`` and the input values, ``None`` for ``gr.State``) and reads the answer from
+the SSE stream ``GET /gradio_api/queue/data?session_hash=...``. :class:`UiSession` does the same,
+so a benchmark can run dozens of study participants (or hostile clients: nothing stops anyone from
+sending these requests) where dozens of Chromium tabs would not fit on two cores.
+
+    app = await UiApp.connect(client, url)
+    tab = UiSession(client, app)
+    out = await tab.call(app.event("Start", "click"), {"Participant id": "P01"})
+    token = app.output(out, "es-canvas", app.event("Start", "click"))["trial"]
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import secrets
+from dataclasses import dataclass
+from typing import Any
+
+
+class UiError(RuntimeError):
+    """The event failed (error answer, refused request, or the stream ended without an answer)."""
+
+
+@dataclass(frozen=True)
+class UiEvent:
+    """One event listener of the app: its ``fn_index``, trigger component and input/output ids."""
+
+    fn_index: int
+    trigger_id: int
+    inputs: tuple[int, ...]
+    outputs: tuple[int, ...]
+
+
+@dataclass(frozen=True)
+class UiApp:
+    """The app's components and events, read from ``GET /config``."""
+
+    url: str
+    components: dict[int, dict]
+    events: tuple[tuple[tuple[int, str], ...], UiEvent]
+
+    @classmethod
+    async def connect(cls, client, url: str) -> UiApp:
+        config = (await client.get(f"{url}/config", timeout=30)).json()
+        components = {c["id"]: c for c in config["components"]}
+        events = []
+        for fn_index, dep in enumerate(config["dependencies"]):
+            targets = tuple((int(t[0]), str(t[1])) for t in dep.get("targets", []))
+            if targets:
+                event = UiEvent(dep.get("id", fn_index), targets[0][0], tuple(dep["inputs"]), tuple(dep["outputs"]))
+                events.append((targets, event))
+        return cls(url, components, tuple(events))
+
+    def component(self, name: str) -> int:
+        """The id of the component whose ``elem_id``, ``label`` or button text is ``name``."""
+        for cid, comp in self.components.items():
+            props = comp.get("props", {})
+            if name in (
+                props.get("elem_id"),
+                props.get("label"),
+                props.get("value") if comp["type"] == "button" else None,
+            ):
+                return cid
+        raise KeyError(f"no component named {name!r}")
+
+    def event(self, component: str, event_name: str) -> UiEvent:
+        cid = self.component(component)
+        for targets, event in self.events:
+            if (cid, event_name) in targets:
+                return event
+        raise KeyError(f"no {event_name!r} listener on {component!r}")
+
+    def output(self, data: list, component: str, event: UiEvent) -> Any:
+        """The value an event's answer sets on ``component`` (None when it leaves it unchanged)."""
+        value = data[event.outputs.index(self.component(component))]
+        if isinstance(value, dict) and value.get("__type__") == "update":
+            return value.get("value")
+        return value
+
+
+class UiSession:
+    """One browser tab: its own ``session_hash`` (so its own ``gr.State`` on the server).
+
+    Events may overlap (a stroke racing a button press): one reader task owns the tab's SSE
+    stream, as the page does, and hands each answer to the call waiting for its ``event_id``.
+    """
+
+    def __init__(self, client, app: UiApp) -> None:
+        self.client = client
+        self.app = app
+        self.session_hash = secrets.token_hex(8)
+        self._waiting: dict[str, asyncio.Future] = {}
+        self._reader: asyncio.Task | None = None
+
+    async def call(self, event: UiEvent, values: dict[str, Any] | None = None, timeout_s: float = 120.0) -> list:
+        """Run ``event`` with inputs named as in :meth:`UiApp.component` (others None); its output data.
+
+        Raises:
+            UiError: refused, failed, or no answer in time.
+        """
+        by_id = {self.app.component(name): value for name, value in (values or {}).items()}
+        body = {"data": [by_id.get(i) for i in event.inputs], "event_data": None, "fn_index": event.fn_index,
+                "trigger_id": event.trigger_id, "session_hash": self.session_hash}  # fmt: skip
+        joined = await self.client.post(f"{self.app.url}/gradio_api/queue/join", json=body, timeout=timeout_s)
+        if joined.status_code != 200 or "event_id" not in joined.json():
+            raise UiError(f"join refused: HTTP {joined.status_code} {joined.text[:200]}")
+        answer = asyncio.get_running_loop().create_future()
+        self._waiting[joined.json()["event_id"]] = answer
+        if self._reader is None or self._reader.done():
+            self._reader = asyncio.create_task(self._read(timeout_s))
+        try:
+            return await asyncio.wait_for(answer, timeout_s)
+        except TimeoutError as exc:
+            raise UiError(f"no answer in {timeout_s:g} s") from exc
+
+    async def _read(self, timeout_s: float) -> None:
+        url, params = f"{self.app.url}/gradio_api/queue/data", {"session_hash": self.session_hash}
+        try:
+            while self._waiting:  # the server closes the stream when nothing is pending: reopen if needed
+                async with self.client.stream("GET", url, params=params, timeout=timeout_s) as stream:
+                    async for line in stream.aiter_lines():
+                        if line.startswith("data:"):
+                            self._dispatch(json.loads(line[5:]))
+        except Exception as exc:  # noqa: BLE001 - every waiting call learns why
+            for answer in self._waiting.values():
+                if not answer.done():
+                    answer.set_exception(UiError(f"stream failed: {exc!r:.200}"))
+            self._waiting.clear()
+
+    def _dispatch(self, message: dict) -> None:
+        kind = message.get("msg")
+        if kind in ("unexpected_error", "server_stopped"):
+            raise UiError(f"{kind}: {str(message.get('message'))[:200]}")
+        if kind != "process_completed":
+            return
+        answer = self._waiting.pop(message.get("event_id"), None)
+        if answer is None or answer.done():
+            return
+        if message.get("success"):
+            answer.set_result(message["output"]["data"])
+        else:
+            answer.set_exception(UiError(f"event failed: {str(message.get('output'))[:200]}"))

@@ -1,0 +1,70 @@
+"""Server-side limits of the running app: the queue cap, the API's own slot in study mode, and
+errors that never show server paths. One study-mode app whose log folder cannot be created
+(a file stands in its way), with ``--api on`` and a one-event queue."""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import json
+
+import httpx
+import pytest
+
+from bench.app_client import ApiError, call_rank
+from bench.ui_client import UiApp, UiError, UiSession
+from tests.app_server import running_app
+
+SKETCH = {"canvas": {"width": 400, "height": 400},
+          "strokes": [[[10 + i % 300, 20 + (i * 7) % 300, i] for i in range(2000)] for _ in range(4)]}  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def app(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("limits")
+    blocker = tmp / "not-a-folder"
+    blocker.write_text("a file where the log folder should be")
+    study = tmp / "study.json"
+    study.write_text(json.dumps({"random_targets": 2, "num_trials": 2, "time_limit_s": 0}))
+    args = ["--mode", "study", "--study", str(study), "--log-dir", str(blocker / "logs"), "--api", "on",
+            "--max-queue", "1", "--concurrency", "1", "--batch", "1"]  # fmt: skip
+    with running_app(tmp, *args) as url:
+        yield url, str(tmp)
+
+
+def test_a_log_folder_that_cannot_be_made_is_a_clear_error_without_server_paths(app):
+    url, tmp = app
+
+    async def start() -> str:
+        async with httpx.AsyncClient(trust_env=False) as client:
+            ui = await UiApp.connect(client, url)
+            with pytest.raises(UiError) as failed:
+                await UiSession(client, ui).call(ui.event("Start", "click"), {"Participant id": "P1"})
+            return str(failed.value)
+
+    message = asyncio.run(start())
+    assert "study log cannot be written" in message, message
+    assert tmp not in message and "Errno" not in message, "server paths stay in the server's console"
+
+
+def test_the_event_queue_is_capped_and_the_server_keeps_serving(app):
+    url, _ = app
+    payload = json.dumps(SKETCH)
+
+    def one_call() -> str:
+        with httpx.Client(trust_env=False) as client:
+            try:
+                call_rank(client, url, payload, k=3)
+                return "ok"
+            except ApiError as exc:
+                return str(exc)
+            except httpx.HTTPStatusError as exc:  # refused at the door: Gradio answers 503 when its queue is full
+                return f"{exc.response.status_code} {exc.response.text}"
+
+    with concurrent.futures.ThreadPoolExecutor(8) as pool:
+        outcomes = list(pool.map(lambda _: one_call(), range(8)))
+    assert "ok" in outcomes
+    assert any(o.startswith("503") and "queue is full" in o.lower() for o in outcomes), outcomes
+    with httpx.Client(trust_env=False) as client:
+        answer = call_rank(client, url, payload, k=3)
+    assert len(answer["ids"]) == 3 and "batch_size" not in answer, "the API in study mode shows no other sessions"

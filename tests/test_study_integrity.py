@@ -1,0 +1,218 @@
+"""Study-grade integrity of one session (issue 14): bounded work per request, validated fields,
+events applied in order exactly once under a lock, strokes racing Next logged under their trial.
+
+A real :class:`Retriever` (small untrained encoder, 40-photo index) does the ranking; a spy on
+the encoder counts forwards.
+"""
+
+from __future__ import annotations
+
+import copy
+import threading
+import time
+
+import numpy as np
+import pytest
+
+from retrieval.index import PhotoIndex
+from retrieval.retriever import Retriever
+from retrieval.study import MAX_CURVE, MAX_NEW_EVENTS, DrawingSession, StudyConfig
+from retrieval.study_log import StudyLog, read_log
+from retrieval.study_payload import CanvasPayloadError
+
+GALLERY = [f"photo_{i:03d}" for i in range(40)]
+
+
+@pytest.fixture(scope="module")
+def retriever(encoder):
+    vectors = np.random.default_rng(0).standard_normal((len(GALLERY), encoder.meta["embed_dim"])).astype(np.float32)
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    return Retriever(encoder, PhotoIndex.build(vectors, GALLERY))
+
+
+@pytest.fixture
+def forwards(retriever, monkeypatch):
+    """Counts encoder forwards (the real forward still runs)."""
+    calls = []
+    real = retriever.encoder.embed_sketches
+    monkeypatch.setattr(
+        retriever.encoder, "embed_sketches", lambda rasters: (calls.append(len(rasters)), real(rasters))[1]
+    )
+    return calls
+
+
+def _rank(retriever):
+    return lambda sketch, target: retriever.rank(sketch, k=5, target_id=target)
+
+
+def _stroke(seq, n=4, **extra):
+    t = 100.0 * seq
+    return {"seq": seq, "type": "stroke", "pointer": "mouse", "t_down": t, "t_up": t + 40,
+            "points": [[10.0 + 7 * i + seq, 20.0 + 5 * i, t + 10 * i, 0.5] for i in range(n)], **extra}  # fmt: skip
+
+
+def _journal(session_or_token, events, **fields):
+    token = session_or_token if isinstance(session_or_token, str) else session_or_token.token
+    return {"trial": token, "width": 256, "height": 256, "dpr": 1, "t0_utc_ms": 1.7e12, "events": events, **fields}
+
+
+def _study(tmp_path, num_trials=3, found_k=1) -> DrawingSession:
+    session = DrawingSession()
+    config = StudyConfig(num_trials=num_trials, random_targets=num_trials, found_k=found_k, time_limit_s=0)
+    session.begin_study(config, StudyLog.create(tmp_path, "P1", "S1"), GALLERY, {})
+    return session
+
+
+def _records(tmp_path, kind=None):
+    records = read_log(tmp_path / "P1__S1.jsonl")
+    return [r for r in records if kind is None or r["type"] == kind]
+
+
+def test_a_crafted_2000_event_payload_costs_no_forward_and_the_largest_allowed_costs_one(tmp_path, retriever, forwards):
+    session = _study(tmp_path)
+    # stroke, then (stroke, undo) pairs: 2000 events, never an empty canvas, so each could be ranked
+    events = [_stroke(seq, n=3) if seq % 2 else {"seq": seq, "type": "undo", "t": 1.0} for seq in range(2, 2001)]
+    crafted = _journal(session, [_stroke(1, n=3), *events])
+    with pytest.raises(CanvasPayloadError, match=f"2000 new events in one request, over the limit of {MAX_NEW_EVENTS}"):
+        session.update(crafted, _rank(retriever))
+    assert forwards == [] and _records(tmp_path, "stroke") == [], "a refused payload costs no forward, logs nothing"
+
+    events = [_stroke(seq) for seq in range(1, MAX_NEW_EVENTS + 1)]
+    assert session.update(_journal(session, events), _rank(retriever))
+    assert forwards == [1], "however many events a request carries, the latest state is ranked once"
+    strokes = _records(tmp_path, "stroke")
+    assert [r["seq"] for r in strokes] == list(range(1, MAX_NEW_EVENTS + 1)), "each event logged exactly once"
+    assert [r["ranked"] for r in strokes] == [False] * (MAX_NEW_EVENTS - 1) + [True]
+    assert strokes[-1]["strokes_on_canvas"] == MAX_NEW_EVENTS and isinstance(strokes[-1]["target_rank"], int)
+    session.update(_journal(session, events), _rank(retriever))
+    assert forwards == [1] and len(_records(tmp_path, "stroke")) == MAX_NEW_EVENTS, "a resent journal adds nothing"
+
+
+HOSTILE = {
+    "10 MB dpr": ({"dpr": "9" * 10_000_000}, "dpr must be a number"),
+    "huge dpr": ({"dpr": 1e300}, "dpr must be a number"),
+    "string clock": ({"t0_utc_ms": "yesterday"}, "t0_utc_ms must be a number"),
+    "token object": ({"trial": {"a": 1}}, "trial must be a token string"),
+    "nested pointer": ({"events": [_stroke(1, pointer=[[[[]]]])]}, "pointer must be one of"),
+    "long pointer": ({"events": [_stroke(1, pointer="pen" * 100_000)]}, "pointer must be one of"),
+    "list t_down": ({"events": [_stroke(1, t_down=[1, 2])]}, "t_down must be a number"),
+    "NaN t_up": ({"events": [_stroke(1, t_up=float("nan"))]}, "t_up must be a number"),
+    "undo time object": ({"events": [_stroke(1), {"seq": 2, "type": "undo", "t": {"x": 1}}]}, "t must be a number"),
+    "float seq": ({"events": [_stroke(1.5)]}, "seq must be an integer"),
+    "bool seq": ({"events": [_stroke(True)]}, "seq must be an integer"),
+    "seq repeats": ({"events": [_stroke(1), _stroke(1)]}, "seq must count up by one"),
+    "seq jumps": ({"events": [_stroke(1), _stroke(10**9)]}, "seq must count up by one"),
+    "journal starts late": ({"events": [_stroke(5)]}, "must start at seq 1"),
+}
+
+
+@pytest.mark.parametrize("name", list(HOSTILE))
+def test_hostile_fields_are_refused_with_a_clear_message_and_nothing_is_logged(tmp_path, retriever, name):
+    session = _study(tmp_path)
+    fields, message = HOSTILE[name]
+    payload = _journal(session, [_stroke(1)]) | fields
+    with pytest.raises(ValueError, match=message):
+        session.update(payload, _rank(retriever))
+    assert _records(tmp_path, "stroke") == []
+    assert session.update(_journal(session, [_stroke(1)]), _rank(retriever)), "the session keeps working"
+
+
+def test_deeply_nested_json_text_is_a_clear_error_not_a_recursion_error():
+    session = DrawingSession()
+    with pytest.raises(CanvasPayloadError, match="not valid JSON"):
+        session.update("[" * 100_000 + "]" * 100_000, lambda sketch, target: None)
+
+
+def test_unknown_fields_never_reach_the_log(tmp_path, retriever):
+    session = _study(tmp_path)
+    deep: list = []
+    for _ in range(5000):  # deeper than json.dumps can write
+        deep = [deep]
+    payload = _journal(session, [_stroke(1, evil=deep, brush=4)], extra={"blob": "x" * 1000}, evil=deep)
+    session.update(payload, _rank(retriever))
+    (record,) = _records(tmp_path, "stroke")
+    assert "evil" not in record and "blob" not in str(record) and "brush" not in record
+    assert record["points"][0] == [11.0, 20.0, 100.0, 0.5] and record["pointer"] == "mouse"
+
+
+def test_next_waits_for_a_stroke_being_ranked_which_is_logged_under_its_own_trial(tmp_path, retriever):
+    session = _study(tmp_path)
+    first_trial = session.current
+    token = session.token
+    ranking, release = threading.Event(), threading.Event()
+
+    def slow_rank(sketch, target):
+        ranking.set()
+        release.wait(10)
+        return retriever.rank(sketch, k=5, target_id=target)
+
+    stroke = threading.Thread(target=session.update, args=(_journal(session, [_stroke(1)]), slow_rank))
+    stroke.start()
+    assert ranking.wait(10)
+
+    def give_up_and_next():
+        with session.lock:  # what the app's Give up + Next handlers do
+            session.end_trial("gave_up")
+            session.next_trial()
+
+    buttons = threading.Thread(target=give_up_and_next)
+    buttons.start()
+    time.sleep(0.3)
+    assert buttons.is_alive(), "Next must wait until the stroke in flight is applied"
+    release.set()
+    stroke.join(10)
+    buttons.join(10)
+    records = _records(tmp_path)
+    assert [r["type"] for r in records] == ["session_start", "trial_start", "stroke", "trial_end", "trial_start"]
+    logged = records[2]
+    assert logged["trial"] == first_trial.index and logged["target_id"] == first_trial.target_id
+    assert logged["trial_token"] == token and logged["phase"] == "drawing"
+    assert session.trial == 1 and session.phase == "drawing" and session.strokes_drawn == 0
+
+
+def test_a_stroke_that_reaches_the_server_after_next_is_logged_under_its_trial_not_lost(tmp_path, retriever):
+    session = _study(tmp_path)
+    first_trial, old_token = session.current, session.token
+    session.update(_journal(session, [_stroke(1)]), _rank(retriever))
+    session.end_trial("gave_up")
+    session.next_trial()
+    changed = session.update(_journal(old_token, [_stroke(1), _stroke(2)]), _rank(retriever))
+    assert not changed, "a late stroke of the previous trial does not touch the current one"
+    assert session.strokes_drawn == 0 and session.last is None and session.phase == "drawing"
+    late = _records(tmp_path, "stroke")[-1]
+    assert late["seq"] == 2 and late["stroke_index"] == 1 and late["trial"] == first_trial.index
+    assert late["target_id"] == first_trial.target_id and late["phase"] == "gave_up"
+    assert not session.update(_journal("unknown-token", [_stroke(1)]), _rank(retriever)), "other tokens are ignored"
+
+
+def test_the_rank_curve_kept_and_sent_is_bounded(retriever):
+    session = DrawingSession()
+    session.new_sketch(GALLERY[0])
+    events = []
+    for seq in range(1, MAX_CURVE + 41):
+        events.append(_stroke(seq, n=2))
+        session.update(_journal(session, events), _rank(retriever))
+    assert len(session.curve) == MAX_CURVE
+
+
+def test_a_session_copies_with_its_own_lock():
+    session = DrawingSession()
+    clone = copy.deepcopy(session)  # what gr.State does with the initial value
+    assert clone.lock is not session.lock and clone.token == session.token
+    with session.lock:
+        assert clone.lock.acquire(timeout=1), "the copy's lock is independent"
+        clone.lock.release()
+
+
+def test_a_stroke_whose_record_could_not_be_written_is_logged_when_the_journal_comes_again(tmp_path, retriever):
+    session = _study(tmp_path)
+    path = tmp_path / "P1__S1.jsonl"
+    kept = path.read_bytes()
+    path.unlink()
+    path.symlink_to("/dev/full")  # every write fails with ENOSPC, as on a full disk
+    with pytest.raises(OSError):
+        session.update(_journal(session, [_stroke(1)]), _rank(retriever))
+    path.unlink()
+    path.write_bytes(kept)  # space again
+    session.update(_journal(session, [_stroke(1), _stroke(2)]), _rank(retriever))
+    assert [(r["seq"], r["stroke_index"]) for r in _records(tmp_path, "stroke")] == [(1, 0), (2, 1)]
