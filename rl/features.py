@@ -166,7 +166,7 @@ def synthetic_cache(
     clean = (photos[true_index] @ lift)[:, None, :]
     shape = (num_sketches, max_steps, feature_dim)
     features = progress * clean + noise * (1.5 - progress) * sketch_rng.standard_normal(shape)
-    features = (features + drift * (1 - progress) * lean).astype(np.float32)
+    features = (features + drift * (1 - 2 * progress) * lean).astype(np.float32)
     last = features[:, -1]
     solution, *_ = np.linalg.lstsq(np.c_[last, np.ones(len(last))], photos[true_index], rcond=None)
     weight, bias = solution[:-1].T.astype(np.float32), solution[-1].astype(np.float32)
