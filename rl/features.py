@@ -146,9 +146,11 @@ def synthetic_cache(
 
     Each sketch's feature drifts from noise towards a fixed linear lift of its photo's embedding
     as drawing progresses, so early steps are ambiguous and late steps are easy, as with real
-    sketches. ``drift > 0`` adds ``drift * (1 - progress)`` times one fixed feature direction (the
-    lift of a random embedding direction): unfinished sketches all lean the same way, which no
-    single linear head can undo (with ``feature_dim == embed_dim``) but a progress-aware head can.
+    sketches. ``drift > 0`` adds ``drift * (1 - 2 * progress)`` times one fixed feature direction
+    (the lift of a random embedding direction): early sketches lean one way, finished ones the
+    other. A bias cannot undo a lean that changes sign, and with ``feature_dim == embed_dim``
+    nulling that direction costs the linear head a dimension of the photo; a head that reads
+    progress can subtract it.
     ``ink`` holds the true progress ``(t + 1) / T``.
 
     ``seed`` fixes the photos, lift and drift direction; ``sketch_seed`` (default: ``seed``) draws

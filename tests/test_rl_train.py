@@ -140,8 +140,12 @@ def drift_problem():
 
 
 @pytest.mark.timeout(180)
-def test_rl_beats_the_linear_supervised_head_where_progress_matters(tmp_path):
-    """Can fail: the start head is already the best linear head, and the verdict is on unseen sketches."""
+@pytest.mark.parametrize(("hidden", "must_win"), [(32, True), (0, False)])
+def test_rl_beats_the_linear_supervised_head_only_with_the_progress_head(tmp_path, hidden, must_win):
+    """Can fail: the start head is the best linear head supervised learning finds, and the verdict is
+    on holdout sketches no run selected on. With the progress-aware head PPO must gain > 4 m@B
+    (measured +5.3 / +5.7 / +6.9 over seeds 0-2); a linear PPO head, same budget, must not (+2.5 /
+    +3.0 / +2.8): if it ever did, this problem would no longer need a progress-dependent embedding."""
     train_cache, val_cache, holdout, w, b = drift_problem()
     linear_cfg = ControlConfig(
         out=str(tmp_path / "linear"), hidden=0, max_updates=1500, learning_rate=3e-3, eval_every=100, progress=False
@@ -152,23 +156,25 @@ def test_rl_beats_the_linear_supervised_head_where_progress_matters(tmp_path):
     cfg = RLConfig(
         out=str(tmp_path / "rl"),
         minutes=2.0,
-        max_timesteps=120_000,
+        max_timesteps=100_000,
         n_envs=16,
         n_steps=64,
         batch_size=256,
+        n_epochs=10,
         eval_every=8192,
         learning_rate=3e-3,
-        log_std_init=-2.0,
+        log_std_init=-1.0,
         target_kl=0.0,
-        hidden=32,
+        hidden=hidden,
         reward="rank",
         progress=False,
         export=False,
     )
     result = train(cfg, train_cache=train_cache, val_cache=val_cache, head=start)
     rl = evaluate_head(holdout, result.head)
-    assert rl["m@B"] > base["m@B"] + 3.0, (rl["m@B"], base["m@B"])
-    assert rl["m@A"] > base["m@A"], (rl["m@A"], base["m@A"])
+    assert (rl["m@B"] > base["m@B"] + 4.0) == must_win, (hidden, rl["m@B"], base["m@B"])
+    if must_win:
+        assert rl["m@A"] > base["m@A"] + 1.0, (rl["m@A"], base["m@A"])
 
 
 def test_cli_flags_come_from_the_config_fields():
