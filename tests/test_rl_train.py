@@ -185,3 +185,11 @@ def test_cli_flags_come_from_the_config_fields():
     assert cfg.critic_layers == (32, 16)
     control = parse_config(ControlConfig, ["--hidden", "8", "--minutes", "1"])
     assert control.hidden == 8 and control.minutes == 1.0
+
+
+def test_sweep_variants_are_valid_settings():
+    from rl.sweep import VARIANTS
+
+    for name, overrides in VARIANTS.items():
+        assert RLConfig(**overrides), name
+    assert any(o.get("hidden") == 0 for o in VARIANTS.values())  # the linear head is always in the comparison
