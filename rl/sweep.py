@@ -37,6 +37,15 @@ VARIANTS: dict[str, dict] = {
     "lr 3e-4, log-std -2, 10 epochs, linear head": dict(
         learning_rate=3e-4, log_std_init=-2.0, target_kl=0.0, n_epochs=10, hidden=0
     ),
+    # second round, around the first round's best (lr 1e-4, log-std -2)
+    "lr 3e-5, log-std -2, 10 epochs": dict(learning_rate=3e-5, log_std_init=-2.0, target_kl=0.0, n_epochs=10),
+    "lr 1e-4, log-std -3, 10 epochs": dict(learning_rate=1e-4, log_std_init=-3.0, target_kl=0.0, n_epochs=10),
+    "lr 1e-4, log-std -2, 10 epochs, gamma 0": dict(
+        learning_rate=1e-4, log_std_init=-2.0, target_kl=0.0, n_epochs=10, gamma=0.0
+    ),
+    "lr 1e-4, log-std -2, 10 epochs, actor-only": dict(
+        learning_rate=1e-4, log_std_init=-2.0, target_kl=0.0, n_epochs=10, actor_only=True
+    ),
 }
 
 
