@@ -32,7 +32,9 @@ def _headline(metrics: dict) -> dict:
     return {k: v for k, v in metrics.items() if k != "curve"}
 
 
-def export_encoder(encoder: Any, head: Any, out: str | Path, config: Any = None, result: Any = None) -> Path:
+def export_encoder(
+    encoder: Any, head: Any, out: str | Path, config: Any = None, result: Any = None, kind: str = "rl"
+) -> Path:
     """Save ``encoder`` with its sketch head replaced by ``head`` (a ``ProgressHead``); returns the folder.
 
     Args:
@@ -41,6 +43,8 @@ def export_encoder(encoder: Any, head: Any, out: str | Path, config: Any = None,
         out: checkpoint folder to write.
         config: the RL config (a dataclass or dict), recorded in the card.
         result: an ``rl.train.RLResult``; its validation metrics go into the card.
+        kind: how the head was trained, the card's ``sketch_head``: ``"rl"`` or ``"control"``
+            (``rl.control``'s supervised training of the same head).
     """
     if head.hidden:
         deployed = encoder.with_progress_head(head)
@@ -61,5 +65,5 @@ def export_encoder(encoder: Any, head: Any, out: str | Path, config: Any = None,
             best_timesteps=result.best_timesteps,
         )
         card["val"] = _headline(result.best_metrics)
-    card.update(sketch_head="rl", rl=rl_card, supervised_card=supervised)
+    card.update(sketch_head=kind, rl=rl_card, supervised_card=supervised)
     return deployed.save(out, card)

@@ -15,7 +15,8 @@
    bootstrap 95 % intervals vs the supervised head and vs the control (``rl.compare``) ->
    ``OUT/comparison.md`` (printed) and ``OUT/comparison.json``.
 5. the method with the best mean val score (supervised, an RL variant or the control; never chosen
-   on the comparison split) is shipped: its best-on-val seed exported to ``OUT/shipped/encoder``,
+   on the comparison split) is shipped: its best-on-val seed exported to ``OUT/shipped/encoder``
+   (the supervised checkpoint copied there when it wins),
    named in ``OUT/shipped.txt``; it and the supervised checkpoint are evaluated end to end by
    ``retrieval.evaluate`` on the comparison split (``OUT/{supervised,shipped}/eval``).
 
@@ -25,6 +26,7 @@ Prints a time breakdown at the end (also in ``OUT/timings.json``).
 from __future__ import annotations
 
 import json
+import shutil
 import time
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
@@ -242,9 +244,12 @@ def reproduce(cfg: ReproduceConfig) -> dict:
     comparison["val_score_mean"] = {name: float(np.mean(v)) for name, v in val_scores.items()}
     shipped = max(comparison["val_score_mean"], key=comparison["val_score_mean"].get)
     evaluated = {"supervised": evaluate_checkpoint(cfg, baseline_ckpt, out / "supervised" / "eval", split)}
-    if shipped != "supervised":
+    if shipped == "supervised":
+        shutil.copytree(baseline_ckpt, out / "shipped" / "encoder", dirs_exist_ok=True)
+    else:
         head = methods[shipped][int(np.argmax(val_scores[shipped]))]
-        path = export_encoder(encoder, head, out / "shipped" / "encoder", asdict(cfg))
+        kind = "control" if shipped == "control" else "rl"
+        path = export_encoder(encoder, head, out / "shipped" / "encoder", asdict(cfg), kind=kind)
         evaluated[shipped] = evaluate_checkpoint(cfg, path, out / "shipped" / "eval", split)
     lap("evaluation")
     timings["total"] = round(sum(timings.values()), 1)

@@ -32,8 +32,10 @@ def test_reproduce_tiny_end_to_end(tmp_path, capsys):
     assert "seed-mean" in table and table in capsys.readouterr().out
     shipped = (out / "shipped.txt").read_text().strip()
     assert shipped in {"supervised", *comparison["methods"]} and shipped in results["evaluated"]
+    assert Encoder.load(out / "shipped" / "encoder").meta["embed_dim"] == 32
     if shipped != "supervised":
-        assert Encoder.load(out / "shipped" / "encoder").meta["card"]["sketch_head"] == "rl"
+        kind = Encoder.load(out / "shipped" / "encoder").meta["card"]["sketch_head"]
+        assert kind == ("control" if shipped == "control" else "rl")
     assert (out / "comparison.png").stat().st_size > 1000
     timings = json.loads((out / "timings.json").read_text())
     assert {"supervised training", "RL features", "RL training", "control training", "evaluation"} <= set(timings)
