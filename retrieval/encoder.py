@@ -34,9 +34,11 @@ from safetensors.torch import load_file, save_file
 
 from retrieval.network import ARCHS, IMAGENET_MEAN, IMAGENET_STD, SketchPhotoNet, photo_tensor, sketch_tensor
 from retrieval.pooling import l2n
+from retrieval.pretrained import PRETRAINED_MEAN, PRETRAINED_STD
 from retrieval.progress_head import HEAD_TYPE, STATE_PREFIX, ProgressHead, ink_share
 from retrieval.raster import render
 from retrieval.sketch import Sketch
+from retrieval.two_tower import TwoTowerNet
 from retrieval.types import Embeddings
 
 FORMAT = "earlysketch-encoder"
@@ -92,38 +94,74 @@ class Encoder:
         seed: int | None = None,
         channels_last: bool = False,
         calibrate: bool = True,
+        photo_arch: str = "",
+        photo_input_size: int | None = None,
+        pretrained: tuple[str, ...] = (),
+        sketch_frozen_blocks: int = 0,
+        lock_photo: bool = False,
+        sketch_polarity: str = "ink_high",
     ) -> Encoder:
-        """A randomly initialised real model (for training from scratch, tests and benchmarks).
+        """A new real model (for training, tests and benchmarks): random init unless ``pretrained``.
 
-        ``calibrate`` fits the batch-norm statistics to a few procedural photos and sketches (see
-        :meth:`calibrate_batchnorm`), so even the untrained model gives distinct embeddings.
+        ``photo_arch`` (or any of the tower options) selects the two-tower layout of
+        :mod:`retrieval.two_tower`: ``pretrained`` names the towers ("sketch", "photo") that start
+        from the packaged ImageNet weights, ``lock_photo`` freezes the whole photo tower (LiT),
+        ``sketch_frozen_blocks`` freezes leading sketch-tower blocks, ``photo_input_size`` sizes
+        photos apart from sketches. ``sketch_polarity`` "paper_high" feeds sketches as black ink on
+        white paper (as a pretrained network saw images), "ink_high" as ink = 1 on paper = 0.
+
+        ``calibrate`` fits the batch-norm statistics of a from-scratch model to a few procedural
+        photos and sketches (see :meth:`calibrate_batchnorm`), so even the untrained model gives
+        distinct embeddings; pretrained statistics are never overwritten.
         """
         if seed is not None:
             torch.manual_seed(seed)
-        net = SketchPhotoNet(arch, embed_dim=embed_dim, separate_blocks=separate_blocks, gem_p=gem_p)
         raster_size = raster_size or input_size
+        two_tower = bool(photo_arch or pretrained or lock_photo or sketch_frozen_blocks)
+        towers = None
+        if two_tower:
+            towers = {
+                "photo_arch": photo_arch or arch,
+                "pretrained": sorted(pretrained),
+                "sketch_frozen_blocks": int(sketch_frozen_blocks),
+                "lock_photo": bool(lock_photo),
+            }
+        photo_norm = (PRETRAINED_MEAN, PRETRAINED_STD) if "photo" in pretrained else (IMAGENET_MEAN, IMAGENET_STD)
+        sketch_norm = (0.5, 0.5) if sketch_polarity == "paper_high" else (0.0, 1.0)
         meta = {
             "format": FORMAT,
             "format_version": FORMAT_VERSION,
             "arch": arch,
             "input_size": int(input_size),
+            "photo_input_size": int(photo_input_size or input_size),
             "raster_size": int(raster_size),
             "line_width": int(line_width or default_line_width(raster_size)),
-            "feature_dim": net.feature_dim,
             "embed_dim": int(embed_dim),
             "normalisation": {
-                "photo_mean": list(IMAGENET_MEAN),
-                "photo_std": list(IMAGENET_STD),
-                "sketch": "ink=1-gray/255, (ink-mean)/std",
-                "sketch_mean": 0.0,
-                "sketch_std": 1.0,
+                "photo_mean": list(photo_norm[0]),
+                "photo_std": list(photo_norm[1]),
+                "sketch": "ink=1-gray/255 (paper_high: 1-ink), then (value-mean)/std",
+                "sketch_polarity": sketch_polarity,
+                "sketch_mean": sketch_norm[0],
+                "sketch_std": sketch_norm[1],
             },
             "pooling": {"type": "gem", "p_init": float(gem_p), "learnable": True},
-            "branch_sharing": {"separate_blocks": int(separate_blocks), "shared": separate_blocks == 0},
+            "branch_sharing": {
+                "separate_blocks": int(separate_blocks),
+                "shared": separate_blocks == 0 and not two_tower,
+            },
             "card": {},
         }
+        if towers is not None:
+            meta["towers"] = towers
+        _check_meta({**meta, "feature_dim": 1})
+        net = _build_net(meta, gem_p=gem_p, pretrained=tuple(pretrained))
+        meta["feature_dim"] = net.feature_dim
+        if towers is not None:
+            towers["photo_feature_dim"] = net.photo_feature_dim
+            towers["imagenet_sha256"] = net.weights_sha256
         encoder = cls(net, meta, channels_last=channels_last)
-        if calibrate:
+        if calibrate and not pretrained:
             encoder.calibrate_batchnorm(*_calibration_images(encoder))
         return encoder
 
@@ -144,9 +182,7 @@ class Encoder:
             state = _read_safetensors(folder / WEIGHTS_FILE, meta.get("weights_sha256"))
         _check_meta(meta)
         head_state = {k[len(STATE_PREFIX) :]: state.pop(k) for k in list(state) if k.startswith(STATE_PREFIX)}
-        net = SketchPhotoNet(
-            meta["arch"], embed_dim=meta["embed_dim"], separate_blocks=meta["branch_sharing"]["separate_blocks"]
-        )
+        net = _build_net(meta)
         try:
             net.load_state_dict(state, strict=True)
         except RuntimeError as err:
@@ -201,15 +237,15 @@ class Encoder:
         if self.progress_head is not None:  # reads the rasters' ink share as drawing progress too
             images = _batch_of(images, 2)
             return self.progress_head.embed(self.sketch_features(images), ink_share(images))
-        return self._run(self.net.embed_sketches, self._sketch_batch, _batch_of(images, 2))
+        return self._run(self.net.embed_sketches, self.sketch_batch, _batch_of(images, 2))
 
     def embed_photos(self, images: np.ndarray | Sequence[np.ndarray]) -> Embeddings:
         """RGB uint8 photos (a list of any sizes, or ``(B, H, W, 3)``) -> ``(B, D)`` float32, unit rows."""
-        return self._run(self.net.embed_photos, self._photo_batch, _batch_of(images, 3))
+        return self._run(self.net.embed_photos, self.photo_batch, _batch_of(images, 3))
 
     def sketch_features(self, images: np.ndarray | Sequence[np.ndarray]) -> np.ndarray:
         """Sketch rasters -> ``(B, F)`` float32 GeM-pooled backbone features (the RL observation)."""
-        return self._run(self.net.sketch_features, self._sketch_batch, _batch_of(images, 2))
+        return self._run(self.net.sketch_features, self.sketch_batch, _batch_of(images, 2))
 
     def sketch_head_apply(self, features: np.ndarray | torch.Tensor) -> Embeddings:
         """``(B, F)`` features -> ``(B, D)`` float32 unit rows through the sketch head (Linear + L2)."""
@@ -261,19 +297,21 @@ class Encoder:
         was_training = self.net.training
         self.net.train()
         with torch.no_grad():
-            self.net.embed_pair(self._sketch_batch(sketches), self._photo_batch(photos))
+            self.net.embed_pair(self.sketch_batch(sketches), self.photo_batch(photos))
         self.net.train(was_training)
         for module, momentum in zip(norms, momenta):
             module.momentum = momentum
         return self
 
-    def _sketch_batch(self, images: Sequence[np.ndarray]) -> torch.Tensor:
+    def sketch_batch(self, images: Sequence[np.ndarray]) -> torch.Tensor:
         norm = self.meta["normalisation"]
-        return sketch_tensor(images, self.meta["input_size"], norm["sketch_mean"], norm["sketch_std"])
+        paper_high = norm.get("sketch_polarity") == "paper_high"
+        return sketch_tensor(images, self.meta["input_size"], norm["sketch_mean"], norm["sketch_std"], paper_high)
 
-    def _photo_batch(self, images: Sequence[np.ndarray]) -> torch.Tensor:
+    def photo_batch(self, images: Sequence[np.ndarray]) -> torch.Tensor:
         norm = self.meta["normalisation"]
-        return photo_tensor(images, self.meta["input_size"], norm["photo_mean"], norm["photo_std"])
+        size = self.meta.get("photo_input_size", self.meta["input_size"])
+        return photo_tensor(images, size, norm["photo_mean"], norm["photo_std"])
 
     def _run(self, forward, to_tensor, images) -> np.ndarray:
         if len(images) == 0:
@@ -389,6 +427,47 @@ def _check_meta(meta: dict[str, Any]) -> None:
     sep = meta.get("branch_sharing", {}).get("separate_blocks")
     if not isinstance(sep, int) or sep < 0:
         raise CheckpointError(f"meta branch_sharing.separate_blocks={sep!r} must be a non-negative int")
+    if norm.get("sketch_polarity", "ink_high") not in ("ink_high", "paper_high"):
+        raise CheckpointError(
+            f"meta normalisation.sketch_polarity={norm.get('sketch_polarity')!r}: ink_high or paper_high"
+        )
+    photo_size = meta.get("photo_input_size", meta.get("input_size"))
+    if not isinstance(photo_size, int) or not 32 <= photo_size <= 1024:
+        raise CheckpointError(f"meta photo_input_size={photo_size!r} must be an int in [32, 1024]")
+    towers = meta.get("towers")
+    if towers is not None:
+        if not isinstance(towers, dict) or towers.get("photo_arch") not in ARCHS:
+            raise CheckpointError(f"meta towers.photo_arch must be one of {sorted(ARCHS)}, got {towers!r}")
+        frozen = towers.get("sketch_frozen_blocks")
+        if not isinstance(frozen, int) or frozen < 0 or not isinstance(towers.get("lock_photo"), bool):
+            raise CheckpointError(
+                f"meta towers needs an int sketch_frozen_blocks >= 0 and a bool lock_photo: {towers!r}"
+            )
+
+
+def _build_net(meta: dict[str, Any], gem_p: float = 3.0, pretrained: tuple[str, ...] = ()) -> torch.nn.Module:
+    """The network ``meta`` describes: two-tower when it has ``towers``, else the shared trunk.
+
+    ``pretrained`` loads ImageNet weights into those towers (only when creating a model: a
+    checkpoint carries all of its weights).
+    """
+    towers = meta.get("towers")
+    if towers is None:
+        return SketchPhotoNet(
+            meta["arch"],
+            embed_dim=meta["embed_dim"],
+            separate_blocks=meta["branch_sharing"]["separate_blocks"],
+            gem_p=gem_p,
+        )
+    return TwoTowerNet(
+        meta["arch"],
+        towers["photo_arch"],
+        embed_dim=meta["embed_dim"],
+        gem_p=gem_p,
+        pretrained=pretrained,
+        sketch_frozen_blocks=towers["sketch_frozen_blocks"],
+        lock_photo=towers["lock_photo"],
+    )
 
 
 def _calibration_images(encoder: Encoder, count: int = 16) -> tuple[list, list]:

@@ -23,6 +23,7 @@ import torchvision.models as tvm
 from torch import nn
 
 from retrieval.pooling import GeM, l2n
+from retrieval.pretrained import load_imagenet_weights
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -45,6 +46,16 @@ def _regnet_blocks(model: nn.Module) -> list[nn.Module]:
     return [model.stem, *model.trunk_output]
 
 
+def _timm_efficientnet_blocks(model: nn.Module) -> list[nn.Module]:
+    return [nn.Sequential(model.conv_stem, model.bn1), *model.blocks, nn.Sequential(model.conv_head, model.bn2)]
+
+
+def _timm_efficientnet_lite0(weights: None = None) -> nn.Module:
+    import timm  # only this arch needs it; pretrained=False always: weights come from retrieval.pretrained
+
+    return timm.create_model("efficientnet_lite0", pretrained=False)
+
+
 # arch name -> (constructor, how to split it into a list of sequential blocks). A fixed table, so a
 # checkpoint's "arch" string can never reach an arbitrary attribute of torchvision.
 ARCHS: dict[str, tuple[Callable[..., nn.Module], Callable[[nn.Module], list[nn.Module]]]] = {
@@ -56,15 +67,22 @@ ARCHS: dict[str, tuple[Callable[..., nn.Module], Callable[[nn.Module], list[nn.M
     "shufflenet_v2_x1_0": (tvm.shufflenet_v2_x1_0, _shufflenet_blocks),
     "regnet_x_400mf": (tvm.regnet_x_400mf, _regnet_blocks),
     "regnet_y_400mf": (tvm.regnet_y_400mf, _regnet_blocks),
+    "efficientnet_lite0": (_timm_efficientnet_lite0, _timm_efficientnet_blocks),
 }
 
 
-def backbone_blocks(arch: str) -> list[nn.Module]:
-    """Randomly initialised backbone of ``arch`` as a list of blocks (no classifier)."""
+def backbone_blocks(arch: str, pretrained: bool = False) -> tuple[list[nn.Module], str | None]:
+    """Backbone of ``arch`` as a list of blocks (no classifier), and the sha256 of its weights.
+
+    Random init unless ``pretrained``: then the ImageNet weights shipped in a pip package
+    (:mod:`retrieval.pretrained`) are loaded, checked against their pinned sha256.
+    """
     if arch not in ARCHS:
         raise ValueError(f"unknown arch {arch!r}; choose one of {sorted(ARCHS)}")
     build, split = ARCHS[arch]
-    return split(build(weights=None))
+    model = build(weights=None)
+    digest = load_imagenet_weights(model, arch) if pretrained else None
+    return split(model), digest
 
 
 class SketchPhotoNet(nn.Module):
@@ -72,7 +90,7 @@ class SketchPhotoNet(nn.Module):
 
     def __init__(self, arch: str, embed_dim: int = 128, separate_blocks: int = 0, gem_p: float = 3.0) -> None:
         super().__init__()
-        blocks = backbone_blocks(arch)
+        blocks, _ = backbone_blocks(arch)
         if not 0 <= separate_blocks < len(blocks):
             raise ValueError(f"separate_blocks must be in [0, {len(blocks) - 1}] for {arch}, got {separate_blocks}")
         self.sketch_stem = nn.Sequential(*blocks[:separate_blocks])
@@ -163,11 +181,17 @@ def photo_tensor(
 
 
 def sketch_tensor(
-    images: Sequence[np.ndarray] | np.ndarray, size: int, mean: float = 0.0, std: float = 1.0
+    images: Sequence[np.ndarray] | np.ndarray,
+    size: int,
+    mean: float = 0.0,
+    std: float = 1.0,
+    paper_high: bool = False,
 ) -> torch.Tensor:
     """Sketch rasters ``(B, H, W)`` uint8 (white paper, black ink) -> ``(B, 3, size, size)`` float32.
 
-    Ink is mapped to 1 and paper to 0 so zero padding in the convolutions looks like paper.
+    Ink is mapped to 1 and paper to 0 so zero padding in the convolutions looks like paper, unless
+    ``paper_high``: then paper is 1 and ink 0, a drawing as an ImageNet-pretrained network saw
+    images (black lines on white), before ``(value - mean) / std``.
     """
     arr = np.asarray(images) if not isinstance(images, np.ndarray) else images
     if arr.ndim == 2:
@@ -179,4 +203,5 @@ def sketch_tensor(
     if arr.shape[1] != size or arr.shape[2] != size:
         arr = np.stack([fit_square(img, size) for img in arr])
     ink = 1.0 - torch.from_numpy(np.ascontiguousarray(arr)).float().div_(255.0)
-    return ((ink - mean) / std).unsqueeze(1).expand(-1, 3, -1, -1).contiguous()
+    value = 1.0 - ink if paper_high else ink
+    return ((value - mean) / std).unsqueeze(1).expand(-1, 3, -1, -1).contiguous()

@@ -34,16 +34,41 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from retrieval.augment import PhotoAugment, SketchAugment, augment_photo, flip_photo, flip_sketch, render_augmented
+from retrieval.augment import SketchAugment, flip_sketch, render_augmented
 from retrieval.cli import parse_config
 from retrieval.datasets import open_dataset
 from retrieval.encoder import Encoder
 from retrieval.losses import hardest_triplet, info_nce
-from retrieval.network import photo_tensor, sketch_tensor
 from retrieval.train_data import PhotoBank, ValidationSet, hard_batch
 from retrieval.train_loop import RunState, StageLoop, git_commit, load_quickdraw, read_photo_folder
 
 STAGES = ("quickdraw", "edges", "finegrained")
+# Share of a whole supervised budget per stage (rl.reproduce, bench/sweep_encoders).
+STAGE_SHARES = {"edges": 0.25, "quickdraw": 0.15, "finegrained": 0.60}
+
+# Named encoder layouts (Config fields), compared side by side in bench/results/chair-v2_ablation.md.
+ENCODER_PRESETS: dict[str, dict] = {
+    # mobilenet_v3_small from scratch, one shared trunk: the layout before ImageNet weights
+    "scratch": {},
+    # LiT: locked ImageNet efficientnet_lite0 photo tower (features cached once), sketch tower from scratch
+    "lit-mobilenet": {
+        "photo_arch": "efficientnet_lite0",
+        "pretrained": ("photo",),
+        "lock_photo": True,
+        "photo_input_size": 224,
+    },
+    # LiT with an ImageNet efficientnet_lite0 sketch tower too, its first blocks frozen, fed black on white
+    "lit-lite0": {
+        "arch": "efficientnet_lite0",
+        "photo_arch": "efficientnet_lite0",
+        "pretrained": ("photo", "sketch"),
+        "lock_photo": True,
+        "photo_input_size": 224,
+        "sketch_frozen_blocks": 3,
+        "pretrained_lr_scale": 0.3,
+        "sketch_polarity": "paper_high",
+    },
+}
 
 
 @dataclass
@@ -73,13 +98,29 @@ class Config:
     quickdraw_limit: int = 20000
     """most Quick, Draw! drawings to load"""
     arch: str = "mobilenet_v3_small"
-    """torchvision backbone (random init); see retrieval.network.ARCHS"""
+    """sketch backbone (the whole network unless --photo-arch is set); see retrieval.network.ARCHS"""
     input_size: int = 128
     """square network input and raster size in pixels"""
     embed_dim: int = 128
     """embedding size D"""
     separate_blocks: int = 0
     """leading backbone blocks NOT shared between the sketch and photo branches (0 = fully shared)"""
+    photo_arch: str = ""
+    """photo backbone of a two-tower model (retrieval.two_tower); '' = one shared trunk"""
+    pretrained: tuple[str, ...] = ()
+    """towers that start from the packaged ImageNet weights: sketch and/or photo (two-tower only)"""
+    lock_photo: bool = False
+    """freeze the whole photo tower (LiT): its features are cached once, only the photo head trains"""
+    photo_input_size: int = 0
+    """photo input size of a two-tower model in pixels (0 = --input-size)"""
+    sketch_frozen_blocks: int = 0
+    """leading sketch-tower blocks kept frozen (two-tower only)"""
+    sketch_polarity: str = "ink_high"
+    """sketch input: ink_high (ink 1, paper 0) or paper_high (black on white, as pretrained nets saw images)"""
+    photo_views: int = 6
+    """augmented views (each also mirrored) cached per photo for a locked photo tower"""
+    pretrained_lr_scale: float = 0.1
+    """learning-rate factor of pretrained backbone weights (heads and from-scratch weights get --lr)"""
     init_from: str = ""
     """start from this encoder checkpoint folder instead of random weights (its arch/sizes win)"""
     resume: str = ""
@@ -128,16 +169,15 @@ class Config:
 
 # --- ALGO LOGIC: one optimisation step per stage ---------------------------------------------------
 def edges_step(loop: StageLoop) -> torch.Tensor:
-    cfg, bank, rng, size = loop.cfg, loop.bank, loop.rng, loop.size
+    cfg, bank, rng = loop.cfg, loop.bank, loop.rng
     idx = rng.choice(len(bank), size=min(cfg.batch_size, len(bank)), replace=False)
     sketches, photos = [], []
     for i in idx:
-        edge, photo = bank.edge(i, rng), augment_photo(bank.photos[i], PhotoAugment(), rng, size)
-        if rng.random() < 0.5:  # paired flip keeps the fine-grained correspondence
-            edge, photo = np.ascontiguousarray(edge[:, ::-1]), flip_photo(photo)
-        sketches.append(edge)
-        photos.append(photo)
-    s, p = loop.net.embed_pair(sketch_tensor(np.stack(sketches), size), photo_tensor(photos, size))
+        edge = bank.edge(i, rng)
+        flip = rng.random() < 0.5  # paired flip keeps the fine-grained correspondence
+        sketches.append(np.ascontiguousarray(edge[:, ::-1]) if flip else edge)
+        photos.append(loop.photo_side.sample(i, flip, rng))
+    s, p = loop.photo_side.embed_pair(sketches, photos)
     return info_nce(s, p, cfg.temperature)
 
 
@@ -147,7 +187,7 @@ def quickdraw_step(loop: StageLoop) -> torch.Tensor:
     aug = SketchAugment(min_fraction=cfg.min_fraction)
     full = [render_augmented(drawings[i], aug, rng, size, partial=False) for i in idx]
     part = [render_augmented(drawings[i], aug, rng, size, partial=True) for i in idx]
-    emb = loop.net.embed_sketches(sketch_tensor(np.stack(full + part), size))
+    emb = loop.net.embed_sketches(loop.encoder.sketch_batch(np.stack(full + part)))
     return info_nce(emb[len(idx) :], emb[: len(idx)], cfg.temperature)
 
 
@@ -155,13 +195,13 @@ def finegrained_step(loop: StageLoop) -> torch.Tensor:
     cfg, bank, rng, size = loop.cfg, loop.bank, loop.rng, loop.size
     if cfg.hard_negatives and loop.step % cfg.bank_every == 0:
         loop.bank_embeddings = np.zeros((len(bank), loop.encoder.meta["embed_dim"]), np.float32)
-        loop.bank_embeddings[loop.sketched] = loop.encoder.embed_photos(bank.photos[loop.sketched])
+        loop.bank_embeddings[loop.sketched] = loop.photo_side.bank_embeddings(loop.sketched)
     idx = hard_batch(loop.bank_embeddings if cfg.hard_negatives else None, cfg.batch_size, rng, loop.sketched)
     aug = SketchAugment(partial_prob=cfg.partial_prob, min_fraction=cfg.min_fraction)
     sketches, photos = [], []
     for i in idx:
         flip = rng.random() < 0.5  # paired flip keeps the fine-grained correspondence
-        photo = augment_photo(bank.photos[i], PhotoAugment(), rng, size)
+        photos.append(loop.photo_side.sample(i, flip, rng))
         if rng.random() < cfg.edge_mix:
             raster = bank.edge(i, rng)
             raster = np.ascontiguousarray(raster[:, ::-1]) if flip else raster
@@ -170,8 +210,7 @@ def finegrained_step(loop: StageLoop) -> torch.Tensor:
             sketch = records[int(rng.integers(len(records)))].sketch
             raster = render_augmented(flip_sketch(sketch) if flip else sketch, aug, rng, size)
         sketches.append(raster)
-        photos.append(flip_photo(photo) if flip else photo)
-    s, p = loop.net.embed_pair(sketch_tensor(np.stack(sketches), size), photo_tensor(photos, size))
+    s, p = loop.photo_side.embed_pair(sketches, photos)
     return info_nce(s, p, cfg.temperature) + cfg.triplet_weight * hardest_triplet(s, p, cfg.triplet_margin)
 
 
@@ -201,7 +240,17 @@ def run(cfg: Config, dataset=None) -> Path:
         encoder = Encoder.load(cfg.init_from)
     else:
         encoder = Encoder.create(
-            cfg.arch, cfg.embed_dim, cfg.input_size, separate_blocks=cfg.separate_blocks, seed=cfg.seed
+            cfg.arch,
+            cfg.embed_dim,
+            cfg.input_size,
+            separate_blocks=cfg.separate_blocks,
+            seed=cfg.seed,
+            photo_arch=cfg.photo_arch,
+            photo_input_size=cfg.photo_input_size or None,
+            pretrained=cfg.pretrained,
+            sketch_frozen_blocks=cfg.sketch_frozen_blocks,
+            lock_photo=cfg.lock_photo,
+            sketch_polarity=cfg.sketch_polarity,
         )
     run_dir = Path(cfg.resume) if cfg.resume else cfg.out / (cfg.run_name or default_run_name(cfg, encoder))
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -220,7 +269,7 @@ def run(cfg: Config, dataset=None) -> Path:
     bank = PhotoBank(
         list(loaders),
         lambda pid: loaders[pid](pid),
-        cache_size=round(size * 1.25),
+        cache_size=round(encoder.meta.get("photo_input_size", size) * 1.25),
         raster_size=encoder.meta["raster_size"],
         edges_per_photo=cfg.edges_per_photo,
     )

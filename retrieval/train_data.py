@@ -11,12 +11,16 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
+import torch
+from tqdm import tqdm
 
+from retrieval.augment import PhotoAugment, augment_photo, flip_photo
 from retrieval.datasets import RetrievalDataset, SketchRecord
 from retrieval.edges import edge_map
 from retrieval.encoder import Encoder
 from retrieval.metrics import summarize, true_ranks
 from retrieval.network import as_rgb, fit_square
+from retrieval.pooling import l2n
 from retrieval.raster import render_steps
 from retrieval.sketch import point_cuts
 from retrieval.types import GrayImage, RGBImage
@@ -138,3 +142,61 @@ class ValidationSet:
         sketch_emb = encoder.embed_sketches(self.rasters)
         ranks = true_ranks(sketch_emb @ photo_emb.T, np.repeat(self.true_idx, self.steps))
         return summarize(ranks.reshape(-1, self.steps), len(self.gallery_ids))
+
+
+class PhotoSide:
+    """The photo half of training pairs.
+
+    Normally an augmented (and paired-flipped) photo goes through the photo branch at every step.
+    With a locked photo tower (:mod:`retrieval.two_tower`, LiT) the tower's output never changes,
+    so ``views`` augmented views of every photo and their mirror images are embedded once here, and
+    a step costs only the photo head on cached features: the ImageNet backbone is paid for once per
+    run instead of once per pair. View 0 is the plain photo (what the gallery index sees).
+    """
+
+    def __init__(
+        self, encoder: Encoder, bank: PhotoBank, views: int, rng: np.random.Generator, progress: bool = False
+    ) -> None:
+        self.encoder, self.bank = encoder, bank
+        self.size = encoder.meta.get("photo_input_size", encoder.meta["input_size"])
+        tower = getattr(encoder.net, "photo_tower", None)
+        self.features: torch.Tensor | None = None  # size: N, views, 2 (plain, mirrored), Fp
+        if tower is not None and tower.locked:
+            self.features = self._embed_views(max(1, views), rng, progress)
+
+    @property
+    def locked(self) -> bool:
+        return self.features is not None
+
+    def _embed_views(self, views: int, rng: np.random.Generator, progress: bool) -> torch.Tensor:
+        rows = []
+        for photo in tqdm(self.bank.photos, desc="photo features (locked tower)", disable=not progress):
+            images = [fit_square(photo, self.size)]
+            images += [augment_photo(photo, PhotoAugment(), rng, self.size) for _ in range(views - 1)]
+            images += [flip_photo(image) for image in images]
+            with torch.inference_mode():
+                feats = self.encoder.net.photo_features(self.encoder.photo_batch(images))
+            rows.append(feats.reshape(2, views, -1).transpose(0, 1))
+        return torch.stack(rows).clone()
+
+    def sample(self, index: int, flip: bool, rng: np.random.Generator) -> RGBImage | tuple[int, int, int]:
+        """One pair's photo: an augmented image, or (index, view, flip) into the locked features."""
+        if self.locked:
+            return index, int(rng.integers(self.features.shape[1])), int(flip)
+        photo = augment_photo(self.bank.photos[index], PhotoAugment(), rng, self.size)
+        return flip_photo(photo) if flip else photo
+
+    def embed_pair(self, sketches: Sequence[np.ndarray], photos: Sequence) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(B, D)`` sketch and photo embeddings of a batch, with gradients."""
+        net, sketch_x = self.encoder.net, self.encoder.sketch_batch(np.stack(sketches))
+        if not self.locked:
+            return net.embed_pair(sketch_x, self.encoder.photo_batch(photos))
+        index, view, flip = (list(column) for column in zip(*photos))
+        return net.embed_sketches(sketch_x), l2n(net.photo_head(self.features[index, view, flip]))
+
+    def bank_embeddings(self, indices: np.ndarray) -> np.ndarray:
+        """Current embeddings of the plain photos at ``indices`` (for hard-negative mining)."""
+        if not self.locked:
+            return self.encoder.embed_photos(self.bank.photos[indices])
+        with torch.inference_mode():
+            return l2n(self.encoder.net.photo_head(self.features[indices, 0, 0])).numpy()

@@ -23,7 +23,7 @@ from tqdm import tqdm
 from retrieval.encoder import Encoder
 from retrieval.gallery import read_photo, scan_photo_folder
 from retrieval.sketch import Sketch
-from retrieval.train_data import PhotoBank, ValidationSet
+from retrieval.train_data import PhotoBank, PhotoSide, ValidationSet
 
 METRICS = ("A@1", "A@5", "A@10", "m@A", "m@B")
 LOG_FIELDS = (
@@ -66,6 +66,23 @@ def selection_value(metrics: dict, name: str) -> float:
     if name not in METRICS:
         raise ValueError(f"select metric {name!r} must be one of {METRICS} or 'mix'")
     return metrics[name]
+
+
+def parameter_groups(net: torch.nn.Module, pretrained: tuple[str, ...], lr_scale: float) -> list[dict]:
+    """Trainable parameters in optimizer groups: pretrained backbone weights get ``lr_scale``.
+
+    ImageNet features are worth keeping, so their weights move more slowly than the heads and the
+    from-scratch parts (the usual fine-tuning practice); frozen parameters are left out.
+    """
+    slow_prefixes = tuple(f"{tower}_tower.blocks." for tower in pretrained)
+    slow, fast = [], []
+    for name, param in net.named_parameters():
+        if param.requires_grad:
+            (slow if name.startswith(slow_prefixes) else fast).append(param)
+    groups = [{"params": fast, "lr_scale": 1.0}]
+    if slow:
+        groups.append({"params": slow, "lr_scale": lr_scale})
+    return groups
 
 
 def git_commit() -> str | None:
@@ -123,6 +140,8 @@ class StageLoop:
         self.quickdraw: list[Sketch] = []
         self.sketches_of: dict[int, list] = {}
         self.sketched = np.zeros(0, dtype=np.int64)
+        views_rng = np.random.default_rng(cfg.seed + 1)  # apart from self.rng: resuming replays the same views
+        self.photo_side = PhotoSide(encoder, bank, getattr(cfg, "photo_views", 1), views_rng, cfg.progress)
         self.log_path = run_dir / "log.csv"
         if not self.log_path.exists():
             with open(self.log_path, "w", newline="") as f:
@@ -130,7 +149,11 @@ class StageLoop:
 
     def run_stage(self, stage: str, step_fn: Callable[[StageLoop], torch.Tensor], minutes: float) -> None:
         cfg, state = self.cfg, self.state
-        opt = torch.optim.AdamW(self.net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+        opt = torch.optim.AdamW(
+            parameter_groups(self.net, getattr(cfg, "pretrained", ()), getattr(cfg, "pretrained_lr_scale", 1.0)),
+            lr=cfg.lr,
+            weight_decay=cfg.weight_decay,
+        )
         self.step, elapsed0 = 0, 0.0
         if state.stage == stage and (self.run_dir / "last" / "trainer.pt").is_file():  # resuming mid-stage
             saved = torch.load(self.run_dir / "last" / "trainer.pt", map_location="cpu", weights_only=True)
@@ -150,7 +173,7 @@ class StageLoop:
             frac = max(elapsed / budget if budget > 0 else 1.0, self.step / cfg.max_steps if cfg.max_steps else 0.0)
             lr = cfg.lr * min(1.0, (self.step + 1) / max(1, cfg.warmup_steps)) * 0.5 * (1 + math.cos(math.pi * frac))
             for group in opt.param_groups:
-                group["lr"] = lr
+                group["lr"] = lr * group["lr_scale"]
             loss = step_fn(self)
             opt.zero_grad(set_to_none=True)
             loss.backward()

@@ -35,6 +35,7 @@ import numpy as np
 import torch
 
 from retrieval.cli import parse_config
+from retrieval.train import STAGE_SHARES, STAGES
 from rl.callbacks import selection_score
 from rl.compare import compare, markdown
 from rl.control import ControlConfig, train_control
@@ -45,9 +46,6 @@ from rl.scoring import evaluate_head, make_head
 from rl.train import RLConfig
 from rl.train import train as train_rl
 
-# Share of the supervised budget per stage (retrieval.train's defaults are 15/10/30 minutes).
-STAGE_SHARES = {"edges": 0.25, "quickdraw": 0.15, "finegrained": 0.60}
-
 
 @dataclass
 class ReproduceConfig:
@@ -57,12 +55,13 @@ class ReproduceConfig:
     """QMUL-layout folder (e.g. ../shared/data/chairv2-train) or a 'procedural[:photos=N,...]' spec"""
     out: str = "runs/reproduce"
     """output folder"""
-    minutes_supervised: float = 40.0
+    minutes_supervised: float = 36.0
     """time budget of supervised training, split over its stages"""
     checkpoint: str = ""
     """an existing supervised encoder folder: skip step 1 (it must not have seen the holdout photos)"""
-    minutes_rl: float = 1.5
-    """time budget of each PPO run (and of each control run)"""
+    minutes_rl: float = 1.0
+    """time budget of each PPO run and of each control run (3 rewards x 3 seeds + 3 controls = 12 min,
+    so the Chair-V2 pipeline stays under 60 min with the 36 supervised minutes)"""
     seeds: int = 3
     """RL and control runs per reward variant, seeds 0..seeds-1 (the data split keeps --seed)"""
     rewards: tuple[str, ...] = ("rank", "rank+kendall", "rank+episode")
@@ -71,6 +70,9 @@ class ReproduceConfig:
     """hidden width of the progress-aware head's MLP (RL and control alike; 0 = linear head)"""
     holdout_fraction: float = 0.2
     """share of train photos carved out as 'holdout' (never trained or selected on); 0 = compare on test"""
+    encoder: str = "lit-lite0"
+    """encoder layout, a preset of retrieval.train.ENCODER_PRESETS: scratch, lit-mobilenet, lit-lite0
+    (the default won bench/results/chair-v2_encoder_sweep.md and the README's ablation)"""
     quickdraw: str = "../shared/data/quickdraw-raw"
     """Quick, Draw! raw ndjson folder for sketch pre-training; the stage is skipped (its time given to
     the fine-grained stage) when the folder is absent or ''"""
@@ -87,10 +89,13 @@ class ReproduceConfig:
 
 
 def supervised_config(cfg: ReproduceConfig, out: Path):
-    """``retrieval.train.Config`` for this run (stages and minutes from the budget)."""
-    from retrieval.train import Config
+    """``retrieval.train.Config`` for this run (stages and minutes from the budget, layout from the preset)."""
+    from retrieval.train import ENCODER_PRESETS, Config
 
-    stages = [s for s in STAGE_SHARES if s != "quickdraw" or (cfg.quickdraw and Path(cfg.quickdraw).is_dir())]
+    if cfg.encoder not in ENCODER_PRESETS:
+        raise ValueError(f"unknown encoder preset {cfg.encoder!r}; choose one of {sorted(ENCODER_PRESETS)}")
+
+    stages = [s for s in STAGES if s != "quickdraw" or (cfg.quickdraw and Path(cfg.quickdraw).is_dir())]
     total = sum(STAGE_SHARES[s] for s in stages)
     minutes = {f"minutes_{s}": cfg.minutes_supervised * STAGE_SHARES[s] / total for s in stages}
     sup = Config(
@@ -104,6 +109,7 @@ def supervised_config(cfg: ReproduceConfig, out: Path):
         threads=cfg.threads,
         progress=cfg.progress,
         **minutes,
+        **ENCODER_PRESETS[cfg.encoder],
     )
     if cfg.tiny:
         sup = replace(
@@ -119,6 +125,8 @@ def supervised_config(cfg: ReproduceConfig, out: Path):
             edge_mix=0.0,
             edges_per_photo=1,
             warmup_steps=2,
+            photo_input_size=64 if sup.photo_arch else 0,
+            photo_views=1,
         )
     return sup
 

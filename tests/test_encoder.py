@@ -118,7 +118,7 @@ def test_tampered_checkpoints_are_refused(encoder, tmp_path):
 def test_partly_shared_branches(sketch_rasters, photos):
     enc = Encoder.create(embed_dim=16, input_size=SIZE, separate_blocks=2, seed=1)
     assert len(enc.net.photo_stem) == 2 and enc.meta["branch_sharing"]["shared"] is False
-    s, p = enc.net.embed_pair(enc._sketch_batch(sketch_rasters), enc._photo_batch(photos))
+    s, p = enc.net.embed_pair(enc.sketch_batch(sketch_rasters), enc.photo_batch(photos))
     assert s.shape == (3, 16) and p.shape == (2, 16)
 
 

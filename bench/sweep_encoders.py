@@ -1,0 +1,127 @@
+"""Encoder layouts trained side by side under one time budget, then scored by ``bench_ablation``.
+
+Each ``--runs`` item is a preset of ``retrieval.train.ENCODER_PRESETS`` with optional overrides of
+``retrieval.train.Config`` fields, ``preset:field=value:field=value`` (tuples comma-separated).
+Every run is its own ``python -m retrieval.train`` process on ONE thread, all started at once, so
+on a machine with at least as many idle cores as runs they share nothing but memory bandwidth
+and each sees the same budget. The supervised budget is split over the stages as
+``rl.reproduce`` does. Afterwards ``bench_ablation`` scores every best checkpoint (val sketches,
+val and all-photo galleries, re-ranking options, per-stroke latency).
+
+    .venv/bin/python bench/sweep_encoders.py --data ../shared/data/chairv2-train --minutes 7 \\
+        --runs scratch lit-mobilenet lit-lite0 lit-lite0:sketch_frozen_blocks=5 --out runs/sweep
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import bench_ablation  # noqa: E402
+
+from retrieval.cli import parse_config  # noqa: E402
+from retrieval.train import ENCODER_PRESETS, STAGE_SHARES, STAGES, Config  # noqa: E402
+
+
+@dataclass
+class SweepConfig:
+    """Train several encoder layouts at once (one thread each) and compare them."""
+
+    data: str = "../shared/data/chairv2-train"
+    """dataset spec"""
+    quickdraw: str = "../shared/data/quickdraw-raw"
+    """Quick, Draw! folder for the quickdraw stage ('' to skip the stage)"""
+    runs: tuple[str, ...] = ("scratch", "lit-mobilenet", "lit-lite0")
+    """preset[:field=value...] per run"""
+    minutes: float = 7.0
+    """supervised budget of every run, split over its stages like rl.reproduce"""
+    out: str = "runs/sweep"
+    """folder of the run folders"""
+    name: str = "encoder_sweep"
+    """result file name (bench/results/<name>.md) of the ablation"""
+    results_dir: str = ""
+    """where the ablation result files go ('' = bench/results)"""
+    seed: int = 0
+    """seed of every run (and of the val carve)"""
+    eval_threads: int = 2
+    """torch threads of the ablation's accuracy part"""
+
+
+def run_config(item: str, cfg: SweepConfig) -> Config:
+    preset, *overrides = item.split(":")
+    if preset not in ENCODER_PRESETS:
+        raise SystemExit(f"unknown preset {preset!r}; choose from {sorted(ENCODER_PRESETS)}")
+    kinds = {f.name: f for f in dataclasses.fields(Config)}
+    values = dict(ENCODER_PRESETS[preset])
+    for override in overrides:
+        key, _, text = override.partition("=")
+        if key not in kinds:
+            raise SystemExit(f"{item}: {key!r} is not a retrieval.train.Config field")
+        default = kinds[key].default if kinds[key].default is not dataclasses.MISSING else kinds[key].default_factory()
+        if isinstance(default, tuple):
+            values[key] = tuple(filter(None, text.split(",")))
+        elif isinstance(default, bool):
+            values[key] = text.lower() in ("1", "true", "yes")
+        else:
+            values[key] = type(default)(text)
+    stages = values.pop("stages", tuple(s for s in STAGES if s != "quickdraw" or cfg.quickdraw))
+    total = sum(STAGE_SHARES[s] for s in stages)
+    minutes = {f"minutes_{s}": cfg.minutes * STAGE_SHARES[s] / total for s in stages}
+    name = item.replace(":", "__").replace("=", "-").replace(",", "+")
+    return Config(
+        data=cfg.data,
+        quickdraw=cfg.quickdraw,
+        out=Path(cfg.out),
+        run_name=name,
+        stages=tuple(stages),
+        seed=cfg.seed,
+        threads=1,
+        progress=False,
+        **{**values, **minutes},
+    )
+
+
+def as_argv(config: Config) -> list[str]:
+    """The ``python -m retrieval.train`` flags that rebuild ``config``."""
+    argv = []
+    for f in dataclasses.fields(Config):
+        value = getattr(config, f.name)
+        flag = "--" + f.name.replace("_", "-")
+        if isinstance(value, bool):
+            argv.append(flag if value else "--no-" + f.name.replace("_", "-"))
+        elif isinstance(value, tuple):
+            argv += [flag, *map(str, value)]
+        else:
+            argv += [flag, str(value)]
+    return argv
+
+
+def main(argv: list[str] | None = None) -> None:
+    cfg = parse_config(SweepConfig, argv, description=__doc__)
+    configs = {item: run_config(item, cfg) for item in cfg.runs}
+    Path(cfg.out).mkdir(parents=True, exist_ok=True)
+    procs = {}
+    for item, config in configs.items():
+        log = open(Path(cfg.out) / f"{config.run_name}.log", "w")
+        cmd = [sys.executable, "-m", "retrieval.train", *as_argv(config)]
+        procs[item] = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
+    start = time.monotonic()
+    failed = [item for item, proc in procs.items() if proc.wait() != 0]
+    print(f"{len(procs)} runs in {time.monotonic() - start:.0f} s; failed: {failed or 'none'}")
+    models = [
+        f"{c.run_name}={Path(cfg.out) / c.run_name / 'best'}" for item, c in configs.items() if item not in failed
+    ]
+    ablation = ["--data", cfg.data, "--name", cfg.name, "--models", *models, "--seed", str(cfg.seed)]
+    ablation += ["--threads", str(cfg.eval_threads)]
+    if cfg.results_dir:
+        ablation += ["--results-dir", cfg.results_dir]
+    bench_ablation.main(ablation)
+
+
+if __name__ == "__main__":
+    main()
