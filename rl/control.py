@@ -156,12 +156,11 @@ def train_control(
 
 def main(argv: list[str] | None = None) -> ControlResult:
     from retrieval.metrics import format_table
-    from rl.train import RLConfig, load_inputs
+    from rl.train import load_inputs, rl_config_from
 
     cfg = parse_config(ControlConfig, argv)
     torch.set_num_threads(cfg.threads)
-    shared = {k: v for k, v in asdict(cfg).items() if k in RLConfig.__dataclass_fields__}
-    encoder, _, train_cache, val_cache = load_inputs(RLConfig(**{**shared, "seed": cfg.seed}))
+    encoder, _, train_cache, val_cache = load_inputs(rl_config_from(cfg))
     state = encoder.sketch_head_state()
     result = train_control(cfg, train_cache, val_cache, state["weight"].numpy(), state["bias"].numpy())
     print("validation, supervised head:\n" + format_table(result.baseline_metrics))

@@ -17,7 +17,7 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 from retrieval.cli import parse_config
-from rl.train import RLConfig, load_inputs, train
+from rl.train import load_inputs, rl_config_from, train
 
 # name -> RLConfig overrides. "old" = the settings before the progress head (issue 13).
 VARIANTS: dict[str, dict] = {
@@ -77,18 +77,7 @@ class SweepConfig:
 
 def main(argv: list[str] | None = None) -> dict:
     cfg = parse_config(SweepConfig, argv)
-    base = RLConfig(
-        checkpoint=cfg.checkpoint,
-        data=cfg.data,
-        val_fraction=cfg.val_fraction,
-        holdout_fraction=cfg.holdout_fraction,
-        cache_dir=cfg.cache_dir,
-        minutes=cfg.minutes,
-        seed=cfg.seed,
-        threads=cfg.threads,
-        export=False,
-        progress=False,
-    )
+    base = rl_config_from(cfg, export=False, progress=False)
     encoder, _, train_cache, val_cache = load_inputs(base)
     state = encoder.sketch_head_state()
     head = (state["weight"].numpy(), state["bias"].numpy())

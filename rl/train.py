@@ -203,6 +203,12 @@ def policy_head(model: PPO) -> ProgressHead:
     return copy.deepcopy(model.policy.action_net).eval()
 
 
+def rl_config_from(other: Any, **overrides: Any) -> RLConfig:
+    """An ``RLConfig`` taking every field it shares with another config dataclass (data, split, cache...)."""
+    shared = {k: v for k, v in asdict(other).items() if k in RLConfig.__dataclass_fields__}
+    return RLConfig(**{**shared, **overrides})
+
+
 def load_inputs(cfg: RLConfig) -> tuple[Any, Any, FeatureCache, FeatureCache]:
     """The supervised encoder, the dataset, and cached train/val features."""
     from retrieval.datasets import open_dataset
