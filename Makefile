@@ -51,10 +51,11 @@ OUT ?= runs/reproduce
 reproduce: venv
 	$(BIN)/python -m rl.reproduce --data $(DATA) --out $(OUT) $(ARGS)
 
-# The shipped default model: the reproduce pipeline on the procedural dataset, RL head exported to assets/model.
+# The shipped default model: the reproduce pipeline on the procedural dataset; whichever head wins on val
+# (supervised, RL or the fair control) goes to assets/model.
 default-model: venv
-	$(BIN)/python -m rl.reproduce --data procedural --out runs/default --minutes-supervised 20 --minutes-rl 4 $(ARGS)
-	rm -rf assets/model && cp -r runs/default/rl/encoder assets/model
+	$(BIN)/python -m rl.reproduce --data procedural --out runs/default --minutes-supervised 20 --minutes-rl 1.5 --seeds 1 $(ARGS)
+	rm -rf assets/model && cp -r runs/default/shipped/encoder assets/model
 
 # Full run (1k-1M galleries, encoder options, 50 users, browser): ~17 min on 2 cores.
 # `make bench QUICK=1` for a short pass. Writes bench/RESULTS.md and bench/results/*.

@@ -3,7 +3,9 @@
 A dataset is opened from a spec string (``open_dataset``): the procedural dataset by default, or a
 folder in the QMUL FG-SBIR layout (``<Name>_Coordinate`` pickle or ``<Name>_Coordinate.npz`` plus
 ``photo/<photo_id>.png|jpg``). Splits come from the key prefix ``/<split>/``; ``val`` is carved out
-of the train photos by photo, so no validation photo is ever trained on.
+of the train photos by photo, so no validation photo is ever trained on. An optional second carve,
+``holdout`` (``open_dataset(..., holdout_fraction=f)``, off by default), takes further train photos
+that neither training nor model selection may see: the split on which heads are compared.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from retrieval.types import RGBImage
 COORDINATE_SUFFIX = "_Coordinate"
 PHOTO_SUFFIXES = (".png", ".jpg", ".jpeg")  # preference order when an id has several files
 FILE_SPLITS = ("train", "test")  # the split prefixes QMUL releases use
+HOLDOUT = "holdout"  # the optional second carve of train photos (see HoldoutDataset)
 PROCEDURAL_ALIASES = {"photos": "num_photos", "sketches": "sketches_per_photo"}
 
 
@@ -63,7 +66,9 @@ class RetrievalDataset(Protocol):
         ...
 
 
-def split_validation(photo_ids: Iterable[str], fraction: float = 0.1, seed: int = 0) -> tuple[list[str], list[str]]:
+def split_validation(
+    photo_ids: Iterable[str], fraction: float = 0.1, seed: int | str = 0
+) -> tuple[list[str], list[str]]:
     """Carve a validation set out of photo ids, deterministically and independent of input order.
 
     Photos are ranked by a seeded hash of their id, so the split does not depend on the order ids
@@ -229,7 +234,55 @@ def parse_procedural_spec(options: str) -> dict[str, int | float | bool | str]:
     return kwargs
 
 
-def open_dataset(spec: str | Path | None = None, *, val_fraction: float = 0.1, seed: int = 0) -> RetrievalDataset:
+class HoldoutDataset:
+    """A dataset whose train photos lose a seeded share to a ``holdout`` split (disjoint from ``val``).
+
+    ``holdout`` is for comparing models that were trained on ``train`` and selected on ``val``: a
+    number measured there selected nothing. Photos are drawn with :func:`split_validation` under
+    a salted seed, so the carve is independent of the val carve and of the input order. Records
+    moved to ``holdout`` keep their keys (``/train/...``) with ``split="holdout"``.
+
+    Args:
+        base: any ``RetrievalDataset`` with a ``train`` split.
+        fraction: share of ``base``'s train photos (those left after the val carve) moved out.
+        seed: seed of the carve (the same seed as the val carve is fine: the salt differs).
+    """
+
+    def __init__(self, base: RetrievalDataset, fraction: float, seed: int = 0) -> None:
+        if not 0.0 < fraction < 1.0:
+            raise ValueError(f"holdout fraction must be in (0, 1), got {fraction}; use 0 for no holdout split")
+        if HOLDOUT in base.splits():
+            raise ValueError(f"{base.name} already has a {HOLDOUT!r} split")
+        self.base = base
+        self.name = base.name
+        train_ids, holdout_ids = split_validation(base.photo_ids("train"), fraction, f"{HOLDOUT}-{seed}")
+        self._photos = {"train": train_ids, HOLDOUT: holdout_ids}
+        moved = set(holdout_ids)
+        records = base.sketches("train")
+        self._sketches = {
+            "train": [r for r in records if r.photo_id not in moved],
+            HOLDOUT: [_moved_to(r, HOLDOUT) for r in records if r.photo_id in moved],
+        }
+
+    def __repr__(self) -> str:
+        return f"HoldoutDataset({self.base!r}, train {len(self._photos['train'])} / {HOLDOUT} {len(self._photos[HOLDOUT])} photos)"
+
+    def splits(self) -> list[str]:
+        return [*self.base.splits(), HOLDOUT]
+
+    def photo_ids(self, split: str) -> list[str]:
+        return list(self._photos[split]) if split in self._photos else self.base.photo_ids(split)
+
+    def sketches(self, split: str) -> list[SketchRecord]:
+        return list(self._sketches[split]) if split in self._sketches else self.base.sketches(split)
+
+    def load_photo(self, photo_id: str) -> RGBImage:
+        return self.base.load_photo(photo_id)
+
+
+def open_dataset(
+    spec: str | Path | None = None, *, val_fraction: float = 0.1, seed: int = 0, holdout_fraction: float = 0.0
+) -> RetrievalDataset:
     """Open a dataset from a spec.
 
     Args:
@@ -239,7 +292,14 @@ def open_dataset(spec: str | Path | None = None, *, val_fraction: float = 0.1, s
             in the QMUL layout.
         val_fraction: share of train photos carved out as ``val``.
         seed: seed of the validation split (and of the procedural dataset unless the spec sets one).
+        holdout_fraction: share of the remaining train photos moved to a ``holdout`` split that no
+            training or selection sees (:class:`HoldoutDataset`); 0 (default) = no such split.
     """
+    dataset = _open(spec, val_fraction, seed)
+    return HoldoutDataset(dataset, holdout_fraction, seed) if holdout_fraction > 0 else dataset
+
+
+def _open(spec: str | Path | None, val_fraction: float, seed: int) -> RetrievalDataset:
     if spec is None:
         spec = "procedural"
     if isinstance(spec, str) and spec.split(":", 1)[0] == "procedural":

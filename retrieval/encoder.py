@@ -35,6 +35,7 @@ from safetensors.torch import load_file, save_file
 from retrieval.network import ARCHS, IMAGENET_MEAN, IMAGENET_STD, SketchPhotoNet, photo_tensor, sketch_tensor
 from retrieval.pooling import l2n
 from retrieval.pretrained import PRETRAINED_MEAN, PRETRAINED_STD
+from retrieval.progress_head import HEAD_TYPE, STATE_PREFIX, ProgressHead, ink_share
 from retrieval.raster import render
 from retrieval.sketch import Sketch
 from retrieval.two_tower import TwoTowerNet
@@ -64,9 +65,17 @@ class Encoder:
         meta: architecture, sizes, normalisation, pooling, branch sharing and the model ``card``.
     """
 
-    def __init__(self, net: SketchPhotoNet, meta: dict[str, Any], channels_last: bool = False) -> None:
+    def __init__(
+        self,
+        net: SketchPhotoNet,
+        meta: dict[str, Any],
+        channels_last: bool = False,
+        progress_head: ProgressHead | None = None,
+    ) -> None:
         self.net = net.eval()
         self.meta = meta
+        # Optional progress-aware sketch head (retrieval/progress_head.py) replacing net.sketch_head.
+        self.progress_head = progress_head.eval() if progress_head is not None else None
         self.channels_last = channels_last
         if channels_last:
             self.net = self.net.to(memory_format=torch.channels_last)
@@ -172,6 +181,7 @@ class Encoder:
             meta = _read_meta(folder / META_FILE)
             state = _read_safetensors(folder / WEIGHTS_FILE, meta.get("weights_sha256"))
         _check_meta(meta)
+        head_state = {k[len(STATE_PREFIX) :]: state.pop(k) for k in list(state) if k.startswith(STATE_PREFIX)}
         net = _build_net(meta)
         try:
             net.load_state_dict(state, strict=True)
@@ -182,7 +192,13 @@ class Encoder:
             ) from err
         if not all(torch.isfinite(t).all() for t in state.values()):
             raise CheckpointError(f"{path}: weights contain NaN/inf; use an earlier checkpoint of the run")
-        return cls(net, meta, channels_last=channels_last)
+        head = None
+        if meta.get("sketch_head", {}).get("type") == HEAD_TYPE:
+            try:
+                head = ProgressHead.from_state(meta["sketch_head"], head_state)
+            except (KeyError, RuntimeError) as err:
+                raise CheckpointError(f"{path}: progress head tensors do not fit meta['sketch_head'] ({err})") from err
+        return cls(net, meta, channels_last=channels_last, progress_head=head)
 
     def save(self, path: str | Path, card: dict[str, Any] | None = None) -> Path:
         """Write ``path/model.safetensors`` and ``path/model.json``; returns the folder.
@@ -193,6 +209,10 @@ class Encoder:
         folder = Path(path)
         folder.mkdir(parents=True, exist_ok=True)
         state = {k: v.detach().contiguous().cpu() for k, v in self.net.state_dict().items()}
+        if self.progress_head is not None:
+            state |= {
+                STATE_PREFIX + k: v.detach().contiguous().cpu() for k, v in self.progress_head.state_dict().items()
+            }
         tmp = folder / (WEIGHTS_FILE + ".tmp")
         save_file(state, str(tmp))
         tmp.replace(folder / WEIGHTS_FILE)  # atomic: a crash never leaves half a weights file
@@ -214,6 +234,9 @@ class Encoder:
 
     def embed_sketches(self, images: np.ndarray | Sequence[np.ndarray]) -> Embeddings:
         """Sketch rasters ``(B, H, W)`` uint8 (white paper, black ink) -> ``(B, D)`` float32, unit rows."""
+        if self.progress_head is not None:  # reads the rasters' ink share as drawing progress too
+            images = _batch_of(images, 2)
+            return self.progress_head.embed(self.sketch_features(images), ink_share(images))
         return self._run(self.net.embed_sketches, self.sketch_batch, _batch_of(images, 2))
 
     def embed_photos(self, images: np.ndarray | Sequence[np.ndarray]) -> Embeddings:
@@ -247,6 +270,15 @@ class Encoder:
         other = Encoder(copy.deepcopy(self.net), copy.deepcopy(self.meta), channels_last=self.channels_last)
         other.net.sketch_head.load_state_dict(tensors)
         return other
+
+    def with_progress_head(self, head: ProgressHead) -> Encoder:
+        """A copy of this encoder whose sketch embeddings come from ``head`` (features + ink progress)."""
+        if (head.feature_dim, head.embed_dim) != (self.meta["feature_dim"], self.meta["embed_dim"]):
+            raise ValueError(
+                f"head is {head.feature_dim} -> {head.embed_dim}, encoder {self.meta['feature_dim']} -> {self.meta['embed_dim']}"
+            )
+        meta = {**copy.deepcopy(self.meta), "sketch_head": head.config()}
+        return Encoder(copy.deepcopy(self.net), meta, self.channels_last, copy.deepcopy(head))
 
     # --- helpers ------------------------------------------------------------------------------------
     def calibrate_batchnorm(self, sketches: Sequence[np.ndarray], photos: Sequence[np.ndarray]) -> Encoder:

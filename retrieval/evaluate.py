@@ -6,8 +6,9 @@ cuts of the literature, or each stroke end) and ranked against ALL photos of tha
     python -m retrieval.evaluate --data ../shared/data/chairv2-train --split val --model runs/x --out runs/x/eval
     python -m retrieval.evaluate --data procedural:photos=200 --split test --model DIR --out DIR --steps strokes
 
-Writes ``metrics.json`` (``A@1``, ``A@5``, ``A@10``, ``m@A``, ``m@B``, ``curve``, ``n_gallery``,
-``n_sketches``, ``split``, ``model``), ``config.json``, ``curves.png`` and ``ranks.csv`` (one row
+Writes ``metrics.json`` (``A@1``, ``A@5``, ``A@10``, ``m@A``, ``m@B``, ``curve``, ``sketch_less``
+(share of points drawn when the photo first entered the top 1/5/10), ``n_gallery``, ``n_sketches``,
+``split``, ``model``), ``config.json``, ``curves.png`` and ``ranks.csv`` (one row
 per sketch and step), and prints the headline table.
 
 Library use: :func:`evaluate_ranks` for model selection; RL caches per-step backbone features
@@ -34,6 +35,7 @@ from retrieval.encoder import Encoder
 from retrieval.gallery import model_hash
 from retrieval.index import set_faiss_threads
 from retrieval.metrics import format_table, summarize, true_ranks
+from retrieval.progress_head import ink_share
 from retrieval.raster import render_steps
 from retrieval.sketch import step_cuts
 
@@ -133,6 +135,28 @@ def embed_steps(
     return out
 
 
+def _padded(rows: list[np.ndarray]) -> np.ndarray:
+    out = np.full((len(rows), max(len(r) for r in rows)), np.nan, np.float32)
+    for i, row in enumerate(rows):
+        out[i, : len(row)] = row
+    return out
+
+
+def step_shares(records: list[SketchRecord], steps: str = "points") -> np.ndarray:
+    """``(Q, T)`` share of each sketch's points drawn at each step (NaN-padded like :func:`embed_steps`)."""
+    return _padded([step_cuts(r.sketch, steps) / max(r.sketch.num_points, 1) for r in records])
+
+
+def step_ink(encoder: Encoder, records: list[SketchRecord], steps: str = "points") -> np.ndarray:
+    """``(Q, T)`` ink share of each step's raster (``retrieval.progress_head.ink_share``), NaN-padded.
+
+    The drawing-progress signal a progress-aware sketch head reads; rendered exactly as
+    :func:`embed_steps` renders the steps.
+    """
+    size, width = encoder.meta["raster_size"], encoder.meta["line_width"]
+    return _padded([ink_share(render_steps(r.sketch, step_cuts(r.sketch, steps), size, width)) for r in records])
+
+
 def ranks_from_embeddings(
     sketch_embeddings: np.ndarray, photo_embeddings: np.ndarray, true_idx: np.ndarray
 ) -> np.ndarray:
@@ -224,12 +248,13 @@ class EvalConfig:
     data: str  # dataset spec: a QMUL-layout folder or "procedural[:photos=...,seed=...]"
     model: Path  # encoder checkpoint folder (model.safetensors + model.json)
     out: Path  # where metrics.json, curves.png, ranks.csv and config.json go
-    split: str = "val"  # "val" (carved from train photos) or "test" (when the data has one)
+    split: str = "val"  # "val" / "holdout" (carved from train photos) or "test" (when the data has one)
     steps: str = "points"  # "points" = 17 fraction cuts of the literature; "strokes" = each stroke end
     val_fraction: float = 0.1  # share of train photos carved out as val (must match training)
     seed: int = 0  # seed of the val split (must match training)
     threads: int = 2  # torch and faiss threads
     gallery: str = "split"  # "split": the split's own photos; "all": every photo of the dataset
+    holdout_fraction: float = 0.0  # share of train photos carved out as "holdout" (must match training)
 
 
 def parse_args(argv: list[str] | None = None) -> EvalConfig:
@@ -237,7 +262,9 @@ def parse_args(argv: list[str] | None = None) -> EvalConfig:
     parser.add_argument("--data", required=True, help="QMUL-layout folder or procedural[:photos=N,seed=S] spec")
     parser.add_argument("--model", required=True, type=Path, help="encoder checkpoint folder")
     parser.add_argument("--out", required=True, type=Path, help="output folder")
-    parser.add_argument("--split", choices=("val", "test", "train"), default="val", help="train: overfitting check")
+    parser.add_argument(
+        "--split", choices=("val", "test", "train", "holdout"), default="val", help="train: overfitting check"
+    )
     parser.add_argument("--steps", choices=STEP_MODES, default="points")
     parser.add_argument("--val-fraction", type=float, default=0.1)
     parser.add_argument("--seed", type=int, default=0)
@@ -247,6 +274,12 @@ def parse_args(argv: list[str] | None = None) -> EvalConfig:
         choices=("split", "all"),
         default="split",
         help="rank among the split's photos, or among every photo of the dataset",
+    )
+    parser.add_argument(
+        "--holdout-fraction",
+        type=float,
+        default=0.0,
+        help="share of train photos carved out as the 'holdout' split (must match training; 0 = none)",
     )
     args = parser.parse_args(argv)
     return EvalConfig(
@@ -259,6 +292,7 @@ def parse_args(argv: list[str] | None = None) -> EvalConfig:
         args.seed,
         args.threads,
         args.gallery,
+        args.holdout_fraction,
     )
 
 
@@ -267,7 +301,9 @@ def run(cfg: EvalConfig) -> dict:
     torch.set_num_threads(cfg.threads)
     set_faiss_threads(cfg.threads)
     started = time.perf_counter()
-    dataset = open_dataset(cfg.data, val_fraction=cfg.val_fraction, seed=cfg.seed)
+    dataset = open_dataset(
+        cfg.data, val_fraction=cfg.val_fraction, seed=cfg.seed, holdout_fraction=cfg.holdout_fraction
+    )
     check_split(dataset, cfg.split)  # fail before loading the model
     encoder = Encoder.load(cfg.model)
     records = dataset.sketches(cfg.split)
@@ -277,7 +313,7 @@ def run(cfg: EvalConfig) -> dict:
     ranks = ranks_from_embeddings(
         embed_steps(encoder, records, cfg.steps, progress=True), photos, true_photo_index(records, ids)
     )
-    summary = summarize(ranks, len(ids))
+    summary = summarize(ranks, len(ids), shares=step_shares(records, cfg.steps))
     metrics = {**summary, "split": cfg.split, "model": str(cfg.model)}
     cfg.out.mkdir(parents=True, exist_ok=True)
     (cfg.out / "metrics.json").write_text(json.dumps(metrics, indent=2))

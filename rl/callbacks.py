@@ -11,6 +11,7 @@ import numpy as np
 from stable_baselines3.common.callbacks import BaseCallback
 from tqdm.auto import tqdm
 
+from retrieval.progress_head import ProgressHead
 from rl.features import FeatureCache
 from rl.scoring import evaluate_head
 
@@ -37,7 +38,7 @@ class HeadSelectionCallback(BaseCallback):
     Args:
         val_cache: cached validation features and gallery.
         train_cache: cached training features (for the train m@B column), or ``None``.
-        get_head: returns the current ``(weight (D, F), bias (D,))`` in the encoder's scale.
+        get_head: returns a detached copy of the current head (a ``ProgressHead``).
         eval_every: env steps between evaluations.
         minutes: wall-clock budget, measured from the start of training.
         select_metric: ``"m@A"``, ``"m@B"`` or ``"m@A+m@B"``.
@@ -49,7 +50,7 @@ class HeadSelectionCallback(BaseCallback):
         self,
         val_cache: FeatureCache,
         train_cache: FeatureCache | None,
-        get_head: Callable[[], tuple[np.ndarray, np.ndarray]],
+        get_head: Callable[[], ProgressHead],
         *,
         eval_every: int,
         minutes: float,
@@ -67,7 +68,7 @@ class HeadSelectionCallback(BaseCallback):
         self.select_metric = select_metric
         self.csv_path = Path(csv_path)
         self.show_progress = progress
-        self.best_head: tuple[np.ndarray, np.ndarray] | None = None
+        self.best_head: ProgressHead | None = None
         self.best_metrics: dict = {}
         self.baseline_metrics: dict = {}
         self.best_timesteps = 0
@@ -90,18 +91,18 @@ class HeadSelectionCallback(BaseCallback):
         """Score the current head, log it, and keep it if it is the best so far; returns its metrics."""
         if self.model is not None:
             self.num_timesteps = self.model.num_timesteps  # also right when called after learn()
-        weight, bias = self.get_head()
-        metrics = evaluate_head(self.val_cache, weight, bias)
+        head = self.get_head()
+        metrics = evaluate_head(self.val_cache, head)
         score = selection_score(metrics, self.select_metric)
         is_best = score > self._best_score
         if is_best:
             self._best_score, self.best_metrics = score, metrics
-            self.best_head = (weight.copy(), bias.copy())
+            self.best_head = head
             self.best_timesteps = self.num_timesteps
         # Exploring (noisy) actions vs the deterministic head on the training sketches: tells noise from overfitting.
         rollout_rr = float(np.mean(self._train_rr)) if self._train_rr else float("nan")
         self._train_rr.clear()
-        train_mb = evaluate_head(self.train_cache, weight, bias)["m@B"] if self.train_cache is not None else np.nan
+        train_mb = evaluate_head(self.train_cache, head)["m@B"] if self.train_cache is not None else np.nan
         with open(self.csv_path, "a", newline="") as f:
             csv.writer(f).writerow(
                 [

@@ -1,8 +1,10 @@
 """Write the deployed sketch encoder: the frozen backbone plus the RL-trained sketch head.
 
-The output is an ordinary encoder checkpoint (``Encoder.with_sketch_head(state).save(out, card)``),
-so the app and ``retrieval.evaluate`` load it exactly like the supervised one; only the sketch
-head's weights and the card differ.
+The output is an ordinary encoder checkpoint, so the app and ``retrieval.evaluate`` load it exactly
+like the supervised one: a head without MLP (``hidden=0``) is written as the plain linear
+``sketch_head`` (``Encoder.with_sketch_head``); a progress-aware head goes in beside the network
+(``Encoder.with_progress_head``: ``meta["sketch_head"]`` + ``progress_head.*`` tensors), and the
+encoder feeds it the ink share of each raster it embeds.
 """
 
 from __future__ import annotations
@@ -11,8 +13,6 @@ import subprocess
 from dataclasses import asdict, is_dataclass
 from pathlib import Path
 from typing import Any
-
-import numpy as np
 
 
 def _git_commit() -> str | None:
@@ -33,20 +33,23 @@ def _headline(metrics: dict) -> dict:
 
 
 def export_encoder(
-    encoder: Any, weight: np.ndarray, bias: np.ndarray, out: str | Path, config: Any = None, result: Any = None
+    encoder: Any, head: Any, out: str | Path, config: Any = None, result: Any = None, kind: str = "rl"
 ) -> Path:
-    """Save ``encoder`` with its sketch head replaced by ``(weight (D, F), bias (D,))``; returns the folder.
+    """Save ``encoder`` with its sketch head replaced by ``head`` (a ``ProgressHead``); returns the folder.
 
     Args:
         encoder: the supervised ``retrieval.encoder.Encoder`` whose backbone RL kept frozen.
-        weight: the new head weight, already without any progress column.
-        bias: the new head bias.
+        head: the trained head (any scale: embeddings are L2-normalised).
         out: checkpoint folder to write.
         config: the RL config (a dataclass or dict), recorded in the card.
         result: an ``rl.train.RLResult``; its validation metrics go into the card.
+        kind: how the head was trained, the card's ``sketch_head``: ``"rl"`` or ``"control"``
+            (``rl.control``'s supervised training of the same head).
     """
-    state = {"weight": np.asarray(weight, dtype=np.float32), "bias": np.asarray(bias, dtype=np.float32)}
-    deployed = encoder.with_sketch_head(state)
+    if head.hidden:
+        deployed = encoder.with_progress_head(head)
+    else:
+        deployed = encoder.with_sketch_head({k: v.detach() for k, v in head.linear.state_dict().items()})
     supervised = dict(encoder.meta.get("card") or {})
     rl_card: dict[str, Any] = {
         "config": asdict(config) if is_dataclass(config) else config,
@@ -62,5 +65,5 @@ def export_encoder(
             best_timesteps=result.best_timesteps,
         )
         card["val"] = _headline(result.best_metrics)
-    card.update(sketch_head="rl", rl=rl_card, supervised_card=supervised)
+    card.update(sketch_head=kind, rl=rl_card, supervised_card=supervised)
     return deployed.save(out, card)

@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-CACHE_VERSION = 1  # bump when the cache layout or the rendering protocol changes
+CACHE_VERSION = 2  # bump when the cache layout or the rendering protocol changes
 
 
 @dataclass(frozen=True)
@@ -33,6 +33,9 @@ class FeatureCache:
         num_steps: ``(S,)`` int64 real step count of each sketch (``<= T``).
         photo_embeddings: ``(N, D)`` float32 L2-normalised embeddings of the split's gallery.
         true_index: ``(S,)`` int64 row of each sketch's true photo in ``photo_embeddings``.
+        ink: ``(S, T)`` float32 ink share of the rendered partial sketch after step ``t``
+            (``retrieval.progress_head.ink_share``): the drawing-progress signal the app can
+            measure too. Synthetic caches store the true progress ``(t + 1) / T`` here.
         photo_ids: the gallery ids, row order of ``photo_embeddings``.
         sketch_keys: the sketch keys, row order of ``features``.
         meta: provenance (model hash, dataset, split, step mode, ...).
@@ -42,6 +45,7 @@ class FeatureCache:
     num_steps: np.ndarray
     photo_embeddings: np.ndarray
     true_index: np.ndarray
+    ink: np.ndarray
     photo_ids: list[str]
     sketch_keys: list[str]
     meta: dict[str, Any] = field(default_factory=dict)
@@ -50,6 +54,8 @@ class FeatureCache:
         s, t, _ = self.features.shape
         if self.num_steps.shape != (s,) or self.true_index.shape != (s,):
             raise ValueError(f"num_steps/true_index must be ({s},), got {self.num_steps.shape}/{self.true_index.shape}")
+        if self.ink.shape != (s, t):
+            raise ValueError(f"ink must be ({s}, {t}) like features[..., 0], got {self.ink.shape}")
         if s and (self.num_steps.min() < 1 or self.num_steps.max() > t):
             raise ValueError(f"num_steps must lie in [1, {t}]")
         if s and (self.true_index.min() < 0 or self.true_index.max() >= len(self.photo_embeddings)):
@@ -71,6 +77,23 @@ class FeatureCache:
     def embed_dim(self) -> int:
         return self.photo_embeddings.shape[1]
 
+    def ink_ref(self) -> float:
+        """Median ink share of the complete sketches: progress ``p = ink / ink_ref`` is ~1 at the end."""
+        final = self.ink[np.arange(self.num_sketches), self.num_steps - 1]
+        return float(max(np.median(final), 1e-6))
+
+    def subset(self, rows: np.ndarray) -> FeatureCache:
+        """The same gallery with only sketches ``rows`` (a bootstrap or a split of sketches)."""
+        rows = np.asarray(rows)
+        return replace(
+            self,
+            features=self.features[rows],
+            num_steps=self.num_steps[rows],
+            true_index=self.true_index[rows],
+            ink=self.ink[rows],
+            sketch_keys=[self.sketch_keys[i] for i in rows],
+        )
+
     def save(self, path: str | Path) -> None:
         """Write one ``.npz`` (atomic rename, so a killed run never leaves half a cache)."""
         path = Path(path)
@@ -82,6 +105,7 @@ class FeatureCache:
             num_steps=self.num_steps,
             photo_embeddings=self.photo_embeddings,
             true_index=self.true_index,
+            ink=self.ink,
             photo_ids=np.asarray(self.photo_ids, dtype=str),
             sketch_keys=np.asarray(self.sketch_keys, dtype=str),
             meta=np.asarray(json.dumps(self.meta)),
@@ -96,6 +120,7 @@ class FeatureCache:
                 num_steps=z["num_steps"].astype(np.int64),
                 photo_embeddings=z["photo_embeddings"].astype(np.float32, copy=False),
                 true_index=z["true_index"].astype(np.int64),
+                ink=z["ink"].astype(np.float32, copy=False),
                 photo_ids=[str(x) for x in z["photo_ids"]],
                 sketch_keys=[str(x) for x in z["sketch_keys"]],
                 meta=json.loads(str(z["meta"])),
@@ -114,22 +139,36 @@ def synthetic_cache(
     max_steps: int = 17,
     noise: float = 1.0,
     seed: int = 0,
+    drift: float = 0.0,
+    sketch_seed: int | None = None,
 ) -> tuple[FeatureCache, np.ndarray, np.ndarray]:
     """A small learnable problem with the shape of the real one (no model, no data needed).
 
     Each sketch's feature drifts from noise towards a fixed linear lift of its photo's embedding
     as drawing progresses, so early steps are ambiguous and late steps are easy, as with real
-    sketches. Returns the cache and a ``(D, F)`` weight, ``(D,)`` bias of a decent-but-imperfect
-    head (least squares on the finished sketches) to start RL from.
+    sketches. ``drift > 0`` adds ``drift * (1 - 2 * progress)`` times one fixed feature direction
+    (the lift of a random embedding direction): early sketches lean one way, finished ones the
+    other. A bias cannot undo a lean that changes sign, and with ``feature_dim == embed_dim``
+    nulling that direction costs the linear head a dimension of the photo; a head that reads
+    progress can subtract it.
+    ``ink`` holds the true progress ``(t + 1) / T``.
+
+    ``seed`` fixes the photos, lift and drift direction; ``sketch_seed`` (default: ``seed``) draws
+    the sketches' noise, so caches with one ``seed`` and different ``sketch_seed`` are train, val
+    and holdout sketches of the same gallery. Returns the cache and a ``(D, F)`` weight, ``(D,)``
+    bias of a decent-but-imperfect head (least squares on the finished sketches) to start from.
     """
     rng = np.random.default_rng(seed)
     photos = _l2n(rng.standard_normal((num_photos, embed_dim)))
     lift = rng.standard_normal((embed_dim, feature_dim)).astype(np.float32)
+    lean = (_l2n(rng.standard_normal(embed_dim)) @ lift).astype(np.float32)
+    sketch_rng = rng if sketch_seed is None else np.random.default_rng([seed, sketch_seed])
     true_index = np.arange(num_sketches) % num_photos
     progress = (np.arange(1, max_steps + 1) / max_steps)[None, :, None]
     clean = (photos[true_index] @ lift)[:, None, :]
-    features = progress * clean + noise * (1.5 - progress) * rng.standard_normal((num_sketches, max_steps, feature_dim))
-    features = features.astype(np.float32)
+    shape = (num_sketches, max_steps, feature_dim)
+    features = progress * clean + noise * (1.5 - progress) * sketch_rng.standard_normal(shape)
+    features = (features + drift * (1 - 2 * progress) * lean).astype(np.float32)
     last = features[:, -1]
     solution, *_ = np.linalg.lstsq(np.c_[last, np.ones(len(last))], photos[true_index], rcond=None)
     weight, bias = solution[:-1].T.astype(np.float32), solution[-1].astype(np.float32)
@@ -138,9 +177,10 @@ def synthetic_cache(
         num_steps=np.full(num_sketches, max_steps, dtype=np.int64),
         photo_embeddings=photos,
         true_index=true_index.astype(np.int64),
+        ink=np.broadcast_to(progress[:, :, 0], (num_sketches, max_steps)).astype(np.float32),
         photo_ids=[f"p{i:04d}" for i in range(num_photos)],
         sketch_keys=[f"/train/p{i % num_photos:04d}_{i // num_photos}" for i in range(num_sketches)],
-        meta={"source": "synthetic", "seed": seed},
+        meta={"source": "synthetic", "seed": seed, "sketch_seed": sketch_seed, "drift": drift},
     )
     return cache, weight, bias
 
@@ -188,7 +228,7 @@ def compute_features(
         num_steps: cuts per sketch in ``"points"`` mode (only 17 is supported by the evaluation).
         progress: show tqdm bars.
     """
-    from retrieval.evaluate import embed_steps, photo_embeddings, true_photo_index
+    from retrieval.evaluate import embed_steps, photo_embeddings, step_ink, true_photo_index
 
     if step_mode == "points" and num_steps != 17:
         raise ValueError("retrieval.evaluate renders the literature's 17 point cuts; use num_steps=17")
@@ -197,15 +237,18 @@ def compute_features(
         raise ValueError(f"split {split!r} has no sketches; available splits: {dataset.splits()}")
     photo_ids, photos = photo_embeddings(encoder, dataset, split, progress=progress)
     features = embed_steps(encoder, records, step_mode, output="features", progress=progress)
+    ink = step_ink(encoder, records, step_mode)
     # NaN padding -> repeat each sketch's last real step (the finished sketch).
     lengths = np.isfinite(features).all(axis=2).sum(axis=1).astype(np.int64)
     for s, n in enumerate(lengths):
         features[s, n:] = features[s, n - 1]
+        ink[s, n:] = ink[s, n - 1]
     return FeatureCache(
         features=np.ascontiguousarray(features, dtype=np.float32),
         num_steps=lengths,
         photo_embeddings=np.ascontiguousarray(photos, dtype=np.float32),
         true_index=true_photo_index(records, photo_ids),
+        ink=ink,
         photo_ids=list(photo_ids),
         sketch_keys=[r.key for r in records],
         meta={

@@ -1,14 +1,24 @@
-"""From raw data to the baseline-vs-RL comparison in one command.
+"""From raw data to "does the RL stage earn its place?" in one command.
 
     python -m rl.reproduce --data ../shared/data/chairv2-train --out runs/repro   # ~60 min on 2 cores
+    python -m rl.reproduce --data DIR --checkpoint SUPERVISED_DIR --holdout-fraction 0.2 ...  # skip step 1
     python -m rl.reproduce --out runs/repro-tiny --tiny                            # ~1 min smoke run
 
-1. supervised encoder (``retrieval.train.run``, library call) -> ``OUT/supervised/best``
-2. frozen features of every drawing step of train/val (``rl.features``, cached in ``OUT/cache``)
-3. PPO on the sketch head from the supervised head (``rl.train.train``) -> ``OUT/rl/encoder``
-4. both checkpoints evaluated by ``retrieval.evaluate.run`` on val (and test when the data has
-   one): ``OUT/{baseline,rl}/metrics.json`` (val, same keys as retrieval.evaluate), per-split
-   folders ``OUT/{baseline,rl}/{val,test}/``, then ``OUT/comparison.md`` and ``OUT/comparison.png``.
+1. supervised encoder (``retrieval.train.run``, library call) -> ``OUT/supervised/best``; it never
+   sees the ``holdout`` photos (``--holdout-fraction``, a second seeded carve of train photos).
+2. frozen features of every drawing step of train / val / the comparison split (``rl.features``,
+   cached in ``OUT/cache``).
+3. for each seed: PPO from the supervised head for each reward variant (``rl.train``) and the fair
+   control (``rl.control``: the same head trained by supervised gradient descent for the same
+   minutes); every run selects its best head on val only.
+4. every head scored on the comparison split (``holdout``, else ``test``): metrics per seed, paired
+   bootstrap 95 % intervals vs the supervised head and vs the control (``rl.compare``) ->
+   ``OUT/comparison.md`` (printed) and ``OUT/comparison.json``.
+5. the method with the best mean val score (supervised, an RL variant or the control; never chosen
+   on the comparison split) is shipped: its best-on-val seed exported to ``OUT/shipped/encoder``
+   (the supervised checkpoint copied there when it wins),
+   named in ``OUT/shipped.txt``; it and the supervised checkpoint are evaluated end to end by
+   ``retrieval.evaluate`` on the comparison split (``OUT/{supervised,shipped}/eval``).
 
 Prints a time breakdown at the end (also in ``OUT/timings.json``).
 """
@@ -18,15 +28,21 @@ from __future__ import annotations
 import json
 import shutil
 import time
-from dataclasses import dataclass, replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from retrieval.cli import parse_config
 from retrieval.train import STAGE_SHARES, STAGES
+from rl.callbacks import selection_score
+from rl.compare import compare, markdown
+from rl.control import ControlConfig, train_control
+from rl.export import export_encoder
 from rl.features import cached_features
-from rl.report import markdown_table, plot_rank_curves
+from rl.report import plot_rank_curves
+from rl.scoring import evaluate_head, make_head
 from rl.train import RLConfig
 from rl.train import train as train_rl
 
@@ -41,16 +57,25 @@ class ReproduceConfig:
     """output folder"""
     minutes_supervised: float = 36.0
     """time budget of supervised training, split over its stages"""
-    minutes_rl: float = 6.0
-    """time budget of PPO"""
+    checkpoint: str = ""
+    """an existing supervised encoder folder: skip step 1 (it must not have seen the holdout photos)"""
+    minutes_rl: float = 1.0
+    """time budget of each PPO run and of each control run (3 rewards x 3 seeds + 3 controls = 12 min,
+    so the Chair-V2 pipeline stays under 60 min with the 36 supervised minutes)"""
+    seeds: int = 3
+    """RL and control runs per reward variant, seeds 0..seeds-1 (the data split keeps --seed)"""
+    rewards: tuple[str, ...] = ("rank", "rank+kendall", "rank+episode")
+    """RL reward variants (rl.env.REWARD_MODES), each run for every seed"""
+    hidden: int = 64
+    """hidden width of the progress-aware head's MLP (RL and control alike; 0 = linear head)"""
+    holdout_fraction: float = 0.2
+    """share of train photos carved out as 'holdout' (never trained or selected on); 0 = compare on test"""
     encoder: str = "lit-lite0"
     """encoder layout, a preset of retrieval.train.ENCODER_PRESETS: scratch, lit-mobilenet, lit-lite0
     (the default won bench/results/chair-v2_encoder_sweep.md and the README's ablation)"""
     quickdraw: str = "../shared/data/quickdraw-raw"
     """Quick, Draw! raw ndjson folder for sketch pre-training; the stage is skipped (its time given to
     the fine-grained stage) when the folder is absent or ''"""
-    reward: str = "rank+kendall"
-    """RL reward: 'rank' or 'rank+kendall'"""
     val_fraction: float = 0.1
     """share of train photos carved out as val (used by training, RL and evaluation alike)"""
     seed: int = 0
@@ -106,133 +131,171 @@ def supervised_config(cfg: ReproduceConfig, out: Path):
     return sup
 
 
-def rl_config(cfg: ReproduceConfig, out: Path) -> RLConfig:
+def rl_config(cfg: ReproduceConfig, out: Path, reward: str, seed: int) -> RLConfig:
     rl_cfg = RLConfig(
         data=cfg.data,
         val_fraction=cfg.val_fraction,
-        out=str(out / "rl"),
+        holdout_fraction=cfg.holdout_fraction,
+        out=str(out / "runs" / f"rl-{reward}-s{seed}"),
         cache_dir=str(out / "cache"),
-        reward=cfg.reward,
+        reward=reward,
+        hidden=cfg.hidden,
         minutes=cfg.minutes_rl,
-        seed=cfg.seed,
+        seed=seed,
         threads=cfg.threads,
         progress=cfg.progress,
+        export=False,
     )
     if cfg.tiny:
         rl_cfg = replace(rl_cfg, max_timesteps=1024, n_envs=4, n_steps=64, batch_size=64, eval_every=256)
     return rl_cfg
 
 
-def evaluate_checkpoint(cfg: ReproduceConfig, model: Path, out: Path, splits: list[str]) -> dict[str, dict]:
-    """``retrieval.evaluate.run`` on each split; ``out/metrics.json`` = the val metrics."""
+def control_config(cfg: ReproduceConfig, out: Path, seed: int) -> ControlConfig:
+    control = ControlConfig(
+        data=cfg.data,
+        out=str(out / "runs" / f"control-s{seed}"),
+        hidden=cfg.hidden,
+        minutes=cfg.minutes_rl,
+        seed=seed,
+        threads=cfg.threads,
+        progress=cfg.progress,
+    )
+    return replace(control, max_updates=40, eval_every=10) if cfg.tiny else control
+
+
+def evaluate_checkpoint(cfg: ReproduceConfig, model: Path, out: Path, split: str) -> dict:
+    """``retrieval.evaluate.run`` of one checkpoint on ``split`` (ranks.csv, curves.png, metrics.json)."""
     from retrieval.evaluate import EvalConfig, run
 
-    results = {}
-    for split in splits:
-        results[split] = run(
-            EvalConfig(
-                data=cfg.data,
-                model=model,
-                out=out / split,
-                split=split,
-                val_fraction=cfg.val_fraction,
-                seed=cfg.seed,
-                threads=cfg.threads,
-            )
+    return run(
+        EvalConfig(
+            data=cfg.data,
+            model=model,
+            out=out,
+            split=split,
+            val_fraction=cfg.val_fraction,
+            seed=cfg.seed,
+            threads=cfg.threads,
+            holdout_fraction=cfg.holdout_fraction,
         )
-    shutil.copyfile(out / "val" / "metrics.json", out / "metrics.json")
-    return results
-
-
-def write_comparison(
-    out: Path,
-    baseline: dict[str, dict],
-    rl: dict[str, dict],
-    rl_summary: dict,
-    timings: dict[str, float],
-    cfg: ReproduceConfig,
-) -> None:
-    """``comparison.md`` (tables per split) and ``comparison.png`` (rank vs progress, both models)."""
-    lines = [
-        f"# Supervised baseline vs RL sketch head ({cfg.data})",
-        "",
-        "Ranks of each sketch's true photo among all photos of the split, after each of the 17 point "
-        "cuts (retrieval.evaluate); A@k on the finished sketch, m@A/m@B averaged over the drawing. Percent.",
-        "",
-    ]
-    for split in baseline:
-        lines += [
-            f"## {split}",
-            "",
-            markdown_table({"supervised (baseline)": baseline[split], f"RL head ({cfg.reward})": rl[split]}),
-            "",
-        ]
-    lines += [
-        "## RL run",
-        "",
-        f"- PPO steps: {rl_summary['timesteps']}, best head at step "
-        f"{rl_summary['best_timesteps']} (0 = no improvement on val: the baseline head was kept)",
-        f"- reward: {rl_summary['reward']} (gamma_rank {rl_summary['gamma_rank']}, gamma_kendall "
-        f"{rl_summary['gamma_kendall']})",
-        "",
-        "## Time (s)",
-        "",
-        "| stage | seconds |",
-        "|---|---:|",
-        *(f"| {k} | {v:.1f} |" for k, v in timings.items()),
-        "",
-    ]
-    (out / "comparison.md").write_text("\n".join(lines))
-    curves = {split: {"supervised": baseline[split]["curve"], "RL": rl[split]["curve"]} for split in baseline}
-    plot_rank_curves(curves, out / "comparison.png", title=f"true-photo rank while drawing ({cfg.data})")
+    )
 
 
 def reproduce(cfg: ReproduceConfig) -> dict:
-    """Run everything; returns ``{"baseline": {split: metrics}, "rl": {...}, "timings": {...}}``."""
+    """Run everything; returns ``{"comparison": ..., "evaluated": {...}, "shipped": name, "timings": {...}}``."""
     from retrieval.datasets import open_dataset
     from retrieval.encoder import Encoder
     from retrieval.train import run as train_supervised
 
     if cfg.tiny and cfg.data == "procedural":
-        cfg = replace(cfg, data="procedural:photos=40,sketches=2", val_fraction=0.2)
+        cfg = replace(cfg, data="procedural:photos=40,sketches=2", val_fraction=0.2, seeds=min(cfg.seeds, 2))
     torch.set_num_threads(cfg.threads)
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
-    (out / "config.json").write_text(json.dumps(cfg.__dict__, indent=2))
+    (out / "config.json").write_text(json.dumps(asdict(cfg), indent=2))
     timings: dict[str, float] = {}
     clock = time.monotonic()
 
     def lap(name: str) -> None:
         nonlocal clock
         now = time.monotonic()
-        timings[name] = round(now - clock, 1)
+        timings[name] = round(timings.get(name, 0.0) + now - clock, 1)
         clock = now
 
-    dataset = open_dataset(cfg.data, val_fraction=cfg.val_fraction, seed=cfg.seed)
+    dataset = open_dataset(
+        cfg.data, val_fraction=cfg.val_fraction, seed=cfg.seed, holdout_fraction=cfg.holdout_fraction
+    )
+    split = "holdout" if cfg.holdout_fraction > 0 else "test"
+    if split not in dataset.splits():
+        raise ValueError(f"{dataset.name} has no test split: give --holdout-fraction > 0 to compare on held-out photos")
     lap("open data")
-    run_dir = train_supervised(supervised_config(cfg, out), dataset=dataset)
-    baseline_ckpt = run_dir / "best"
+    if cfg.checkpoint:
+        baseline_ckpt = Path(cfg.checkpoint)
+    else:
+        baseline_ckpt = train_supervised(supervised_config(cfg, out), dataset=dataset) / "best"
     lap("supervised training")
 
     encoder = Encoder.load(baseline_ckpt)
-    rl_cfg = rl_config(cfg, out)
     caches = {
-        split: cached_features(encoder, dataset, split, rl_cfg.cache_dir, progress=cfg.progress)
-        for split in ("train", "val")
+        s: cached_features(encoder, dataset, s, out / "cache", progress=cfg.progress) for s in ("train", "val", split)
     }
+    state = encoder.sketch_head_state()
+    weight, bias = state["weight"].numpy(), state["bias"].numpy()
     lap("RL features")
-    result = train_rl(rl_cfg, encoder=encoder, train_cache=caches["train"], val_cache=caches["val"])
-    lap("RL training + export")
 
-    splits = [s for s in ("val", "test") if s in dataset.splits()]
-    baseline = evaluate_checkpoint(cfg, baseline_ckpt, out / "baseline", splits)
-    rl = evaluate_checkpoint(cfg, result.encoder_path, out / "rl", splits)
+    methods: dict[str, list] = {f"RL {r}": [] for r in cfg.rewards}
+    methods["control"] = []
+    val_scores: dict[str, list[float]] = {name: [] for name in methods}
+    for seed in range(cfg.seeds):
+        for reward in cfg.rewards:
+            result = train_rl(
+                rl_config(cfg, out, reward, seed),
+                train_cache=caches["train"],
+                val_cache=caches["val"],
+                head=(weight, bias),
+            )
+            methods[f"RL {reward}"].append(result.head)
+            val_scores[f"RL {reward}"].append(selection_score(result.best_metrics, "m@A+m@B"))
+        lap("RL training")
+        control = train_control(control_config(cfg, out, seed), caches["train"], caches["val"], weight, bias)
+        methods["control"].append(control.head)
+        val_scores["control"].append(selection_score(control.best_metrics, "m@A+m@B"))
+        lap("control training")
+
+    supervised = make_head(caches["train"], weight, bias)
+    comparison = compare(caches[split], supervised, methods, control="control")
+    lap("comparison")
+
+    # Ship the method with the best mean val score (never chosen on the comparison split), its best seed.
+    val_scores["supervised"] = [selection_score(evaluate_head(caches["val"], supervised), "m@A+m@B")]
+    comparison["val_score_mean"] = {name: float(np.mean(v)) for name, v in val_scores.items()}
+    shipped = max(comparison["val_score_mean"], key=comparison["val_score_mean"].get)
+    evaluated = {"supervised": evaluate_checkpoint(cfg, baseline_ckpt, out / "supervised" / "eval", split)}
+    if shipped == "supervised":
+        shutil.copytree(baseline_ckpt, out / "shipped" / "encoder", dirs_exist_ok=True)
+    else:
+        head = methods[shipped][int(np.argmax(val_scores[shipped]))]
+        kind = "control" if shipped == "control" else "rl"
+        path = export_encoder(encoder, head, out / "shipped" / "encoder", asdict(cfg), kind=kind)
+        evaluated[shipped] = evaluate_checkpoint(cfg, path, out / "shipped" / "eval", split)
     lap("evaluation")
-    rl_summary = json.loads((Path(rl_cfg.out) / "summary.json").read_text())
     timings["total"] = round(sum(timings.values()), 1)
-    write_comparison(out, baseline, rl, rl_summary, timings, cfg)
+
+    text = f"# Supervised vs RL vs fair control ({cfg.data})\n\n" + markdown(comparison, split, "control")
+    text += _footer(cfg, comparison, shipped, timings)
+    (out / "comparison.md").write_text(text)
+    (out / "comparison.json").write_text(json.dumps(_strip_curves(comparison), indent=2))
+    (out / "shipped.txt").write_text(shipped + "\n")
     (out / "timings.json").write_text(json.dumps(timings, indent=2))
-    return {"baseline": baseline, "rl": rl, "timings": timings}
+    plot_rank_curves(
+        {split: {name: m["curve"] for name, m in evaluated.items()}},
+        out / "comparison.png",
+        title=f"true-photo rank while drawing ({cfg.data}, {split})",
+    )
+    return {"comparison": comparison, "evaluated": evaluated, "shipped": shipped, "timings": timings}
+
+
+def _strip_curves(obj):
+    if isinstance(obj, dict):
+        return {k: _strip_curves(v) for k, v in obj.items() if k != "curve"}
+    if isinstance(obj, list):
+        return [_strip_curves(v) for v in obj]
+    return obj
+
+
+def _footer(cfg: ReproduceConfig, comparison: dict, shipped: str, timings: dict) -> str:
+    scores = ", ".join(f"{k} {v:.2f}" for k, v in comparison["val_score_mean"].items())
+    lines = [
+        "",
+        f"- Runs: {cfg.seeds} seeds x ({', '.join(cfg.rewards)} + control), {cfg.minutes_rl} min each, "
+        f"head MLP width {cfg.hidden}; supervised checkpoint: {cfg.checkpoint or 'trained by this run'}.",
+        f"- Mean validation m@A+m@B of the selected heads: {scores}. Shipped (best on val, not on the "
+        f"comparison split): **{shipped}**.",
+        "- Time (s): " + ", ".join(f"{k} {v:.0f}" for k, v in timings.items()),
+        "",
+    ]
+    return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -240,8 +303,7 @@ def main(argv: list[str] | None = None) -> dict:
     results = reproduce(cfg)
     out = Path(cfg.out)
     print((out / "comparison.md").read_text())
-    print("time breakdown (s): " + ", ".join(f"{k} {v:.1f}" for k, v in results["timings"].items()))
-    print(f"wrote {out}/comparison.md, comparison.png, baseline/metrics.json, rl/metrics.json")
+    print(f"wrote {out}/comparison.md, comparison.json, comparison.png, shipped.txt, supervised/eval/")
     return results
 
 

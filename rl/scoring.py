@@ -1,8 +1,8 @@
-"""Vectorised scoring shared by the environment, the evaluation callback and the export.
+"""Vectorised scoring shared by the environment, the evaluation callback, the control and the export.
 
-A sketch head is a ``(D, F)`` weight and a ``(D,)`` bias: ``embedding = l2n(W f + b)``. Everything
-here works on cached features (``rl.features.FeatureCache``), so scoring a whole validation split
-at all 17 steps is a handful of matrix products.
+A sketch head is a ``retrieval.progress_head.ProgressHead``: ``l2n(W f + b + MLP(f, progress))``
+(with the MLP at zero it is the supervised linear head). Everything here works on cached features
+(``rl.features.FeatureCache``), so scoring a whole split at all 17 steps is a few matrix products.
 """
 
 from __future__ import annotations
@@ -11,6 +11,7 @@ import numpy as np
 
 from retrieval.evaluate import ranks_from_embeddings
 from retrieval.metrics import summarize
+from retrieval.progress_head import ProgressHead
 from rl.features import FeatureCache
 
 
@@ -20,25 +21,44 @@ def l2_normalize(x: np.ndarray) -> np.ndarray:
     return x / np.maximum(np.linalg.norm(x, axis=-1, keepdims=True), 1e-12)
 
 
-def head_embed(features: np.ndarray, weight: np.ndarray, bias: np.ndarray) -> np.ndarray:
-    """``l2n(features @ W.T + b)`` for features of any leading shape ``(..., F) -> (..., D)``."""
-    return l2_normalize(features @ weight.T + bias)
+def make_head(cache: FeatureCache, weight: np.ndarray, bias: np.ndarray, hidden: int = 0) -> ProgressHead:
+    """A :class:`ProgressHead` that starts as the linear head ``(weight, bias)``, standardised on ``cache``.
+
+    ``cache`` should be the training features: their mean/std standardise the MLP input and their
+    median final ink share defines progress 1.
+    """
+    flat = cache.features.reshape(-1, cache.feature_dim)
+    return ProgressHead(weight, bias, flat.mean(axis=0), flat.std(axis=0), cache.ink_ref(), hidden)
 
 
-def step_ranks(cache: FeatureCache, weight: np.ndarray, bias: np.ndarray) -> np.ndarray:
+def step_ranks(cache: FeatureCache, head: ProgressHead) -> np.ndarray:
     """``(S, T)`` rank of each sketch's true photo at every step, NaN after a sketch's last step.
 
     Ranking is ``retrieval.evaluate.ranks_from_embeddings``: the same code scores the supervised
     model, so RL and baseline numbers are comparable.
     """
-    emb = head_embed(cache.features, weight, bias)  # (S, T, D)
+    emb = head.embed(cache.features, cache.ink)  # (S, T, D)
     emb[np.arange(cache.max_steps)[None, :] >= cache.num_steps[:, None]] = np.nan  # padded steps: not ranked
     return ranks_from_embeddings(emb, cache.photo_embeddings, cache.true_index).astype(np.float64)
 
 
-def evaluate_head(cache: FeatureCache, weight: np.ndarray, bias: np.ndarray) -> dict:
+def evaluate_head(cache: FeatureCache, head: ProgressHead) -> dict:
     """``retrieval.metrics.summarize`` of the head on a cached split (gallery = that split's photos)."""
-    return summarize(step_ranks(cache, weight, bias), n_gallery=len(cache.photo_ids))
+    return summarize(step_ranks(cache, head), n_gallery=len(cache.photo_ids))
+
+
+def episode_consistency(ranks: np.ndarray) -> float:
+    """Kendall tau between an episode's true-photo ranks and the ideal non-increasing order, in [-1, 1].
+
+    Over all step pairs ``i < j``: +1 when ``rank_i >= rank_j`` (the photo held or climbed), -1
+    when ``rank_i < rank_j`` (it fell back); the mean over pairs. +1 for any non-increasing rank
+    sequence, -1 for a strictly increasing one; 0 (by convention) for a one-step episode.
+    """
+    r = np.asarray(ranks, dtype=np.float64)
+    if len(r) < 2:
+        return 0.0
+    i, j = np.triu_indices(len(r), k=1)
+    return float(np.mean(np.where(r[i] >= r[j], 1.0, -1.0)))
 
 
 def kendall_tau_topk(previous: np.ndarray, current: np.ndarray, k: int) -> np.ndarray:

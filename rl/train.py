@@ -1,15 +1,19 @@
 """PPO on the sketch head: ``python -m rl.train --checkpoint runs/supervised/model --data DIR``.
 
 Reads top to bottom like a CleanRL script: config -> cached features -> environments -> PPO whose
-action mean IS the supervised sketch head -> train under a time budget while a callback scores
-the head on the validation split and keeps the best -> export the encoder with that head.
+action mean IS a progress-aware sketch head (``retrieval.progress_head.ProgressHead``: the
+supervised linear head plus a zero-initialised residual MLP over feature and drawing progress)
+-> train under a time budget while a callback scores the head on the validation split and keeps
+the best -> export the encoder with that head.
 
-Ablation (same budget, one flag): ``--reward rank`` vs ``--reward rank+kendall``; then
-``rl.report.ablation_table([run_dir, ...])``.
+Ablation (same budget, one flag): ``--reward rank`` vs ``rank+kendall`` vs ``rank+episode``; then
+``rl.report.ablation_table([run_dir, ...])``. The fair control (same head, supervised gradient
+descent, same minutes) is ``rl.control``.
 """
 
 from __future__ import annotations
 
+import copy
 import json
 import math
 import time
@@ -24,10 +28,12 @@ from stable_baselines3.common.logger import configure
 from stable_baselines3.common.vec_env import DummyVecEnv
 
 from retrieval.cli import parse_config
+from retrieval.progress_head import ProgressHead
 from rl.callbacks import HeadSelectionCallback
 from rl.env import SketchRetrievalEnv
 from rl.features import FeatureCache, cached_features
 from rl.report import plot_learning_curve
+from rl.scoring import make_head
 
 
 @dataclass
@@ -48,21 +54,26 @@ class RLConfig:
     """'points' (num_steps cuts, the on-the-fly protocol) or 'strokes' (one step per stroke)"""
     num_steps: int = 17
     """partial-sketch cuts per sketch in 'points' mode"""
+    holdout_fraction: float = 0.0
+    """share of train photos carved out as 'holdout' (as in the supervised run; RL never sees them)"""
     reward: str = "rank+kendall"
-    """'rank' (gamma_rank / rank) or 'rank+kendall' (adds the rank-stability penalty)"""
+    """'rank' (gamma_rank / rank), 'rank+kendall' (adds the per-step rank-stability penalty) or
+    'rank+episode' (adds the paper's episode-level rank-consistency reward at the last step)"""
     gamma_rank: float = 1.0
     """weight of 1/rank of the true photo"""
     gamma_kendall: float = 0.05
     """weight of the Kendall-tau stability term (tau - 1) / 2, in [-1, 0]. On Chair-V2 (270 train photos)
     the supervised head gets mean 1/rank 0.056 and a mean stability term of -0.17 (top-10): 0.05 makes the
     penalty ~15% of the rank reward"""
+    gamma_episode: float = 0.1
+    """weight of the episode-level rank-consistency reward C in [-1, 1] ('rank+episode'); a supervised
+    Chair-V2 head earns about 1 per episode from 1/rank, so 0.1 makes C a tenth of it"""
     kendall_top_k: int = 10
     """the stability term compares the previous step's top-k photos"""
-    progress_in_obs: bool = True
-    """append drawing progress t/T to the observation (the critic uses it)"""
-    actor_uses_progress: bool = False
-    """let the action mean read progress too; off by default because the app cannot know T while
-    someone draws, so the export drops that column"""
+    hidden: int = 64
+    """hidden width of the head's residual MLP over (feature, progress); 0 = the linear head only"""
+    actor_only: bool = False
+    """no critic (as in the paper): value fixed at 0, advantages = discounted returns, batch-normalised"""
     minutes: float = 10.0
     """wall-clock budget for PPO (feature caching not included)"""
     max_timesteps: int = 0
@@ -73,23 +84,26 @@ class RLConfig:
     """steps per env per rollout (rollout = n_envs * n_steps)"""
     batch_size: int = 256
     """PPO minibatch size"""
-    n_epochs: int = 4
-    """PPO epochs per rollout"""
-    learning_rate: float = 1e-5
-    """Adam learning rate (small: all F inputs move the mean together; 3e-4 wrecked the head in a few updates)"""
+    n_epochs: int = 10
+    """PPO epochs per rollout (10: docs/results/chair-v2_ppo_sweep.md)"""
+    learning_rate: float = 3e-5
+    """Adam learning rate. Measured on Chair-V2 val (docs/results/chair-v2_ppo_sweep.md, 1 min runs): 3e-5
+    and 1e-4 gave the only (within-noise) gains; from 3e-4 up PPO found nothing better than the
+    supervised head (exploring a 128-d action with a 1/rank reward is a weak, noisy signal)"""
     gamma: float = 0.5
-    """discount: an action only affects the next step's reward (via the stability term), so keep it short"""
+    """discount (the env never discounts): an action's own 1/rank is its step's reward; the stability
+    term reaches one step back, the episode reward C reaches back gamma**(T-1-t)"""
     gae_lambda: float = 0.9
     """GAE lambda"""
     clip_range: float = 0.2
     """PPO clip range"""
     ent_coef: float = 0.0
     """entropy bonus"""
-    target_kl: float = 0.03
-    """stop a rollout's PPO epochs once the approximate KL to the rollout policy exceeds 1.5x this
-    (with a small std, a tiny move of a 128-d mean is a large KL: this keeps updates trust-region sized)"""
-    log_std_init: float = -3.0
-    """initial log std of the Gaussian policy (small: start close to the supervised head)"""
+    target_kl: float = 0.0
+    """stop a rollout's PPO epochs once the approximate KL to the rollout policy exceeds 1.5x this (0 = never;
+    the sweep ran without it: with lr 3e-5 the clipped objective alone keeps updates small)"""
+    log_std_init: float = -2.0
+    """initial log std of the Gaussian policy (-2 beat -3 and -1 in docs/results/chair-v2_ppo_sweep.md)"""
     action_rms: float = 0.25
     """the head is rescaled so its outputs have this RMS per component (inside the [-1, 1] action box)"""
     critic_layers: tuple[int, ...] = (64, 64)
@@ -110,10 +124,9 @@ class RLConfig:
 
 @dataclass
 class RLResult:
-    """What a run produced: the best head (in the encoder's scale), its metrics, and where things are."""
+    """What a run produced: the best head, its metrics, and where things are."""
 
-    weight: np.ndarray
-    bias: np.ndarray
+    head: ProgressHead
     baseline_metrics: dict
     best_metrics: dict
     best_timesteps: int
@@ -133,43 +146,21 @@ def action_scale(cache: FeatureCache, weight: np.ndarray, bias: np.ndarray, targ
     return float(target_rms / max(math.sqrt(float(np.mean(raw**2))), 1e-12))
 
 
-def init_policy_head(model: PPO, weight: np.ndarray, bias: np.ndarray, scale: float, actor_uses_progress: bool) -> None:
-    """Copy the supervised head into PPO's action mean (``pi=[]`` makes it one Linear(F(+1), D)).
+def build_model(cfg: RLConfig, train_cache: FeatureCache, weight: np.ndarray, bias: np.ndarray) -> PPO:
+    """Vectorised envs + PPO whose action mean is a ProgressHead that starts as the supervised head.
 
-    A progress column, if the observation has one, starts at zero; unless ``actor_uses_progress``
-    its gradient is zeroed so it stays zero (Adam moves nothing whose gradient is always zero).
+    ``net_arch pi=[]`` makes the actor's latent the observation itself ``[feature, progress]``;
+    its ``action_net`` is then replaced by the head (scaled by :func:`action_scale`, which changes
+    no ranking) and the optimiser rebuilt over the new parameters. ``actor_only`` zeroes the
+    value head and its loss weight, so advantages are plain discounted returns.
     """
-    action_net = model.policy.action_net
-    f = weight.shape[1]
-    with torch.no_grad():
-        action_net.weight.zero_()
-        action_net.weight[:, :f] = torch.as_tensor(weight * scale)
-        action_net.bias[:] = torch.as_tensor(bias * scale)
-    if action_net.weight.shape[1] > f and not actor_uses_progress:
-
-        def _freeze_progress(grad: torch.Tensor) -> torch.Tensor:
-            grad = grad.clone()
-            grad[:, f:] = 0
-            return grad
-
-        action_net.weight.register_hook(_freeze_progress)
-
-
-def policy_head(model: PPO, feature_dim: int, scale: float) -> tuple[np.ndarray, np.ndarray]:
-    """The policy's action mean as a ``(D, F)`` weight and ``(D,)`` bias in the encoder's scale."""
-    w = model.policy.action_net.weight.detach().cpu().numpy()
-    b = model.policy.action_net.bias.detach().cpu().numpy()
-    return (w[:, :feature_dim] / scale).astype(np.float32), (b / scale).astype(np.float32)
-
-
-def build_model(cfg: RLConfig, train_cache: FeatureCache, weight: np.ndarray, bias: np.ndarray) -> tuple[PPO, float]:
-    """Vectorised envs + PPO with the supervised head copied into its action mean; returns (model, scale)."""
     env_kwargs = dict(
         reward=cfg.reward,
         gamma_rank=cfg.gamma_rank,
         gamma_kendall=cfg.gamma_kendall,
+        gamma_episode=cfg.gamma_episode,
         kendall_top_k=cfg.kendall_top_k,
-        progress_in_obs=cfg.progress_in_obs,
+        ink_ref=train_cache.ink_ref(),
     )
     venv = DummyVecEnv([lambda: SketchRetrievalEnv(train_cache, **env_kwargs) for _ in range(cfg.n_envs)])
     venv.seed(cfg.seed)
@@ -190,6 +181,7 @@ def build_model(cfg: RLConfig, train_cache: FeatureCache, weight: np.ndarray, bi
         gae_lambda=cfg.gae_lambda,
         clip_range=cfg.clip_range,
         ent_coef=cfg.ent_coef,
+        vf_coef=0.0 if cfg.actor_only else 0.5,
         target_kl=cfg.target_kl or None,
         policy_kwargs=policy_kwargs,
         seed=cfg.seed,
@@ -197,8 +189,24 @@ def build_model(cfg: RLConfig, train_cache: FeatureCache, weight: np.ndarray, bi
         verbose=0,
     )
     scale = action_scale(train_cache, weight, bias, cfg.action_rms)
-    init_policy_head(model, weight, bias, scale, cfg.actor_uses_progress)
-    return model, scale
+    policy = model.policy
+    policy.action_net = make_head(train_cache, weight * scale, bias * scale, cfg.hidden)
+    if cfg.actor_only:
+        torch.nn.init.zeros_(policy.value_net.weight)
+        torch.nn.init.zeros_(policy.value_net.bias)
+    policy.optimizer = policy.optimizer_class(policy.parameters(), lr=cfg.learning_rate, **policy.optimizer_kwargs)
+    return model
+
+
+def policy_head(model: PPO) -> ProgressHead:
+    """A detached copy of the policy's action mean (a ProgressHead; its scale changes no ranking)."""
+    return copy.deepcopy(model.policy.action_net).eval()
+
+
+def rl_config_from(other: Any, **overrides: Any) -> RLConfig:
+    """An ``RLConfig`` taking every field it shares with another config dataclass (data, split, cache...)."""
+    shared = {k: v for k, v in asdict(other).items() if k in RLConfig.__dataclass_fields__}
+    return RLConfig(**{**shared, **overrides})
 
 
 def load_inputs(cfg: RLConfig) -> tuple[Any, Any, FeatureCache, FeatureCache]:
@@ -211,7 +219,9 @@ def load_inputs(cfg: RLConfig) -> tuple[Any, Any, FeatureCache, FeatureCache]:
             "--checkpoint is required: the supervised encoder folder (python -m retrieval.train --out ...)"
         )
     encoder = Encoder.load(cfg.checkpoint)
-    dataset = open_dataset(cfg.data, val_fraction=cfg.val_fraction, seed=cfg.seed)
+    dataset = open_dataset(
+        cfg.data, val_fraction=cfg.val_fraction, seed=cfg.seed, holdout_fraction=cfg.holdout_fraction
+    )
     kwargs = dict(step_mode=cfg.step_mode, num_steps=cfg.num_steps, progress=cfg.progress)
     train_cache = cached_features(encoder, dataset, "train", cfg.cache_dir, **kwargs)
     val_cache = cached_features(encoder, dataset, "val", cfg.cache_dir, **kwargs)
@@ -246,12 +256,12 @@ def train(
     (out / "config.json").write_text(json.dumps(asdict(cfg), indent=2))
 
     # --- PPO whose action mean starts as the supervised head ---
-    model, scale = build_model(cfg, train_cache, weight, bias)
+    model = build_model(cfg, train_cache, weight, bias)
     model.set_logger(configure(str(out), ["csv"]))  # SB3's own training stats -> out/progress.csv
     callback = HeadSelectionCallback(
         val_cache,
         train_cache,
-        lambda: policy_head(model, train_cache.feature_dim, scale),
+        lambda: policy_head(model),
         eval_every=cfg.eval_every,
         minutes=cfg.minutes,
         select_metric=cfg.select_metric,
@@ -265,12 +275,11 @@ def train(
         callback.evaluate_now()  # the final head gets its chance too
     seconds["ppo"] = time.monotonic() - t0
 
-    best_w, best_b = callback.best_head
-    np.savez(out / "head.npz", weight=best_w, bias=best_b)
+    best = callback.best_head
+    torch.save(best.state_dict(), out / "head.pt")
     plot_learning_curve(out / "eval.csv", out / "learning_curve.png", title=f"PPO sketch head ({cfg.reward})")
     result = RLResult(
-        weight=best_w,
-        bias=best_b,
+        head=best,
         baseline_metrics=callback.baseline_metrics,
         best_metrics=callback.best_metrics,
         best_timesteps=callback.best_timesteps,
@@ -282,7 +291,7 @@ def train(
         from rl.export import export_encoder
 
         t0 = time.monotonic()
-        result.encoder_path = export_encoder(encoder, best_w, best_b, out / "encoder", cfg, result)
+        result.encoder_path = export_encoder(encoder, best, out / "encoder", cfg, result)
         seconds["export"] = time.monotonic() - t0
     (out / "summary.json").write_text(json.dumps(summary_of(cfg, result), indent=2))
     return result
@@ -298,6 +307,9 @@ def summary_of(cfg: RLConfig, result: RLResult) -> dict:
         "reward": cfg.reward,
         "gamma_rank": cfg.gamma_rank,
         "gamma_kendall": cfg.gamma_kendall,
+        "gamma_episode": cfg.gamma_episode,
+        "hidden": cfg.hidden,
+        "actor_only": cfg.actor_only,
         "minutes": cfg.minutes,
         "timesteps": result.timesteps,
         "best_timesteps": result.best_timesteps,

@@ -232,3 +232,33 @@ def test_procedural_export_reopens_as_the_same_qmul_dataset(tmp_path):
         np.testing.assert_allclose(got[0].sketch.points(), want[0].sketch.points())  # timing kept via (n, 4)
     pid = source.photo_ids("train")[0]
     np.testing.assert_array_equal(reopened.load_photo(pid), source.load_photo(pid))
+
+
+def test_holdout_carve_is_disjoint_seeded_and_off_by_default(tmp_path):
+    root = _make_folder(tmp_path)
+    plain = open_dataset(str(root), val_fraction=0.2, seed=0)
+    assert "holdout" not in plain.splits()
+    ds = open_dataset(str(root), val_fraction=0.2, seed=0, holdout_fraction=0.25)
+    assert ds.splits() == ["train", "val", "test", "holdout"]
+    train, val, holdout = (set(ds.photo_ids(s)) for s in ("train", "val", "holdout"))
+    assert len(holdout) == 2 and not holdout & train and not holdout & val
+    assert train | holdout == set(plain.photo_ids("train")) and val == set(plain.photo_ids("val"))
+    assert ds.photo_ids("test") == plain.photo_ids("test")
+    assert {r.photo_id for r in ds.sketches("holdout")} == holdout
+    assert all(r.split == "holdout" for r in ds.sketches("holdout"))
+    assert {r.photo_id for r in ds.sketches("train")} == train  # training never sees a holdout sketch
+    again = open_dataset(str(root), val_fraction=0.2, seed=0, holdout_fraction=0.25)
+    assert again.photo_ids("holdout") == ds.photo_ids("holdout")
+    other = open_dataset(str(root), val_fraction=0.2, seed=1, holdout_fraction=0.25)
+    assert set(other.photo_ids("holdout")).isdisjoint(other.photo_ids("val"))
+    assert ds.load_photo(sorted(holdout)[0]).shape[2] == 3
+
+
+def test_holdout_carve_works_on_the_procedural_dataset():
+    plain = open_dataset("procedural:photos=40,sketches=1", val_fraction=0.2)
+    ds = open_dataset("procedural:photos=40,sketches=1", val_fraction=0.2, holdout_fraction=0.3)
+    holdout = set(ds.photo_ids("holdout"))
+    assert len(holdout) == round(0.3 * len(plain.photo_ids("train")))
+    assert holdout <= set(plain.photo_ids("train")) and not holdout & set(ds.photo_ids("train"))
+    with pytest.raises(ValueError, match="holdout fraction"):
+        open_dataset("procedural:photos=40", holdout_fraction=1.0)

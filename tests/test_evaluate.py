@@ -21,9 +21,9 @@ from retrieval.evaluate import (
 )
 from retrieval.formats.qmul import write_qmul_npz
 from retrieval.raster import render
-from retrieval.sketch import Sketch, point_cuts
+from retrieval.sketch import Sketch, point_cuts, step_cuts
 
-METRIC_KEYS = {"A@1", "A@5", "A@10", "m@A", "m@B", "curve", "n_gallery", "n_sketches", "split", "model"}
+METRIC_KEYS = {"A@1", "A@5", "A@10", "m@A", "m@B", "curve", "sketch_less", "n_gallery", "n_sketches", "split", "model"}
 
 
 def random_sketch(rng: np.random.Generator, n_strokes: int) -> Sketch:
@@ -124,6 +124,17 @@ def test_cli_writes_report(tiny_folder, encoder, tmp_path, capsys):
     assert len(ranks) == 6 * 17 and set(ranks.columns) >= {"key", "photo_id", "step", "progress", "rank"}
     assert (out / "curves.png").stat().st_size > 1000
     assert "A@1" in capsys.readouterr().out
+    # The sketch-less figure, recomputed from ranks.csv and the sketches' own point cuts.
+    records = {r.key: r for r in open_dataset(tiny_folder).sketches("test")}
+    for k in ("1", "5", "10"):
+        shares = []
+        for key, rows in ranks.groupby("key"):
+            if rows["rank"].iloc[-1] <= int(k):
+                first = rows.loc[rows["rank"] <= int(k), "step"].iloc[0]
+                sketch = records[key].sketch
+                shares.append(100.0 * step_cuts(sketch)[first - 1] / sketch.num_points)
+        assert metrics["sketch_less"][k]["n"] == len(shares)
+        assert metrics["sketch_less"][k]["share"] == (pytest.approx(np.mean(shares)) if shares else None)
 
     main(
         ["--data", str(tiny_folder), "--split", "test", "--model", str(model), "--out", str(out), "--steps", "strokes"]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from retrieval.metrics import format_table, summarize, true_ranks
+from retrieval.metrics import format_table, paired_bootstrap, per_sketch, sketch_less, summarize, true_ranks
 
 
 def test_true_ranks_hand_computed():
@@ -93,3 +93,49 @@ def test_summarize_validates_input():
 def test_format_table_has_headline_numbers():
     text = format_table(summarize(np.array([[2, 1]]), 3))
     assert "A@1" in text and "100.00" in text and "m@B" in text
+
+
+def test_sketch_less_share_by_hand():
+    # Sketch 0 enters the top 1 at step 3 of 4, sketch 1 at step 4 of 4; sketch 2 never (excluded).
+    ranks = np.array([[5, 3, 1, 1], [2, 2, 2, 1], [9, 9, 9, 9]], dtype=float)
+    figure = sketch_less(ranks)
+    assert figure["1"] == {"share": pytest.approx(100 * (3 / 4 + 4 / 4) / 2), "n": 2}
+    assert figure["5"] == {"share": pytest.approx(25.0), "n": 2}
+    assert figure["10"] == {"share": pytest.approx(25.0), "n": 3}
+    # Point shares given explicitly (per-stroke steps) replace s / n_valid; padded rows are fine.
+    ragged = np.array([[4, 1, np.nan], [3, 2, 1]])
+    shares = np.array([[0.7, 1.0, np.nan], [0.2, 0.5, 1.0]])
+    assert sketch_less(ragged, shares)["1"] == {"share": pytest.approx(100 * (1.0 + 1.0) / 2), "n": 2}
+    assert sketch_less(ragged, shares)["5"] == {"share": pytest.approx(100 * (0.7 + 0.2) / 2), "n": 2}
+    # A photo that entered the top k, left it and came back counts from its first entry.
+    assert sketch_less(np.array([[1.0, 6, 1]]))["1"]["share"] == pytest.approx(100 / 3)
+    assert sketch_less(np.array([[2.0, 2]]))["1"] == {"share": None, "n": 0}
+
+
+def test_paired_bootstrap_interval_covers_the_difference_and_is_exact_for_constant_shifts():
+    rng = np.random.default_rng(0)
+    base = rng.integers(1, 20, size=(200, 17)).astype(float)
+    better = np.maximum(base - 3, 1)
+    out = paired_bootstrap(better, base, 50, n_boot=2000, seed=1)
+    per_a, per_b = per_sketch(better, 50), per_sketch(base, 50)
+    for key in ("m@A", "m@B", "A@1", "A@10"):
+        delta = float(np.mean(per_a[key] - per_b[key]))
+        assert out[key]["delta"] == pytest.approx(delta)
+        assert out[key]["low"] <= delta <= out[key]["high"]
+    assert out["m@A"]["low"] > 0 and out["m@B"]["low"] > 0  # 3 ranks better everywhere: clearly positive
+    # m@A per sketch moves by exactly 3 / 49 while no rank hits the floor: a constant shift has no spread.
+    shifted = paired_bootstrap(base + 3, base, 50, n_boot=500)
+    assert shifted["m@A"]["low"] == pytest.approx(shifted["m@A"]["high"]) == pytest.approx(-100 * 3 / 49)
+    same = paired_bootstrap(base, base, 50, n_boot=200)
+    assert all(v == {"delta": 0.0, "low": 0.0, "high": 0.0} for v in same.values())
+    with pytest.raises(ValueError, match="same sketches"):
+        paired_bootstrap(base, base[:10], 50)
+
+
+def test_summarize_means_are_the_per_sketch_means():
+    ranks = np.array([[3, 1, np.nan], [2, 2, 4]])
+    per = per_sketch(ranks, 5)
+    summary = summarize(ranks, 5)
+    for key in ("A@1", "A@5", "A@10", "m@A", "m@B"):
+        assert summary[key] == pytest.approx(per[key].mean())
+    assert per["m@B"][0] == pytest.approx(100 * (1 / 3 + 1) / 2) and per["A@1"].tolist() == [100.0, 0.0]

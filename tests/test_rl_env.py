@@ -16,10 +16,12 @@ from rl.scoring import kendall_tau_topk
 
 
 def tiny_cache(true_index: int = 0, steps: tuple[int, ...] = (3,)) -> FeatureCache:
-    """4 photos on the axes of R^4; sketches whose true photo is ``true_index``."""
+    """4 photos on the axes of R^4; sketches whose true photo is ``true_index``; ink 0.01 per step."""
     t = max(steps)
+    ink = np.minimum(np.arange(1, t + 1)[None, :], np.asarray(steps)[:, None]) * 0.01
     return FeatureCache(
         features=np.ones((len(steps), t, 2), np.float32),
+        ink=ink.astype(np.float32),
         num_steps=np.asarray(steps, np.int64),
         photo_embeddings=np.eye(4, dtype=np.float32),
         true_index=np.full(len(steps), true_index, np.int64),
@@ -28,7 +30,7 @@ def tiny_cache(true_index: int = 0, steps: tuple[int, ...] = (3,)) -> FeatureCac
     )
 
 
-@pytest.mark.parametrize("reward", ["rank", "rank+kendall"])
+@pytest.mark.parametrize("reward", ["rank", "rank+kendall", "rank+episode"])
 @pytest.mark.parametrize("progress_in_obs", [True, False])
 def test_passes_gymnasium_and_sb3_checkers(reward, progress_in_obs):
     env = gym.make(rl.ENV_ID, reward=reward, progress_in_obs=progress_in_obs).unwrapped  # with a spec
@@ -122,14 +124,16 @@ def test_kendall_matches_scipy_on_full_rankings():
     assert kendall_tau_topk(prev[0], -prev[0], k=5) == pytest.approx(-1.0)
 
 
-def test_episode_length_follows_each_sketch_and_obs_shows_progress():
+def test_episode_length_follows_each_sketch_and_obs_shows_ink_progress():
     env = SketchRetrievalEnv(tiny_cache(steps=(2, 5)), reward="rank")
+    assert env.ink_ref == pytest.approx(0.035)  # median final ink of the two sketches: (0.02 + 0.05) / 2
     for sketch, length in ((0, 2), (1, 5)):
         obs, info = env.reset(seed=0, options={"sketch": sketch})
-        assert info["num_steps"] == length and obs[-1] == pytest.approx(1 / length)
+        assert info["num_steps"] == length and obs[-1] == pytest.approx(0.01 / 0.035)
         for t in range(length):
             obs, _, terminated, truncated, info = env.step(env.action_space.sample())
             assert terminated == (t == length - 1) and not truncated and info["step"] == t
+            assert obs[-1] == pytest.approx(0.01 * min(t + 2, length) / 0.035)  # the next step's ink
     with pytest.raises(ValueError, match="options"):
         env.reset(options={"sketch": 9})
 
@@ -139,3 +143,39 @@ def test_render_ansi_names_the_rank():
     env.reset(seed=0)
     env.step(np.eye(4, dtype=np.float32)[0])
     assert "rank 1" in env.render()
+
+
+def _play(env: SketchRetrievalEnv, true_rank_per_step: list[int]) -> list[tuple[float, dict]]:
+    """Step through one episode with actions that put the true photo (a) at the given ranks."""
+    env.reset(seed=0, options={"sketch": 0})
+    out = []
+    for rank in true_rank_per_step:
+        order = [1, 2, 3]
+        order.insert(rank - 1, 0)
+        action = np.zeros(4, np.float32)
+        action[order] = np.linspace(0.9, 0.1, 4)
+        _, reward, terminated, _, info = env.step(action)
+        out.append((reward, info, terminated))
+    return out
+
+
+@pytest.mark.parametrize(
+    ("ranks", "consistency"),
+    [
+        ([4, 2, 1], 1.0),  # improves throughout: ideal order
+        ([2, 2, 2], 1.0),  # holds: non-increasing is ideal too
+        ([1, 2, 4], -1.0),  # falls back at every pair
+        ([2, 1, 3], -1 / 3),  # pairs (2,1) +1, (2,3) -1, (1,3) -1
+    ],
+)
+def test_episode_reward_is_rank_consistency_at_the_last_step_only(ranks, consistency):
+    env = SketchRetrievalEnv(tiny_cache(true_index=0, steps=(3,)), reward="rank+episode", gamma_episode=0.5)
+    steps = _play(env, ranks)
+    for (reward, info, terminated), rank in zip(steps[:-1], ranks):
+        assert reward == pytest.approx(1.0 / rank) and not terminated and "consistency" not in info
+    reward, info, terminated = steps[-1]
+    assert terminated and info["consistency"] == pytest.approx(consistency)
+    assert reward == pytest.approx(1.0 / ranks[-1] + 0.5 * consistency)
+    # Other reward modes report C but are not paid it.
+    plain = _play(SketchRetrievalEnv(tiny_cache(true_index=0, steps=(3,)), reward="rank"), ranks)
+    assert plain[-1][0] == pytest.approx(1.0 / ranks[-1]) and plain[-1][1]["consistency"] == pytest.approx(consistency)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from retrieval.progress_head import ink_share
 from retrieval.raster import render_steps
 from retrieval.sketch import step_cuts
 from rl.features import FeatureCache, cached_features, compute_features, model_fingerprint
@@ -26,6 +27,8 @@ def test_features_are_the_encoders_on_each_partial_raster(toy):
     sketch = records[1].sketch
     rasters = render_steps(sketch, step_cuts(sketch), encoder.meta["raster_size"], encoder.meta["line_width"])
     np.testing.assert_allclose(cache.features[1], encoder.sketch_features(rasters), atol=1e-5)
+    np.testing.assert_allclose(cache.ink[1], ink_share(rasters), atol=1e-7)  # the progress signal
+    assert np.all(np.diff(cache.ink, axis=1) >= 0) and cache.ink_ref() == pytest.approx(np.median(cache.ink[:, -1]))
     photos = dataset.photo_ids("val")
     assert [photos[i] for i in cache.true_index] == [r.photo_id for r in records]
     np.testing.assert_allclose(
@@ -42,6 +45,7 @@ def test_stroke_steps_are_padded_with_the_finished_sketch(toy):
         np.asarray([1] + [2] * (cache.num_sketches - 1)),
         cache.photo_embeddings,
         cache.true_index,
+        cache.ink[:, :2].copy(),
         cache.photo_ids,
         cache.sketch_keys,
     )
@@ -52,6 +56,7 @@ def test_stroke_steps_are_padded_with_the_finished_sketch(toy):
             cache.num_steps,
             cache.photo_embeddings,
             cache.true_index,
+            cache.ink[:, :2],
             cache.photo_ids,
             cache.sketch_keys,
         )
@@ -77,6 +82,6 @@ def test_save_load_round_trip(toy, tmp_path):
     cache = compute_features(encoder, dataset, "val", progress=False)
     cache.save(tmp_path / "c.npz")
     loaded = FeatureCache.load(tmp_path / "c.npz")
-    for name in ("features", "num_steps", "photo_embeddings", "true_index"):
+    for name in ("features", "num_steps", "photo_embeddings", "true_index", "ink"):
         np.testing.assert_array_equal(getattr(loaded, name), getattr(cache, name))
     assert loaded.meta == cache.meta and loaded.sketch_keys == cache.sketch_keys
