@@ -159,6 +159,8 @@ class Config:
     """val metric that picks the best checkpoint: m@B, m@A, A@1, A@5, A@10, or 'mix' (m@B + m@A/2)"""
     val_fraction: float = 0.1
     """share of train photos carved out as the val split"""
+    holdout_fraction: float = 0.0
+    """share of train photos carved out as a 'holdout' split no model is selected on (0 = none)"""
     seed: int = 0
     """seed of everything (saved in the card)"""
     threads: int = 2
@@ -258,7 +260,9 @@ def run(cfg: Config, dataset=None) -> Path:
     print_config(cfg, run_dir)
 
     if dataset is None and cfg.data:
-        dataset = open_dataset(cfg.data, val_fraction=cfg.val_fraction, seed=cfg.seed)
+        dataset = open_dataset(
+            cfg.data, val_fraction=cfg.val_fraction, seed=cfg.seed, holdout_fraction=cfg.holdout_fraction
+        )
     size = encoder.meta["input_size"]
     train_ids = list(dataset.photo_ids("train")) if dataset is not None else []
     loaders = {pid: dataset.load_photo for pid in train_ids}
