@@ -19,7 +19,6 @@ when accuracy needs more capacity (still ~7 ms). channels_last saves ~5-10 % (``
 from __future__ import annotations
 
 import copy
-import hashlib
 import json
 import math
 import pickle
@@ -34,7 +33,7 @@ from safetensors.torch import load_file, save_file
 
 from retrieval.network import ARCHS, IMAGENET_MEAN, IMAGENET_STD, SketchPhotoNet, photo_tensor, sketch_tensor
 from retrieval.pooling import l2n
-from retrieval.pretrained import PRETRAINED_MEAN, PRETRAINED_STD
+from retrieval.pretrained import PRETRAINED_MEAN, PRETRAINED_STD, sha256_of
 from retrieval.progress_head import HEAD_TYPE, STATE_PREFIX, ProgressHead, ink_share
 from retrieval.raster import render
 from retrieval.sketch import Sketch
@@ -220,7 +219,7 @@ class Encoder:
         if card is not None:
             meta["card"] = card
         meta["pooling"] = {**meta["pooling"], "p": float(self.net.pool.p.item())}
-        meta["weights_sha256"] = _sha256(folder / WEIGHTS_FILE)
+        meta["weights_sha256"] = sha256_of(folder / WEIGHTS_FILE)
         text = json.dumps(meta, indent=2, sort_keys=True, default=_json_default)
         (folder / (META_FILE + ".tmp")).write_text(text)
         (folder / (META_FILE + ".tmp")).replace(folder / META_FILE)
@@ -346,14 +345,6 @@ def _batch_of(images: np.ndarray | Sequence[np.ndarray], single_ndim: int) -> np
 
 
 # --- checkpoint reading: every failure becomes a CheckpointError that says how to fix it ---------------
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def _json_default(obj: Any) -> Any:
     if isinstance(obj, np.generic):
         return obj.item()
@@ -380,7 +371,7 @@ def _read_meta(path: Path) -> dict[str, Any]:
 def _read_safetensors(path: Path, expected_sha256: str | None) -> dict[str, torch.Tensor]:
     if not path.is_file():
         raise CheckpointError(f"{path} is missing: copy the whole checkpoint folder")
-    if expected_sha256 is not None and _sha256(path) != expected_sha256:
+    if expected_sha256 is not None and sha256_of(path) != expected_sha256:
         raise CheckpointError(
             f"{path} does not match the sha256 recorded in {META_FILE}: the weights were modified "
             "or partially copied. Copy the checkpoint folder again from its source."
