@@ -85,13 +85,12 @@ def test_a_tab_flooding_events_gets_429_with_retry_after_and_other_tabs_are_serv
                         "trigger_id": stroke.trigger_id, "session_hash": session}  # fmt: skip
                 return client.post(f"{url}/gradio_api/queue/join", json=body, timeout=30)
 
-            answers = [await join("flood") for _ in range(RATE_BURST + 20)]
+            answers = await asyncio.gather(*(join("flood") for _ in range(2 * RATE_BURST)))
             return answers, await join("another-tab")
 
     answers, other = asyncio.run(flood())
     codes = [a.status_code for a in answers]
-    assert 429 not in codes[: RATE_BURST - 5], codes
     refused = [a for a in answers if a.status_code == 429]
-    assert len(refused) >= 10, codes
+    assert len(answers) - len(refused) >= RATE_BURST and len(refused) >= RATE_BURST // 2, codes
     assert int(refused[0].headers["retry-after"]) >= 1 and "Too many requests" in refused[0].json()["detail"]
     assert other.status_code != 429, "another tab has its own bucket"
