@@ -39,7 +39,14 @@ from retrieval.encoder import Encoder  # noqa: E402
 from retrieval.formats.stroke_json import StrokePayloadError, parse_stroke_json  # noqa: E402
 from retrieval.gallery import Gallery, default_cache_dir, model_hash, open_gallery  # noqa: E402
 from retrieval.index import set_faiss_threads  # noqa: E402
-from retrieval.request_limits import BlockedPaths, BodySizeLimit, StructuredInputLimit  # noqa: E402
+from retrieval.request_limits import (  # noqa: E402
+    RATE_BURST,
+    RATE_PER_S,
+    BlockedPaths,
+    BodySizeLimit,
+    RateLimit,
+    StructuredInputLimit,
+)
 from retrieval.retriever import Retriever  # noqa: E402
 from retrieval.sketch import Sketch  # noqa: E402
 from retrieval.study import DrawingSession, StudyConfig  # noqa: E402
@@ -80,6 +87,9 @@ class AppConfig:
     api_diagnostics: bool = False  # add `batch_size` (how many sessions shared the forward) to API answers
     max_queue: int = 128  # events waiting in the server's queue, all sessions together; more are refused
     max_body_bytes: int = 4_000_000  # HTTP request body cap (a 50k-point canvas journal is ~2 MB)
+    rate_limit: str = "auto"  # per-tab event rate limit: auto (on in study/demo, off in free) | on | off
+    rate_limit_burst: int = RATE_BURST  # events a tab may send in a row (retrieval/request_limits.py: why 40)
+    rate_limit_per_s: float = RATE_PER_S  # events a second a tab may keep sending after its burst
     warnings: list[str] = field(default_factory=list)
 
 
@@ -103,10 +113,12 @@ def parse_args(argv: list[str] | None = None) -> AppConfig:
         parser.error("--mode study needs --study CONFIG.json (e.g. assets/study_example.json)")
     if config.auth and ":" not in config.auth:
         parser.error("--auth must be user:pass")
+    if not config.rate_limit_per_s > 0 or config.rate_limit_burst < 1:
+        parser.error("--rate-limit-per-s must be > 0 and --rate-limit-burst >= 1 (turn it off with --rate-limit off)")
     return config
 
 
-_CHOICES = {"mode": ["free", "study", "demo"], "api": ["auto", "on", "off"]}
+_CHOICES = {"mode": ["free", "study", "demo"], "api": ["auto", "on", "off"], "rate_limit": ["auto", "on", "off"]}
 
 
 # --- backend: loaded once, read-only afterwards (no per-user state) ------------------------------
@@ -369,6 +381,11 @@ def api_enabled(config: AppConfig) -> bool:
     return config.api == "on" or (config.api == "auto" and config.mode == "free")
 
 
+def rate_limited(config: AppConfig) -> bool:
+    """The per-tab rate limit: on in study and demo, off in free mode unless ``--rate-limit on``."""
+    return config.rate_limit == "on" or (config.rate_limit == "auto" and config.mode != "free")
+
+
 def default_session_id() -> str:
     """Date, time and 16 random bits: two participants starting in the same second still differ."""
     return datetime.now().strftime("S%Y%m%d-%H%M%S-") + secrets.token_hex(2)
@@ -387,12 +404,16 @@ MAX_STRUCTURED_INPUT_BYTES = 64_000  # the page sends only scalars and text: nes
 
 
 def middleware(config: AppConfig) -> list[Middleware]:
-    """Request guards in front of Gradio: the body cap, and with the API off a plain 404 for its routes."""
-    guards = [Middleware(BodySizeLimit, max_bytes=config.max_body_bytes),
-              Middleware(StructuredInputLimit, paths=EVENT_ROUTES, max_bytes=MAX_STRUCTURED_INPUT_BYTES)]  # fmt: skip
+    """Request guards in front of Gradio, outermost first, cheapest refusals first: the body cap, with
+    the API off a plain 404 for its routes, the per-tab rate limit, the nested-input cap."""
+    guards = [Middleware(BodySizeLimit, max_bytes=config.max_body_bytes)]
     if not api_enabled(config):
         guards.append(Middleware(BlockedPaths, prefixes=API_ROUTES,
                                  message=f"the API is off in {config.mode} mode (start the app with --api on)"))  # fmt: skip
+    if rate_limited(config):
+        guards.append(Middleware(RateLimit, paths=EVENT_ROUTES + API_ROUTES, per_s=config.rate_limit_per_s,
+                                 burst=config.rate_limit_burst))  # fmt: skip
+    guards.append(Middleware(StructuredInputLimit, paths=EVENT_ROUTES, max_bytes=MAX_STRUCTURED_INPUT_BYTES))
     return guards
 
 

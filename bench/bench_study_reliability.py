@@ -202,7 +202,7 @@ async def hostile_client(tab: UiSession, name: str, deadline: float, pause_s: fl
                 await tab.call(stroke_ev, {"es-canvas": make()}, timeout_s=60)
                 counts[f"{attack}: answered"] += 1
             except (UiError, httpx.HTTPError) as exc:
-                counts[f"{attack}: refused ({type(exc).__name__})"] += 1
+                counts[f"{attack}: {refusal(exc)}"] += 1
             await asyncio.sleep(pause_s)
         for attack, request in {
             "rank API": lambda: client.post(f"{app.url}/gradio_api/call/rank", json={"data": ["{}", 5, None]}),
@@ -222,8 +222,14 @@ async def hostile_client(tab: UiSession, name: str, deadline: float, pause_s: fl
             token = app.output(out, "es-canvas", next_ev)["trial"]
             counts["largest journal racing Next: answered"] += 1
         except (UiError, httpx.HTTPError, TypeError) as exc:
-            counts[f"largest journal racing Next: {type(exc).__name__}"] += 1
+            counts[f"largest journal racing Next: {refusal(exc)}"] += 1
         await asyncio.sleep(pause_s)
+
+
+def refusal(exc: Exception) -> str:
+    """How a hostile event was refused: the HTTP status at the door (413, 429...), else the error type."""
+    status = getattr(exc, "status", None)
+    return f"HTTP {status}" if status else f"refused ({type(exc).__name__})"
 
 
 async def run_phase(url: str, cfg: Config, phase: str, hostile: int, duration_s: float) -> tuple[Tally, Counter]:
@@ -341,6 +347,15 @@ def main(argv: list[str] | None = None) -> None:
     report(phases, cfg, machine, command_line(__file__, argv))
 
 
+def limit_line(cfg: Config) -> str:
+    """The app's per-tab rate limit in this run (on by default in study mode)."""
+    from retrieval.request_limits import RATE_BURST, RATE_PER_S
+
+    if "--rate-limit" in cfg.app_args:
+        return f"App flags `{cfg.app_args}`."
+    return f"Per-tab rate limit on (the study-mode default: {RATE_BURST} events in a row, then {RATE_PER_S:g}/s)."
+
+
 def report(phases: dict, cfg: Config, machine: dict, command: str) -> None:
     server, runs = phases["server"], {name: phases[name] for name in ("honest", "hostile")}
     honest, hostile = runs["honest"], runs["hostile"]
@@ -355,7 +370,7 @@ def report(phases: dict, cfg: Config, machine: dict, command: str) -> None:
     lines = header_lines("Study-mode reliability under hostile traffic", command, machine)
     lines += ["", f"{cfg.sessions} participants at a time, at human timing, for {cfg.duration_s:g} s per phase "
               f"({cfg.rounds} blocks each, A B B A); gallery {cfg.gallery_size} procedural photos; "
-              f"{cfg.hostile_clients} hostile clients (own process) during the hostile blocks.", "",
+              f"{cfg.hostile_clients} hostile clients (own process) during the hostile blocks. {limit_line(cfg)}", "",
               "| phase | strokes sent | stroke records written | misfiled | p50 ms | p95 ms | p99 ms | errors |",
               "|---|---|---|---|---|---|---|---|"]  # fmt: skip
     for name, p in runs.items():

@@ -4,7 +4,7 @@ Runs each bench script in its own subprocess (bounded by a per-bench timeout; lo
 .cache/bench/logs), then writes ``bench/RESULTS.md``: the machine, one table of every target with
 the measured number and met / NOT met (with the gap), and a section per benchmark linking its
 result file and plot. Benchmarks that write ``bench/results/<name>.json`` (latency, encoder
-options, concurrency, browser) supply their targets; for the others (raster, procedural, encoder,
+options, concurrency, browser, study reliability) supply their targets; for the others (raster, procedural, encoder,
 index) the targets are read from their Markdown tables, and a plot is drawn from their p50/p95
 columns (``<name>.png``) when they do not make one.
 
@@ -87,6 +87,9 @@ BENCHES = (
         True,
     ),  # 4x human speed: saturated
     Bench("browser", "bench_browser.py", (), ("--strokes", "50"), 1800, True),  # target needs >= 50 strokes
+    Bench(
+        "study_reliability", "bench_study_reliability.py", (), ("--sessions", "10", "--duration-s", "30"), 1800, True
+    ),  # full: 30 participants x 2 phases x 120 s (~6 min); quick: 10 x 2 x 30 s
 )
 
 

@@ -22,7 +22,14 @@ from typing import Any
 
 
 class UiError(RuntimeError):
-    """The event failed (error answer, refused request, or the stream ended without an answer)."""
+    """The event failed (error answer, refused request, or the stream ended without an answer).
+
+    ``status`` is the HTTP status when the server refused to queue the event (413, 429, 503...).
+    """
+
+    def __init__(self, message: str, status: int | None = None) -> None:
+        super().__init__(message)
+        self.status = status
 
 
 @dataclass(frozen=True)
@@ -107,7 +114,7 @@ class UiSession:
                 "trigger_id": event.trigger_id, "session_hash": self.session_hash}  # fmt: skip
         joined = await self.client.post(f"{self.app.url}/gradio_api/queue/join", json=body, timeout=timeout_s)
         if joined.status_code != 200 or "event_id" not in joined.json():
-            raise UiError(f"join refused: HTTP {joined.status_code} {joined.text[:200]}")
+            raise UiError(f"join refused: HTTP {joined.status_code} {joined.text[:200]}", joined.status_code)
         answer = asyncio.get_running_loop().create_future()
         self._waiting[joined.json()["event_id"]] = answer
         if self._reader is None or self._reader.done():

@@ -3,7 +3,8 @@
 Gradio reads and JSON-decodes a whole request body before any app code sees it, so a per-field
 size check in the app comes too late: a 500 MB body has already cost its memory. This ASGI
 middleware answers ``413`` as soon as the declared ``Content-Length`` is over the cap, and for
-bodies without one (chunked) as soon as the bytes received pass it.
+bodies without one (chunked) as soon as the bytes received pass it. :class:`RateLimit` answers
+``429`` to a client (address + page session) that sends events faster than a person can draw.
 
     FastAPI(middleware=[Middleware(BodySizeLimit, max_bytes=4_000_000)])
 """
@@ -11,6 +12,10 @@ bodies without one (chunked) as soon as the bytes received pass it.
 from __future__ import annotations
 
 import json
+import math
+import re
+import time
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
@@ -21,12 +26,39 @@ Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 
-async def plain_response(send: Send, status: int, text: str) -> None:
-    """Answer with ``status`` and a short plain-text body."""
+async def plain_response(send: Send, status: int, text: str, content_type: bytes = b"text/plain; charset=utf-8",
+                         headers: tuple[tuple[bytes, bytes], ...] = ()) -> None:  # fmt: skip
+    """Answer with ``status`` and a short body (plain text unless ``content_type`` says otherwise)."""
     body = text.encode()
-    headers = [(b"content-type", b"text/plain; charset=utf-8"), (b"content-length", str(len(body)).encode())]
-    await send({"type": "http.response.start", "status": status, "headers": headers})
+    head = [(b"content-type", content_type), (b"content-length", str(len(body)).encode()), *headers]
+    await send({"type": "http.response.start", "status": status, "headers": head})
     await send({"type": "http.response.body", "body": body})
+
+
+async def read_body(receive: Receive) -> bytes | None:
+    """The whole request body (None when the client went away first)."""
+    chunks, more = [], True
+    while more:
+        message = await receive()
+        if message["type"] != "http.request":
+            return None
+        chunks.append(message.get("body", b""))
+        more = message.get("more_body", False)
+    return b"".join(chunks)
+
+
+def replaying(body: bytes, receive: Receive) -> Receive:
+    """A ``receive`` that hands the app ``body`` (already read) in one message, then defers to ``receive``."""
+    replayed = False
+
+    async def replay() -> Message:
+        nonlocal replayed
+        if not replayed:
+            replayed = True
+            return {"type": "http.request", "body": body, "more_body": False}
+        return await receive()
+
+    return replay
 
 
 class BodyTooLarge(Exception):
@@ -114,28 +146,14 @@ class StructuredInputLimit:
         if scope["type"] != "http" or scope.get("method") != "POST" or scope.get("path") not in self.paths:
             await self.app(scope, receive, send)
             return
-        chunks, more = [], True
-        while more:
-            message = await receive()
-            if message["type"] != "http.request":
-                return  # the client went away
-            chunks.append(message.get("body", b""))
-            more = message.get("more_body", False)
-        body = b"".join(chunks)
+        body = await read_body(receive)
+        if body is None:
+            return  # the client went away
         if self._too_structured(body):
             await plain_response(send, 413, f"event inputs hold over {self.max_bytes} bytes of nested JSON: "
                                  "send large values as JSON text")  # fmt: skip
             return
-        replayed = False
-
-        async def replay() -> Message:
-            nonlocal replayed
-            if not replayed:
-                replayed = True
-                return {"type": "http.request", "body": body, "more_body": False}
-            return await receive()
-
-        await self.app(scope, replay, send)
+        await self.app(scope, replaying(body, receive), send)
 
     def _too_structured(self, body: bytes) -> bool:
         try:
@@ -147,3 +165,82 @@ class StructuredInputLimit:
         values = request.get("data") if isinstance(request.get("data"), list) else []
         nested = [v for v in [*values, request.get("event_data")] if isinstance(v, list | dict)]
         return any(len(json.dumps(v, separators=(",", ":"))) > self.max_bytes for v in nested)
+
+
+# Defaults of the app's rate limit, per browser tab. Replayed through this bucket, none of 9,570
+# Quick, Draw! drawings with real timing (one request per stroke) is refused: the busiest (55 strokes
+# in 20 s, 14 in one second) keeps 15 tokens. Strokes every 150 ms (the fastest pen-up gap, p10)
+# pass up to 56 in a row, more than any of those drawings has; a client that keeps sending 4 events
+# a second gets 2 a second through once its first 40 are spent.
+RATE_BURST = 40
+RATE_PER_S = 2.0
+
+SESSION_KEY = b'"session_hash"'
+SESSION_VALUE = re.compile(rb'\s*:\s*"([^"\\]{1,128})"')
+
+
+def session_of(body: bytes) -> str | None:
+    """The ``session_hash`` of a Gradio request body, found without parsing the body.
+
+    Inside a JSON string every quote is escaped, so an unescaped ``"session_hash"`` is a key. A body
+    with none, or with two (a nested copy planted to use another tab's bucket), has no session: None.
+    """
+    found, at = -1, body.find(SESSION_KEY)
+    while at != -1:
+        if at == 0 or body[at - 1] != ord("\\"):
+            if found != -1:
+                return None
+            found = at
+        at = body.find(SESSION_KEY, at + 1)
+    match = SESSION_VALUE.match(body, found + len(SESSION_KEY)) if found != -1 else None
+    return match.group(1).decode("utf-8", "replace") if match else None
+
+
+class RateLimit:
+    """ASGI middleware: a token bucket per client (address + page session) on the routes that run work.
+
+    Each POST to a path starting with one of ``paths`` takes a token from its client's bucket, which
+    holds ``burst`` tokens and refills at ``per_s`` a second. With none left the answer is ``429``
+    with ``Retry-After`` and a JSON ``detail`` (the message the Gradio page shows), before anything
+    parses the body or the event reaches the queue. The session is the body's ``session_hash`` (one
+    per browser tab), so people behind one address (a lab, a proxy) each get their own bucket;
+    requests without one share their address's. At most ``max_clients`` buckets are kept, the least
+    recently used dropped first (its client starts again with a full bucket).
+    """
+
+    def __init__(self, app: ASGIApp, paths: tuple[str, ...], per_s: float, burst: int, max_clients: int = 10_000,
+                 clock: Callable[[], float] = time.monotonic) -> None:  # fmt: skip
+        if not per_s > 0 or burst < 1 or max_clients < 1:
+            raise ValueError(f"need per_s > 0, burst >= 1, max_clients >= 1; got {per_s}, {burst}, {max_clients}")
+        self.app, self.paths, self.clock = app, tuple(paths), clock
+        self.per_s, self.burst, self.max_clients = float(per_s), int(burst), int(max_clients)
+        self.buckets: OrderedDict[tuple[str, str], tuple[float, float]] = OrderedDict()  # key -> (tokens, time)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if (scope["type"] != "http" or scope.get("method") != "POST"
+                or not str(scope.get("path", "")).startswith(self.paths)):  # fmt: skip
+            await self.app(scope, receive, send)
+            return
+        body = await read_body(receive)
+        if body is None:
+            return  # the client went away
+        address = (scope.get("client") or ("",))[0] or ""
+        wait_s = self.take((address, session_of(body) or ""))
+        if wait_s:
+            message = (f"Too many requests from this page (over {self.burst} in a row or {self.per_s:g} a second "
+                       f"for long): wait {wait_s:.1f} s and try again.")  # fmt: skip
+            await plain_response(send, 429, json.dumps({"detail": message}), b"application/json",
+                                 ((b"retry-after", str(max(1, math.ceil(wait_s))).encode()),))  # fmt: skip
+            return
+        await self.app(scope, replaying(body, receive), send)
+
+    def take(self, key: tuple[str, str]) -> float:
+        """Take a token from ``key``'s bucket: 0.0 when there was one, else the seconds until there is."""
+        now = self.clock()
+        tokens, stamp = self.buckets.pop(key, (float(self.burst), now))
+        tokens = min(float(self.burst), tokens + (now - stamp) * self.per_s)
+        wait_s = 0.0 if tokens >= 1 else (1 - tokens) / self.per_s
+        self.buckets[key] = (tokens - 1 if not wait_s else tokens, now)
+        if len(self.buckets) > self.max_clients:
+            self.buckets.popitem(last=False)
+        return wait_s

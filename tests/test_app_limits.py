@@ -13,6 +13,7 @@ import pytest
 
 from bench.app_client import ApiError, call_rank
 from bench.ui_client import UiApp, UiError, UiSession
+from retrieval.request_limits import RATE_BURST
 from tests.app_server import running_app
 
 SKETCH = {"canvas": {"width": 400, "height": 400},
@@ -68,3 +69,28 @@ def test_the_event_queue_is_capped_and_the_server_keeps_serving(app):
     with httpx.Client(trust_env=False) as client:
         answer = call_rank(client, url, payload, k=3)
     assert len(answer["ids"]) == 3 and "batch_size" not in answer, "the API in study mode shows no other sessions"
+
+
+def test_a_tab_flooding_events_gets_429_with_retry_after_and_other_tabs_are_served(app):
+    """Study mode turns the per-tab rate limit on by default: the flood is refused at the door."""
+    url, _ = app
+
+    async def flood() -> tuple[list[httpx.Response], httpx.Response]:
+        async with httpx.AsyncClient(trust_env=False) as client:
+            ui = await UiApp.connect(client, url)
+            stroke = ui.event("es-canvas", "stroke_end")
+
+            def join(session: str):
+                body = {"data": ["{}", None], "event_data": None, "fn_index": stroke.fn_index,
+                        "trigger_id": stroke.trigger_id, "session_hash": session}  # fmt: skip
+                return client.post(f"{url}/gradio_api/queue/join", json=body, timeout=30)
+
+            answers = await asyncio.gather(*(join("flood") for _ in range(2 * RATE_BURST)))
+            return answers, await join("another-tab")
+
+    answers, other = asyncio.run(flood())
+    codes = [a.status_code for a in answers]
+    refused = [a for a in answers if a.status_code == 429]
+    assert len(answers) - len(refused) >= RATE_BURST and len(refused) >= RATE_BURST // 2, codes
+    assert int(refused[0].headers["retry-after"]) >= 1 and "Too many requests" in refused[0].json()["detail"]
+    assert other.status_code != 429, "another tab has its own bucket"
