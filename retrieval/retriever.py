@@ -25,6 +25,7 @@ from retrieval.formats.stroke_json import StrokeLimits, StrokePayloadError, pars
 from retrieval.gallery import Gallery, open_gallery
 from retrieval.index import PhotoIndex
 from retrieval.raster import render
+from retrieval.shards import ShardedIndex
 from retrieval.sketch import Sketch
 
 SketchInput = Sketch | Mapping[str, Any] | str | bytes | bytearray  # a Sketch or a stroke-JSON payload
@@ -68,7 +69,8 @@ class Retriever:
 
     Args:
         encoder: the model; rasters are rendered at ``meta["raster_size"]`` / ``meta["line_width"]``.
-        index: photo embeddings made by the same encoder.
+        index: photo embeddings made by the same encoder: one :class:`PhotoIndex`, or a
+            :class:`~retrieval.shards.ShardedIndex` of several (same answers, see retrieval/shards.py).
         photo_lookup: photo id -> something displayable (file path or RGB array), a callable or mapping.
         limits: bounds applied to stroke-JSON payloads (untrusted input).
     """
@@ -76,7 +78,7 @@ class Retriever:
     def __init__(
         self,
         encoder: Encoder,
-        index: PhotoIndex,
+        index: PhotoIndex | ShardedIndex,
         photo_lookup: PhotoLookup | None = None,
         limits: StrokeLimits = StrokeLimits(),
     ) -> None:
@@ -189,10 +191,9 @@ class Retriever:
         t = time.perf_counter()
         ranked: dict[int, tuple[list[str], list[float], int | None]] = {}
         if queries is not None:
-            scores, ids = self.index.search(queries, k)
+            scores, ids, ranks = self.index.search_and_rank(queries, k, [targets[i] for i in todo])
             for row, i in enumerate(todo):
-                target_rank = None if targets[i] is None else self.index.rank_of(queries[row], targets[i])
-                ranked[i] = (ids[row], scores[row, : len(ids[row])].astype(float).tolist(), target_rank)
+                ranked[i] = (ids[row], scores[row, : len(ids[row])].astype(float).tolist(), ranks[row])
         timings["search"] = _ms(t)
         timings["total"] = _ms(start)
 
