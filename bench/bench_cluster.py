@@ -1,0 +1,291 @@
+"""Closed-loop drawing sessions against the single process and the Ray Serve app (1 and 2 replicas).
+
+Each simulated session draws its own procedural sketch of a distinct photo, at human times: it
+sends the sketch so far when a stroke ends, waits for the answer (closed loop), then waits the
+next pen-up gap plus stroke duration (Quick-Draw-calibrated, as bench_concurrency.py) before the
+next stroke. Every stroke asks for the exact rank of the session's own photo.
+
+Servers, each started fresh in its own process group and measured at 10, 25 and 50 sessions:
+
+* ``single``: ``app.py`` with default flags (Gradio queue + RankBatcher), ``POST /gradio_api/call/rank``.
+* ``ray-1`` / ``ray-2``: ``python -m retrieval.serve_ray --replicas N --shards 2``, ``POST /rank``.
+
+Warm-up strokes run before each measured load and are reported apart, as is each server's
+start-up time. Every answer is checked against the single-process library answer for the same
+sketch (ids, scores from the session's own embedding, target rank). The load generator's CPU
+time is reported per run: on 2 cores it competes with the servers.
+
+    .venv/bin/python bench/bench_cluster.py                          # ~5 min on 2 cores once the gallery is cached
+    .venv/bin/python bench/bench_cluster.py --users 10 --servers single,ray-1 --gallery-size 1000
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import resource
+import subprocess
+import sys
+import time
+from collections import Counter
+from collections.abc import Awaitable, Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import bench_concurrency as concurrency  # noqa: E402
+from app_client import LOCALHOST, ApiError, call_rank_async, free_port, running_app, stop_process  # noqa: E402
+from common import (  # noqa: E402
+    BENCH_CACHE,
+    DEFAULT_MODEL,
+    ROOT,
+    command_line,
+    header_lines,
+    machine_info,
+    model_label,
+    percentiles,
+    save_plot,
+    use_agg,
+    versions,
+    write_results,
+)
+
+from retrieval.cli import parse_config  # noqa: E402
+from retrieval.serve_client import rank_request  # noqa: E402
+
+Sender = Callable[..., Awaitable[dict]]
+
+
+@dataclass
+class Config:
+    """Benchmark settings."""
+
+    users: tuple[int, ...] = (10, 25, 50)
+    """simultaneous sessions per measured load (each server is measured at every count)"""
+    servers: str = "single,ray-1,ray-2"
+    """which servers to measure: single (app.py), ray-N (Ray Serve, N encoder replicas)"""
+    shards: int = 2
+    """index shards of the Ray app"""
+    strokes: int = 6
+    """strokes per session"""
+    gallery_size: int = 10_000
+    """procedural photos in the gallery"""
+    k: int = 10
+    """photos asked for per stroke"""
+    warmup_sessions: int = 10
+    """sessions x 2 strokes sent to each server before its measured loads (reported apart)"""
+    max_s: float = 60.0
+    """cap on one measured load"""
+    pace: float = 1.0
+    """drawing speed (human times divided by this)"""
+    model: Path = DEFAULT_MODEL
+    cache_dir: Path = BENCH_CACHE
+    seed: int = 0
+    name: str = "cluster"
+
+
+# --- servers -----------------------------------------------------------------------------------
+@contextmanager
+def serve_cluster(replicas: int, shards: int, cfg: Config) -> Iterator[str]:
+    """``python -m retrieval.serve_ray`` in its own process group; yields its base URL once deployed."""
+    port = free_port()
+    log = cfg.cache_dir / f"serve-{port}.log"
+    log.parent.mkdir(parents=True, exist_ok=True)
+    cmd = [sys.executable, "-m", "retrieval.serve_ray", "--replicas", str(replicas), "--shards", str(shards),
+           "--gallery-size", str(cfg.gallery_size), "--cache-dir", str(cfg.cache_dir), "--model", str(cfg.model),
+           "--port", str(port)]  # fmt: skip
+    with open(log, "wb") as out:
+        proc = subprocess.Popen(cmd, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
+                                env={**os.environ, "NO_PROXY": LOCALHOST, "PYTHONUNBUFFERED": "1"})  # fmt: skip
+    try:
+        deadline = time.monotonic() + 600
+        while "EarlySketch on Ray Serve" not in log.read_text(errors="replace"):
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"serve_ray did not come up (exit {proc.poll()}):\n{log.read_text()[-3000:]}")
+            time.sleep(0.5)
+        yield f"http://{LOCALHOST}:{port}"
+    finally:
+        proc.send_signal(2)  # SIGINT: serve.shutdown() + ray.shutdown() in serve_ray.main
+        try:
+            proc.wait(30)
+        except subprocess.TimeoutExpired:
+            stop_process(proc)
+
+
+@contextmanager
+def server(name: str, cfg: Config) -> Iterator[tuple[str, Sender, float]]:
+    """(base URL, request sender, start-up seconds) of the server ``name``."""
+    start = time.perf_counter()
+    if name == "single":
+        args = ["--gallery-size", str(cfg.gallery_size), "--cache-dir", str(cfg.cache_dir), "--model", str(cfg.model)]
+        with running_app(args) as app:
+            yield app.url, call_rank_async, time.perf_counter() - start
+        return
+    replicas = int(re.fullmatch(r"ray-(\d+)", name).group(1))  # type: ignore[union-attr]
+    with serve_cluster(replicas, cfg.shards, cfg) as url:
+        yield url, call_serve_async, time.perf_counter() - start
+
+
+async def call_serve_async(client, url: str, sketch: str, k: int, target_id: str | None, timeout_s: float) -> dict:
+    response = await client.post(f"{url}/rank", json=rank_request(sketch, k, target_id), timeout=timeout_s)
+    if response.status_code != 200:
+        raise ApiError(f"HTTP {response.status_code}: {response.text[:300]}")
+    return response.json()
+
+
+# --- load ----------------------------------------------------------------------------------------
+async def closed_loop(sessions, url: str, send: Sender, cfg: Config, index) -> list[dict]:
+    """Every session draws its strokes; each stroke waits for the previous answer plus think time."""
+    import httpx
+
+    rows: list[dict] = []
+    t0 = time.perf_counter() + 0.2
+
+    async def one(s) -> None:
+        async with httpx.AsyncClient(trust_env=False) as client:
+            await asyncio.sleep(max(0.0, t0 + s.send_at_s[0] - time.perf_counter()))
+            for i, payload in enumerate(s.payloads):
+                if i:
+                    await asyncio.sleep(s.send_at_s[i] - s.send_at_s[i - 1])  # pen-up gap + next stroke
+                start = time.perf_counter()
+                row = {"user": s.user, "stroke": i, "sent_s": start - t0}
+                try:
+                    answer = await send(client, url, payload, cfg.k, s.photo_id, timeout_s=cfg.max_s)
+                    row.update(latency_ms=(time.perf_counter() - start) * 1e3, batch_size=int(answer["batch_size"]),
+                               server_ms=float(answer["timings_ms"]["total"]),
+                               check=concurrency.check_answer(s, i, answer, index, 1e-4),
+                               rank_ok=answer["target_rank"] == s.expected_ranks[i])  # fmt: skip
+                except (ApiError, httpx.HTTPError, KeyError, ValueError) as exc:
+                    row["error"] = f"{type(exc).__name__}: {exc}"[:300]
+                rows.append(row)
+
+    try:
+        await asyncio.wait_for(asyncio.gather(*(one(s) for s in sessions)), timeout=cfg.max_s)
+    except TimeoutError:
+        pass
+    return rows
+
+
+def measure(sessions, url: str, send: Sender, cfg: Config, index) -> dict:
+    """One load: rows plus wall time and the load generator's own CPU seconds."""
+    cpu = resource.getrusage(resource.RUSAGE_SELF)
+    start = time.perf_counter()
+    rows = asyncio.run(closed_loop(sessions, url, send, cfg, index))
+    after = resource.getrusage(resource.RUSAGE_SELF)
+    wall = time.perf_counter() - start
+    return {"rows": rows, "wall_s": wall, "client_cpu_s": after.ru_utime + after.ru_stime - cpu.ru_utime - cpu.ru_stime,
+            "expected": sum(len(s.payloads) for s in sessions), "load_avg": os.getloadavg()[0]}  # fmt: skip
+
+
+def summary(run: dict) -> dict:
+    ok = [r for r in run["rows"] if "latency_ms" in r]
+    return {
+        "latency": percentiles([r["latency_ms"] for r in ok]),
+        "server": percentiles([r["server_ms"] for r in ok]),
+        "throughput": len(ok) / max(run["wall_s"], 1e-9),
+        "batches": dict(sorted(Counter(r["batch_size"] for r in ok).items())),
+        "errors": len(run["rows"]) - len(ok) + run["expected"] - len(run["rows"]),
+        "checks": {c: sum(r.get("check") == c for r in ok) for c in ("exact", "equivalent", "mixup")},
+        "rank_ok": sum(bool(r.get("rank_ok")) for r in ok),
+        "n": len(ok),
+    }
+
+
+# --- report --------------------------------------------------------------------------------------
+def table(results: dict) -> list[str]:
+    lines = [
+        "| server | sessions | strokes | throughput strokes/s | p50 ms | p95 ms | p99 ms | server p50 / p95 ms | "
+        "strokes per forward: count | answers exact / equiv. / mix-up | target rank equal | errors | "
+        "load-gen CPU % of 2 cores | load avg after |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---|---:|---:|---:|---:|---:|",
+    ]
+    for name, res in results.items():
+        for users, run in res["runs"].items():
+            st, lat = summary(run), summary(run)["latency"]
+            hist = ", ".join(f"{b}: {n}" for b, n in st["batches"].items())
+            c = st["checks"]
+            lines.append(
+                f"| {name} | {users} | {st['n']} | {st['throughput']:.1f} | {lat['p50']:.1f} | {lat['p95']:.1f} | "
+                f"{lat['p99']:.1f} | {st['server']['p50']:.1f} / {st['server']['p95']:.1f} | {hist} | "
+                f"{c['exact']} / {c['equivalent']} / {c['mixup']} | {st['rank_ok']} / {st['n']} | {st['errors']} | "
+                f"{100 * run['client_cpu_s'] / max(run['wall_s'], 1e-9) / (os.cpu_count() or 1):.0f} | "
+                f"{run['load_avg']:.2f} |"
+            )
+    return lines
+
+
+def report(results: dict, cfg: Config, machine: dict, command: str, n_strokes: int) -> None:
+    lines = header_lines("Closed-loop sessions: single process vs Ray Serve", command, machine)
+    ray_version = versions(("ray",)).get("ray", "not installed")
+    lines += [
+        f"- ray {ray_version}; model: {model_label(cfg.model)}; gallery: {cfg.gallery_size:,} procedural photos; "
+        f"k={cfg.k}; every stroke asks the exact rank of the session's own photo",
+        f"- load: closed loop, {cfg.strokes} strokes per session at human times x{cfg.pace:g} (answer, then pen-up "
+        f"gap + next stroke); cap {cfg.max_s:.0f} s per load; {n_strokes} stroke states checked",
+        f"- Ray app: {cfg.shards} index shards, encoder replicas as named, @serve.batch max 8, no batch wait",
+        "- every server starts fresh in its own process group; the load generator (this process) runs on the "
+        "same 2 cores (its CPU share is a column)",
+        "",
+        "| server | start-up s | warm-up strokes | warm-up p50 / p95 ms |",
+        "|---|---:|---:|---:|",
+        *(
+            f"| {name} | {res['startup_s']:.1f} | {summary(res['warmup'])['n']} | "
+            f"{summary(res['warmup'])['latency']['p50']:.1f} / {summary(res['warmup'])['latency']['p95']:.1f} |"
+            for name, res in results.items()
+        ),  # fmt: skip
+        "",
+        *table(results),
+        "",
+        "Answers: `exact` = same ids as the single-process library; `equivalent` = same scores from the "
+        "session's own embedding within 1e-4, near-tied order; target rank equal = the exact rank equals the "
+        "library's for that sketch (a batched forward can move a score by float noise).",
+    ]
+    raw = {name: {"startup_s": r["startup_s"], "warmup": r["warmup"], "runs": {str(u): v for u, v in r["runs"].items()}}
+           for name, r in results.items()}  # fmt: skip
+    write_results(cfg.name, lines, [], {"results": raw, "config": {k: str(v) for k, v in vars(cfg).items()}}, machine)
+    use_agg()
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4))
+    for name, res in results.items():
+        users = sorted(res["runs"])
+        ax.plot(users, [summary(res["runs"][u])["latency"]["p95"] for u in users], marker="o", label=f"{name} p95")
+        ax.plot(users, [summary(res["runs"][u])["latency"]["p50"] for u in users], ls="--", marker=".",
+                label=f"{name} p50")  # fmt: skip
+    ax.set(xlabel="concurrent sessions", ylabel="per-stroke latency ms", title="closed-loop sessions, 2 cores")
+    ax.legend(fontsize=7)
+    save_plot(fig, cfg.name)
+
+
+def main(argv: list[str] | None = None) -> None:
+    cfg = parse_config(Config, argv, __doc__)
+    machine = machine_info()
+    base = concurrency.Config(users=max(cfg.users), strokes=cfg.strokes, gallery_size=cfg.gallery_size, k=cfg.k,
+                              pace=cfg.pace, model=cfg.model, cache_dir=cfg.cache_dir, seed=cfg.seed)  # fmt: skip
+    sessions = concurrency.make_sessions(base, np.random.default_rng(cfg.seed))
+    index = concurrency.expected_rankings(sessions, base)
+    for s in sessions:
+        s.expected_ranks = index.ranks_of(s.embeddings, [s.photo_id] * len(s.payloads)).tolist()
+    warm = concurrency.make_sessions(replace(base, users=cfg.warmup_sessions, strokes=2),
+                                     np.random.default_rng(cfg.seed + 1))  # fmt: skip
+    concurrency.expected_rankings(warm, base)
+    for s in warm:
+        s.expected_ranks = index.ranks_of(s.embeddings, [s.photo_id] * len(s.payloads)).tolist()
+    results = {}
+    for name in [n.strip() for n in cfg.servers.split(",") if n.strip()]:
+        with server(name, cfg) as (url, send, startup_s):
+            print(f"{name} ready at {url} in {startup_s:.1f} s; load average {os.getloadavg()[0]:.2f}", flush=True)
+            results[name] = {"startup_s": startup_s, "warmup": measure(warm, url, send, cfg, index), "runs": {}}
+            for users in cfg.users:
+                results[name]["runs"][users] = measure(sessions[:users], url, send, cfg, index)
+                print(f"  {users} sessions: p95 {summary(results[name]['runs'][users])['latency']['p95']:.0f} ms",
+                      flush=True)  # fmt: skip
+    report(results, cfg, machine, command_line(__file__, argv), sum(len(s.payloads) for s in sessions))
+
+
+if __name__ == "__main__":
+    main()
