@@ -36,6 +36,7 @@ from retrieval.formats.stroke_json import StrokePayloadError, parse_stroke_json 
 from retrieval.gallery import Gallery, default_cache_dir, model_hash, open_gallery  # noqa: E402
 from retrieval.index import set_faiss_threads  # noqa: E402
 from retrieval.retriever import Retriever  # noqa: E402
+from retrieval.serve_client import ServeRanker  # noqa: E402
 from retrieval.sketch import Sketch  # noqa: E402
 from retrieval.study import DrawingSession, StudyConfig  # noqa: E402
 from retrieval.study_log import StudyLog  # noqa: E402
@@ -70,6 +71,7 @@ class AppConfig:
     threads: int = 1  # torch + faiss threads per ranking job (measured: 1 beats 2 under concurrent sessions)
     concurrency: int = 2  # ranking jobs run at once (across sessions)
     batch: int = 8  # most concurrent strokes encoded in one forward (1 = no cross-session batching)
+    serve_url: str = ""  # rank on a Ray Serve app (make serve-cluster), e.g. http://127.0.0.1:8000; "" = in process
     warnings: list[str] = field(default_factory=list)
 
 
@@ -103,7 +105,7 @@ _CHOICES = {"mode": ["free", "study", "demo"]}
 @dataclass(frozen=True)
 class Backend:
     retriever: Retriever
-    ranker: Retriever | RankBatcher  # the per-stroke call; a RankBatcher shares forwards across sessions
+    ranker: Retriever | RankBatcher | ServeRanker  # the per-stroke call (RankBatcher: shared forwards)
     gallery: Gallery
     ids: tuple[str, ...]
     thumbs: Path
@@ -172,7 +174,10 @@ def load_backend(config: AppConfig) -> Backend:
     thumbs.mkdir(parents=True, exist_ok=True)
     retriever = Retriever(encoder, gallery.index)
     retriever.rank(Sketch((np.array([[10.0, 10.0, 0.0], [200.0, 180.0, 50.0]]),)), k=1)  # warm-up: first stroke fast
-    ranker = RankBatcher(retriever, config.batch, workers=config.concurrency) if config.batch > 1 else retriever
+    if config.serve_url:  # the cluster batches (@serve.batch) and searches its shards: docs/scaling.md
+        ranker = ServeRanker(config.serve_url)
+    else:
+        ranker = RankBatcher(retriever, config.batch, workers=config.concurrency) if config.batch > 1 else retriever
     return Backend(retriever, ranker, gallery, tuple(gallery.index.ids), thumbs.resolve(), model_hash(encoder),
                    code_version(), tuple(notices))  # fmt: skip
 
