@@ -24,7 +24,6 @@ from __future__ import annotations
 import asyncio
 import os
 import re
-import resource
 import subprocess
 import sys
 import time
@@ -44,6 +43,7 @@ from common import (  # noqa: E402
     DEFAULT_MODEL,
     ROOT,
     command_line,
+    cpu_seconds,
     header_lines,
     machine_info,
     model_label,
@@ -172,12 +172,9 @@ async def closed_loop(sessions, url: str, send: Sender, cfg: Config, index) -> l
 
 def measure(sessions, url: str, send: Sender, cfg: Config, index) -> dict:
     """One load: rows plus wall time and the load generator's own CPU seconds."""
-    cpu = resource.getrusage(resource.RUSAGE_SELF)
-    start = time.perf_counter()
+    cpu, start = cpu_seconds(), time.perf_counter()
     rows = asyncio.run(closed_loop(sessions, url, send, cfg, index))
-    after = resource.getrusage(resource.RUSAGE_SELF)
-    wall = time.perf_counter() - start
-    return {"rows": rows, "wall_s": wall, "client_cpu_s": after.ru_utime + after.ru_stime - cpu.ru_utime - cpu.ru_stime,
+    return {"rows": rows, "wall_s": time.perf_counter() - start, "client_cpu_s": cpu_seconds() - cpu,
             "expected": sum(len(s.payloads) for s in sessions), "load_avg": os.getloadavg()[0]}  # fmt: skip
 
 
