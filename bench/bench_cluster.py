@@ -45,10 +45,12 @@ from common import (  # noqa: E402
     command_line,
     cpu_seconds,
     header_lines,
+    load_encoder,
     machine_info,
     model_label,
     percentiles,
     save_plot,
+    time_calls,
     use_agg,
     versions,
     write_results,
@@ -85,6 +87,8 @@ class Config:
     model: Path = DEFAULT_MODEL
     cache_dir: Path = BENCH_CACHE
     seed: int = 0
+    base_commit: str = ""
+    """if set, time the in-process Retriever.rank of this commit against this tree's, alternating (laptop path)"""
     name: str = "cluster"
 
 
@@ -192,6 +196,61 @@ def summary(run: dict) -> dict:
     }
 
 
+def encoder_batch_costs(cfg: Config, sizes=(1, 2, 4, 8), reps: int = 30) -> dict[int, dict]:
+    """Forward p50/p95 (ms) of the served encoder (channels_last, 1 thread) at each batch size: the
+    capacity plan's cost per stroke (docs/scaling.md)."""
+    import torch
+
+    from retrieval.procedural import generate_sketch
+
+    torch.set_num_threads(1)
+    encoder = load_encoder(cfg.model, channels_last=True)
+    rasters = np.stack([encoder.render(generate_sketch(cfg.seed, i, 0).first_fraction(0.5)) for i in range(max(sizes))])
+    return {b: percentiles(time_calls(lambda b=b: encoder.embed_sketches(rasters[:b]), reps)) for b in sizes}
+
+
+def laptop_ratio(cfg: Config, sessions, reps: int = 3) -> dict:
+    """Per-stroke ``Retriever.rank`` of ``cfg.base_commit``'s retriever.py against this tree's, on the
+    same encoder, index and strokes, alternating call by call: p50s, their ratio, identical answers."""
+    import importlib.util
+    import tempfile
+
+    import torch
+
+    from retrieval.gallery import open_gallery
+    from retrieval.retriever import Retriever
+
+    source = subprocess.run(["git", "show", f"{cfg.base_commit}:retrieval/retriever.py"], cwd=ROOT, check=True,
+                            capture_output=True, text=True).stdout  # fmt: skip
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "retriever_base.py"
+        path.write_text(source)
+        spec = importlib.util.spec_from_file_location("retriever_base", path)
+        base_module = importlib.util.module_from_spec(spec)  # type: ignore[arg-type]
+        sys.modules["retriever_base"] = base_module  # dataclasses look their module up
+        spec.loader.exec_module(base_module)  # type: ignore[union-attr]
+    torch.set_num_threads(1)
+    encoder = load_encoder(cfg.model, channels_last=True)
+    index = open_gallery(encoder, f"procedural:photos={cfg.gallery_size}", cfg.cache_dir).index
+    new, base = Retriever(encoder, index), base_module.Retriever(encoder, index)
+    times: dict[str, list[float]] = {"base": [], "new": []}
+    same = total = 0
+    for _ in range(reps):
+        for s in sessions:
+            for payload in s.payloads:
+                answers = {}
+                for name, retriever in (("base", base), ("new", new)) if total % 2 else (("new", new), ("base", base)):
+                    start = time.perf_counter()
+                    answers[name] = retriever.rank(payload, cfg.k, s.photo_id)
+                    times[name].append((time.perf_counter() - start) * 1e3)
+                a, b = answers["base"], answers["new"]
+                same += (a.ids, a.scores, a.target_rank) == (b.ids, b.scores, b.target_rank)
+                total += 1
+    p50 = {name: percentiles(t)["p50"] for name, t in times.items()}
+    return {"base_p50_ms": p50["base"], "new_p50_ms": p50["new"], "ratio": p50["new"] / p50["base"],
+            "identical": same, "strokes": total, "base_commit": cfg.base_commit}  # fmt: skip
+
+
 # --- report --------------------------------------------------------------------------------------
 def table(results: dict) -> list[str]:
     lines = [
@@ -215,7 +274,9 @@ def table(results: dict) -> list[str]:
     return lines
 
 
-def report(results: dict, cfg: Config, machine: dict, command: str, n_strokes: int) -> None:
+def report(
+    results: dict, costs: dict, laptop: dict | None, cfg: Config, machine: dict, command: str, n_strokes: int
+) -> None:
     lines = header_lines("Closed-loop sessions: single process vs Ray Serve", command, machine)
     ray_version = versions(("ray",)).get("ray", "not installed")
     lines += [
@@ -235,13 +296,31 @@ def report(results: dict, cfg: Config, machine: dict, command: str, n_strokes: i
             for name, res in results.items()
         ),  # fmt: skip
         "",
+        "Encoder forward alone (this process, channels_last, 1 torch thread, 30 calls after 3 warm-up):",
+        "",
+        "| strokes per forward | p50 ms | p95 ms | p50 ms per stroke |",
+        "|---:|---:|---:|---:|",
+        *(f"| {b} | {c['p50']:.2f} | {c['p95']:.2f} | {c['p50'] / b:.2f} |" for b, c in costs.items()),
+        "",
+        *(
+            [
+                f"Laptop path (`Retriever.rank` in process, {laptop['strokes']} strokes with a target, alternating): "
+                f"commit {laptop['base_commit']} p50 {laptop['base_p50_ms']:.2f} ms, this tree {laptop['new_p50_ms']:.2f} ms, "
+                f"ratio x{laptop['ratio']:.3f}; identical answers (ids, scores, rank) {laptop['identical']} / "
+                f"{laptop['strokes']}.",
+                "",
+            ]
+            if laptop
+            else []
+        ),  # fmt: skip
         *table(results),
         "",
         "Answers: `exact` = same ids as the single-process library; `equivalent` = same scores from the "
         "session's own embedding within 1e-4, near-tied order; target rank equal = the exact rank equals the "
         "library's for that sketch (a batched forward can move a score by float noise).",
     ]
-    raw = {name: {"startup_s": r["startup_s"], "warmup": r["warmup"], "runs": {str(u): v for u, v in r["runs"].items()}}
+    raw = {"encoder_batch_ms": costs, "laptop": laptop}
+    raw |= {name: {"startup_s": r["startup_s"], "warmup": r["warmup"], "runs": {str(u): v for u, v in r["runs"].items()}}
            for name, r in results.items()}  # fmt: skip
     write_results(cfg.name, lines, [], {"results": raw, "config": {k: str(v) for k, v in vars(cfg).items()}}, machine)
     use_agg()
@@ -272,6 +351,8 @@ def main(argv: list[str] | None = None) -> None:
     concurrency.expected_rankings(warm, base)
     for s in warm:
         s.expected_ranks = index.ranks_of(s.embeddings, [s.photo_id] * len(s.payloads)).tolist()
+    costs = encoder_batch_costs(cfg)
+    laptop = laptop_ratio(cfg, sessions) if cfg.base_commit else None
     results = {}
     for name in [n.strip() for n in cfg.servers.split(",") if n.strip()]:
         with server(name, cfg) as (url, send, startup_s):
@@ -281,7 +362,7 @@ def main(argv: list[str] | None = None) -> None:
                 results[name]["runs"][users] = measure(sessions[:users], url, send, cfg, index)
                 print(f"  {users} sessions: p95 {summary(results[name]['runs'][users])['latency']['p95']:.0f} ms",
                       flush=True)  # fmt: skip
-    report(results, cfg, machine, command_line(__file__, argv), sum(len(s.payloads) for s in sessions))
+    report(results, costs, laptop, cfg, machine, command_line(__file__, argv), sum(len(s.payloads) for s in sessions))
 
 
 if __name__ == "__main__":
