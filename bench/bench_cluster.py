@@ -94,8 +94,8 @@ class Config:
 
 # --- servers -----------------------------------------------------------------------------------
 @contextmanager
-def serve_cluster(replicas: int, shards: int, cfg: Config) -> Iterator[str]:
-    """``python -m retrieval.serve_ray`` in its own process group; yields its base URL once deployed."""
+def serve_cluster(replicas: int, shards: int, cfg: Config) -> Iterator[tuple[str, int]]:
+    """``python -m retrieval.serve_ray`` in its own process group; yields (base URL, pid) once deployed."""
     port = free_port()
     log = cfg.cache_dir / f"serve-{port}.log"
     log.parent.mkdir(parents=True, exist_ok=True)
@@ -111,7 +111,7 @@ def serve_cluster(replicas: int, shards: int, cfg: Config) -> Iterator[str]:
             if proc.poll() is not None or time.monotonic() > deadline:
                 raise RuntimeError(f"serve_ray did not come up (exit {proc.poll()}):\n{log.read_text()[-3000:]}")
             time.sleep(0.5)
-        yield f"http://{LOCALHOST}:{port}"
+        yield f"http://{LOCALHOST}:{port}", proc.pid
     finally:
         proc.send_signal(2)  # SIGINT: serve.shutdown() + ray.shutdown() in serve_ray.main
         try:
@@ -121,17 +121,23 @@ def serve_cluster(replicas: int, shards: int, cfg: Config) -> Iterator[str]:
 
 
 @contextmanager
-def server(name: str, cfg: Config) -> Iterator[tuple[str, Sender, float]]:
-    """(base URL, request sender, start-up seconds) of the server ``name``."""
+def server(name: str, cfg: Config) -> Iterator[tuple[str, Sender, float, float]]:
+    """(base URL, request sender, start-up seconds, resident MiB of its process group) of ``name``."""
     start = time.perf_counter()
     if name == "single":
         args = ["--gallery-size", str(cfg.gallery_size), "--cache-dir", str(cfg.cache_dir), "--model", str(cfg.model)]
         with running_app(args) as app:
-            yield app.url, call_rank_async, time.perf_counter() - start
+            yield app.url, call_rank_async, time.perf_counter() - start, group_rss_mb(app.proc.pid)
         return
     replicas = int(re.fullmatch(r"ray-(\d+)", name).group(1))  # type: ignore[union-attr]
-    with serve_cluster(replicas, cfg.shards, cfg) as url:
-        yield url, call_serve_async, time.perf_counter() - start
+    with serve_cluster(replicas, cfg.shards, cfg) as (url, pid):
+        yield url, call_serve_async, time.perf_counter() - start, group_rss_mb(pid)
+
+
+def group_rss_mb(pgid: int) -> float:
+    """Resident memory (MiB) of every process in the process group ``pgid`` (Ray's daemons included)."""
+    out = subprocess.run(["ps", "-o", "rss=", "-g", str(pgid)], capture_output=True, text=True).stdout
+    return sum(int(x) for x in out.split()) / 1024
 
 
 async def call_serve_async(client, url: str, sketch: str, k: int, target_id: str | None, timeout_s: float) -> dict:
@@ -288,10 +294,10 @@ def report(
         "- every server starts fresh in its own process group; the load generator (this process) runs on the "
         "same 2 cores (its CPU share is a column)",
         "",
-        "| server | start-up s | warm-up strokes | warm-up p50 / p95 ms |",
-        "|---|---:|---:|---:|",
+        "| server | start-up s | resident MiB (all its processes) | warm-up strokes | warm-up p50 / p95 ms |",
+        "|---|---:|---:|---:|---:|",
         *(
-            f"| {name} | {res['startup_s']:.1f} | {summary(res['warmup'])['n']} | "
+            f"| {name} | {res['startup_s']:.1f} | {res['rss_mb']:.0f} | {summary(res['warmup'])['n']} | "
             f"{summary(res['warmup'])['latency']['p50']:.1f} / {summary(res['warmup'])['latency']['p95']:.1f} |"
             for name, res in results.items()
         ),  # fmt: skip
@@ -320,7 +326,7 @@ def report(
         "library's for that sketch (a batched forward can move a score by float noise).",
     ]
     raw = {"encoder_batch_ms": costs, "laptop": laptop}
-    raw |= {name: {"startup_s": r["startup_s"], "warmup": r["warmup"], "runs": {str(u): v for u, v in r["runs"].items()}}
+    raw |= {name: {"startup_s": r["startup_s"], "rss_mb": r["rss_mb"], "warmup": r["warmup"], "runs": {str(u): v for u, v in r["runs"].items()}}
            for name, r in results.items()}  # fmt: skip
     write_results(cfg.name, lines, [], {"results": raw, "config": {k: str(v) for k, v in vars(cfg).items()}}, machine)
     use_agg()
@@ -355,9 +361,14 @@ def main(argv: list[str] | None = None) -> None:
     laptop = laptop_ratio(cfg, sessions) if cfg.base_commit else None
     results = {}
     for name in [n.strip() for n in cfg.servers.split(",") if n.strip()]:
-        with server(name, cfg) as (url, send, startup_s):
+        with server(name, cfg) as (url, send, startup_s, rss_mb):
             print(f"{name} ready at {url} in {startup_s:.1f} s; load average {os.getloadavg()[0]:.2f}", flush=True)
-            results[name] = {"startup_s": startup_s, "warmup": measure(warm, url, send, cfg, index), "runs": {}}
+            results[name] = {
+                "startup_s": startup_s,
+                "rss_mb": rss_mb,
+                "warmup": measure(warm, url, send, cfg, index),
+                "runs": {},
+            }
             for users in cfg.users:
                 results[name]["runs"][users] = measure(sessions[:users], url, send, cfg, index)
                 print(f"  {users} sessions: p95 {summary(results[name]['runs'][users])['latency']['p95']:.0f} ms",
