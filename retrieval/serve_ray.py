@@ -32,14 +32,16 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import ray
-from ray import serve
-from starlette.requests import Request
-from starlette.responses import JSONResponse
 
-from retrieval.formats.stroke_json import StrokePayloadError
-from retrieval.index import PhotoIndex, set_faiss_threads
-from retrieval.shards import ShardAnswer, merge_answers, owner_scores, split_index
+os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")  # before ray starts: Ray reports usage online unless told not to
+import ray  # noqa: E402
+from ray import serve  # noqa: E402
+from starlette.requests import Request  # noqa: E402
+from starlette.responses import JSONResponse  # noqa: E402
+
+from retrieval.formats.stroke_json import StrokePayloadError  # noqa: E402
+from retrieval.index import PhotoIndex, set_faiss_threads  # noqa: E402
+from retrieval.shards import ShardAnswer, merge_answers, owner_scores, split_index  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 APP_NAME = "earlysketch"
@@ -71,6 +73,8 @@ class ServeConfig:
     """HTTP port of the Serve proxy on 127.0.0.1"""
     num_cpus: int = 0
     """CPUs the local Ray head announces (0 = all cores)"""
+    address: str = "local"
+    """"local" starts a fresh Ray head on 127.0.0.1; "auto" joins the cluster of `ray start` on this node"""
 
 
 # --- deployments -----------------------------------------------------------------------------------
@@ -203,14 +207,19 @@ def prepare_shards(cfg: ServeConfig) -> tuple[list[Path], int]:
     return write_shards(gallery.index, cfg.shards, cache / "shards" / key), len(gallery.index)
 
 
-def start_local_cluster(num_cpus: int = 0, port: int = 8000) -> None:
-    """A fresh local Ray head on 127.0.0.1 (no dashboard) and Serve's HTTP proxy on ``port``."""
-    ray.init(
-        address="local", num_cpus=num_cpus or os.cpu_count() or 1, include_dashboard=False,
-        _node_ip_address="127.0.0.1", object_store_memory=256 * 2**20, logging_level="WARNING", log_to_driver=False,
-        runtime_env={"env_vars": {"PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1",
-                                  "GRADIO_ANALYTICS_ENABLED": "False", "HF_HUB_OFFLINE": "1"}},
-    )  # fmt: skip
+def start_local_cluster(num_cpus: int = 0, port: int = 8000, address: str = "local") -> None:
+    """A fresh local Ray head on 127.0.0.1 (no dashboard), or the running cluster at ``address``, and
+    Serve's HTTP proxy on 127.0.0.1:``port``."""
+    env = {"env_vars": {"PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1", "GRADIO_ANALYTICS_ENABLED": "False",
+                        "HF_HUB_OFFLINE": "1"}}  # fmt: skip
+    if address != "local":
+        ray.init(address=address, runtime_env=env, logging_level="WARNING", log_to_driver=False)
+    else:
+        ray.init(
+            address="local", num_cpus=num_cpus or os.cpu_count() or 1, include_dashboard=False,
+            _node_ip_address="127.0.0.1", object_store_memory=256 * 2**20, logging_level="WARNING",
+            log_to_driver=False, runtime_env=env,
+        )  # fmt: skip
     serve.start(http_options={"host": "127.0.0.1", "port": port})
 
 
@@ -232,7 +241,7 @@ def main(argv: list[str] | None = None) -> None:
     cfg = parse_config(ServeConfig, argv, __doc__)
     start = time.perf_counter()
     folders, n = prepare_shards(cfg)
-    start_local_cluster(cfg.num_cpus, cfg.port)
+    start_local_cluster(cfg.num_cpus, cfg.port, cfg.address)
     deploy_s = deploy(cfg, folders, n)
     print(f"EarlySketch on Ray Serve: POST http://127.0.0.1:{cfg.port}/rank ({n:,} photos in {cfg.shards} "
           f"shard(s), {cfg.replicas} encoder replica(s); ready in {time.perf_counter() - start:.1f} s, "
