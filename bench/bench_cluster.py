@@ -22,8 +22,10 @@ time is reported per run: on 2 cores it competes with the servers.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import re
+import signal
 import subprocess
 import sys
 import time
@@ -113,11 +115,13 @@ def serve_cluster(replicas: int, shards: int, cfg: Config) -> Iterator[tuple[str
             time.sleep(0.5)
         yield f"http://{LOCALHOST}:{port}", proc.pid
     finally:
-        proc.send_signal(2)  # SIGINT: serve.shutdown() + ray.shutdown() in serve_ray.main
+        proc.terminate()  # SIGTERM: serve.shutdown() + ray.shutdown() in serve_ray.main
         try:
             proc.wait(30)
         except subprocess.TimeoutExpired:
             stop_process(proc)
+        with contextlib.suppress(ProcessLookupError):  # any Ray agent left in the group we started
+            os.killpg(proc.pid, signal.SIGKILL)
 
 
 @contextmanager

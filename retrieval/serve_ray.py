@@ -26,6 +26,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import os
+import signal
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -242,12 +243,16 @@ def main(argv: list[str] | None = None) -> None:
     start = time.perf_counter()
     folders, n = prepare_shards(cfg)
     start_local_cluster(cfg.num_cpus, cfg.port, cfg.address)
-    deploy_s = deploy(cfg, folders, n)
-    print(f"EarlySketch on Ray Serve: POST http://127.0.0.1:{cfg.port}/rank ({n:,} photos in {cfg.shards} "
-          f"shard(s), {cfg.replicas} encoder replica(s); ready in {time.perf_counter() - start:.1f} s, "
-          f"deploy {deploy_s:.1f} s). Front end: app.py --serve-url http://127.0.0.1:{cfg.port}. Ctrl-C stops.",
-          flush=True)  # fmt: skip
+    # After ray.init, which installs its own fatal-signal handler: SIGTERM and SIGINT (even from a
+    # non-interactive shell) stop Serve and Ray cleanly, with no agent process left behind.
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
+        deploy_s = deploy(cfg, folders, n)
+        print(f"EarlySketch on Ray Serve: POST http://127.0.0.1:{cfg.port}/rank ({n:,} photos in {cfg.shards} "
+              f"shard(s), {cfg.replicas} encoder replica(s); ready in {time.perf_counter() - start:.1f} s, "
+              f"deploy {deploy_s:.1f} s). Front end: app.py --serve-url http://127.0.0.1:{cfg.port}. Ctrl-C stops.",
+              flush=True)  # fmt: skip
         while True:
             time.sleep(3600)
     except KeyboardInterrupt:
