@@ -11,7 +11,7 @@ Servers, each started fresh in its own process group and measured at 10, 25 and 
 * ``ray-1`` / ``ray-2``: ``python -m retrieval.serve_ray --replicas N --shards 2``, ``POST /rank``.
 
 Warm-up strokes run before each measured load and are reported apart, as is each server's
-start-up time. Every answer is checked against the single-process library answer for the same
+start-up time; the app's thumbnail cache is filled first. Every answer is checked against the single-process library answer for the same
 sketch (ids, scores from the session's own embedding, target rank). The load generator's CPU
 time is reported per run: on 2 cores it competes with the servers.
 
@@ -125,23 +125,46 @@ def serve_cluster(replicas: int, shards: int, cfg: Config) -> Iterator[tuple[str
 
 
 @contextmanager
-def server(name: str, cfg: Config) -> Iterator[tuple[str, Sender, float, float]]:
-    """(base URL, request sender, start-up seconds, resident MiB of its process group) of ``name``."""
+def server(name: str, cfg: Config) -> Iterator[tuple[str, Sender, float, int]]:
+    """(base URL, request sender, start-up seconds, pid of its root process) of the server ``name``."""
     start = time.perf_counter()
     if name == "single":
         args = ["--gallery-size", str(cfg.gallery_size), "--cache-dir", str(cfg.cache_dir), "--model", str(cfg.model)]
         with running_app(args) as app:
-            yield app.url, call_rank_async, time.perf_counter() - start, group_rss_mb(app.proc.pid)
+            yield app.url, call_rank_async, time.perf_counter() - start, app.proc.pid
         return
     replicas = int(re.fullmatch(r"ray-(\d+)", name).group(1))  # type: ignore[union-attr]
     with serve_cluster(replicas, cfg.shards, cfg) as (url, pid):
-        yield url, call_serve_async, time.perf_counter() - start, group_rss_mb(pid)
+        yield url, call_serve_async, time.perf_counter() - start, pid
 
 
-def group_rss_mb(pgid: int) -> float:
-    """Resident memory (MiB) of every process in the process group ``pgid`` (Ray's daemons included)."""
-    out = subprocess.run(["ps", "-o", "rss=", "-g", str(pgid)], capture_output=True, text=True).stdout
-    return sum(int(x) for x in out.split()) / 1024
+def idle_cores(pid: int, seconds: float = 5.0) -> float:
+    """CPU the server burns with no request (cores): Ray's daemons poll, the app warms thumbnails."""
+    before = tree_usage(pid)[1]
+    time.sleep(seconds)
+    return (tree_usage(pid)[1] - before) / seconds
+
+
+def tree_usage(root: int) -> tuple[float, float]:
+    """(resident MiB, CPU seconds so far) of ``root`` and all its descendants: the app, or the Ray
+    driver with its daemons and every replica (Ray workers run in their own sessions, so a process
+    group would miss them)."""
+    children: dict[int, list[int]] = {}
+    stats: dict[int, list[str]] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            with contextlib.suppress(OSError, IndexError):
+                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+                stats[int(entry.name)] = fields
+                children.setdefault(int(fields[1]), []).append(int(entry.name))
+    todo, rss_pages, ticks = [root], 0, 0
+    while todo:
+        pid = todo.pop()
+        if pid in stats:
+            rss_pages += int(stats[pid][21])
+            ticks += int(stats[pid][11]) + int(stats[pid][12])
+        todo += children.get(pid, [])
+    return rss_pages * os.sysconf("SC_PAGE_SIZE") / 2**20, ticks / os.sysconf("SC_CLK_TCK")
 
 
 async def call_serve_async(client, url: str, sketch: str, k: int, target_id: str | None, timeout_s: float) -> dict:
@@ -184,12 +207,13 @@ async def closed_loop(sessions, url: str, send: Sender, cfg: Config, index) -> l
     return rows
 
 
-def measure(sessions, url: str, send: Sender, cfg: Config, index) -> dict:
-    """One load: rows plus wall time and the load generator's own CPU seconds."""
-    cpu, start = cpu_seconds(), time.perf_counter()
+def measure(sessions, url: str, send: Sender, cfg: Config, index, pid: int) -> dict:
+    """One load: rows, wall time, the load generator's own CPU seconds and the server's (all its processes)."""
+    cpu, server_cpu, start = cpu_seconds(), tree_usage(pid)[1], time.perf_counter()
     rows = asyncio.run(closed_loop(sessions, url, send, cfg, index))
     return {"rows": rows, "wall_s": time.perf_counter() - start, "client_cpu_s": cpu_seconds() - cpu,
-            "expected": sum(len(s.payloads) for s in sessions), "load_avg": os.getloadavg()[0]}  # fmt: skip
+            "server_cpu_s": tree_usage(pid)[1] - server_cpu, "expected": sum(len(s.payloads) for s in sessions),
+            "load_avg": os.getloadavg()[0]}  # fmt: skip
 
 
 def summary(run: dict) -> dict:
@@ -266,10 +290,11 @@ def table(results: dict) -> list[str]:
     lines = [
         "| server | sessions | strokes | throughput strokes/s | p50 ms | p95 ms | p99 ms | server p50 / p95 ms | "
         "strokes per forward: count | answers exact / equiv. / mix-up | target rank equal | errors | "
-        "load-gen CPU % of 2 cores | load avg after |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---|---:|---:|---:|---:|---:|",
+        "server CPU ms per stroke (all / above idle) | load-gen CPU % of 2 cores | load avg after |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---|---:|---:|---:|---:|---:|---:|",
     ]
     for name, res in results.items():
+        idle = res["idle_cores"]
         for users, run in res["runs"].items():
             st, lat = summary(run), summary(run)["latency"]
             hist = ", ".join(f"{b}: {n}" for b, n in st["batches"].items())
@@ -278,6 +303,8 @@ def table(results: dict) -> list[str]:
                 f"| {name} | {users} | {st['n']} | {st['throughput']:.1f} | {lat['p50']:.1f} | {lat['p95']:.1f} | "
                 f"{lat['p99']:.1f} | {st['server']['p50']:.1f} / {st['server']['p95']:.1f} | {hist} | "
                 f"{c['exact']} / {c['equivalent']} / {c['mixup']} | {st['rank_ok']} / {st['n']} | {st['errors']} | "
+                f"{1e3 * run['server_cpu_s'] / max(st['n'], 1):.1f} / "
+                f"{1e3 * (run['server_cpu_s'] - idle * run['wall_s']) / max(st['n'], 1):.1f} | "
                 f"{100 * run['client_cpu_s'] / max(run['wall_s'], 1e-9) / (os.cpu_count() or 1):.0f} | "
                 f"{run['load_avg']:.2f} |"
             )
@@ -298,10 +325,11 @@ def report(
         "- every server starts fresh in its own process group; the load generator (this process) runs on the "
         "same 2 cores (its CPU share is a column)",
         "",
-        "| server | start-up s | resident MiB (all its processes) | warm-up strokes | warm-up p50 / p95 ms |",
-        "|---|---:|---:|---:|---:|",
+        "| server | start-up s | resident MiB (all its processes) | idle CPU, cores | warm-up strokes | "
+        "warm-up p50 / p95 ms |",
+        "|---|---:|---:|---:|---:|---:|",
         *(
-            f"| {name} | {res['startup_s']:.1f} | {res['rss_mb']:.0f} | {summary(res['warmup'])['n']} | "
+            f"| {name} | {res['startup_s']:.1f} | {res['rss_mb']:.0f} | {res['idle_cores']:.2f} | {summary(res['warmup'])['n']} | "
             f"{summary(res['warmup'])['latency']['p50']:.1f} / {summary(res['warmup'])['latency']['p95']:.1f} |"
             for name, res in results.items()
         ),  # fmt: skip
@@ -330,7 +358,7 @@ def report(
         "library's for that sketch (a batched forward can move a score by float noise).",
     ]
     raw = {"encoder_batch_ms": costs, "laptop": laptop}
-    raw |= {name: {"startup_s": r["startup_s"], "rss_mb": r["rss_mb"], "warmup": r["warmup"], "runs": {str(u): v for u, v in r["runs"].items()}}
+    raw |= {name: {"startup_s": r["startup_s"], "rss_mb": r["rss_mb"], "idle_cores": r["idle_cores"], "warmup": r["warmup"], "runs": {str(u): v for u, v in r["runs"].items()}}
            for name, r in results.items()}  # fmt: skip
     write_results(cfg.name, lines, [], {"results": raw, "config": {k: str(v) for k, v in vars(cfg).items()}}, machine)
     use_agg()
@@ -361,20 +389,23 @@ def main(argv: list[str] | None = None) -> None:
     concurrency.expected_rankings(warm, base)
     for s in warm:
         s.expected_ranks = index.ranks_of(s.embeddings, [s.photo_id] * len(s.payloads)).tolist()
+    if "single" in cfg.servers:
+        concurrency.prewarm_thumbnails(base)  # the app's thumbnail thread must not run during the loads
     costs = encoder_batch_costs(cfg)
     laptop = laptop_ratio(cfg, sessions) if cfg.base_commit else None
     results = {}
     for name in [n.strip() for n in cfg.servers.split(",") if n.strip()]:
-        with server(name, cfg) as (url, send, startup_s, rss_mb):
+        with server(name, cfg) as (url, send, startup_s, pid):
             print(f"{name} ready at {url} in {startup_s:.1f} s; load average {os.getloadavg()[0]:.2f}", flush=True)
             results[name] = {
                 "startup_s": startup_s,
-                "rss_mb": rss_mb,
-                "warmup": measure(warm, url, send, cfg, index),
+                "rss_mb": tree_usage(pid)[0],
+                "idle_cores": idle_cores(pid),
+                "warmup": measure(warm, url, send, cfg, index, pid),
                 "runs": {},
             }
             for users in cfg.users:
-                results[name]["runs"][users] = measure(sessions[:users], url, send, cfg, index)
+                results[name]["runs"][users] = measure(sessions[:users], url, send, cfg, index, pid)
                 print(f"  {users} sessions: p95 {summary(results[name]['runs'][users])['latency']['p95']:.0f} ms",
                       flush=True)  # fmt: skip
     report(results, costs, laptop, cfg, machine, command_line(__file__, argv), sum(len(s.payloads) for s in sessions))
