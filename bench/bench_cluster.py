@@ -10,10 +10,11 @@ Servers, each started fresh in its own process group and measured at 10, 25 and 
 * ``single``: ``app.py`` with default flags (Gradio queue + RankBatcher), ``POST /gradio_api/call/rank``.
 * ``ray-1`` / ``ray-2``: ``python -m retrieval.serve_ray --replicas N --shards 2``, ``POST /rank``.
 
-Warm-up strokes run before each measured load and are reported apart, as is each server's
-start-up time; the app's thumbnail cache is filled first. Every answer is checked against the single-process library answer for the same
-sketch (ids, scores from the session's own embedding, target rank). The load generator's CPU
-time is reported per run: on 2 cores it competes with the servers.
+Warm-up strokes run before each server's measured loads and are reported apart, as are its
+start-up time, memory and idle CPU; the app's thumbnail cache is filled first. Every answer is
+checked against the single-process library answer for the same sketch (ids, scores from the
+session's own embedding, target rank). CPU is reported per load for the server (its whole
+process tree) and for the load generator, which shares the 2 cores.
 
     .venv/bin/python bench/bench_cluster.py                          # ~5 min on 2 cores once the gallery is cached
     .venv/bin/python bench/bench_cluster.py --users 10 --servers single,ray-1 --gallery-size 1000
