@@ -160,6 +160,8 @@ class Ingress:
     async def __call__(self, request: Request) -> JSONResponse:
         try:
             body = await request.json()
+            if not isinstance(body, dict) or "sketch" not in body:
+                raise StrokePayloadError('send {"sketch": <stroke JSON>, "k": 10, "target_id": null}')
             k = body.get("k", 10)
             if not isinstance(k, int) or not 1 <= k <= 1000:
                 raise StrokePayloadError(f"k must be an integer between 1 and 1000, got {k!r}")

@@ -86,6 +86,8 @@ def test_bad_payloads_and_unknown_targets_fail_as_in_the_retriever(setup):
     ranker, _, payloads, _ = setup
     with pytest.raises(StrokePayloadError, match="invalid request"):
         ranker.rank('{"strokes": "not a list"}', 5)
+    body = ranker._client.post(f"{ranker.url}/rank", json={"k": 5})
+    assert body.status_code == 400 and "send {" in body.json()["error"], "a body without a sketch says what to send"
     with pytest.raises(KeyError, match="not in the index"):
         ranker.rank(payloads[0], 5, "no-such-photo")
     after = ranker.rank(payloads[0], 5)  # the replicas that saw the bad requests still answer
