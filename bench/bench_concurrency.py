@@ -221,7 +221,7 @@ def comparison_lines(
     runs: dict[str, tuple[list[dict], bool, float, float]], stats: dict[str, dict], rounds: int
 ) -> list[str]:
     """One row per app configuration run against the same sessions, with p95 ratios to the first."""
-    if len(runs) < 2:
+    if not runs:
         return []
     first = next(iter(stats.values()))
     lines = [
