@@ -17,6 +17,18 @@ $(STAMP): requirements.txt
 
 venv: $(STAMP)
 
+# Scale-out extra (ray[serve], requirements-cluster.txt): for make test, serve-cluster and bench/bench_cluster.py only.
+CLUSTER_STAMP := $(VENV)/.cluster-$(shell cksum requirements-cluster.txt | cut -d' ' -f1)
+$(CLUSTER_STAMP): requirements-cluster.txt $(STAMP)
+	$(BIN)/python -m pip install -q -r requirements-cluster.txt -c requirements.txt
+	rm -f $(VENV)/.cluster-* && touch $@
+
+cluster-venv: $(CLUSTER_STAMP)
+
+# The retriever on a local Ray Serve cluster bound to 127.0.0.1 (docs/scaling.md); then `make run ARGS="--serve-url http://127.0.0.1:8000"`.
+serve-cluster: cluster-venv
+	$(BIN)/python -m retrieval.serve_ray $(ARGS)
+
 # Debian's chromium for the Playwright browser test (never `playwright install`: no browser downloads).
 chromium:
 	@command -v chromium >/dev/null 2>&1 || { \
@@ -36,7 +48,7 @@ LOGDIR ?= study_logs
 analyse: venv
 	$(BIN)/python -m retrieval.study_analysis $(LOGDIR)
 
-test: venv chromium
+test: venv cluster-venv chromium
 	$(BIN)/python -m ruff check .
 	$(BIN)/python -m ruff format --check .
 	$(BIN)/python -m pytest
@@ -61,6 +73,8 @@ default-model: venv
 # `make bench QUICK=1` for a short pass. Writes bench/RESULTS.md and bench/results/*.
 bench: venv chromium
 	$(BIN)/python bench/run_all.py $(if $(QUICK),--quick) $(ARGS)
+
+.PHONY: cluster-venv serve-cluster
 
 clean:
 	rm -rf .cache runs .pytest_cache

@@ -48,6 +48,7 @@ from retrieval.request_limits import (  # noqa: E402
     StructuredInputLimit,
 )
 from retrieval.retriever import Retriever  # noqa: E402
+from retrieval.serve_client import ServeRanker  # noqa: E402
 from retrieval.sketch import Sketch  # noqa: E402
 from retrieval.study import DrawingSession, StudyConfig  # noqa: E402
 from retrieval.study_log import SessionExistsError, StudyLog  # noqa: E402
@@ -90,6 +91,7 @@ class AppConfig:
     rate_limit: str = "auto"  # per-tab event rate limit: auto (on in study/demo, off in free) | on | off
     rate_limit_burst: int = RATE_BURST  # events a tab may send in a row (retrieval/request_limits.py: why 40)
     rate_limit_per_s: float = RATE_PER_S  # events a second a tab may keep sending after its burst
+    serve_url: str = ""  # rank on a Ray Serve app (make serve-cluster), e.g. http://127.0.0.1:8000; "" = in process
     warnings: list[str] = field(default_factory=list)
 
 
@@ -125,7 +127,7 @@ _CHOICES = {"mode": ["free", "study", "demo"], "api": ["auto", "on", "off"], "ra
 @dataclass(frozen=True)
 class Backend:
     retriever: Retriever
-    ranker: Retriever | RankBatcher  # the per-stroke call; a RankBatcher shares forwards across sessions
+    ranker: Retriever | RankBatcher | ServeRanker  # the per-stroke call (RankBatcher: shared forwards)
     gallery: Gallery
     ids: tuple[str, ...]
     thumbs: ThumbnailCache
@@ -188,7 +190,10 @@ def load_backend(config: AppConfig) -> Backend:
                             gallery.load_photo, THUMB_SIZE)  # fmt: skip
     retriever = Retriever(encoder, gallery.index)
     retriever.rank(Sketch((np.array([[10.0, 10.0, 0.0], [200.0, 180.0, 50.0]]),)), k=1)  # warm-up: first stroke fast
-    ranker = RankBatcher(retriever, config.batch, workers=config.concurrency) if config.batch > 1 else retriever
+    if config.serve_url:  # the cluster batches (@serve.batch) and searches its shards: docs/scaling.md
+        ranker = ServeRanker(config.serve_url)
+    else:
+        ranker = RankBatcher(retriever, config.batch, workers=config.concurrency) if config.batch > 1 else retriever
     return Backend(retriever, ranker, gallery, tuple(gallery.index.ids), thumbs, model_hash(encoder),
                    code_version(), tuple(notices))  # fmt: skip
 

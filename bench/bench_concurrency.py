@@ -24,7 +24,7 @@ import json
 import shlex
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -36,6 +36,7 @@ from common import (  # noqa: E402
     DEFAULT_MODEL,
     Target,
     command_line,
+    cpu_seconds,
     header_lines,
     load_encoder,
     machine_info,
@@ -64,6 +65,8 @@ class Config:
     app_args: str = ""  # extra app.py flags, e.g. "--threads 1 --concurrency 2"
     compare_app_args: str = "--batch 1"  # a second app measured with the same sessions ("" = skip)
     rounds: int = 4  # runs per app configuration, in alternating order (A B B A ...) so drift and warm-up even out
+    warmup: bool = True  # before each measured run: every session's first 2 strokes, not measured (reported apart)
+    thumbnails_s: float = 300.0  # first let the app fill its thumbnail cache for up to this long (0 = skip)
     pace: float = 1.0  # drawing speed: human stroke and pen-up times divided by this (4 = a stress test)
     model: Path = DEFAULT_MODEL
     cache_dir: Path = BENCH_CACHE
@@ -186,9 +189,13 @@ async def load_run(sessions: list[Session], url: str, cfg: Config, index) -> tup
 
 
 def summarise(rows: list[dict], sessions: list[Session], rounds: int) -> dict:
-    """Latency percentiles, errors and mix-up checks of one app configuration's ``rounds`` load runs."""
+    """Latency percentiles, errors and mix-up checks of one app configuration's ``rounds`` load runs
+    (warm-up strokes apart)."""
+    warm = [r["latency_ms"] for r in rows if r.get("warmup") and "latency_ms" in r]
+    rows = [r for r in rows if not r.get("warmup")]
     ok = [r for r in rows if "latency_ms" in r]
     return {
+        "warmup": percentiles(warm),
         "latency": percentiles([r["latency_ms"] for r in ok]),
         "server": percentiles([r["server_ms"] for r in ok]),
         "queue": percentiles([r["queue_ms"] for r in ok]),
@@ -202,6 +209,7 @@ def summarise(rows: list[dict], sessions: list[Session], rounds: int) -> dict:
 
 def per_run_p95(rows: list[dict]) -> str:
     """p95 latency of each load run, in run order: how much one run differs from the next."""
+    rows = [r for r in rows if not r.get("warmup")]
     runs = sorted({r["round"] for r in rows})
     return ", ".join(
         f"{percentiles([r['latency_ms'] for r in rows if r['round'] == i and 'latency_ms' in r])['p95']:.0f}"
@@ -209,9 +217,11 @@ def per_run_p95(rows: list[dict]) -> str:
     )
 
 
-def comparison_lines(runs: dict[str, tuple[list[dict], bool, float]], stats: dict[str, dict], rounds: int) -> list[str]:
+def comparison_lines(
+    runs: dict[str, tuple[list[dict], bool, float, float]], stats: dict[str, dict], rounds: int
+) -> list[str]:
     """One row per app configuration run against the same sessions, with p95 ratios to the first."""
-    if len(runs) < 2:
+    if not runs:
         return []
     first = next(iter(stats.values()))
     lines = [
@@ -219,8 +229,8 @@ def comparison_lines(runs: dict[str, tuple[list[dict], bool, float]], stats: dic
         f"Same sessions against each app configuration, {rounds} run(s) each in alternating order, pooled:",
         "",
         "| app flags | p50 ms | p95 ms | p99 ms | p95 vs first | p95 of each run ms | server p50 / p95 ms | "
-        "strokes per forward (mean / max) | errors | mix-ups |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "strokes per forward (mean / max) | errors | mix-ups | warm-up p50 / p95 ms | load-gen CPU % of 2 cores |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for flags, st in stats.items():
         lat, server = st["latency"], st["server"]
@@ -229,21 +239,23 @@ def comparison_lines(runs: dict[str, tuple[list[dict], bool, float]], stats: dic
             f"x{lat['p95'] / max(first['latency']['p95'], 1e-9):.2f} | {per_run_p95(runs[flags][0])} | "
             f"{server['p50']:.1f} / "
             f"{server['p95']:.1f} | {st['batch_mean']:.2f} / {st['batch_max']} | "
-            f"{len(st['errors']) + st['missing']} | {st['checks']['mixup']} |"
+            f"{len(st['errors']) + st['missing']} | {st['checks']['mixup']} | {st['warmup']['p50']:.0f} / "
+            f"{st['warmup']['p95']:.0f} | {100 * runs[flags][3] / max(runs[flags][2], 1e-9) / 2:.0f} |"
         )
     return lines
 
 
 def report(
-    runs: dict[str, tuple[list[dict], bool, float]],
+    runs: dict[str, tuple[list[dict], bool, float, float]],
     sessions: list[Session],
     index,
     cfg: Config,
     machine: dict,
     command: str,
 ) -> None:
-    rows, timed_out, wall_s = next(iter(runs.values()))
-    stats = {flags: summarise(r, sessions, cfg.rounds) for flags, (r, _, _) in runs.items()}
+    rows, timed_out, wall_s, _ = next(iter(runs.values()))
+    rows = [r for r in rows if not r.get("warmup")]
+    stats = {flags: summarise(r, sessions, cfg.rounds) for flags, (r, *_) in runs.items()}
     st = next(iter(stats.values()))
     ok = [r for r in rows if "latency_ms" in r]
     lat, server, errors, missing, checks = st["latency"], st["server"], st["errors"], st["missing"], st["checks"]
@@ -268,7 +280,11 @@ def report(
         f"per app configuration ({wall_s:.1f} s of load for the first), drawing pace x{cfg.pace:g} "
         f"(cap {cfg.max_s:.0f} s{', HIT' if timed_out else ''}); human stroke durations + Quick-Draw-like pen-up gaps",
         "- transport: plain HTTP POST /gradio_api/call/rank + SSE result, one httpx client per session, "
-        "load generator on the same 2 cores as the server",
+        "load generator on the same 2 cores as the server (its CPU share is a column below)",
+        "- warm-up apart: "
+        + ("each app first answers the sessions' first 2 strokes, not measured" if cfg.warmup else "none")
+        + "; thumbnail cache "
+        + ("filled before the runs" if cfg.thumbnails_s > 0 else "not pre-filled (a fresh clone renders it meanwhile)"),
         "",
         *target_table(targets),
         "",
@@ -295,7 +311,7 @@ def report(
         lines += ["", "First errors:", *(f"- {r['error']}" for r in errors[:5])]
     lines += ["", "Plot: `concurrency.png` (latency of each request over the run)."]
     raw = {"latency": lat, "server": server, "checks": checks, "rows": rows, "timed_out": timed_out,
-           "runs": {flags: {"rows": r, "timed_out": t} for flags, (r, t, _) in runs.items()},
+           "runs": {flags: {"rows": r, "timed_out": t} for flags, (r, t, *_) in runs.items()},
            "config": {k: str(v) for k, v in vars(cfg).items()}}  # fmt: skip
     write_results(cfg.name, lines, targets, raw, machine)
     use_agg()
@@ -321,28 +337,47 @@ def main(argv: list[str] | None = None) -> None:
     sessions = make_sessions(cfg, np.random.default_rng(cfg.seed))
     index = expected_rankings(sessions, cfg)
     configs = list(dict.fromkeys([cfg.app_args, cfg.compare_app_args] if cfg.compare_app_args else [cfg.app_args]))
-    runs: dict[str, tuple[list[dict], bool, float]] = {flags: ([], False, 0.0) for flags in configs}
+    if cfg.thumbnails_s > 0:
+        prewarm_thumbnails(cfg)
+    runs: dict[str, tuple[list[dict], bool, float, float]] = {flags: ([], False, 0.0, 0.0) for flags in configs}
     for round_ in range(cfg.rounds):
         for flags in configs if round_ % 2 == 0 else configs[::-1]:
-            rows, timed_out, wall_s = load_against_app(flags, sessions, cfg, index)
+            rows, timed_out, wall_s, cpu_s = load_against_app(flags, sessions, cfg, index)
             before = runs[flags]
-            runs[flags] = (
-                before[0] + [{**r, "round": round_} for r in rows],
-                before[1] or timed_out,
-                before[2] + wall_s,
-            )
+            runs[flags] = (before[0] + [{**r, "round": round_} for r in rows], before[1] or timed_out,
+                           before[2] + wall_s, before[3] + cpu_s)  # fmt: skip
     report(runs, sessions, index, cfg, machine, command_line(__file__, argv))
 
 
-def load_against_app(flags: str, sessions: list[Session], cfg: Config, index) -> tuple[list[dict], bool, float]:
-    """Start the app with extra ``flags``, run every session against it: rows, timed out, wall seconds."""
+def load_against_app(flags: str, sessions: list[Session], cfg: Config, index) -> tuple[list[dict], bool, float, float]:
+    """Start the app with extra ``flags``, warm it up (rows tagged ``warmup``), run every session
+    against it: rows, timed out, wall seconds, and this load generator's CPU seconds."""
     app_args = ["--gallery-size", str(cfg.gallery_size), "--cache-dir", str(cfg.cache_dir), "--model", str(cfg.model),
                 "--api-diagnostics", *shlex.split(flags)]  # fmt: skip  # diagnostics: answers carry batch_size
     with running_app(app_args) as app:
         print(f"app ready at {app.url} (flags: {flags or 'defaults'}); {cfg.users} sessions", flush=True)
-        start = time.perf_counter()
+        warm: list[dict] = []
+        if cfg.warmup:  # first requests pay one-off costs (queue, threads, connections, new batch shapes)
+            firsts = [replace(s, payloads=s.payloads[:2], send_at_s=[0.0, 0.3]) for s in sessions]
+            warm = [{**r, "warmup": True} for r in asyncio.run(load_run(firsts, app.url, cfg, index))[0]]
+        cpu, start = cpu_seconds(), time.perf_counter()
         rows, timed_out = asyncio.run(load_run(sessions, app.url, cfg, index))
-        return rows, timed_out, time.perf_counter() - start
+        return warm + rows, timed_out, time.perf_counter() - start, cpu_seconds() - cpu
+
+
+def prewarm_thumbnails(cfg: Config) -> None:
+    """Let the app fill its thumbnail cache first: on a fresh clone its background thread renders every
+    photo (~6 ms CPU each) while the sessions draw, which is not what a warm server does."""
+    import glob
+
+    args = ["--gallery-size", str(cfg.gallery_size), "--cache-dir", str(cfg.cache_dir), "--model", str(cfg.model)]
+    start = time.perf_counter()
+    with running_app(args):
+        done = 0
+        while done < cfg.gallery_size and time.perf_counter() - start < cfg.thumbnails_s:
+            time.sleep(2)
+            done = max((len(glob.glob(f"{d}/*.jpg")) for d in glob.glob(f"{cfg.cache_dir}/thumbs/*")), default=0)
+    print(f"thumbnail cache: {done} of {cfg.gallery_size} after {time.perf_counter() - start:.0f} s", flush=True)
 
 
 def parse_args(argv: list[str] | None = None) -> Config:

@@ -117,6 +117,14 @@ def time_calls(fn: Callable[[], Any], reps: int, warmup: int = 3, max_s: float =
     return np.asarray(times)
 
 
+def cpu_seconds() -> float:
+    """User + system CPU seconds this process has used (for a load generator's own share)."""
+    import resource
+
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
 def rss_mb() -> float:
     """Current resident memory of this process in MiB (VmRSS; 0 when /proc is absent)."""
     with contextlib.suppress(OSError, ValueError, IndexError):

@@ -220,6 +220,16 @@ class PhotoIndex:
         q = _as_matrix(queries, self.dim)
         return true_ranks(q @ vectors.T, np.array([row_of[p] for p in photo_ids], dtype=np.int64))
 
+    def search_and_rank(
+        self, queries: np.ndarray, k: int, target_ids: list[str | None]
+    ) -> tuple[np.ndarray, list[list[str]], list[int | None]]:
+        """Top-``k`` per query and the exact rank of each query's target (None where none): the one
+        search call of :class:`~retrieval.retriever.Retriever`, also offered by ``ShardedIndex``."""
+        if len(target_ids) != len(queries):
+            raise ValueError(f"got {len(queries)} queries but {len(target_ids)} target ids")
+        scores, ids = self.search(queries, k)
+        return scores, ids, [None if t is None else self.rank_of(q, t) for q, t in zip(queries, target_ids)]
+
     # --- persistence ---------------------------------------------------------------------------
     def save(self, folder: str | Path) -> Path:
         """Write ``index.faiss``, ``ids.json``, ``vectors.npy`` and ``index.json`` into ``folder``."""

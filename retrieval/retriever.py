@@ -25,6 +25,7 @@ from retrieval.formats.stroke_json import StrokeLimits, StrokePayloadError, pars
 from retrieval.gallery import Gallery, open_gallery
 from retrieval.index import PhotoIndex
 from retrieval.raster import render
+from retrieval.shards import ShardedIndex
 from retrieval.sketch import Sketch
 
 SketchInput = Sketch | Mapping[str, Any] | str | bytes | bytearray  # a Sketch or a stroke-JSON payload
@@ -60,7 +61,77 @@ def _ms(start: float) -> float:
     return (time.perf_counter() - start) * 1e3
 
 
-class Retriever:
+@dataclass
+class EmbeddedBatch:
+    """What :meth:`SketchEmbedder.embed_batch` gives: one forward's embeddings and who failed."""
+
+    queries: np.ndarray | None  # (len(todo), D) L2-normalised rows, None when nothing was drawn
+    todo: list[int]  # positions of the input sketches that were embedded (valid and not empty)
+    failures: dict[int, str]  # position -> why that payload was refused
+    timings_ms: dict[str, float]  # validate, render, encode
+    started: float  # perf_counter at the start, for the caller's "total"
+
+
+class SketchEmbedder:
+    """The encoder seam: validate -> render -> embed a batch of partial sketches in one forward.
+
+    :class:`Retriever` adds the index; the Ray Serve encoder deployment (retrieval/serve_ray.py)
+    uses this alone, so both embed a payload through exactly the same code.
+    """
+
+    def __init__(self, encoder: Encoder, limits: StrokeLimits = StrokeLimits()) -> None:
+        self.encoder = encoder
+        self.limits = limits
+        self.raster_size = int(encoder.meta["raster_size"])
+        self.line_width = int(encoder.meta["line_width"])
+
+    def validate(self, sketch: SketchInput) -> Sketch:
+        """A :class:`Sketch` as is, or a stroke-JSON payload parsed under ``limits``.
+
+        Raises:
+            StrokePayloadError: the payload is malformed or over the limits (message says what to fix).
+        """
+        if isinstance(sketch, Sketch):
+            return sketch
+        return parse_stroke_json(sketch, self.limits)
+
+    def render(self, sketch: Sketch) -> np.ndarray:
+        """The sketch as the model sees it: ``(raster_size, raster_size)`` uint8."""
+        return render(sketch, size=self.raster_size, width=self.line_width)
+
+    def embed_batch(self, sketches: Sequence[SketchInput], errors: str = "raise") -> EmbeddedBatch:
+        """Embed every valid, non-empty sketch of ``sketches`` with one encoder forward.
+
+        Args:
+            errors: ``"raise"`` the first invalid payload's error, or ``"return"`` it in ``failures``.
+        """
+        if errors not in ("raise", "return"):
+            raise ValueError(f"errors must be 'raise' or 'return', got {errors!r}")
+        start = time.perf_counter()
+        parsed: list[Sketch | None] = []
+        failures: dict[int, str] = {}
+        for i, item in enumerate(sketches):
+            try:
+                parsed.append(self.validate(item))
+            except StrokePayloadError as err:
+                if errors == "raise":
+                    raise
+                parsed.append(None)
+                failures[i] = str(err)
+        timings = {"validate": _ms(start)}
+
+        t = time.perf_counter()
+        todo = [i for i, s in enumerate(parsed) if s is not None and s.num_points > 0]
+        rasters = np.stack([self.render(parsed[i]) for i in todo]) if todo else None
+        timings["render"] = _ms(t)
+
+        t = time.perf_counter()
+        queries = self.encoder.embed_sketches(rasters) if rasters is not None else None
+        timings["encode"] = _ms(t)
+        return EmbeddedBatch(queries, todo, failures, timings, start)
+
+
+class Retriever(SketchEmbedder):
     """Ranks gallery photos for partial sketches with one encoder and one photo index.
 
     Thread-safe for concurrent sessions: per-call state lives on the stack; the encoder runs in
@@ -68,7 +139,8 @@ class Retriever:
 
     Args:
         encoder: the model; rasters are rendered at ``meta["raster_size"]`` / ``meta["line_width"]``.
-        index: photo embeddings made by the same encoder.
+        index: photo embeddings made by the same encoder: one :class:`PhotoIndex`, or a
+            :class:`~retrieval.shards.ShardedIndex` of several (same answers, see retrieval/shards.py).
         photo_lookup: photo id -> something displayable (file path or RGB array), a callable or mapping.
         limits: bounds applied to stroke-JSON payloads (untrusted input).
     """
@@ -76,7 +148,7 @@ class Retriever:
     def __init__(
         self,
         encoder: Encoder,
-        index: PhotoIndex,
+        index: PhotoIndex | ShardedIndex,
         photo_lookup: PhotoLookup | None = None,
         limits: StrokeLimits = StrokeLimits(),
     ) -> None:
@@ -85,13 +157,10 @@ class Retriever:
                 f"index holds {index.dim}-d embeddings but the encoder makes {encoder.meta['embed_dim']}-d "
                 "ones: rebuild the gallery with this model"
             )
-        self.encoder = encoder
+        super().__init__(encoder, limits)
         self.index = index
         self.photo_lookup = photo_lookup
-        self.limits = limits
         self.gallery: Gallery | None = None  # set by from_paths (paths, cache folder, skipped files)
-        self.raster_size = int(encoder.meta["raster_size"])
-        self.line_width = int(encoder.meta["line_width"])
 
     @classmethod
     def from_paths(
@@ -122,20 +191,6 @@ class Retriever:
         return self.photo_lookup(photo_id)
 
     # --- the per-stroke call -------------------------------------------------------------------
-    def validate(self, sketch: SketchInput) -> Sketch:
-        """A :class:`Sketch` as is, or a stroke-JSON payload parsed under ``limits``.
-
-        Raises:
-            StrokePayloadError: the payload is malformed or over the limits (message says what to fix).
-        """
-        if isinstance(sketch, Sketch):
-            return sketch
-        return parse_stroke_json(sketch, self.limits)
-
-    def render(self, sketch: Sketch) -> np.ndarray:
-        """The sketch as the model sees it: ``(raster_size, raster_size)`` uint8."""
-        return render(sketch, size=self.raster_size, width=self.line_width)
-
     def rank(self, sketch: SketchInput, k: int = 20, target_id: str | None = None) -> RankResult:
         """Top-``k`` photos for a (partial) sketch, and the exact rank of ``target_id`` if given.
 
@@ -159,42 +214,20 @@ class Retriever:
             errors: ``"raise"`` the first invalid payload's error, or ``"return"`` it in that
                 item's ``RankResult.error`` so one bad session does not fail the others.
         """
-        if errors not in ("raise", "return"):
-            raise ValueError(f"errors must be 'raise' or 'return', got {errors!r}")
         targets = list(target_ids) if target_ids is not None else [None] * len(sketches)
         if len(targets) != len(sketches):
             raise ValueError(f"got {len(sketches)} sketches but {len(targets)} target ids")
-        start = time.perf_counter()
-        parsed: list[Sketch | None] = []
-        failures: dict[int, str] = {}
-        for i, item in enumerate(sketches):
-            try:
-                parsed.append(self.validate(item))
-            except StrokePayloadError as err:
-                if errors == "raise":
-                    raise
-                parsed.append(None)
-                failures[i] = str(err)
-        timings = {"validate": _ms(start)}
-
-        t = time.perf_counter()
-        todo = [i for i, s in enumerate(parsed) if s is not None and s.num_points > 0]
-        rasters = np.stack([self.render(parsed[i]) for i in todo]) if todo else None
-        timings["render"] = _ms(t)
-
-        t = time.perf_counter()
-        queries = self.encoder.embed_sketches(rasters) if rasters is not None else None
-        timings["encode"] = _ms(t)
+        embedded = self.embed_batch(sketches, errors)
+        queries, todo, failures, timings = embedded.queries, embedded.todo, embedded.failures, embedded.timings_ms
 
         t = time.perf_counter()
         ranked: dict[int, tuple[list[str], list[float], int | None]] = {}
         if queries is not None:
-            scores, ids = self.index.search(queries, k)
+            scores, ids, ranks = self.index.search_and_rank(queries, k, [targets[i] for i in todo])
             for row, i in enumerate(todo):
-                target_rank = None if targets[i] is None else self.index.rank_of(queries[row], targets[i])
-                ranked[i] = (ids[row], scores[row, : len(ids[row])].astype(float).tolist(), target_rank)
+                ranked[i] = (ids[row], scores[row, : len(ids[row])].astype(float).tolist(), ranks[row])
         timings["search"] = _ms(t)
-        timings["total"] = _ms(start)
+        timings["total"] = _ms(embedded.started)
 
         n = len(self.index)
         return [

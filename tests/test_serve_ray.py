@@ -1,0 +1,94 @@
+"""A local Ray cluster (2 encoder replicas, 2 index shards) answers the rank API like the single process.
+
+Skipped only when the scale-out extra is missing (``make cluster-venv`` installs it; ``make test``
+depends on it). One cluster per module: starting Ray and its five replicas takes most of the time.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+
+import numpy as np
+import pytest
+
+pytest.importorskip("ray.serve", reason="ray[serve] is not installed: run `make cluster-venv` (make test does)")
+
+from bench.app_client import free_port  # noqa: E402
+from retrieval.encoder import Encoder  # noqa: E402
+from retrieval.formats.stroke_json import StrokePayloadError, to_stroke_json  # noqa: E402
+from retrieval.gallery import build_dataset_gallery  # noqa: E402
+from retrieval.procedural import ProceduralDataset  # noqa: E402
+from retrieval.retriever import Retriever  # noqa: E402
+from retrieval.serve_client import ServeRanker  # noqa: E402
+from retrieval.serve_ray import ServeConfig, deploy, start_local_cluster, stop_local_cluster, write_shards  # noqa: E402
+
+pytestmark = pytest.mark.timeout(300)
+
+
+@pytest.fixture(scope="module")
+def setup(encoder, tmp_path_factory):
+    """(cluster client, single-process retriever, payloads, target ids) over a 40-photo gallery."""
+    folder = tmp_path_factory.mktemp("cluster")
+    encoder.save(folder / "model")
+    served = Encoder.load(folder / "model", channels_last=True)  # what the replicas load
+    dataset = ProceduralDataset(num_photos=40, sketches_per_photo=1, seed=5)
+    gallery = build_dataset_gallery(served, dataset, None, progress=False)
+    shards = write_shards(gallery.index, 2, folder / "shards")
+    cfg = ServeConfig(model=folder / "model", replicas=2, shards=2, port=free_port())
+    start_local_cluster(num_cpus=2, port=cfg.port)
+    try:
+        deploy(cfg, shards, len(gallery.index))
+        records = dataset.sketches("train")[:8]
+        payloads = [
+            json.dumps(to_stroke_json(r.sketch.first_fraction(f))) for r, f in zip(records, np.linspace(0.2, 1, 8))
+        ]
+        targets = [gallery.index.ids[i] for i in (0, 19, 20, 39, 7, 25, 3, 33)]  # both shards, both edges
+        ranker = ServeRanker(f"http://127.0.0.1:{cfg.port}")
+        yield ranker, Retriever(served, gallery.index), payloads, targets
+        ranker.close()
+    finally:
+        stop_local_cluster()
+
+
+def test_the_cluster_answers_each_stroke_exactly_like_the_single_process(setup):
+    ranker, single, payloads, targets = setup
+    for payload, target in zip(payloads, targets):
+        got, want = ranker.rank(payload, 10, target), single.rank(payload, 10, target)
+        assert (got.ids, got.target_rank, got.n_gallery) == (want.ids, want.target_rank, want.n_gallery)
+        np.testing.assert_allclose(got.scores, want.scores, rtol=0, atol=1e-6)
+    assert ranker.rank(payloads[0], 5).target_rank is None
+
+
+def test_concurrent_strokes_share_forwards_and_each_gets_its_own_answer(setup):
+    ranker, single, payloads, targets = setup
+    calls = [(payloads[i % 8], 6, targets[(3 * i) % 8]) for i in range(24)]
+    barrier, out = threading.Barrier(len(calls)), [None] * len(calls)
+
+    def one(i: int) -> None:
+        barrier.wait()
+        out[i] = ranker.rank(*calls[i])
+
+    threads = [threading.Thread(target=one, args=(i,)) for i in range(len(calls))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=120)
+    for (payload, k, target), got in zip(calls, out):
+        want = single.rank(payload, k, target)
+        # A batch of several sketches may differ from a lone forward in the last float bits.
+        np.testing.assert_allclose(got.scores, want.scores, rtol=0, atol=1e-5)
+        assert got.target_rank == want.target_rank and len(got.ids) == k
+    assert max(r.batch_size for r in out) > 1, "24 simultaneous strokes never shared an encoder forward"
+
+
+def test_bad_payloads_and_unknown_targets_fail_as_in_the_retriever(setup):
+    ranker, _, payloads, _ = setup
+    with pytest.raises(StrokePayloadError, match="invalid request"):
+        ranker.rank('{"strokes": "not a list"}', 5)
+    body = ranker._client.post(f"{ranker.url}/rank", json={"k": 5})
+    assert body.status_code == 400 and "send {" in body.json()["error"], "a body without a sketch says what to send"
+    with pytest.raises(KeyError, match="not in the index"):
+        ranker.rank(payloads[0], 5, "no-such-photo")
+    after = ranker.rank(payloads[0], 5)  # the replicas that saw the bad requests still answer
+    assert len(after.ids) == 5 and after.target_rank is None and after.n_gallery == 40
