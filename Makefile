@@ -10,9 +10,10 @@ export PYTHONUNBUFFERED := 1
 
 .PHONY: venv run study demo analyse test lint chromium bench reproduce default-model clean
 
-$(STAMP): requirements.txt
+$(STAMP): requirements.txt pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q -r requirements.txt
+	$(BIN)/python -m pip install -q --no-deps -e .  # the project itself, editable: no sys.path edits anywhere
 	rm -f $(VENV)/.installed-* && touch $@
 
 venv: $(STAMP)
@@ -27,7 +28,7 @@ cluster-venv: $(CLUSTER_STAMP)
 
 # The retriever on a local Ray Serve cluster bound to 127.0.0.1 (docs/scaling.md); then `make run ARGS="--serve-url http://127.0.0.1:8000"`.
 serve-cluster: cluster-venv
-	$(BIN)/python -m retrieval.serve_ray $(ARGS)
+	$(BIN)/python -m retrieval.serving.serve_ray $(ARGS)
 
 # Debian's chromium for the Playwright browser test (never `playwright install`: no browser downloads).
 chromium:
@@ -46,7 +47,7 @@ demo: venv
 
 LOGDIR ?= study_logs
 analyse: venv
-	$(BIN)/python -m retrieval.study_analysis $(LOGDIR)
+	$(BIN)/python -m retrieval.study.analysis $(LOGDIR)
 
 test: venv cluster-venv chromium
 	$(BIN)/python -m ruff check .

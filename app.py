@@ -5,8 +5,8 @@ gallery), ``study`` (user study from a JSON config, every stroke logged to disk)
 (kiosk: big canvas, target challenge, reset after idle). Every flag also reads an environment
 variable ``EARLYSKETCH_<FLAG>``. The named API endpoint ``rank`` takes a sketch in the stroke
 JSON format; see docs/app.md. This file only wires the UI to ``retrieval/``: the views are
-``app_views.py``, the per-stroke work ``Retriever.rank``, the trial logic ``retrieval.study`` and
-the log ``retrieval.study_log``.
+``retrieval.ui.views.py``, the per-stroke work ``Retriever.rank``, the trial logic ``retrieval.study.session`` and
+the log ``retrieval.study.log``.
 """
 
 from __future__ import annotations
@@ -17,29 +17,18 @@ os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # before gradio is i
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import argparse  # noqa: E402
-import hashlib  # noqa: E402
 import html  # noqa: E402
 import secrets  # noqa: E402
-import subprocess  # noqa: E402
 import threading  # noqa: E402
-import time  # noqa: E402
-import warnings  # noqa: E402
 from dataclasses import dataclass, field, fields  # noqa: E402
 from datetime import datetime  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 import gradio as gr  # noqa: E402
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
 from starlette.middleware import Middleware  # noqa: E402
 
-from app_views import canvas_value, panel_view, results_view  # noqa: E402
-from retrieval.batching import RankBatcher  # noqa: E402
-from retrieval.encoder import Encoder  # noqa: E402
-from retrieval.formats.stroke_json import StrokePayloadError, parse_stroke_json  # noqa: E402
-from retrieval.gallery import Gallery, default_cache_dir, model_hash, open_gallery  # noqa: E402
-from retrieval.index import set_faiss_threads  # noqa: E402
-from retrieval.request_limits import (  # noqa: E402
+from retrieval.data.formats.stroke_json import StrokePayloadError, parse_stroke_json  # noqa: E402
+from retrieval.serving.request_limits import (  # noqa: E402
     RATE_BURST,
     RATE_PER_S,
     BlockedPaths,
@@ -47,12 +36,10 @@ from retrieval.request_limits import (  # noqa: E402
     RateLimit,
     StructuredInputLimit,
 )
-from retrieval.retriever import Retriever  # noqa: E402
-from retrieval.serve_client import ServeRanker  # noqa: E402
-from retrieval.sketch import Sketch  # noqa: E402
-from retrieval.study import DrawingSession, StudyConfig  # noqa: E402
-from retrieval.study_log import SessionExistsError, StudyLog  # noqa: E402
-from retrieval.thumbnails import ThumbnailCache  # noqa: E402
+from retrieval.study.log import SessionExistsError, StudyLog  # noqa: E402
+from retrieval.study.session import DrawingSession, StudyConfig  # noqa: E402
+from retrieval.ui.backend import Backend, load_backend  # noqa: E402
+from retrieval.ui.views import canvas_value, panel_view, results_view  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent
 UI = ROOT / "assets" / "ui"
@@ -89,7 +76,7 @@ class AppConfig:
     max_queue: int = 128  # events waiting in the server's queue, all sessions together; more are refused
     max_body_bytes: int = 4_000_000  # HTTP request body cap (a 50k-point canvas journal is ~2 MB)
     rate_limit: str = "auto"  # per-tab event rate limit: auto (on in study/demo, off in free) | on | off
-    rate_limit_burst: int = RATE_BURST  # events a tab may send in a row (retrieval/request_limits.py: why 40)
+    rate_limit_burst: int = RATE_BURST  # events a tab may send in a row (retrieval/serving/request_limits.py: why 40)
     rate_limit_per_s: float = RATE_PER_S  # events a second a tab may keep sending after its burst
     serve_url: str = ""  # rank on a Ray Serve app (make serve-cluster), e.g. http://127.0.0.1:8000; "" = in process
     warnings: list[str] = field(default_factory=list)
@@ -121,81 +108,6 @@ def parse_args(argv: list[str] | None = None) -> AppConfig:
 
 
 _CHOICES = {"mode": ["free", "study", "demo"], "api": ["auto", "on", "off"], "rate_limit": ["auto", "on", "off"]}
-
-
-# --- backend: loaded once, read-only afterwards (no per-user state) ------------------------------
-@dataclass(frozen=True)
-class Backend:
-    retriever: Retriever
-    ranker: Retriever | RankBatcher | ServeRanker  # the per-stroke call (RankBatcher: shared forwards)
-    gallery: Gallery
-    ids: tuple[str, ...]
-    thumbs: ThumbnailCache
-    model_hash: str
-    code_version: str
-    notices: tuple[str, ...]
-
-    def thumb_url(self, photo_id: str) -> str:
-        """URL of a cached JPEG thumbnail (made on first use; only this folder is served)."""
-        return f"gradio_api/file={self.thumbs.get(photo_id)}"
-
-    def warm_thumbnails(self) -> None:
-        """Make every thumbnail ahead of time (background thread), so first results show at once."""
-        for photo_id in self.ids:
-            try:
-                self.thumb_url(photo_id)
-            except (OSError, ValueError) as exc:
-                print(f"warning: no thumbnail for {photo_id}: {exc}", flush=True)
-            time.sleep(0.005)  # leave the cores to the people drawing
-
-    def rank(self, sketch, target_id: str | None, k: int):
-        return self.ranker.rank(sketch, k=k, target_id=target_id)
-
-
-def code_version() -> str:
-    try:
-        out = subprocess.run(["git", "describe", "--always", "--dirty", "--tags"], cwd=ROOT, capture_output=True,
-                             text=True, timeout=5)  # fmt: skip
-        return out.stdout.strip() or "unknown"
-    except (OSError, subprocess.SubprocessError):
-        return "unknown"
-
-
-def load_backend(config: AppConfig) -> Backend:
-    """Load the model and open (or build and cache) the gallery index."""
-    torch.set_num_threads(max(1, config.threads))
-    notices = []
-    if (config.model / "model.safetensors").exists():
-        # channels_last: x0.94 per stroke at the same m@B (bench/results/encoder_options.md).
-        encoder = Encoder.load(config.model, channels_last=True)
-    else:
-        encoder = Encoder.create(seed=0)
-        notices.append(f"No trained model at {config.model}: using an untrained network, so rankings are "
-                       "close to random. Train one (see README) or pass --model.")  # fmt: skip
-    cache_dir = Path(config.cache_dir).expanduser() if config.cache_dir else default_cache_dir()
-    spec = config.photos or config.gallery or f"procedural:photos={config.gallery_size}"
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        gallery = open_gallery(encoder, spec, cache_dir)
-    # faiss and torch share one OpenMP pool: set the serving threads once the gallery is built.
-    set_faiss_threads(config.threads)
-    torch.set_num_threads(max(1, config.threads))
-    if gallery.skipped:
-        shown = [s.replace(gallery.source + os.sep, "") for s in gallery.skipped[:3]]  # names, not server paths
-        notices.append(f"{len(gallery.skipped)} photo(s) skipped: " + "; ".join(shown))
-        print("skipped photos:\n  " + "\n  ".join(gallery.skipped), flush=True)
-    for w in caught:
-        print(f"warning: {w.message}", flush=True)
-    thumbs = ThumbnailCache((cache_dir / "thumbs" / hashlib.sha1(gallery.source.encode()).hexdigest()[:16]).resolve(),
-                            gallery.load_photo, THUMB_SIZE)  # fmt: skip
-    retriever = Retriever(encoder, gallery.index)
-    retriever.rank(Sketch((np.array([[10.0, 10.0, 0.0], [200.0, 180.0, 50.0]]),)), k=1)  # warm-up: first stroke fast
-    if config.serve_url:  # the cluster batches (@serve.batch) and searches its shards: docs/scaling.md
-        ranker = ServeRanker(config.serve_url)
-    else:
-        ranker = RankBatcher(retriever, config.batch, workers=config.concurrency) if config.batch > 1 else retriever
-    return Backend(retriever, ranker, gallery, tuple(gallery.index.ids), thumbs, model_hash(encoder),
-                   code_version(), tuple(notices))  # fmt: skip
 
 
 def _ui(name: str) -> str:

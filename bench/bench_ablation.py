@@ -3,9 +3,9 @@
 For every ``--models name=folder`` row, on the ``--split`` (default ``val``) sketches of ``--data``:
 
 - accuracy with the split's own photos as gallery and with ALL photos of the data (``--gallery all``
-  of ``retrieval.evaluate``: Chair-V2 val sketches against all 300 train photos), at the 17 point
+  of ``retrieval.evaluation.evaluate``: Chair-V2 val sketches against all 300 train photos), at the 17 point
   cuts (A@1/5/10 on the complete sketch, m@A, m@B along the drawing);
-- the re-ranking levers of ``retrieval.rerank`` on the same embeddings (alpha-QE per query, DBA
+- the re-ranking levers of ``retrieval.serving.rerank`` on the same embeddings (alpha-QE per query, DBA
   on the gallery, flip-averaged photo descriptors), each reported as its own row;
 - per-stroke encoder latency: render + embed of one partial sketch, batch 1, one thread,
   p50/p95 over ``--reps`` calls, models timed interleaved so machine load hits all alike.
@@ -16,24 +16,21 @@ For every ``--models name=folder`` row, on the ``--split`` (default ``val``) ske
 
 from __future__ import annotations
 
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import command_line, header_lines, machine_info, percentiles, write_results  # noqa: E402
 
-from retrieval.augment import flip_photo  # noqa: E402
 from retrieval.cli import parse_config  # noqa: E402
-from retrieval.datasets import open_dataset  # noqa: E402
-from retrieval.encoder import Encoder  # noqa: E402
-from retrieval.evaluate import embed_steps, gallery_photo_ids, ranks_from_embeddings, true_photo_index  # noqa: E402
-from retrieval.metrics import summarize  # noqa: E402
-from retrieval.rerank import alpha_query_expansion, database_augmentation  # noqa: E402
+from retrieval.data.augment import flip_photo  # noqa: E402
+from retrieval.data.datasets import open_dataset  # noqa: E402
+from retrieval.evaluation.evaluate import embed_steps, gallery_photo_ids, ranks_from_embeddings, true_photo_index  # noqa: E402
+from retrieval.evaluation.metrics import summarize  # noqa: E402
+from retrieval.model.encoder import Encoder  # noqa: E402
+from retrieval.serving.rerank import alpha_query_expansion, database_augmentation  # noqa: E402
 
 HEADLINE = ("A@1", "A@5", "A@10", "m@A", "m@B")
 

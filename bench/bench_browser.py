@@ -18,16 +18,12 @@ from __future__ import annotations
 
 import shlex
 import shutil
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlparse
 
 import numpy as np
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from app_client import LOCALHOST, running_app  # noqa: E402
 from common import (  # noqa: E402
     BENCH_CACHE,
     DEFAULT_MODEL,
@@ -44,6 +40,7 @@ from common import (  # noqa: E402
 )
 
 from retrieval.cli import parse_config  # noqa: E402
+from retrieval.ui.api_client import LOCALHOST, running_app  # noqa: E402
 
 CHROMIUM_ARGS = ["--headless=new", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking",
                  "--disable-component-update", "--disable-sync", "--disable-quic"]  # fmt: skip
@@ -96,7 +93,7 @@ class Config:
 
 def strokes_to_draw(cfg: Config) -> list[list[np.ndarray]]:
     """Sketches (lists of (n, 2) point arrays on a 256 canvas) of random gallery photos."""
-    from retrieval.procedural import generate_sketch
+    from retrieval.data.procedural import generate_sketch
 
     rng = np.random.default_rng(cfg.seed)
     sketches, total = [], 0

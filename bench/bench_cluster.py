@@ -8,7 +8,7 @@ next stroke. Every stroke asks for the exact rank of the session's own photo.
 Servers, each started fresh in its own process group and measured at 10, 25 and 50 sessions:
 
 * ``single``: ``app.py`` with default flags (Gradio queue + RankBatcher), ``POST /gradio_api/call/rank``.
-* ``ray-1`` / ``ray-2``: ``python -m retrieval.serve_ray --replicas N --shards 2``, ``POST /rank``.
+* ``ray-1`` / ``ray-2``: ``python -m retrieval.serving.serve_ray --replicas N --shards 2``, ``POST /rank``.
 
 Warm-up strokes run before each server's measured loads and are reported apart, as are its
 start-up time, memory and idle CPU; the app's thumbnail cache is filled first. Every answer is
@@ -36,11 +36,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-import numpy as np
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
 import bench_concurrency as concurrency  # noqa: E402
-from app_client import LOCALHOST, ApiError, call_rank_async, free_port, running_app, stop_process  # noqa: E402
+import numpy as np
 from common import (  # noqa: E402
     BENCH_CACHE,
     DEFAULT_MODEL,
@@ -60,7 +57,8 @@ from common import (  # noqa: E402
 )
 
 from retrieval.cli import parse_config  # noqa: E402
-from retrieval.serve_client import rank_request  # noqa: E402
+from retrieval.serving.serve_client import rank_request  # noqa: E402
+from retrieval.ui.api_client import LOCALHOST, ApiError, call_rank_async, free_port, running_app, stop_process  # noqa: E402
 
 Sender = Callable[..., Awaitable[dict]]
 
@@ -98,11 +96,11 @@ class Config:
 # --- servers -----------------------------------------------------------------------------------
 @contextmanager
 def serve_cluster(replicas: int, shards: int, cfg: Config) -> Iterator[tuple[str, int]]:
-    """``python -m retrieval.serve_ray`` in its own process group; yields (base URL, pid) once deployed."""
+    """``python -m retrieval.serving.serve_ray`` in its own process group; yields (base URL, pid) once deployed."""
     port = free_port()
     log = cfg.cache_dir / f"serve-{port}.log"
     log.parent.mkdir(parents=True, exist_ok=True)
-    cmd = [sys.executable, "-m", "retrieval.serve_ray", "--replicas", str(replicas), "--shards", str(shards),
+    cmd = [sys.executable, "-m", "retrieval.serving.serve_ray", "--replicas", str(replicas), "--shards", str(shards),
            "--gallery-size", str(cfg.gallery_size), "--cache-dir", str(cfg.cache_dir), "--model", str(cfg.model),
            "--port", str(port)]  # fmt: skip
     with open(log, "wb") as out:
@@ -236,7 +234,7 @@ def encoder_batch_costs(cfg: Config, sizes=(1, 2, 4, 8), reps: int = 30) -> dict
     capacity plan's cost per stroke (docs/scaling.md)."""
     import torch
 
-    from retrieval.procedural import generate_sketch
+    from retrieval.data.procedural import generate_sketch
 
     torch.set_num_threads(1)
     encoder = load_encoder(cfg.model, channels_last=True)
@@ -252,10 +250,10 @@ def laptop_ratio(cfg: Config, sessions, reps: int = 3) -> dict:
 
     import torch
 
-    from retrieval.gallery import open_gallery
-    from retrieval.retriever import Retriever
+    from retrieval.serving.gallery import open_gallery
+    from retrieval.serving.retriever import Retriever
 
-    source = subprocess.run(["git", "show", f"{cfg.base_commit}:retrieval/retriever.py"], cwd=ROOT, check=True,
+    source = subprocess.run(["git", "show", f"{cfg.base_commit}:retrieval/serving/retriever.py"], cwd=ROOT, check=True,
                             capture_output=True, text=True).stdout  # fmt: skip
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "retriever_base.py"

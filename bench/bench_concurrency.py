@@ -5,7 +5,7 @@ Starts ``app.py`` in a subprocess on a free port (gallery cached in .cache/bench
 each stroke it POSTs the whole sketch so far to ``/gradio_api/call/rank`` and reads the SSE
 result. Strokes are sent at human times: each stroke's own duration (the generator's, calibrated to
 Quick, Draw!) plus a pen-up gap sampled like Quick Draw (lognormal, p10 155 / p50 439 / p90 1,116
-ms; ``retrieval.procedural.timing.pen_up_gap``). A stroke is sent when its pen lifts even if the
+ms; ``retrieval.data.procedural.timing.pen_up_gap``). A stroke is sent when its pen lifts even if the
 previous answer is still pending, as the canvas does.
 
 Checks: per-stroke latency p50/p95 (POST -> result received), zero errors, and zero cross-session
@@ -22,15 +22,11 @@ from __future__ import annotations
 import asyncio
 import json
 import shlex
-import sys
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from app_client import ApiError, call_rank_async, running_app  # noqa: E402
 from common import (  # noqa: E402
     BENCH_CACHE,
     DEFAULT_MODEL,
@@ -49,6 +45,7 @@ from common import (  # noqa: E402
 )
 
 from retrieval.cli import parse_config  # noqa: E402
+from retrieval.ui.api_client import ApiError, call_rank_async, running_app  # noqa: E402
 
 
 @dataclass
@@ -87,10 +84,10 @@ class Session:
 
 
 def make_sessions(cfg: Config, rng: np.random.Generator) -> list[Session]:
-    from retrieval.formats.stroke_json import to_stroke_json
-    from retrieval.procedural import generate_sketch
-    from retrieval.procedural.dataset import photo_id_of
-    from retrieval.procedural.timing import pen_up_gap
+    from retrieval.data.formats.stroke_json import to_stroke_json
+    from retrieval.data.procedural import generate_sketch
+    from retrieval.data.procedural.dataset import photo_id_of
+    from retrieval.data.procedural.timing import pen_up_gap
 
     sessions = []
     for user, index in enumerate(rng.choice(cfg.gallery_size, cfg.users, replace=False)):
@@ -111,8 +108,8 @@ def expected_rankings(sessions: list[Session], cfg: Config):
     """What the library answers for every prefix (computed before the load, not during it)."""
     import torch
 
-    from retrieval.gallery import open_gallery
-    from retrieval.retriever import Retriever
+    from retrieval.serving.gallery import open_gallery
+    from retrieval.serving.retriever import Retriever
 
     encoder = load_encoder(cfg.model)
     gallery = open_gallery(encoder, f"procedural:photos={cfg.gallery_size}", cfg.cache_dir, progress=True)

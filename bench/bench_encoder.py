@@ -15,7 +15,6 @@ import argparse
 import datetime
 import os
 import platform
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,9 +22,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from retrieval.encoder import Encoder  # noqa: E402
-from retrieval.sketch import Sketch  # noqa: E402
+from retrieval.data.sketch import Sketch  # noqa: E402
+from retrieval.model.encoder import Encoder  # noqa: E402
 
 
 @dataclass

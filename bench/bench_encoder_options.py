@@ -17,8 +17,8 @@ option) and ONNX Runtime (not in requirements.txt; adding a large dependency nee
 reason first: the eager encoder already meets the budget, see bench/results/latency.md).
 
 Latency: render + embed of one partial sketch (stroke prefixes of procedural sketches), batch 1,
-``--threads`` torch threads. Accuracy: ``retrieval.evaluate.evaluate_ranks`` on the procedural
-``val`` split of ``--data``, summarised by ``retrieval.metrics.summarize`` (m@B, m@A, A@1, A@10).
+``--threads`` torch threads. Accuracy: ``retrieval.evaluation.evaluate.evaluate_ranks`` on the procedural
+``val`` split of ``--data``, summarised by ``retrieval.evaluation.metrics.summarize`` (m@B, m@A, A@1, A@10).
 
     .venv/bin/python bench/bench_encoder_options.py                       # all options (~1-2 min on 2 cores)
     .venv/bin/python bench/bench_encoder_options.py --options eager,res96 --reps 100 --data procedural:photos=300
@@ -32,8 +32,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import (  # noqa: E402
     DEFAULT_MODEL,
     Target,
@@ -73,7 +71,7 @@ def build_option(name: str, model: Path):
     """The Encoder for one option (see module docstring)."""
     import torch
 
-    from retrieval.encoder import Encoder
+    from retrieval.model.encoder import Encoder
 
     if name == "channels_last":
         return load_encoder(model, channels_last=True)
@@ -95,7 +93,7 @@ def build_option(name: str, model: Path):
 
 def partial_sketches(n: int, seed: int) -> list:
     """Stroke prefixes of procedural sketches: what the app embeds after each stroke."""
-    from retrieval.procedural import generate_sketch
+    from retrieval.data.procedural import generate_sketch
 
     out = []
     for index in range(n):
@@ -124,9 +122,9 @@ def measure(names: list[str], cfg: Config) -> list[dict]:
     """Build every option (first call timed: compile happens there), time them interleaved, evaluate each."""
     import torch
 
-    from retrieval.datasets import open_dataset
-    from retrieval.evaluate import evaluate_ranks
-    from retrieval.metrics import summarize
+    from retrieval.data.datasets import open_dataset
+    from retrieval.evaluation.evaluate import evaluate_ranks
+    from retrieval.evaluation.metrics import summarize
 
     torch.set_num_threads(cfg.threads)
     probe = partial_sketches(1, cfg.seed)[0]
@@ -176,7 +174,7 @@ def report(rows: list[dict], cfg: Config, machine: dict, command: str) -> None:
     lines += [
         f"- model: {model_label(cfg.model)}; torch threads {cfg.threads}; {cfg.reps} timed render+embed calls of "
         "partial sketches (batch 1) after warm-up",
-        f"- accuracy: retrieval.evaluate.evaluate_ranks on `{cfg.data}` split val (17 point cuts per sketch, "
+        f"- accuracy: retrieval.evaluation.evaluate.evaluate_ranks on `{cfg.data}` split val (17 point cuts per sketch, "
         "all val photos as gallery)",
         "",
     ]

@@ -16,19 +16,16 @@ from __future__ import annotations
 
 import argparse
 import resource
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import faiss
 import numpy as np
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import command_line, header_lines, machine_info, percentiles, write_markdown  # noqa: E402
 from synthetic import clustered, unit  # noqa: E402
 
-from retrieval.index import APPROX_THRESHOLD, IndexParams, PhotoIndex, set_faiss_threads  # noqa: E402
+from retrieval.serving.index import APPROX_THRESHOLD, IndexParams, PhotoIndex, set_faiss_threads  # noqa: E402
 
 
 @dataclass
@@ -127,7 +124,7 @@ def write_report(rows: list[dict], cfg: Config, elapsed_s: float, machine: dict,
         f"- faiss {faiss.__version__}, {faiss.omp_get_max_threads()} OpenMP threads; run took {elapsed_s / 60:.1f} min",
         f"- data: D={cfg.dim}, Gaussian mixture of {cfg.clusters} clusters (spread {cfg.spread}), unit vectors; "
         f"{cfg.queries} single queries (jittered gallery points), k=10; seed {cfg.seed}",
-        f"- library defaults (retrieval/index.py): exact up to {APPROX_THRESHOLD:,} photos, IVF-Flat above (nlist "
+        f"- library defaults (retrieval/serving/index.py): exact up to {APPROX_THRESHOLD:,} photos, IVF-Flat above (nlist "
         f"4*sqrt(N), nprobe {defaults.nprobe}); HNSW on request (M={defaults.M}, efConstruction="
         f"{defaults.ef_construction}, efSearch={defaults.ef_search})",
         "- memory: vectors for flat/IVF; HNSW = max(measured RSS growth, vectors + 2*M*4 B links)",

@@ -24,14 +24,11 @@ from __future__ import annotations
 
 import contextlib
 import json
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import (  # noqa: E402
     BENCH_CACHE,
     DEFAULT_MODEL,
@@ -82,7 +79,7 @@ class Config:
 # --- galleries -----------------------------------------------------------------------------------
 def real_gallery(encoder, n: int, cache_dir: Path) -> tuple[np.ndarray, list[str]]:
     """Embeddings and ids of the first ``n`` procedural photos (rendered, embedded, cached)."""
-    from retrieval.gallery import open_gallery
+    from retrieval.serving.gallery import open_gallery
 
     gallery = open_gallery(encoder, f"procedural:photos={n}", cache_dir, progress=True)
     index = gallery.index
@@ -112,9 +109,9 @@ def _vm_hwm_mb() -> float:
 # --- sketches ------------------------------------------------------------------------------------
 def stroke_pool(n_photos: int, cfg: Config, rng: np.random.Generator) -> list[tuple[str, str]]:
     """(stroke-JSON text, photo id) for every stroke prefix of sketches of random gallery photos."""
-    from retrieval.formats.stroke_json import to_stroke_json
-    from retrieval.procedural import generate_sketch
-    from retrieval.procedural.dataset import photo_id_of
+    from retrieval.data.formats.stroke_json import to_stroke_json
+    from retrieval.data.procedural import generate_sketch
+    from retrieval.data.procedural.dataset import photo_id_of
 
     pool = []
     for index in rng.choice(n_photos, min(cfg.sketch_photos, n_photos), replace=False):
@@ -177,7 +174,7 @@ def index_metrics(index, queries: np.ndarray, targets: list[str], k: int = 10) -
 
 def timed_build(vectors: np.ndarray, ids: list[str], kind: str):
     """``PhotoIndex.build`` on all (<= 2) cores: the index, seconds and memory growth."""
-    from retrieval.index import PhotoIndex, set_faiss_threads
+    from retrieval.serving.index import PhotoIndex, set_faiss_threads
 
     set_faiss_threads()
     with measure_memory() as memory:
@@ -190,8 +187,8 @@ def timed_build(vectors: np.ndarray, ids: list[str], kind: str):
 def bench_size(n: int, encoder, base: tuple[np.ndarray, list[str]], pool, cfg: Config, rng) -> dict:
     import torch
 
-    from retrieval.index import APPROX_THRESHOLD
-    from retrieval.retriever import Retriever
+    from retrieval.serving.index import APPROX_THRESHOLD
+    from retrieval.serving.retriever import Retriever
 
     base_vecs, base_ids = base
     n_real = min(n, len(base_ids))

@@ -13,23 +13,20 @@ from __future__ import annotations
 
 import argparse
 import os
-import sys
 import time
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from common import header_lines, machine_info, write_markdown  # noqa: E402
 from tqdm import tqdm
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import header_lines, machine_info, write_markdown  # noqa: E402
-
-from retrieval.formats.quickdraw import iter_folder, timing_stats  # noqa: E402
-from retrieval.procedural import VERSION, generate_sketch  # noqa: E402
-from retrieval.procedural import timing as calibration  # noqa: E402
-from retrieval.procedural.photo import render_photo  # noqa: E402
-from retrieval.procedural.scene import scene_for  # noqa: E402
+from retrieval.data.formats.quickdraw import iter_folder, timing_stats  # noqa: E402
+from retrieval.data.procedural import VERSION, generate_sketch  # noqa: E402
+from retrieval.data.procedural import timing as calibration  # noqa: E402
+from retrieval.data.procedural.photo import render_photo  # noqa: E402
+from retrieval.data.procedural.scene import scene_for  # noqa: E402
 
 
 @dataclass

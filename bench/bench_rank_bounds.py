@@ -20,14 +20,11 @@ photos cut at 25/50/75/100 % of their points, each with its own photo as target.
 
 from __future__ import annotations
 
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import (  # noqa: E402
     BENCH_CACHE,
     DEFAULT_MODEL,
@@ -102,8 +99,8 @@ class BoundedCounter:
 
 def queries_and_targets(cfg: Config, encoder, index) -> tuple[np.ndarray, np.ndarray]:
     """Sketch embeddings (4 cuts of ``cfg.queries`` sketches) and their photos' rows in ``index``."""
-    from retrieval.procedural import generate_sketch
-    from retrieval.procedural.dataset import photo_id_of
+    from retrieval.data.procedural import generate_sketch
+    from retrieval.data.procedural.dataset import photo_id_of
 
     rng = np.random.default_rng(cfg.seed)
     row_of = {pid: i for i, pid in enumerate(index.ids)}
@@ -117,7 +114,7 @@ def queries_and_targets(cfg: Config, encoder, index) -> tuple[np.ndarray, np.nda
 
 
 def measure(vectors: np.ndarray, queries: np.ndarray, rows: np.ndarray, cfg: Config) -> dict:
-    from retrieval.index import PhotoIndex
+    from retrieval.serving.index import PhotoIndex
 
     start = time.perf_counter()
     index = PhotoIndex.build(vectors, [str(i) for i in range(len(vectors))], kind="ivf")
@@ -154,7 +151,7 @@ def measure(vectors: np.ndarray, queries: np.ndarray, rows: np.ndarray, cfg: Con
 def main(argv: list[str] | None = None) -> None:
     import torch
 
-    from retrieval.gallery import open_gallery
+    from retrieval.serving.gallery import open_gallery
 
     cfg = parse_config(Config, argv, __doc__)
     machine = machine_info()

@@ -10,13 +10,10 @@ versions, to bench/results/raster.md.
 from __future__ import annotations
 
 import math
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 
 import cv2
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import (  # noqa: E402
     command_line,
     header_lines,
@@ -27,9 +24,9 @@ from common import (  # noqa: E402
 )
 
 from retrieval.cli import parse_config  # noqa: E402
-from retrieval.procedural import generate_sketch  # noqa: E402
-from retrieval.raster import render, render_steps  # noqa: E402
-from retrieval.sketch import Sketch, point_cuts  # noqa: E402
+from retrieval.data.procedural import generate_sketch  # noqa: E402
+from retrieval.data.raster import render, render_steps  # noqa: E402
+from retrieval.data.sketch import Sketch, point_cuts  # noqa: E402
 
 
 @dataclass

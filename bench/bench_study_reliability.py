@@ -1,7 +1,7 @@
 """Study-mode reliability: concurrent participants at human timing, then again with hostile clients.
 
 Starts ``app.py --mode study`` and drives ``--sessions`` participants through its real UI events
-(``bench/ui_client.py``: the requests the browser page sends). Each participant draws the
+(``retrieval/ui/ui_client.py``: the requests the browser page sends). Each participant draws the
 procedural sketch of its trial's target stroke by stroke at human times (the sketch's own stroke
 durations, Quick, Draw!-like pen-up gaps), sends the whole journal after every pen-up, waits for
 the answer, gives up after ``--strokes-per-trial`` strokes and presses Next. The run has two phases
@@ -25,7 +25,6 @@ from __future__ import annotations
 import asyncio
 import json
 import shlex
-import sys
 import time
 from collections import Counter
 from dataclasses import dataclass, field
@@ -33,9 +32,6 @@ from pathlib import Path
 
 import httpx
 import numpy as np
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from app_client import running_app  # noqa: E402
 from common import (  # noqa: E402
     BENCH_CACHE,
     Target,
@@ -46,9 +42,10 @@ from common import (  # noqa: E402
     target_table,
     write_results,
 )
-from ui_client import UiApp, UiError, UiSession  # noqa: E402
 
 from retrieval.cli import parse_config  # noqa: E402
+from retrieval.ui.api_client import running_app  # noqa: E402
+from retrieval.ui.ui_client import UiApp, UiError, UiSession  # noqa: E402
 
 
 @dataclass
@@ -134,8 +131,8 @@ class Participant:
         return canvas["trial"], panel["target_id"]
 
     async def run(self, deadline: float) -> None:
-        from retrieval.procedural import generate_sketch
-        from retrieval.procedural.timing import pen_up_gap
+        from retrieval.data.procedural import generate_sketch
+        from retrieval.data.procedural.timing import pen_up_gap
 
         start, stroke_ev = self.app.event("Start", "click"), self.app.event("es-canvas", "stroke_end")
         give_up, next_ev = self.app.event("Give up", "click"), self.app.event("Next trial", "click")
@@ -285,7 +282,7 @@ def hostile_process(url: str, phase: str, clients: int, duration_s: float, pause
 
 def check_logs(log_dir: Path, tally: Tally) -> dict:
     """Strokes sent vs stroke records on disk, and misfiled records, for one phase's participants."""
-    from retrieval.study_log import StudyLog, read_log
+    from retrieval.study.log import StudyLog, read_log
 
     sent = sum(len(seqs) for trials in tally.sent.values() for seqs in trials.values())
     written = misfiled = 0
@@ -349,7 +346,7 @@ def main(argv: list[str] | None = None) -> None:
 
 def limit_line(cfg: Config) -> str:
     """The app's per-tab rate limit in this run (on by default in study mode)."""
-    from retrieval.request_limits import RATE_BURST, RATE_PER_S
+    from retrieval.serving.request_limits import RATE_BURST, RATE_PER_S
 
     if "--rate-limit" in cfg.app_args:
         return f"App flags `{cfg.app_args}`."

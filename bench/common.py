@@ -4,7 +4,7 @@ Every result file carries the machine (CPU model, cores, RAM, load), the date, l
 and a plot. Each benchmark writes ``bench/results/<name>.md`` (human), ``<name>.json`` (read by
 ``bench/run_all.py``: the targets with measured value and met / not met) and ``<name>.png``.
 
-Starting the app and calling its endpoint live in ``bench/app_client.py``.
+Starting the app and calling its endpoint live in ``retrieval/ui/api_client.py``.
 """
 
 from __future__ import annotations
@@ -30,10 +30,6 @@ RESULTS = ROOT / "bench" / "results"
 DEFAULT_MODEL = ROOT / "assets" / "model"
 BENCH_CACHE = ROOT / ".cache" / "bench"  # galleries built for benchmarks (git-ignored, rebuilt on demand)
 VERSIONED = ("numpy", "torch", "torchvision", "faiss-cpu", "opencv-python-headless", "gradio", "playwright")
-
-
-if str(ROOT) not in sys.path:  # benches run as scripts: make `retrieval` importable
-    sys.path.insert(0, str(ROOT))
 
 
 # --- machine / versions --------------------------------------------------------------------------
@@ -245,7 +241,7 @@ def load_encoder(model: Path = DEFAULT_MODEL, channels_last: bool = False):
     app subprocess and the gallery cache (keyed by model hash) agree. Latency does not depend on
     the weights; accuracy does, so results say which model was used.
     """
-    from retrieval.encoder import Encoder
+    from retrieval.model.encoder import Encoder
 
     if (Path(model) / "model.safetensors").exists():
         return Encoder.load(model, channels_last=channels_last)

@@ -24,7 +24,6 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import (  # noqa: E402
     BENCH_CACHE,
     RESULTS,
@@ -37,7 +36,7 @@ from common import (  # noqa: E402
     use_agg,
 )
 
-from retrieval.index import IndexParams  # noqa: E402
+from retrieval.serving.index import IndexParams  # noqa: E402
 
 SUMMARY = ROOT / "bench" / "RESULTS.md"
 

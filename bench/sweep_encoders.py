@@ -1,7 +1,7 @@
 """Encoder layouts trained side by side under one time budget, then scored by ``bench_ablation``.
 
-Each ``--runs`` item is a preset of ``retrieval.train.ENCODER_PRESETS`` with optional overrides of
-``retrieval.train.Config`` fields, ``preset:field=value:field=value`` (tuples comma-separated).
+Each ``--runs`` item is a preset of ``retrieval.train.pipeline.ENCODER_PRESETS`` with optional overrides of
+``retrieval.train.pipeline.Config`` fields, ``preset:field=value:field=value`` (tuples comma-separated).
 Every run is its own ``python -m retrieval.train`` process on ONE thread, all started at once, so
 on a machine with at least as many idle cores as runs they share nothing but memory bandwidth
 and each sees the same budget. The supervised budget is split over the stages as
@@ -21,11 +21,10 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
 import bench_ablation  # noqa: E402
 
 from retrieval.cli import parse_config  # noqa: E402
-from retrieval.train import ENCODER_PRESETS, STAGE_SHARES, STAGES, Config  # noqa: E402
+from retrieval.train.pipeline import ENCODER_PRESETS, STAGE_SHARES, STAGES, Config  # noqa: E402
 
 
 @dataclass
@@ -63,7 +62,7 @@ def run_config(item: str, cfg: SweepConfig) -> Config:
     for override in overrides:
         key, _, text = override.partition("=")
         if key not in kinds:
-            raise SystemExit(f"{item}: {key!r} is not a retrieval.train.Config field")
+            raise SystemExit(f"{item}: {key!r} is not a retrieval.train.pipeline.Config field")
         default = kinds[key].default if kinds[key].default is not dataclasses.MISSING else kinds[key].default_factory()
         if isinstance(default, tuple):
             values[key] = tuple(filter(None, text.split(",")))

@@ -11,7 +11,7 @@ import numpy as np
 from stable_baselines3.common.callbacks import BaseCallback
 from tqdm.auto import tqdm
 
-from retrieval.progress_head import ProgressHead
+from retrieval.model.progress_head import ProgressHead
 from rl.features import FeatureCache
 from rl.scoring import evaluate_head
 

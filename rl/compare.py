@@ -12,8 +12,8 @@ from collections.abc import Mapping
 
 import numpy as np
 
-from retrieval.metrics import paired_bootstrap, per_sketch, summarize
-from retrieval.progress_head import ProgressHead
+from retrieval.evaluation.metrics import paired_bootstrap, per_sketch, summarize
+from retrieval.model.progress_head import ProgressHead
 from rl.features import FeatureCache
 from rl.scoring import step_ranks
 

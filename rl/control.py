@@ -24,7 +24,7 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from retrieval.cli import parse_config
-from retrieval.progress_head import ProgressHead
+from retrieval.model.progress_head import ProgressHead
 from rl.callbacks import HEADLINE, selection_score
 from rl.features import FeatureCache
 from rl.scoring import evaluate_head, make_head
@@ -37,7 +37,7 @@ class ControlConfig:
     checkpoint: str = ""
     """supervised encoder checkpoint folder (frozen backbone; its sketch head is the start point)"""
     data: str = "procedural"
-    """dataset spec for retrieval.datasets.open_dataset"""
+    """dataset spec for retrieval.data.datasets.open_dataset"""
     val_fraction: float = 0.1
     """share of train photos carved out as val (as in the supervised run)"""
     holdout_fraction: float = 0.0
@@ -155,7 +155,7 @@ def train_control(
 
 
 def main(argv: list[str] | None = None) -> ControlResult:
-    from retrieval.metrics import format_table
+    from retrieval.evaluation.metrics import format_table
     from rl.train import load_inputs, rl_config_from
 
     cfg = parse_config(ControlConfig, argv)

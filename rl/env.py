@@ -9,7 +9,7 @@ import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
 
-from retrieval.metrics import true_ranks
+from retrieval.serving.index import true_ranks
 from rl.features import FeatureCache, synthetic_cache
 from rl.scoring import episode_consistency, kendall_tau_topk, l2_normalize
 
@@ -32,7 +32,7 @@ class SketchRetrievalEnv(gym.Env[np.ndarray, np.ndarray]):
     (when ``progress_in_obs``) its drawing progress ``p_t = ink_t / ink_ref``: the ink share of the
     step's raster over the median ink share of the cache's complete sketches (``ink_ref`` unless
     given), so ``p`` is about 1 for a finished drawing. The app can measure this while someone
-    draws (``retrieval.progress_head``); the true fraction ``(t + 1) / T`` it could not, since the
+    draws (``retrieval.model.progress_head``); the true fraction ``(t + 1) / T`` it could not, since the
     total is unknown until the drawing ends. Synthetic caches store ``(t + 1) / T`` as their ink.
     Bounds: the cache's own min and max, rounded outward (``[0, max(2, max p)]`` for ``p``).
 

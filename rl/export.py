@@ -1,6 +1,6 @@
 """Write the deployed sketch encoder: the frozen backbone plus the RL-trained sketch head.
 
-The output is an ordinary encoder checkpoint, so the app and ``retrieval.evaluate`` load it exactly
+The output is an ordinary encoder checkpoint, so the app and ``retrieval.evaluation.evaluate`` load it exactly
 like the supervised one: a head without MLP (``hidden=0``) is written as the plain linear
 ``sketch_head`` (``Encoder.with_sketch_head``); a progress-aware head goes in beside the network
 (``Encoder.with_progress_head``: ``meta["sketch_head"]`` + ``progress_head.*`` tensors), and the
@@ -38,7 +38,7 @@ def export_encoder(
     """Save ``encoder`` with its sketch head replaced by ``head`` (a ``ProgressHead``); returns the folder.
 
     Args:
-        encoder: the supervised ``retrieval.encoder.Encoder`` whose backbone RL kept frozen.
+        encoder: the supervised ``retrieval.model.encoder.Encoder`` whose backbone RL kept frozen.
         head: the trained head (any scale: embeddings are L2-normalised).
         out: checkpoint folder to write.
         config: the RL config (a dataclass or dict), recorded in the card.

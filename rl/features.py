@@ -34,7 +34,7 @@ class FeatureCache:
         photo_embeddings: ``(N, D)`` float32 L2-normalised embeddings of the split's gallery.
         true_index: ``(S,)`` int64 row of each sketch's true photo in ``photo_embeddings``.
         ink: ``(S, T)`` float32 ink share of the rendered partial sketch after step ``t``
-            (``retrieval.progress_head.ink_share``): the drawing-progress signal the app can
+            (``retrieval.model.progress_head.ink_share``): the drawing-progress signal the app can
             measure too. Synthetic caches store the true progress ``(t + 1) / T`` here.
         photo_ids: the gallery ids, row order of ``photo_embeddings``.
         sketch_keys: the sketch keys, row order of ``features``.
@@ -189,8 +189,8 @@ def synthetic_cache(
 
 
 def model_fingerprint(encoder: Any) -> str:
-    """Hash of the weights and preprocessing (``retrieval.gallery.model_hash``) plus the raster settings."""
-    from retrieval.gallery import model_hash
+    """Hash of the weights and preprocessing (``retrieval.serving.gallery.model_hash``) plus the raster settings."""
+    from retrieval.serving.gallery import model_hash
 
     raster = f"{encoder.meta.get('raster_size')}/{encoder.meta.get('line_width')}"
     return hashlib.sha256(f"{model_hash(encoder)}|{raster}".encode()).hexdigest()[:16]
@@ -217,21 +217,21 @@ def compute_features(
 ) -> FeatureCache:
     """Render every step of every sketch of ``split`` and run the frozen backbone on them.
 
-    Uses the evaluation code's own rendering and embedding (``retrieval.evaluate``), so the RL
+    Uses the evaluation code's own rendering and embedding (``retrieval.evaluation.evaluate``), so the RL
     head sees exactly the features the evaluation and the app compute.
 
     Args:
-        encoder: a ``retrieval.encoder.Encoder``.
+        encoder: a ``retrieval.model.encoder.Encoder``.
         dataset: a ``RetrievalDataset``.
         split: ``"train"``, ``"val"`` or ``"test"``.
         step_mode: ``"points"`` (17 point cuts, the on-the-fly protocol) or ``"strokes"``.
         num_steps: cuts per sketch in ``"points"`` mode (only 17 is supported by the evaluation).
         progress: show tqdm bars.
     """
-    from retrieval.evaluate import embed_steps, photo_embeddings, step_ink, true_photo_index
+    from retrieval.evaluation.evaluate import embed_steps, photo_embeddings, step_ink, true_photo_index
 
     if step_mode == "points" and num_steps != 17:
-        raise ValueError("retrieval.evaluate renders the literature's 17 point cuts; use num_steps=17")
+        raise ValueError("retrieval.evaluation.evaluate renders the literature's 17 point cuts; use num_steps=17")
     records = list(dataset.sketches(split))
     if not records:
         raise ValueError(f"split {split!r} has no sketches; available splits: {dataset.splits()}")

@@ -4,7 +4,7 @@
     python -m rl.reproduce --data DIR --checkpoint SUPERVISED_DIR --holdout-fraction 0.2 ...  # skip step 1
     python -m rl.reproduce --out runs/repro-tiny --tiny                            # ~1 min smoke run
 
-1. supervised encoder (``retrieval.train.run``, library call) -> ``OUT/supervised/best``; it never
+1. supervised encoder (``retrieval.train.pipeline.run``, library call) -> ``OUT/supervised/best``; it never
    sees the ``holdout`` photos (``--holdout-fraction``, a second seeded carve of train photos).
 2. frozen features of every drawing step of train / val / the comparison split (``rl.features``,
    cached in ``OUT/cache``).
@@ -18,7 +18,7 @@
    on the comparison split) is shipped: its best-on-val seed exported to ``OUT/shipped/encoder``
    (the supervised checkpoint copied there when it wins),
    named in ``OUT/shipped.txt``; it and the supervised checkpoint are evaluated end to end by
-   ``retrieval.evaluate`` on the comparison split (``OUT/{supervised,shipped}/eval``).
+   ``retrieval.evaluation.evaluate`` on the comparison split (``OUT/{supervised,shipped}/eval``).
 
 Prints a time breakdown at the end (also in ``OUT/timings.json``).
 """
@@ -35,7 +35,7 @@ import numpy as np
 import torch
 
 from retrieval.cli import parse_config
-from retrieval.train import STAGE_SHARES
+from retrieval.train.pipeline import STAGE_SHARES
 from rl.callbacks import selection_score
 from rl.compare import compare, markdown
 from rl.control import ControlConfig, train_control
@@ -71,7 +71,7 @@ class ReproduceConfig:
     holdout_fraction: float = 0.2
     """share of train photos carved out as 'holdout' (never trained or selected on); 0 = compare on test"""
     encoder: str = "scratch"
-    """encoder layout, a preset of retrieval.train.ENCODER_PRESETS: scratch, lit-mobilenet, lit-lite0
+    """encoder layout, a preset of retrieval.train.pipeline.ENCODER_PRESETS: scratch, lit-mobilenet, lit-lite0
     (lit-lite0 wins side by side at 5-16 min but not yet at the full budget: README, ablation)"""
     quickdraw: str = "../shared/data/quickdraw-raw"
     """Quick, Draw! raw ndjson folder for sketch pre-training; the stage is skipped (its time given to
@@ -89,8 +89,8 @@ class ReproduceConfig:
 
 
 def supervised_config(cfg: ReproduceConfig, out: Path):
-    """``retrieval.train.Config`` for this run (stages and minutes from the budget, layout from the preset)."""
-    from retrieval.train import ENCODER_PRESETS, Config
+    """``retrieval.train.pipeline.Config`` for this run (stages and minutes from the budget, layout from the preset)."""
+    from retrieval.train.pipeline import ENCODER_PRESETS, Config
 
     if cfg.encoder not in ENCODER_PRESETS:
         raise ValueError(f"unknown encoder preset {cfg.encoder!r}; choose one of {sorted(ENCODER_PRESETS)}")
@@ -166,8 +166,8 @@ def control_config(cfg: ReproduceConfig, out: Path, seed: int) -> ControlConfig:
 
 
 def evaluate_checkpoint(cfg: ReproduceConfig, model: Path, out: Path, split: str) -> dict:
-    """``retrieval.evaluate.run`` of one checkpoint on ``split`` (ranks.csv, curves.png, metrics.json)."""
-    from retrieval.evaluate import EvalConfig, run
+    """``retrieval.evaluation.evaluate.run`` of one checkpoint on ``split`` (ranks.csv, curves.png, metrics.json)."""
+    from retrieval.evaluation.evaluate import EvalConfig, run
 
     return run(
         EvalConfig(
@@ -185,9 +185,9 @@ def evaluate_checkpoint(cfg: ReproduceConfig, model: Path, out: Path, split: str
 
 def reproduce(cfg: ReproduceConfig) -> dict:
     """Run everything; returns ``{"comparison": ..., "evaluated": {...}, "shipped": name, "timings": {...}}``."""
-    from retrieval.datasets import open_dataset
-    from retrieval.encoder import Encoder
-    from retrieval.train import run as train_supervised
+    from retrieval.data.datasets import open_dataset
+    from retrieval.model.encoder import Encoder
+    from retrieval.train.pipeline import run as train_supervised
 
     if cfg.tiny and cfg.data == "procedural":
         cfg = replace(cfg, data="procedural:photos=40,sketches=2", val_fraction=0.2, seeds=min(cfg.seeds, 2))

@@ -1,6 +1,6 @@
 """Vectorised scoring shared by the environment, the evaluation callback, the control and the export.
 
-A sketch head is a ``retrieval.progress_head.ProgressHead``: ``l2n(W f + b + MLP(f, progress))``
+A sketch head is a ``retrieval.model.progress_head.ProgressHead``: ``l2n(W f + b + MLP(f, progress))``
 (with the MLP at zero it is the supervised linear head). Everything here works on cached features
 (``rl.features.FeatureCache``), so scoring a whole split at all 17 steps is a few matrix products.
 """
@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from retrieval.evaluate import ranks_from_embeddings
-from retrieval.metrics import summarize
-from retrieval.progress_head import ProgressHead
+from retrieval.evaluation.evaluate import ranks_from_embeddings
+from retrieval.evaluation.metrics import summarize
+from retrieval.model.progress_head import ProgressHead
 from rl.features import FeatureCache
 
 
@@ -34,7 +34,7 @@ def make_head(cache: FeatureCache, weight: np.ndarray, bias: np.ndarray, hidden:
 def step_ranks(cache: FeatureCache, head: ProgressHead) -> np.ndarray:
     """``(S, T)`` rank of each sketch's true photo at every step, NaN after a sketch's last step.
 
-    Ranking is ``retrieval.evaluate.ranks_from_embeddings``: the same code scores the supervised
+    Ranking is ``retrieval.evaluation.evaluate.ranks_from_embeddings``: the same code scores the supervised
     model, so RL and baseline numbers are comparable.
     """
     emb = head.embed(cache.features, cache.ink)  # (S, T, D)
@@ -43,7 +43,7 @@ def step_ranks(cache: FeatureCache, head: ProgressHead) -> np.ndarray:
 
 
 def evaluate_head(cache: FeatureCache, head: ProgressHead) -> dict:
-    """``retrieval.metrics.summarize`` of the head on a cached split (gallery = that split's photos)."""
+    """``retrieval.evaluation.metrics.summarize`` of the head on a cached split (gallery = that split's photos)."""
     return summarize(step_ranks(cache, head), n_gallery=len(cache.photo_ids))
 
 

@@ -1,7 +1,7 @@
 """PPO on the sketch head: ``python -m rl.train --checkpoint runs/supervised/model --data DIR``.
 
 Reads top to bottom like a CleanRL script: config -> cached features -> environments -> PPO whose
-action mean IS a progress-aware sketch head (``retrieval.progress_head.ProgressHead``: the
+action mean IS a progress-aware sketch head (``retrieval.model.progress_head.ProgressHead``: the
 supervised linear head plus a zero-initialised residual MLP over feature and drawing progress)
 -> train under a time budget while a callback scores the head on the validation split and keeps
 the best -> export the encoder with that head.
@@ -28,7 +28,7 @@ from stable_baselines3.common.logger import configure
 from stable_baselines3.common.vec_env import DummyVecEnv
 
 from retrieval.cli import parse_config
-from retrieval.progress_head import ProgressHead
+from retrieval.model.progress_head import ProgressHead
 from rl.callbacks import HeadSelectionCallback
 from rl.env import SketchRetrievalEnv
 from rl.features import FeatureCache, cached_features
@@ -43,7 +43,7 @@ class RLConfig:
     checkpoint: str = ""
     """supervised encoder checkpoint folder (its backbone stays frozen; its sketch head is the start point)"""
     data: str = "procedural"
-    """dataset spec for retrieval.datasets.open_dataset: a QMUL-layout folder, or 'procedural[:k=v,...]'"""
+    """dataset spec for retrieval.data.datasets.open_dataset: a QMUL-layout folder, or 'procedural[:k=v,...]'"""
     val_fraction: float = 0.1
     """share of train photos carved out as val; with --seed it must match the supervised run's split"""
     out: str = "runs/rl"
@@ -113,7 +113,7 @@ class RLConfig:
     select_metric: str = "m@A+m@B"
     """validation score that picks the best head: 'm@A', 'm@B' or 'm@A+m@B'"""
     seed: int = 0
-    """seed of the val split (as in retrieval.train) and of PPO, environments and torch"""
+    """seed of the val split (as in retrieval.train.pipeline) and of PPO, environments and torch"""
     threads: int = 1
     """torch threads (the machine is shared)"""
     export: bool = True
@@ -211,8 +211,8 @@ def rl_config_from(other: Any, **overrides: Any) -> RLConfig:
 
 def load_inputs(cfg: RLConfig) -> tuple[Any, Any, FeatureCache, FeatureCache]:
     """The supervised encoder, the dataset, and cached train/val features."""
-    from retrieval.datasets import open_dataset
-    from retrieval.encoder import Encoder
+    from retrieval.data.datasets import open_dataset
+    from retrieval.model.encoder import Encoder
 
     if not cfg.checkpoint:
         raise ValueError(
@@ -323,7 +323,7 @@ def summary_of(cfg: RLConfig, result: RLResult) -> dict:
 def main(argv: list[str] | None = None) -> RLResult:
     cfg = parse_config(RLConfig, argv)
     result = train(cfg)
-    from retrieval.metrics import format_table
+    from retrieval.evaluation.metrics import format_table
 
     print("validation, supervised head:\n" + format_table(result.baseline_metrics))
     print(

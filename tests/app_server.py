@@ -1,6 +1,6 @@
 """Start the real app in a subprocess on a free local port for the API and browser tests.
 
-A thin wrapper over :func:`bench.app_client.running_app` (the one app launcher, shared with the
+A thin wrapper over :func:`retrieval.ui.api_client.running_app` (the one app launcher, shared with the
 benchmarks) with the tests' small gallery, one thread and the log in the test's ``tmp_path``.
 """
 
@@ -10,7 +10,7 @@ import contextlib
 from collections.abc import Iterator
 from pathlib import Path
 
-from bench.app_client import running_app as _running_app
+from retrieval.ui.api_client import running_app as _running_app
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SMALL_GALLERY = "60"  # procedural photos: starts in seconds, cached after the first run

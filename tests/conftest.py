@@ -37,6 +37,6 @@ def encoder():
 
     Modules that need another model define their own ``encoder`` fixture, which takes precedence.
     """
-    from retrieval.encoder import Encoder  # here, not at the top: most test modules never need torch
+    from retrieval.model.encoder import Encoder  # here, not at the top: most test modules never need torch
 
     return Encoder.create(input_size=64, embed_dim=32, seed=0)

@@ -11,9 +11,9 @@ import json
 import httpx
 import pytest
 
-from bench.app_client import ApiError, call_rank
-from bench.ui_client import UiApp, UiError, UiSession
-from retrieval.request_limits import RATE_BURST
+from retrieval.serving.request_limits import RATE_BURST
+from retrieval.ui.api_client import ApiError, call_rank
+from retrieval.ui.ui_client import UiApp, UiError, UiSession
 from tests.app_server import running_app
 
 SKETCH = {"canvas": {"width": 400, "height": 400},

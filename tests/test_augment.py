@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from retrieval.augment import (
+from retrieval.data.augment import (
     PhotoAugment,
     SketchAugment,
     augment_photo,
@@ -15,7 +15,7 @@ from retrieval.augment import (
     random_cut,
     render_augmented,
 )
-from retrieval.sketch import Sketch
+from retrieval.data.sketch import Sketch
 
 
 def _sketch(n_strokes: int = 5) -> Sketch:

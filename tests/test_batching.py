@@ -7,11 +7,11 @@ import threading
 import numpy as np
 import pytest
 
-from retrieval.batching import RankBatcher
-from retrieval.formats.stroke_json import StrokePayloadError
-from retrieval.gallery import build_dataset_gallery
-from retrieval.procedural import ProceduralDataset
-from retrieval.retriever import Retriever
+from retrieval.data.formats.stroke_json import StrokePayloadError
+from retrieval.data.procedural import ProceduralDataset
+from retrieval.serving.batching import RankBatcher
+from retrieval.serving.gallery import build_dataset_gallery
+from retrieval.serving.retriever import Retriever
 
 
 @pytest.fixture(scope="module")

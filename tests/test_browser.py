@@ -18,7 +18,7 @@ import urllib.request
 
 import pytest
 
-from retrieval.study_log import decode_id, log_files, read_log
+from retrieval.study.log import decode_id, log_files, read_log
 from tests.app_server import REPO_ROOT, app_log, running_app
 
 playwright_api = pytest.importorskip("playwright.sync_api")
@@ -123,7 +123,7 @@ def _photo_folder(tmp_path):
     """16 procedural photos, one more with a hostile name, and an unreadable file with another."""
     from PIL import Image
 
-    from retrieval.procedural.dataset import generate_photo
+    from retrieval.data.procedural.dataset import generate_photo
 
     folder = tmp_path / "photos"
     folder.mkdir()

@@ -1,7 +1,7 @@
 """kill -9 mid-study: every stroke acknowledged before the kill is in the study log, which still parses.
 
 1. A child process runs the app's per-stroke study path (``DrawingSession.update`` with a real
-   ``Retriever``, logging through ``retrieval.study_log``) and prints ``ACK <seq>`` after each stroke
+   ``Retriever``, logging through ``retrieval.study.log``) and prints ``ACK <seq>`` after each stroke
    returns, i.e. when the app would answer the browser. The test SIGKILLs it at several points
    while it keeps drawing, so the kill lands mid-ranking or mid-write; then checks the log, and that
    re-opening the session appends cleanly after a torn line.
@@ -24,8 +24,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from bench.app_client import running_app
-from retrieval.study_log import StudyLog, read_log
+from retrieval.study.log import StudyLog, read_log
+from retrieval.ui.api_client import running_app
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -33,12 +33,12 @@ CHILD = r"""
 import sys
 import numpy as np, torch
 torch.set_num_threads(1)
-from retrieval.encoder import Encoder
-from retrieval.index import PhotoIndex
-from retrieval.procedural import generate_sketch
-from retrieval.retriever import Retriever
-from retrieval.study import DrawingSession, StudyConfig
-from retrieval.study_log import StudyLog
+from retrieval.model.encoder import Encoder
+from retrieval.serving.index import PhotoIndex
+from retrieval.data.procedural import generate_sketch
+from retrieval.serving.retriever import Retriever
+from retrieval.study.session import DrawingSession, StudyConfig
+from retrieval.study.log import StudyLog
 
 log_dir = sys.argv[1]
 encoder = Encoder.create(seed=0)

@@ -11,15 +11,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from retrieval.datasets import (
-    QMULFolderDataset,
-    RetrievalDataset,
-    SketchRecord,
-    open_dataset,
-    parse_procedural_spec,
-    split_validation,
-)
-from retrieval.formats import write_qmul_npz
+from retrieval.data.datasets import QMULFolderDataset, open_dataset, parse_procedural_spec
+from retrieval.data.formats import write_qmul_npz
+from retrieval.data.records import RetrievalDataset, SketchRecord, split_validation
 from tests.conftest import shared_path
 
 SKETCH = np.array([[30.0, 40, 0], [50, 60, 1], [70, 80, 0], [90, 100, 1]])
@@ -168,7 +162,7 @@ def test_open_dataset_procedural_kwargs(monkeypatch):
                 dict(num_photos=num_photos, sketches_per_photo=sketches_per_photo, seed=seed, val=val_fraction)
             )
 
-    monkeypatch.setitem(sys.modules, "retrieval.procedural", types.SimpleNamespace(ProceduralDataset=Recorder))
+    monkeypatch.setitem(sys.modules, "retrieval.data.procedural", types.SimpleNamespace(ProceduralDataset=Recorder))
     open_dataset(None, seed=5)
     open_dataset("procedural:photos=20,sketches=3,seed=1", val_fraction=0.2)
     assert calls == [
@@ -179,9 +173,9 @@ def test_open_dataset_procedural_kwargs(monkeypatch):
 
 def test_open_dataset_real_procedural():
     try:
-        from retrieval.procedural import ProceduralDataset  # noqa: F401
+        from retrieval.data.procedural import ProceduralDataset  # noqa: F401
     except ImportError:
-        pytest.skip("retrieval.procedural is not written yet")
+        pytest.skip("retrieval.data.procedural is not written yet")
     ds = open_dataset("procedural:photos=12,sketches=1")
     assert isinstance(ds, RetrievalDataset) and {"train", "val"} <= set(ds.splits())
     pid = ds.photo_ids("train")[0]
@@ -210,7 +204,7 @@ def test_real_chairv2_train():
 def test_real_shoev2_photos_are_readable():
     folder = shared_path("shoev2-photos")
     first = sorted(folder.glob("*.jpg"))[0]
-    from retrieval.datasets import read_rgb
+    from retrieval.data.images import read_rgb
 
     img = read_rgb(first)
     assert img.shape == (256, 256, 3) and img.dtype == np.uint8
@@ -218,9 +212,9 @@ def test_real_shoev2_photos_are_readable():
 
 def test_procedural_export_reopens_as_the_same_qmul_dataset(tmp_path):
     try:
-        from retrieval.procedural import ProceduralDataset, export
+        from retrieval.data.procedural import ProceduralDataset, export
     except ImportError:
-        pytest.skip("retrieval.procedural is not written yet")
+        pytest.skip("retrieval.data.procedural is not written yet")
     source = ProceduralDataset(num_photos=12, sketches_per_photo=2, seed=3)
     export(source, tmp_path / "proc")
     reopened = open_dataset(tmp_path / "proc", seed=3)

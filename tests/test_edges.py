@@ -5,7 +5,7 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-from retrieval.edges import EdgeParams, edge_map, edge_maps
+from retrieval.data.edges import EdgeParams, edge_map, edge_maps
 
 
 def _object_photo() -> np.ndarray:

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 import torch
 
-from retrieval.encoder import CheckpointError, Encoder
-from retrieval.sketch import Sketch
+from retrieval.data.sketch import Sketch
+from retrieval.model.encoder import CheckpointError, Encoder
 
 SIZE = 64  # small real model: the full pipeline at a fraction of the cost
 

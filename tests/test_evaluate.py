@@ -9,8 +9,11 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from retrieval.datasets import open_dataset
-from retrieval.evaluate import (
+from retrieval.data.datasets import open_dataset
+from retrieval.data.formats.qmul import write_qmul_npz
+from retrieval.data.raster import render
+from retrieval.data.sketch import Sketch, point_cuts, step_cuts
+from retrieval.evaluation.evaluate import (
     MissingSplitError,
     embed_steps,
     evaluate_ranks,
@@ -19,9 +22,6 @@ from retrieval.evaluate import (
     ranks_from_embeddings,
     true_photo_index,
 )
-from retrieval.formats.qmul import write_qmul_npz
-from retrieval.raster import render
-from retrieval.sketch import Sketch, point_cuts, step_cuts
 
 METRIC_KEYS = {"A@1", "A@5", "A@10", "m@A", "m@B", "curve", "sketch_less", "n_gallery", "n_sketches", "split", "model"}
 
@@ -168,8 +168,8 @@ def test_cli_on_a_tiny_procedural_dataset(encoder, tmp_path):
 
 
 def test_gallery_photo_ids_split_or_all():
-    from retrieval.evaluate import gallery_photo_ids
-    from retrieval.procedural import ProceduralDataset
+    from retrieval.data.procedural import ProceduralDataset
+    from retrieval.evaluation.evaluate import gallery_photo_ids
 
     data = ProceduralDataset(num_photos=20, sketches_per_photo=1, seed=0)
     union = sorted({pid for name in data.splits() for pid in data.photo_ids(name)})

@@ -9,7 +9,7 @@ import pickle
 import numpy as np
 import pytest
 
-from retrieval.formats import (
+from retrieval.data.formats import (
     UnsafePickleError,
     qmul_array_to_sketch,
     read_qmul,
@@ -20,9 +20,9 @@ from retrieval.formats import (
     split_key,
     write_qmul_npz,
 )
-from retrieval.formats.compare import assert_same_sketch
-from retrieval.sketch import Sketch
+from retrieval.data.sketch import Sketch
 from tests.conftest import shared_path
+from tests.sketch_compare import assert_same_sketch
 
 # Two strokes (3 + 2 points); pen = 1 on the last point of each stroke.
 ARRAY = np.array([[30.0, 40, 0], [50, 60, 0], [70, 80, 1], [100, 110, 0], [120, 130, 1]])

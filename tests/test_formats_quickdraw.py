@@ -8,11 +8,11 @@ import json
 import numpy as np
 import pytest
 
-from retrieval.formats import read_ndjson, timing_stats, write_ndjson
-from retrieval.formats.compare import assert_same_sketch
-from retrieval.formats.quickdraw import iter_folder
-from retrieval.sketch import Sketch
+from retrieval.data.formats import read_ndjson, timing_stats, write_ndjson
+from retrieval.data.formats.quickdraw import iter_folder
+from retrieval.data.sketch import Sketch
 from tests.conftest import shared_path
+from tests.sketch_compare import assert_same_sketch
 
 RAW_LINE = {
     "word": "cat",

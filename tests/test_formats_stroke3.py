@@ -10,7 +10,7 @@ import zipfile
 import numpy as np
 import pytest
 
-from retrieval.formats import (
+from retrieval.data.formats import (
     UnsafePickleError,
     iter_sketchrnn,
     read_qmul,
@@ -21,9 +21,9 @@ from retrieval.formats import (
     stroke5_to_stroke3,
     write_sketchrnn_npz,
 )
-from retrieval.formats.compare import assert_same_sketch
-from retrieval.sketch import Sketch
+from retrieval.data.sketch import Sketch
 from tests.conftest import shared_path
+from tests.sketch_compare import assert_same_sketch
 
 SKETCH = Sketch((np.array([[10.0, 20, 0], [13, 24, 0], [15, 20, 0]]), np.array([[40.0, 40, 0]])), 64.0, 48.0)
 STROKE3 = np.array([[10.0, 20, 0], [3, 4, 0], [2, -4, 1], [25, 20, 1]])

@@ -8,10 +8,10 @@ import time
 import numpy as np
 import pytest
 
-from retrieval.formats import StrokeLimits, StrokePayloadError, parse_stroke_json, to_stroke_json
-from retrieval.formats.compare import assert_same_sketch
-from retrieval.sketch import Sketch
+from retrieval.data.formats import StrokeLimits, StrokePayloadError, parse_stroke_json, to_stroke_json
+from retrieval.data.sketch import Sketch
 from tests.conftest import shared_path
+from tests.sketch_compare import assert_same_sketch
 
 VALID = {"canvas": {"width": 400, "height": 300}, "strokes": [[[10, 20, 0], [11.5, 21, 16.7]], [[50, 60, 400, 0.5]]]}
 
@@ -140,7 +140,7 @@ def test_largest_allowed_payload_parses_quickly():
 
 
 def test_real_chairv2_sketches_round_trip():
-    from retrieval.formats import read_qmul
+    from retrieval.data.formats import read_qmul
 
     sketches = list(read_qmul(shared_path("chairv2-train", "ChairV2_Coordinate")).values())[:50]
     for sketch in sketches:

@@ -5,10 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from retrieval.formats import parse_svg, read_svg, resample_polyline, sketch_to_svg, write_svg
-from retrieval.formats.compare import assert_same_sketch
-from retrieval.sketch import Sketch
+from retrieval.data.formats import parse_svg, read_svg, resample_polyline, sketch_to_svg, write_svg
+from retrieval.data.sketch import Sketch
 from tests.conftest import shared_path
+from tests.sketch_compare import assert_same_sketch
 
 SVG = """<?xml version="1.0"?>
 <svg viewBox="10 20 400 300" width="800px" height="600px" xmlns="http://www.w3.org/2000/svg">

@@ -9,15 +9,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from retrieval.encoder import Encoder
-from retrieval.gallery import (
-    build_dataset_gallery,
-    build_folder_gallery,
-    open_gallery,
-    read_photo,
-    scan_photo_folder,
-    split_gallery_spec,
-)
+from retrieval.data.images import read_rgb, scan_photo_folder
+from retrieval.model.encoder import Encoder
+from retrieval.serving.gallery import build_dataset_gallery, build_folder_gallery, open_gallery, split_gallery_spec
 from tests.conftest import shared_path
 
 
@@ -77,8 +71,8 @@ def test_folder_gallery_skips_broken_and_embeds_the_rest(photo_folder, encoder):
 def test_decompression_bomb_guard(tmp_path):
     write_image(tmp_path / "big.png", 0, size=(100, 100))
     with pytest.raises(ValueError, match="limit"):
-        read_photo(tmp_path / "big.png", max_pixels=5_000)
-    assert read_photo(tmp_path / "big.png", max_pixels=10_000).shape == (100, 100, 3)
+        read_rgb(tmp_path / "big.png", max_pixels=5_000)
+    assert read_rgb(tmp_path / "big.png", max_pixels=10_000).shape == (100, 100, 3)
 
 
 def test_cache_reuses_and_updates_incrementally(tmp_path, encoder):

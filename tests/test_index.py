@@ -7,8 +7,8 @@ import threading
 import numpy as np
 import pytest
 
-import retrieval.index as index_module
-from retrieval.index import IndexParams, PhotoIndex
+import retrieval.serving.index as index_module
+from retrieval.serving.index import IndexParams, PhotoIndex
 
 
 def unit_rows(n: int, d: int = 16, seed: int = 0) -> np.ndarray:

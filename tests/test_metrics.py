@@ -5,7 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from retrieval.metrics import format_table, paired_bootstrap, per_sketch, sketch_less, summarize, true_ranks
+from retrieval.evaluation.metrics import format_table, paired_bootstrap, per_sketch, sketch_less, summarize
+from retrieval.serving.index import true_ranks
 
 
 def test_true_ranks_hand_computed():

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from retrieval.pooling import L2N, GeM, gem, l2n
+from retrieval.model.pooling import L2N, GeM, gem, l2n
 
 
 def test_gem_p1_is_average_pooling():

@@ -10,10 +10,10 @@ import pytest
 import timm
 import torch
 
-from retrieval import pretrained
-from retrieval.datasets import QMULFolderDataset
-from retrieval.network import fit_square
-from retrieval.pretrained import PRETRAINED_MEAN, PRETRAINED_STD, PretrainedWeightsError, load_imagenet_weights
+from retrieval.data.datasets import QMULFolderDataset
+from retrieval.data.images import fit_square
+from retrieval.model import pretrained
+from retrieval.model.pretrained import PRETRAINED_MEAN, PRETRAINED_STD, PretrainedWeightsError, load_imagenet_weights
 
 CHAIR_V2 = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "chairv2-train"
 # ImageNet classes a chair photo may be: folding chair, rocking chair, barber chair, throne, studio couch

@@ -7,9 +7,9 @@ import dataclasses
 import numpy as np
 import pytest
 
-from retrieval.datasets import RetrievalDataset, open_dataset
-from retrieval.formats.quickdraw import timing_stats
-from retrieval.procedural import (
+from retrieval.data.datasets import open_dataset
+from retrieval.data.formats.quickdraw import timing_stats
+from retrieval.data.procedural import (
     VERSION,
     ProceduralDataset,
     export,
@@ -18,7 +18,8 @@ from retrieval.procedural import (
     photo_id_of,
     sample_params,
 )
-from retrieval.procedural.scene import scene_for
+from retrieval.data.procedural.scene import scene_for
+from retrieval.data.records import RetrievalDataset
 
 
 @pytest.fixture(scope="module")

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from retrieval.raster import render, render_steps, resize
-from retrieval.sketch import Sketch, point_cuts
+from retrieval.data.raster import render, render_steps, resize
+from retrieval.data.sketch import Sketch, point_cuts
 
 
 def _zigzag(n: int = 60, canvas: float = 256.0) -> Sketch:

@@ -12,7 +12,7 @@ from starlette.responses import PlainTextResponse
 from starlette.routing import Route
 from starlette.testclient import TestClient
 
-from retrieval.request_limits import (
+from retrieval.serving.request_limits import (
     RATE_BURST,
     RATE_PER_S,
     BodySizeLimit,

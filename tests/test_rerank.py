@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from retrieval.rerank import alpha_query_expansion, database_augmentation
+from retrieval.serving.rerank import alpha_query_expansion, database_augmentation
 
 
 def unit(*rows):

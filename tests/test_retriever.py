@@ -8,13 +8,13 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 import pytest
 
-from retrieval.encoder import Encoder
-from retrieval.formats.stroke_json import StrokeLimits, StrokePayloadError, to_stroke_json
-from retrieval.gallery import build_dataset_gallery
-from retrieval.metrics import true_ranks
-from retrieval.procedural import ProceduralDataset
-from retrieval.retriever import TIMING_KEYS, Retriever
-from retrieval.sketch import Sketch
+from retrieval.data.formats.stroke_json import StrokeLimits, StrokePayloadError, to_stroke_json
+from retrieval.data.procedural import ProceduralDataset
+from retrieval.data.sketch import Sketch
+from retrieval.model.encoder import Encoder
+from retrieval.serving.gallery import build_dataset_gallery
+from retrieval.serving.index import true_ranks
+from retrieval.serving.retriever import TIMING_KEYS, Retriever
 
 
 @pytest.fixture(scope="module")

@@ -5,11 +5,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from retrieval.progress_head import ink_share
-from retrieval.raster import render_steps
-from retrieval.sketch import step_cuts
+from retrieval.data.raster import render_steps
+from retrieval.data.sketch import step_cuts
+from retrieval.model.progress_head import ink_share
 from rl.features import FeatureCache, cached_features, compute_features, model_fingerprint
-from rl.toy import ToyDataset, calibrated_encoder
+from tests.rl_toy import ToyDataset, calibrated_encoder
 
 
 @pytest.fixture(scope="module")

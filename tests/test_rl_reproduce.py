@@ -6,8 +6,8 @@ import json
 
 import pytest
 
-from retrieval.datasets import open_dataset
-from retrieval.encoder import Encoder
+from retrieval.data.datasets import open_dataset
+from retrieval.model.encoder import Encoder
 from rl.reproduce import main
 
 

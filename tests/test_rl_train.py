@@ -11,14 +11,14 @@ import pytest
 import torch
 
 from retrieval.cli import parse_config
-from retrieval.encoder import Encoder
-from retrieval.evaluate import evaluate_ranks
+from retrieval.evaluation.evaluate import evaluate_ranks
+from retrieval.model.encoder import Encoder
 from rl.control import ControlConfig, train_control
 from rl.features import compute_features, synthetic_cache
 from rl.report import ablation_table
 from rl.scoring import evaluate_head, make_head, step_ranks
-from rl.toy import ToyDataset, calibrated_encoder
 from rl.train import RLConfig, build_model, train
+from tests.rl_toy import ToyDataset, calibrated_encoder
 
 SMALL = dict(n_envs=4, n_steps=32, batch_size=64, progress=False)
 

@@ -5,12 +5,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from retrieval.gallery import build_dataset_gallery
-from retrieval.index import PhotoIndex
-from retrieval.metrics import true_ranks
-from retrieval.procedural import ProceduralDataset
-from retrieval.retriever import Retriever
-from retrieval.shards import LocalShard, ShardedIndex, split_index
+from retrieval.data.procedural import ProceduralDataset
+from retrieval.serving.gallery import build_dataset_gallery
+from retrieval.serving.index import PhotoIndex, true_ranks
+from retrieval.serving.retriever import Retriever
+from retrieval.serving.shards import LocalShard, ShardedIndex, split_index
 
 
 def unit_rows(rng: np.random.Generator, n: int, dim: int) -> np.ndarray:

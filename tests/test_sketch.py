@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from retrieval.sketch import Sketch, point_cuts, step_cuts
+from retrieval.data.sketch import Sketch, point_cuts, step_cuts
 
 
 def _sketch() -> Sketch:

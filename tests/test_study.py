@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from retrieval.study import DrawingSession, StudyConfig, plan_trials
-from retrieval.study_log import StudyLog, read_log
-from retrieval.study_payload import parse_canvas_payload, replay, strokes_to_sketch
+from retrieval.study.log import StudyLog, read_log
+from retrieval.study.payload import parse_canvas_payload, replay, strokes_to_sketch
+from retrieval.study.session import DrawingSession, StudyConfig, plan_trials
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 GALLERY = [f"photo_{i:03d}" for i in range(40)]
@@ -145,7 +145,7 @@ def test_time_limit_ends_the_trial(tmp_path):
 
 
 def test_analysis_summarises_participants_and_writes_plots(tmp_path, capsys):
-    from retrieval.study_analysis import main
+    from retrieval.study.analysis import main
 
     for participant in ("P1", "P2"):
         session, rank = DrawingSession(), FakeRank()

@@ -14,11 +14,11 @@ import time
 import numpy as np
 import pytest
 
-from retrieval.index import PhotoIndex
-from retrieval.retriever import Retriever
-from retrieval.study import MAX_CURVE, MAX_NEW_EVENTS, DrawingSession, StudyConfig
-from retrieval.study_log import StudyLog, read_log
-from retrieval.study_payload import CanvasPayloadError
+from retrieval.serving.index import PhotoIndex
+from retrieval.serving.retriever import Retriever
+from retrieval.study.log import StudyLog, read_log
+from retrieval.study.payload import CanvasPayloadError
+from retrieval.study.session import MAX_CURVE, MAX_NEW_EVENTS, DrawingSession, StudyConfig
 
 GALLERY = [f"photo_{i:03d}" for i in range(40)]
 

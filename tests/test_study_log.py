@@ -14,7 +14,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from retrieval.study_log import (
+from retrieval.study.log import (
     SessionExistsError,
     StudyLog,
     decode_id,
@@ -129,7 +129,7 @@ def test_creating_a_session_file_fsyncs_the_folder(tmp_path, monkeypatch):
 
 _SHORT_WRITE = """
 import resource, signal, sys
-from retrieval.study_log import StudyLog
+from retrieval.study.log import StudyLog
 signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # past the size limit a write comes up short instead
 log = StudyLog(sys.argv[1], "P", "S")
 log.append({"type": "stroke", "stroke_index": 0})
@@ -170,7 +170,7 @@ def test_csv_export_and_pandas_load_both_files(tmp_path):
 
 _WRITER = """
 import sys
-from retrieval.study_log import StudyLog
+from retrieval.study.log import StudyLog
 log = StudyLog(sys.argv[1], "P", "S")
 i = 0
 while True:

@@ -9,12 +9,12 @@ import pandas as pd
 import pytest
 import torch
 
-from retrieval.datasets import open_dataset
-from retrieval.encoder import Encoder
-from retrieval.losses import hardest_triplet, info_nce
-from retrieval.pooling import l2n
-from retrieval.train import Config, parse_args, run
-from retrieval.train_data import hard_batch
+from retrieval.data.datasets import open_dataset
+from retrieval.model.encoder import Encoder
+from retrieval.model.losses import hardest_triplet, info_nce
+from retrieval.model.pooling import l2n
+from retrieval.train.batches import hard_batch
+from retrieval.train.pipeline import Config, parse_args, run
 
 TINY = "procedural:photos=24,sketches=2"
 

@@ -8,11 +8,11 @@ import numpy as np
 import pytest
 import torch
 
-from retrieval.datasets import open_dataset
-from retrieval.encoder import CheckpointError, Encoder
-from retrieval.pretrained import WEIGHT_SOURCES
-from retrieval.train import run
-from retrieval.train_data import PhotoBank, PhotoSide
+from retrieval.data.datasets import open_dataset
+from retrieval.model.encoder import CheckpointError, Encoder
+from retrieval.model.pretrained import WEIGHT_SOURCES
+from retrieval.train.batches import PhotoBank, PhotoSide
+from retrieval.train.pipeline import run
 from tests.test_train import TINY, _config
 
 SIZE = 64

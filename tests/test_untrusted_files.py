@@ -21,10 +21,10 @@ import torch
 from PIL import Image
 from safetensors.torch import save_file
 
-from retrieval.datasets import open_dataset
-from retrieval.encoder import CheckpointError, Encoder
-from retrieval.formats.qmul import read_qmul_npz, read_qmul_pickle
-from retrieval.formats.safe_pickle import UnsafePickleError
+from retrieval.data.datasets import open_dataset
+from retrieval.data.formats.qmul import read_qmul_npz, read_qmul_pickle
+from retrieval.data.formats.safe_pickle import UnsafePickleError
+from retrieval.model.encoder import CheckpointError, Encoder
 
 
 class _RunsCode:

@@ -1,0 +1,104 @@
+"""Image files and arrays: the one photo reader, the image suffixes, letterboxing and RGB coercion."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import cv2
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+
+from retrieval.types import RGBImage
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp")  # also the preference order when an id has several files
+DEFAULT_MAX_PIXELS = 50_000_000  # decompression-bomb guard: Chair-V2 photos are ~0.1 MP
+
+
+def read_rgb(path: Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> RGBImage:
+    """Read an image as ``(H, W, 3)`` uint8 RGB; transparency is composited onto white.
+
+    The header size is checked against ``max_pixels`` before any pixel is decoded.
+
+    Raises:
+        ValueError: unreadable file, or more than ``max_pixels`` pixels (the message names the file).
+    """
+    try:
+        with Image.open(path) as img:  # lazy: reads the header only
+            width, height = img.size
+            if width * height <= max_pixels:
+                img.load()
+                if img.mode in ("RGBA", "LA", "PA") or "transparency" in img.info:
+                    white = Image.new("RGBA", img.size, (255, 255, 255, 255))
+                    img = Image.alpha_composite(white, img.convert("RGBA"))
+                return np.asarray(img.convert("RGB"), dtype=np.uint8).copy()
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
+        raise ValueError(f"cannot read photo {path}: {exc}. Replace or delete the broken file.") from exc
+    raise ValueError(
+        f"{path} is {width}x{height} = {width * height:,} pixels, over the {max_pixels:,} limit "
+        "(decompression-bomb guard); downscale it or raise max_pixels"
+    )
+
+
+def scan_photo_folder(root: str | Path) -> tuple[dict[str, Path], list[str]]:
+    """Image files under ``root`` (recursive) as ``{relative posix path: resolved path}``.
+
+    Symlinks are followed only when they resolve inside ``root``; ones escaping it are refused
+    (listed in the second return value) so a gallery can never read files it was not given.
+    """
+    root = Path(root).expanduser().resolve()
+    if not root.is_dir():
+        raise NotADirectoryError(f"photo folder {root} does not exist or is not a folder")
+    found: dict[str, Path] = {}
+    refused: list[str] = []
+    for dirpath, dirnames, filenames in os.walk(root, followlinks=False):
+        dirnames.sort()
+        for name in sorted(filenames):
+            if not name.lower().endswith(IMAGE_SUFFIXES):
+                continue
+            path = Path(dirpath) / name
+            resolved = path.resolve()
+            if not resolved.is_relative_to(root):
+                refused.append(f"{path} (symlink leaving {root})")
+                continue
+            if resolved.is_file():
+                found[path.relative_to(root).as_posix()] = resolved
+    return found, refused
+
+
+def fit_square(image: np.ndarray, size: int, fill: int = 255) -> np.ndarray:
+    """Letterbox an image into ``size x size`` keeping its aspect ratio, padding with ``fill``.
+
+    Same rule as the sketch canvas (aspect kept, centred), so a photo and a sketch traced over it
+    line up. White padding because catalogue photos sit on white.
+    """
+    h, w = image.shape[:2]
+    if h == w == size:
+        return image
+    scale = size / max(h, w)
+    nh, nw = max(1, round(h * scale)), max(1, round(w * scale))
+    interp = cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR
+    resized = cv2.resize(image, (nw, nh), interpolation=interp)
+    if nh == nw == size:
+        return resized
+    out = np.full((size, size, *image.shape[2:]), fill, dtype=image.dtype)
+    top, left = (size - nh) // 2, (size - nw) // 2
+    out[top : top + nh, left : left + nw] = resized.reshape(nh, nw, *image.shape[2:])
+    return out
+
+
+def as_rgb(image: np.ndarray) -> np.ndarray:
+    """Gray ``(H, W)``, ``(H, W, 1)`` or RGBA to ``(H, W, 3)`` uint8 (alpha composited on white)."""
+    image = np.asarray(image)
+    if image.dtype != np.uint8:
+        raise ValueError(f"photos must be uint8 RGB arrays, got dtype {image.dtype}; convert with .astype(np.uint8)")
+    if image.ndim == 2:
+        return np.repeat(image[:, :, None], 3, axis=2)
+    if image.ndim == 3 and image.shape[2] == 1:
+        return np.repeat(image, 3, axis=2)
+    if image.ndim == 3 and image.shape[2] == 4:
+        alpha = image[:, :, 3:4].astype(np.float32) / 255.0
+        return (image[:, :, :3] * alpha + 255.0 * (1.0 - alpha)).round().astype(np.uint8)
+    if image.ndim == 3 and image.shape[2] == 3:
+        return image
+    raise ValueError(f"a photo must be (H, W, 3) uint8 RGB, got shape {image.shape}")

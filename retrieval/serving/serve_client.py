@@ -1,0 +1,63 @@
+"""Client of the Ray Serve app (retrieval/serving/serve_ray.py) over HTTP, with the contract of ``Retriever.rank``.
+
+The Gradio front end keeps per-session state and ranks through this object when started with
+``app.py --serve-url http://127.0.0.1:8000``; it needs neither ray nor the index in its process.
+Thread-safe (one pooled ``httpx.Client``), so concurrent sessions share its connections.
+
+    ranker = ServeRanker("http://127.0.0.1:8000")
+    result = ranker.rank(stroke_json, k=12, target_id="proc-v1-s0-17")   # a RankResult
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from typing import Any
+
+from retrieval.data.formats.stroke_json import StrokePayloadError, to_stroke_json
+from retrieval.data.sketch import Sketch
+from retrieval.serving.retriever import RankResult, SketchInput
+
+
+def rank_request(sketch: SketchInput, k: int, target_id: str | None) -> dict[str, Any]:
+    """The JSON body of ``POST /rank``: the sketch as a stroke-JSON string."""
+    if isinstance(sketch, Sketch):
+        sketch = json.dumps(to_stroke_json(sketch))
+    elif isinstance(sketch, Mapping):
+        sketch = json.dumps(sketch)
+    elif isinstance(sketch, bytes | bytearray):
+        sketch = bytes(sketch).decode("utf-8", errors="replace")
+    return {"sketch": sketch, "k": int(k), "target_id": target_id}
+
+
+def rank_result(status: int, body: dict[str, Any]) -> RankResult:
+    """A :class:`RankResult` from the app's answer; its errors raised as ``Retriever.rank`` raises them."""
+    if status == 400:
+        raise StrokePayloadError(body.get("error", "invalid request"))
+    if status == 404:
+        raise KeyError(body.get("error", "target not in the gallery"))
+    if status != 200 or "ids" not in body:
+        raise RuntimeError(f"the Serve app answered HTTP {status}: {str(body)[:300]}; is `make serve-cluster` up?")
+    return RankResult(list(body["ids"]), [float(s) for s in body["scores"]], body["target_rank"],
+                      dict(body["timings_ms"]), int(body["gallery_size"]), None, int(body["batch_size"]))  # fmt: skip
+
+
+class ServeRanker:
+    """``rank(sketch, k, target_id) -> RankResult`` answered by the Serve app at ``url``."""
+
+    def __init__(self, url: str, timeout_s: float = 30.0) -> None:
+        import httpx
+
+        self.url = url.rstrip("/")
+        self._client = httpx.Client(trust_env=False, timeout=timeout_s)
+
+    def rank(self, sketch: SketchInput, k: int = 20, target_id: str | None = None) -> RankResult:
+        response = self._client.post(f"{self.url}/rank", json=rank_request(sketch, k, target_id))
+        try:
+            body = response.json()
+        except ValueError:
+            body = {"error": response.text[:300]}
+        return rank_result(response.status_code, body)
+
+    def close(self) -> None:
+        self._client.close()

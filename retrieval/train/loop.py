@@ -1,0 +1,280 @@
+"""The stage loop of ``retrieval.train.pipeline``: schedule, validation, best/last checkpoints, CSV log, curve.
+
+Kept apart from ``train.py`` so that file reads top to bottom as config -> step functions -> run.
+"""
+
+from __future__ import annotations
+
+import csv
+import datetime
+import json
+import math
+import subprocess
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from retrieval.data.images import read_rgb, scan_photo_folder
+from retrieval.data.sketch import Sketch
+from retrieval.model.encoder import Encoder
+from retrieval.train.batches import PhotoBank, PhotoSide, ValidationSet
+
+METRICS = ("A@1", "A@5", "A@10", "m@A", "m@B")
+LOG_FIELDS = (
+    "stage",
+    "stage_step",
+    "global_step",
+    "elapsed_s",
+    "loss",
+    "lr",
+    "gem_p",
+    *(f"val_{m}" for m in METRICS),
+    "val_gallery",
+)
+
+
+@dataclass
+class RunState:
+    """Where a run stands; saved as ``<run>/last/state.json`` next to the resumable checkpoint."""
+
+    done_stages: list[str] = field(default_factory=list)
+    stage: str = ""
+    stage_step: int = 0
+    stage_elapsed: float = 0.0
+    global_step: int = 0
+    best_value: float | None = None
+    rng_state: dict | None = None
+
+    @classmethod
+    def load(cls, run_dir: Path) -> RunState:
+        path = run_dir / "last" / "state.json"
+        if not path.is_file():
+            raise FileNotFoundError(
+                f"{path} is missing: --resume needs a run folder written by retrieval.train.pipeline"
+            )
+        return cls(**json.loads(path.read_text()))
+
+
+def selection_value(metrics: dict, name: str) -> float:
+    """The number that picks the best checkpoint (higher is better)."""
+    if name == "mix":
+        return metrics["m@B"] + 0.5 * metrics["m@A"]
+    if name not in METRICS:
+        raise ValueError(f"select metric {name!r} must be one of {METRICS} or 'mix'")
+    return metrics[name]
+
+
+def parameter_groups(net: torch.nn.Module, pretrained: tuple[str, ...], lr_scale: float) -> list[dict]:
+    """Trainable parameters in optimizer groups: pretrained backbone weights get ``lr_scale``.
+
+    ImageNet features are worth keeping, so their weights move more slowly than the heads and the
+    from-scratch parts (the usual fine-tuning practice); frozen parameters are left out.
+    """
+    slow_prefixes = tuple(f"{tower}_tower.blocks." for tower in pretrained)
+    slow, fast = [], []
+    for name, param in net.named_parameters():
+        if param.requires_grad:
+            (slow if name.startswith(slow_prefixes) else fast).append(param)
+    groups = [{"params": fast, "lr_scale": 1.0}]
+    if slow:
+        groups.append({"params": slow, "lr_scale": lr_scale})
+    return groups
+
+
+def git_commit() -> str | None:
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5, cwd=Path(__file__).resolve().parent
+        )
+        return out.stdout.strip() or None
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def load_quickdraw(folder: str, limit: int, seed: int) -> list[Sketch]:
+    """Up to ``limit`` Quick, Draw! drawings (seeded sample), each fitted to a 256 canvas."""
+    if not folder or not Path(folder).is_dir():
+        return []
+    from retrieval.data.formats.quickdraw import iter_folder
+
+    drawings = [sketch.normalized(256.0) for _, sketch in iter_folder(folder) if sketch.num_points > 1]
+    if len(drawings) > limit:
+        keep = np.sort(np.random.default_rng(seed).choice(len(drawings), size=limit, replace=False))
+        drawings = [drawings[i] for i in keep]
+    return drawings
+
+
+def read_photo_folder(folder: str) -> dict[str, Callable[[str], np.ndarray]]:
+    """``{"folder:<relative path>": loader}`` for every image under ``folder``."""
+    found, _refused = scan_photo_folder(folder)
+    if not found:
+        raise FileNotFoundError(f"no images under {folder}; point --photo-folder at a folder of .jpg/.png photos")
+    return {f"folder:{rel}": (lambda _pid, p=path: read_rgb(p)) for rel, path in found.items()}
+
+
+class StageLoop:
+    """Runs one stage at a time on a shared encoder; owns logging and checkpoints."""
+
+    def __init__(
+        self,
+        cfg: Any,
+        encoder: Encoder,
+        bank: PhotoBank,
+        val: ValidationSet | None,
+        state: RunState,
+        run_dir: Path,
+        card_base: dict,
+    ) -> None:
+        self.cfg, self.encoder, self.net, self.bank, self.val = cfg, encoder, encoder.net, bank, val
+        self.state, self.run_dir, self.card_base = state, run_dir, card_base
+        self.size = encoder.meta["input_size"]
+        self.rng = np.random.default_rng(cfg.seed)
+        if state.rng_state is not None:
+            self.rng.bit_generator.state = state.rng_state
+        self.step = 0
+        self.bank_embeddings: np.ndarray | None = None
+        self.quickdraw: list[Sketch] = []
+        self.sketches_of: dict[int, list] = {}
+        self.sketched = np.zeros(0, dtype=np.int64)
+        views_rng = np.random.default_rng(cfg.seed + 1)  # apart from self.rng: resuming replays the same views
+        self.photo_side = PhotoSide(encoder, bank, getattr(cfg, "photo_views", 1), views_rng, cfg.progress)
+        self.log_path = run_dir / "log.csv"
+        if not self.log_path.exists():
+            with open(self.log_path, "w", newline="") as f:
+                csv.DictWriter(f, LOG_FIELDS, lineterminator="\n").writeheader()
+
+    def run_stage(self, stage: str, step_fn: Callable[[StageLoop], torch.Tensor], minutes: float) -> None:
+        cfg, state = self.cfg, self.state
+        opt = torch.optim.AdamW(
+            parameter_groups(self.net, getattr(cfg, "pretrained", ()), getattr(cfg, "pretrained_lr_scale", 1.0)),
+            lr=cfg.lr,
+            weight_decay=cfg.weight_decay,
+        )
+        self.step, elapsed0 = 0, 0.0
+        if state.stage == stage and (self.run_dir / "last" / "trainer.pt").is_file():  # resuming mid-stage
+            saved = torch.load(self.run_dir / "last" / "trainer.pt", map_location="cpu", weights_only=True)
+            opt.load_state_dict(saved["optimizer"])
+            torch.set_rng_state(saved["torch_rng"])
+            self.step, elapsed0 = state.stage_step, state.stage_elapsed
+        state.stage = stage
+        budget = minutes * 60.0
+        start = time.monotonic() - elapsed0
+        self.bank_embeddings = None
+        bar = tqdm(desc=stage, total=cfg.max_steps or None, initial=self.step, disable=not cfg.progress)
+        self.net.train()
+        while True:
+            elapsed = time.monotonic() - start
+            if elapsed >= budget or (cfg.max_steps and self.step >= cfg.max_steps):
+                break
+            frac = max(elapsed / budget if budget > 0 else 1.0, self.step / cfg.max_steps if cfg.max_steps else 0.0)
+            lr = cfg.lr * min(1.0, (self.step + 1) / max(1, cfg.warmup_steps)) * 0.5 * (1 + math.cos(math.pi * frac))
+            for group in opt.param_groups:
+                group["lr"] = lr * group["lr_scale"]
+            loss = step_fn(self)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            self.step += 1
+            state.global_step += 1
+            row = {
+                "stage": stage,
+                "stage_step": self.step,
+                "global_step": state.global_step,
+                "elapsed_s": round(time.monotonic() - start, 2),
+                "loss": round(loss.item(), 5),
+                "lr": lr,
+                "gem_p": round(self.net.pool.p.item(), 4),
+            }
+            if self.step % cfg.eval_every == 0:
+                row.update(self.validate(stage))
+                self.net.train()
+            if self.step % cfg.save_every == 0:
+                self.save_last(stage, opt, time.monotonic() - start)
+            self.log(row)
+            bar.update(1)
+            bar.set_postfix(loss=f"{row['loss']:.3f}", best=state.best_value)
+        bar.close()
+        if self.step % cfg.eval_every != 0 or self.step == 0:  # the stage's final model, unless just scored
+            scores = self.validate(stage)
+            if scores:
+                self.log(
+                    {
+                        "stage": stage,
+                        "stage_step": self.step,
+                        "global_step": state.global_step,
+                        "elapsed_s": round(time.monotonic() - start, 2),
+                        **scores,
+                    }
+                )
+        state.done_stages.append(stage)
+        self.save_last(stage, opt, time.monotonic() - start)
+
+    def validate(self, stage: str) -> dict:
+        """Score on val, keep the best checkpoint; without val sketches the latest model is 'best'."""
+        card = {
+            **self.card_base,
+            "stage": stage,
+            "stage_step": self.step,
+            "global_step": self.state.global_step,
+            "created_utc": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+        }
+        if self.val is None:
+            self.encoder.save(self.run_dir / "best", card={**card, "val": None})
+            return {}
+        metrics = self.val.evaluate(self.encoder)
+        value = selection_value(metrics, self.cfg.select_metric)
+        if self.state.best_value is None or value > self.state.best_value:
+            self.state.best_value = value
+            self.encoder.save(
+                self.run_dir / "best",
+                card={**card, "val": metrics, "select_metric": self.cfg.select_metric, "selected_value": value},
+            )
+        self.plot()
+        return {**{f"val_{m}": round(metrics[m], 3) for m in METRICS}, "val_gallery": metrics["n_gallery"]}
+
+    def save_last(self, stage: str, opt: torch.optim.Optimizer, elapsed: float) -> None:
+        last = self.run_dir / "last"
+        self.encoder.save(last, card={**self.card_base, "stage": stage, "global_step": self.state.global_step})
+        torch.save({"optimizer": opt.state_dict(), "torch_rng": torch.get_rng_state()}, last / "trainer.pt")
+        self.state.stage_step, self.state.stage_elapsed = self.step, elapsed
+        self.state.rng_state = self.rng.bit_generator.state
+        (last / "state.json").write_text(json.dumps(asdict(self.state), indent=2))
+
+    def log(self, row: dict) -> None:
+        with open(self.log_path, "a", newline="") as f:
+            csv.DictWriter(f, LOG_FIELDS, lineterminator="\n").writerow(row)
+
+    def finish(self) -> None:
+        self.plot()
+
+    def plot(self) -> None:
+        """``curve.png``: training loss and val m@A / m@B against the global step."""
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+        import pandas as pd
+
+        log = pd.read_csv(self.log_path)
+        if log.empty:
+            return
+        fig, (ax_loss, ax_val) = plt.subplots(1, 2, figsize=(11, 4))
+        for stage, part in log.dropna(subset=["loss"]).groupby("stage", sort=False):
+            ax_loss.plot(part["global_step"], part["loss"].rolling(20, min_periods=1).mean(), label=stage)
+        ax_loss.set(xlabel="step", ylabel="loss (rolling mean of 20)", title="training loss")
+        ax_loss.legend()
+        val = log.dropna(subset=["val_m@B"])
+        for metric in ("m@A", "m@B", "A@5"):
+            ax_val.plot(val["global_step"], val[f"val_{metric}"], marker="o", label=metric)
+        gallery = int(val["val_gallery"].iloc[-1]) if len(val) else 0
+        ax_val.set(xlabel="step", ylabel="percent", title=f"validation (gallery of {gallery} val photos)")
+        ax_val.legend()
+        fig.tight_layout()
+        fig.savefig(self.run_dir / "curve.png", dpi=90)
+        plt.close(fig)

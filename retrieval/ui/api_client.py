@@ -1,0 +1,161 @@
+"""The app in a subprocess, and its ``rank`` endpoint over plain HTTP.
+
+:func:`running_app` starts ``app.py`` on a free 127.0.0.1 port and waits until it answers;
+:func:`call_rank` / :func:`call_rank_async` call ``POST /gradio_api/call/rank`` and read the SSE
+result. Shared by the concurrency and browser benchmarks and by the hardening tests (imported as
+``retrieval.ui.api_client`` there), so this module needs nothing else from ``bench/``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[2]  # the project root (app.py)
+LOCALHOST = "127.0.0.1"
+APP_LOGS = ROOT / ".cache" / "bench"  # console logs of apps started without a log_path
+
+
+def free_port() -> int:
+    """A TCP port that is free on 127.0.0.1 right now."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind((LOCALHOST, 0))
+        return int(s.getsockname()[1])
+
+
+@dataclass
+class AppProcess:
+    """A running ``app.py``: its process, base URL and console log file."""
+
+    proc: subprocess.Popen
+    url: str
+    log_path: Path
+
+    def log_tail(self, chars: int = 3000) -> str:
+        with contextlib.suppress(OSError):
+            return self.log_path.read_text(errors="replace")[-chars:]
+        return ""
+
+
+@contextlib.contextmanager
+def running_app(
+    args: Sequence[str] = (),
+    log_path: Path | None = None,
+    ready_timeout_s: float = 600.0,
+    env: dict[str, str] | None = None,
+) -> Iterator[AppProcess]:
+    """Start ``app.py --host 127.0.0.1 --port <free> *args``; yield once ``/gradio_api/info`` answers.
+
+    The gallery may be embedded on first start (cached afterwards), hence the long default
+    ``ready_timeout_s``. The process is terminated (then killed) on exit.
+    """
+    import httpx
+
+    port = free_port()
+    log_path = Path(log_path or (APP_LOGS / f"app-{port}.log"))
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    full_env = {
+        **os.environ,
+        "GRADIO_ANALYTICS_ENABLED": "False",
+        "HF_HUB_OFFLINE": "1",
+        "PYTHONUNBUFFERED": "1",
+        "NO_PROXY": LOCALHOST,
+        **(env or {}),
+    }
+    cmd = [sys.executable, str(ROOT / "app.py"), "--host", LOCALHOST, "--port", str(port), *args]
+    with open(log_path, "wb") as log:
+        proc = subprocess.Popen(
+            cmd, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, env=full_env, start_new_session=True
+        )
+    app = AppProcess(proc, f"http://{LOCALHOST}:{port}", log_path)
+    try:
+        deadline = time.monotonic() + ready_timeout_s
+        while True:
+            if proc.poll() is not None:
+                raise RuntimeError(f"app.py exited with code {proc.returncode} before it was ready:\n{app.log_tail()}")
+            with contextlib.suppress(httpx.HTTPError):
+                if httpx.get(f"{app.url}/gradio_api/info", timeout=5).status_code == 200:
+                    break
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"app.py not ready after {ready_timeout_s:.0f} s:\n{app.log_tail()}")
+            time.sleep(0.5)
+        yield app
+    finally:
+        stop_process(proc)
+
+
+def stop_process(proc: subprocess.Popen, grace_s: float = 10.0) -> None:
+    """SIGTERM the process group we started, then SIGKILL it if it lingers."""
+    if proc.poll() is not None:
+        return
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGTERM)
+    try:
+        proc.wait(grace_s)
+    except subprocess.TimeoutExpired:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(grace_s)
+
+
+class ApiError(RuntimeError):
+    """The endpoint answered with an error event (the message is the server's)."""
+
+
+def parse_sse(text: str) -> tuple[str, Any]:
+    """The last ``event:``/``data:`` pair of a Gradio SSE body: (event name, decoded data)."""
+    event, data = "", None
+    for line in text.splitlines():
+        if line.startswith("event:"):
+            event = line[6:].strip()
+        elif line.startswith("data:"):
+            raw = line[5:].strip()
+            try:
+                data = json.loads(raw)
+            except json.JSONDecodeError:
+                data = raw
+    return event, data
+
+
+def call_rank(
+    client, url: str, sketch: str, k: int = 10, target_id: str | None = None, timeout_s: float = 60.0
+) -> dict:
+    """Call the app's ``rank`` endpoint with an ``httpx.Client``; returns its result dict.
+
+    Raises:
+        ApiError: the app answered with an error event (e.g. an invalid sketch).
+    """
+    start = client.post(f"{url}/gradio_api/call/rank", json={"data": [sketch, k, target_id]}, timeout=timeout_s)
+    start.raise_for_status()
+    event_id = start.json()["event_id"]
+    result = client.get(f"{url}/gradio_api/call/rank/{event_id}", timeout=timeout_s)
+    result.raise_for_status()
+    return unpack_rank_event(*parse_sse(result.text))
+
+
+async def call_rank_async(
+    client, url: str, sketch: str, k: int = 10, target_id: str | None = None, timeout_s: float = 60.0
+) -> dict:
+    """:func:`call_rank` with an ``httpx.AsyncClient``."""
+    start = await client.post(f"{url}/gradio_api/call/rank", json={"data": [sketch, k, target_id]}, timeout=timeout_s)
+    start.raise_for_status()
+    event_id = start.json()["event_id"]
+    result = await client.get(f"{url}/gradio_api/call/rank/{event_id}", timeout=timeout_s)
+    result.raise_for_status()
+    return unpack_rank_event(*parse_sse(result.text))
+
+
+def unpack_rank_event(event: str, data: Any) -> dict:
+    if event == "complete" and isinstance(data, list) and data and isinstance(data[0], dict):
+        return data[0]
+    raise ApiError(f"rank endpoint answered event {event!r}: {data!r:.300}")
