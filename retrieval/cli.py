@@ -63,10 +63,13 @@ def _from_env(text: str, default: Any, name: str) -> Any:
                 f"{name}={text!r} is not a yes/no value (use one of {', '.join(TRUE_WORDS)} or 0/false/no)"
             )
         return word in TRUE_WORDS
-    if isinstance(default, tuple):
-        kind = type(default[0]) if default else str
-        return tuple(kind(part) for part in re.split(r"[,\s]+", text.strip()) if part)
-    return text if default is None else type(default)(text)
+    try:
+        if isinstance(default, tuple):
+            kind = type(default[0]) if default else str
+            return tuple(kind(part) for part in re.split(r"[,\s]+", text.strip()) if part)
+        return text if default is None else type(default)(text)
+    except ValueError as exc:
+        raise ValueError(f"{name}={text!r}: {exc}") from exc
 
 
 def _add_field(parser: argparse.ArgumentParser, f: dataclasses.Field, help_text: str, choices: tuple | None) -> None:
