@@ -12,13 +12,8 @@ from __future__ import annotations
 
 import os
 
-# Before gradio is imported (by retrieval.ui.server): no analytics or version check, no hub calls.
-os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-
-from retrieval.cli import parse_config  # noqa: E402
-from retrieval.ui.config import ENV_PREFIX, AppConfig  # noqa: E402
-from retrieval.ui.server import launch  # noqa: E402
+from retrieval.cli import parse_config
+from retrieval.ui.config import ENV_PREFIX, AppConfig
 
 
 def parse_args(argv: list[str] | None = None) -> AppConfig:
@@ -26,5 +21,15 @@ def parse_args(argv: list[str] | None = None) -> AppConfig:
     return parse_config(AppConfig, argv, __doc__, env_prefix=ENV_PREFIX, validate=AppConfig.check)
 
 
+def main(argv: list[str] | None = None) -> None:
+    config = parse_args(argv)
+    # Set before gradio is first imported (by the server module): no analytics or version check, no hub calls.
+    os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    from retrieval.ui.server import launch
+
+    launch(config)
+
+
 if __name__ == "__main__":
-    launch(parse_args())
+    main()

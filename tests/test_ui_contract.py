@@ -24,7 +24,8 @@ from retrieval.study.session import DrawingSession, StudyConfig
 from retrieval.ui import contract
 from retrieval.ui.backend import Backend
 from retrieval.ui.config import AppConfig
-from retrieval.ui.handlers import Handlers, Update
+from retrieval.ui.handlers import Handlers, Update, UserError
+from retrieval.ui.views import found_banner
 
 ROOT = Path(__file__).resolve().parents[1]
 GALLERY = [f"photo_{i:02d}" for i in range(30)]
@@ -181,3 +182,55 @@ def test_the_typedef_reader_sees_a_drifted_field(tmp_path):
         "/**\n * @typedef {Object} PanelValue\n * @property {string} title\n * @property {number} found_k\n */\n"
     )
     assert js_typedefs(script) == {"PanelValue": {"title": "string", "found_k": "number"}}
+
+
+# --- what the payloads promise ---------------------------------------------------------------------------
+def test_every_thumbnail_a_payload_names_exists_in_the_thumbnail_folder(backend, payloads):
+    """Views compute URLs without I/O; the handlers must have made the files before the page asks."""
+    srcs = [item["src"] for value in payloads["ResultsValue"] for item in value["items"]]
+    srcs += [value["target_src"] for value in payloads["PanelValue"] if value["target_src"]]
+    assert len(srcs) > 10
+    for src in srcs:
+        path = Path(src.removeprefix("gradio_api/file="))
+        assert path.parent == backend.thumbs.folder and path.is_file(), src
+
+
+def test_free_drawing_says_found_when_the_target_comes_first(backend):
+    handlers = Handlers(AppConfig(mode="free", challenge=False), backend)
+    probe = DrawingSession(mode="free")
+    handlers.load(probe)
+    top = handlers.stroke(journal(probe, 2), probe).results["items"][0]["id"]
+    handlers.pick_target = lambda: top  # the same drawing will rank it first
+    session = DrawingSession(mode="free")
+    handlers.new_target(True, session)
+    handlers.stroke(journal(session, 1), session)
+    update = handlers.stroke(journal(session, 2), session)
+    assert update.results["target_rank"] == 1
+    assert (update.panel["banner"], update.panel["banner_kind"]) == ("Found it in 2 strokes!", "found")
+    assert (found_banner(1), found_banner(3, 4.26)) == ("Found it in 1 stroke!", "Found it in 3 strokes (4.3 s)!")
+
+
+def test_a_study_trial_that_ends_locks_the_canvas_and_offers_next(backend, tmp_path):
+    study = StudyConfig(random_targets=2, num_trials=1, time_limit_s=60)
+    handlers = Handlers(AppConfig(mode="study", study="s.json", log_dir=tmp_path), backend, study)
+    session = DrawingSession(mode="study")
+    started = handlers.start("P1", "S1", False, session)
+    assert started.section == "workspace" and 59 < started.canvas["deadline_s"] <= 60
+    assert 59 < started.panel["remaining_s"] <= 60 and started.panel["title"] == "Trial 1 of 1: find this photo"
+    ended = handlers.give_up(session)
+    assert ended.trial_ended is True and ended.canvas["locked"] and ended.canvas["deadline_s"] is None
+    assert (ended.panel["banner"], ended.panel["banner_kind"], ended.panel["remaining_s"]) == (
+        "Trial skipped.",
+        "miss",
+        None,
+    )
+    assert handlers.next_trial(session).section == "done"
+
+
+def test_the_api_handler_refuses_bad_requests_with_a_message(backend):
+    handlers = Handlers(AppConfig(), backend)
+    sketch = json.dumps({"canvas": {"width": 100, "height": 100}, "strokes": [[[1, 2, 0], [50, 60, 30]]]})
+    assert len(handlers.rank(sketch, 3)["ids"]) == 3
+    for args, message in (((sketch, 0), "k must be"), ((sketch, 3, "nope"), "not a photo id"), (("{", 3), "Invalid")):
+        with pytest.raises(UserError, match=message):
+            handlers.rank(*args)
