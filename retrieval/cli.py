@@ -1,7 +1,9 @@
 """Command lines from config dataclasses: one ``--flag`` per field, its docstring as the help text.
 
 Fields are documented CleanRL style, with a string literal right under each field; this reads
-those strings from the class source so the help never drifts from the code.
+those strings from the class source so the help never drifts from the code. Every entry point
+uses :func:`parse_config`: the trainers, the benches and the app (which also reads environment
+variables and validates the result).
 """
 
 from __future__ import annotations
@@ -10,10 +12,16 @@ import argparse
 import ast
 import dataclasses
 import inspect
+import os
+import re
 import textwrap
+import typing
+from collections.abc import Callable
 from typing import Any, TypeVar
 
 T = TypeVar("T")
+
+TRUE_WORDS, FALSE_WORDS = ("1", "true", "yes"), ("0", "false", "no", "")
 
 
 def field_docs(cls: type) -> dict[str, str]:
@@ -33,30 +41,95 @@ def field_docs(cls: type) -> dict[str, str]:
     return docs
 
 
+def literal_choices(cls: type) -> dict[str, tuple[Any, ...]]:
+    """``{field name: allowed values}`` for the fields annotated ``typing.Literal[...]``."""
+    try:
+        hints = typing.get_type_hints(cls)
+    except (NameError, TypeError):  # a hint that names something only imported for type checkers
+        return {}
+    return {name: typing.get_args(hint) for name, hint in hints.items() if typing.get_origin(hint) is typing.Literal}
+
+
 class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
     """Defaults in each flag's help; the description (usually a module docstring) shown as written."""
 
 
-def parse_config(cls: type[T], argv: list[str] | None = None, description: str | None = None) -> T:
-    """Parse ``argv`` into ``cls`` (a dataclass with defaults for every field)."""
+def _from_env(text: str, default: Any, name: str) -> Any:
+    """An environment variable's text as a value of the field's type (``default`` gives the type)."""
+    if isinstance(default, bool):
+        word = text.strip().lower()
+        if word not in TRUE_WORDS + FALSE_WORDS:
+            raise ValueError(
+                f"{name}={text!r} is not a yes/no value (use one of {', '.join(TRUE_WORDS)} or 0/false/no)"
+            )
+        return word in TRUE_WORDS
+    try:
+        if isinstance(default, tuple):
+            kind = type(default[0]) if default else str
+            return tuple(kind(part) for part in re.split(r"[,\s]+", text.strip()) if part)
+        return text if default is None else type(default)(text)
+    except ValueError as exc:
+        raise ValueError(f"{name}={text!r}: {exc}") from exc
+
+
+def _add_field(parser: argparse.ArgumentParser, f: dataclasses.Field, help_text: str, choices: tuple | None) -> None:
+    default = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc]
+    kwargs: dict[str, Any] = {"default": default, "help": help_text.replace("%", "%%")}  # argparse formats help with %
+    if isinstance(default, bool):
+        kwargs["action"] = argparse.BooleanOptionalAction
+    elif isinstance(default, tuple):
+        kwargs.update(nargs="*", type=type(default[0]) if default else str)
+    elif default is not None:
+        kwargs["type"] = type(default)
+    if choices:
+        kwargs["choices"] = choices
+    parser.add_argument("--" + f.name.replace("_", "-"), dest=f.name, **kwargs)
+
+
+def parse_config(
+    cls: type[T],
+    argv: list[str] | None = None,
+    description: str | None = None,
+    *,
+    env_prefix: str | None = None,
+    validate: Callable[[T], None] | None = None,
+) -> T:
+    """Parse ``argv`` into ``cls`` (a dataclass with defaults for every field).
+
+    Args:
+        cls: the config dataclass; a field annotated ``Literal[...]`` accepts only those values.
+        argv: the arguments (``None``: ``sys.argv[1:]``).
+        description: the ``--help`` text above the flags (default: the class docstring's first line).
+        env_prefix: when given, field ``x_y`` also reads the variable ``<prefix>X_Y``; a flag beats
+            the variable, which beats the default. Booleans read 1/true/yes (0/false/no/empty: off).
+        validate: called with the parsed config; a ``ValueError`` it raises becomes a usage error
+            (``parser.error``: the message and exit status 2).
+    """
     parser = argparse.ArgumentParser(
         description=description or (cls.__doc__ or "").strip().splitlines()[0], formatter_class=_HelpFormatter
     )
-    docs = field_docs(cls)
+    docs, choices = field_docs(cls), literal_choices(cls)
+    env: dict[str, str] = {}
     for f in dataclasses.fields(cls):  # type: ignore[arg-type]
-        default = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc]
-        flag = "--" + f.name.replace("_", "-")
-        kwargs: dict[str, Any] = {
-            "default": default,
-            "help": docs.get(f.name, " ").replace("%", "%%"),
-        }  # argparse formats help with %
-        if isinstance(default, bool):
-            kwargs["action"] = argparse.BooleanOptionalAction
-        elif isinstance(default, tuple):
-            kwargs.update(nargs="*", type=type(default[0]) if default else str)
-        elif default is not None:
-            kwargs["type"] = type(default)
-        parser.add_argument(flag, dest=f.name, **kwargs)
+        help_text = docs.get(f.name, " ")
+        if env_prefix is not None:
+            env[f.name] = env_prefix + f.name.upper()
+            help_text += f" (env {env[f.name]})"
+        _add_field(parser, f, help_text, choices.get(f.name))
+    for name, variable in env.items():  # the environment replaces the defaults, so flags still win
+        if variable in os.environ:
+            try:
+                value = _from_env(os.environ[variable], parser.get_default(name), variable)
+            except ValueError as exc:
+                parser.error(str(exc))
+            if name in choices and value not in choices[name]:
+                parser.error(f"{variable}={value!r}: choose from {', '.join(map(str, choices[name]))}")
+            parser.set_defaults(**{name: value})
     values = vars(parser.parse_args(argv))
-    values = {k: tuple(v) if isinstance(v, list) else v for k, v in values.items()}
-    return cls(**values)
+    config = cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in values.items()})
+    if validate is not None:
+        try:
+            validate(config)
+        except ValueError as exc:
+            parser.error(str(exc))
+    return config

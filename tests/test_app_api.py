@@ -11,10 +11,12 @@ import pytest
 from tests.app_server import running_app
 
 gradio_client = pytest.importorskip("gradio_client")
-from gradio_client.exceptions import AppError  # noqa: E402
+AppError = pytest.importorskip("gradio_client.exceptions").AppError
 
-SKETCH = {"canvas": {"width": 400, "height": 400},
-          "strokes": [[[100, 80, 0], [110, 200, 40], [120, 320, 80]], [[100, 200, 500], [300, 205, 560, 0.7]]]}  # fmt: skip
+SKETCH = {
+    "canvas": {"width": 400, "height": 400},
+    "strokes": [[[100, 80, 0], [110, 200, 40], [120, 320, 80]], [[100, 200, 500], [300, 205, 560, 0.7]]],
+}
 
 
 @pytest.fixture(scope="module")
@@ -82,8 +84,10 @@ def test_a_request_body_over_the_cap_is_refused_before_it_is_read_and_the_server
     host, port = app_url.removeprefix("http://").split(":")
     with socket.create_connection((host, int(port)), timeout=30) as conn:
         # Only the headers: a 5 MB body is announced but never sent, and the answer comes anyway.
-        conn.sendall(f"POST /gradio_api/call/rank HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\n"
-                     "Content-Length: 5000000\r\n\r\n".encode())  # fmt: skip
+        conn.sendall(
+            f"POST /gradio_api/call/rank HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\n"
+            "Content-Length: 5000000\r\n\r\n".encode()
+        )
         answer = conn.recv(4096).decode(errors="replace")
     assert answer.startswith("HTTP/1.1 413"), answer
     assert len(_rank(client, SKETCH, k=2)["ids"]) == 2

@@ -25,8 +25,7 @@ ALLOWED = {
     "study": {"retrieval", "data", "serving"},
     "ui": {"retrieval", "data", "model", "serving", "study"},
     "rl": {"retrieval", "data", "model", "serving", "evaluation", "train"},
-    # TODO(issue 15, app split): app.py is to import retrieval.ui only
-    "app": {"retrieval", "data", "model", "serving", "study", "ui"},
+    "app": {"retrieval", "ui"},
 }
 
 

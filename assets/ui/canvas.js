@@ -8,9 +8,17 @@
 // Stroke events hold every point [x, y, t_ms, pressure] (t from performance.now() relative to
 // the trial start, x/y in canvas CSS pixels). After every change it calls trigger("stroke_end");
 // Python re-reads the whole journal, so events coalesced while the server is busy are not lost.
-// Python sets props.value = {trial, locked} to start a new trial (new token) or lock the canvas.
+// Python sets props.value to a CanvasValue (below) to start a new trial (new token) or lock the canvas.
 // props.idle_reset_s > 0: after that many idle seconds with ink on the canvas, trigger("idle").
 // props.compact_on_clear: drop journal events before a clear (free drawing; never in studies).
+// CanvasValue matches retrieval/ui/contract.py (tests/test_ui_contract.py keeps both sides equal).
+/**
+ * @typedef {Object} CanvasValue
+ * @property {string} trial - the canvas token: a new one clears the canvas
+ * @property {boolean} locked
+ * @property {string} message - shown over a locked canvas
+ * @property {number|null} deadline_s - seconds left in a timed trial: the canvas asks again when it passes
+ */
 (() => {
   const wrap = element.querySelector(".es-canvas-wrap");
   const canvas = element.querySelector(".es-canvas");

@@ -1,6 +1,17 @@
 // EarlySketch target/trial panel (gr.HTML js_on_load): the photo to find, trial progress, a
 // countdown (display only: the server enforces the time limit) and a result banner.
-// value: {title, subtitle, target_src, target_id, remaining_s, banner, banner_kind: "found"|"miss"|""}
+// props.value is a PanelValue (retrieval/ui/contract.py; tests/test_ui_contract.py keeps both
+// sides equal), or {} before the first event.
+/**
+ * @typedef {Object} PanelValue
+ * @property {string} title
+ * @property {string} subtitle
+ * @property {string|null} target_src - thumbnail URL of the target; null in free drawing
+ * @property {string|null} target_id
+ * @property {number|null} remaining_s - study trials with a time limit, while drawing
+ * @property {string} banner
+ * @property {"found"|"miss"|""} banner_kind
+ */
 (() => {
   const root = element.querySelector(".es-panel");
   const title = element.querySelector(".es-panel-title");

@@ -1,7 +1,32 @@
 // EarlySketch result grid + rank curve (gr.HTML js_on_load). Renders props.value with DOM APIs
 // (never string templates) so photo ids from any folder cannot inject markup or script.
-// value: {items: [{src, id, rank, score, target}], target_rank, gallery_size, strokes, server_ms,
-//         curve: [{strokes, rank, top1}], message, found_k}
+// props.value is a ResultsValue (retrieval/ui/contract.py; tests/test_ui_contract.py keeps both
+// sides equal), or the placeholder {k} before the first event.
+/**
+ * @typedef {Object} ResultItem
+ * @property {string} src - thumbnail URL (served from the thumbnail folder only)
+ * @property {string} id
+ * @property {number} rank - 1 = best
+ * @property {number} score - cosine similarity, 4 decimals
+ * @property {boolean} target - the photo to find
+ */
+/**
+ * @typedef {Object} CurvePoint
+ * @property {number} strokes
+ * @property {number|null} rank - the target's rank; null without a target
+ * @property {number} top1 - the best photo's score
+ */
+/**
+ * @typedef {Object} ResultsValue
+ * @property {ResultItem[]} items - at most k; empty before the first stroke
+ * @property {number} k - slots shown (empty ones are placeholders)
+ * @property {CurvePoint[]} curve
+ * @property {boolean} has_target - the curve plots the target's rank (else the top-1 score)
+ * @property {number|null} target_rank
+ * @property {number} gallery_size
+ * @property {number|null} server_ms - server time of the last stroke; null before the first
+ * @property {string} message - shown while the grid is empty
+ */
 (() => {
   const root = element.querySelector(".es-results");
   const grid = element.querySelector(".es-grid");

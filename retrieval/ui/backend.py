@@ -10,9 +10,9 @@ import os
 import subprocess
 import time
 import warnings
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
@@ -25,6 +25,7 @@ from retrieval.serving.index import set_faiss_threads
 from retrieval.serving.retriever import Retriever
 from retrieval.serving.serve_client import ServeRanker
 from retrieval.serving.thumbnails import ThumbnailCache
+from retrieval.ui.config import AppConfig
 
 ROOT = Path(__file__).resolve().parents[2]  # the project root (git describe runs there)
 THUMB_SIZE = 224
@@ -42,14 +43,20 @@ class Backend:
     notices: tuple[str, ...]
 
     def thumb_url(self, photo_id: str) -> str:
-        """URL of a cached JPEG thumbnail (made on first use; only this folder is served)."""
-        return f"gradio_api/file={self.thumbs.get(photo_id)}"
+        """URL of the photo's JPEG thumbnail, computed from the id (no I/O: the handlers call
+        :meth:`prepare_thumbnails` before a view names a photo). Only the thumbnail folder is served."""
+        return f"gradio_api/file={self.thumbs.path(photo_id)}"
+
+    def prepare_thumbnails(self, photo_ids: Iterable[str]) -> None:
+        """Make the thumbnails that are not cached yet (before the page asks for them)."""
+        for photo_id in photo_ids:
+            self.thumbs.get(photo_id)
 
     def warm_thumbnails(self) -> None:
         """Make every thumbnail ahead of time (background thread), so first results show at once."""
         for photo_id in self.ids:
             try:
-                self.thumb_url(photo_id)
+                self.thumbs.get(photo_id)
             except (OSError, ValueError) as exc:
                 print(f"warning: no thumbnail for {photo_id}: {exc}", flush=True)
             time.sleep(0.005)  # leave the cores to the people drawing
@@ -60,17 +67,18 @@ class Backend:
 
 def code_version() -> str:
     try:
-        out = subprocess.run(["git", "describe", "--always", "--dirty", "--tags"], cwd=ROOT, capture_output=True,
-                             text=True, timeout=5)  # fmt: skip
+        command = ["git", "describe", "--always", "--dirty", "--tags"]
+        out = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=5)
         return out.stdout.strip() or "unknown"
     except (OSError, subprocess.SubprocessError):
         return "unknown"
 
 
-def load_backend(config: Any) -> Backend:
+def load_backend(config: AppConfig) -> Backend:
     """Load the model and open (or build and cache) the gallery index.
 
-    ``config`` is the app's ``AppConfig`` (model, photos, gallery, gallery_size, cache_dir, threads, batch, ...).
+    Uses the config's model, photos, gallery, gallery_size, cache_dir, threads, batch, concurrency
+    and serve_url.
     """
     torch.set_num_threads(max(1, config.threads))
     notices = []
@@ -79,8 +87,10 @@ def load_backend(config: Any) -> Backend:
         encoder = Encoder.load(config.model, channels_last=True)
     else:
         encoder = Encoder.create(seed=0)
-        notices.append(f"No trained model at {config.model}: using an untrained network, so rankings are "
-                       "close to random. Train one (see README) or pass --model.")  # fmt: skip
+        notices.append(
+            f"No trained model at {config.model}: using an untrained network, so rankings are "
+            "close to random. Train one (see README) or pass --model."
+        )
     cache_dir = Path(config.cache_dir).expanduser() if config.cache_dir else default_cache_dir()
     spec = config.photos or config.gallery or f"procedural:photos={config.gallery_size}"
     with warnings.catch_warnings(record=True) as caught:
@@ -95,13 +105,13 @@ def load_backend(config: Any) -> Backend:
         print("skipped photos:\n  " + "\n  ".join(gallery.skipped), flush=True)
     for w in caught:
         print(f"warning: {w.message}", flush=True)
-    thumbs = ThumbnailCache((cache_dir / "thumbs" / hashlib.sha1(gallery.source.encode()).hexdigest()[:16]).resolve(),
-                            gallery.load_photo, THUMB_SIZE)  # fmt: skip
+    thumbs_folder = cache_dir / "thumbs" / hashlib.sha1(gallery.source.encode()).hexdigest()[:16]
+    thumbs = ThumbnailCache(thumbs_folder.resolve(), gallery.load_photo, THUMB_SIZE)
     retriever = Retriever(encoder, gallery.index)
     retriever.rank(Sketch((np.array([[10.0, 10.0, 0.0], [200.0, 180.0, 50.0]]),)), k=1)  # warm-up: first stroke fast
     if config.serve_url:  # the cluster batches (@serve.batch) and searches its shards: docs/scaling.md
         ranker = ServeRanker(config.serve_url)
     else:
         ranker = RankBatcher(retriever, config.batch, workers=config.concurrency) if config.batch > 1 else retriever
-    return Backend(retriever, ranker, gallery, tuple(gallery.index.ids), thumbs, model_hash(encoder),
-                   code_version(), tuple(notices))  # fmt: skip
+    ids = tuple(gallery.index.ids)
+    return Backend(retriever, ranker, gallery, ids, thumbs, model_hash(encoder), code_version(), tuple(notices))

@@ -1,4 +1,6 @@
-"""The app's views: plain dicts that assets/ui/*.js render (pure functions of the session state).
+"""The app's views: the values assets/ui/*.js render (retrieval/ui/contract.py), as pure functions
+of the session state. No I/O here: thumbnail URLs are computed from the photo id, and the handlers
+make sure the files exist before a view names them (``Backend.prepare_thumbnails``).
 
 Every value here reaches the page as text or an attribute, never as markup: the JavaScript sets
 ``textContent`` and attributes only.
@@ -9,46 +11,80 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from retrieval.study.session import DrawingSession
+from retrieval.ui.contract import BannerKind, CanvasValue, CurvePoint, PanelValue, ResultItem, ResultsValue
 
 if TYPE_CHECKING:
     from retrieval.ui.backend import Backend
 
+FREE_SUBTITLE = (
+    "Draw anything: the closest photos appear after every stroke. Tick the challenge box to get a photo to find."
+)
 
-def results_view(backend: Backend, session: DrawingSession, k: int, message: str = "") -> dict:
-    last = session.last
-    items = []
+
+def remaining_s(session: DrawingSession) -> float | None:
+    """Seconds left in a timed study trial while it is being drawn; None otherwise."""
+    limit = session.config.time_limit_s if session.config is not None else 0
+    if not limit or session.phase != "drawing":
+        return None
+    return max(0.0, limit - session.elapsed_s())
+
+
+def found_banner(strokes: int, seconds: float | None = None) -> str:
+    """``Found it in 3 strokes!``, with the time when given (studies)."""
+    took = f" ({seconds:.1f} s)" if seconds is not None else ""
+    return f"Found it in {strokes} stroke{'s' * (strokes != 1)}{took}!"
+
+
+def shown_ids(session: DrawingSession, k: int) -> list[str]:
+    """The photos a view of ``session`` shows: the top ``k`` and the target."""
+    ids = list(session.last.ids[:k]) if session.last is not None else []
+    return ids + ([session.target_id] if session.target_id is not None else [])
+
+
+def results_view(backend: Backend, session: DrawingSession, k: int, message: str = "") -> ResultsValue:
+    last, target = session.last, session.target_id
+    items: list[ResultItem] = []
     if last is not None:
-        items = [{"src": backend.thumb_url(pid), "id": pid, "rank": i + 1, "score": round(float(s), 4),
-                  "target": pid == session.target_id} for i, (pid, s) in enumerate(zip(last.ids[:k], last.scores))]  # fmt: skip
-    curve = [{"strokes": p.strokes, "rank": p.target_rank, "top1": round(p.top1_score, 4)} for p in session.curve]
+        ranked = zip(last.ids[:k], last.scores)
+        items = [
+            {"src": backend.thumb_url(pid), "id": pid, "rank": i, "score": round(float(s), 4), "target": pid == target}
+            for i, (pid, s) in enumerate(ranked, start=1)
+        ]
+    curve: list[CurvePoint] = [
+        {"strokes": p.strokes, "rank": p.target_rank, "top1": round(p.top1_score, 4)} for p in session.curve
+    ]
+    size = len(backend.ids)
     return {
-        "items": items, "k": k, "curve": curve, "has_target": session.target_id is not None,
-        "target_rank": last.target_rank if last is not None else None, "gallery_size": len(backend.ids),
+        "items": items,
+        "k": k,
+        "curve": curve,
+        "has_target": target is not None,
+        "target_rank": last.target_rank if last is not None else None,
+        "gallery_size": size,
         "server_ms": round(session.last_server_ms, 1) if last is not None else None,
-        "message": message or f"Draw on the canvas: after every stroke the {len(backend.ids)} photos are re-ranked.",
-    }  # fmt: skip
+        "message": message or f"Draw on the canvas: after every stroke the {size} photos are re-ranked.",
+    }
 
 
-def panel_view(backend: Backend, session: DrawingSession, banner: str = "", kind: str = "") -> dict:
-    if session.target_id is None:
-        return {"title": "Free drawing", "subtitle": "Draw anything: the closest photos appear after every stroke. "
-                "Tick the challenge box to get a photo to find.", "banner": banner, "banner_kind": kind}  # fmt: skip
-    view = {"target_src": backend.thumb_url(session.target_id), "target_id": session.target_id,
-            "banner": banner, "banner_kind": kind}  # fmt: skip
-    if session.mode == "study":
-        view["title"] = f"Trial {session.trial + 1} of {len(session.plan)}: find this photo"
-        limit = session.config.time_limit_s
-        view["subtitle"] = session.config.instructions if session.trial == 0 else ""
-        if limit and session.phase == "drawing":
-            view["remaining_s"] = max(0.0, limit - session.elapsed_s())
+def panel_view(backend: Backend, session: DrawingSession, banner: str = "", kind: BannerKind = "") -> PanelValue:
+    target = session.target_id
+    if target is None:
+        title, subtitle = "Free drawing", FREE_SUBTITLE
+    elif session.mode == "study":
+        title = f"Trial {session.trial + 1} of {len(session.plan)}: find this photo"
+        subtitle = session.config.instructions if session.trial == 0 else ""
     else:
-        view["title"] = "Can you find this one?"
-        view["subtitle"] = "Draw it: the fewer strokes, the better."
-    return view
+        title, subtitle = "Can you find this one?", "Draw it: the fewer strokes, the better."
+    return {
+        "title": title,
+        "subtitle": subtitle,
+        "target_src": backend.thumb_url(target) if target is not None else None,
+        "target_id": target,
+        "remaining_s": remaining_s(session),
+        "banner": banner,
+        "banner_kind": kind,
+    }
 
 
-def canvas_value(session: DrawingSession, locked: bool = False, message: str = "") -> dict:
-    remaining = None
-    if session.config is not None and session.config.time_limit_s and session.phase == "drawing":
-        remaining = max(0.0, session.config.time_limit_s - session.elapsed_s())
-    return {"trial": session.token, "locked": locked, "message": message, "deadline_s": remaining}
+def canvas_value(session: DrawingSession, locked: bool = False, message: str = "") -> CanvasValue:
+    return {"trial": session.token, "locked": locked, "message": message, "deadline_s": remaining_s(session)}

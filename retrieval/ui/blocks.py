@@ -1,0 +1,203 @@
+"""The page: Gradio components laid out, and the events of retrieval/ui/handlers.py bound to them.
+
+All per-user state lives in one ``gr.State`` (a DrawingSession). The handlers return an
+:class:`~retrieval.ui.handlers.Update`; :meth:`Page.show` turns it into component updates.
+"""
+
+from __future__ import annotations
+
+import functools
+import html
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import gradio as gr
+
+from retrieval.study.session import DrawingSession, StudyConfig
+from retrieval.ui.backend import Backend
+from retrieval.ui.config import ROOT, AppConfig
+from retrieval.ui.guards import api_enabled, rank_slots
+from retrieval.ui.handlers import Handlers, Update, UserError, default_session_id
+
+UI = ROOT / "assets" / "ui"
+PRIVATE = {"api_visibility": "private"}  # UI events are not part of the public API
+OUTPUTS = ("state", "canvas", "results", "panel", "give_up", "next_btn", "consent", "workspace", "done")
+
+
+def ui_asset(name: str) -> str:
+    return (UI / name).read_text(encoding="utf-8")
+
+
+def header_html(notices: tuple[str, ...]) -> str:
+    # Notices quote file names from the photo folder: escaped, they can never become markup.
+    notes = "".join(f"<div class='es-notice'>{html.escape(n)}</div>" for n in notices)
+    tagline = "Sketch less, find more: the photo you mean rises after every stroke."
+    return f"<div class='es-header'><h1>EarlySketch</h1><p>{tagline}</p>{notes}</div>"
+
+
+def custom_html(name: str, value: dict, **props: Any) -> gr.HTML:
+    """One of the page's own components: assets/ui/<name>.html, .css and .js."""
+    templates = {"html_template": ui_asset(f"{name}.html"), "css_template": ui_asset(f"{name}.css")}
+    return gr.HTML(value=value, js_on_load=ui_asset(f"{name}.js"), elem_id=f"es-{name}", **templates, **props)
+
+
+@dataclass
+class Page:
+    """The components the events read or change."""
+
+    state: gr.State
+    consent: gr.Column
+    participant: gr.Textbox
+    session_id: gr.Textbox
+    resume: gr.Checkbox
+    start: gr.Button
+    workspace: gr.Row
+    panel: gr.HTML
+    give_up: gr.Button
+    next_btn: gr.Button
+    new_target: gr.Button
+    canvas: gr.HTML
+    target_toggle: gr.Checkbox | None  # free and demo modes only
+    results: gr.HTML
+    done: gr.Column
+
+    @property
+    def outputs(self) -> list[Any]:
+        """Every component an event may change (each event lists them all, and changes some)."""
+        return [getattr(self, name) for name in OUTPUTS]
+
+    def show(self, update: Update, session: DrawingSession) -> dict:
+        """Component updates for ``update`` (never empty: an empty dict would read as ONE output value)."""
+        if update.warning:
+            gr.Warning(update.warning)
+        out: dict[Any, Any] = {self.state: session}
+        views = {self.results: update.results, self.panel: update.panel, self.canvas: update.canvas}
+        out.update({component: value for component, value in views.items() if value is not None})
+        if update.trial_ended is not None:
+            out[self.give_up] = gr.Button(visible=not update.trial_ended)
+            out[self.next_btn] = gr.Button(visible=update.trial_ended)
+        if update.section == "workspace":
+            out.update({self.consent: gr.Column(visible=False), self.workspace: gr.Row(visible=True)})
+        elif update.section == "done":
+            out.update({self.workspace: gr.Row(visible=False), self.done: gr.Column(visible=True)})
+        return out
+
+    def bind(self, handler: Callable[..., Update]) -> Callable[..., dict]:
+        """A Gradio event function for ``handler`` (whose last input is the session)."""
+
+        def event(*inputs: Any) -> dict:
+            try:
+                update = handler(*inputs)
+            except UserError as exc:
+                raise gr.Error(str(exc)) from exc
+            return self.show(update, inputs[-1])
+
+        return event
+
+
+def consent_section(study: StudyConfig | None) -> dict[str, Any]:
+    """Study mode's first screen: what is recorded, the participant and session ids, Start."""
+    with gr.Column(visible=study is not None, elem_classes="es-consent") as consent:
+        if study is not None:
+            what = (
+                f"{study.num_trials} trials, up to {study.time_limit_s:g} s each. Your strokes and their timing "
+                "are recorded for research; no photo or video of you is taken."
+            )
+            gr.Markdown(f"### {study.name}\n\n{study.instructions}\n\n{what}")
+        participant = gr.Textbox(label="Participant id", placeholder="e.g. P07", max_length=64)
+        session_id = gr.Textbox(label="Session id", value=default_session_id, max_length=64)
+        resume = gr.Checkbox(label="Continue this session (append to its existing log)", value=False)
+        start = gr.Button("Start", variant="primary")
+    return {"consent": consent, "participant": participant, "session_id": session_id, "resume": resume, "start": start}
+
+
+def workspace_section(config: AppConfig, k: int) -> dict[str, Any]:
+    """Target panel and buttons, the canvas, the results (hidden in a study until Start)."""
+    study_mode, demo_mode = config.mode == "study", config.mode == "demo"
+    with gr.Row(visible=not study_mode, equal_height=False, elem_classes="es-workspace") as workspace:
+        with gr.Column(scale=3, min_width=220):
+            panel = custom_html("panel", {})
+            with gr.Row():
+                give_up = gr.Button("Give up", visible=study_mode, variant="secondary")
+                next_btn = gr.Button("Next trial", visible=False, variant="primary")
+                new_target = gr.Button("New challenge", visible=not study_mode, variant="secondary")
+        with gr.Column(scale=6 if demo_mode else 4, min_width=320):
+            idle_reset_s = config.idle_reset_s if demo_mode else 0
+            canvas = custom_html("canvas", {}, idle_reset_s=idle_reset_s, compact_on_clear=not study_mode)
+            target_toggle = None
+            if not study_mode:
+                target_toggle = gr.Checkbox(label="Challenge: find a random target", value=config.challenge)
+        with gr.Column(scale=5, min_width=320):
+            results = custom_html("results", {"k": k})
+    return {
+        "workspace": workspace,
+        "panel": panel,
+        "give_up": give_up,
+        "next_btn": next_btn,
+        "new_target": new_target,
+        "canvas": canvas,
+        "target_toggle": target_toggle,
+        "results": results,
+    }
+
+
+def bind_events(app: gr.Blocks, page: Page, handlers: Handlers, config: AppConfig) -> None:
+    outputs = page.outputs
+    app.load(page.bind(handlers.load), [page.state], outputs, show_progress="hidden", **PRIVATE)
+    page.canvas.stroke_end(
+        page.bind(handlers.stroke),
+        [page.canvas, page.state],
+        outputs,
+        trigger_mode="always_last",
+        show_progress="hidden",
+        concurrency_limit=rank_slots(config),
+        concurrency_id="rank",
+        **PRIVATE,
+    )
+    if config.mode == "study":
+        inputs = [page.participant, page.session_id, page.resume, page.state]
+        page.start.click(page.bind(handlers.start), inputs, outputs, **PRIVATE)
+        page.give_up.click(page.bind(handlers.give_up), [page.state], outputs, **PRIVATE)
+        page.next_btn.click(page.bind(handlers.next_trial), [page.state], outputs, **PRIVATE)
+    else:
+        challenge = page.bind(lambda session: handlers.new_target(True, session))
+        idle = page.bind(lambda session: handlers.new_target(config.challenge, session))
+        page.new_target.click(challenge, [page.state], outputs, **PRIVATE)
+        page.target_toggle.change(page.bind(handlers.new_target), [page.target_toggle, page.state], outputs, **PRIVATE)
+        page.canvas.idle(idle, [page.state], outputs, **PRIVATE)
+
+
+def add_rank_api(handlers: Handlers, config: AppConfig) -> None:
+    def rank(sketch: str, k: int = 10, target_id: str | None = None) -> dict:
+        """Rank the gallery for a sketch in the stroke JSON format (see docs/app.md).
+
+        Returns ``{"ids", "scores", "target_rank", "timings_ms", "gallery_size"}``.
+        """
+        try:
+            return handlers.rank(sketch, k, target_id)
+        except UserError as exc:
+            raise gr.Error(str(exc)) from exc
+
+    # Outside free mode the API gets its own single slot, so scripted calls cannot crowd out the
+    # strokes of people drawing.
+    limit, group = (rank_slots(config), "rank") if config.mode == "free" else (1, "api")
+    gr.api(rank, api_name="rank", concurrency_limit=limit, concurrency_id=group)
+
+
+def build_app(config: AppConfig, backend: Backend) -> gr.Blocks:
+    """The Blocks app for ``config``, ranking with ``backend``."""
+    study = StudyConfig.load(config.study) if config.mode == "study" else None
+    handlers = Handlers(config, backend, study)
+    with gr.Blocks(title="EarlySketch", fill_width=True) as app:
+        state = gr.State(functools.partial(DrawingSession, mode=config.mode))  # deep-copied: no backend inside
+        gr.HTML(header_html(backend.notices))
+        consent = consent_section(study)
+        workspace = workspace_section(config, handlers.k)
+        with gr.Column(visible=False) as done:
+            gr.Markdown("## Thank you!\n\nThe session is complete and saved. You can close this tab.")
+        page = Page(state=state, done=done, **consent, **workspace)
+        bind_events(app, page, handlers, config)
+        if api_enabled(config):
+            add_rank_api(handlers, config)
+    return app

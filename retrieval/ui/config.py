@@ -1,0 +1,90 @@
+"""The app's configuration: one field per flag ``--x-y``, also read from ``EARLYSKETCH_X_Y``.
+
+Parsed by :func:`retrieval.cli.parse_config` (flag > environment > default); :meth:`AppConfig.check`
+is its validation hook.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+from retrieval.serving.request_limits import RATE_BURST, RATE_PER_S
+
+ROOT = Path(__file__).resolve().parents[2]  # the project root
+ENV_PREFIX = "EARLYSKETCH_"
+
+Mode = Literal["free", "study", "demo"]
+Switch = Literal["auto", "on", "off"]
+
+
+@dataclass
+class AppConfig:
+    """Command-line / environment configuration of the app."""
+
+    mode: Mode = "free"
+    """free drawing, study (user study, every stroke logged) or demo (kiosk: big canvas, challenge, reset after idle)"""
+    model: Path = ROOT / "assets" / "model"
+    """checkpoint folder; random-init model (with a warning) if missing"""
+    gallery: str = ""
+    """gallery spec (dataset spec, QMUL folder, photo folder); default procedural"""
+    gallery_size: int = 1000
+    """photos of the default procedural gallery"""
+    photos: str = ""
+    """any folder of photos (indexed with the model's photo branch, cached)"""
+    study: str = ""
+    """study config JSON (study mode)"""
+    log_dir: Path = Path("study_logs")
+    """one JSONL file per study session"""
+    k: int = 12
+    """photos shown after each stroke"""
+    idle_reset_s: float = 90.0
+    """demo mode: clear the canvas after this many idle seconds"""
+    challenge: bool = True
+    """demo/free: start with a random target to find"""
+    host: str = "127.0.0.1"
+    """bind address; 0.0.0.0 exposes the app on the network"""
+    port: int = 7860
+    """HTTP port"""
+    share: bool = False
+    """public gradio.live link (opt-in)"""
+    auth: str = ""
+    """user:pass required to open the app"""
+    max_file_size: str = "10mb"
+    """upload limit"""
+    cache_dir: str = ""
+    """gallery/index/thumbnail cache (default ~/.cache/earlysketch)"""
+    threads: int = 1
+    """torch + faiss threads per ranking job (measured: 1 beats 2 under concurrent sessions)"""
+    concurrency: int = 2
+    """ranking jobs run at once (across sessions)"""
+    batch: int = 8
+    """most concurrent strokes encoded in one forward (1 = no cross-session batching)"""
+    api: Switch = "auto"
+    """the public `rank` endpoint: auto (on in free mode, off in study/demo), on or off"""
+    api_diagnostics: bool = False
+    """add `batch_size` (how many sessions shared the forward) to API answers"""
+    max_queue: int = 128
+    """events waiting in the server's queue, all sessions together; more are refused"""
+    max_body_bytes: int = 4_000_000
+    """HTTP request body cap (a 50k-point canvas journal is ~2 MB)"""
+    rate_limit: Switch = "auto"
+    """per-tab event rate limit: auto (on in study/demo, off in free), on or off"""
+    rate_limit_burst: int = RATE_BURST
+    """events a tab may send in a row (retrieval/serving/request_limits.py: why 40)"""
+    rate_limit_per_s: float = RATE_PER_S
+    """events a second a tab may keep sending after its burst"""
+    serve_url: str = ""
+    """rank on a Ray Serve app (make serve-cluster), e.g. http://127.0.0.1:8000; "" = in process"""
+
+    def check(self) -> None:
+        """Raise ``ValueError`` for settings that cannot work together (the parser's validation hook)."""
+        if self.mode == "study" and not self.study:
+            raise ValueError("--mode study needs --study CONFIG.json (e.g. assets/study_example.json)")
+        if self.auth and ":" not in self.auth:
+            raise ValueError("--auth must be user:pass")
+        if not self.rate_limit_per_s > 0 or self.rate_limit_burst < 1:
+            raise ValueError(
+                "--rate-limit-per-s must be > 0 and --rate-limit-burst >= 1 (turn it off with --rate-limit off)"
+            )

@@ -1,0 +1,42 @@
+"""Serve the app: load the backend, build the page, start Gradio behind the request guards."""
+
+from __future__ import annotations
+
+import threading
+
+import gradio as gr
+
+from retrieval.ui.backend import Backend, load_backend
+from retrieval.ui.blocks import build_app, ui_asset
+from retrieval.ui.config import AppConfig
+from retrieval.ui.guards import api_enabled, middleware
+
+SYSTEM_FONTS = ["system-ui", "-apple-system", "Segoe UI", "Roboto", "Helvetica Neue", "Arial", "sans-serif"]
+MONO_FONTS = ["ui-monospace", "SFMono-Regular", "Menlo", "Consolas", "monospace"]
+
+
+def launch(config: AppConfig, backend: Backend | None = None) -> None:
+    """Serve until interrupted. Offline and private: system fonts, no run history, monitoring or MCP."""
+    backend = backend or load_backend(config)
+    app = build_app(config, backend)
+    threading.Thread(target=backend.warm_thumbnails, name="thumbnails", daemon=True).start()
+    theme = gr.themes.Soft(primary_hue="blue", font=SYSTEM_FONTS, font_mono=MONO_FONTS)
+    auth = tuple(config.auth.split(":", 1)) if config.auth else None
+    app.queue(default_concurrency_limit=config.concurrency, max_size=config.max_queue).launch(
+        server_name=config.host,
+        server_port=config.port,
+        share=config.share,
+        auth=auth,
+        max_file_size=config.max_file_size,
+        allowed_paths=[str(backend.thumbs.folder)],  # thumbnails only: the photo folder is never served
+        theme=theme,
+        css=ui_asset("app.css"),
+        footer_links=["api"] if api_enabled(config) else [],
+        run_history=False,
+        enable_monitoring=False,
+        show_error=False,  # no tracebacks or server paths on the page; gr.Error texts still show
+        ssr_mode=False,
+        mcp_server=False,
+        favicon_path=None,
+        app_kwargs={"middleware": middleware(config)},
+    )

@@ -1,0 +1,236 @@
+"""The Python -> JavaScript contract: the views' real payloads, the TypedDicts of retrieval/ui/contract.py
+and the JSDoc typedefs at the top of assets/ui/*.js all name the same fields with the same types.
+
+The payloads come from the real event handlers driving a real DrawingSession over a real
+Retriever (small untrained encoder, 30-photo index), in free drawing and in a timed study.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import types
+import typing
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from retrieval.serving.gallery import Gallery
+from retrieval.serving.index import PhotoIndex
+from retrieval.serving.retriever import Retriever
+from retrieval.serving.thumbnails import ThumbnailCache
+from retrieval.study.session import DrawingSession, StudyConfig
+from retrieval.ui import contract
+from retrieval.ui.backend import Backend
+from retrieval.ui.config import AppConfig
+from retrieval.ui.handlers import Handlers, Update, UserError
+from retrieval.ui.views import found_banner
+
+ROOT = Path(__file__).resolve().parents[1]
+GALLERY = [f"photo_{i:02d}" for i in range(30)]
+TYPEDEFS = {  # the script that renders each value -> the typedefs it declares
+    "results.js": {"ResultsValue", "ResultItem", "CurvePoint"},
+    "panel.js": {"PanelValue"},
+    "canvas.js": {"CanvasValue"},
+}
+
+
+@pytest.fixture(scope="module")
+def backend(encoder, tmp_path_factory):
+    vectors = np.random.default_rng(0).standard_normal((len(GALLERY), encoder.meta["embed_dim"])).astype(np.float32)
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    index = PhotoIndex.build(vectors, GALLERY)
+    gallery = Gallery(index, "test", loader=lambda photo_id: np.full((48, 32, 3), 200, np.uint8))
+    thumbs = ThumbnailCache(tmp_path_factory.mktemp("thumbs"), gallery.load_photo, 32)
+    retriever = Retriever(encoder, index)
+    return Backend(retriever, retriever, gallery, tuple(GALLERY), thumbs, "model-hash", "code-version", ())
+
+
+def journal(session: DrawingSession, strokes: int) -> str:
+    """The canvas's journal text after ``strokes`` strokes (what canvas.js sends)."""
+    events = [
+        {
+            "seq": s,
+            "type": "stroke",
+            "pointer": "mouse",
+            "t_down": 100.0 * s,
+            "t_up": 100.0 * s + 40,
+            "points": [[10.0 + 9 * i + s, 20.0 + 6 * i, 100.0 * s + 10 * i, 0.5] for i in range(5)],
+        }
+        for s in range(1, strokes + 1)
+    ]
+    return json.dumps(
+        {"trial": session.token, "width": 256, "height": 256, "dpr": 1, "t0_utc_ms": 1.7e12, "events": events}
+    )
+
+
+def free_drawing_updates(backend: Backend) -> list[Update]:
+    handlers = Handlers(AppConfig(mode="free", k=5), backend)
+    session = DrawingSession(mode="free")
+    updates = [handlers.load(session), handlers.stroke(journal(session, 1), session)]
+    updates.append(handlers.new_target(False, session))  # no target: the free-drawing panel
+    updates.append(handlers.stroke(journal(session, 2), session))
+    return updates
+
+
+def study_updates(backend: Backend, log_dir: Path) -> list[Update]:
+    study = StudyConfig(random_targets=2, num_trials=2, time_limit_s=60, show_k=4)
+    handlers = Handlers(AppConfig(mode="study", study="study.json", log_dir=log_dir), backend, study)
+    session = DrawingSession(mode="study")
+    updates = [handlers.load(session), handlers.start("P1", "S1", False, session)]
+    updates.append(handlers.stroke(journal(session, 1), session))
+    updates.append(handlers.give_up(session))  # the canvas locks, the banner says so
+    updates.append(handlers.next_trial(session))
+    return updates
+
+
+@pytest.fixture(scope="module")
+def payloads(backend, tmp_path_factory) -> dict[str, list[dict]]:
+    """Every results, panel and canvas value the handlers produced, by TypedDict name."""
+    updates = free_drawing_updates(backend) + study_updates(backend, tmp_path_factory.mktemp("logs"))
+    return {
+        "ResultsValue": [u.results for u in updates if u.results is not None],
+        "PanelValue": [u.panel for u in updates if u.panel is not None],
+        "CanvasValue": [u.canvas for u in updates if u.canvas is not None],
+    }
+
+
+def conforms(value, hint) -> bool:
+    """``value`` (as it goes to the page) has type ``hint`` (a contract annotation)."""
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin is typing.Literal:
+        return value in args
+    if origin in (typing.Union, types.UnionType):
+        return any(conforms(value, arg) for arg in args)
+    if origin is list:
+        return isinstance(value, list) and all(conforms(v, args[0]) for v in value)
+    if typing.is_typeddict(hint):
+        hints = typing.get_type_hints(hint)
+        return isinstance(value, dict) and set(value) == set(hints) and all(conforms(value[k], hints[k]) for k in hints)
+    if hint is type(None):
+        return value is None
+    if hint is int:
+        return type(value) is int
+    return type(value) is hint  # str, float, bool: exactly, as JSON will carry them
+
+
+@pytest.mark.parametrize("name", ["ResultsValue", "PanelValue", "CanvasValue"])
+def test_the_views_send_exactly_the_typed_fields(payloads, name):
+    typed = getattr(contract, name)
+    hints = typing.get_type_hints(typed)
+    values = payloads[name]
+    assert len(values) >= 3, f"the scenario must produce several {name}s"
+    for value in values:
+        assert set(value) == set(hints), f"{name} keys {sorted(value)} != contract {sorted(hints)}"
+        wrong = {k: value[k] for k in hints if not conforms(value[k], hints[k])}
+        assert not wrong, f"{name} fields not of their contract type: {wrong}"
+    never_set = [k for k in hints if all(v[k] is None for v in values)]
+    assert not never_set, f"the scenario never fills {never_set}: their types go untested"
+
+
+def test_the_scenario_reaches_every_item_and_curve_field(payloads):
+    """Nested values are checked by ``conforms`` only where they occur: make sure they do."""
+    results = payloads["ResultsValue"]
+    assert any(value["items"] for value in results) and any(value["curve"] for value in results)
+    assert any(point["rank"] is not None for value in results for point in value["curve"])
+    assert {p["banner_kind"] for p in payloads["PanelValue"]} - {""}, "a trial end shows a banner"
+
+
+# --- the JavaScript side -----------------------------------------------------------------------------
+TYPEDEF = re.compile(r"@typedef\s+\{Object\}\s+(\w+)(.*?)\*/", re.S)
+PROPERTY = re.compile(r"@property\s+\{([^}]*)\}\s+(\w+)")
+
+
+def js_typedefs(script: Path) -> dict[str, dict[str, str]]:
+    """``{typedef name: {property: JSDoc type}}`` of the ``@typedef {Object}`` blocks in ``script``."""
+    text = script.read_text(encoding="utf-8")
+    return {name: dict((prop, kind) for kind, prop in PROPERTY.findall(body)) for name, body in TYPEDEF.findall(text)}
+
+
+def jsdoc_type(hint) -> set[str]:
+    """The JSDoc spelling of a contract annotation, as the set of its union members."""
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin is typing.Literal:
+        return {json.dumps(a) for a in args}
+    if origin in (typing.Union, types.UnionType):
+        return set().union(*(jsdoc_type(a) for a in args))
+    if origin is list:
+        (member,) = jsdoc_type(args[0])
+        return {member + "[]"}
+    if typing.is_typeddict(hint):
+        return {hint.__name__}
+    return {{str: "string", int: "number", float: "number", bool: "boolean", type(None): "null"}[hint]}
+
+
+@pytest.mark.parametrize("script", sorted(TYPEDEFS))
+def test_the_jsdoc_typedefs_match_the_typed_dicts(script):
+    found = js_typedefs(ROOT / "assets" / "ui" / script)
+    assert set(found) == TYPEDEFS[script], f"{script} declares {sorted(found)}, expected {sorted(TYPEDEFS[script])}"
+    for name, properties in found.items():
+        hints = typing.get_type_hints(getattr(contract, name))
+        assert list(properties) == list(hints), f"{script} {name}: JSDoc {list(properties)} != Python {list(hints)}"
+        for field, hint in hints.items():
+            js = set(properties[field].replace(" ", "").split("|"))
+            assert js == jsdoc_type(hint), f"{script} {name}.{field}: JSDoc {properties[field]} != Python {hint}"
+
+
+def test_the_typedef_reader_sees_a_drifted_field(tmp_path):
+    """The JS check must be able to fail: a typedef that documents a field never sent is read as such."""
+    script = tmp_path / "x.js"
+    script.write_text(
+        "/**\n * @typedef {Object} PanelValue\n * @property {string} title\n * @property {number} found_k\n */\n"
+    )
+    assert js_typedefs(script) == {"PanelValue": {"title": "string", "found_k": "number"}}
+
+
+# --- what the payloads promise ---------------------------------------------------------------------------
+def test_every_thumbnail_a_payload_names_exists_in_the_thumbnail_folder(backend, payloads):
+    """Views compute URLs without I/O; the handlers must have made the files before the page asks."""
+    srcs = [item["src"] for value in payloads["ResultsValue"] for item in value["items"]]
+    srcs += [value["target_src"] for value in payloads["PanelValue"] if value["target_src"]]
+    assert len(srcs) > 10
+    for src in srcs:
+        path = Path(src.removeprefix("gradio_api/file="))
+        assert path.parent == backend.thumbs.folder and path.is_file(), src
+
+
+def test_free_drawing_says_found_when_the_target_comes_first(backend):
+    handlers = Handlers(AppConfig(mode="free", challenge=False), backend)
+    probe = DrawingSession(mode="free")
+    handlers.load(probe)
+    top = handlers.stroke(journal(probe, 2), probe).results["items"][0]["id"]
+    handlers.pick_target = lambda: top  # the same drawing will rank it first
+    session = DrawingSession(mode="free")
+    handlers.new_target(True, session)
+    handlers.stroke(journal(session, 1), session)
+    update = handlers.stroke(journal(session, 2), session)
+    assert update.results["target_rank"] == 1
+    assert (update.panel["banner"], update.panel["banner_kind"]) == ("Found it in 2 strokes!", "found")
+    assert (found_banner(1), found_banner(3, 4.26)) == ("Found it in 1 stroke!", "Found it in 3 strokes (4.3 s)!")
+
+
+def test_a_study_trial_that_ends_locks_the_canvas_and_offers_next(backend, tmp_path):
+    study = StudyConfig(random_targets=2, num_trials=1, time_limit_s=60)
+    handlers = Handlers(AppConfig(mode="study", study="s.json", log_dir=tmp_path), backend, study)
+    session = DrawingSession(mode="study")
+    started = handlers.start("P1", "S1", False, session)
+    assert started.section == "workspace" and 59 < started.canvas["deadline_s"] <= 60
+    assert 59 < started.panel["remaining_s"] <= 60 and started.panel["title"] == "Trial 1 of 1: find this photo"
+    ended = handlers.give_up(session)
+    assert ended.trial_ended is True and ended.canvas["locked"] and ended.canvas["deadline_s"] is None
+    assert (ended.panel["banner"], ended.panel["banner_kind"], ended.panel["remaining_s"]) == (
+        "Trial skipped.",
+        "miss",
+        None,
+    )
+    assert handlers.next_trial(session).section == "done"
+
+
+def test_the_api_handler_refuses_bad_requests_with_a_message(backend):
+    handlers = Handlers(AppConfig(), backend)
+    sketch = json.dumps({"canvas": {"width": 100, "height": 100}, "strokes": [[[1, 2, 0], [50, 60, 30]]]})
+    assert len(handlers.rank(sketch, 3)["ids"]) == 3
+    for args, message in (((sketch, 0), "k must be"), ((sketch, 3, "nope"), "not a photo id"), (("{", 3), "Invalid")):
+        with pytest.raises(UserError, match=message):
+            handlers.rank(*args)
