@@ -3,7 +3,7 @@
 For every ``--models name=folder`` row, on the ``--split`` (default ``val``) sketches of ``--data``:
 
 - accuracy with the split's own photos as gallery and with ALL photos of the data (``--gallery all``
-  of ``retrieval.evaluation.evaluate``: Chair-V2 val sketches against all 300 train photos), at the 17 point
+  of ``retrieval.evaluation``: Chair-V2 val sketches against all 300 train photos), at the 17 point
   cuts (A@1/5/10 on the complete sketch, m@A, m@B along the drawing);
 - the re-ranking levers of ``retrieval.serving.rerank`` on the same embeddings (alpha-QE per query, DBA
   on the gallery, flip-averaged photo descriptors), each reported as its own row;
@@ -27,8 +27,7 @@ from common import command_line, header_lines, machine_info, percentiles, write_
 from retrieval.cli import parse_config  # noqa: E402
 from retrieval.data.augment import flip_photo  # noqa: E402
 from retrieval.data.datasets import open_dataset  # noqa: E402
-from retrieval.evaluation.evaluate import embed_steps, gallery_photo_ids, ranks_from_embeddings, true_photo_index  # noqa: E402
-from retrieval.evaluation.metrics import summarize  # noqa: E402
+from retrieval.evaluation.protocol import embed_steps, gallery_photo_ids, score_embeddings, true_photo_index  # noqa: E402
 from retrieval.model.encoder import Encoder  # noqa: E402
 from retrieval.serving.rerank import alpha_query_expansion, database_augmentation  # noqa: E402
 
@@ -87,7 +86,7 @@ def rows_for_model(name: str, encoder: Encoder, dataset, cfg: AblationConfig, re
                 variants[f"DBA k={k}"] = (sketches, database_augmentation(plain, k=k))
             variants["flip-averaged photos"] = (sketches, photo_embeddings(encoder, photos, flip_average=True))
         for variant, (s, p) in variants.items():
-            metrics = summarize(ranks_from_embeddings(s, p, truth), len(ids))
+            metrics = score_embeddings(s, p, truth).summary
             label = f"{name} + {variant}" if variant else name
             rows.append({"model": label, "gallery": len(ids), **{m: metrics[m] for m in HEADLINE}})
     return rows

@@ -17,8 +17,8 @@ option) and ONNX Runtime (not in requirements.txt; adding a large dependency nee
 reason first: the eager encoder already meets the budget, see bench/results/latency.md).
 
 Latency: render + embed of one partial sketch (stroke prefixes of procedural sketches), batch 1,
-``--threads`` torch threads. Accuracy: ``retrieval.evaluation.evaluate.evaluate_ranks`` on the procedural
-``val`` split of ``--data``, summarised by ``retrieval.evaluation.metrics.summarize`` (m@B, m@A, A@1, A@10).
+``--threads`` torch threads. Accuracy: ``retrieval.evaluation.protocol.evaluate_split`` on the procedural
+``val`` split of ``--data`` (m@B, m@A, A@1, A@10).
 
     .venv/bin/python bench/bench_encoder_options.py                       # all options (~1-2 min on 2 cores)
     .venv/bin/python bench/bench_encoder_options.py --options eager,res96 --reps 100 --data procedural:photos=300
@@ -123,8 +123,7 @@ def measure(names: list[str], cfg: Config) -> list[dict]:
     import torch
 
     from retrieval.data.datasets import open_dataset
-    from retrieval.evaluation.evaluate import evaluate_ranks
-    from retrieval.evaluation.metrics import summarize
+    from retrieval.evaluation.protocol import evaluate_split
 
     torch.set_num_threads(cfg.threads)
     probe = partial_sketches(1, cfg.seed)[0]
@@ -144,7 +143,7 @@ def measure(names: list[str], cfg: Config) -> list[dict]:
     dataset = open_dataset(cfg.data)
     for name, encoder in encoders.items():
         print(f"option {name}: evaluating", flush=True)
-        metrics = summarize(evaluate_ranks(encoder, dataset, "val"), len(dataset.photo_ids("val")))
+        metrics = evaluate_split(encoder, dataset, "val").summary
         rows[name]["metrics"] = {k: metrics[k] for k in ("m@B", "m@A", "A@1", "A@10", "n_gallery", "n_sketches")}
     return [rows[n] for n in names]
 
@@ -174,7 +173,7 @@ def report(rows: list[dict], cfg: Config, machine: dict, command: str) -> None:
     lines += [
         f"- model: {model_label(cfg.model)}; torch threads {cfg.threads}; {cfg.reps} timed render+embed calls of "
         "partial sketches (batch 1) after warm-up",
-        f"- accuracy: retrieval.evaluation.evaluate.evaluate_ranks on `{cfg.data}` split val (17 point cuts per sketch, "
+        f"- accuracy: retrieval.evaluation.protocol.evaluate_split on `{cfg.data}` split val (17 point cuts per sketch, "
         "all val photos as gallery)",
         "",
     ]

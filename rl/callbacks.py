@@ -11,19 +11,12 @@ import numpy as np
 from stable_baselines3.common.callbacks import BaseCallback
 from tqdm.auto import tqdm
 
+from retrieval.evaluation.metrics import selection_score
 from retrieval.model.progress_head import ProgressHead
 from rl.features import FeatureCache
 from rl.scoring import evaluate_head
 
 HEADLINE = ("m@A", "m@B", "A@1", "A@5", "A@10")
-SELECT_METRICS = ("m@A", "m@B", "m@A+m@B")
-
-
-def selection_score(metrics: dict, select_metric: str) -> float:
-    """The validation number the best head is chosen by."""
-    if select_metric not in SELECT_METRICS:
-        raise ValueError(f"select_metric must be one of {SELECT_METRICS}, got {select_metric!r}")
-    return sum(metrics[k] for k in select_metric.split("+"))
 
 
 class HeadSelectionCallback(BaseCallback):
@@ -41,7 +34,7 @@ class HeadSelectionCallback(BaseCallback):
         get_head: returns a detached copy of the current head (a ``ProgressHead``).
         eval_every: env steps between evaluations.
         minutes: wall-clock budget, measured from the start of training.
-        select_metric: ``"m@A"``, ``"m@B"`` or ``"m@A+m@B"``.
+        select_metric: one of ``retrieval.evaluation.metrics.SELECTION_METRICS`` (see ``selection_score``).
         csv_path: the evaluation log.
         progress: show a tqdm bar over the time budget.
     """

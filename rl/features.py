@@ -217,7 +217,7 @@ def compute_features(
 ) -> FeatureCache:
     """Render every step of every sketch of ``split`` and run the frozen backbone on them.
 
-    Uses the evaluation code's own rendering and embedding (``retrieval.evaluation.evaluate``), so the RL
+    Uses the evaluation code's own rendering and embedding (``retrieval.evaluation.protocol``), so the RL
     head sees exactly the features the evaluation and the app compute.
 
     Args:
@@ -228,10 +228,10 @@ def compute_features(
         num_steps: cuts per sketch in ``"points"`` mode (only 17 is supported by the evaluation).
         progress: show tqdm bars.
     """
-    from retrieval.evaluation.evaluate import embed_steps, photo_embeddings, step_ink, true_photo_index
+    from retrieval.evaluation.protocol import embed_steps, photo_embeddings, step_ink, true_photo_index
 
     if step_mode == "points" and num_steps != 17:
-        raise ValueError("retrieval.evaluation.evaluate renders the literature's 17 point cuts; use num_steps=17")
+        raise ValueError("retrieval.evaluation.protocol renders the literature's 17 point cuts; use num_steps=17")
     records = list(dataset.sketches(split))
     if not records:
         raise ValueError(f"split {split!r} has no sketches; available splits: {dataset.splits()}")

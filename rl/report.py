@@ -90,9 +90,11 @@ def _save_figure(fig, axes, title: str, png_path: str | Path) -> Path:
 
 def main(argv: Sequence[str] | None = None) -> None:
     """``python -m rl.report RUN_DIR [RUN_DIR ...]`` prints the ablation table."""
-    import sys
+    import argparse
 
-    print(ablation_table(list(argv if argv is not None else sys.argv[1:])))
+    parser = argparse.ArgumentParser(prog="python -m rl.report", description="Ablation table of rl.train runs.")
+    parser.add_argument("runs", nargs="+", help="rl.train output folders (each with summary.json)")
+    print(ablation_table(parser.parse_args(argv).runs))
 
 
 if __name__ == "__main__":

@@ -9,8 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from retrieval.evaluation.evaluate import ranks_from_embeddings
-from retrieval.evaluation.metrics import summarize
+from retrieval.evaluation.protocol import ranks_from_embeddings, score_embeddings
 from retrieval.model.progress_head import ProgressHead
 from rl.features import FeatureCache
 
@@ -31,20 +30,32 @@ def make_head(cache: FeatureCache, weight: np.ndarray, bias: np.ndarray, hidden:
     return ProgressHead(weight, bias, flat.mean(axis=0), flat.std(axis=0), cache.ink_ref(), hidden)
 
 
+def head_embeddings(cache: FeatureCache, head: ProgressHead) -> np.ndarray:
+    """``(S, T, D)`` embeddings of every cached step under ``head``, NaN after a sketch's last step."""
+    emb = head.embed(cache.features, cache.ink)
+    emb[np.arange(cache.max_steps)[None, :] >= cache.num_steps[:, None]] = np.nan  # padded steps: not ranked
+    return emb
+
+
 def step_ranks(cache: FeatureCache, head: ProgressHead) -> np.ndarray:
     """``(S, T)`` rank of each sketch's true photo at every step, NaN after a sketch's last step.
 
-    Ranking is ``retrieval.evaluation.evaluate.ranks_from_embeddings``: the same code scores the supervised
+    Ranking is ``retrieval.evaluation.protocol.ranks_from_embeddings``: the same code scores the supervised
     model, so RL and baseline numbers are comparable.
     """
-    emb = head.embed(cache.features, cache.ink)  # (S, T, D)
-    emb[np.arange(cache.max_steps)[None, :] >= cache.num_steps[:, None]] = np.nan  # padded steps: not ranked
-    return ranks_from_embeddings(emb, cache.photo_embeddings, cache.true_index).astype(np.float64)
+    return ranks_from_embeddings(head_embeddings(cache, head), cache.photo_embeddings, cache.true_index).astype(
+        np.float64
+    )
 
 
 def evaluate_head(cache: FeatureCache, head: ProgressHead) -> dict:
-    """``retrieval.evaluation.metrics.summarize`` of the head on a cached split (gallery = that split's photos)."""
-    return summarize(step_ranks(cache, head), n_gallery=len(cache.photo_ids))
+    """Metrics of the head on a cached split (gallery = that split's photos).
+
+    ``retrieval.evaluation.protocol.score_embeddings``, the step every evaluation shares; the
+    sketch-less figure counts step ``s`` of ``n`` as ``s / n`` of the points (the cache keeps no
+    point shares).
+    """
+    return score_embeddings(head_embeddings(cache, head), cache.photo_embeddings, cache.true_index).summary
 
 
 def episode_consistency(ranks: np.ndarray) -> float:

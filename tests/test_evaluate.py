@@ -1,4 +1,5 @@
-"""Evaluation: per-step ranks, the precomputed-embedding path and the CLI on a tiny QMUL-layout folder."""
+"""Evaluation: per-step ranks, one path for the CLI, training validation and precomputed embeddings,
+the selection score, and the CLI on a tiny QMUL-layout folder."""
 
 from __future__ import annotations
 
@@ -13,15 +14,18 @@ from retrieval.data.datasets import open_dataset
 from retrieval.data.formats.qmul import write_qmul_npz
 from retrieval.data.raster import render
 from retrieval.data.sketch import Sketch, point_cuts, step_cuts
-from retrieval.evaluation.evaluate import (
+from retrieval.evaluation.evaluate import main
+from retrieval.evaluation.metrics import SELECTION_METRICS, selection_score, summarize
+from retrieval.evaluation.protocol import (
     MissingSplitError,
     embed_steps,
-    evaluate_ranks,
-    main,
+    evaluate_split,
     photo_embeddings,
     ranks_from_embeddings,
+    step_shares,
     true_photo_index,
 )
+from retrieval.train.batches import ValidationSet
 
 METRIC_KEYS = {"A@1", "A@5", "A@10", "m@A", "m@B", "curve", "sketch_less", "n_gallery", "n_sketches", "split", "model"}
 
@@ -89,9 +93,10 @@ def test_embed_steps_points_and_strokes(tiny_folder, encoder):
     assert features.shape == (2, 17, encoder.meta["feature_dim"])
 
 
-def test_evaluate_ranks_matches_direct_computation(tiny_folder, encoder):
+def test_evaluate_split_matches_direct_computation(tiny_folder, encoder):
     dataset = open_dataset(tiny_folder, val_fraction=0.25)
-    ranks = evaluate_ranks(encoder, dataset, "val")
+    result = evaluate_split(encoder, dataset, "val")
+    ranks = result.ranks
     records = dataset.sketches("val")
     ids, photos = photo_embeddings(encoder, dataset, "val")
     assert len(ids) == 2 and ranks.shape == (len(records), 17)
@@ -100,16 +105,39 @@ def test_evaluate_ranks_matches_direct_computation(tiny_folder, encoder):
     true = ids.index(records[-1].photo_id)
     scores = photos @ last
     assert ranks[-1, -1] == int(np.sum(scores >= scores[true]))
+    assert result.summary == summarize(ranks, len(ids), shares=step_shares(records))
     # Precomputed path (what RL uses with a new head) gives the same ranks.
     feats = embed_steps(encoder, records, "points", output="features")
     head = encoder.sketch_head_apply(feats.reshape(-1, feats.shape[-1])).reshape(len(records), 17, -1)
     np.testing.assert_array_equal(ranks_from_embeddings(head, photos, true_photo_index(records, ids)), ranks)
 
 
+@pytest.mark.parametrize("gallery", ["split", "all"])
+def test_training_validation_scores_as_the_evaluation_does(tiny_folder, encoder, gallery):
+    """ValidationSet renders once and embeds all steps in one batch; every metric, curves and
+    sketch-less figure included, must still be that of evaluate_split on the same split and gallery."""
+    dataset = open_dataset(tiny_folder, val_fraction=0.25)
+    val = ValidationSet.build(dataset, encoder.meta["raster_size"], encoder.meta["line_width"], gallery=gallery)
+    expected = evaluate_split(encoder, dataset, "val", gallery=gallery).summary
+    assert val.gallery_ids == photo_embeddings(encoder, dataset, "val", gallery=gallery)[0]
+    got = val.evaluate(encoder)
+    assert got["n_gallery"] == (2 if gallery == "split" else 11)
+    assert got == expected  # metrics are functions of integer ranks and point shares: exact
+
+
+def test_selection_score_is_one_metric_or_the_sum_of_m_at_a_and_m_at_b():
+    summary = {"A@1": 40.0, "A@5": 70.0, "A@10": 80.0, "m@A": 85.25, "m@B": 33.5}
+    assert selection_score(summary) == 85.25 + 33.5  # RL's default, the value its logs recorded
+    assert selection_score(summary, "m@A+m@B") == 118.75
+    assert [selection_score(summary, m) for m in SELECTION_METRICS[1:]] == [85.25, 33.5, 40.0, 70.0, 80.0]
+    with pytest.raises(ValueError, match="must be one of"):
+        selection_score(summary, "mix")
+
+
 def test_missing_split_is_explained(tiny_folder, encoder):
     dataset = open_dataset(tiny_folder)
     with pytest.raises(MissingSplitError, match="available"):
-        evaluate_ranks(encoder, dataset, "nope")
+        evaluate_split(encoder, dataset, "nope")
 
 
 def test_cli_writes_report(tiny_folder, encoder, tmp_path, capsys):
@@ -169,7 +197,7 @@ def test_cli_on_a_tiny_procedural_dataset(encoder, tmp_path):
 
 def test_gallery_photo_ids_split_or_all():
     from retrieval.data.procedural import ProceduralDataset
-    from retrieval.evaluation.evaluate import gallery_photo_ids
+    from retrieval.evaluation.protocol import gallery_photo_ids
 
     data = ProceduralDataset(num_photos=20, sketches_per_photo=1, seed=0)
     union = sorted({pid for name in data.splits() for pid in data.photo_ids(name)})
@@ -178,3 +206,10 @@ def test_gallery_photo_ids_split_or_all():
     assert len(union) == 20 and set(data.photo_ids("val")) < set(union)
     with pytest.raises(ValueError, match="gallery must be"):
         gallery_photo_ids(data, "val", "everything")
+
+
+def test_cli_without_required_flags_exits_2_and_names_them(tmp_path, capsys):
+    assert main(["--data", "procedural", "--out", str(tmp_path / "o")]) == 2
+    assert "required: --model" in capsys.readouterr().err
+    assert main(["--data", "procedural", "--model", "m", "--out", "o", "--gallery", "every"]) == 2
+    assert "--gallery one of ('split', 'all')" in capsys.readouterr().err

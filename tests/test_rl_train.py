@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from retrieval.cli import parse_config
-from retrieval.evaluation.evaluate import evaluate_ranks
+from retrieval.evaluation.protocol import evaluate_split
 from retrieval.model.encoder import Encoder
 from rl.control import ControlConfig, train_control
 from rl.features import compute_features, synthetic_cache
@@ -89,7 +89,7 @@ def test_ppo_run_exports_an_encoder_that_serves_the_progress_head(toy, tmp_path)
     assert card["rl"]["val_rl"]["m@A"] == pytest.approx(result.best_metrics["m@A"])
     # What the app computes (render -> embed_sketches, ink read from the raster) ranks exactly as the
     # cached-feature scoring that trained and selected the head.
-    served = evaluate_ranks(loaded, dataset, "val")
+    served = evaluate_split(loaded, dataset, "val").ranks
     np.testing.assert_array_equal(served, step_ranks(val_cache, result.head))
     # The backbone and photo branch did not move.
     photo = np.full((1, 64, 64, 3), 128, np.uint8)
@@ -105,7 +105,7 @@ def test_a_head_without_mlp_exports_as_the_plain_linear_sketch_head(toy, tmp_pat
     result = train(RLConfig(**{**cfg.__dict__, **SMALL}), encoder=encoder, train_cache=train_cache, val_cache=val_cache)
     loaded = Encoder.load(result.encoder_path)
     assert loaded.progress_head is None and "sketch_head" not in loaded.meta
-    np.testing.assert_array_equal(evaluate_ranks(loaded, dataset, "val"), step_ranks(val_cache, result.head))
+    np.testing.assert_array_equal(evaluate_split(loaded, dataset, "val").ranks, step_ranks(val_cache, result.head))
 
 
 def test_zero_learning_rate_hands_back_the_baseline_head(tmp_path):

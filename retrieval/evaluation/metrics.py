@@ -20,7 +20,8 @@ A ranks array is ``(Q, T)``: one row per sketch, one column per step. Rows of di
 (per-stroke steps) are padded with ``NaN``; a row's steps are at progress ``s / n_valid``.
 
 Comparisons of two models on the same sketches: :func:`paired_bootstrap` (percentile interval of
-the mean per-sketch difference, resampling sketches).
+the mean per-sketch difference, resampling sketches). Which checkpoint or head a run keeps:
+:func:`selection_score`.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ import numpy as np
 
 TOP_K = (1, 5, 10)
 CURVE_POINTS = 17  # the literature's 17 partial-sketch cuts
+SELECTION_METRICS = ("m@A+m@B", "m@A", "m@B", *(f"A@{k}" for k in TOP_K))
 
 
 def _as_rows(ranks: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -164,6 +166,20 @@ def paired_bootstrap(
         low, high = np.percentile(means, [tail, 100.0 - tail])
         out[key] = {"delta": float(diff.mean()), "low": float(low), "high": float(high)}
     return out
+
+
+def selection_score(summary: dict, metric: str = "m@A+m@B") -> float:
+    """The validation number that picks the best checkpoint (supervised training) or head (RL).
+
+    Higher is better. ``metric`` is one of :data:`SELECTION_METRICS`: a headline metric of
+    :func:`summarize`, or ``"m@A+m@B"``, their plain sum. m@A rewards keeping the true photo high
+    in the list all along the drawing, m@B rewards having it at the very top early; the sum asks
+    for both, since a model can trade one for the other (the RL heads of issue 13 moved m@A up while
+    m@B went down). Supervised training selects on ``m@B`` by default, RL and its control on the sum.
+    """
+    if metric not in SELECTION_METRICS:
+        raise ValueError(f"select metric {metric!r} must be one of {SELECTION_METRICS}")
+    return sum(summary[key] for key in metric.split("+"))
 
 
 def _curve(ranks: np.ndarray, n_valid: np.ndarray, n_gallery: int, points: int) -> dict:

@@ -19,11 +19,10 @@ from retrieval.data.edges import edge_map
 from retrieval.data.images import as_rgb, fit_square
 from retrieval.data.raster import render_steps
 from retrieval.data.records import RetrievalDataset, SketchRecord
-from retrieval.data.sketch import point_cuts
-from retrieval.evaluation.metrics import summarize
+from retrieval.data.sketch import step_cuts
+from retrieval.evaluation.protocol import gallery_photo_ids, score_embeddings, step_shares, true_photo_index
 from retrieval.model.encoder import Encoder
 from retrieval.model.pooling import l2n
-from retrieval.serving.index import true_ranks
 from retrieval.types import GrayImage, RGBImage
 
 
@@ -98,13 +97,18 @@ def hard_batch(
 
 @dataclass
 class ValidationSet:
-    """Rendered partial sketches of one split and its photo gallery, ready to score a model."""
+    """Rendered partial sketches of one split and its photo gallery, ready to score a model.
 
-    rasters: np.ndarray  # size: Q * 17, r, r (17 point cuts per sketch, in order)
-    true_idx: np.ndarray  # size: Q, column of each sketch's photo in the gallery
+    The rasters are rendered once per run because validation runs every ``eval_every`` steps; the
+    ranks and metrics come from ``retrieval.evaluation.protocol.score_embeddings``, the path every
+    evaluation takes, so these numbers are those of ``python -m retrieval.evaluation``.
+    """
+
+    rasters: np.ndarray  # size: Q * T, r, r (the 17 point cuts of each sketch, in order)
+    true_idx: np.ndarray  # size: Q, row of each sketch's photo in the gallery
+    shares: np.ndarray  # size: Q, T, share of each sketch's points drawn at each step
     photos: list[RGBImage]
     gallery_ids: list[str]
-    steps: int
 
     @classmethod
     def build(
@@ -113,36 +117,32 @@ class ValidationSet:
         raster_size: int,
         line_width: int,
         split: str = "val",
-        extra_gallery: Sequence[str] = (),
-        steps: int = 17,
+        gallery: str = "split",
     ) -> ValidationSet | None:
-        """``None`` when the dataset has no sketches in ``split`` (then no model selection is possible)."""
+        """``None`` when the dataset has no sketches in ``split`` (then no model selection is possible).
+
+        ``gallery`` as in ``retrieval.evaluation.protocol.gallery_photo_ids``. Sketches without
+        points are left out rather than failing a training run.
+        """
         if split not in dataset.splits():
             return None
         records: list[SketchRecord] = [r for r in dataset.sketches(split) if r.sketch.num_points > 0]
         if not records:
             return None
-        gallery_ids = list(dataset.photo_ids(split)) + [
-            i for i in extra_gallery if i not in set(dataset.photo_ids(split))
-        ]
-        column = {pid: i for i, pid in enumerate(gallery_ids)}
-        rasters = np.concatenate(
-            [render_steps(r.sketch, point_cuts(r.sketch.num_points, steps), raster_size, line_width) for r in records]
-        )
+        gallery_ids = gallery_photo_ids(dataset, split, gallery)
+        rasters = [render_steps(r.sketch, step_cuts(r.sketch, "points"), raster_size, line_width) for r in records]
         return cls(
-            rasters,
-            np.array([column[r.photo_id] for r in records]),
+            np.concatenate(rasters),
+            true_photo_index(records, gallery_ids),
+            step_shares(records, "points"),
             [dataset.load_photo(pid) for pid in gallery_ids],
             gallery_ids,
-            steps,
         )
 
     def evaluate(self, encoder: Encoder) -> dict:
-        """``metrics.summarize`` of the true photo's rank at each of the 17 cuts (ties count against)."""
-        photo_emb = encoder.embed_photos(self.photos)
-        sketch_emb = encoder.embed_sketches(self.rasters)
-        ranks = true_ranks(sketch_emb @ photo_emb.T, np.repeat(self.true_idx, self.steps))
-        return summarize(ranks.reshape(-1, self.steps), len(self.gallery_ids))
+        """``retrieval.evaluation.metrics.summarize`` of the true photo's rank at each step."""
+        sketches = encoder.embed_sketches(self.rasters).reshape(*self.shares.shape, -1)
+        return score_embeddings(sketches, encoder.embed_photos(self.photos), self.true_idx, self.shares).summary
 
 
 class PhotoSide:

@@ -22,6 +22,7 @@ from tqdm import tqdm
 
 from retrieval.data.images import read_rgb, scan_photo_folder
 from retrieval.data.sketch import Sketch
+from retrieval.evaluation.metrics import selection_score
 from retrieval.model.encoder import Encoder
 from retrieval.train.batches import PhotoBank, PhotoSide, ValidationSet
 
@@ -59,15 +60,6 @@ class RunState:
                 f"{path} is missing: --resume needs a run folder written by retrieval.train.pipeline"
             )
         return cls(**json.loads(path.read_text()))
-
-
-def selection_value(metrics: dict, name: str) -> float:
-    """The number that picks the best checkpoint (higher is better)."""
-    if name == "mix":
-        return metrics["m@B"] + 0.5 * metrics["m@A"]
-    if name not in METRICS:
-        raise ValueError(f"select metric {name!r} must be one of {METRICS} or 'mix'")
-    return metrics[name]
 
 
 def parameter_groups(net: torch.nn.Module, pretrained: tuple[str, ...], lr_scale: float) -> list[dict]:
@@ -228,7 +220,7 @@ class StageLoop:
             self.encoder.save(self.run_dir / "best", card={**card, "val": None})
             return {}
         metrics = self.val.evaluate(self.encoder)
-        value = selection_value(metrics, self.cfg.select_metric)
+        value = selection_score(metrics, self.cfg.select_metric)
         if self.state.best_value is None or value > self.state.best_value:
             self.state.best_value = value
             self.encoder.save(

@@ -156,7 +156,7 @@ class Config:
     save_every: int = 200
     """steps between resumable checkpoints"""
     select_metric: str = "m@B"
-    """val metric that picks the best checkpoint: m@B, m@A, A@1, A@5, A@10, or 'mix' (m@B + m@A/2)"""
+    """val metric that picks the best checkpoint: m@B, m@A, A@1, A@5, A@10 or m@A+m@B (retrieval.evaluation.metrics.selection_score)"""
     val_fraction: float = 0.1
     """share of train photos carved out as the val split"""
     holdout_fraction: float = 0.0
