@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import subprocess
 import time
 import warnings
 from dataclasses import dataclass
@@ -19,6 +18,7 @@ import torch
 
 from retrieval.data.sketch import Sketch
 from retrieval.model.encoder import Encoder
+from retrieval.provenance import code_version
 from retrieval.serving.batching import RankBatcher
 from retrieval.serving.gallery import Gallery, default_cache_dir, model_hash, open_gallery
 from retrieval.serving.index import set_faiss_threads
@@ -26,7 +26,6 @@ from retrieval.serving.retriever import Retriever
 from retrieval.serving.serve_client import ServeRanker
 from retrieval.serving.thumbnails import ThumbnailCache
 
-ROOT = Path(__file__).resolve().parents[2]  # the project root (git describe runs there)
 THUMB_SIZE = 224
 
 
@@ -56,15 +55,6 @@ class Backend:
 
     def rank(self, sketch, target_id: str | None, k: int):
         return self.ranker.rank(sketch, k=k, target_id=target_id)
-
-
-def code_version() -> str:
-    try:
-        out = subprocess.run(["git", "describe", "--always", "--dirty", "--tags"], cwd=ROOT, capture_output=True,
-                             text=True, timeout=5)  # fmt: skip
-        return out.stdout.strip() or "unknown"
-    except (OSError, subprocess.SubprocessError):
-        return "unknown"
 
 
 def load_backend(config: Any) -> Backend:
