@@ -35,3 +35,25 @@ def test_help_with_percent_signs_prints(capsys):
         parse_config(Demo, ["--help"])
     assert exit_info.value.code == 0
     assert "10% by default" in capsys.readouterr().out
+
+
+@dataclass
+class DemoChild(Demo):
+    """A config that shares Demo's fields (as rl.control shares rl.inputs.HeadInputs)."""
+
+    share: float = 0.2
+    """the child's own share"""
+    seed: int = 0
+    """seed of the child"""
+
+
+def test_inherited_fields_keep_their_docs_and_a_subclass_doc_wins():
+    docs = field_docs(DemoChild)
+    assert docs == {
+        "out": "where runs go",
+        "share": "the child's own share",
+        "stages": "stages to run",
+        "progress": "show bars",
+        "seed": "seed of the child",
+    }
+    assert parse_config(DemoChild, ["--seed", "3"]) == DemoChild(seed=3)
