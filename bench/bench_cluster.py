@@ -360,6 +360,11 @@ def report(
     raw |= {name: {"startup_s": r["startup_s"], "rss_mb": r["rss_mb"], "idle_cores": r["idle_cores"], "warmup": r["warmup"], "runs": {str(u): v for u, v in r["runs"].items()}}
            for name, r in results.items()}  # fmt: skip
     write_results(cfg.name, lines, [], {"results": raw, "config": {k: str(v) for k, v in vars(cfg).items()}}, machine)
+    plot_latency(cfg, results)
+
+
+def plot_latency(cfg: Config, results: dict) -> None:
+    """p50 and p95 per-stroke latency against the number of concurrent sessions, one line pair per server."""
     use_agg()
     import matplotlib.pyplot as plt
 

@@ -254,11 +254,24 @@ def report(
     rows = [r for r in rows if not r.get("warmup")]
     stats = {flags: summarise(r, sessions, cfg.rounds) for flags, (r, *_) in runs.items()}
     st = next(iter(stats.values()))
-    ok = [r for r in rows if "latency_ms" in r]
-    lat, server, errors, missing, checks = st["latency"], st["server"], st["errors"], st["missing"], st["checks"]
-    sent = sum(len(s.payloads) for s in sessions)
-    unique = len({json.dumps(ids) for s in sessions for ids in s.expected_ids})
-    signatures = score_signatures(sessions, index, cfg.score_tol)
+    lat, server, errors, checks = st["latency"], st["server"], st["errors"], st["checks"]
+    targets = concurrency_targets(cfg, runs, stats)
+    lines = header_lines("Concurrent drawing sessions against the app", command, machine)
+    lines += result_lines(cfg, runs, stats, sessions, index, targets)
+    if errors:
+        lines += ["", "First errors:", *(f"- {r['error']}" for r in errors[:5])]
+    lines += ["", "Plot: `concurrency.png` (latency of each request over the run)."]
+    raw = {"latency": lat, "server": server, "checks": checks, "rows": rows, "timed_out": timed_out,
+           "runs": {flags: {"rows": r, "timed_out": t} for flags, (r, t, *_) in runs.items()},
+           "config": {k: str(v) for k, v in vars(cfg).items()}}  # fmt: skip
+    write_results(cfg.name, lines, targets, raw, machine)
+    plot_latency(cfg, [r for r in rows if "latency_ms" in r])
+
+
+def concurrency_targets(cfg: Config, runs: dict, stats: dict) -> list[Target]:
+    """The issue's targets: no errors or mix-ups, p95 at human pace, batching not slower than the comparison."""
+    st = next(iter(stats.values()))
+    lat, errors, missing, checks = st["latency"], st["errors"], st["missing"], st["checks"]
     targets = [
         Target("errors (incl. unanswered strokes)", len(errors) + missing, 0, "<=", ""),
         Target("cross-session mix-ups", checks["mixup"], 0, "<=", ""),
@@ -269,8 +282,20 @@ def report(
         other = list(stats.values())[1]["latency"]["p95"]
         targets.append(Target(f"p95 ratio `{cfg.app_args or 'defaults'}` / `{cfg.compare_app_args}` at pace "
                               f"x{cfg.pace:g}", lat["p95"] / max(other, 1e-9), 1.0, "<=", "x"))  # fmt: skip
-    lines = header_lines("Concurrent drawing sessions against the app", command, machine)
-    lines += [
+    return targets
+
+
+def result_lines(
+    cfg: Config, runs: dict, stats: dict, sessions: list[Session], index, targets: list[Target]
+) -> list[str]:
+    """The report's body below its header: load, targets, latency table, answer checks, comparison."""
+    _, timed_out, wall_s, _ = next(iter(runs.values()))
+    st = next(iter(stats.values()))
+    lat, server, errors, missing, checks = st["latency"], st["server"], st["errors"], st["missing"], st["checks"]
+    sent = sum(len(s.payloads) for s in sessions)
+    unique = len({json.dumps(ids) for s in sessions for ids in s.expected_ids})
+    signatures = score_signatures(sessions, index, cfg.score_tol)
+    return [
         f"- model: {model_label(cfg.model)}; gallery: {cfg.gallery_size:,} procedural photos; app flags: "
         f"`{cfg.app_args or '(defaults)'}`; k={cfg.k}",
         f"- load: {cfg.users} sessions x up to {cfg.strokes} strokes = {sent} requests per run, {cfg.rounds} run(s) "
@@ -304,13 +329,10 @@ def report(
         "Client latency minus server work is queueing + HTTP/SSE overhead + the load generator's own CPU share.",
         *comparison_lines(runs, stats, cfg.rounds),
     ]
-    if errors:
-        lines += ["", "First errors:", *(f"- {r['error']}" for r in errors[:5])]
-    lines += ["", "Plot: `concurrency.png` (latency of each request over the run)."]
-    raw = {"latency": lat, "server": server, "checks": checks, "rows": rows, "timed_out": timed_out,
-           "runs": {flags: {"rows": r, "timed_out": t} for flags, (r, t, *_) in runs.items()},
-           "config": {k: str(v) for k, v in vars(cfg).items()}}  # fmt: skip
-    write_results(cfg.name, lines, targets, raw, machine)
+
+
+def plot_latency(cfg: Config, ok: list[dict]) -> None:
+    """concurrency.png: client latency and server work of each answered request over the run."""
     use_agg()
     import matplotlib.pyplot as plt
 

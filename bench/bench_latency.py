@@ -187,18 +187,9 @@ def timed_build(vectors: np.ndarray, ids: list[str], kind: str):
 def bench_size(n: int, encoder, base: tuple[np.ndarray, list[str]], pool, cfg: Config, rng) -> dict:
     import torch
 
-    from retrieval.serving.index import APPROX_THRESHOLD
     from retrieval.serving.retriever import Retriever
 
-    base_vecs, base_ids = base
-    n_real = min(n, len(base_ids))
-    synthetic = ""
-    vectors, ids = base_vecs[:n_real], list(base_ids[:n_real])
-    if n > n_real:
-        extra, synthetic = synthesise(base_vecs, n - n_real, rng)
-        vectors = np.concatenate([vectors, extra])
-        ids += [f"synth-{i:07d}" for i in range(n - n_real)]
-        del extra
+    vectors, ids, n_real, synthetic = gallery_of(n, base, rng)
     index, build_s, memory = timed_build(vectors, ids, "auto")
     del vectors
     print(
@@ -218,18 +209,6 @@ def bench_size(n: int, encoder, base: tuple[np.ndarray, list[str]], pool, cfg: C
         )
         queries /= np.linalg.norm(queries, axis=1, keepdims=True)
     metrics = index_metrics(index, queries, [pid for _, pid in qs])
-    alternatives = []
-    for kind in [k for k in cfg.compare_kinds.split(",") if k and k != index.kind] if n > APPROX_THRESHOLD else []:
-        alt, alt_build_s, alt_memory = timed_build(index.vectors, index.ids, kind)
-        torch.set_num_threads(cfg.threads)
-        alternatives.append({"kind": kind, "build_s": alt_build_s, **alt_memory,
-                             **index_metrics(alt, queries, [pid for _, pid in qs])})  # fmt: skip
-        print(
-            f"  {size_label(n)}: {kind} for comparison: build {alt_build_s:.1f} s, search p50 "
-            f"{alternatives[-1]['search']['p50']:.3f} ms, recall@10 {alternatives[-1]['recall@10']:.3f}",
-            flush=True,
-        )
-        del alt
     row = {
         "n": n,
         "kind": index.kind,
@@ -239,7 +218,7 @@ def bench_size(n: int, encoder, base: tuple[np.ndarray, list[str]], pool, cfg: C
         **memory,
         "stages": {k: percentiles(v) for k, v in strokes.items()},
         **metrics,
-        "alternatives": alternatives,
+        "alternatives": other_kinds(index, queries, [pid for _, pid in qs], cfg),
     }
     st = row["stages"]
     print(
@@ -249,6 +228,42 @@ def bench_size(n: int, encoder, base: tuple[np.ndarray, list[str]], pool, cfg: C
         flush=True,
     )
     return row
+
+
+def gallery_of(n: int, base: tuple[np.ndarray, list[str]], rng) -> tuple[np.ndarray, list[str], int, str]:
+    """``n`` gallery vectors: the real ones first, then synthesised ones: ``(vectors, ids, n_real, synthetic)``."""
+    base_vecs, base_ids = base
+    n_real = min(n, len(base_ids))
+    synthetic = ""
+    vectors, ids = base_vecs[:n_real], list(base_ids[:n_real])
+    if n > n_real:
+        extra, synthetic = synthesise(base_vecs, n - n_real, rng)
+        vectors = np.concatenate([vectors, extra])
+        ids += [f"synth-{i:07d}" for i in range(n - n_real)]
+        del extra
+    return vectors, ids, n_real, synthetic
+
+
+def other_kinds(index, queries: np.ndarray, target_ids: list[str], cfg: Config) -> list[dict]:
+    """Build and measure the ``--compare-kinds`` indexes over the same vectors (approximate sizes only)."""
+    import torch
+
+    from retrieval.serving.index import APPROX_THRESHOLD
+
+    alternatives = []
+    n = len(index)
+    for kind in [k for k in cfg.compare_kinds.split(",") if k and k != index.kind] if n > APPROX_THRESHOLD else []:
+        alt, alt_build_s, alt_memory = timed_build(index.vectors, index.ids, kind)
+        torch.set_num_threads(cfg.threads)
+        alternatives.append({"kind": kind, "build_s": alt_build_s, **alt_memory,
+                             **index_metrics(alt, queries, target_ids)})  # fmt: skip
+        print(
+            f"  {size_label(n)}: {kind} for comparison: build {alt_build_s:.1f} s, search p50 "
+            f"{alternatives[-1]['search']['p50']:.3f} ms, recall@10 {alternatives[-1]['recall@10']:.3f}",
+            flush=True,
+        )
+        del alt
+    return alternatives
 
 
 # --- report --------------------------------------------------------------------------------------

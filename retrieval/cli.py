@@ -25,7 +25,18 @@ TRUE_WORDS, FALSE_WORDS = ("1", "true", "yes"), ("0", "false", "no", "")
 
 
 def field_docs(cls: type) -> dict[str, str]:
-    """``{field name: docstring}`` of a dataclass whose fields are followed by string literals."""
+    """``{field name: docstring}`` of a dataclass whose fields are followed by string literals.
+
+    Fields inherited from dataclass bases keep their docstrings; a subclass's own docstring wins.
+    """
+    docs = {}
+    for klass in reversed(cls.__mro__):
+        if dataclasses.is_dataclass(klass):
+            docs |= _own_field_docs(klass)
+    return docs
+
+
+def _own_field_docs(cls: type) -> dict[str, str]:
     tree = ast.parse(textwrap.dedent(inspect.getsource(cls)))
     body = tree.body[0].body  # type: ignore[attr-defined]
     docs = {}

@@ -15,6 +15,7 @@ from __future__ import annotations
 import csv
 import json
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -24,28 +25,20 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from retrieval.cli import parse_config
+from retrieval.model.pooling import l2n
 from retrieval.model.progress_head import ProgressHead
 from rl.callbacks import HEADLINE, selection_score
 from rl.features import FeatureCache
+from rl.inputs import HeadInputs
 from rl.scoring import evaluate_head, make_head
 
 
 @dataclass
-class ControlConfig:
+class ControlConfig(HeadInputs):
     """Train the RL stage's head architecture by supervised gradient descent on the same cached features."""
 
-    checkpoint: str = ""
-    """supervised encoder checkpoint folder (frozen backbone; its sketch head is the start point)"""
-    data: str = "procedural"
-    """dataset spec for retrieval.data.datasets.open_dataset"""
-    val_fraction: float = 0.1
-    """share of train photos carved out as val (as in the supervised run)"""
-    holdout_fraction: float = 0.0
-    """share of train photos carved out as 'holdout' (as in the supervised run)"""
     out: str = "runs/control"
     """output folder: eval.csv, head.pt, summary.json"""
-    cache_dir: str = ".cache/rl-features"
-    """where cached frozen features live (shared with rl.train)"""
     hidden: int = 64
     """hidden width of the head's residual MLP (the same as the RL head's)"""
     minutes: float = 10.0
@@ -84,9 +77,35 @@ def infonce_loss(head: ProgressHead, cache: FeatureCache, rows: np.ndarray, step
     """Cross-entropy of each (sketch, step)'s true photo among all photos of ``cache``."""
     feats = torch.as_tensor(cache.features[rows, steps])
     progress = torch.as_tensor(cache.ink[rows, steps] / float(head.ink_ref))[:, None]
-    emb = F.normalize(head(torch.cat([feats, progress], dim=1)), dim=1)
+    emb = l2n(head(torch.cat([feats, progress], dim=1)))
     logits = emb @ torch.as_tensor(cache.photo_embeddings).T / tau
     return F.cross_entropy(logits, torch.as_tensor(cache.true_index[rows]))
+
+
+class BestOnVal:
+    """Scores the head on val when called, keeps a copy of the best one and a CSV row per evaluation."""
+
+    def __init__(
+        self, cfg: ControlConfig, val_cache: FeatureCache, head: ProgressHead, new_head: Callable[[], ProgressHead]
+    ) -> None:
+        self.cfg, self.val_cache, self.new_head = cfg, val_cache, new_head
+        self.best_score, self.best_head, self.best_metrics, self.best_updates = -np.inf, head, {}, 0
+        self.rows: list[list] = []
+        self.start = time.monotonic()
+
+    def __call__(self, head: ProgressHead, updates: int) -> dict:
+        head.eval()
+        metrics = evaluate_head(self.val_cache, head)
+        head.train()
+        score = selection_score(metrics, self.cfg.select_metric)
+        is_best = score > self.best_score
+        if is_best:
+            self.best_score, self.best_metrics, self.best_updates = score, metrics, updates
+            self.best_head = self.new_head()
+            self.best_head.load_state_dict(head.state_dict())
+        seconds = round(time.monotonic() - self.start, 2)
+        self.rows.append([updates, seconds, *(round(metrics[k], 4) for k in HEADLINE), int(is_best)])
+        return metrics
 
 
 def train_control(
@@ -101,30 +120,12 @@ def train_control(
     out.mkdir(parents=True, exist_ok=True)
     valid = np.argwhere(np.arange(train_cache.max_steps)[None, :] < train_cache.num_steps[:, None])  # (pairs, 2)
 
-    best_score, best_head, best_metrics, best_updates = -np.inf, head, {}, 0
-    rows_log = []
-    start = time.monotonic()
-
-    def evaluate(updates: int) -> dict:
-        nonlocal best_score, best_head, best_metrics, best_updates
-        head.eval()
-        metrics = evaluate_head(val_cache, head)
-        head.train()
-        score = selection_score(metrics, cfg.select_metric)
-        is_best = score > best_score
-        if is_best:
-            best_score, best_metrics, best_updates = score, metrics, updates
-            best_head = make_head(train_cache, weight, bias, cfg.hidden)
-            best_head.load_state_dict(head.state_dict())
-        rows_log.append([updates, round(time.monotonic() - start, 2), *(round(metrics[k], 4) for k in HEADLINE)])
-        rows_log[-1].append(int(is_best))
-        return metrics
-
-    baseline = evaluate(0)
+    evaluate = BestOnVal(cfg, val_cache, head, lambda: make_head(train_cache, weight, bias, cfg.hidden))
+    baseline = evaluate(head, 0)
     updates = 0
     budget = 60.0 * cfg.minutes
     with tqdm(total=round(budget), desc="control", unit="s", disable=not cfg.progress) as bar:
-        while time.monotonic() - start < budget and (not cfg.max_updates or updates < cfg.max_updates):
+        while time.monotonic() - evaluate.start < budget and (not cfg.max_updates or updates < cfg.max_updates):
             pick = valid[rng.integers(0, len(valid), cfg.batch_size)]
             loss = infonce_loss(head, train_cache, pick[:, 0], pick[:, 1], cfg.temperature)
             opt.zero_grad()
@@ -132,26 +133,36 @@ def train_control(
             opt.step()
             updates += 1
             if updates % cfg.eval_every == 0:
-                evaluate(updates)
-                bar.n = min(round(time.monotonic() - start), bar.total)
-                bar.set_postfix_str(f"loss {loss.item():.3f} best {cfg.select_metric}={best_score:.2f}", refresh=True)
-    if rows_log[-1][0] != updates:
-        evaluate(updates)
+                evaluate(head, updates)
+                bar.n = min(round(time.monotonic() - evaluate.start), bar.total)
+                bar.set_postfix_str(
+                    f"loss {loss.item():.3f} best {cfg.select_metric}={evaluate.best_score:.2f}", refresh=True
+                )
+    if evaluate.rows[-1][0] != updates:
+        evaluate(head, updates)
+    seconds = time.monotonic() - evaluate.start
+    result = ControlResult(
+        evaluate.best_head.eval(), baseline, evaluate.best_metrics, evaluate.best_updates, updates, seconds
+    )
+    write_outputs(cfg, out, result, evaluate.rows)
+    return result
+
+
+def write_outputs(cfg: ControlConfig, out: Path, result: ControlResult, rows: list[list]) -> None:
+    """eval.csv (one row per evaluation), head.pt (the best head) and summary.json in ``out``."""
     with open(out / "eval.csv", "w", newline="") as f:
         writer = csv.writer(f)
         writer.writerow(["updates", "seconds", *HEADLINE, "is_best"])
-        writer.writerows(rows_log)
-    torch.save(best_head.state_dict(), out / "head.pt")
-    result = ControlResult(best_head.eval(), baseline, best_metrics, best_updates, updates, time.monotonic() - start)
+        writer.writerows(rows)
+    torch.save(result.head.state_dict(), out / "head.pt")
     summary = {
         "config": asdict(cfg),
-        "updates": updates,
-        "best_updates": best_updates,
-        "val_baseline": {k: baseline[k] for k in HEADLINE},
-        "val_best": {k: best_metrics[k] for k in HEADLINE},
+        "updates": result.updates,
+        "best_updates": result.best_updates,
+        "val_baseline": {k: result.baseline_metrics[k] for k in HEADLINE},
+        "val_best": {k: result.best_metrics[k] for k in HEADLINE},
     }
     (out / "summary.json").write_text(json.dumps(summary, indent=2))
-    return result
 
 
 def main(argv: list[str] | None = None) -> ControlResult:

@@ -9,23 +9,11 @@ encoder feeds it the ink share of each raster it embeds.
 
 from __future__ import annotations
 
-import subprocess
 from dataclasses import asdict, is_dataclass
 from pathlib import Path
 from typing import Any
 
-
-def _git_commit() -> str | None:
-    try:
-        return subprocess.run(
-            ["git", "rev-parse", "HEAD"],
-            capture_output=True,
-            text=True,
-            check=True,
-            cwd=Path(__file__).resolve().parent,
-        ).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return None
+from retrieval.provenance import git_commit
 
 
 def _headline(metrics: dict) -> dict:
@@ -53,7 +41,7 @@ def export_encoder(
     supervised = dict(encoder.meta.get("card") or {})
     rl_card: dict[str, Any] = {
         "config": asdict(config) if is_dataclass(config) else config,
-        "code_commit": _git_commit(),
+        "code_commit": git_commit(),
     }
     # Same top-level schema as a supervised card (provenance + "val"), with the supervised card kept whole.
     card = {k: supervised[k] for k in ("data", "dataset", "n_train_photos", "n_val_photos", "seed") if k in supervised}

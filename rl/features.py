@@ -20,6 +20,8 @@ from typing import Any
 
 import numpy as np
 
+from retrieval.model.pooling import l2n
+
 CACHE_VERSION = 2  # bump when the cache layout or the rendering protocol changes
 
 
@@ -127,10 +129,6 @@ class FeatureCache:
             )
 
 
-def _l2n(x: np.ndarray) -> np.ndarray:
-    return (x / np.maximum(np.linalg.norm(x, axis=-1, keepdims=True), 1e-12)).astype(np.float32)
-
-
 def synthetic_cache(
     num_sketches: int = 64,
     num_photos: int = 16,
@@ -159,9 +157,9 @@ def synthetic_cache(
     bias of a decent-but-imperfect head (least squares on the finished sketches) to start from.
     """
     rng = np.random.default_rng(seed)
-    photos = _l2n(rng.standard_normal((num_photos, embed_dim)))
+    photos = l2n(rng.standard_normal((num_photos, embed_dim))).astype(np.float32)
     lift = rng.standard_normal((embed_dim, feature_dim)).astype(np.float32)
-    lean = (_l2n(rng.standard_normal(embed_dim)) @ lift).astype(np.float32)
+    lean = (l2n(rng.standard_normal(embed_dim)).astype(np.float32) @ lift).astype(np.float32)
     sketch_rng = rng if sketch_seed is None else np.random.default_rng([seed, sketch_seed])
     true_index = np.arange(num_sketches) % num_photos
     progress = (np.arange(1, max_steps + 1) / max_steps)[None, :, None]

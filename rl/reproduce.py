@@ -195,14 +195,7 @@ def reproduce(cfg: ReproduceConfig) -> dict:
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "config.json").write_text(json.dumps(asdict(cfg), indent=2))
-    timings: dict[str, float] = {}
-    clock = time.monotonic()
-
-    def lap(name: str) -> None:
-        nonlocal clock
-        now = time.monotonic()
-        timings[name] = round(timings.get(name, 0.0) + now - clock, 1)
-        clock = now
+    clock = Stopwatch()
 
     dataset = open_dataset(
         cfg.data, val_fraction=cfg.val_fraction, seed=cfg.seed, holdout_fraction=cfg.holdout_fraction
@@ -210,12 +203,12 @@ def reproduce(cfg: ReproduceConfig) -> dict:
     split = "holdout" if cfg.holdout_fraction > 0 else "test"
     if split not in dataset.splits():
         raise ValueError(f"{dataset.name} has no test split: give --holdout-fraction > 0 to compare on held-out photos")
-    lap("open data")
+    clock.lap("open data")
     if cfg.checkpoint:
         baseline_ckpt = Path(cfg.checkpoint)
     else:
         baseline_ckpt = train_supervised(supervised_config(cfg, out), dataset=dataset) / "best"
-    lap("supervised training")
+    clock.lap("supervised training")
 
     encoder = Encoder.load(baseline_ckpt)
     caches = {
@@ -223,8 +216,42 @@ def reproduce(cfg: ReproduceConfig) -> dict:
     }
     state = encoder.sketch_head_state()
     weight, bias = state["weight"].numpy(), state["bias"].numpy()
-    lap("RL features")
+    clock.lap("RL features")
 
+    methods, val_scores = train_heads(cfg, out, caches, weight, bias, clock)
+    supervised = make_head(caches["train"], weight, bias)
+    comparison = compare(caches[split], supervised, methods, control="control")
+    clock.lap("comparison")
+
+    # Ship the method with the best mean val score (never chosen on the comparison split), its best seed.
+    val_scores["supervised"] = [selection_score(evaluate_head(caches["val"], supervised), "m@A+m@B")]
+    comparison["val_score_mean"] = {name: float(np.mean(v)) for name, v in val_scores.items()}
+    shipped = max(comparison["val_score_mean"], key=comparison["val_score_mean"].get)
+    evaluated = ship(cfg, out, split, encoder, baseline_ckpt, shipped, methods[shipped], val_scores[shipped])
+    clock.lap("evaluation")
+    timings = {**clock.timings, "total": round(sum(clock.timings.values()), 1)}
+
+    write_report(cfg, out, split, comparison, evaluated, shipped, timings)
+    return {"comparison": comparison, "evaluated": evaluated, "shipped": shipped, "timings": timings}
+
+
+class Stopwatch:
+    """Wall-clock seconds per named phase: ``lap(name)`` charges the time since the last lap to ``name`` (adds up)."""
+
+    def __init__(self) -> None:
+        self.timings: dict[str, float] = {}
+        self.clock = time.monotonic()
+
+    def lap(self, name: str) -> None:
+        now = time.monotonic()
+        self.timings[name] = round(self.timings.get(name, 0.0) + now - self.clock, 1)
+        self.clock = now
+
+
+def train_heads(
+    cfg: ReproduceConfig, out: Path, caches: dict, weight: np.ndarray, bias: np.ndarray, clock: Stopwatch
+) -> tuple[dict[str, list], dict[str, list[float]]]:
+    """Per seed, PPO per reward and the control from the supervised head: ``(heads, val scores)`` per method."""
     methods: dict[str, list] = {f"RL {r}": [] for r in cfg.rewards}
     methods["control"] = []
     val_scores: dict[str, list[float]] = {name: [] for name in methods}
@@ -238,31 +265,43 @@ def reproduce(cfg: ReproduceConfig) -> dict:
             )
             methods[f"RL {reward}"].append(result.head)
             val_scores[f"RL {reward}"].append(selection_score(result.best_metrics, "m@A+m@B"))
-        lap("RL training")
+        clock.lap("RL training")
         control = train_control(control_config(cfg, out, seed), caches["train"], caches["val"], weight, bias)
         methods["control"].append(control.head)
         val_scores["control"].append(selection_score(control.best_metrics, "m@A+m@B"))
-        lap("control training")
+        clock.lap("control training")
+    return methods, val_scores
 
-    supervised = make_head(caches["train"], weight, bias)
-    comparison = compare(caches[split], supervised, methods, control="control")
-    lap("comparison")
 
-    # Ship the method with the best mean val score (never chosen on the comparison split), its best seed.
-    val_scores["supervised"] = [selection_score(evaluate_head(caches["val"], supervised), "m@A+m@B")]
-    comparison["val_score_mean"] = {name: float(np.mean(v)) for name, v in val_scores.items()}
-    shipped = max(comparison["val_score_mean"], key=comparison["val_score_mean"].get)
+def ship(
+    cfg: ReproduceConfig,
+    out: Path,
+    split: str,
+    encoder,
+    baseline_ckpt: Path,
+    shipped: str,
+    heads: list,
+    val_scores: list,
+) -> dict:
+    """Write ``OUT/shipped/encoder`` (the best-on-val seed of ``shipped``); evaluate it and the supervised one.
+
+    Returns ``retrieval.evaluation.evaluate`` metrics by method name.
+    """
     evaluated = {"supervised": evaluate_checkpoint(cfg, baseline_ckpt, out / "supervised" / "eval", split)}
     if shipped == "supervised":
         shutil.copytree(baseline_ckpt, out / "shipped" / "encoder", dirs_exist_ok=True)
     else:
-        head = methods[shipped][int(np.argmax(val_scores[shipped]))]
+        head = heads[int(np.argmax(val_scores))]
         kind = "control" if shipped == "control" else "rl"
         path = export_encoder(encoder, head, out / "shipped" / "encoder", asdict(cfg), kind=kind)
         evaluated[shipped] = evaluate_checkpoint(cfg, path, out / "shipped" / "eval", split)
-    lap("evaluation")
-    timings["total"] = round(sum(timings.values()), 1)
+    return evaluated
 
+
+def write_report(
+    cfg: ReproduceConfig, out: Path, split: str, comparison: dict, evaluated: dict, shipped: str, timings: dict
+) -> None:
+    """comparison.md / .json / .png, shipped.txt and timings.json in ``out``."""
     text = f"# Supervised vs RL vs fair control ({cfg.data})\n\n" + markdown(comparison, split, "control")
     text += _footer(cfg, comparison, shipped, timings)
     (out / "comparison.md").write_text(text)
@@ -274,7 +313,6 @@ def reproduce(cfg: ReproduceConfig) -> dict:
         out / "comparison.png",
         title=f"true-photo rank while drawing ({cfg.data}, {split})",
     )
-    return {"comparison": comparison, "evaluated": evaluated, "shipped": shipped, "timings": timings}
 
 
 def _strip_curves(obj):

@@ -17,6 +17,7 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 from retrieval.cli import parse_config
+from rl.inputs import HeadInputs
 from rl.train import load_inputs, rl_config_from, train
 
 # name -> RLConfig overrides. "old" = the settings before the progress head (issue 13).
@@ -50,19 +51,9 @@ VARIANTS: dict[str, dict] = {
 
 
 @dataclass
-class SweepConfig:
+class SweepConfig(HeadInputs):
     """Short PPO runs of several settings from one supervised head, compared on val."""
 
-    checkpoint: str = ""
-    """supervised encoder checkpoint folder"""
-    data: str = "procedural"
-    """dataset spec (as rl.train)"""
-    val_fraction: float = 0.1
-    """share of train photos carved out as val (as the supervised run)"""
-    holdout_fraction: float = 0.0
-    """share of train photos carved out as holdout (as the supervised run; never looked at here)"""
-    cache_dir: str = ".cache/rl-features"
-    """cached features (shared with rl.train / rl.reproduce)"""
     out: str = "runs/sweep"
     """output folder: one run folder per variant, sweep.md, sweep.json"""
     minutes: float = 1.0

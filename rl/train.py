@@ -32,30 +32,21 @@ from retrieval.model.progress_head import ProgressHead
 from rl.callbacks import HeadSelectionCallback
 from rl.env import SketchRetrievalEnv
 from rl.features import FeatureCache, cached_features
+from rl.inputs import HeadInputs
 from rl.report import plot_learning_curve
 from rl.scoring import make_head
 
 
 @dataclass
-class RLConfig:
+class RLConfig(HeadInputs):
     """Train the sketch head with PPO so the true photo ranks high at every drawing step."""
 
-    checkpoint: str = ""
-    """supervised encoder checkpoint folder (its backbone stays frozen; its sketch head is the start point)"""
-    data: str = "procedural"
-    """dataset spec for retrieval.data.datasets.open_dataset: a QMUL-layout folder, or 'procedural[:k=v,...]'"""
-    val_fraction: float = 0.1
-    """share of train photos carved out as val; with --seed it must match the supervised run's split"""
     out: str = "runs/rl"
     """output folder: eval.csv, progress.csv, learning_curve.png, head.npz, summary.json, encoder/"""
-    cache_dir: str = ".cache/rl-features"
-    """where cached frozen features live (keyed by model, dataset, split, step mode)"""
     step_mode: str = "points"
     """'points' (num_steps cuts, the on-the-fly protocol) or 'strokes' (one step per stroke)"""
     num_steps: int = 17
     """partial-sketch cuts per sketch in 'points' mode"""
-    holdout_fraction: float = 0.0
-    """share of train photos carved out as 'holdout' (as in the supervised run; RL never sees them)"""
     reward: str = "rank+kendall"
     """'rank' (gamma_rank / rank), 'rank+kendall' (adds the per-step rank-stability penalty) or
     'rank+episode' (adds the paper's episode-level rank-consistency reward at the last step)"""
@@ -257,23 +248,7 @@ def train(
 
     # --- PPO whose action mean starts as the supervised head ---
     model = build_model(cfg, train_cache, weight, bias)
-    model.set_logger(configure(str(out), ["csv"]))  # SB3's own training stats -> out/progress.csv
-    callback = HeadSelectionCallback(
-        val_cache,
-        train_cache,
-        lambda: policy_head(model),
-        eval_every=cfg.eval_every,
-        minutes=cfg.minutes,
-        select_metric=cfg.select_metric,
-        csv_path=out / "eval.csv",
-        progress=cfg.progress,
-    )
-    t0 = time.monotonic()
-    budget = cfg.max_timesteps or 10**12  # the callback's clock stops training first
-    model.learn(total_timesteps=budget, callback=callback)
-    if callback.last_eval_step != model.num_timesteps:
-        callback.evaluate_now()  # the final head gets its chance too
-    seconds["ppo"] = time.monotonic() - t0
+    callback, seconds["ppo"] = learn(cfg, model, train_cache, val_cache, out)
 
     best = callback.best_head
     torch.save(best.state_dict(), out / "head.pt")
@@ -295,6 +270,32 @@ def train(
         seconds["export"] = time.monotonic() - t0
     (out / "summary.json").write_text(json.dumps(summary_of(cfg, result), indent=2))
     return result
+
+
+def learn(
+    cfg: RLConfig, model: PPO, train_cache: FeatureCache, val_cache: FeatureCache, out: Path
+) -> tuple[HeadSelectionCallback, float]:
+    """Train ``model`` until the budget runs out, scoring its head on val: ``(callback, seconds of PPO)``.
+
+    The callback holds the best head and its metrics.
+    """
+    model.set_logger(configure(str(out), ["csv"]))  # SB3's own training stats -> out/progress.csv
+    callback = HeadSelectionCallback(
+        val_cache,
+        train_cache,
+        lambda: policy_head(model),
+        eval_every=cfg.eval_every,
+        minutes=cfg.minutes,
+        select_metric=cfg.select_metric,
+        csv_path=out / "eval.csv",
+        progress=cfg.progress,
+    )
+    t0 = time.monotonic()
+    budget = cfg.max_timesteps or 10**12  # the callback's clock stops training first
+    model.learn(total_timesteps=budget, callback=callback)
+    if callback.last_eval_step != model.num_timesteps:
+        callback.evaluate_now()  # the final head gets its chance too
+    return callback, time.monotonic() - t0
 
 
 def summary_of(cfg: RLConfig, result: RLResult) -> dict:

@@ -122,3 +122,51 @@ def test_nothing_edits_sys_path():
         if path.name != Path(__file__).name and "sys.path.insert" in path.read_text()
     ]
     assert not offenders, f"the project is installed editable (make venv); these edit sys.path: {offenders}"
+
+
+# --- size: a newcomer reads a module in one sitting and a function on one screen ---------------------------
+MAX_MODULE_LINES = 350
+MAX_FUNCTION_LINES = 60
+LONG_MODULES_ALLOWED: set[str] = set()
+LONG_FUNCTIONS_ALLOWED: set[str] = set()
+
+
+def long_functions(path: Path, limit: int) -> list[tuple[str, int]]:
+    """``(name, lines)`` of every function, method and nested function in ``path`` longer than ``limit``."""
+    return [
+        (node.name, node.end_lineno - node.lineno + 1)
+        for node in ast.walk(ast.parse(path.read_text()))
+        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef) and node.end_lineno - node.lineno + 1 > limit
+    ]
+
+
+def test_no_library_module_is_over_350_lines():
+    long = {
+        rel: n
+        for path in project_modules().values()
+        if (n := len(path.read_text().splitlines())) > MAX_MODULE_LINES
+        and (rel := str(path.relative_to(ROOT))) not in LONG_MODULES_ALLOWED
+    }
+    assert not long, f"split these modules by responsibility (at most {MAX_MODULE_LINES} lines): {long}"
+
+
+def test_no_function_outside_tests_is_over_60_lines():
+    paths = [*project_modules().values(), *sorted((ROOT / "bench").rglob("*.py"))]
+    long = {
+        key: n
+        for path in paths
+        for name, n in long_functions(path, MAX_FUNCTION_LINES)
+        if (key := f"{path.relative_to(ROOT)}:{name}") not in LONG_FUNCTIONS_ALLOWED
+    }
+    assert not long, f"split these into named steps (at most {MAX_FUNCTION_LINES} lines each): {long}"
+
+
+def test_the_size_checker_sees_methods_and_nested_functions(tmp_path):
+    """The walk must reach into classes and closures, or a long method could pass unseen."""
+    source = tmp_path / "m.py"
+    source.write_text(
+        "class C:\n    def method(self):\n        def inner():\n"
+        + "".join(f"            x{i} = {i}\n" for i in range(60))
+        + "        return inner\n"
+    )
+    assert long_functions(source, MAX_FUNCTION_LINES) == [("method", 63), ("inner", 61)]

@@ -133,3 +133,25 @@ def test_the_app_refuses_settings_that_cannot_work(capsys, argv, message):
     with pytest.raises(SystemExit) as exit_info:
         parse_args(argv)
     assert exit_info.value.code == 2 and message in capsys.readouterr().err
+
+
+@dataclass
+class DemoChild(Demo):
+    """A config that shares Demo's fields (as rl.control shares rl.inputs.HeadInputs)."""
+
+    share: float = 0.2
+    """the child's own share"""
+    seed: int = 0
+    """seed of the child"""
+
+
+def test_inherited_fields_keep_their_docs_and_a_subclass_doc_wins():
+    docs = field_docs(DemoChild)
+    assert docs == {
+        "out": "where runs go",
+        "share": "the child's own share",
+        "stages": "stages to run",
+        "progress": "show bars",
+        "seed": "seed of the child",
+    }
+    assert parse_config(DemoChild, ["--seed", "3"]) == DemoChild(seed=3)

@@ -37,7 +37,8 @@ from retrieval.model.encoder import Encoder
 from retrieval.serving.index import PhotoIndex
 from retrieval.data.procedural import generate_sketch
 from retrieval.serving.retriever import Retriever
-from retrieval.study.session import DrawingSession, StudyConfig
+from retrieval.study.plan import StudyConfig
+from retrieval.study.session import DrawingSession
 from retrieval.study.log import StudyLog
 
 log_dir = sys.argv[1]

@@ -137,3 +137,18 @@ def test_untrained_encoder_is_calibrated_so_embeddings_differ(photos):
 
     assert mean_cosine(collapsed) > 0.999  # unfitted statistics: every photo lands on one vector
     assert mean_cosine(calibrated) < 0.99
+
+
+def test_checkpoint_format_v1_is_stable_and_a_reload_saves_the_same_bytes(encoder, tmp_path):
+    """model.json's keys are the format (retrieval/model/checkpoint.py): a change needs a FORMAT_VERSION bump."""
+    first = encoder.save(tmp_path / "a", card={"seed": 0})
+    meta = json.loads((first / "model.json").read_text())
+    assert (meta["format"], meta["format_version"]) == ("earlysketch-encoder", 1)
+    keys = "arch branch_sharing card embed_dim feature_dim format format_version input_size line_width"
+    assert sorted(meta) == sorted(f"{keys} normalisation photo_input_size pooling raster_size weights_sha256".split())
+    norm_keys = "photo_mean photo_std sketch sketch_mean sketch_polarity sketch_std"
+    assert sorted(meta["normalisation"]) == norm_keys.split()
+    assert meta["pooling"] == {"type": "gem", "p_init": 3.0, "learnable": True, "p": pytest.approx(3.0)}
+    second = Encoder.load(first).save(tmp_path / "b")
+    for name in ("model.json", "model.safetensors"):
+        assert (second / name).read_bytes() == (first / name).read_bytes(), name

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -38,3 +39,13 @@ def test_l2n_rows_have_unit_norm_and_zero_row_stays_finite():
     torch.testing.assert_close(norms[[0, 1, 2, 4, 5]], torch.ones(5))
     assert torch.isfinite(y).all()
     torch.testing.assert_close(L2N()(x), y)
+
+
+def test_l2n_on_numpy_rows_matches_the_tensor_path_and_keeps_tiny_rows_short():
+    x = torch.randn(6, 16) * 10
+    x[2] = 1e-8  # norm 4e-8 < eps: divided by eps, so it stays a short row instead of turning unit length
+    y = l2n(x.numpy())
+    assert isinstance(y, np.ndarray)
+    np.testing.assert_allclose(y, l2n(x).numpy(), rtol=1e-6, atol=0)
+    assert np.linalg.norm(y[2]) < 1e-1
+    np.testing.assert_allclose(np.linalg.norm(l2n(np.array([3.0, 4.0]))), 1.0)  # one vector: its last axis

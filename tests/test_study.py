@@ -10,7 +10,8 @@ import pytest
 
 from retrieval.study.log import StudyLog, read_log
 from retrieval.study.payload import parse_canvas_payload, replay, strokes_to_sketch
-from retrieval.study.session import DrawingSession, StudyConfig, plan_trials
+from retrieval.study.plan import StudyConfig, plan_trials
+from retrieval.study.session import DrawingSession
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 GALLERY = [f"photo_{i:03d}" for i in range(40)]

@@ -18,7 +18,8 @@ from retrieval.serving.index import PhotoIndex
 from retrieval.serving.retriever import Retriever
 from retrieval.study.log import StudyLog, read_log
 from retrieval.study.payload import CanvasPayloadError
-from retrieval.study.session import MAX_CURVE, MAX_NEW_EVENTS, DrawingSession, StudyConfig
+from retrieval.study.plan import StudyConfig
+from retrieval.study.session import MAX_CURVE, MAX_NEW_EVENTS, DrawingSession
 
 GALLERY = [f"photo_{i:03d}" for i in range(40)]
 

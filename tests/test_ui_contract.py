@@ -20,7 +20,8 @@ from retrieval.serving.gallery import Gallery
 from retrieval.serving.index import PhotoIndex
 from retrieval.serving.retriever import Retriever
 from retrieval.serving.thumbnails import ThumbnailCache
-from retrieval.study.session import DrawingSession, StudyConfig
+from retrieval.study.plan import StudyConfig
+from retrieval.study.session import DrawingSession
 from retrieval.ui import contract
 from retrieval.ui.backend import Backend
 from retrieval.ui.config import AppConfig

@@ -6,9 +6,14 @@ Pure functions (:func:`gem`, :func:`l2n`) do the maths; :class:`GeM` and :class:
 
 from __future__ import annotations
 
+from typing import TypeVar
+
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+ArrayT = TypeVar("ArrayT", torch.Tensor, np.ndarray)
 
 
 def gem(x: torch.Tensor, p: torch.Tensor | float = 3.0, eps: float = 1e-6) -> torch.Tensor:
@@ -21,13 +26,17 @@ def gem(x: torch.Tensor, p: torch.Tensor | float = 3.0, eps: float = 1e-6) -> to
     return pooled.pow(1.0 / p).flatten(1)
 
 
-def l2n(x: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
-    """Scale each row to unit L2 norm: ``(B, D) -> (B, D)``.
+def l2n(x: ArrayT, eps: float = 1e-6) -> ArrayT:
+    """Scale each row (the last axis) to unit L2 norm: ``(B, D) -> (B, D)``, a tensor or a numpy array.
 
     Divides by ``max(norm, eps)`` rather than ``norm + eps`` so rows come out exactly unit length
-    (faiss inner product = cosine) while an all-zero row stays finite.
+    (faiss inner product = cosine) while an all-zero row stays finite. One ``eps`` for the whole
+    project: 1e-6 is far below the norm of any real embedding or action row (so it never changes
+    one), and a row shorter than that is noise that should stay short, not be blown up to unit length.
     """
-    return x / torch.linalg.vector_norm(x, dim=1, keepdim=True).clamp_min(eps)
+    if isinstance(x, np.ndarray):
+        return x / np.maximum(np.linalg.norm(x, axis=-1, keepdims=True), eps)
+    return x / torch.linalg.vector_norm(x, dim=-1, keepdim=True).clamp_min(eps)
 
 
 class GeM(nn.Module):

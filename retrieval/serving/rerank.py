@@ -14,11 +14,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from retrieval.model.pooling import l2n
 from retrieval.types import Embeddings
-
-
-def _normalise(x: np.ndarray) -> np.ndarray:
-    return (x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-6)).astype(np.float32)
 
 
 def _weighted_neighbours(query: Embeddings, gallery: Embeddings, k: int, alpha: float, skip_self: bool) -> np.ndarray:
@@ -33,11 +30,11 @@ def alpha_query_expansion(query: Embeddings, gallery: Embeddings, k: int = 2, al
     """``(Q, D)`` expanded queries (unit rows); ``k = 0`` returns the queries unchanged."""
     if k <= 0:
         return query
-    return _normalise(query + _weighted_neighbours(query, gallery, k, alpha, skip_self=False))
+    return l2n(query + _weighted_neighbours(query, gallery, k, alpha, skip_self=False)).astype(np.float32)
 
 
 def database_augmentation(gallery: Embeddings, k: int = 2, alpha: float = 3.0) -> Embeddings:
     """``(N, D)`` augmented gallery (unit rows): each photo plus its ``k`` nearest other photos."""
     if k <= 0:
         return gallery
-    return _normalise(gallery + _weighted_neighbours(gallery, gallery, k, alpha, skip_self=True))
+    return l2n(gallery + _weighted_neighbours(gallery, gallery, k, alpha, skip_self=True)).astype(np.float32)

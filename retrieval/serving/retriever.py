@@ -21,7 +21,6 @@ from typing import Any
 import numpy as np
 
 from retrieval.data.formats.stroke_json import StrokeLimits, StrokePayloadError, parse_stroke_json
-from retrieval.data.raster import render
 from retrieval.data.sketch import Sketch
 from retrieval.model.encoder import Encoder
 from retrieval.serving.gallery import Gallery, open_gallery
@@ -82,8 +81,6 @@ class SketchEmbedder:
     def __init__(self, encoder: Encoder, limits: StrokeLimits = StrokeLimits()) -> None:
         self.encoder = encoder
         self.limits = limits
-        self.raster_size = int(encoder.meta["raster_size"])
-        self.line_width = int(encoder.meta["line_width"])
 
     def validate(self, sketch: SketchInput) -> Sketch:
         """A :class:`Sketch` as is, or a stroke-JSON payload parsed under ``limits``.
@@ -96,8 +93,8 @@ class SketchEmbedder:
         return parse_stroke_json(sketch, self.limits)
 
     def render(self, sketch: Sketch) -> np.ndarray:
-        """The sketch as the model sees it: ``(raster_size, raster_size)`` uint8."""
-        return render(sketch, size=self.raster_size, width=self.line_width)
+        """The sketch as the model sees it: ``(raster_size, raster_size)`` uint8 (:meth:`Encoder.render`)."""
+        return self.encoder.render(sketch)
 
     def embed_batch(self, sketches: Sequence[SketchInput], errors: str = "raise") -> EmbeddedBatch:
         """Embed every valid, non-empty sketch of ``sketches`` with one encoder forward.

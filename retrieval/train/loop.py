@@ -1,6 +1,7 @@
 """The stage loop of ``retrieval.train.pipeline``: schedule, validation, best/last checkpoints, CSV log, curve.
 
-Kept apart from ``train.py`` so that file reads top to bottom as config -> step functions -> run.
+Kept apart from ``pipeline.py`` (and the per-stage steps in ``steps.py``) so that file reads top to bottom
+as config -> run -> setup steps.
 """
 
 from __future__ import annotations
@@ -9,7 +10,6 @@ import csv
 import datetime
 import json
 import math
-import subprocess
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -62,6 +62,12 @@ class RunState:
         return cls(**json.loads(path.read_text()))
 
 
+def scheduled_lr(cfg: Any, step: int, elapsed: float, budget: float) -> float:
+    """Linear warm-up over ``cfg.warmup_steps``, then cosine decay over the stage's time (or step) budget."""
+    frac = max(elapsed / budget if budget > 0 else 1.0, step / cfg.max_steps if cfg.max_steps else 0.0)
+    return cfg.lr * min(1.0, (step + 1) / max(1, cfg.warmup_steps)) * 0.5 * (1 + math.cos(math.pi * frac))
+
+
 def parameter_groups(net: torch.nn.Module, pretrained: tuple[str, ...], lr_scale: float) -> list[dict]:
     """Trainable parameters in optimizer groups: pretrained backbone weights get ``lr_scale``.
 
@@ -77,16 +83,6 @@ def parameter_groups(net: torch.nn.Module, pretrained: tuple[str, ...], lr_scale
     if slow:
         groups.append({"params": slow, "lr_scale": lr_scale})
     return groups
-
-
-def git_commit() -> str | None:
-    try:
-        out = subprocess.run(
-            ["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5, cwd=Path(__file__).resolve().parent
-        )
-        return out.stdout.strip() or None
-    except (OSError, subprocess.SubprocessError):
-        return None
 
 
 def load_quickdraw(folder: str, limit: int, seed: int) -> list[Sketch]:
@@ -148,12 +144,7 @@ class StageLoop:
             lr=cfg.lr,
             weight_decay=cfg.weight_decay,
         )
-        self.step, elapsed0 = 0, 0.0
-        if state.stage == stage and (self.run_dir / "last" / "trainer.pt").is_file():  # resuming mid-stage
-            saved = torch.load(self.run_dir / "last" / "trainer.pt", map_location="cpu", weights_only=True)
-            opt.load_state_dict(saved["optimizer"])
-            torch.set_rng_state(saved["torch_rng"])
-            self.step, elapsed0 = state.stage_step, state.stage_elapsed
+        elapsed0 = self.resume_stage(stage, opt)
         state.stage = stage
         budget = minutes * 60.0
         start = time.monotonic() - elapsed0
@@ -164,8 +155,7 @@ class StageLoop:
             elapsed = time.monotonic() - start
             if elapsed >= budget or (cfg.max_steps and self.step >= cfg.max_steps):
                 break
-            frac = max(elapsed / budget if budget > 0 else 1.0, self.step / cfg.max_steps if cfg.max_steps else 0.0)
-            lr = cfg.lr * min(1.0, (self.step + 1) / max(1, cfg.warmup_steps)) * 0.5 * (1 + math.cos(math.pi * frac))
+            lr = scheduled_lr(cfg, self.step, elapsed, budget)
             for group in opt.param_groups:
                 group["lr"] = lr * group["lr_scale"]
             loss = step_fn(self)
@@ -175,10 +165,7 @@ class StageLoop:
             self.step += 1
             state.global_step += 1
             row = {
-                "stage": stage,
-                "stage_step": self.step,
-                "global_step": state.global_step,
-                "elapsed_s": round(time.monotonic() - start, 2),
+                **self.step_columns(stage, start),
                 "loss": round(loss.item(), 5),
                 "lr": lr,
                 "gem_p": round(self.net.pool.p.item(), 4),
@@ -193,19 +180,31 @@ class StageLoop:
             bar.set_postfix(loss=f"{row['loss']:.3f}", best=state.best_value)
         bar.close()
         if self.step % cfg.eval_every != 0 or self.step == 0:  # the stage's final model, unless just scored
-            scores = self.validate(stage)
-            if scores:
-                self.log(
-                    {
-                        "stage": stage,
-                        "stage_step": self.step,
-                        "global_step": state.global_step,
-                        "elapsed_s": round(time.monotonic() - start, 2),
-                        **scores,
-                    }
-                )
+            if scores := self.validate(stage):
+                self.log({**self.step_columns(stage, start), **scores})
         state.done_stages.append(stage)
         self.save_last(stage, opt, time.monotonic() - start)
+
+    def resume_stage(self, stage: str, opt: torch.optim.Optimizer) -> float:
+        """Start ``stage`` at step 0, or where ``<run>/last`` left it (restores ``opt``); returns seconds spent."""
+        self.step = 0
+        trainer = self.run_dir / "last" / "trainer.pt"
+        if self.state.stage != stage or not trainer.is_file():
+            return 0.0
+        saved = torch.load(trainer, map_location="cpu", weights_only=True)
+        opt.load_state_dict(saved["optimizer"])
+        torch.set_rng_state(saved["torch_rng"])
+        self.step = self.state.stage_step
+        return self.state.stage_elapsed
+
+    def step_columns(self, stage: str, start: float) -> dict:
+        """The log columns saying where the run is: stage, steps, seconds since the stage started."""
+        return {
+            "stage": stage,
+            "stage_step": self.step,
+            "global_step": self.state.global_step,
+            "elapsed_s": round(time.monotonic() - start, 2),
+        }
 
     def validate(self, stage: str) -> dict:
         """Score on val, keep the best checkpoint; without val sketches the latest model is 'best'."""

@@ -35,12 +35,12 @@ import numpy as np
 import torch
 
 from retrieval.cli import parse_config
-from retrieval.data.augment import SketchAugment, flip_sketch, render_augmented
 from retrieval.data.datasets import open_dataset
 from retrieval.model.encoder import Encoder
-from retrieval.model.losses import hardest_triplet, info_nce
-from retrieval.train.batches import PhotoBank, ValidationSet, hard_batch
-from retrieval.train.loop import RunState, StageLoop, git_commit, load_quickdraw, read_photo_folder
+from retrieval.provenance import git_commit
+from retrieval.train.batches import PhotoBank, ValidationSet
+from retrieval.train.loop import RunState, StageLoop, load_quickdraw, read_photo_folder
+from retrieval.train.steps import STEP_FNS
 
 STAGES = ("quickdraw", "edges", "finegrained")
 # Share of a whole supervised budget per stage (rl.reproduce, bench/sweep_encoders).
@@ -169,91 +169,18 @@ class Config:
     """show tqdm bars"""
 
 
-# --- ALGO LOGIC: one optimisation step per stage ---------------------------------------------------
-def edges_step(loop: StageLoop) -> torch.Tensor:
-    cfg, bank, rng = loop.cfg, loop.bank, loop.rng
-    idx = rng.choice(len(bank), size=min(cfg.batch_size, len(bank)), replace=False)
-    sketches, photos = [], []
-    for i in idx:
-        edge = bank.edge(i, rng)
-        flip = rng.random() < 0.5  # paired flip keeps the fine-grained correspondence
-        sketches.append(np.ascontiguousarray(edge[:, ::-1]) if flip else edge)
-        photos.append(loop.photo_side.sample(i, flip, rng))
-    s, p = loop.photo_side.embed_pair(sketches, photos)
-    return info_nce(s, p, cfg.temperature)
-
-
-def quickdraw_step(loop: StageLoop) -> torch.Tensor:
-    cfg, rng, size, drawings = loop.cfg, loop.rng, loop.size, loop.quickdraw
-    idx = rng.choice(len(drawings), size=min(cfg.batch_size, len(drawings)), replace=False)
-    aug = SketchAugment(min_fraction=cfg.min_fraction)
-    full = [render_augmented(drawings[i], aug, rng, size, partial=False) for i in idx]
-    part = [render_augmented(drawings[i], aug, rng, size, partial=True) for i in idx]
-    emb = loop.net.embed_sketches(loop.encoder.sketch_batch(np.stack(full + part)))
-    return info_nce(emb[len(idx) :], emb[: len(idx)], cfg.temperature)
-
-
-def finegrained_step(loop: StageLoop) -> torch.Tensor:
-    cfg, bank, rng, size = loop.cfg, loop.bank, loop.rng, loop.size
-    if cfg.hard_negatives and loop.step % cfg.bank_every == 0:
-        loop.bank_embeddings = np.zeros((len(bank), loop.encoder.meta["embed_dim"]), np.float32)
-        loop.bank_embeddings[loop.sketched] = loop.photo_side.bank_embeddings(loop.sketched)
-    idx = hard_batch(loop.bank_embeddings if cfg.hard_negatives else None, cfg.batch_size, rng, loop.sketched)
-    aug = SketchAugment(partial_prob=cfg.partial_prob, min_fraction=cfg.min_fraction)
-    sketches, photos = [], []
-    for i in idx:
-        flip = rng.random() < 0.5  # paired flip keeps the fine-grained correspondence
-        photos.append(loop.photo_side.sample(i, flip, rng))
-        if rng.random() < cfg.edge_mix:
-            raster = bank.edge(i, rng)
-            raster = np.ascontiguousarray(raster[:, ::-1]) if flip else raster
-        else:
-            records = loop.sketches_of[i]
-            sketch = records[int(rng.integers(len(records)))].sketch
-            raster = render_augmented(flip_sketch(sketch) if flip else sketch, aug, rng, size)
-        sketches.append(raster)
-    s, p = loop.photo_side.embed_pair(sketches, photos)
-    return info_nce(s, p, cfg.temperature) + cfg.triplet_weight * hardest_triplet(s, p, cfg.triplet_margin)
-
-
-STEP_FNS = {"edges": edges_step, "quickdraw": quickdraw_step, "finegrained": finegrained_step}
-
-
 # --- the run ----------------------------------------------------------------------------------------
 def run(cfg: Config, dataset=None) -> Path:
     """Train per ``cfg`` (``dataset`` overrides ``cfg.data``); returns the run folder."""
     if cfg.resume:
-        run_dir = Path(cfg.resume)
-        saved = json.loads((run_dir / "config.json").read_text())
-        overrides = {
-            k: getattr(cfg, k)
-            for k in ("minutes_edges", "minutes_quickdraw", "minutes_finegrained", "max_steps", "threads", "progress")
-        }
-        cfg = Config(**{**from_json(saved), **overrides, "resume": str(run_dir)})
+        cfg = resumed_config(cfg)
     torch.set_num_threads(cfg.threads)
     torch.manual_seed(cfg.seed)
     unknown = set(cfg.stages) - set(STAGES)
     if unknown:
         raise ValueError(f"unknown stages {sorted(unknown)}; choose from {STAGES}")
 
-    if cfg.resume:
-        encoder = Encoder.load(run_dir / "last")
-    elif cfg.init_from:
-        encoder = Encoder.load(cfg.init_from)
-    else:
-        encoder = Encoder.create(
-            cfg.arch,
-            cfg.embed_dim,
-            cfg.input_size,
-            separate_blocks=cfg.separate_blocks,
-            seed=cfg.seed,
-            photo_arch=cfg.photo_arch,
-            photo_input_size=cfg.photo_input_size or None,
-            pretrained=cfg.pretrained,
-            sketch_frozen_blocks=cfg.sketch_frozen_blocks,
-            lock_photo=cfg.lock_photo,
-            sketch_polarity=cfg.sketch_polarity,
-        )
+    encoder = starting_encoder(cfg)
     run_dir = Path(cfg.resume) if cfg.resume else cfg.out / (cfg.run_name or default_run_name(cfg, encoder))
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / "config.json").write_text(json.dumps(to_json(cfg), indent=2))
@@ -263,60 +190,113 @@ def run(cfg: Config, dataset=None) -> Path:
         dataset = open_dataset(
             cfg.data, val_fraction=cfg.val_fraction, seed=cfg.seed, holdout_fraction=cfg.holdout_fraction
         )
-    size = encoder.meta["input_size"]
+    bank = photo_bank(cfg, dataset, encoder)
+    val = None
+    if dataset is not None:
+        val = ValidationSet.build(dataset, encoder.meta["raster_size"], encoder.meta["line_width"])
+    state = RunState.load(run_dir) if cfg.resume else RunState()
+    loop = StageLoop(cfg, encoder, bank, val, state, run_dir, card_base(cfg, dataset, val))
+    if dataset is not None:
+        loop.sketches_of = train_sketches_by_photo(dataset, bank)
+        loop.sketched = np.array(sorted(loop.sketches_of), dtype=np.int64)
+
+    for stage in cfg.stages:
+        if stage in state.done_stages:
+            continue
+        if not prepare_stage(loop, stage):
+            state.done_stages.append(stage)
+            continue
+        loop.run_stage(stage, STEP_FNS[stage], getattr(cfg, f"minutes_{stage}"))
+    loop.finish()
+    return run_dir
+
+
+# --- setup steps of the run ------------------------------------------------------------------------
+def resumed_config(cfg: Config) -> Config:
+    """The config saved in ``cfg.resume``, with this command line's budgets, threads and progress bars."""
+    saved = json.loads((Path(cfg.resume) / "config.json").read_text())
+    overrides = {
+        k: getattr(cfg, k)
+        for k in ("minutes_edges", "minutes_quickdraw", "minutes_finegrained", "max_steps", "threads", "progress")
+    }
+    return Config(**{**from_json(saved), **overrides, "resume": cfg.resume})
+
+
+def starting_encoder(cfg: Config) -> Encoder:
+    """The resumed run's last model, ``--init-from``'s checkpoint, or a new model of the configured layout."""
+    if cfg.resume:
+        return Encoder.load(Path(cfg.resume) / "last")
+    if cfg.init_from:
+        return Encoder.load(cfg.init_from)
+    return Encoder.create(
+        cfg.arch,
+        cfg.embed_dim,
+        cfg.input_size,
+        separate_blocks=cfg.separate_blocks,
+        seed=cfg.seed,
+        photo_arch=cfg.photo_arch,
+        photo_input_size=cfg.photo_input_size or None,
+        pretrained=cfg.pretrained,
+        sketch_frozen_blocks=cfg.sketch_frozen_blocks,
+        lock_photo=cfg.lock_photo,
+        sketch_polarity=cfg.sketch_polarity,
+    )
+
+
+def photo_bank(cfg: Config, dataset, encoder: Encoder) -> PhotoBank:
+    """The training photos: the dataset's train split, then ``--photo-folder``'s photos."""
     train_ids = list(dataset.photo_ids("train")) if dataset is not None else []
     loaders = {pid: dataset.load_photo for pid in train_ids}
     if cfg.photo_folder:
         loaders.update(read_photo_folder(cfg.photo_folder))
     if not loaders:
         raise ValueError("no training photos: pass --data (a dataset) and/or --photo-folder")
-    bank = PhotoBank(
+    return PhotoBank(
         list(loaders),
         lambda pid: loaders[pid](pid),
-        cache_size=round(encoder.meta.get("photo_input_size", size) * 1.25),
+        cache_size=round(encoder.meta.get("photo_input_size", encoder.meta["input_size"]) * 1.25),
         raster_size=encoder.meta["raster_size"],
         edges_per_photo=cfg.edges_per_photo,
     )
-    val = None
-    if dataset is not None:
-        val = ValidationSet.build(dataset, encoder.meta["raster_size"], encoder.meta["line_width"])
-    state = RunState.load(run_dir) if cfg.resume else RunState()
-    card_base = {
+
+
+def card_base(cfg: Config, dataset, val: ValidationSet | None) -> dict:
+    """What every checkpoint's model card of this run says about its provenance."""
+    return {
         "data": cfg.data,
         "dataset": getattr(dataset, "name", None),
         "photo_folder": cfg.photo_folder,
-        "n_train_photos": len(train_ids),
+        "n_train_photos": len(dataset.photo_ids("train")) if dataset is not None else 0,
         "n_val_photos": len(val.gallery_ids) if val else 0,
         "config": to_json(cfg),
         "seed": cfg.seed,
         "git_commit": git_commit(),
     }
-    loop = StageLoop(cfg, encoder, bank, val, state, run_dir, card_base)
-    if dataset is not None:
-        index_of = {pid: i for i, pid in enumerate(bank.ids)}
-        loop.sketches_of = {}
-        for record in dataset.sketches("train"):
-            loop.sketches_of.setdefault(index_of[record.photo_id], []).append(record)
-        loop.sketched = np.array(sorted(loop.sketches_of), dtype=np.int64)
 
-    for stage in cfg.stages:
-        if stage in state.done_stages:
-            continue
-        if stage == "quickdraw":
-            loop.quickdraw = load_quickdraw(cfg.quickdraw, cfg.quickdraw_limit, cfg.seed)
-            if cfg.pretrain_sketches:
-                loop.quickdraw += [r.sketch for r in open_dataset(cfg.pretrain_sketches).sketches("train")]
-            if not loop.quickdraw:
-                print(f"skipping quickdraw: no drawings under {cfg.quickdraw} and no --pretrain-sketches")
-                state.done_stages.append(stage)
-                continue
-        if stage == "finegrained" and len(getattr(loop, "sketched", ())) < 2:
-            print("skipping finegrained: the dataset has no train sketches")
-            state.done_stages.append(stage)
-            continue
-        loop.run_stage(stage, STEP_FNS[stage], getattr(cfg, f"minutes_{stage}"))
-    loop.finish()
-    return run_dir
+
+def train_sketches_by_photo(dataset, bank: PhotoBank) -> dict[int, list]:
+    """The dataset's train sketch records, grouped by the bank position of their photo."""
+    index_of = {pid: i for i, pid in enumerate(bank.ids)}
+    sketches_of: dict[int, list] = {}
+    for record in dataset.sketches("train"):
+        sketches_of.setdefault(index_of[record.photo_id], []).append(record)
+    return sketches_of
+
+
+def prepare_stage(loop: StageLoop, stage: str) -> bool:
+    """Load what ``stage`` trains on into ``loop``; False (and says why) when there is nothing to train on."""
+    cfg = loop.cfg
+    if stage == "quickdraw":
+        loop.quickdraw = load_quickdraw(cfg.quickdraw, cfg.quickdraw_limit, cfg.seed)
+        if cfg.pretrain_sketches:
+            loop.quickdraw += [r.sketch for r in open_dataset(cfg.pretrain_sketches).sketches("train")]
+        if not loop.quickdraw:
+            print(f"skipping quickdraw: no drawings under {cfg.quickdraw} and no --pretrain-sketches")
+            return False
+    if stage == "finegrained" and len(getattr(loop, "sketched", ())) < 2:
+        print("skipping finegrained: the dataset has no train sketches")
+        return False
+    return True
 
 
 # --- config plumbing ----------------------------------------------------------------------------

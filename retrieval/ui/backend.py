@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import subprocess
 import time
 import warnings
 from collections.abc import Iterable
@@ -19,6 +18,7 @@ import torch
 
 from retrieval.data.sketch import Sketch
 from retrieval.model.encoder import Encoder
+from retrieval.provenance import code_version
 from retrieval.serving.batching import RankBatcher
 from retrieval.serving.gallery import Gallery, default_cache_dir, model_hash, open_gallery
 from retrieval.serving.index import set_faiss_threads
@@ -27,7 +27,6 @@ from retrieval.serving.serve_client import ServeRanker
 from retrieval.serving.thumbnails import ThumbnailCache
 from retrieval.ui.config import AppConfig
 
-ROOT = Path(__file__).resolve().parents[2]  # the project root (git describe runs there)
 THUMB_SIZE = 224
 
 
@@ -63,15 +62,6 @@ class Backend:
 
     def rank(self, sketch, target_id: str | None, k: int):
         return self.ranker.rank(sketch, k=k, target_id=target_id)
-
-
-def code_version() -> str:
-    try:
-        command = ["git", "describe", "--always", "--dirty", "--tags"]
-        out = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=5)
-        return out.stdout.strip() or "unknown"
-    except (OSError, subprocess.SubprocessError):
-        return "unknown"
 
 
 def load_backend(config: AppConfig) -> Backend:

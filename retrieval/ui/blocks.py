@@ -14,7 +14,8 @@ from typing import Any
 
 import gradio as gr
 
-from retrieval.study.session import DrawingSession, StudyConfig
+from retrieval.study.plan import StudyConfig
+from retrieval.study.session import DrawingSession
 from retrieval.ui.backend import Backend
 from retrieval.ui.config import ROOT, AppConfig
 from retrieval.ui.guards import api_enabled, rank_slots

@@ -14,7 +14,8 @@ from typing import Any, Literal
 
 from retrieval.data.formats.stroke_json import StrokePayloadError, parse_stroke_json
 from retrieval.study.log import SessionExistsError, StudyLog
-from retrieval.study.session import DrawingSession, StudyConfig
+from retrieval.study.plan import StudyConfig
+from retrieval.study.session import DrawingSession
 from retrieval.ui.backend import Backend
 from retrieval.ui.config import AppConfig
 from retrieval.ui.contract import BannerKind, CanvasValue, PanelValue, ResultsValue

@@ -1,0 +1,64 @@
+"""ALGO LOGIC of ``retrieval.train.pipeline``: one optimisation step of each stage (a batch -> a loss).
+
+Each function reads the batch material :class:`~retrieval.train.loop.StageLoop` holds (photo bank,
+sketches, Quick, Draw! drawings) and returns the loss the loop back-propagates.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from retrieval.data.augment import SketchAugment, flip_sketch, render_augmented
+from retrieval.model.losses import hardest_triplet, info_nce
+from retrieval.train.batches import hard_batch
+from retrieval.train.loop import StageLoop
+
+
+def edges_step(loop: StageLoop) -> torch.Tensor:
+    cfg, bank, rng = loop.cfg, loop.bank, loop.rng
+    idx = rng.choice(len(bank), size=min(cfg.batch_size, len(bank)), replace=False)
+    sketches, photos = [], []
+    for i in idx:
+        edge = bank.edge(i, rng)
+        flip = rng.random() < 0.5  # paired flip keeps the fine-grained correspondence
+        sketches.append(np.ascontiguousarray(edge[:, ::-1]) if flip else edge)
+        photos.append(loop.photo_side.sample(i, flip, rng))
+    s, p = loop.photo_side.embed_pair(sketches, photos)
+    return info_nce(s, p, cfg.temperature)
+
+
+def quickdraw_step(loop: StageLoop) -> torch.Tensor:
+    cfg, rng, size, drawings = loop.cfg, loop.rng, loop.size, loop.quickdraw
+    idx = rng.choice(len(drawings), size=min(cfg.batch_size, len(drawings)), replace=False)
+    aug = SketchAugment(min_fraction=cfg.min_fraction)
+    full = [render_augmented(drawings[i], aug, rng, size, partial=False) for i in idx]
+    part = [render_augmented(drawings[i], aug, rng, size, partial=True) for i in idx]
+    emb = loop.net.embed_sketches(loop.encoder.sketch_batch(np.stack(full + part)))
+    return info_nce(emb[len(idx) :], emb[: len(idx)], cfg.temperature)
+
+
+def finegrained_step(loop: StageLoop) -> torch.Tensor:
+    cfg, bank, rng, size = loop.cfg, loop.bank, loop.rng, loop.size
+    if cfg.hard_negatives and loop.step % cfg.bank_every == 0:
+        loop.bank_embeddings = np.zeros((len(bank), loop.encoder.meta["embed_dim"]), np.float32)
+        loop.bank_embeddings[loop.sketched] = loop.photo_side.bank_embeddings(loop.sketched)
+    idx = hard_batch(loop.bank_embeddings if cfg.hard_negatives else None, cfg.batch_size, rng, loop.sketched)
+    aug = SketchAugment(partial_prob=cfg.partial_prob, min_fraction=cfg.min_fraction)
+    sketches, photos = [], []
+    for i in idx:
+        flip = rng.random() < 0.5  # paired flip keeps the fine-grained correspondence
+        photos.append(loop.photo_side.sample(i, flip, rng))
+        if rng.random() < cfg.edge_mix:
+            raster = bank.edge(i, rng)
+            raster = np.ascontiguousarray(raster[:, ::-1]) if flip else raster
+        else:
+            records = loop.sketches_of[i]
+            sketch = records[int(rng.integers(len(records)))].sketch
+            raster = render_augmented(flip_sketch(sketch) if flip else sketch, aug, rng, size)
+        sketches.append(raster)
+    s, p = loop.photo_side.embed_pair(sketches, photos)
+    return info_nce(s, p, cfg.temperature) + cfg.triplet_weight * hardest_triplet(s, p, cfg.triplet_margin)
+
+
+STEP_FNS = {"edges": edges_step, "quickdraw": quickdraw_step, "finegrained": finegrained_step}
