@@ -9,9 +9,10 @@ import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
 
+from retrieval.model.pooling import l2n
 from retrieval.serving.index import true_ranks
 from rl.features import FeatureCache, synthetic_cache
-from rl.scoring import episode_consistency, kendall_tau_topk, l2_normalize
+from rl.scoring import episode_consistency, kendall_tau_topk
 
 REWARD_MODES = ("rank", "rank+kendall", "rank+episode")
 
@@ -164,7 +165,7 @@ class SketchRetrievalEnv(gym.Env[np.ndarray, np.ndarray]):
         return self._observation(), {"sketch": self._sketch, "num_steps": int(self.cache.num_steps[self._sketch])}
 
     def step(self, action: np.ndarray) -> tuple[np.ndarray, float, bool, bool, dict]:
-        query = l2_normalize(np.asarray(action, dtype=np.float32).reshape(-1))
+        query = l2n(np.asarray(action, dtype=np.float32).reshape(-1))
         scores = self.cache.photo_embeddings @ query  # (N,)
         rank = int(true_ranks(scores[None, :], self.cache.true_index[self._sketch : self._sketch + 1])[0])
         tau = 1.0

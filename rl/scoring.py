@@ -14,12 +14,6 @@ from retrieval.model.progress_head import ProgressHead
 from rl.features import FeatureCache
 
 
-def l2_normalize(x: np.ndarray) -> np.ndarray:
-    """Rows scaled to unit length (zero rows stay zero instead of becoming NaN)."""
-    x = np.asarray(x, dtype=np.float32)
-    return x / np.maximum(np.linalg.norm(x, axis=-1, keepdims=True), 1e-12)
-
-
 def make_head(cache: FeatureCache, weight: np.ndarray, bias: np.ndarray, hidden: int = 0) -> ProgressHead:
     """A :class:`ProgressHead` that starts as the linear head ``(weight, bias)``, standardised on ``cache``.
 
