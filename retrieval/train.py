@@ -8,7 +8,8 @@ Three optional stages, run in the order given (default below), each with its own
    embeddings away from the photo embeddings that stage aligned.
 2. ``edges``: sketch-free pre-training, photos vs randomised edge maps of themselves (works on any
    photo folder via ``--photo-folder``, so a user's photos can be indexed with no sketches at all).
-3. ``finegrained``: sketch/photo pairs of a RetrievalDataset, InfoNCE + batch-hard triplet, half the
+3. ``finegrained``: sketch/photo pairs of a RetrievalDataset, InfoNCE + batch-hard triplet (or the
+   Recall@k surrogate, ``--loss``), half the
    sketches cut at a random point fraction (partial-sketch training), hard negatives from a cached
    photo-embedding bank, some sketches replaced by edge maps of their photo (regulariser).
 
@@ -38,11 +39,13 @@ from retrieval.augment import SketchAugment, flip_sketch, render_augmented
 from retrieval.cli import parse_config
 from retrieval.datasets import open_dataset
 from retrieval.encoder import Encoder
-from retrieval.losses import hardest_triplet, info_nce
+from retrieval.losses import hardest_triplet, info_nce, recall_at_k_loss
 from retrieval.train_data import PhotoBank, ValidationSet, hard_batch
 from retrieval.train_loop import RunState, StageLoop, git_commit, load_quickdraw, read_photo_folder
 
 STAGES = ("quickdraw", "edges", "finegrained")
+# Losses of the finegrained stage (Config.loss); docs/results/chair-v2_recall_at_k.md compares them.
+LOSSES = ("infonce", "recall", "infonce+recall")
 # Share of a whole supervised budget per stage (rl.reproduce, bench/sweep_encoders).
 STAGE_SHARES = {"edges": 0.25, "quickdraw": 0.15, "finegrained": 0.60}
 
@@ -139,6 +142,11 @@ class Config:
     """weight of the batch-hard triplet loss added to InfoNCE in the finegrained stage"""
     triplet_margin: float = 0.2
     """triplet margin (cosine)"""
+    loss: str = "infonce"
+    """finegrained loss: infonce (InfoNCE + batch-hard triplet), recall (the Recall@k surrogate of
+    retrieval.losses.recall_at_k_loss alone) or infonce+recall (both, the surrogate times --recall-weight)"""
+    recall_weight: float = 1.0
+    """weight of the Recall@k surrogate when --loss is infonce+recall"""
     partial_prob: float = 0.5
     """share of training sketches cut at a random point fraction"""
     min_fraction: float = 0.2
@@ -163,8 +171,12 @@ class Config:
     """share of train photos carved out as a 'holdout' split no model is selected on (0 = none)"""
     seed: int = 0
     """seed of everything (saved in the card)"""
+    split_seed: int = -1
+    """seed of the val/holdout carve only (-1 = --seed): other training seeds, same val split"""
     threads: int = 2
     """torch CPU threads"""
+    device: str = "cpu"
+    """torch device of the network while training (cpu, cuda, cuda:1); data preparation stays on the CPU"""
     progress: bool = True
     """show tqdm bars"""
 
@@ -213,7 +225,18 @@ def finegrained_step(loop: StageLoop) -> torch.Tensor:
             raster = render_augmented(flip_sketch(sketch) if flip else sketch, aug, rng, size)
         sketches.append(raster)
     s, p = loop.photo_side.embed_pair(sketches, photos)
-    return info_nce(s, p, cfg.temperature) + cfg.triplet_weight * hardest_triplet(s, p, cfg.triplet_margin)
+    return finegrained_loss(cfg, s, p)
+
+
+def finegrained_loss(cfg: Config, sketches: torch.Tensor, photos: torch.Tensor) -> torch.Tensor:
+    """The finegrained stage's ``cfg.loss`` on ``(B, D)`` unit rows, ``sketches[i]`` matching ``photos[i]``."""
+    if cfg.loss == "recall":
+        return recall_at_k_loss(sketches, photos)
+    loss = info_nce(sketches, photos, cfg.temperature)
+    loss = loss + cfg.triplet_weight * hardest_triplet(sketches, photos, cfg.triplet_margin)
+    if cfg.loss == "infonce+recall":
+        loss = loss + cfg.recall_weight * recall_at_k_loss(sketches, photos)
+    return loss
 
 
 STEP_FNS = {"edges": edges_step, "quickdraw": quickdraw_step, "finegrained": finegrained_step}
@@ -227,7 +250,15 @@ def run(cfg: Config, dataset=None) -> Path:
         saved = json.loads((run_dir / "config.json").read_text())
         overrides = {
             k: getattr(cfg, k)
-            for k in ("minutes_edges", "minutes_quickdraw", "minutes_finegrained", "max_steps", "threads", "progress")
+            for k in (
+                "minutes_edges",
+                "minutes_quickdraw",
+                "minutes_finegrained",
+                "max_steps",
+                "threads",
+                "progress",
+                "device",
+            )
         }
         cfg = Config(**{**from_json(saved), **overrides, "resume": str(run_dir)})
     torch.set_num_threads(cfg.threads)
@@ -235,6 +266,10 @@ def run(cfg: Config, dataset=None) -> Path:
     unknown = set(cfg.stages) - set(STAGES)
     if unknown:
         raise ValueError(f"unknown stages {sorted(unknown)}; choose from {STAGES}")
+    if cfg.loss not in LOSSES:
+        raise ValueError(f"unknown --loss {cfg.loss!r}; choose from {', '.join(LOSSES)}")
+    if torch.device(cfg.device).type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"--device {cfg.device} asked for, but torch sees no CUDA device here; use --device cpu")
 
     if cfg.resume:
         encoder = Encoder.load(run_dir / "last")
@@ -254,6 +289,7 @@ def run(cfg: Config, dataset=None) -> Path:
             lock_photo=cfg.lock_photo,
             sketch_polarity=cfg.sketch_polarity,
         )
+    encoder.net.to(cfg.device)
     run_dir = Path(cfg.resume) if cfg.resume else cfg.out / (cfg.run_name or default_run_name(cfg, encoder))
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / "config.json").write_text(json.dumps(to_json(cfg), indent=2))
@@ -261,7 +297,10 @@ def run(cfg: Config, dataset=None) -> Path:
 
     if dataset is None and cfg.data:
         dataset = open_dataset(
-            cfg.data, val_fraction=cfg.val_fraction, seed=cfg.seed, holdout_fraction=cfg.holdout_fraction
+            cfg.data,
+            val_fraction=cfg.val_fraction,
+            seed=cfg.seed if cfg.split_seed < 0 else cfg.split_seed,
+            holdout_fraction=cfg.holdout_fraction,
         )
     size = encoder.meta["input_size"]
     train_ids = list(dataset.photo_ids("train")) if dataset is not None else []
