@@ -24,7 +24,7 @@ from pathlib import Path
 import bench_ablation  # noqa: E402
 
 from retrieval.cli import parse_config  # noqa: E402
-from retrieval.train.pipeline import ENCODER_PRESETS, STAGE_SHARES, STAGES, Config  # noqa: E402
+from retrieval.train.config import ENCODER_PRESETS, STAGE_SHARES, STAGES, Config  # noqa: E402
 
 
 @dataclass

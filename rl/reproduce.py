@@ -35,7 +35,7 @@ import numpy as np
 import torch
 
 from retrieval.cli import parse_config
-from retrieval.train.pipeline import STAGE_SHARES
+from retrieval.train.config import STAGE_SHARES
 from rl.callbacks import selection_score
 from rl.compare import compare, markdown
 from rl.control import ControlConfig, train_control
@@ -90,7 +90,7 @@ class ReproduceConfig:
 
 def supervised_config(cfg: ReproduceConfig, out: Path):
     """``retrieval.train.pipeline.Config`` for this run (stages and minutes from the budget, layout from the preset)."""
-    from retrieval.train.pipeline import ENCODER_PRESETS, Config
+    from retrieval.train.config import ENCODER_PRESETS, Config
 
     if cfg.encoder not in ENCODER_PRESETS:
         raise ValueError(f"unknown encoder preset {cfg.encoder!r}; choose one of {sorted(ENCODER_PRESETS)}")

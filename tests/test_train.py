@@ -9,12 +9,15 @@ import pandas as pd
 import pytest
 import torch
 
+import retrieval.train.pipeline as train_module
 from retrieval.data.datasets import open_dataset
 from retrieval.model.encoder import Encoder
-from retrieval.model.losses import hardest_triplet, info_nce
+from retrieval.model.losses import hardest_triplet, info_nce, recall_at_k_loss
 from retrieval.model.pooling import l2n
 from retrieval.train.batches import hard_batch
-from retrieval.train.pipeline import Config, parse_args, run
+from retrieval.train.config import Config
+from retrieval.train.pipeline import parse_args, run
+from retrieval.train.steps import finegrained_loss
 
 TINY = "procedural:photos=24,sketches=2"
 
@@ -100,3 +103,48 @@ def test_resume_mid_stage_continues_step_count(tmp_path, tiny_dataset):
     run(_config(tmp_path, resume=str(run_dir), stages=("finegrained",), max_steps=4), dataset=tiny_dataset)
     log = pd.read_csv(run_dir / "log.csv").dropna(subset=["loss"])
     assert log["stage_step"].tolist() == [1, 2, 3, 4]
+
+
+def test_unknown_loss_is_refused_before_a_run_folder_exists(tmp_path, tiny_dataset):
+    cfg = parse_args(["--loss", "recall@k", "--out", str(tmp_path), "--run-name", "smoke"])
+    with pytest.raises(ValueError, match=r"unknown --loss 'recall@k'; choose from infonce, recall, infonce\+recall"):
+        run(cfg, dataset=tiny_dataset)
+    assert not (tmp_path / "smoke").exists()
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message shown where there is no GPU")
+def test_cuda_device_is_refused_clearly_without_a_gpu(tmp_path, tiny_dataset):
+    with pytest.raises(ValueError, match="use --device cpu"):
+        run(_config(tmp_path, device="cuda"), dataset=tiny_dataset)
+
+
+def test_finegrained_loss_options_compose_as_documented():
+    torch.manual_seed(0)
+    s, p = l2n(torch.randn(8, 16)), l2n(torch.randn(8, 16))
+    base = info_nce(s, p, 0.07) + 0.5 * hardest_triplet(s, p, 0.2)
+    recall = recall_at_k_loss(s, p)
+    assert torch.isclose(finegrained_loss(Config(), s, p), base)
+    assert torch.isclose(finegrained_loss(Config(loss="recall"), s, p), recall)
+    assert torch.isclose(finegrained_loss(Config(loss="infonce+recall", recall_weight=2.0), s, p), base + 2 * recall)
+
+
+@pytest.mark.parametrize("loss", ["recall", "infonce+recall"])
+def test_smoke_run_with_the_recall_loss(tmp_path, tiny_dataset, loss):
+    run_dir = run(_config(tmp_path, stages=("finegrained",), loss=loss), dataset=tiny_dataset)
+    log = pd.read_csv(run_dir / "log.csv").dropna(subset=["loss"])
+    assert len(log) == 3 and np.isfinite(log["loss"]).all()
+    assert Encoder.load(run_dir / "best").meta["card"]["config"]["loss"] == loss
+
+
+def test_split_seed_carves_val_apart_from_the_training_seed(tmp_path, monkeypatch):
+    seeds = []
+    real = train_module.open_dataset
+
+    def spy(spec, **kwargs):
+        seeds.append(kwargs["seed"])
+        return real(spec, **kwargs)
+
+    monkeypatch.setattr(train_module, "open_dataset", spy)
+    run(_config(tmp_path, seed=3, split_seed=0, stages=("finegrained",), max_steps=1))
+    run(_config(tmp_path, seed=3, run_name="other", stages=("finegrained",), max_steps=1))
+    assert seeds == [0, 3]

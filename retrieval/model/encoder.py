@@ -253,15 +253,21 @@ class Encoder:
             module.momentum = momentum
         return self
 
+    @property
+    def device(self) -> torch.device:
+        """Where the network's weights are (training may move them to a GPU); batches are built there."""
+        return next(self.net.parameters()).device
+
     def sketch_batch(self, images: Sequence[np.ndarray]) -> torch.Tensor:
         norm = self.meta["normalisation"]
         paper_high = norm.get("sketch_polarity") == "paper_high"
-        return sketch_tensor(images, self.meta["input_size"], norm["sketch_mean"], norm["sketch_std"], paper_high)
+        x = sketch_tensor(images, self.meta["input_size"], norm["sketch_mean"], norm["sketch_std"], paper_high)
+        return x.to(self.device)
 
     def photo_batch(self, images: Sequence[np.ndarray]) -> torch.Tensor:
         norm = self.meta["normalisation"]
         size = self.meta.get("photo_input_size", self.meta["input_size"])
-        return photo_tensor(images, size, norm["photo_mean"], norm["photo_std"])
+        return photo_tensor(images, size, norm["photo_mean"], norm["photo_std"]).to(self.device)
 
     def _run(self, forward, to_tensor, images) -> np.ndarray:
         if len(images) == 0:
@@ -275,7 +281,7 @@ class Encoder:
                     x = to_tensor(images[start : start + _BATCH])
                     if self.channels_last:
                         x = x.contiguous(memory_format=torch.channels_last)
-                    outputs.append(forward(x).float().numpy())
+                    outputs.append(forward(x).float().cpu().numpy())
         finally:
             self.net.train(was_training)
         return np.ascontiguousarray(np.concatenate(outputs), dtype=np.float32)

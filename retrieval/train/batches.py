@@ -200,4 +200,4 @@ class PhotoSide:
         if not self.locked:
             return self.encoder.embed_photos(self.bank.photos[indices])
         with torch.inference_mode():
-            return l2n(self.encoder.net.photo_head(self.features[indices, 0, 0])).numpy()
+            return l2n(self.encoder.net.photo_head(self.features[indices, 0, 0])).cpu().numpy()

@@ -8,7 +8,8 @@ Three optional stages, run in the order given (default below), each with its own
    embeddings away from the photo embeddings that stage aligned.
 2. ``edges``: sketch-free pre-training, photos vs randomised edge maps of themselves (works on any
    photo folder via ``--photo-folder``, so a user's photos can be indexed with no sketches at all).
-3. ``finegrained``: sketch/photo pairs of a RetrievalDataset, InfoNCE + batch-hard triplet, half the
+3. ``finegrained``: sketch/photo pairs of a RetrievalDataset, InfoNCE + batch-hard triplet (or the
+   Recall@k surrogate, ``--loss``), half the
    sketches cut at a random point fraction (partial-sketch training), hard negatives from a cached
    photo-embedding bank, some sketches replaced by edge maps of their photo (regulariser).
 
@@ -28,7 +29,6 @@ from __future__ import annotations
 
 import datetime
 import json
-from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
 import numpy as np
@@ -39,134 +39,9 @@ from retrieval.data.datasets import open_dataset
 from retrieval.model.encoder import Encoder
 from retrieval.provenance import git_commit
 from retrieval.train.batches import PhotoBank, ValidationSet
+from retrieval.train.config import LOSSES, STAGES, Config, from_json, to_json
 from retrieval.train.loop import RunState, StageLoop, load_quickdraw, read_photo_folder
 from retrieval.train.steps import STEP_FNS
-
-STAGES = ("quickdraw", "edges", "finegrained")
-# Share of a whole supervised budget per stage (rl.reproduce, bench/sweep_encoders).
-STAGE_SHARES = {"edges": 0.25, "quickdraw": 0.15, "finegrained": 0.60}
-
-# Named encoder layouts (Config fields), compared side by side in bench/results/chair-v2_ablation.md.
-ENCODER_PRESETS: dict[str, dict] = {
-    # mobilenet_v3_small from scratch, one shared trunk: the layout before ImageNet weights
-    "scratch": {},
-    # LiT: locked ImageNet efficientnet_lite0 photo tower (features cached once), sketch tower from scratch
-    "lit-mobilenet": {
-        "photo_arch": "efficientnet_lite0",
-        "pretrained": ("photo",),
-        "lock_photo": True,
-        "photo_input_size": 224,
-    },
-    # LiT with an ImageNet efficientnet_lite0 sketch tower too, its first blocks frozen, fed black on white
-    "lit-lite0": {
-        "arch": "efficientnet_lite0",
-        "photo_arch": "efficientnet_lite0",
-        "pretrained": ("photo", "sketch"),
-        "lock_photo": True,
-        "photo_input_size": 224,
-        "sketch_frozen_blocks": 3,
-        "pretrained_lr_scale": 0.3,
-        "sketch_polarity": "paper_high",
-    },
-}
-
-
-@dataclass
-class Config:
-    data: str = "procedural"
-    """dataset spec for retrieval.data.datasets.open_dataset (a QMUL-layout folder or 'procedural[:...]'); '' for none"""
-    out: Path = Path("runs")
-    """folder that receives the run folder"""
-    run_name: str = ""
-    """run folder name; default '<arch>__<data>__<seed>__<utc time>'"""
-    stages: tuple[str, ...] = STAGES
-    """stages to run, in the order given: quickdraw, edges, finegrained"""
-    minutes_edges: float = 15.0
-    """time budget of the edges stage (minutes)"""
-    minutes_quickdraw: float = 10.0
-    """time budget of the quickdraw stage (minutes)"""
-    minutes_finegrained: float = 30.0
-    """time budget of the finegrained stage (minutes)"""
-    max_steps: int = 0
-    """cap on optimisation steps per stage (0 = time budget only); for smoke tests"""
-    photo_folder: str = ""
-    """extra photo folder for the edges stage (no sketches needed)"""
-    quickdraw: str = "../shared/data/quickdraw-raw"
-    """folder of Quick, Draw! raw .ndjson files for the quickdraw stage"""
-    pretrain_sketches: str = "procedural:photos=300,seed=1"
-    """dataset spec whose train sketches join the quickdraw stage ('' for none); keep its seed apart from --data"""
-    quickdraw_limit: int = 20000
-    """most Quick, Draw! drawings to load"""
-    arch: str = "mobilenet_v3_small"
-    """sketch backbone (the whole network unless --photo-arch is set); see retrieval.model.network.ARCHS"""
-    input_size: int = 128
-    """square network input and raster size in pixels"""
-    embed_dim: int = 128
-    """embedding size D"""
-    separate_blocks: int = 0
-    """leading backbone blocks NOT shared between the sketch and photo branches (0 = fully shared)"""
-    photo_arch: str = ""
-    """photo backbone of a two-tower model (retrieval.model.two_tower); '' = one shared trunk"""
-    pretrained: tuple[str, ...] = ()
-    """towers that start from the packaged ImageNet weights: sketch and/or photo (two-tower only)"""
-    lock_photo: bool = False
-    """freeze the whole photo tower (LiT): its features are cached once, only the photo head trains"""
-    photo_input_size: int = 0
-    """photo input size of a two-tower model in pixels (0 = --input-size)"""
-    sketch_frozen_blocks: int = 0
-    """leading sketch-tower blocks kept frozen (two-tower only)"""
-    sketch_polarity: str = "ink_high"
-    """sketch input: ink_high (ink 1, paper 0) or paper_high (black on white, as pretrained nets saw images)"""
-    photo_views: int = 6
-    """augmented views (each also mirrored) cached per photo for a locked photo tower"""
-    pretrained_lr_scale: float = 0.1
-    """learning-rate factor of pretrained backbone weights (heads and from-scratch weights get --lr)"""
-    init_from: str = ""
-    """start from this encoder checkpoint folder instead of random weights (its arch/sizes win)"""
-    resume: str = ""
-    """run folder to resume (reads <run>/last); the saved config is used, minutes/max-steps from the CLI"""
-    batch_size: int = 32
-    """pairs per step"""
-    lr: float = 1e-3
-    """peak AdamW learning rate (cosine decay over each stage's budget)"""
-    weight_decay: float = 1e-4
-    """AdamW weight decay"""
-    warmup_steps: int = 50
-    """linear warm-up steps at the start of each stage"""
-    temperature: float = 0.07
-    """InfoNCE temperature"""
-    triplet_weight: float = 0.5
-    """weight of the batch-hard triplet loss added to InfoNCE in the finegrained stage"""
-    triplet_margin: float = 0.2
-    """triplet margin (cosine)"""
-    partial_prob: float = 0.5
-    """share of training sketches cut at a random point fraction"""
-    min_fraction: float = 0.2
-    """smallest point fraction kept by a cut"""
-    edge_mix: float = 0.15
-    """share of finegrained sketches replaced by an edge map of their photo"""
-    hard_negatives: bool = True
-    """build finegrained batches around nearest photos in a cached photo-embedding bank"""
-    bank_every: int = 100
-    """steps between refreshes of the photo-embedding bank"""
-    edges_per_photo: int = 8
-    """edge maps cached per photo"""
-    eval_every: int = 200
-    """steps between validations (and best-checkpoint updates)"""
-    save_every: int = 200
-    """steps between resumable checkpoints"""
-    select_metric: str = "m@B"
-    """val metric that picks the best checkpoint: m@B, m@A, A@1, A@5, A@10 or m@A+m@B (retrieval.evaluation.metrics.selection_score)"""
-    val_fraction: float = 0.1
-    """share of train photos carved out as the val split"""
-    holdout_fraction: float = 0.0
-    """share of train photos carved out as a 'holdout' split no model is selected on (0 = none)"""
-    seed: int = 0
-    """seed of everything (saved in the card)"""
-    threads: int = 2
-    """torch CPU threads"""
-    progress: bool = True
-    """show tqdm bars"""
 
 
 # --- the run ----------------------------------------------------------------------------------------
@@ -176,11 +51,10 @@ def run(cfg: Config, dataset=None) -> Path:
         cfg = resumed_config(cfg)
     torch.set_num_threads(cfg.threads)
     torch.manual_seed(cfg.seed)
-    unknown = set(cfg.stages) - set(STAGES)
-    if unknown:
-        raise ValueError(f"unknown stages {sorted(unknown)}; choose from {STAGES}")
+    check_config(cfg)
 
     encoder = starting_encoder(cfg)
+    encoder.net.to(cfg.device)
     run_dir = Path(cfg.resume) if cfg.resume else cfg.out / (cfg.run_name or default_run_name(cfg, encoder))
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / "config.json").write_text(json.dumps(to_json(cfg), indent=2))
@@ -188,7 +62,10 @@ def run(cfg: Config, dataset=None) -> Path:
 
     if dataset is None and cfg.data:
         dataset = open_dataset(
-            cfg.data, val_fraction=cfg.val_fraction, seed=cfg.seed, holdout_fraction=cfg.holdout_fraction
+            cfg.data,
+            val_fraction=cfg.val_fraction,
+            seed=cfg.seed if cfg.split_seed < 0 else cfg.split_seed,
+            holdout_fraction=cfg.holdout_fraction,
         )
     bank = photo_bank(cfg, dataset, encoder)
     val = None
@@ -212,12 +89,31 @@ def run(cfg: Config, dataset=None) -> Path:
 
 
 # --- setup steps of the run ------------------------------------------------------------------------
+def check_config(cfg: Config) -> None:
+    """Refuse settings that cannot run, before a run folder is made."""
+    unknown = set(cfg.stages) - set(STAGES)
+    if unknown:
+        raise ValueError(f"unknown stages {sorted(unknown)}; choose from {STAGES}")
+    if cfg.loss not in LOSSES:
+        raise ValueError(f"unknown --loss {cfg.loss!r}; choose from {', '.join(LOSSES)}")
+    if torch.device(cfg.device).type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"--device {cfg.device} asked for, but torch sees no CUDA device here; use --device cpu")
+
+
 def resumed_config(cfg: Config) -> Config:
     """The config saved in ``cfg.resume``, with this command line's budgets, threads and progress bars."""
     saved = json.loads((Path(cfg.resume) / "config.json").read_text())
     overrides = {
         k: getattr(cfg, k)
-        for k in ("minutes_edges", "minutes_quickdraw", "minutes_finegrained", "max_steps", "threads", "progress")
+        for k in (
+            "minutes_edges",
+            "minutes_quickdraw",
+            "minutes_finegrained",
+            "max_steps",
+            "threads",
+            "progress",
+            "device",
+        )
     }
     return Config(**{**from_json(saved), **overrides, "resume": cfg.resume})
 
@@ -303,17 +199,6 @@ def prepare_stage(loop: StageLoop, stage: str) -> bool:
 def default_run_name(cfg: Config, encoder: Encoder) -> str:
     data = Path(cfg.data).name if cfg.data else "photos"
     return f"{encoder.meta['arch']}__{data.replace(':', '-')}__{cfg.seed}__{datetime.datetime.now(datetime.UTC):%Y%m%d-%H%M%S}"
-
-
-def to_json(cfg: Config) -> dict:
-    return {
-        k: (str(v) if isinstance(v, Path) else list(v) if isinstance(v, tuple) else v) for k, v in asdict(cfg).items()
-    }
-
-
-def from_json(values: dict) -> dict:
-    kinds = {f.name: type(f.default) for f in fields(Config)}
-    return {k: kinds[k](v) for k, v in values.items() if k in kinds}
 
 
 def print_config(cfg: Config, run_dir: Path) -> None:

@@ -6,11 +6,13 @@ sketches, Quick, Draw! drawings) and returns the loss the loop back-propagates.
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import torch
 
 from retrieval.data.augment import SketchAugment, flip_sketch, render_augmented
-from retrieval.model.losses import hardest_triplet, info_nce
+from retrieval.model.losses import hardest_triplet, info_nce, recall_at_k_loss
 from retrieval.train.batches import hard_batch
 from retrieval.train.loop import StageLoop
 
@@ -58,7 +60,18 @@ def finegrained_step(loop: StageLoop) -> torch.Tensor:
             raster = render_augmented(flip_sketch(sketch) if flip else sketch, aug, rng, size)
         sketches.append(raster)
     s, p = loop.photo_side.embed_pair(sketches, photos)
-    return info_nce(s, p, cfg.temperature) + cfg.triplet_weight * hardest_triplet(s, p, cfg.triplet_margin)
+    return finegrained_loss(cfg, s, p)
+
+
+def finegrained_loss(cfg: Any, sketches: torch.Tensor, photos: torch.Tensor) -> torch.Tensor:
+    """The finegrained stage's ``cfg.loss`` on ``(B, D)`` unit rows, ``sketches[i]`` matching ``photos[i]``."""
+    if cfg.loss == "recall":
+        return recall_at_k_loss(sketches, photos)
+    loss = info_nce(sketches, photos, cfg.temperature)
+    loss = loss + cfg.triplet_weight * hardest_triplet(sketches, photos, cfg.triplet_margin)
+    if cfg.loss == "infonce+recall":
+        loss = loss + cfg.recall_weight * recall_at_k_loss(sketches, photos)
+    return loss
 
 
 STEP_FNS = {"edges": edges_step, "quickdraw": quickdraw_step, "finegrained": finegrained_step}

@@ -1,0 +1,157 @@
+"""The supervised training configuration: stages, losses, named encoder layouts and the Config dataclass.
+
+``python -m retrieval.train --help`` lists every field with the docstring written under it here.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+
+STAGES = ("quickdraw", "edges", "finegrained")
+# Losses of the finegrained stage (Config.loss); docs/results/chair-v2_recall_at_k.md compares them.
+LOSSES = ("infonce", "recall", "infonce+recall")
+# Share of a whole supervised budget per stage (rl.reproduce, bench/sweep_encoders).
+STAGE_SHARES = {"edges": 0.25, "quickdraw": 0.15, "finegrained": 0.60}
+
+# Named encoder layouts (Config fields), compared side by side in bench/results/chair-v2_ablation.md.
+ENCODER_PRESETS: dict[str, dict] = {
+    # mobilenet_v3_small from scratch, one shared trunk: the layout before ImageNet weights
+    "scratch": {},
+    # LiT: locked ImageNet efficientnet_lite0 photo tower (features cached once), sketch tower from scratch
+    "lit-mobilenet": {
+        "photo_arch": "efficientnet_lite0",
+        "pretrained": ("photo",),
+        "lock_photo": True,
+        "photo_input_size": 224,
+    },
+    # LiT with an ImageNet efficientnet_lite0 sketch tower too, its first blocks frozen, fed black on white
+    "lit-lite0": {
+        "arch": "efficientnet_lite0",
+        "photo_arch": "efficientnet_lite0",
+        "pretrained": ("photo", "sketch"),
+        "lock_photo": True,
+        "photo_input_size": 224,
+        "sketch_frozen_blocks": 3,
+        "pretrained_lr_scale": 0.3,
+        "sketch_polarity": "paper_high",
+    },
+}
+
+
+@dataclass
+class Config:
+    data: str = "procedural"
+    """dataset spec for retrieval.data.datasets.open_dataset (a QMUL-layout folder or 'procedural[:...]'); '' for none"""
+    out: Path = Path("runs")
+    """folder that receives the run folder"""
+    run_name: str = ""
+    """run folder name; default '<arch>__<data>__<seed>__<utc time>'"""
+    stages: tuple[str, ...] = STAGES
+    """stages to run, in the order given: quickdraw, edges, finegrained"""
+    minutes_edges: float = 15.0
+    """time budget of the edges stage (minutes)"""
+    minutes_quickdraw: float = 10.0
+    """time budget of the quickdraw stage (minutes)"""
+    minutes_finegrained: float = 30.0
+    """time budget of the finegrained stage (minutes)"""
+    max_steps: int = 0
+    """cap on optimisation steps per stage (0 = time budget only); for smoke tests"""
+    photo_folder: str = ""
+    """extra photo folder for the edges stage (no sketches needed)"""
+    quickdraw: str = "../shared/data/quickdraw-raw"
+    """folder of Quick, Draw! raw .ndjson files for the quickdraw stage"""
+    pretrain_sketches: str = "procedural:photos=300,seed=1"
+    """dataset spec whose train sketches join the quickdraw stage ('' for none); keep its seed apart from --data"""
+    quickdraw_limit: int = 20000
+    """most Quick, Draw! drawings to load"""
+    arch: str = "mobilenet_v3_small"
+    """sketch backbone (the whole network unless --photo-arch is set); see retrieval.model.network.ARCHS"""
+    input_size: int = 128
+    """square network input and raster size in pixels"""
+    embed_dim: int = 128
+    """embedding size D"""
+    separate_blocks: int = 0
+    """leading backbone blocks NOT shared between the sketch and photo branches (0 = fully shared)"""
+    photo_arch: str = ""
+    """photo backbone of a two-tower model (retrieval.model.two_tower); '' = one shared trunk"""
+    pretrained: tuple[str, ...] = ()
+    """towers that start from the packaged ImageNet weights: sketch and/or photo (two-tower only)"""
+    lock_photo: bool = False
+    """freeze the whole photo tower (LiT): its features are cached once, only the photo head trains"""
+    photo_input_size: int = 0
+    """photo input size of a two-tower model in pixels (0 = --input-size)"""
+    sketch_frozen_blocks: int = 0
+    """leading sketch-tower blocks kept frozen (two-tower only)"""
+    sketch_polarity: str = "ink_high"
+    """sketch input: ink_high (ink 1, paper 0) or paper_high (black on white, as pretrained nets saw images)"""
+    photo_views: int = 6
+    """augmented views (each also mirrored) cached per photo for a locked photo tower"""
+    pretrained_lr_scale: float = 0.1
+    """learning-rate factor of pretrained backbone weights (heads and from-scratch weights get --lr)"""
+    init_from: str = ""
+    """start from this encoder checkpoint folder instead of random weights (its arch/sizes win)"""
+    resume: str = ""
+    """run folder to resume (reads <run>/last); the saved config is used, minutes/max-steps from the CLI"""
+    batch_size: int = 32
+    """pairs per step"""
+    lr: float = 1e-3
+    """peak AdamW learning rate (cosine decay over each stage's budget)"""
+    weight_decay: float = 1e-4
+    """AdamW weight decay"""
+    warmup_steps: int = 50
+    """linear warm-up steps at the start of each stage"""
+    temperature: float = 0.07
+    """InfoNCE temperature"""
+    triplet_weight: float = 0.5
+    """weight of the batch-hard triplet loss added to InfoNCE in the finegrained stage"""
+    triplet_margin: float = 0.2
+    """triplet margin (cosine)"""
+    loss: str = "infonce"
+    """finegrained loss: infonce (InfoNCE + batch-hard triplet), recall (the Recall@k surrogate of
+    retrieval.model.losses.recall_at_k_loss alone) or infonce+recall (both, the surrogate times --recall-weight)"""
+    recall_weight: float = 1.0
+    """weight of the Recall@k surrogate when --loss is infonce+recall"""
+    partial_prob: float = 0.5
+    """share of training sketches cut at a random point fraction"""
+    min_fraction: float = 0.2
+    """smallest point fraction kept by a cut"""
+    edge_mix: float = 0.15
+    """share of finegrained sketches replaced by an edge map of their photo"""
+    hard_negatives: bool = True
+    """build finegrained batches around nearest photos in a cached photo-embedding bank"""
+    bank_every: int = 100
+    """steps between refreshes of the photo-embedding bank"""
+    edges_per_photo: int = 8
+    """edge maps cached per photo"""
+    eval_every: int = 200
+    """steps between validations (and best-checkpoint updates)"""
+    save_every: int = 200
+    """steps between resumable checkpoints"""
+    select_metric: str = "m@B"
+    """val metric that picks the best checkpoint: m@B, m@A, A@1, A@5, A@10 or m@A+m@B (retrieval.evaluation.metrics.selection_score)"""
+    val_fraction: float = 0.1
+    """share of train photos carved out as the val split"""
+    holdout_fraction: float = 0.0
+    """share of train photos carved out as a 'holdout' split no model is selected on (0 = none)"""
+    seed: int = 0
+    """seed of everything (saved in the card)"""
+    split_seed: int = -1
+    """seed of the val/holdout carve only (-1 = --seed): other training seeds, same val split"""
+    threads: int = 2
+    """torch CPU threads"""
+    device: str = "cpu"
+    """torch device of the network while training (cpu, cuda, cuda:1); data preparation stays on the CPU"""
+    progress: bool = True
+    """show tqdm bars"""
+
+
+def to_json(cfg: Config) -> dict:
+    return {
+        k: (str(v) if isinstance(v, Path) else list(v) if isinstance(v, tuple) else v) for k, v in asdict(cfg).items()
+    }
+
+
+def from_json(values: dict) -> dict:
+    kinds = {f.name: type(f.default) for f in fields(Config)}
+    return {k: kinds[k](v) for k, v in values.items() if k in kinds}
