@@ -25,7 +25,7 @@ def dataset():
 @pytest.fixture(scope="module")
 def retriever(encoder, dataset):
     gallery = build_dataset_gallery(encoder, dataset, None, progress=False)
-    return Retriever(encoder, gallery.index, gallery.load_photo)
+    return Retriever(encoder, gallery.index)
 
 
 @pytest.fixture(scope="module")
@@ -98,7 +98,7 @@ def test_from_paths_with_a_procedural_gallery(encoder, tmp_path, sketches):
     retriever = Retriever.from_paths(model, "procedural:photos=16,sketches=1@val", tmp_path / "cache")
     assert len(retriever) == len(retriever.gallery.index) >= 1
     result = retriever.rank(sketches[0], k=3)
-    assert retriever.photo(result.ids[0]).shape[-1] == 3
+    assert retriever.gallery.load_photo(result.ids[0]).shape[-1] == 3
     assert retriever.gallery.cache_folder.is_relative_to(tmp_path / "cache")
 
 

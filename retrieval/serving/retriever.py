@@ -13,7 +13,7 @@ Example:
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -28,7 +28,6 @@ from retrieval.serving.index import PhotoIndex
 from retrieval.serving.shards import ShardedIndex
 
 SketchInput = Sketch | Mapping[str, Any] | str | bytes | bytearray  # a Sketch or a stroke-JSON payload
-PhotoLookup = Callable[[str], Any] | Mapping[str, Any]
 TIMING_KEYS = ("validate", "render", "encode", "search", "total")
 
 
@@ -138,7 +137,6 @@ class Retriever(SketchEmbedder):
         encoder: the model; rasters are rendered at ``meta["raster_size"]`` / ``meta["line_width"]``.
         index: photo embeddings made by the same encoder: one :class:`PhotoIndex`, or a
             :class:`~retrieval.serving.shards.ShardedIndex` of several (same answers, see retrieval/serving/shards.py).
-        photo_lookup: photo id -> something displayable (file path or RGB array), a callable or mapping.
         limits: bounds applied to stroke-JSON payloads (untrusted input).
     """
 
@@ -146,7 +144,6 @@ class Retriever(SketchEmbedder):
         self,
         encoder: Encoder,
         index: PhotoIndex | ShardedIndex,
-        photo_lookup: PhotoLookup | None = None,
         limits: StrokeLimits = StrokeLimits(),
     ) -> None:
         if index.dim != encoder.meta["embed_dim"]:
@@ -156,8 +153,7 @@ class Retriever(SketchEmbedder):
             )
         super().__init__(encoder, limits)
         self.index = index
-        self.photo_lookup = photo_lookup
-        self.gallery: Gallery | None = None  # set by from_paths (paths, cache folder, skipped files)
+        self.gallery: Gallery | None = None  # set by from_paths: photos (load_photo), paths, cache folder
 
     @classmethod
     def from_paths(
@@ -172,20 +168,12 @@ class Retriever(SketchEmbedder):
         """Load a checkpoint folder and build (or load from cache) a gallery spec (see retrieval.serving.gallery)."""
         encoder = Encoder.load(model_dir)
         gallery = open_gallery(encoder, gallery_spec, cache_dir, progress=progress, **gallery_kwargs)
-        retriever = cls(encoder, gallery.index, _gallery_lookup(gallery))
+        retriever = cls(encoder, gallery.index)
         retriever.gallery = gallery
         return retriever
 
     def __len__(self) -> int:
         return len(self.index)
-
-    def photo(self, photo_id: str) -> Any:
-        """What ``photo_lookup`` gives for ``photo_id`` (a path or an RGB array)."""
-        if self.photo_lookup is None:
-            raise KeyError("this Retriever has no photo_lookup; pass one to show photos")
-        if isinstance(self.photo_lookup, Mapping):
-            return self.photo_lookup[photo_id]
-        return self.photo_lookup(photo_id)
 
     # --- the per-stroke call -------------------------------------------------------------------
     def rank(self, sketch: SketchInput, k: int = 20, target_id: str | None = None) -> RankResult:
@@ -237,13 +225,3 @@ class Retriever(SketchEmbedder):
             )
             for i in range(len(sketches))
         ]
-
-
-def _gallery_lookup(gallery: Gallery) -> Callable[[str], Any]:
-    """Photo file paths when the gallery has them (cheap to serve), else decoded RGB arrays."""
-
-    def lookup(photo_id: str) -> Any:
-        path = gallery.paths.get(photo_id)
-        return path if path is not None else gallery.load_photo(photo_id)
-
-    return lookup
