@@ -123,11 +123,29 @@ def cpu_seconds() -> float:
 
 def rss_mb() -> float:
     """Current resident memory of this process in MiB (VmRSS; 0 when /proc is absent)."""
+    return status_mb("VmRSS")
+
+
+def status_mb(key: str, pid: int | str = "self", missing: float = 0.0) -> float:
+    """The memory line ``key`` (VmRSS, VmHWM: peak resident...) of ``/proc/<pid>/status`` in MiB,
+    ``missing`` when it cannot be read."""
     with contextlib.suppress(OSError, ValueError, IndexError):
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith(f"{key}:"):
                 return int(line.split()[1]) / 1024
-    return 0.0
+    return missing
+
+
+@contextlib.contextmanager
+def measure_memory():
+    """Yields a dict filled on exit with ``rss_delta_mb`` and ``peak_delta_mb`` (VmHWM after a reset)."""
+    with contextlib.suppress(OSError):
+        Path("/proc/self/clear_refs").write_text("5")  # reset the peak-RSS watermark (Linux >= 4.0)
+    before = rss_mb()
+    out: dict[str, float] = {}
+    yield out
+    out["rss_delta_mb"] = rss_mb() - before
+    out["peak_delta_mb"] = max(status_mb("VmHWM") - before, out["rss_delta_mb"])
 
 
 # --- targets and result files ---------------------------------------------------------------------
