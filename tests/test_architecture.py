@@ -140,14 +140,27 @@ def long_functions(path: Path, limit: int) -> list[tuple[str, int]]:
     ]
 
 
-def test_no_library_module_is_over_350_lines():
-    long = {
+def long_modules(paths) -> dict[str, int]:
+    """``{path: lines}`` of the modules in ``paths`` over the limit and not allowed to be."""
+    return {
         rel: n
-        for path in project_modules().values()
+        for path in paths
         if (n := len(path.read_text().splitlines())) > MAX_MODULE_LINES
         and (rel := str(path.relative_to(ROOT))) not in LONG_MODULES_ALLOWED
     }
+
+
+def test_no_library_module_is_over_350_lines():
+    long = long_modules(project_modules().values())
     assert not long, f"split these modules by responsibility (at most {MAX_MODULE_LINES} lines): {long}"
+
+
+def test_no_bench_module_is_over_350_lines():
+    long = long_modules(sorted((ROOT / "bench").rglob("*.py")))
+    assert not long, (
+        f"split these benches by responsibility, e.g. load / measurement / report, sharing code through "
+        f"bench/common.py (at most {MAX_MODULE_LINES} lines): {long}"
+    )
 
 
 def test_no_function_outside_tests_is_over_60_lines():
