@@ -30,9 +30,8 @@ class Tally:
     """What one phase's honest participants sent and saw."""
 
     sent: dict[str, dict[str, set[int]]] = field(default_factory=dict)  # participant -> trial token -> seqs
-    trials: dict[str, dict[str, tuple[int, str]]] = field(
-        default_factory=dict
-    )  # participant -> token -> (trial, target)
+    # participant -> trial token -> (trial, target)
+    trials: dict[str, dict[str, tuple[int, str]]] = field(default_factory=dict)
     latencies_ms: list[float] = field(default_factory=list)
     errors: Counter = field(default_factory=Counter)
     wall_s: float = 0.0
