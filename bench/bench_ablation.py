@@ -22,14 +22,14 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from common import command_line, header_lines, machine_info, percentiles, write_results  # noqa: E402
+from common import command_line, header_lines, machine_info, percentiles, write_results
 
-from retrieval.cli import parse_config  # noqa: E402
-from retrieval.data.augment import flip_photo  # noqa: E402
-from retrieval.data.datasets import open_dataset  # noqa: E402
-from retrieval.evaluation.protocol import embed_steps, gallery_photo_ids, score_embeddings, true_photo_index  # noqa: E402
-from retrieval.model.encoder import Encoder  # noqa: E402
-from retrieval.serving.rerank import alpha_query_expansion, database_augmentation  # noqa: E402
+from retrieval.cli import parse_config
+from retrieval.data.augment import flip_photo
+from retrieval.data.datasets import open_dataset
+from retrieval.evaluation.protocol import embed_steps, gallery_photo_ids, score_embeddings, true_photo_index
+from retrieval.model.encoder import Encoder
+from retrieval.serving.rerank import alpha_query_expansion, database_augmentation
 
 HEADLINE = ("A@1", "A@5", "A@10", "m@A", "m@B")
 

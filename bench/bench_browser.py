@@ -24,7 +24,7 @@ from pathlib import Path
 from urllib.parse import urlparse
 
 import numpy as np
-from common import (  # noqa: E402
+from common import (
     BENCH_CACHE,
     DEFAULT_MODEL,
     Target,
@@ -39,8 +39,8 @@ from common import (  # noqa: E402
     write_results,
 )
 
-from retrieval.cli import parse_config  # noqa: E402
-from retrieval.ui.api_client import LOCALHOST, running_app  # noqa: E402
+from retrieval.cli import parse_config
+from retrieval.ui.api_client import LOCALHOST, running_app
 
 CHROMIUM_ARGS = ["--headless=new", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking",
                  "--disable-component-update", "--disable-sync", "--disable-quic"]  # fmt: skip

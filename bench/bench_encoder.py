@@ -22,8 +22,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from retrieval.data.sketch import Sketch  # noqa: E402
-from retrieval.model.encoder import Encoder  # noqa: E402
+from retrieval.data.sketch import Sketch
+from retrieval.model.encoder import Encoder
 
 
 @dataclass

@@ -32,7 +32,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from common import (  # noqa: E402
+from common import (
     DEFAULT_MODEL,
     Target,
     command_line,
@@ -47,7 +47,7 @@ from common import (  # noqa: E402
     write_results,
 )
 
-from retrieval.cli import parse_config  # noqa: E402
+from retrieval.cli import parse_config
 
 OPTIONS = ("eager", "channels_last", "compile", "res96", "res112", "int8_dynamic")
 SERVED = "channels_last"  # what app.py serves: Encoder.load(model, channels_last=True)

@@ -22,10 +22,10 @@ from pathlib import Path
 
 import faiss
 import numpy as np
-from common import command_line, header_lines, machine_info, percentiles, write_markdown  # noqa: E402
-from synthetic import clustered, unit  # noqa: E402
+from common import command_line, header_lines, machine_info, percentiles, write_markdown
+from synthetic import clustered, unit
 
-from retrieval.serving.index import APPROX_THRESHOLD, IndexParams, PhotoIndex, set_faiss_threads  # noqa: E402
+from retrieval.serving.index import APPROX_THRESHOLD, IndexParams, PhotoIndex, set_faiss_threads
 
 
 @dataclass

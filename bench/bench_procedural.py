@@ -19,14 +19,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from common import header_lines, machine_info, write_markdown  # noqa: E402
+from common import header_lines, machine_info, write_markdown
 from tqdm import tqdm
 
-from retrieval.data.formats.quickdraw import iter_folder, timing_stats  # noqa: E402
-from retrieval.data.procedural import VERSION, generate_sketch  # noqa: E402
-from retrieval.data.procedural import timing as calibration  # noqa: E402
-from retrieval.data.procedural.photo import render_photo  # noqa: E402
-from retrieval.data.procedural.scene import scene_for  # noqa: E402
+from retrieval.data.formats.quickdraw import iter_folder, timing_stats
+from retrieval.data.procedural import VERSION, generate_sketch
+from retrieval.data.procedural import timing as calibration
+from retrieval.data.procedural.photo import render_photo
+from retrieval.data.procedural.scene import scene_for
 
 
 @dataclass

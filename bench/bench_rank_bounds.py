@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from common import (  # noqa: E402
+from common import (
     BENCH_CACHE,
     DEFAULT_MODEL,
     command_line,
@@ -37,9 +37,9 @@ from common import (  # noqa: E402
     size_label,
     write_results,
 )
-from synthetic import synthesise  # noqa: E402
+from synthetic import synthesise
 
-from retrieval.cli import parse_config  # noqa: E402
+from retrieval.cli import parse_config
 
 MARGIN = 1e-5  # widening of every bound: float rounding of q.c and r can never drop a photo
 

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import cv2
-from common import (  # noqa: E402
+from common import (
     command_line,
     header_lines,
     machine_info,
@@ -23,10 +23,10 @@ from common import (  # noqa: E402
     write_markdown,
 )
 
-from retrieval.cli import parse_config  # noqa: E402
-from retrieval.data.procedural import generate_sketch  # noqa: E402
-from retrieval.data.raster import render, render_steps  # noqa: E402
-from retrieval.data.sketch import Sketch, point_cuts  # noqa: E402
+from retrieval.cli import parse_config
+from retrieval.data.procedural import generate_sketch
+from retrieval.data.raster import render, render_steps
+from retrieval.data.sketch import Sketch, point_cuts
 
 
 @dataclass

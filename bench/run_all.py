@@ -24,7 +24,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from common import (  # noqa: E402
+from common import (
     BENCH_CACHE,
     RESULTS,
     ROOT,
@@ -36,7 +36,7 @@ from common import (  # noqa: E402
     use_agg,
 )
 
-from retrieval.serving.index import IndexParams  # noqa: E402
+from retrieval.serving.index import IndexParams
 
 SUMMARY = ROOT / "bench" / "RESULTS.md"
 

@@ -21,10 +21,10 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-import bench_ablation  # noqa: E402
+import bench_ablation
 
-from retrieval.cli import parse_config  # noqa: E402
-from retrieval.train.config import ENCODER_PRESETS, STAGE_SHARES, STAGES, Config  # noqa: E402
+from retrieval.cli import parse_config
+from retrieval.train.config import ENCODER_PRESETS, STAGE_SHARES, STAGES, Config
 
 
 @dataclass
