@@ -129,6 +129,7 @@
       return;
     }
     e.preventDefault();
+    wrap.focus({ preventScroll: true });  // preventDefault also stops the focus a press gives: Ctrl+Z needs it
     canvas.setPointerCapture(e.pointerId);
     if (!state.width) {  // fix the sketch's coordinate frame at its first stroke
       const rect = canvas.getBoundingClientRect();
