@@ -128,7 +128,9 @@ def build_app(config: AppConfig, backend: Backend) -> gr.Blocks:
         return backend.ids[int.from_bytes(os.urandom(4), "little") % len(backend.ids)]
 
     with gr.Blocks(title="EarlySketch", fill_width=True) as app:
-        state = gr.State(new_session)
+        # on_load creates the tab's session: a callable default would get its own load event, which
+        # races app.load and can replace the session on_load set up (every stroke after it ignored).
+        state = gr.State(None)
         # Notices quote file names from the photo folder: escaped, they can never become markup.
         notes = "".join(f"<div class='es-notice'>{html.escape(n)}</div>" for n in backend.notices)
         gr.HTML(f"<div class='es-header'><h1>EarlySketch</h1><p>Sketch less, find more: the photo you mean rises "
@@ -173,7 +175,8 @@ def build_app(config: AppConfig, backend: Backend) -> gr.Blocks:
                 out[canvas] = canvas_value(session, locked, message)
             return out
 
-        def on_load(session: DrawingSession):
+        def on_load(session: DrawingSession | None):
+            session = session if session is not None else new_session()
             if study_mode:
                 return view(session, fresh_canvas=True)
             session.new_sketch(random_target() if config.challenge else None)
@@ -192,7 +195,9 @@ def build_app(config: AppConfig, backend: Backend) -> gr.Blocks:
                 out = view(session, text, "miss", locked=True, message=text + " Press Next trial")
             return {**out, give_up: gr.Button(visible=False), next_btn: gr.Button(visible=True)}
 
-        def on_stroke(value, session: DrawingSession):
+        def on_stroke(value, session: DrawingSession | None):
+            if session is None:  # ink before the page loaded: the canvas sends it again with its trial token
+                return {state: session}
             with session.lock:  # one ordered event stream per session, whatever the concurrency groups
                 return stroke_updates(value, session)
 
