@@ -121,15 +121,16 @@ def build_app(config: AppConfig, backend: Backend) -> gr.Blocks:
     demo_mode, study_mode = config.mode == "demo", config.mode == "study"
     found_k = study.found_k if study else 1
 
-    def new_session() -> DrawingSession:
-        return DrawingSession(mode=config.mode)
+    def tab_session(session: DrawingSession | None) -> DrawingSession:
+        """The tab's session, created by the first event that needs one (see ``state``)."""
+        return session if session is not None else DrawingSession(mode=config.mode)
 
     def random_target() -> str:
         return backend.ids[int.from_bytes(os.urandom(4), "little") % len(backend.ids)]
 
     with gr.Blocks(title="EarlySketch", fill_width=True) as app:
-        # on_load creates the tab's session: a callable default would get its own load event, which
-        # races app.load and can replace the session on_load set up (every stroke after it ignored).
+        # No callable default: it would get its own load event, which races app.load and can replace
+        # the session on_load set up (every stroke of the tab then ignored). Handlers call tab_session.
         state = gr.State(None)
         # Notices quote file names from the photo folder: escaped, they can never become markup.
         notes = "".join(f"<div class='es-notice'>{html.escape(n)}</div>" for n in backend.notices)
@@ -176,9 +177,9 @@ def build_app(config: AppConfig, backend: Backend) -> gr.Blocks:
             return out
 
         def on_load(session: DrawingSession | None):
-            session = session if session is not None else new_session()
-            if study_mode:
-                return view(session, fresh_canvas=True)
+            session = tab_session(session)
+            if study_mode:  # Start creates the study's session and canvas: nothing written here can race it
+                return {out: value for out, value in view(session).items() if out is not state}
             session.new_sketch(random_target() if config.challenge else None)
             return view(session, fresh_canvas=True)
 
@@ -223,7 +224,8 @@ def build_app(config: AppConfig, backend: Backend) -> gr.Blocks:
                 out[panel] = panel_view(backend, session, f"Found it in {n} stroke{'s' * (n != 1)}!", "found")
             return out
 
-        def on_start(pid: str, sid: str, resume_log: bool, session: DrawingSession):
+        def on_start(pid: str, sid: str, resume_log: bool, session: DrawingSession | None):
+            session = tab_session(session)
             common = {"mode": "study", "code_version": backend.code_version, "model_hash": backend.model_hash}
             try:
                 log = StudyLog.create(config.log_dir, pid, sid, common, resume=bool(resume_log))
@@ -251,7 +253,8 @@ def build_app(config: AppConfig, backend: Backend) -> gr.Blocks:
                 return {**view(session, fresh_canvas=True), give_up: gr.Button(visible=True),
                         next_btn: gr.Button(visible=False)}  # fmt: skip
 
-        def on_new_target(enabled: bool, session: DrawingSession):
+        def on_new_target(enabled: bool, session: DrawingSession | None):
+            session = tab_session(session)
             session.new_sketch(random_target() if enabled else None)
             return view(session, fresh_canvas=True)
 
