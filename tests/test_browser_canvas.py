@@ -13,7 +13,7 @@ import time
 
 import pytest
 
-from tests.app_server import CHROMIUM, CHROMIUM_ARGS, NO_CHROMIUM, REPO_ROOT, draw, running_app
+from tests.app_server import CHROMIUM, CHROMIUM_ARGS, NO_CHROMIUM, REPO_ROOT, block_outside, draw, running_app
 
 playwright_api = pytest.importorskip("playwright.sync_api")
 expect = playwright_api.expect
@@ -54,13 +54,14 @@ class Canvas:
         self.page = page = self.context.new_page()
         self.outside: list[str] = []
         self.journals: list[dict] = []
-        page.on("request", self._record)  # (not page.route: sync-API route handlers stall the page's events)
+        block_outside(page, self.outside)
+        page.on("request", self._record)
         page.goto(url)
         self.wrap = page.locator(".es-canvas-wrap[data-ready]")
         self.results = page.locator(".es-results[data-ready]")
         expect(self.wrap).not_to_have_attribute("data-trial", "", timeout=60_000)  # the session's first sketch
         self.whole_pixels = whole_pixels  # draw at whole CSS pixels: the same input at any pixel ratio
-        self._settled_box()
+        self._wait_until_still()
 
     @property
     def box(self) -> dict:
@@ -69,18 +70,15 @@ class Canvas:
         box = self.page.locator("canvas.es-canvas").bounding_box()
         return {k: round(v) for k, v in box.items()} if self.whole_pixels else box
 
-    def _settled_box(self, timeout_s: float = 10.0) -> dict:
-        """The canvas's box once the page stops moving it (the first sketch's views render after load)."""
+    def _wait_until_still(self, timeout_s: float = 10.0) -> None:
+        """Until the page stops moving the canvas (the first sketch's views render after load)."""
         canvas, boxes = self.page.locator("canvas.es-canvas"), []
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline and (len(boxes) < 4 or boxes[-4:].count(boxes[-1]) < 4):
             boxes.append(canvas.bounding_box())
             self.page.wait_for_timeout(100)
-        return boxes[-1]
 
     def _record(self, request) -> None:
-        if not request.url.startswith("http://127.0.0.1:"):
-            self.outside.append(request.url)
         if request.method == "POST" and "/queue/join" in request.url:
             data = json.loads(request.post_data or "{}").get("data") or []
             if data and isinstance(data[0], str) and data[0].startswith("{"):
@@ -98,7 +96,7 @@ class Canvas:
 
     def close(self) -> None:
         self.context.close()
-        assert self.outside == [], f"the page reached outside 127.0.0.1: {self.outside}"
+        assert self.outside == [], f"the page tried to reach outside 127.0.0.1: {self.outside}"
 
 
 @pytest.fixture
