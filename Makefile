@@ -8,7 +8,7 @@ export GRADIO_ANALYTICS_ENABLED := False
 export HF_HUB_OFFLINE := 1
 export PYTHONUNBUFFERED := 1
 
-.PHONY: venv run study demo analyse test lint chromium bench reproduce default-model clean
+.PHONY: venv run study demo analyse test lint chromium eslint js-lint bench reproduce default-model clean
 
 $(STAMP): requirements.txt pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -36,6 +36,16 @@ chromium:
 	  echo "installing Debian chromium for the browser test"; \
 	  $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends chromium fonts-dejavu-core >/dev/null; }
 
+# Debian's eslint for the UI scripts (never npm at run time). Debian's node modules live in /usr/share/nodejs,
+# which a node from elsewhere (NodeSource) does not search: NODE_PATH points there. --format unix needs no chalk.
+eslint:
+	@command -v eslint >/dev/null 2>&1 || { \
+	  echo "installing Debian eslint for the UI script lint"; \
+	  $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends eslint >/dev/null; }
+
+js-lint: eslint
+	NODE_PATH=/usr/share/nodejs eslint --format unix assets/ui/*.js
+
 run: venv
 	$(BIN)/python app.py $(ARGS)
 
@@ -49,7 +59,7 @@ LOGDIR ?= study_logs
 analyse: venv
 	$(BIN)/python -m retrieval.study.analysis $(LOGDIR)
 
-test: venv cluster-venv chromium
+test: venv cluster-venv chromium js-lint
 	$(BIN)/python -m ruff check .
 	$(BIN)/python -m ruff format --check .
 	$(BIN)/python -m pytest

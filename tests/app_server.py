@@ -1,12 +1,15 @@
 """Start the real app in a subprocess on a free local port for the API and browser tests.
 
 A thin wrapper over :func:`retrieval.ui.api_client.running_app` (the one app launcher, shared with the
-benchmarks) with the tests' small gallery, one thread and the log in the test's ``tmp_path``.
+benchmarks) with the tests' small gallery, one thread and the log in the test's ``tmp_path``; and the
+browser tests' shared Playwright helpers.
 """
 
 from __future__ import annotations
 
 import contextlib
+import shutil
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -27,3 +30,34 @@ def running_app(tmp_path: Path, *args: str) -> Iterator[str]:
 
 def app_log(tmp_path: Path) -> str:
     return (tmp_path / "app.log").read_text()
+
+
+# --- Playwright with Debian's Chromium (never `playwright install`: no browser downloads) ---------
+CHROMIUM = shutil.which("chromium")
+CHROMIUM_ARGS = ["--headless=new", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync", "--disable-quic"]  # fmt: skip
+NO_CHROMIUM = "Debian chromium not installed: `make chromium` (or apt-get install -y chromium)"
+
+
+def draw(page, box: dict, stroke, steps: int = 12) -> None:
+    """One mouse stroke from ``stroke[0]`` to ``stroke[1]``, given as fractions of ``box`` (CSS pixels)."""
+    (x0, y0), (x1, y1) = stroke
+    page.mouse.move(box["x"] + x0 * box["width"], box["y"] + y0 * box["height"])
+    page.mouse.down()
+    time.sleep(0.05)  # synthetic input is near-instant; a person's stroke takes time
+    page.mouse.move(box["x"] + x1 * box["width"], box["y"] + y1 * box["height"], steps=steps)
+    time.sleep(0.05)
+    page.mouse.up()
+
+
+def block_outside(page, outside: list[str]) -> None:
+    """Abort (and record in ``outside``) every request that does not go to 127.0.0.1."""
+
+    def guard(route):
+        if route.request.url.startswith("http://127.0.0.1:"):
+            route.continue_()
+        else:
+            outside.append(route.request.url)
+            route.abort()
+
+    page.route("**/*", guard)

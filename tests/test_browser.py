@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import shutil
 import time
 import urllib.error
 import urllib.request
@@ -19,19 +18,14 @@ import urllib.request
 import pytest
 
 from retrieval.study.log import decode_id, log_files, read_log
-from tests.app_server import REPO_ROOT, app_log, running_app
+from tests.app_server import CHROMIUM, CHROMIUM_ARGS, NO_CHROMIUM, REPO_ROOT, app_log, block_outside, draw, running_app
 
 playwright_api = pytest.importorskip("playwright.sync_api")
 
-CHROMIUM = shutil.which("chromium")
-CHROMIUM_ARGS = ["--headless=new", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync", "--disable-quic"]  # fmt: skip
 # Three strokes of a chair seen from the side, as fractions of the canvas: back, seat, front leg.
 STROKES = [[(0.32, 0.15), (0.32, 0.85)], [(0.32, 0.55), (0.70, 0.55)], [(0.70, 0.55), (0.70, 0.85)]]
 
-pytestmark = pytest.mark.skipif(
-    CHROMIUM is None, reason="Debian chromium not installed: `make chromium` (or apt-get install -y chromium)"
-)
+pytestmark = pytest.mark.skipif(CHROMIUM is None, reason=NO_CHROMIUM)
 
 
 def _study_config(tmp_path):
@@ -39,16 +33,6 @@ def _study_config(tmp_path):
     path.write_text(json.dumps({"name": "browser-test", "random_targets": 3, "num_trials": 3, "seed": 1,
                                 "found_k": 1, "time_limit_s": 0, "show_k": 12}))  # fmt: skip
     return path
-
-
-def _draw(page, box, stroke, steps=12):
-    (x0, y0), (x1, y1) = stroke
-    page.mouse.move(box["x"] + x0 * box["width"], box["y"] + y0 * box["height"])
-    page.mouse.down()
-    time.sleep(0.05)
-    page.mouse.move(box["x"] + x1 * box["width"], box["y"] + y1 * box["height"], steps=steps)
-    time.sleep(0.05)
-    page.mouse.up()
 
 
 def test_three_strokes_update_results_and_are_logged(tmp_path):
@@ -60,15 +44,7 @@ def test_three_strokes_update_results_and_are_logged(tmp_path):
         browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         try:
             page = browser.new_page(viewport={"width": 1400, "height": 900})
-
-            def guard(route):
-                if route.request.url.startswith("http://127.0.0.1:"):
-                    route.continue_()
-                else:
-                    outside.append(route.request.url)
-                    route.abort()
-
-            page.route("**/*", guard)
+            block_outside(page, outside)
             page.goto(url)
             page.get_by_label("Participant id").fill("P-browser")
             page.get_by_role("button", name="Start").click()
@@ -81,7 +57,7 @@ def test_three_strokes_update_results_and_are_logged(tmp_path):
                 if page.get_by_role("button", name="Next trial").is_visible():  # the target was found early
                     page.get_by_role("button", name="Next trial").click()
                     expect(canvas_wrap).to_have_attribute("data-strokes", "0")
-                _draw(page, box, stroke)
+                draw(page, box, stroke)
                 expect(canvas_wrap).to_have_attribute("data-seq", str(n), timeout=5_000)
                 # the result grid re-renders with this stroke's ranking
                 expect(results).to_have_attribute("data-curve", str(n), timeout=30_000)
@@ -172,7 +148,7 @@ def test_two_participants_at_once_get_separate_complete_logs_and_hostile_names_s
                         continue
                     token = wraps[p].get_attribute("data-trial")
                     drawn[p][token] = drawn[p].get(token, 0) + 1
-                    _draw(page, page.locator("canvas.es-canvas").bounding_box(), STROKES[step % 3])
+                    draw(page, page.locator("canvas.es-canvas").bounding_box(), STROKES[step % 3])
                 for p, page in pages.items():
                     token = wraps[p].get_attribute("data-trial")
                     expect(page.locator(".es-results")).to_have_attribute(

@@ -235,3 +235,40 @@ def test_the_api_handler_refuses_bad_requests_with_a_message(backend):
     for args, message in (((sketch, 0), "k must be"), ((sketch, 3, "nope"), "not a photo id"), (("{", 3), "Invalid")):
         with pytest.raises(UserError, match=message):
             handlers.rank(*args)
+
+
+# --- the tab's state: created by its first event, never replaced by a late page load ----------------
+def page_of(mode: str):
+    """A Page whose components are plain markers: ``bind``/``show`` only use them as dict keys."""
+    import dataclasses
+
+    from retrieval.ui.blocks import Page
+
+    return Page(mode=mode, **{f.name: object() for f in dataclasses.fields(Page) if f.name != "mode"})
+
+
+def test_the_first_event_creates_the_session_and_ink_before_it_is_ignored(backend):
+    import gradio as gr
+
+    page, handlers = page_of("free"), Handlers(AppConfig(mode="free", k=5), backend)
+    early = page.bind(handlers.stroke, first="skip")(json.dumps({"trial": "x", "events": []}), None)
+    assert early == {page.state: gr.skip()}, "ink before the page loaded must not create or replace the state"
+    loaded = page.bind(handlers.load)(None)
+    session = loaded[page.state]
+    assert isinstance(session, DrawingSession) and loaded[page.canvas]["trial"] == session.token
+    drawn = page.bind(handlers.stroke, first="skip")(journal(session, 1), session)
+    assert drawn[page.state] is session and session.strokes_drawn == 1 and drawn[page.results]["items"]
+
+
+def test_a_study_page_load_leaves_the_state_and_the_canvas_to_start(backend, tmp_path):
+    import gradio as gr
+
+    study = StudyConfig(random_targets=2, num_trials=2, time_limit_s=60, show_k=4)
+    handlers = Handlers(AppConfig(mode="study", study="study.json", log_dir=tmp_path), backend, study)
+    page = page_of("study")
+    loaded = page.bind(handlers.load, first="peek")(None)
+    assert loaded[page.state] == gr.skip() and page.canvas not in loaded
+    started = page.bind(handlers.start)("P01", "S01", False, None)
+    assert (
+        isinstance(started[page.state], DrawingSession) and started[page.canvas]["trial"] == started[page.state].token
+    )

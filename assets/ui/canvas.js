@@ -27,7 +27,7 @@
   const brush = element.querySelector(".es-brush");
   const lockMsg = element.querySelector(".es-lock");
   const ctx = canvas.getContext("2d");
-  // Points in the journal: the server refuses more than 50000 (retrieval/study_payload.py MAX_POINTS),
+  // Points in the journal: the server refuses more than 50000 (retrieval/study/payload.py MAX_POINTS),
   // and counts every point the journal holds, so a clear frees points only when it compacts the journal.
   const MAX_POINTS = 40000;
   const MAX_STROKE_POINTS = 9000;  // the server refuses strokes over 10000 points (StrokeLimits)
@@ -137,6 +137,7 @@
       return;
     }
     e.preventDefault();
+    wrap.focus({ preventScroll: true });  // preventDefault also stops the focus a press gives: Ctrl+Z needs it
     canvas.setPointerCapture(e.pointerId);
     if (!state.width) {  // fix the sketch's coordinate frame at its first stroke
       const rect = canvas.getBoundingClientRect();

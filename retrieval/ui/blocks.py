@@ -6,7 +6,6 @@ All per-user state lives in one ``gr.State`` (a DrawingSession). The handlers re
 
 from __future__ import annotations
 
-import functools
 import html
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -48,6 +47,7 @@ class Page:
     """The components the events read or change."""
 
     state: gr.State
+    mode: str  # the app's mode: a tab's first event creates its DrawingSession in it
     consent: gr.Column
     participant: gr.Textbox
     session_id: gr.Textbox
@@ -68,11 +68,14 @@ class Page:
         """Every component an event may change (each event lists them all, and changes some)."""
         return [getattr(self, name) for name in OUTPUTS]
 
-    def show(self, update: Update, session: DrawingSession) -> dict:
-        """Component updates for ``update`` (never empty: an empty dict would read as ONE output value)."""
+    def show(self, update: Update, session: DrawingSession | None) -> dict:
+        """Component updates for ``update``; ``session`` None leaves the tab's state as it is.
+
+        Never empty: an empty dict would read as ONE output value.
+        """
         if update.warning:
             gr.Warning(update.warning)
-        out: dict[Any, Any] = {self.state: session}
+        out: dict[Any, Any] = {self.state: gr.skip() if session is None else session}
         views = {self.results: update.results, self.panel: update.panel, self.canvas: update.canvas}
         out.update({component: value for component, value in views.items() if value is not None})
         if update.trial_ended is not None:
@@ -84,15 +87,29 @@ class Page:
             out.update({self.workspace: gr.Row(visible=False), self.done: gr.Column(visible=True)})
         return out
 
-    def bind(self, handler: Callable[..., Update]) -> Callable[..., dict]:
-        """A Gradio event function for ``handler`` (whose last input is the session)."""
+    def bind(self, handler: Callable[..., Update], *, first: str = "create") -> Callable[..., dict]:
+        """A Gradio event function for ``handler`` (whose last input is the tab's session).
+
+        The tab's state starts empty (see ``build_app``). ``first`` says what an event does when it
+        comes before the session exists: "create" it and store it, "peek" (handle a throwaway
+        session and leave the state alone, for study mode's page load, so it can never overwrite a
+        quick Start), or "skip" (ignore the event: ink before the page loaded, which the canvas
+        sends again with its trial token).
+        """
 
         def event(*inputs: Any) -> dict:
+            *args, session = inputs
+            keep = session
+            if session is None:
+                if first == "skip":
+                    return {self.state: gr.skip()}
+                session = DrawingSession(mode=self.mode)
+                keep = session if first == "create" else None
             try:
-                update = handler(*inputs)
+                update = handler(*args, session)
             except UserError as exc:
                 raise gr.Error(str(exc)) from exc
-            return self.show(update, inputs[-1])
+            return self.show(update, keep)
 
         return event
 
@@ -145,9 +162,10 @@ def workspace_section(config: AppConfig, k: int) -> dict[str, Any]:
 
 def bind_events(app: gr.Blocks, page: Page, handlers: Handlers, config: AppConfig) -> None:
     outputs = page.outputs
-    app.load(page.bind(handlers.load), [page.state], outputs, show_progress="hidden", **PRIVATE)
+    on_load = page.bind(handlers.load, first="peek" if config.mode == "study" else "create")
+    app.load(on_load, [page.state], outputs, show_progress="hidden", **PRIVATE)
     page.canvas.stroke_end(
-        page.bind(handlers.stroke),
+        page.bind(handlers.stroke, first="skip"),
         [page.canvas, page.state],
         outputs,
         trigger_mode="always_last",
@@ -191,13 +209,16 @@ def build_app(config: AppConfig, backend: Backend) -> gr.Blocks:
     study = StudyConfig.load(config.study) if config.mode == "study" else None
     handlers = Handlers(config, backend, study)
     with gr.Blocks(title="EarlySketch", fill_width=True) as app:
-        state = gr.State(functools.partial(DrawingSession, mode=config.mode))  # deep-copied: no backend inside
+        # No callable default: Gradio would give it its own load event, which races app.load and can
+        # replace the session load set up (every stroke of the tab then ignored, ~1 load in 6).
+        # The tab's first event creates the session instead (Page.bind).
+        state = gr.State(None)
         gr.HTML(header_html(backend.notices))
         consent = consent_section(study)
         workspace = workspace_section(config, handlers.k)
         with gr.Column(visible=False) as done:
             gr.Markdown("## Thank you!\n\nThe session is complete and saved. You can close this tab.")
-        page = Page(state=state, done=done, **consent, **workspace)
+        page = Page(state=state, mode=config.mode, done=done, **consent, **workspace)
         bind_events(app, page, handlers, config)
         if api_enabled(config):
             add_rank_api(handlers, config)

@@ -75,8 +75,9 @@ class Handlers:
         return update
 
     def load(self, session: DrawingSession) -> Update:
-        if not self.study_mode:
-            session.new_sketch(self.pick_target() if self.config.challenge else None)
+        if self.study_mode:  # Start sets up the study's canvas: nothing here may race it
+            return self.view(session)
+        session.new_sketch(self.pick_target() if self.config.challenge else None)
         return self.view(session, fresh_canvas=True)
 
     def trial_end(self, session: DrawingSession) -> Update:

@@ -1,0 +1,197 @@
+"""The canvas in a real browser (free mode): undo, Ctrl+Z, clear, the point caps, a devicePixelRatio change.
+
+One app process for the module, a fresh browser context (so a fresh session) per test. The journal
+the canvas sends is read off the page's own requests, so the tests see exactly what the server got.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+import time
+
+import pytest
+
+from tests.app_server import CHROMIUM, CHROMIUM_ARGS, NO_CHROMIUM, REPO_ROOT, block_outside, draw, running_app
+
+playwright_api = pytest.importorskip("playwright.sync_api")
+expect = playwright_api.expect
+
+pytestmark = pytest.mark.skipif(CHROMIUM is None, reason=NO_CHROMIUM)
+
+# Back, seat, front leg of a chair seen from the side, as fractions of the canvas.
+STROKES = [[(0.32, 0.15), (0.32, 0.85)], [(0.32, 0.55), (0.70, 0.55)], [(0.70, 0.55), (0.70, 0.85)]]
+RANK_TIMEOUT_MS = 30_000  # a busy 2-core machine
+
+
+def _canvas_constant(name: str) -> int:
+    """A limit as assets/ui/canvas.js defines it, so the test follows the canvas, not a copy."""
+    source = (REPO_ROOT / "assets" / "ui" / "canvas.js").read_text()
+    return int(re.search(rf"const {name} = (\d+);", source).group(1))
+
+
+@pytest.fixture(scope="module")
+def app_url(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("free-app")
+    with running_app(tmp, "--mode", "free", "--log-dir", str(tmp / "logs")) as url:
+        yield url
+
+
+@pytest.fixture(scope="module")
+def browser():
+    with playwright_api.sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        yield browser
+        browser.close()
+
+
+class Canvas:
+    """One tab on the app, with the journals its canvas sent (newest last) and its DOM state."""
+
+    def __init__(self, browser, url: str, dpr: float = 1, whole_pixels: bool = False) -> None:
+        self.context = browser.new_context(viewport={"width": 1300, "height": 900}, device_scale_factor=dpr)
+        self.page = page = self.context.new_page()
+        self.outside: list[str] = []
+        self.journals: list[dict] = []
+        block_outside(page, self.outside)
+        page.on("request", self._record)
+        page.goto(url)
+        self.wrap = page.locator(".es-canvas-wrap[data-ready]")
+        self.results = page.locator(".es-results[data-ready]")
+        expect(self.wrap).not_to_have_attribute("data-trial", "", timeout=60_000)  # the session's first sketch
+        self.whole_pixels = whole_pixels  # draw at whole CSS pixels: the same input at any pixel ratio
+        self._wait_until_still()
+
+    @property
+    def box(self) -> dict:
+        """Where the canvas is now: its toolbar can wrap to a second line at the first stroke count
+        and move the canvas down (narrow columns), so every stroke reads it afresh."""
+        box = self.page.locator("canvas.es-canvas").bounding_box()
+        return {k: round(v) for k, v in box.items()} if self.whole_pixels else box
+
+    def _wait_until_still(self, timeout_s: float = 10.0) -> None:
+        """Until the page stops moving the canvas (the first sketch's views render after load)."""
+        canvas, boxes = self.page.locator("canvas.es-canvas"), []
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline and (len(boxes) < 4 or boxes[-4:].count(boxes[-1]) < 4):
+            boxes.append(canvas.bounding_box())
+            self.page.wait_for_timeout(100)
+
+    def _record(self, request) -> None:
+        if request.method == "POST" and "/queue/join" in request.url:
+            data = json.loads(request.post_data or "{}").get("data") or []
+            if data and isinstance(data[0], str) and data[0].startswith("{"):
+                self.journals.append(json.loads(data[0]))
+
+    def stroke(self, stroke, seq: int, curve: int | None = None) -> str:
+        """Draw ``stroke`` (the canvas's event ``seq``); wait for ranking ``curve``; return its ids."""
+        draw(self.page, self.box, stroke)
+        return self.wait_ranked(seq, seq if curve is None else curve)
+
+    def wait_ranked(self, seq: int, curve: int) -> str:
+        expect(self.wrap).to_have_attribute("data-seq", str(seq), timeout=5_000)
+        expect(self.results).to_have_attribute("data-curve", str(curve), timeout=RANK_TIMEOUT_MS)
+        return self.results.get_attribute("data-ids")
+
+    def close(self) -> None:
+        self.context.close()
+        assert self.outside == [], f"the page tried to reach outside 127.0.0.1: {self.outside}"
+
+
+@pytest.fixture
+def tab(browser, app_url):
+    canvas = Canvas(browser, app_url)
+    yield canvas
+    canvas.close()
+
+
+def test_undo_ctrl_z_and_clear_take_strokes_off_the_canvas_and_re_rank(tab):
+    ids = [tab.stroke(s, seq) for seq, s in enumerate(STROKES, start=1)]
+    assert len(set(ids)) > 1 and all(ids), "each stroke should re-rank the gallery"
+    expect(tab.wrap).to_have_attribute("data-strokes", "3")
+
+    tab.page.keyboard.press("Control+z")  # straight after drawing, as a person would: no click first
+    expect(tab.wrap).to_have_attribute("data-strokes", "2")
+    assert tab.wait_ranked(seq=4, curve=4) == ids[1], "after Ctrl+Z the ranking is the two-stroke one again"
+    assert tab.journals[-1]["events"][-1]["type"] == "undo"
+
+    tab.wrap.get_by_role("button", name="Undo").click()
+    expect(tab.wrap).to_have_attribute("data-strokes", "1")
+    assert tab.wait_ranked(seq=5, curve=5) == ids[0], "after Undo the ranking is the one-stroke one again"
+    assert [e["type"] for e in tab.journals[-1]["events"]] == ["stroke"] * 3 + ["undo"] * 2
+
+    tab.wrap.get_by_role("button", name="Clear").click()
+    expect(tab.wrap).to_have_attribute("data-strokes", "0")
+    expect(tab.wrap).to_have_attribute("data-seq", "6")
+    expect(tab.results).to_have_attribute("data-ids", "", timeout=RANK_TIMEOUT_MS)
+    expect(tab.page.locator(".es-card:not(.es-skeleton)")).to_have_count(0)
+    assert tab.journals[-1]["events"] == [{"seq": 6, "type": "clear", "t": tab.journals[-1]["events"][0]["t"]}], (
+        "free drawing compacts the journal at a clear"
+    )
+
+
+def _long_stroke(tab, moves: int) -> None:
+    """One stroke of ``moves`` pointer moves, zigzagging inside the canvas (dispatched in the page:
+    thousands of real mouse moves would take minutes); the pen goes down and up with the real mouse."""
+    page, box = tab.page, tab.box
+    x0, y0 = box["x"] + 0.15 * box["width"], box["y"] + 0.3 * box["height"]
+    page.mouse.move(x0, y0)
+    page.evaluate("() => document.querySelector('canvas.es-canvas').addEventListener("
+                  "'pointerdown', (e) => { window.__pointerId = e.pointerId; }, { once: true })")  # fmt: skip
+    page.mouse.down()
+    page.evaluate(
+        """([n, x0, y0, w]) => {
+            const canvas = document.querySelector("canvas.es-canvas");
+            for (let i = 0; i < n; i++) {
+                const row = Math.floor(i / w), col = row % 2 ? w - 1 - (i % w) : i % w;
+                canvas.dispatchEvent(new PointerEvent("pointermove", {pointerId: window.__pointerId,
+                    pointerType: "mouse", clientX: x0 + col, clientY: y0 + row * 2, bubbles: true}));
+            }
+        }""",
+        [moves, x0, y0, int(0.7 * box["width"])],
+    )
+    page.mouse.up()
+
+
+def test_point_caps_cut_a_long_stroke_and_refuse_ink_past_the_journal_cap_until_a_clear(tab):
+    stroke_cap, journal_cap = _canvas_constant("MAX_STROKE_POINTS"), _canvas_constant("MAX_POINTS")
+    _long_stroke(tab, stroke_cap + 500)
+    tab.wait_ranked(seq=1, curve=1)
+    points = tab.journals[-1]["events"][0]["points"]
+    assert len(points) == stroke_cap, "a stroke over the cap keeps its first points only"
+    assert points[1][:2] != points[-1][:2]
+
+    full = math.ceil(journal_cap / stroke_cap)
+    for seq in range(2, full + 1):
+        _long_stroke(tab, stroke_cap)
+        tab.wait_ranked(seq=seq, curve=seq)
+    expect(tab.wrap).to_have_attribute("data-strokes", str(full))
+    draw(tab.page, tab.box, STROKES[0])  # past the journal cap: refused on the page
+    expect(tab.page.locator(".es-info")).to_contain_text("Canvas full")
+    expect(tab.wrap).to_have_attribute("data-strokes", str(full))
+    expect(tab.wrap).to_have_attribute("data-seq", str(full))
+
+    tab.wrap.get_by_role("button", name="Clear").click()  # free drawing: a clear frees the points
+    draw(tab.page, tab.box, STROKES[0])
+    expect(tab.wrap).to_have_attribute("data-strokes", "1")
+    tab.wait_ranked(seq=full + 2, curve=full + 1)
+
+
+def test_same_css_strokes_give_the_same_journal_and_ranking_at_dpr_1_and_2(browser, app_url):
+    seen = {}
+    for dpr in (1, 2):
+        tab = Canvas(browser, app_url, dpr=dpr, whole_pixels=True)
+        try:
+            ids = [tab.stroke(s, seq) for seq, s in enumerate(STROKES, start=1)]
+            size = tab.page.evaluate("() => { const c = document.querySelector('canvas.es-canvas'); "
+                                     "return [c.width, c.getBoundingClientRect().width]; }")  # fmt: skip
+            assert size[0] == round(size[1] * dpr), "the backing store follows the pixel ratio"
+            journal = tab.journals[-1]
+            assert journal["dpr"] == dpr
+            xy = [[p[:2] for p in e["points"]] for e in journal["events"]]
+            seen[dpr] = (journal["width"], journal["height"], xy, ids)
+        finally:
+            tab.close()
+    assert seen[1][:3] == seen[2][:3], "CSS-pixel coordinates must not depend on the pixel ratio"
+    assert seen[1][3] == seen[2][3], "nor must the ranking after each stroke"
