@@ -251,8 +251,15 @@ def test_the_first_event_creates_the_session_and_ink_before_it_is_ignored(backen
     import gradio as gr
 
     page, handlers = page_of("free"), Handlers(AppConfig(mode="free", k=5), backend)
-    early = page.bind(handlers.stroke, first="skip")(json.dumps({"trial": "x", "events": []}), None)
+    ranked = []
+
+    def stroke(value, session):
+        ranked.append(value)
+        return handlers.stroke(value, session)
+
+    early = page.bind(stroke, first="skip")(json.dumps({"trial": "x", "events": []}), None)
     assert early == {page.state: gr.skip()}, "ink before the page loaded must not create or replace the state"
+    assert not ranked, "nor be handled: the canvas sends it again once it has its trial token"
     loaded = page.bind(handlers.load)(None)
     session = loaded[page.state]
     assert isinstance(session, DrawingSession) and loaded[page.canvas]["trial"] == session.token
