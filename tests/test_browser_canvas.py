@@ -65,8 +65,7 @@ class Canvas:
 
     @property
     def box(self) -> dict:
-        """Where the canvas is now: its toolbar can wrap to a second line at the first stroke count
-        and move the canvas down (narrow columns), so every stroke reads it afresh."""
+        """Where the canvas is now (read afresh for every stroke: the page may lay out again)."""
         box = self.page.locator("canvas.es-canvas").bounding_box()
         return {k: round(v) for k, v in box.items()} if self.whole_pixels else box
 
@@ -129,6 +128,15 @@ def test_undo_ctrl_z_and_clear_take_strokes_off_the_canvas_and_re_rank(tab):
     assert tab.journals[-1]["events"] == [{"seq": 6, "type": "clear", "t": tab.journals[-1]["events"][0]["t"]}], (
         "free drawing compacts the journal at a clear"
     )
+
+
+def test_the_canvas_stays_put_under_the_pen_when_the_stroke_count_appears(tab):
+    """The stroke count in the toolbar must not wrap it to a second line at the first stroke: the
+    canvas would jump down under the pen (26 px in a narrow column)."""
+    before = tab.box
+    tab.stroke(STROKES[0], 1)
+    expect(tab.wrap.locator(".es-info")).to_have_text("1 stroke")
+    assert tab.box == before
 
 
 def _long_stroke(tab, moves: int) -> None:
