@@ -135,3 +135,28 @@ def test_jigsaw_refuses_a_two_tower_model(tmp_path):
     with pytest.raises(ValueError, match="jigsaw stage needs one shared trunk"):
         run(cfg)
     assert not (tmp_path / "x").exists()
+
+
+def test_a_run_cut_off_in_the_jigsaw_stage_resumes_with_its_head(tmp_path):
+    base = dict(
+        data="procedural:photos=24,sketches=2",
+        out=tmp_path,
+        run_name="jig",
+        stages=("jigsaw",),
+        eval_every=100,
+        save_every=2,
+        batch_size=6,
+        input_size=64,
+        embed_dim=32,
+        threads=1,
+        progress=False,
+        val_fraction=0.2,
+    )
+    run_dir = run(Config(**base, max_steps=2))
+    saved = torch.load(run_dir / "last" / "trainer.pt", weights_only=True)
+    assert set(saved["heads"]) == {"jigsaw"} and "position.weight" in saved["heads"]["jigsaw"]
+    state_path = run_dir / "last" / "state.json"
+    state_path.write_text(state_path.read_text().replace('"done_stages": [\n    "jigsaw"\n  ]', '"done_stages": []'))
+    run(Config(**base, max_steps=4, resume=str(run_dir)))
+    log = pd.read_csv(run_dir / "log.csv").dropna(subset=["loss"])
+    assert log["stage_step"].tolist() == [1, 2, 3, 4]
