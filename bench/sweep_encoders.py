@@ -5,7 +5,8 @@ Each ``--runs`` item is a preset of ``retrieval.train.pipeline.ENCODER_PRESETS``
 Every run is its own ``python -m retrieval.train`` process on ONE thread, all started at once, so
 on a machine with at least as many idle cores as runs they share nothing but memory bandwidth
 and each sees the same budget. The supervised budget is split over the stages as
-``rl.reproduce`` does. Afterwards ``bench_ablation`` scores every best checkpoint (val sketches,
+``rl.reproduce`` does (``retrieval.train.config.stage_minutes``; an optional ``jigsaw`` stage,
+e.g. ``scratch:stages=jigsaw,quickdraw,edges,finegrained``, takes its share out of ``edges``). Afterwards ``bench_ablation`` scores every best checkpoint (val sketches,
 val and all-photo galleries, re-ranking options, per-stroke latency).
 
     .venv/bin/python bench/sweep_encoders.py --data ../shared/data/chairv2-train --minutes 7 \\
@@ -24,7 +25,7 @@ from pathlib import Path
 import bench_ablation
 
 from retrieval.cli import parse_config
-from retrieval.train.config import ENCODER_PRESETS, STAGE_SHARES, STAGES, Config
+from retrieval.train.config import DEFAULT_STAGES, ENCODER_PRESETS, STAGES, Config, stage_minutes
 
 
 @dataclass
@@ -70,9 +71,8 @@ def run_config(item: str, cfg: SweepConfig) -> Config:
             values[key] = text.lower() in ("1", "true", "yes")
         else:
             values[key] = type(default)(text)
-    stages = values.pop("stages", tuple(s for s in STAGES if s != "quickdraw" or cfg.quickdraw))
-    total = sum(STAGE_SHARES[s] for s in stages)
-    minutes = {f"minutes_{s}": cfg.minutes * STAGE_SHARES[s] / total for s in stages}
+    stages = values.pop("stages", tuple(s for s in DEFAULT_STAGES if s != "quickdraw" or cfg.quickdraw))
+    minutes = stage_minutes(stages, cfg.minutes)  # a jigsaw stage takes its share out of edges'
     name = item.replace(":", "__").replace("=", "-").replace(",", "+")
     return Config(
         data=cfg.data,
@@ -106,7 +106,7 @@ def summarise(out: Path, select: str = "val_m@B") -> list[str]:
     """Markdown table of every run folder under ``out``: its best validation row and steps per stage."""
     import pandas as pd
 
-    lines = ["| run | steps (quickdraw/edges/finegrained) | best at | A@1 | A@5 | A@10 | m@A | m@B |"]
+    lines = [f"| run | steps ({'/'.join(STAGES)}) | best at | A@1 | A@5 | A@10 | m@A | m@B |"]
     lines.append("|---|---|---|---:|---:|---:|---:|---:|")
     for log_path in sorted(out.glob("*/log.csv")):
         log = pd.read_csv(log_path)

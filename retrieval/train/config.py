@@ -8,11 +8,15 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
-STAGES = ("quickdraw", "edges", "finegrained")
+# Every stage a run may name; jigsaw is optional (docs/results/chair-v2_jigsaw.md), not a default.
+STAGES = ("jigsaw", "quickdraw", "edges", "finegrained")
+DEFAULT_STAGES = ("quickdraw", "edges", "finegrained")
 # Losses of the finegrained stage (Config.loss); docs/results/chair-v2_recall_at_k.md compares them.
 LOSSES = ("infonce", "recall", "infonce+recall")
 # Share of a whole supervised budget per stage (rl.reproduce, bench/sweep_encoders).
 STAGE_SHARES = {"edges": 0.25, "quickdraw": 0.15, "finegrained": 0.60}
+# Share of a whole budget a jigsaw stage takes, out of the edges stage's share (both pre-train on photos + edge maps).
+JIGSAW_SHARE = 0.10
 
 # Named encoder layouts (Config fields), compared side by side in bench/results/chair-v2_ablation.md.
 ENCODER_PRESETS: dict[str, dict] = {
@@ -47,14 +51,18 @@ class Config:
     """folder that receives the run folder"""
     run_name: str = ""
     """run folder name; default '<arch>__<data>__<seed>__<utc time>'"""
-    stages: tuple[str, ...] = STAGES
-    """stages to run, in the order given: quickdraw, edges, finegrained"""
+    stages: tuple[str, ...] = DEFAULT_STAGES
+    """stages to run, in the order given: quickdraw, edges, finegrained (and the optional jigsaw, before edges)"""
+    minutes_jigsaw: float = 3.0
+    """time budget of the optional jigsaw stage (minutes)"""
     minutes_edges: float = 15.0
     """time budget of the edges stage (minutes)"""
     minutes_quickdraw: float = 10.0
     """time budget of the quickdraw stage (minutes)"""
     minutes_finegrained: float = 30.0
     """time budget of the finegrained stage (minutes)"""
+    jigsaw_permutations: int = 64
+    """size of the seeded maximal-Hamming permutation set the jigsaw stage shuffles by"""
     max_steps: int = 0
     """cap on optimisation steps per stage (0 = time budget only); for smoke tests"""
     photo_folder: str = ""
@@ -144,6 +152,21 @@ class Config:
     """torch device of the network while training (cpu, cuda, cuda:1); data preparation stays on the CPU"""
     progress: bool = True
     """show tqdm bars"""
+
+
+def stage_minutes(stages: tuple[str, ...] | list[str], minutes: float) -> dict[str, float]:
+    """``{"minutes_<stage>": ...}`` splitting ``minutes`` over ``stages`` by ``STAGE_SHARES``.
+
+    A ``jigsaw`` stage takes ``JIGSAW_SHARE`` out of the edges share when both run (else its share
+    is simply added), so a run with jigsaw spends the same budget as one without.
+    """
+    shares = {s: STAGE_SHARES.get(s, 0.0) for s in stages}
+    if "jigsaw" in shares:
+        shares["jigsaw"] = JIGSAW_SHARE
+        if "edges" in shares:
+            shares["edges"] -= JIGSAW_SHARE
+    total = sum(shares.values())
+    return {f"minutes_{s}": minutes * share / total for s, share in shares.items()}
 
 
 def to_json(cfg: Config) -> dict:

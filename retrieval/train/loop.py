@@ -130,6 +130,8 @@ class StageLoop:
         self.quickdraw: list[Sketch] = []
         self.sketches_of: dict[int, list] = {}
         self.sketched = np.zeros(0, dtype=np.int64)
+        # stage-only modules trained beside the net (the jigsaw head): in trainer.pt, never in the encoder
+        self.heads: dict[str, torch.nn.Module] = {}
         views_rng = np.random.default_rng(cfg.seed + 1)  # apart from self.rng: resuming replays the same views
         self.photo_side = PhotoSide(encoder, bank, getattr(cfg, "photo_views", 1), views_rng, cfg.progress)
         self.log_path = run_dir / "log.csv"
@@ -139,11 +141,10 @@ class StageLoop:
 
     def run_stage(self, stage: str, step_fn: Callable[[StageLoop], torch.Tensor], minutes: float) -> None:
         cfg, state = self.cfg, self.state
-        opt = torch.optim.AdamW(
-            parameter_groups(self.net, getattr(cfg, "pretrained", ()), getattr(cfg, "pretrained_lr_scale", 1.0)),
-            lr=cfg.lr,
-            weight_decay=cfg.weight_decay,
-        )
+        groups = parameter_groups(self.net, getattr(cfg, "pretrained", ()), getattr(cfg, "pretrained_lr_scale", 1.0))
+        if stage in self.heads:
+            groups.append({"params": list(self.heads[stage].parameters()), "lr_scale": 1.0})
+        opt = torch.optim.AdamW(groups, lr=cfg.lr, weight_decay=cfg.weight_decay)
         elapsed0 = self.resume_stage(stage, opt)
         state.stage = stage
         budget = minutes * 60.0
@@ -151,6 +152,8 @@ class StageLoop:
         self.bank_embeddings = None
         bar = tqdm(desc=stage, total=cfg.max_steps or None, initial=self.step, disable=not cfg.progress)
         self.net.train()
+        for head in self.heads.values():
+            head.train()
         while True:
             elapsed = time.monotonic() - start
             if elapsed >= budget or (cfg.max_steps and self.step >= cfg.max_steps):
@@ -193,6 +196,8 @@ class StageLoop:
             return 0.0
         saved = torch.load(trainer, map_location="cpu", weights_only=True)
         opt.load_state_dict(saved["optimizer"])
+        if stage in self.heads and stage in saved.get("heads", {}):
+            self.heads[stage].load_state_dict(saved["heads"][stage])
         torch.set_rng_state(saved["torch_rng"])
         self.step = self.state.stage_step
         return self.state.stage_elapsed
@@ -232,7 +237,10 @@ class StageLoop:
     def save_last(self, stage: str, opt: torch.optim.Optimizer, elapsed: float) -> None:
         last = self.run_dir / "last"
         self.encoder.save(last, card={**self.card_base, "stage": stage, "global_step": self.state.global_step})
-        torch.save({"optimizer": opt.state_dict(), "torch_rng": torch.get_rng_state()}, last / "trainer.pt")
+        heads = {name: head.state_dict() for name, head in self.heads.items() if name == stage}
+        torch.save(
+            {"optimizer": opt.state_dict(), "torch_rng": torch.get_rng_state(), "heads": heads}, last / "trainer.pt"
+        )
         self.state.stage_step, self.state.stage_elapsed = self.step, elapsed
         self.state.rng_state = self.rng.bit_generator.state
         (last / "state.json").write_text(json.dumps(asdict(self.state), indent=2))

@@ -13,6 +13,10 @@ Three optional stages, run in the order given (default below), each with its own
    sketches cut at a random point fraction (partial-sketch training), hard negatives from a cached
    photo-embedding bank, some sketches replaced by edge maps of their photo (regulariser).
 
+Optional, not in the default list: ``jigsaw`` (run it first, before ``edges``), mixed-modal jigsaw
+pre-training of the shared trunk on photo and edge-map tiles (``retrieval.train.jigsaw``, Pang et
+al. CVPR'20); ``docs/results/chair-v2_jigsaw.md`` measured it.
+
 The default budgets (10 + 15 + 30 min) fit a Chair-V2-sized pipeline in under an hour on 2 cores:
 
     python -m retrieval.train --data ../shared/data/chairv2-train --out runs
@@ -40,6 +44,7 @@ from retrieval.model.encoder import Encoder
 from retrieval.provenance import git_commit
 from retrieval.train.batches import PhotoBank, ValidationSet
 from retrieval.train.config import LOSSES, STAGES, Config, from_json, to_json
+from retrieval.train.jigsaw import JigsawHead
 from retrieval.train.loop import RunState, StageLoop, load_quickdraw, read_photo_folder
 from retrieval.train.steps import STEP_FNS
 
@@ -94,6 +99,8 @@ def check_config(cfg: Config) -> None:
     unknown = set(cfg.stages) - set(STAGES)
     if unknown:
         raise ValueError(f"unknown stages {sorted(unknown)}; choose from {STAGES}")
+    if "jigsaw" in cfg.stages and (cfg.photo_arch or cfg.separate_blocks):
+        raise ValueError("the jigsaw stage needs one shared trunk: drop --photo-arch and use --separate-blocks 0")
     if cfg.loss not in LOSSES:
         raise ValueError(f"unknown --loss {cfg.loss!r}; choose from {', '.join(LOSSES)}")
     if torch.device(cfg.device).type == "cuda" and not torch.cuda.is_available():
@@ -106,6 +113,7 @@ def resumed_config(cfg: Config) -> Config:
     overrides = {
         k: getattr(cfg, k)
         for k in (
+            "minutes_jigsaw",
             "minutes_edges",
             "minutes_quickdraw",
             "minutes_finegrained",
@@ -189,6 +197,8 @@ def prepare_stage(loop: StageLoop, stage: str) -> bool:
         if not loop.quickdraw:
             print(f"skipping quickdraw: no drawings under {cfg.quickdraw} and no --pretrain-sketches")
             return False
+    if stage == "jigsaw":
+        loop.heads["jigsaw"] = JigsawHead(loop.net.feature_dim).to(cfg.device)
     if stage == "finegrained" and len(getattr(loop, "sketched", ())) < 2:
         print("skipping finegrained: the dataset has no train sketches")
         return False

@@ -14,6 +14,7 @@ import torch
 from retrieval.data.augment import SketchAugment, flip_sketch, render_augmented
 from retrieval.model.losses import hardest_triplet, info_nce, recall_at_k_loss
 from retrieval.train.batches import hard_batch
+from retrieval.train.jigsaw import hamming_permutations, jigsaw_loss, mixed_puzzle, trunk_feature_map
 from retrieval.train.loop import StageLoop
 
 
@@ -28,6 +29,23 @@ def edges_step(loop: StageLoop) -> torch.Tensor:
         photos.append(loop.photo_side.sample(i, flip, rng))
     s, p = loop.photo_side.embed_pair(sketches, photos)
     return info_nce(s, p, cfg.temperature)
+
+
+def jigsaw_step(loop: StageLoop) -> torch.Tensor:
+    """Mixed-modal jigsaw (``retrieval.train.jigsaw``): photo and edge-map tiles of a photo, shuffled, put back."""
+    cfg, bank, rng = loop.cfg, loop.bank, loop.rng
+    idx = rng.choice(len(bank), size=min(cfg.batch_size, len(bank)), replace=False)
+    edges, photos = [], []
+    for i in idx:
+        edge = bank.edge(i, rng)
+        flip = rng.random() < 0.5  # paired flip: the tiles of both modalities must line up
+        edges.append(np.ascontiguousarray(edge[:, ::-1]) if flip else edge)
+        photos.append(loop.photo_side.sample(i, flip, rng))
+    photo_x, edge_x = loop.encoder.photo_batch(photos), loop.encoder.sketch_batch(np.stack(edges))
+    perm_set = hamming_permutations(cfg.jigsaw_permutations, cfg.seed)
+    puzzle, perms, _ = mixed_puzzle(photo_x, edge_x, perm_set, rng)
+    logits = loop.heads["jigsaw"](trunk_feature_map(loop.net, puzzle))
+    return jigsaw_loss(logits, perms)
 
 
 def quickdraw_step(loop: StageLoop) -> torch.Tensor:
@@ -74,4 +92,4 @@ def finegrained_loss(cfg: Any, sketches: torch.Tensor, photos: torch.Tensor) -> 
     return loss
 
 
-STEP_FNS = {"edges": edges_step, "quickdraw": quickdraw_step, "finegrained": finegrained_step}
+STEP_FNS = {"jigsaw": jigsaw_step, "edges": edges_step, "quickdraw": quickdraw_step, "finegrained": finegrained_step}
