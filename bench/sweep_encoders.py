@@ -74,17 +74,9 @@ def run_config(item: str, cfg: SweepConfig) -> Config:
     stages = values.pop("stages", tuple(s for s in DEFAULT_STAGES if s != "quickdraw" or cfg.quickdraw))
     minutes = stage_minutes(stages, cfg.minutes)  # a jigsaw stage takes its share out of edges'
     name = item.replace(":", "__").replace("=", "-").replace(",", "+")
-    return Config(
-        data=cfg.data,
-        quickdraw=cfg.quickdraw,
-        out=Path(cfg.out),
-        run_name=name,
-        stages=tuple(stages),
-        seed=cfg.seed,
-        threads=1,
-        progress=False,
-        **{**values, **minutes},
-    )
+    sweep = {"data": cfg.data, "quickdraw": cfg.quickdraw, "seed": cfg.seed}  # a run's override wins over these
+    fixed = {"out": Path(cfg.out), "run_name": name, "stages": tuple(stages), "threads": 1, "progress": False}
+    return Config(**{**sweep, **values, **minutes, **fixed})
 
 
 def as_argv(config: Config) -> list[str]:
