@@ -12,12 +12,10 @@
    control (``rl.control``: the same head trained by supervised gradient descent for the same
    minutes); every run selects its best head on val only.
 4. every head scored on the comparison split (``holdout``, else ``test``): metrics per seed, paired
-   bootstrap 95 % intervals vs the supervised head and vs the control (``rl.compare``) ->
-   ``OUT/comparison.md`` (printed) and ``OUT/comparison.json``.
+   bootstrap 95 % intervals vs the supervised head and vs the control (``rl.compare``) -> ``OUT/comparison.md`` (printed) and ``OUT/comparison.json``.
 5. the method with the best mean val score (supervised, an RL variant or the control; never chosen
-   on the comparison split) is shipped: its best-on-val seed exported to ``OUT/shipped/encoder``
-   (the supervised checkpoint copied there when it wins),
-   named in ``OUT/shipped.txt``; it and the supervised checkpoint are evaluated end to end by
+   on the comparison split) is shipped: its best-on-val seed exported to ``OUT/shipped/encoder`` (the
+   supervised checkpoint copied there when it wins), named in ``OUT/shipped.txt``; it and the supervised checkpoint are evaluated end to end by
    ``retrieval.evaluation.evaluate`` on the comparison split (``OUT/{supervised,shipped}/eval``).
 
 Prints a time breakdown at the end (also in ``OUT/timings.json``).
@@ -35,7 +33,7 @@ import numpy as np
 import torch
 
 from retrieval.cli import parse_config
-from retrieval.train.config import STAGE_SHARES
+from retrieval.train.config import STAGE_SHARES, stage_minutes
 from rl.callbacks import selection_score
 from rl.compare import compare, markdown
 from rl.control import ControlConfig, train_control
@@ -71,8 +69,10 @@ class ReproduceConfig:
     holdout_fraction: float = 0.2
     """share of train photos carved out as 'holdout' (never trained or selected on); 0 = compare on test"""
     encoder: str = "scratch"
-    """encoder layout, a preset of retrieval.train.pipeline.ENCODER_PRESETS: scratch, lit-mobilenet, lit-lite0
-    (lit-lite0 wins side by side at 5-16 min but not yet at the full budget: README, ablation)"""
+    """encoder layout, a preset of retrieval.train.config.ENCODER_PRESETS: scratch, lit-mobilenet, lit-lite0 (README)"""
+    jigsaw: bool = False
+    """run the mixed-modal jigsaw stage first (10% of the budget, out of edges'); off until a full-budget
+    check (docs/results/chair-v2_jigsaw.md)"""
     quickdraw: str = "../shared/data/quickdraw-raw"
     """Quick, Draw! raw ndjson folder for sketch pre-training; the stage is skipped (its time given to
     the fine-grained stage) when the folder is absent or ''"""
@@ -97,8 +97,8 @@ def supervised_config(cfg: ReproduceConfig, out: Path):
 
     # edges -> quickdraw -> finegrained: the order every measured reproduce run used (README)
     stages = [s for s in STAGE_SHARES if s != "quickdraw" or (cfg.quickdraw and Path(cfg.quickdraw).is_dir())]
-    total = sum(STAGE_SHARES[s] for s in stages)
-    minutes = {f"minutes_{s}": cfg.minutes_supervised * STAGE_SHARES[s] / total for s in stages}
+    stages = ["jigsaw", *stages] if cfg.jigsaw else stages
+    minutes = stage_minutes(stages, cfg.minutes_supervised)
     sup = Config(
         data=cfg.data,
         out=out,
