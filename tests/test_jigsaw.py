@@ -24,6 +24,7 @@ from retrieval.train.jigsaw import (
     unshuffle,
 )
 from retrieval.train.pipeline import run
+from tests.test_train import _config as tiny_config
 
 
 def test_permutation_set_is_distinct_seeded_and_moves_every_tile():
@@ -102,23 +103,7 @@ def test_jigsaw_takes_its_budget_out_of_the_edges_share():
 
 
 def test_jigsaw_stage_runs_before_edges_and_leaves_the_checkpoint_format_alone(tmp_path):
-    cfg = Config(
-        data="procedural:photos=24,sketches=2",
-        out=tmp_path,
-        run_name="jig",
-        stages=("jigsaw", "edges", "finegrained"),
-        max_steps=3,
-        eval_every=2,
-        save_every=2,
-        batch_size=6,
-        input_size=64,
-        embed_dim=32,
-        threads=1,
-        progress=False,
-        edges_per_photo=2,
-        val_fraction=0.2,
-        jigsaw_permutations=30,
-    )
+    cfg = tiny_config(tmp_path, run_name="jig", stages=("jigsaw", "edges", "finegrained"), jigsaw_permutations=30)
     run_dir = run(cfg)
     log = pd.read_csv(run_dir / "log.csv").dropna(subset=["loss"])
     assert log["stage"].tolist() == ["jigsaw"] * 3 + ["edges"] * 3 + ["finegrained"] * 3
@@ -138,25 +123,12 @@ def test_jigsaw_refuses_a_two_tower_model(tmp_path):
 
 
 def test_a_run_cut_off_in_the_jigsaw_stage_resumes_with_its_head(tmp_path):
-    base = dict(
-        data="procedural:photos=24,sketches=2",
-        out=tmp_path,
-        run_name="jig",
-        stages=("jigsaw",),
-        eval_every=100,
-        save_every=2,
-        batch_size=6,
-        input_size=64,
-        embed_dim=32,
-        threads=1,
-        progress=False,
-        val_fraction=0.2,
-    )
-    run_dir = run(Config(**base, max_steps=2))
+    base = dict(run_name="jig", stages=("jigsaw",), eval_every=100)
+    run_dir = run(tiny_config(tmp_path, **base, max_steps=2))
     saved = torch.load(run_dir / "last" / "trainer.pt", weights_only=True)
     assert set(saved["heads"]) == {"jigsaw"} and "position.weight" in saved["heads"]["jigsaw"]
     state_path = run_dir / "last" / "state.json"
     state_path.write_text(state_path.read_text().replace('"done_stages": [\n    "jigsaw"\n  ]', '"done_stages": []'))
-    run(Config(**base, max_steps=4, resume=str(run_dir)))
+    run(tiny_config(tmp_path, **base, max_steps=4, resume=str(run_dir)))
     log = pd.read_csv(run_dir / "log.csv").dropna(subset=["loss"])
     assert log["stage_step"].tolist() == [1, 2, 3, 4]
