@@ -39,6 +39,19 @@ CHROMIUM_ARGS = ["--headless=new", "--no-sandbox", "--disable-gpu", "--no-first-
 NO_CHROMIUM = "Debian chromium not installed: `make chromium` (or apt-get install -y chromium)"
 
 
+@contextlib.contextmanager
+def chromium_browser() -> Iterator:
+    """A headless Playwright browser on Debian's Chromium, closed when the block exits."""
+    from playwright.sync_api import sync_playwright  # lazy: API-only tests run without playwright
+
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            yield browser
+        finally:
+            browser.close()
+
+
 def draw(page, box: dict, stroke, steps: int = 12) -> None:
     """One mouse stroke from ``stroke[0]`` to ``stroke[1]``, given as fractions of ``box`` (CSS pixels)."""
     (x0, y0), (x1, y1) = stroke

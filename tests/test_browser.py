@@ -18,7 +18,16 @@ import urllib.request
 import pytest
 
 from retrieval.study.log import decode_id, log_files, read_log
-from tests.app_server import CHROMIUM, CHROMIUM_ARGS, NO_CHROMIUM, REPO_ROOT, app_log, block_outside, draw, running_app
+from tests.app_server import (
+    CHROMIUM,
+    NO_CHROMIUM,
+    REPO_ROOT,
+    app_log,
+    block_outside,
+    chromium_browser,
+    draw,
+    running_app,
+)
 
 playwright_api = pytest.importorskip("playwright.sync_api")
 
@@ -40,36 +49,32 @@ def test_three_strokes_update_results_and_are_logged(tmp_path):
     log_dir = tmp_path / "logs"
     outside: list[str] = []
     args = ["--mode", "study", "--study", str(_study_config(tmp_path)), "--log-dir", str(log_dir)]
-    with running_app(tmp_path, *args) as url, playwright_api.sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        try:
-            page = browser.new_page(viewport={"width": 1400, "height": 900})
-            block_outside(page, outside)
-            page.goto(url)
-            page.get_by_label("Participant id").fill("P-browser")
-            page.get_by_role("button", name="Start").click()
-            canvas_wrap = page.locator(".es-canvas-wrap[data-ready]")
-            expect(canvas_wrap).to_be_visible(timeout=60_000)
-            results = page.locator(".es-results")
-            expect(page.locator(".es-panel img.es-target-img")).to_be_visible()
-            box = page.locator("canvas.es-canvas").bounding_box()
-            for n, stroke in enumerate(STROKES, start=1):
-                if page.get_by_role("button", name="Next trial").is_visible():  # the target was found early
-                    page.get_by_role("button", name="Next trial").click()
-                    expect(canvas_wrap).to_have_attribute("data-strokes", "0")
-                draw(page, box, stroke)
-                expect(canvas_wrap).to_have_attribute("data-seq", str(n), timeout=5_000)
-                # the result grid re-renders with this stroke's ranking
-                expect(results).to_have_attribute("data-curve", str(n), timeout=30_000)
-                expect(page.locator(".es-card")).to_have_count(12)
-                expect(results).to_have_attribute("data-target-rank", re.compile(r"^\d+$"))
-                time.sleep(0.3)  # human-like pause between strokes
-            update_docs = os.environ.get("EARLYSKETCH_UPDATE_SCREENSHOT") == "1"
-            shot = REPO_ROOT / "docs" / "screenshot.png" if update_docs else tmp_path / "screenshot.png"
-            page.screenshot(path=str(shot))
-            assert shot.stat().st_size > 10_000, "the screenshot should show the rendered app"
-        finally:
-            browser.close()
+    with running_app(tmp_path, *args) as url, chromium_browser() as browser:
+        page = browser.new_page(viewport={"width": 1400, "height": 900})
+        block_outside(page, outside)
+        page.goto(url)
+        page.get_by_label("Participant id").fill("P-browser")
+        page.get_by_role("button", name="Start").click()
+        canvas_wrap = page.locator(".es-canvas-wrap[data-ready]")
+        expect(canvas_wrap).to_be_visible(timeout=60_000)
+        results = page.locator(".es-results")
+        expect(page.locator(".es-panel img.es-target-img")).to_be_visible()
+        box = page.locator("canvas.es-canvas").bounding_box()
+        for n, stroke in enumerate(STROKES, start=1):
+            if page.get_by_role("button", name="Next trial").is_visible():  # the target was found early
+                page.get_by_role("button", name="Next trial").click()
+                expect(canvas_wrap).to_have_attribute("data-strokes", "0")
+            draw(page, box, stroke)
+            expect(canvas_wrap).to_have_attribute("data-seq", str(n), timeout=5_000)
+            # the result grid re-renders with this stroke's ranking
+            expect(results).to_have_attribute("data-curve", str(n), timeout=30_000)
+            expect(page.locator(".es-card")).to_have_count(12)
+            expect(results).to_have_attribute("data-target-rank", re.compile(r"^\d+$"))
+            time.sleep(0.3)  # human-like pause between strokes
+        update_docs = os.environ.get("EARLYSKETCH_UPDATE_SCREENSHOT") == "1"
+        shot = REPO_ROOT / "docs" / "screenshot.png" if update_docs else tmp_path / "screenshot.png"
+        page.screenshot(path=str(shot))
+        assert shot.stat().st_size > 10_000, "the screenshot should show the rendered app"
     assert outside == [], f"the page tried to reach outside 127.0.0.1: {outside}"
 
     files = log_files(log_dir)
@@ -125,41 +130,37 @@ def test_two_participants_at_once_get_separate_complete_logs_and_hostile_names_s
     args = ["--mode", "study", "--study", str(_study_config(tmp_path)), "--log-dir", str(log_dir),
             "--photos", str(_photo_folder(tmp_path)), "--cache-dir", str(tmp_path / "cache")]  # fmt: skip
     drawn = {p: {} for p in PARTICIPANTS}  # participant -> {trial token: strokes drawn in it}
-    with running_app(tmp_path, *args) as url, playwright_api.sync_playwright() as pw:
+    with running_app(tmp_path, *args) as url, chromium_browser() as browser:
         info = json.loads(urllib.request.urlopen(url + "/gradio_api/info", timeout=30).read())
         assert "/rank" not in info["named_endpoints"], "the rank API is off in study mode unless --api on"
         call = urllib.request.Request(url + "/gradio_api/call/rank", b'{"data": ["{}", 5, null]}')
         with pytest.raises(urllib.error.HTTPError, match="404"):
             urllib.request.urlopen(call, timeout=30)
-        browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        try:
-            pages = {p: browser.new_context(viewport={"width": 1300, "height": 900}).new_page() for p in PARTICIPANTS}
-            wraps = {p: _start(page, url, p) for p, page in pages.items()}
-            notice = pages[PARTICIPANTS[0]].locator(".es-notice")
-            expect(notice).to_contain_text(HOSTILE_NAME)
-            for step in range(5):  # both draw a stroke, then both wait for their results
-                for p, page in pages.items():
-                    if page.get_by_role("button", name="Next trial").is_visible():  # found (or given up)
-                        page.get_by_role("button", name="Next trial").click()
-                        expect(wraps[p]).to_have_attribute("data-strokes", "0")
-                    if step == 3:  # one trial each ends by Give up, mid-study
-                        page.get_by_role("button", name="Give up").click()
-                        expect(page.get_by_role("button", name="Next trial")).to_be_visible()
-                        continue
-                    token = wraps[p].get_attribute("data-trial")
-                    drawn[p][token] = drawn[p].get(token, 0) + 1
-                    draw(page, page.locator("canvas.es-canvas").bounding_box(), STROKES[step % 3])
-                for p, page in pages.items():
-                    token = wraps[p].get_attribute("data-trial")
-                    expect(page.locator(".es-results")).to_have_attribute(
-                        "data-curve", re.compile(r"^[1-9]"), timeout=30_000
-                    )
-                    expect(wraps[p]).to_have_attribute("data-seq", str(drawn[p].get(token, 0)))
-            for page in pages.values():
-                assert page.evaluate("window.__pwned") is None, "a file name ran as markup"
-                assert page.locator("img[src='x']").count() == 0
-        finally:
-            browser.close()
+        pages = {p: browser.new_context(viewport={"width": 1300, "height": 900}).new_page() for p in PARTICIPANTS}
+        wraps = {p: _start(page, url, p) for p, page in pages.items()}
+        notice = pages[PARTICIPANTS[0]].locator(".es-notice")
+        expect(notice).to_contain_text(HOSTILE_NAME)
+        for step in range(5):  # both draw a stroke, then both wait for their results
+            for p, page in pages.items():
+                if page.get_by_role("button", name="Next trial").is_visible():  # found (or given up)
+                    page.get_by_role("button", name="Next trial").click()
+                    expect(wraps[p]).to_have_attribute("data-strokes", "0")
+                if step == 3:  # one trial each ends by Give up, mid-study
+                    page.get_by_role("button", name="Give up").click()
+                    expect(page.get_by_role("button", name="Next trial")).to_be_visible()
+                    continue
+                token = wraps[p].get_attribute("data-trial")
+                drawn[p][token] = drawn[p].get(token, 0) + 1
+                draw(page, page.locator("canvas.es-canvas").bounding_box(), STROKES[step % 3])
+            for p, page in pages.items():
+                token = wraps[p].get_attribute("data-trial")
+                expect(page.locator(".es-results")).to_have_attribute(
+                    "data-curve", re.compile(r"^[1-9]"), timeout=30_000
+                )
+                expect(wraps[p]).to_have_attribute("data-seq", str(drawn[p].get(token, 0)))
+        for page in pages.values():
+            assert page.evaluate("window.__pwned") is None, "a file name ran as markup"
+            assert page.locator("img[src='x']").count() == 0
     time.sleep(0.5)  # the last answers are sent after their records are written; nothing may trail
     files = log_files(log_dir)
     assert len(files) == 2, [f.name for f in files]

@@ -13,7 +13,15 @@ import time
 
 import pytest
 
-from tests.app_server import CHROMIUM, CHROMIUM_ARGS, NO_CHROMIUM, REPO_ROOT, block_outside, draw, running_app
+from tests.app_server import (
+    CHROMIUM,
+    NO_CHROMIUM,
+    REPO_ROOT,
+    block_outside,
+    chromium_browser,
+    draw,
+    running_app,
+)
 
 playwright_api = pytest.importorskip("playwright.sync_api")
 expect = playwright_api.expect
@@ -40,10 +48,8 @@ def app_url(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def browser():
-    with playwright_api.sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+    with chromium_browser() as browser:
         yield browser
-        browser.close()
 
 
 class Canvas:

@@ -11,7 +11,7 @@ import re
 import pytest
 
 from retrieval.study.log import log_files, read_log
-from tests.app_server import CHROMIUM, CHROMIUM_ARGS, NO_CHROMIUM, draw, running_app
+from tests.app_server import CHROMIUM, NO_CHROMIUM, chromium_browser, draw, running_app
 
 playwright_api = pytest.importorskip("playwright.sync_api")
 expect = playwright_api.expect
@@ -34,10 +34,8 @@ RECORD_CURVES = """() => {
 
 @pytest.fixture(scope="module")
 def browser():
-    with playwright_api.sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+    with chromium_browser() as browser:
         yield browser
-        browser.close()
 
 
 def _page(browser, url):

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -26,6 +25,7 @@ import pytest
 
 from retrieval.study.log import StudyLog, read_log
 from retrieval.ui.api_client import running_app
+from tests.app_server import CHROMIUM, NO_CHROMIUM, chromium_browser
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -117,15 +117,13 @@ def _parses(line: bytes) -> bool:
 
 
 # --- the real app, driven by a browser ------------------------------------------------------------
-CHROMIUM_ARGS = ["--headless=new", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync", "--disable-quic"]  # fmt: skip
 RESULTS = "#es-results .es-results"
 
 
 def test_kill_9_app_server_mid_study(tmp_path):
-    if shutil.which("chromium") is None:
-        pytest.skip("Debian chromium not installed (make chromium)")
-    sync_api = pytest.importorskip("playwright.sync_api")
+    if CHROMIUM is None:
+        pytest.skip(NO_CHROMIUM)
+    pytest.importorskip("playwright.sync_api")
     study = tmp_path / "study.json"
     study.write_text(json.dumps({"name": "crash-app", "random_targets": 2, "num_trials": 2, "found_k": 1,
                                  "time_limit_s": 0, "seed": 3}))  # fmt: skip
@@ -144,8 +142,7 @@ def test_kill_9_app_server_mid_study(tmp_path):
     ]
     acked = 0
     with running_app(args, log_path=tmp_path / "app.log", ready_timeout_s=300) as app:
-        with sync_api.sync_playwright() as p:
-            browser = p.chromium.launch(executable_path=shutil.which("chromium"), args=CHROMIUM_ARGS)
+        with chromium_browser() as browser:
             page = browser.new_page(viewport={"width": 1300, "height": 900})
             page.route("**/*", lambda route: route.continue_() if "127.0.0.1" in route.request.url else route.abort())
             page.goto(app.url, wait_until="domcontentloaded")
@@ -171,7 +168,6 @@ def test_kill_9_app_server_mid_study(tmp_path):
                 acked += 1  # painted in the page: the server answered after logging this stroke
             os.killpg(app.proc.pid, signal.SIGKILL)
             app.proc.wait(30)
-            browser.close()
     assert acked >= 1
     logs = sorted(log_dir.glob("P9__*.jsonl"))  # session id: the app's default (a timestamp)
     assert len(logs) == 1, logs
