@@ -41,10 +41,10 @@ from starlette.requests import Request  # noqa: E402
 from starlette.responses import JSONResponse  # noqa: E402
 
 from retrieval.data.formats.stroke_json import StrokePayloadError  # noqa: E402
+from retrieval.provenance import DEFAULT_MODEL_DIR, PROJECT_ROOT
 from retrieval.serving.index import PhotoIndex, set_faiss_threads  # noqa: E402
 from retrieval.serving.shards import ShardAnswer, merge_answers, owner_scores, split_index  # noqa: E402
 
-ROOT = Path(__file__).resolve().parents[2]
 APP_NAME = "earlysketch"
 
 
@@ -52,7 +52,7 @@ APP_NAME = "earlysketch"
 class ServeConfig:
     """``python -m retrieval.serving.serve_ray``: the retriever on a local Ray Serve cluster (127.0.0.1)."""
 
-    model: Path = ROOT / "assets" / "model"
+    model: Path = DEFAULT_MODEL_DIR
     """checkpoint folder (model.safetensors + model.json), as for app.py --model"""
     gallery: str = ""
     """gallery spec (dataset spec, QMUL folder, photo folder); default: procedural of --gallery-size"""
@@ -213,7 +213,7 @@ def prepare_shards(cfg: ServeConfig) -> tuple[list[Path], int]:
 def start_local_cluster(num_cpus: int = 0, port: int = 8000, address: str = "local") -> None:
     """A fresh local Ray head on 127.0.0.1 (no dashboard), or the running cluster at ``address``, and
     Serve's HTTP proxy on 127.0.0.1:``port``."""
-    env = {"env_vars": {"PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1", "GRADIO_ANALYTICS_ENABLED": "False",
+    env = {"env_vars": {"PYTHONPATH": str(PROJECT_ROOT), "OMP_NUM_THREADS": "1", "GRADIO_ANALYTICS_ENABLED": "False",
                         "HF_HUB_OFFLINE": "1"}}  # fmt: skip
     if address != "local":
         ray.init(address=address, runtime_env=env, logging_level="WARNING", log_to_driver=False)

@@ -21,9 +21,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parents[2]  # the project root (app.py)
+from retrieval.provenance import PROJECT_ROOT
+
 LOCALHOST = "127.0.0.1"
-APP_LOGS = ROOT / ".cache" / "bench"  # console logs of apps started without a log_path
+APP_LOGS = PROJECT_ROOT / ".cache" / "bench"  # console logs of apps started without a log_path
 
 
 def free_port() -> int:
@@ -72,10 +73,10 @@ def running_app(
         "NO_PROXY": LOCALHOST,
         **(env or {}),
     }
-    cmd = [sys.executable, str(ROOT / "app.py"), "--host", LOCALHOST, "--port", str(port), *args]
+    cmd = [sys.executable, str(PROJECT_ROOT / "app.py"), "--host", LOCALHOST, "--port", str(port), *args]
     with open(log_path, "wb") as log:
         proc = subprocess.Popen(
-            cmd, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, env=full_env, start_new_session=True
+            cmd, cwd=PROJECT_ROOT, stdout=log, stderr=subprocess.STDOUT, env=full_env, start_new_session=True
         )
     app = AppProcess(proc, f"http://{LOCALHOST}:{port}", log_path)
     try:

@@ -13,14 +13,15 @@ from typing import Any
 
 import gradio as gr
 
+from retrieval.provenance import PROJECT_ROOT
 from retrieval.study.plan import StudyConfig
 from retrieval.study.session import DrawingSession
 from retrieval.ui.backend import Backend
-from retrieval.ui.config import ROOT, AppConfig
+from retrieval.ui.config import AppConfig
 from retrieval.ui.guards import api_enabled, rank_slots
 from retrieval.ui.handlers import Handlers, Update, UserError, default_session_id
 
-UI = ROOT / "assets" / "ui"
+UI = PROJECT_ROOT / "assets" / "ui"
 PRIVATE = {"api_visibility": "private"}  # UI events are not part of the public API
 OUTPUTS = ("state", "canvas", "results", "panel", "give_up", "next_btn", "consent", "workspace", "done")
 

@@ -10,9 +10,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
+from retrieval.provenance import DEFAULT_MODEL_DIR
 from retrieval.serving.request_limits import RATE_BURST, RATE_PER_S
 
-ROOT = Path(__file__).resolve().parents[2]  # the project root
 ENV_PREFIX = "EARLYSKETCH_"
 
 Mode = Literal["free", "study", "demo"]
@@ -25,7 +25,7 @@ class AppConfig:
 
     mode: Mode = "free"
     """free drawing, study (user study, every stroke logged) or demo (kiosk: big canvas, challenge, reset after idle)"""
-    model: Path = ROOT / "assets" / "model"
+    model: Path = DEFAULT_MODEL_DIR
     """checkpoint folder; random-init model (with a warning) if missing"""
     gallery: str = ""
     """gallery spec (dataset spec, QMUL folder, photo folder); default procedural"""
