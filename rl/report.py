@@ -12,7 +12,7 @@ matplotlib.use("Agg")  # files only: never needs a display
 import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 
-HEADLINE = ("A@1", "A@5", "A@10", "m@A", "m@B")
+from retrieval.evaluation.metrics import HEADLINE_METRICS  # noqa: E402
 
 
 def plot_learning_curve(csv_path: str | Path, png_path: str | Path, title: str = "PPO sketch head") -> Path:
@@ -29,7 +29,7 @@ def plot_learning_curve(csv_path: str | Path, png_path: str | Path, title: str =
     return _save_figure(fig, axes, title, png_path)
 
 
-def markdown_table(rows: Mapping[str, Mapping], keys: Sequence[str] = HEADLINE) -> str:
+def markdown_table(rows: Mapping[str, Mapping], keys: Sequence[str] = HEADLINE_METRICS) -> str:
     """``{row name: metrics}`` as a GitHub markdown table (percent, 2 decimals), with gallery size."""
     lines = ["| model | " + " | ".join(keys) + " | gallery | sketches |", "|---|" + "---:|" * (len(keys) + 2)]
     for name, m in rows.items():

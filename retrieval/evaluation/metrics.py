@@ -30,6 +30,7 @@ import numpy as np
 
 TOP_K = (1, 5, 10)
 CURVE_POINTS = 17  # the literature's 17 partial-sketch cuts
+HEADLINE_METRICS = (*(f"A@{k}" for k in TOP_K), "m@A", "m@B")  # the figures every table reports, in this order
 SELECTION_METRICS = ("m@A+m@B", "m@A", "m@B", *(f"A@{k}" for k in TOP_K))
 
 

@@ -22,11 +22,10 @@ from tqdm import tqdm
 
 from retrieval.data.images import read_rgb, scan_photo_folder
 from retrieval.data.sketch import Sketch
-from retrieval.evaluation.metrics import selection_score
+from retrieval.evaluation.metrics import HEADLINE_METRICS, selection_score
 from retrieval.model.encoder import Encoder
 from retrieval.train.batches import PhotoBank, PhotoSide, ValidationSet
 
-METRICS = ("A@1", "A@5", "A@10", "m@A", "m@B")
 LOG_FIELDS = (
     "stage",
     "stage_step",
@@ -35,7 +34,7 @@ LOG_FIELDS = (
     "loss",
     "lr",
     "gem_p",
-    *(f"val_{m}" for m in METRICS),
+    *(f"val_{m}" for m in HEADLINE_METRICS),
     "val_gallery",
 )
 
@@ -232,7 +231,7 @@ class StageLoop:
                 card={**card, "val": metrics, "select_metric": self.cfg.select_metric, "selected_value": value},
             )
         self.plot()
-        return {**{f"val_{m}": round(metrics[m], 3) for m in METRICS}, "val_gallery": metrics["n_gallery"]}
+        return {**{f"val_{m}": round(metrics[m], 3) for m in HEADLINE_METRICS}, "val_gallery": metrics["n_gallery"]}
 
     def save_last(self, stage: str, opt: torch.optim.Optimizer, elapsed: float) -> None:
         last = self.run_dir / "last"
