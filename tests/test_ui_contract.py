@@ -79,7 +79,7 @@ def study_updates(backend: Backend, log_dir: Path) -> list[Update]:
     study = StudyConfig(random_targets=2, num_trials=2, time_limit_s=60, show_k=4)
     handlers = Handlers(AppConfig(mode="study", study="study.json", log_dir=log_dir), backend, study)
     session = DrawingSession(mode="study")
-    updates = [handlers.load(session), handlers.start("P1", "S1", False, session)]
+    updates = [handlers.start("P1", "S1", False, session)]  # a study page has no load event
     updates.append(handlers.stroke(journal(session, 1), session))
     updates.append(handlers.give_up(session))  # the canvas locks, the banner says so
     updates.append(handlers.next_trial(session))
@@ -267,15 +267,21 @@ def test_the_first_event_creates_the_session_and_ink_before_it_is_ignored(backen
     assert drawn[page.state] is session and session.strokes_drawn == 1 and drawn[page.results]["items"]
 
 
-def test_a_study_page_load_leaves_the_state_and_the_canvas_to_start(backend, tmp_path):
-    import gradio as gr
+def test_a_study_page_has_no_load_event_and_start_creates_the_session(backend, tmp_path):
+    """A load event finishing after a quick Start would paint a session-less panel over the trial."""
+    from retrieval.ui.blocks import build_app
 
-    study = StudyConfig(random_targets=2, num_trials=2, time_limit_s=60, show_k=4)
-    handlers = Handlers(AppConfig(mode="study", study="study.json", log_dir=tmp_path), backend, study)
-    page = page_of("study")
-    loaded = page.bind(handlers.load, first="peek")(None)
-    assert loaded[page.state] == gr.skip() and page.canvas not in loaded
-    started = page.bind(handlers.start)("P01", "S01", False, None)
-    assert (
-        isinstance(started[page.state], DrawingSession) and started[page.canvas]["trial"] == started[page.state].token
-    )
+    study_file = tmp_path / "study.json"
+    study_file.write_text(json.dumps({"random_targets": 2, "num_trials": 2, "time_limit_s": 60, "show_k": 4}))
+    config = AppConfig(mode="study", study=str(study_file), log_dir=tmp_path / "logs")
+    page = build_app(config, backend).get_config_file()
+    kinds = {c["id"]: c["type"] for c in page["components"]}
+    loads = [d for d in page["dependencies"] if any(trigger == "load" for _, trigger in d["targets"])]
+    written_on_load = {kinds[output] for d in loads for output in d["outputs"]}
+    assert written_on_load <= {"textbox"}, f"only the session-id default may load; got {written_on_load}"
+    free = build_app(AppConfig(mode="free"), backend).get_config_file()["dependencies"]
+    assert any(t == "load" for d in free for _, t in d["targets"]), "free drawing starts its sketch on load"
+    handlers = Handlers(config, backend, StudyConfig.load(study_file))
+    started = page_of("study").bind(handlers.start)("P01", "S01", False, None)
+    session = next(v for v in started.values() if isinstance(v, DrawingSession))
+    assert any(isinstance(v, dict) and v.get("trial") == session.token for v in started.values())

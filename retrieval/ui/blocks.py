@@ -69,14 +69,11 @@ class Page:
         """Every component an event may change (each event lists them all, and changes some)."""
         return [getattr(self, name) for name in OUTPUTS]
 
-    def show(self, update: Update, session: DrawingSession | None) -> dict:
-        """Component updates for ``update``; ``session`` None leaves the tab's state as it is.
-
-        Never empty: an empty dict would read as ONE output value.
-        """
+    def show(self, update: Update, session: DrawingSession) -> dict:
+        """Component updates for ``update`` (never empty: an empty dict would read as ONE output value)."""
         if update.warning:
             gr.Warning(update.warning)
-        out: dict[Any, Any] = {self.state: gr.skip() if session is None else session}
+        out: dict[Any, Any] = {self.state: session}
         views = {self.results: update.results, self.panel: update.panel, self.canvas: update.canvas}
         out.update({component: value for component, value in views.items() if value is not None})
         if update.trial_ended is not None:
@@ -92,25 +89,21 @@ class Page:
         """A Gradio event function for ``handler`` (whose last input is the tab's session).
 
         The tab's state starts empty (see ``build_app``). ``first`` says what an event does when it
-        comes before the session exists: "create" it and store it, "peek" (handle a throwaway
-        session and leave the state alone, for study mode's page load, so it can never overwrite a
-        quick Start), or "skip" (ignore the event: ink before the page loaded, which the canvas
-        sends again with its trial token).
+        comes before the session exists: "create" it and store it, or "skip" the event (ink before
+        the page loaded, which the canvas sends again with its trial token).
         """
 
         def event(*inputs: Any) -> dict:
             *args, session = inputs
-            keep = session
             if session is None:
                 if first == "skip":
                     return {self.state: gr.skip()}
                 session = DrawingSession(mode=self.mode)
-                keep = session if first == "create" else None
             try:
                 update = handler(*args, session)
             except UserError as exc:
                 raise gr.Error(str(exc)) from exc
-            return self.show(update, keep)
+            return self.show(update, session)
 
         return event
 
@@ -163,8 +156,9 @@ def workspace_section(config: AppConfig, k: int) -> dict[str, Any]:
 
 def bind_events(app: gr.Blocks, page: Page, handlers: Handlers, config: AppConfig) -> None:
     outputs = page.outputs
-    on_load = page.bind(handlers.load, first="peek" if config.mode == "study" else "create")
-    app.load(on_load, [page.state], outputs, show_progress="hidden", **PRIVATE)
+    if config.mode != "study":  # a study page starts on its consent screen: Start renders everything, and
+        # a load event finishing after a quick Start would paint a session-less panel over the trial
+        app.load(page.bind(handlers.load), [page.state], outputs, show_progress="hidden", **PRIVATE)
     page.canvas.stroke_end(
         page.bind(handlers.stroke, first="skip"),
         [page.canvas, page.state],

@@ -75,8 +75,7 @@ class Handlers:
         return update
 
     def load(self, session: DrawingSession) -> Update:
-        if self.study_mode:  # Start sets up the study's canvas: nothing here may race it
-            return self.view(session)
+        """A free or demo page opened: its first sketch (a study page has no load event: Start)."""
         session.new_sketch(self.pick_target() if self.config.challenge else None)
         return self.view(session, fresh_canvas=True)
 
