@@ -42,8 +42,16 @@ from common import (
 from retrieval.cli import parse_config
 from retrieval.ui.api_client import LOCALHOST, running_app
 
-CHROMIUM_ARGS = ["--headless=new", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync", "--disable-quic"]  # fmt: skip
+CHROMIUM_ARGS = [
+    "--headless=new",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--disable-quic",
+]
 CANVAS = "#es-canvas canvas.es-canvas"
 RESULTS = "#es-results .es-results"
 
@@ -159,8 +167,9 @@ def run_browser(url: str, cfg: Config) -> tuple[list[dict], int, list[str]]:
                     draw_stroke(page, box, stroke)
                     attempted += 1
                     try:
-                        page.wait_for_function(f"window.__es.samples.length >= {want}",
-                                               timeout=cfg.stroke_timeout_s * 1000)  # fmt: skip
+                        page.wait_for_function(
+                            f"window.__es.samples.length >= {want}", timeout=cfg.stroke_timeout_s * 1000
+                        )
                     except Exception as exc:  # noqa: BLE001 - a lost stroke is counted, not fatal
                         print(f"stroke {attempted}: no painted result ({type(exc).__name__})", flush=True)
                         page.evaluate("window.__es.pending = null")
@@ -168,8 +177,10 @@ def run_browser(url: str, cfg: Config) -> tuple[list[dict], int, list[str]]:
                 before = renders(page)
                 page.click("#es-canvas .es-clear")  # untimed: wait for its render so it is not misattributed
                 try:
-                    page.wait_for_function(f"Number(document.querySelector('{RESULTS}').dataset.renders) > {before}",
-                                           timeout=cfg.stroke_timeout_s * 1000)  # fmt: skip
+                    page.wait_for_function(
+                        f"Number(document.querySelector('{RESULTS}').dataset.renders) > {before}",
+                        timeout=cfg.stroke_timeout_s * 1000,
+                    )
                 except Exception as exc:  # noqa: BLE001 - the next stroke's wait still guards attribution
                     print(f"clear: no re-render ({type(exc).__name__})", flush=True)
                 time.sleep(cfg.gap_ms / 1e3)
@@ -215,8 +226,20 @@ def report(samples: list[dict], attempted: int, blocked: list[str], cfg: Config,
         + (f"; blocked: {', '.join(blocked[:5])}" if blocked else "")
         + ". Plot: `browser.png`.",
     ]
-    write_results(cfg.name, lines, targets, {"painted": painted, "dom": dom, "thumbnails": imgs, "samples": samples,
-                                             "attempted": attempted, "blocked": blocked}, machine)  # fmt: skip
+    write_results(
+        cfg.name,
+        lines,
+        targets,
+        {
+            "painted": painted,
+            "dom": dom,
+            "thumbnails": imgs,
+            "samples": samples,
+            "attempted": attempted,
+            "blocked": blocked,
+        },
+        machine,
+    )
     use_agg()
     import matplotlib.pyplot as plt
 
@@ -232,8 +255,15 @@ def report(samples: list[dict], attempted: int, blocked: list[str], cfg: Config,
 def main(argv: list[str] | None = None) -> None:
     cfg = parse_args(argv)
     machine = machine_info()
-    app_args = ["--gallery-size", str(cfg.gallery_size), "--cache-dir", str(cfg.cache_dir), "--model", str(cfg.model),
-                *shlex.split(cfg.app_args)]  # fmt: skip
+    app_args = [
+        "--gallery-size",
+        str(cfg.gallery_size),
+        "--cache-dir",
+        str(cfg.cache_dir),
+        "--model",
+        str(cfg.model),
+        *shlex.split(cfg.app_args),
+    ]
     with running_app(app_args) as app:
         print(f"app ready at {app.url}", flush=True)
         samples, attempted, blocked = run_browser(app.url, cfg)

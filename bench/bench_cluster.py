@@ -98,10 +98,13 @@ async def closed_loop(sessions, url: str, send: Sender, cfg: Config, index) -> l
                 row = {"user": s.user, "stroke": i, "sent_s": start - t0}
                 try:
                     answer = await send(client, url, payload, cfg.k, s.photo_id, timeout_s=cfg.max_s)
-                    row.update(latency_ms=(time.perf_counter() - start) * 1e3, batch_size=int(answer["batch_size"]),
-                               server_ms=float(answer["timings_ms"]["total"]),
-                               check=check_answer(s, i, answer, index, 1e-4),
-                               rank_ok=answer["target_rank"] == s.expected_ranks[i])  # fmt: skip
+                    row.update(
+                        latency_ms=(time.perf_counter() - start) * 1e3,
+                        batch_size=int(answer["batch_size"]),
+                        server_ms=float(answer["timings_ms"]["total"]),
+                        check=check_answer(s, i, answer, index, 1e-4),
+                        rank_ok=answer["target_rank"] == s.expected_ranks[i],
+                    )
                 except (ApiError, httpx.HTTPError, KeyError, ValueError) as exc:
                     row["error"] = f"{type(exc).__name__}: {exc}"[:300]
                 rows.append(row)
@@ -117,9 +120,14 @@ def measure(sessions, url: str, send: Sender, cfg: Config, index, pid: int) -> d
     """One load: rows, wall time, the load generator's own CPU seconds and the server's (all its processes)."""
     cpu, server_cpu, start = cpu_seconds(), tree_usage(pid)[1], time.perf_counter()
     rows = asyncio.run(closed_loop(sessions, url, send, cfg, index))
-    return {"rows": rows, "wall_s": time.perf_counter() - start, "client_cpu_s": cpu_seconds() - cpu,
-            "server_cpu_s": tree_usage(pid)[1] - server_cpu, "expected": sum(len(s.payloads) for s in sessions),
-            "load_avg": os.getloadavg()[0]}  # fmt: skip
+    return {
+        "rows": rows,
+        "wall_s": time.perf_counter() - start,
+        "client_cpu_s": cpu_seconds() - cpu,
+        "server_cpu_s": tree_usage(pid)[1] - server_cpu,
+        "expected": sum(len(s.payloads) for s in sessions),
+        "load_avg": os.getloadavg()[0],
+    }
 
 
 def encoder_batch_costs(cfg: Config, sizes=(1, 2, 4, 8), reps: int = 30) -> dict[int, dict]:
@@ -146,8 +154,13 @@ def laptop_ratio(cfg: Config, sessions, reps: int = 3) -> dict:
     from retrieval.serving.gallery import open_gallery
     from retrieval.serving.retriever import Retriever
 
-    source = subprocess.run(["git", "show", f"{cfg.base_commit}:retrieval/serving/retriever.py"], cwd=ROOT, check=True,
-                            capture_output=True, text=True).stdout  # fmt: skip
+    source = subprocess.run(
+        ["git", "show", f"{cfg.base_commit}:retrieval/serving/retriever.py"],
+        cwd=ROOT,
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "retriever_base.py"
         path.write_text(source)
@@ -173,15 +186,29 @@ def laptop_ratio(cfg: Config, sessions, reps: int = 3) -> dict:
                 same += (a.ids, a.scores, a.target_rank) == (b.ids, b.scores, b.target_rank)
                 total += 1
     p50 = {name: percentiles(t)["p50"] for name, t in times.items()}
-    return {"base_p50_ms": p50["base"], "new_p50_ms": p50["new"], "ratio": p50["new"] / p50["base"],
-            "identical": same, "strokes": total, "base_commit": cfg.base_commit}  # fmt: skip
+    return {
+        "base_p50_ms": p50["base"],
+        "new_p50_ms": p50["new"],
+        "ratio": p50["new"] / p50["base"],
+        "identical": same,
+        "strokes": total,
+        "base_commit": cfg.base_commit,
+    }
 
 
 def scripted_sessions(cfg: Config) -> tuple[list[Session], list[Session], object]:
     """The measured sessions, the warm-up sessions (2 strokes each) and the library's index, every
     prefix with its expected answer and the exact rank of the session's own photo."""
-    plan = SessionPlan(users=max(cfg.users), strokes=cfg.strokes, gallery_size=cfg.gallery_size, k=cfg.k,
-                       pace=cfg.pace, model=cfg.model, cache_dir=cfg.cache_dir, seed=cfg.seed)  # fmt: skip
+    plan = SessionPlan(
+        users=max(cfg.users),
+        strokes=cfg.strokes,
+        gallery_size=cfg.gallery_size,
+        k=cfg.k,
+        pace=cfg.pace,
+        model=cfg.model,
+        cache_dir=cfg.cache_dir,
+        seed=cfg.seed,
+    )
     sessions = make_sessions(plan, np.random.default_rng(cfg.seed))
     index = expected_rankings(sessions, plan)
     warm = make_sessions(replace(plan, users=cfg.warmup_sessions, strokes=2), np.random.default_rng(cfg.seed + 1))
@@ -212,8 +239,10 @@ def main(argv: list[str] | None = None) -> None:
             }
             for users in cfg.users:
                 results[name]["runs"][users] = measure(sessions[:users], url, send, cfg, index, pid)
-                print(f"  {users} sessions: p95 {summary(results[name]['runs'][users])['latency']['p95']:.0f} ms",
-                      flush=True)  # fmt: skip
+                print(
+                    f"  {users} sessions: p95 {summary(results[name]['runs'][users])['latency']['p95']:.0f} ms",
+                    flush=True,
+                )
     report(results, costs, laptop, cfg, machine, command_line(__file__, argv), sum(len(s.payloads) for s in sessions))
 
 

@@ -84,8 +84,9 @@ async def load_run(sessions: list[Session], url: str, cfg: Config, index) -> tup
     rows: list[dict] = []
     t0 = time.perf_counter() + 0.5
     try:
-        await asyncio.wait_for(asyncio.gather(*(run_session(s, url, t0, cfg, index, rows) for s in sessions)),
-                               timeout=cfg.max_s)  # fmt: skip
+        await asyncio.wait_for(
+            asyncio.gather(*(run_session(s, url, t0, cfg, index, rows) for s in sessions)), timeout=cfg.max_s
+        )
         return rows, False
     except TimeoutError:
         return rows, True
@@ -105,8 +106,12 @@ def main(argv: list[str] | None = None) -> None:
         for flags in configs if round_ % 2 == 0 else configs[::-1]:
             rows, timed_out, wall_s, cpu_s = load_against_app(flags, sessions, cfg, index)
             before = runs[flags]
-            runs[flags] = (before[0] + [{**r, "round": round_} for r in rows], before[1] or timed_out,
-                           before[2] + wall_s, before[3] + cpu_s)  # fmt: skip
+            runs[flags] = (
+                before[0] + [{**r, "round": round_} for r in rows],
+                before[1] or timed_out,
+                before[2] + wall_s,
+                before[3] + cpu_s,
+            )
     report(runs, sessions, index, cfg, machine, command_line(__file__, argv))
 
 

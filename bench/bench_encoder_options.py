@@ -161,8 +161,10 @@ def verdict(row: dict, ref: dict | None) -> str:
     if ratio >= 0.98:
         return "rejected: not faster"
     if row["first_call_ms"] > 1000:
-        return (f"not served: x{ratio:.2f} per stroke but {row['first_call_ms'] / 1e3:.0f} s of compiling at start-up "
-                "and a C compiler at run time")  # fmt: skip
+        return (
+            f"not served: x{ratio:.2f} per stroke but {row['first_call_ms'] / 1e3:.0f} s of compiling at start-up "
+            "and a C compiler at run time"
+        )
     return f"candidate: x{ratio:.2f} at equal accuracy"
 
 
@@ -182,10 +184,15 @@ def report(rows: list[dict], cfg: Config, machine: dict, command: str) -> None:
     if ref and served:
         ratio = served["latency"]["p50"] / ref["latency"]["p50"]
         targets = [
-            Target(f"served option `{SERVED}`: m@B change vs eager", served["metrics"]["m@B"] - ref["metrics"]["m@B"],
-                   -1.0, ">=", "pts"),
+            Target(
+                f"served option `{SERVED}`: m@B change vs eager",
+                served["metrics"]["m@B"] - ref["metrics"]["m@B"],
+                -1.0,
+                ">=",
+                "pts",
+            ),
             Target(f"served option `{SERVED}`: p50 latency vs eager", ratio, 1.0, "<=", "x"),
-        ]  # fmt: skip
+        ]
     lines += [
         *target_table(targets),
         "",
@@ -209,6 +216,10 @@ def report(rows: list[dict], cfg: Config, machine: dict, command: str) -> None:
         "Plot: `encoder_options.png`.",
     ]
     write_results(cfg.name, lines, targets, {"rows": rows}, machine)
+    plot(ok, cfg)
+
+
+def plot(ok: dict[str, dict], cfg: Config) -> None:
     use_agg()
     import matplotlib.pyplot as plt
 
@@ -238,8 +249,11 @@ def main(argv: list[str] | None = None) -> None:
         names.insert(0, "eager")  # the reference for every ratio
     rows = measure(names, cfg)
     for r in rows:
-        print(f"  {r['option']}: " + (r["error"] if "error" in r else
-              f"p50 {r['latency']['p50']:.2f} ms, m@B {r['metrics']['m@B']:.2f}"), flush=True)  # fmt: skip
+        print(
+            f"  {r['option']}: "
+            + (r["error"] if "error" in r else f"p50 {r['latency']['p50']:.2f} ms, m@B {r['metrics']['m@B']:.2f}"),
+            flush=True,
+        )
     report(rows, cfg, machine, command_line(__file__, argv))
 
 

@@ -104,9 +104,15 @@ def per_stroke(retriever, pool: list[tuple[str, str]], cfg: Config) -> dict[str,
         result = retriever.rank(payload, k=cfg.k, target_id=target)
         t = time.perf_counter()
         # What the app's rank endpoint does with the result (gradio then JSON-encodes it).
-        json.dumps({"ids": list(result.ids), "scores": [float(s) for s in result.scores],
-                    "target_rank": result.target_rank, "timings_ms": dict(result.timings_ms),
-                    "gallery_size": len(retriever)})  # fmt: skip
+        json.dumps(
+            {
+                "ids": list(result.ids),
+                "scores": [float(s) for s in result.scores],
+                "target_rank": result.target_rank,
+                "timings_ms": dict(result.timings_ms),
+                "gallery_size": len(retriever),
+            }
+        )
         end = time.perf_counter()
         if i < cfg.warmup:
             continue
@@ -226,8 +232,9 @@ def other_kinds(index, queries: np.ndarray, target_ids: list[str], cfg: Config) 
     for kind in [k for k in cfg.compare_kinds.split(",") if k and k != index.kind] if n > APPROX_THRESHOLD else []:
         alt, alt_build_s, alt_memory = timed_build(index.vectors, index.ids, kind)
         torch.set_num_threads(cfg.threads)
-        alternatives.append({"kind": kind, "build_s": alt_build_s, **alt_memory,
-                             **index_metrics(alt, queries, target_ids)})  # fmt: skip
+        alternatives.append(
+            {"kind": kind, "build_s": alt_build_s, **alt_memory, **index_metrics(alt, queries, target_ids)}
+        )
         print(
             f"  {size_label(n)}: {kind} for comparison: build {alt_build_s:.1f} s, search p50 "
             f"{alternatives[-1]['search']['p50']:.3f} ms, recall@10 {alternatives[-1]['recall@10']:.3f}",

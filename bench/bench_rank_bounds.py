@@ -143,9 +143,16 @@ def measure(vectors: np.ndarray, queries: np.ndarray, rows: np.ndarray, cfg: Con
         thresholds = scores[rows[start_q : start_q + cfg.batch], np.arange(cfg.batch)]
         _ = (scores >= thresholds[None, :]).sum(axis=0)
         batch_ms.append((time.perf_counter() - t) * 1e3 / cfg.batch)
-    return {"nlist": int(ivf.nlist), "setup_s": setup_s, "full": percentiles(full_ms),
-            "bounded": percentiles(bounded_ms), "scanned": percentiles(100 * np.asarray(scanned)),
-            "batched": percentiles(batch_ms), "agree": agree, "n": len(queries)}  # fmt: skip
+    return {
+        "nlist": int(ivf.nlist),
+        "setup_s": setup_s,
+        "full": percentiles(full_ms),
+        "bounded": percentiles(bounded_ms),
+        "scanned": percentiles(100 * np.asarray(scanned)),
+        "batched": percentiles(batch_ms),
+        "agree": agree,
+        "n": len(queries),
+    }
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -169,8 +176,9 @@ def main(argv: list[str] | None = None) -> None:
         vectors = index.vectors[:n] if extra is None else np.concatenate([index.vectors, extra])
         results[n] = measure(vectors, queries, rows, cfg)
         print(f"{size_label(n)}: {results[n]}", flush=True)
-    lines = header_lines("Exact target rank: full scan vs IVF centroid bounds vs batched scans", command_line(
-        __file__, argv), machine)  # fmt: skip
+    lines = header_lines(
+        "Exact target rank: full scan vs IVF centroid bounds vs batched scans", command_line(__file__, argv), machine
+    )
     lines += [
         f"- gallery: {len(index):,} real procedural photo embeddings of {cfg.model.name} + synthetic: {how}",
         f"- queries: {len(queries)} sketch embeddings ({cfg.queries} sketches cut at 25/50/75/100 %), target = own "
@@ -184,7 +192,7 @@ def main(argv: list[str] | None = None) -> None:
             f"{r['bounded']['p50']:.2f} / {r['bounded']['p95']:.2f} | {r['scanned']['p50']:.1f} / "
             f"{r['scanned']['p95']:.1f} | {r['batched']['p50']:.2f} | {r['agree']} / {r['n']} |"
             for n, r in results.items()
-        ),  # fmt: skip
+        ),
     ]
     write_results(cfg.name, lines, [], {"results": {str(n): r for n, r in results.items()}}, machine)
 

@@ -119,8 +119,13 @@ def check_logs(log_dir: Path, tally: Tally) -> dict:
             written += 1
             key = (record.get("trial_token"), record.get("seq"))
             trial = tally.trials[name].get(key[0])
-            if (record.get("participant") != name or trial is None or key in seen or key[1] not in trials.get(key[0], ())
-                    or (record.get("trial"), record.get("target_id")) != trial):  # fmt: skip
+            if (
+                record.get("participant") != name
+                or trial is None
+                or key in seen
+                or key[1] not in trials.get(key[0], ())
+                or (record.get("trial"), record.get("target_id")) != trial
+            ):
                 misfiled += 1
             seen.add(key)
     return {"strokes_sent": sent, "records_written": written, "misfiled": misfiled}
@@ -133,8 +138,19 @@ def main(argv: list[str] | None = None) -> None:
     log_dir, study = run_dir / "logs", run_dir / "study.json"
     run_dir.mkdir(parents=True, exist_ok=True)
     study.write_text(json.dumps(STUDY))
-    app_args = ["--mode", "study", "--study", str(study), "--log-dir", str(log_dir), "--gallery-size",
-                str(cfg.gallery_size), "--cache-dir", str(cfg.cache_dir), *shlex.split(cfg.app_args)]  # fmt: skip
+    app_args = [
+        "--mode",
+        "study",
+        "--study",
+        str(study),
+        "--log-dir",
+        str(log_dir),
+        "--gallery-size",
+        str(cfg.gallery_size),
+        "--cache-dir",
+        str(cfg.cache_dir),
+        *shlex.split(cfg.app_args),
+    ]
     tallies = {"honest": Tally(), "hostile": Tally()}
     attacks: Counter = Counter()
     block_s = cfg.duration_s / cfg.rounds
@@ -142,8 +158,10 @@ def main(argv: list[str] | None = None) -> None:
         for r in range(cfg.rounds):
             for phase in ("honest", "hostile") if r % 2 == 0 else ("hostile", "honest"):
                 hostile = cfg.hostile_clients if phase == "hostile" else 0
-                print(f"{phase} block {r}: {cfg.sessions} participants, {hostile} hostile clients, {block_s:g} s",
-                      flush=True)  # fmt: skip
+                print(
+                    f"{phase} block {r}: {cfg.sessions} participants, {hostile} hostile clients, {block_s:g} s",
+                    flush=True,
+                )
                 tally, block_attacks = asyncio.run(run_phase(app.url, cfg, f"{phase}{r}", hostile, block_s))
                 tallies[phase].merge(tally)
                 attacks.update(block_attacks)
@@ -151,10 +169,14 @@ def main(argv: list[str] | None = None) -> None:
         time.sleep(1.0)  # answers are sent after their records are written; let the last land
         rss, alive = status_mb("VmHWM", app.proc.pid, missing=float("nan")), app.proc.poll() is None
     phases = {
-        phase: {**check_logs(log_dir, tally), "latency_ms": percentiles(tally.latencies_ms),
-                "errors": dict(tally.errors), "wall_s": tally.wall_s}
+        phase: {
+            **check_logs(log_dir, tally),
+            "latency_ms": percentiles(tally.latencies_ms),
+            "errors": dict(tally.errors),
+            "wall_s": tally.wall_s,
+        }
         for phase, tally in tallies.items()
-    }  # fmt: skip
+    }
     phases["hostile"]["attacks"] = dict(attacks)
     phases["server"] = {"peak_rss_mb": rss, "alive": alive, "app_log": str(run_dir / "app.log")}
     report(phases, cfg, machine, command_line(__file__, argv))

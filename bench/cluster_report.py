@@ -76,7 +76,7 @@ def report(
             f"| {name} | {res['startup_s']:.1f} | {res['rss_mb']:.0f} | {res['idle_cores']:.2f} | {summary(res['warmup'])['n']} | "
             f"{summary(res['warmup'])['latency']['p50']:.1f} / {summary(res['warmup'])['latency']['p95']:.1f} |"
             for name, res in results.items()
-        ),  # fmt: skip
+        ),
         "",
         "Encoder forward alone (this process, channels_last, 1 torch thread, 30 calls after 3 warm-up):",
         "",
@@ -94,7 +94,7 @@ def report(
             ]
             if laptop
             else []
-        ),  # fmt: skip
+        ),
         *table(results),
         "",
         "Answers: `exact` = same ids as the single-process library; `equivalent` = same scores from the "
@@ -102,8 +102,16 @@ def report(
         "library's for that sketch (a batched forward can move a score by float noise).",
     ]
     raw = {"encoder_batch_ms": costs, "laptop": laptop}
-    raw |= {name: {"startup_s": r["startup_s"], "rss_mb": r["rss_mb"], "idle_cores": r["idle_cores"], "warmup": r["warmup"], "runs": {str(u): v for u, v in r["runs"].items()}}
-           for name, r in results.items()}  # fmt: skip
+    raw |= {
+        name: {
+            "startup_s": r["startup_s"],
+            "rss_mb": r["rss_mb"],
+            "idle_cores": r["idle_cores"],
+            "warmup": r["warmup"],
+            "runs": {str(u): v for u, v in r["runs"].items()},
+        }
+        for name, r in results.items()
+    }
     write_results(cfg.name, lines, [], {"results": raw, "config": {k: str(v) for k, v in vars(cfg).items()}}, machine)
     plot_latency(cfg, results)
 
@@ -117,8 +125,9 @@ def plot_latency(cfg: Config, results: dict) -> None:
     for name, res in results.items():
         users = sorted(res["runs"])
         ax.plot(users, [summary(res["runs"][u])["latency"]["p95"] for u in users], marker="o", label=f"{name} p95")
-        ax.plot(users, [summary(res["runs"][u])["latency"]["p50"] for u in users], ls="--", marker=".",
-                label=f"{name} p50")  # fmt: skip
+        ax.plot(
+            users, [summary(res["runs"][u])["latency"]["p50"] for u in users], ls="--", marker=".", label=f"{name} p50"
+        )
     ax.set(xlabel="concurrent sessions", ylabel="per-stroke latency ms", title="closed-loop sessions, 2 cores")
     ax.legend(fontsize=7)
     save_plot(fig, cfg.name)

@@ -38,12 +38,32 @@ def serve_cluster(replicas: int, shards: int, cfg: Config) -> Iterator[tuple[str
     port = free_port()
     log = cfg.cache_dir / f"serve-{port}.log"
     log.parent.mkdir(parents=True, exist_ok=True)
-    cmd = [sys.executable, "-m", "retrieval.serving.serve_ray", "--replicas", str(replicas), "--shards", str(shards),
-           "--gallery-size", str(cfg.gallery_size), "--cache-dir", str(cfg.cache_dir), "--model", str(cfg.model),
-           "--port", str(port)]  # fmt: skip
+    cmd = [
+        sys.executable,
+        "-m",
+        "retrieval.serving.serve_ray",
+        "--replicas",
+        str(replicas),
+        "--shards",
+        str(shards),
+        "--gallery-size",
+        str(cfg.gallery_size),
+        "--cache-dir",
+        str(cfg.cache_dir),
+        "--model",
+        str(cfg.model),
+        "--port",
+        str(port),
+    ]
     with open(log, "wb") as out:
-        proc = subprocess.Popen(cmd, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
-                                env={**os.environ, "NO_PROXY": LOCALHOST, "PYTHONUNBUFFERED": "1"})  # fmt: skip
+        proc = subprocess.Popen(
+            cmd,
+            cwd=ROOT,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            env={**os.environ, "NO_PROXY": LOCALHOST, "PYTHONUNBUFFERED": "1"},
+        )
     try:
         deadline = time.monotonic() + 600
         while "EarlySketch on Ray Serve" not in log.read_text(errors="replace"):

@@ -93,9 +93,15 @@ def report(
     if errors:
         lines += ["", "First errors:", *(f"- {r['error']}" for r in errors[:5])]
     lines += ["", "Plot: `concurrency.png` (latency of each request over the run)."]
-    raw = {"latency": lat, "server": server, "checks": checks, "rows": rows, "timed_out": timed_out,
-           "runs": {flags: {"rows": r, "timed_out": t} for flags, (r, t, *_) in runs.items()},
-           "config": {k: str(v) for k, v in vars(cfg).items()}}  # fmt: skip
+    raw = {
+        "latency": lat,
+        "server": server,
+        "checks": checks,
+        "rows": rows,
+        "timed_out": timed_out,
+        "runs": {flags: {"rows": r, "timed_out": t} for flags, (r, t, *_) in runs.items()},
+        "config": {k: str(v) for k, v in vars(cfg).items()},
+    }
     write_results(cfg.name, lines, targets, raw, machine)
     plot_latency(cfg, [r for r in rows if "latency_ms" in r])
 
@@ -112,8 +118,15 @@ def concurrency_targets(cfg: Config, runs: dict, stats: dict) -> list[Target]:
         targets.insert(0, Target(f"per-stroke latency p95, {cfg.users} concurrent sessions", lat["p95"], 150))
     if len(runs) > 1:  # the first configuration (batching by default) must not be slower than the second
         other = list(stats.values())[1]["latency"]["p95"]
-        targets.append(Target(f"p95 ratio `{cfg.app_args or 'defaults'}` / `{cfg.compare_app_args}` at pace "
-                              f"x{cfg.pace:g}", lat["p95"] / max(other, 1e-9), 1.0, "<=", "x"))  # fmt: skip
+        targets.append(
+            Target(
+                f"p95 ratio `{cfg.app_args or 'defaults'}` / `{cfg.compare_app_args}` at pace x{cfg.pace:g}",
+                lat["p95"] / max(other, 1e-9),
+                1.0,
+                "<=",
+                "x",
+            )
+        )
     return targets
 
 

@@ -131,8 +131,15 @@ def markdown_targets(name: str, text: str) -> list[Target]:
             default = f"nprobe={IndexParams().nprobe}"
             for row in rows:  # the library's IVF-Flat (nlist 4*sqrt(N)), used above the exact-search threshold
                 if row[cols["index"]].startswith("IVF-Flat") and row[cols["index"]].endswith(default):
-                    out.append(Target(f"IVF-Flat default ({default}) recall@10 at {row[0]} photos",
-                                      number(row[cols["recall@10"]]), 0.95, ">=", ""))  # fmt: skip
+                    out.append(
+                        Target(
+                            f"IVF-Flat default ({default}) recall@10 at {row[0]} photos",
+                            number(row[cols["recall@10"]]),
+                            0.95,
+                            ">=",
+                            "",
+                        )
+                    )
     return out
 
 
@@ -179,8 +186,14 @@ def run_bench(bench: Bench, quick: bool, log_dir: Path) -> dict:
     seconds = time.monotonic() - start
     print(f"   {status} in {seconds:.0f} s", flush=True)
     tail = "" if status == "ok" else log.read_text(errors="replace")[-1500:]
-    return {"bench": bench, "status": status, "seconds": seconds, "started_at": started_at, "command": " ".join(["python", *cmd[1:]])
-            .replace(str(ROOT) + "/", ""), "tail": tail}  # fmt: skip
+    return {
+        "bench": bench,
+        "status": status,
+        "seconds": seconds,
+        "started_at": started_at,
+        "command": " ".join(["python", *cmd[1:]]).replace(str(ROOT) + "/", ""),
+        "tail": tail,
+    }
 
 
 def collect(run: dict) -> tuple[list[Target], list[str]]:
@@ -191,8 +204,10 @@ def collect(run: dict) -> tuple[list[Target], list[str]]:
     # Written by this run, not a stale file (benches left out by --only keep their earlier files).
     fresh = md.exists() and (run["status"] == "not re-run" or md.stat().st_mtime >= run["started_at"] - 1)
     if fresh and bench.owner_json and js.exists():
-        targets = [Target(**{k: t[k] for k in ("name", "measured", "limit", "op", "unit", "note")})
-                   for t in json.loads(js.read_text())["targets"]]  # fmt: skip
+        targets = [
+            Target(**{k: t[k] for k in ("name", "measured", "limit", "op", "unit", "note")})
+            for t in json.loads(js.read_text())["targets"]
+        ]
     elif fresh:
         text = md.read_text()
         targets = markdown_targets(bench.name, text)
@@ -203,8 +218,10 @@ def collect(run: dict) -> tuple[list[Target], list[str]]:
         done = f"not re-run: result of an earlier run{' (' + run['earlier'] + ')' if run['earlier'] else ''}"
     lines = [f"## {bench.name}", "", f"- command: `{run['command']}` — {done}"]
     if fresh:
-        lines.append(f"- results: [results/{md.name}](results/{md.name})"
-                     + (f", plot ![{bench.name}](results/{png.name})" if png.exists() else ""))  # fmt: skip
+        lines.append(
+            f"- results: [results/{md.name}](results/{md.name})"
+            + (f", plot ![{bench.name}](results/{png.name})" if png.exists() else "")
+        )
     else:
         lines.append("- no fresh result file from this run")
     if run["tail"]:
@@ -217,9 +234,16 @@ def gap_lines(all_targets: list[tuple[str, Target]]) -> list[str]:
     missed = [(name, t) for name, t in all_targets if not t.met]
     if not missed:
         return []
-    return ["Gaps (measured number against the target; the linked result file says why):", "",
-            *(f"- {name}: {t.name}: measured {t.measured:.3g} {t.unit}, target {t.op} {t.limit:g} {t.unit} "
-              f"([results/{name}.md](results/{name}.md))" for name, t in missed), ""]  # fmt: skip
+    return [
+        "Gaps (measured number against the target; the linked result file says why):",
+        "",
+        *(
+            f"- {name}: {t.name}: measured {t.measured:.3g} {t.unit}, target {t.op} {t.limit:g} {t.unit} "
+            f"([results/{name}.md](results/{name}.md))"
+            for name, t in missed
+        ),
+        "",
+    ]
 
 
 def write_summary(runs: list[dict], quick: bool, machine: dict, command: str) -> None:
@@ -270,8 +294,15 @@ def earlier_run(bench: Bench) -> dict:
     lines = md.read_text().splitlines() if md.exists() else []
     command = next((line.split("`")[1] for line in lines if line.startswith("- command: `")), "(no earlier result)")
     when = next((line.removeprefix("- date: ") for line in lines if line.startswith("- date: ")), "")
-    return {"bench": bench, "status": "not re-run", "seconds": 0.0, "started_at": 0.0, "earlier": when,
-            "command": command, "tail": ""}  # fmt: skip
+    return {
+        "bench": bench,
+        "status": "not re-run",
+        "seconds": 0.0,
+        "started_at": 0.0,
+        "earlier": when,
+        "command": command,
+        "tail": "",
+    }
 
 
 if __name__ == "__main__":

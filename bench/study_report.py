@@ -28,28 +28,45 @@ def report(phases: dict, cfg: Config, machine: dict, command: str) -> None:
     server, runs = phases["server"], {name: phases[name] for name in ("honest", "hostile")}
     honest, hostile = runs["honest"], runs["hostile"]
     ratio = hostile["latency_ms"]["p95"] / honest["latency_ms"]["p95"]
-    targets = [
-        Target(f"{name}: stroke records written - strokes sent", p["records_written"] - p["strokes_sent"], 0, unit="")
-        for name, p in runs.items()
-    ] + [Target(f"{name}: misfiled records", p["misfiled"], 0, unit="") for name, p in runs.items()] + [
-        Target("honest p95 latency with / without hostile traffic", ratio, 1.5, unit="x"),
-        Target("honest-session request errors", sum(sum(p["errors"].values()) for p in runs.values()), 0, unit=""),
-    ]  # fmt: skip
+    targets = (
+        [
+            Target(
+                f"{name}: stroke records written - strokes sent", p["records_written"] - p["strokes_sent"], 0, unit=""
+            )
+            for name, p in runs.items()
+        ]
+        + [Target(f"{name}: misfiled records", p["misfiled"], 0, unit="") for name, p in runs.items()]
+        + [
+            Target("honest p95 latency with / without hostile traffic", ratio, 1.5, unit="x"),
+            Target("honest-session request errors", sum(sum(p["errors"].values()) for p in runs.values()), 0, unit=""),
+        ]
+    )
     lines = header_lines("Study-mode reliability under hostile traffic", command, machine)
-    lines += ["", f"{cfg.sessions} participants at a time, at human timing, for {cfg.duration_s:g} s per phase "
-              f"({cfg.rounds} blocks each, A B B A); gallery {cfg.gallery_size} procedural photos; "
-              f"{cfg.hostile_clients} hostile clients (own process) during the hostile blocks. {limit_line(cfg)}", "",
-              "| phase | strokes sent | stroke records written | misfiled | p50 ms | p95 ms | p99 ms | errors |",
-              "|---|---|---|---|---|---|---|---|"]  # fmt: skip
+    lines += [
+        "",
+        f"{cfg.sessions} participants at a time, at human timing, for {cfg.duration_s:g} s per phase "
+        f"({cfg.rounds} blocks each, A B B A); gallery {cfg.gallery_size} procedural photos; "
+        f"{cfg.hostile_clients} hostile clients (own process) during the hostile blocks. {limit_line(cfg)}",
+        "",
+        "| phase | strokes sent | stroke records written | misfiled | p50 ms | p95 ms | p99 ms | errors |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
     for name, p in runs.items():
         lat = p["latency_ms"]
-        lines.append(f"| {name} | {p['strokes_sent']} | {p['records_written']} | {p['misfiled']} | {lat['p50']:.0f} | "
-                     f"{lat['p95']:.0f} | {lat['p99']:.0f} | {sum(p['errors'].values())} |")  # fmt: skip
+        lines.append(
+            f"| {name} | {p['strokes_sent']} | {p['records_written']} | {p['misfiled']} | {lat['p50']:.0f} | "
+            f"{lat['p95']:.0f} | {lat['p99']:.0f} | {sum(p['errors'].values())} |"
+        )
     sent = sum(hostile["attacks"].values())
-    lines += ["", f"p95 ratio (with / without hostile traffic): **{ratio:.2f}x**. Server peak RSS (VmHWM): "
-              f"**{server['peak_rss_mb']:.0f} MiB**; alive at the end: {server['alive']}.", "",
-              f"Hostile requests: {sent} in {hostile['wall_s']:.0f} s ({sent / hostile['wall_s']:.1f}/s; "
-              f"{cfg.hostile_pause_s:g} s pause between a client's requests), outcome: count", ""]  # fmt: skip
+    lines += [
+        "",
+        f"p95 ratio (with / without hostile traffic): **{ratio:.2f}x**. Server peak RSS (VmHWM): "
+        f"**{server['peak_rss_mb']:.0f} MiB**; alive at the end: {server['alive']}.",
+        "",
+        f"Hostile requests: {sent} in {hostile['wall_s']:.0f} s ({sent / hostile['wall_s']:.1f}/s; "
+        f"{cfg.hostile_pause_s:g} s pause between a client's requests), outcome: count",
+        "",
+    ]
     lines += [f"- {k}: {v}" for k, v in sorted(hostile["attacks"].items())]
     errors = {k: v for p in runs.values() for k, v in p["errors"].items()}
     if errors:

@@ -50,15 +50,29 @@ def journal(token: str, events: list[dict], extra: dict | None = None) -> str:
 
 
 def journal_object(token: str, events: list[dict], extra: dict | None = None) -> dict:
-    return {"trial": token, "width": 256, "height": 256, "dpr": 1, "t0_utc_ms": time.time() * 1e3, "events": events,
-            **(extra or {})}  # fmt: skip
+    return {
+        "trial": token,
+        "width": 256,
+        "height": 256,
+        "dpr": 1,
+        "t0_utc_ms": time.time() * 1e3,
+        "events": events,
+        **(extra or {}),
+    }
 
 
 def stroke_event(seq: int, stroke: np.ndarray, t0_ms: float) -> dict:
-    points = [[round(float(x), 2), round(float(y), 2), round(float(t - stroke[0, 2] + t0_ms), 1), 0.5]
-              for x, y, t in stroke]  # fmt: skip
-    return {"seq": seq, "type": "stroke", "pointer": "mouse", "t_down": points[0][2], "t_up": points[-1][2],
-            "points": points}  # fmt: skip
+    points = [
+        [round(float(x), 2), round(float(y), 2), round(float(t - stroke[0, 2] + t0_ms), 1), 0.5] for x, y, t in stroke
+    ]
+    return {
+        "seq": seq,
+        "type": "stroke",
+        "pointer": "mouse",
+        "t_down": points[0][2],
+        "t_up": points[-1][2],
+        "points": points,
+    }
 
 
 class Participant:
@@ -137,8 +151,13 @@ async def hostile_client(tab: UiSession, name: str, deadline: float, pause_s: fl
         "nested pointer": lambda: journal(token, [{**max_events[0], "pointer": json.loads("[" * 500 + "]" * 500)}]),
         "seq jump": lambda: journal(token, [max_events[0], {**max_events[1], "seq": 10**9}]),
     }
-    huge = json.dumps({"data": [journal_object(token, max_events[:1], {"dpr": "9" * 10_000_000}), None],
-                       "fn_index": stroke_ev.fn_index, "session_hash": tab.session_hash}).encode()  # fmt: skip
+    huge = json.dumps(
+        {
+            "data": [journal_object(token, max_events[:1], {"dpr": "9" * 10_000_000}), None],
+            "fn_index": stroke_ev.fn_index,
+            "session_hash": tab.session_hash,
+        }
+    ).encode()
     while time.monotonic() < deadline:
         for attack, make in attacks.items():
             try:

@@ -34,8 +34,16 @@ def app_log(tmp_path: Path) -> str:
 
 # --- Playwright with Debian's Chromium (never `playwright install`: no browser downloads) ---------
 CHROMIUM = shutil.which("chromium")
-CHROMIUM_ARGS = ["--headless=new", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync", "--disable-quic"]  # fmt: skip
+CHROMIUM_ARGS = [
+    "--headless=new",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--disable-quic",
+]
 NO_CHROMIUM = "Debian chromium not installed: `make chromium` (or apt-get install -y chromium)"
 
 

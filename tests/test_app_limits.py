@@ -16,8 +16,10 @@ from retrieval.ui.api_client import ApiError, call_rank
 from retrieval.ui.ui_client import UiApp, UiError, UiSession
 from tests.app_server import running_app
 
-SKETCH = {"canvas": {"width": 400, "height": 400},
-          "strokes": [[[10 + i % 300, 20 + (i * 7) % 300, i] for i in range(2000)] for _ in range(4)]}  # fmt: skip
+SKETCH = {
+    "canvas": {"width": 400, "height": 400},
+    "strokes": [[[10 + i % 300, 20 + (i * 7) % 300, i] for i in range(2000)] for _ in range(4)],
+}
 
 
 @pytest.fixture(scope="module")
@@ -27,8 +29,22 @@ def app(tmp_path_factory):
     blocker.write_text("a file where the log folder should be")
     study = tmp / "study.json"
     study.write_text(json.dumps({"random_targets": 2, "num_trials": 2, "time_limit_s": 0}))
-    args = ["--mode", "study", "--study", str(study), "--log-dir", str(blocker / "logs"), "--api", "on",
-            "--max-queue", "1", "--concurrency", "1", "--batch", "1"]  # fmt: skip
+    args = [
+        "--mode",
+        "study",
+        "--study",
+        str(study),
+        "--log-dir",
+        str(blocker / "logs"),
+        "--api",
+        "on",
+        "--max-queue",
+        "1",
+        "--concurrency",
+        "1",
+        "--batch",
+        "1",
+    ]
     with running_app(tmp, *args) as url:
         yield url, str(tmp)
 
@@ -81,8 +97,13 @@ def test_a_tab_flooding_events_gets_429_with_retry_after_and_other_tabs_are_serv
             stroke = ui.event("es-canvas", "stroke_end")
 
             def join(session: str):
-                body = {"data": ["{}", None], "event_data": None, "fn_index": stroke.fn_index,
-                        "trigger_id": stroke.trigger_id, "session_hash": session}  # fmt: skip
+                body = {
+                    "data": ["{}", None],
+                    "event_data": None,
+                    "fn_index": stroke.fn_index,
+                    "trigger_id": stroke.trigger_id,
+                    "session_hash": session,
+                }
                 return client.post(f"{url}/gradio_api/queue/join", json=body, timeout=30)
 
             answers = await asyncio.gather(*(join("flood") for _ in range(2 * RATE_BURST)))

@@ -39,8 +39,19 @@ pytestmark = pytest.mark.skipif(CHROMIUM is None, reason=NO_CHROMIUM)
 
 def _study_config(tmp_path):
     path = tmp_path / "study.json"
-    path.write_text(json.dumps({"name": "browser-test", "random_targets": 3, "num_trials": 3, "seed": 1,
-                                "found_k": 1, "time_limit_s": 0, "show_k": 12}))  # fmt: skip
+    path.write_text(
+        json.dumps(
+            {
+                "name": "browser-test",
+                "random_targets": 3,
+                "num_trials": 3,
+                "seed": 1,
+                "found_k": 1,
+                "time_limit_s": 0,
+                "show_k": 12,
+            }
+        )
+    )
     return path
 
 
@@ -127,8 +138,18 @@ def _start(page, url, participant):
 def test_two_participants_at_once_get_separate_complete_logs_and_hostile_names_stay_text(tmp_path):
     expect = playwright_api.expect
     log_dir = tmp_path / "logs"
-    args = ["--mode", "study", "--study", str(_study_config(tmp_path)), "--log-dir", str(log_dir),
-            "--photos", str(_photo_folder(tmp_path)), "--cache-dir", str(tmp_path / "cache")]  # fmt: skip
+    args = [
+        "--mode",
+        "study",
+        "--study",
+        str(_study_config(tmp_path)),
+        "--log-dir",
+        str(log_dir),
+        "--photos",
+        str(_photo_folder(tmp_path)),
+        "--cache-dir",
+        str(tmp_path / "cache"),
+    ]
     drawn = {p: {} for p in PARTICIPANTS}  # participant -> {trial token: strokes drawn in it}
     with running_app(tmp_path, *args) as url, chromium_browser() as browser:
         info = json.loads(urllib.request.urlopen(url + "/gradio_api/info", timeout=30).read())

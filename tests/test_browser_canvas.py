@@ -151,8 +151,10 @@ def _long_stroke(tab, moves: int) -> None:
     page, box = tab.page, tab.box
     x0, y0 = box["x"] + 0.15 * box["width"], box["y"] + 0.3 * box["height"]
     page.mouse.move(x0, y0)
-    page.evaluate("() => document.querySelector('canvas.es-canvas').addEventListener("
-                  "'pointerdown', (e) => { window.__pointerId = e.pointerId; }, { once: true })")  # fmt: skip
+    page.evaluate(
+        "() => document.querySelector('canvas.es-canvas').addEventListener("
+        "'pointerdown', (e) => { window.__pointerId = e.pointerId; }, { once: true })"
+    )
     page.mouse.down()
     page.evaluate(
         """([n, x0, y0, w]) => {
@@ -198,8 +200,10 @@ def test_same_css_strokes_give_the_same_journal_and_ranking_at_dpr_1_and_2(brows
         tab = Canvas(browser, app_url, dpr=dpr, whole_pixels=True)
         try:
             ids = [tab.stroke(s, seq) for seq, s in enumerate(STROKES, start=1)]
-            size = tab.page.evaluate("() => { const c = document.querySelector('canvas.es-canvas'); "
-                                     "return [c.width, c.getBoundingClientRect().width]; }")  # fmt: skip
+            size = tab.page.evaluate(
+                "() => { const c = document.querySelector('canvas.es-canvas'); "
+                "return [c.width, c.getBoundingClientRect().width]; }"
+            )
             assert size[0] == round(size[1] * dpr), "the backing store follows the pixel ratio"
             journal = tab.journals[-1]
             assert journal["dpr"] == dpr

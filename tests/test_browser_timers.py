@@ -46,8 +46,19 @@ def _page(browser, url):
 
 def test_a_study_trial_ends_by_itself_when_its_time_limit_passes(browser, tmp_path):
     config = tmp_path / "study.json"
-    config.write_text(json.dumps({"name": "deadline-test", "random_targets": 2, "num_trials": 2, "seed": 1,
-                                  "found_k": 1, "time_limit_s": TIME_LIMIT_S, "show_k": 12}))  # fmt: skip
+    config.write_text(
+        json.dumps(
+            {
+                "name": "deadline-test",
+                "random_targets": 2,
+                "num_trials": 2,
+                "seed": 1,
+                "found_k": 1,
+                "time_limit_s": TIME_LIMIT_S,
+                "show_k": 12,
+            }
+        )
+    )
     log_dir = tmp_path / "logs"
     with running_app(tmp_path, "--mode", "study", "--study", str(config), "--log-dir", str(log_dir)) as url:
         page = _page(browser, url)

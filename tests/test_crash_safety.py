@@ -70,8 +70,13 @@ def _stroke_seqs(records: list[dict]) -> set[int]:
 
 @pytest.mark.parametrize("kill_after", [1, 6, 25])
 def test_kill_9_during_study_logging_loses_no_acknowledged_stroke(tmp_path, kill_after):
-    proc = subprocess.Popen([sys.executable, "-c", CHILD, str(tmp_path)], cwd=REPO_ROOT, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)  # fmt: skip
+    proc = subprocess.Popen(
+        [sys.executable, "-c", CHILD, str(tmp_path)],
+        cwd=REPO_ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     acked: list[int] = []
     try:
         deadline = time.monotonic() + 120
@@ -125,8 +130,11 @@ def test_kill_9_app_server_mid_study(tmp_path):
         pytest.skip(NO_CHROMIUM)
     pytest.importorskip("playwright.sync_api")
     study = tmp_path / "study.json"
-    study.write_text(json.dumps({"name": "crash-app", "random_targets": 2, "num_trials": 2, "found_k": 1,
-                                 "time_limit_s": 0, "seed": 3}))  # fmt: skip
+    study.write_text(
+        json.dumps(
+            {"name": "crash-app", "random_targets": 2, "num_trials": 2, "found_k": 1, "time_limit_s": 0, "seed": 3}
+        )
+    )
     log_dir = tmp_path / "logs"
     args = [
         "--mode",
@@ -163,8 +171,9 @@ def test_kill_9_app_server_mid_study(tmp_path):
                 for step in range(1, 8):
                     page.mouse.move(x + step * 12, y + step * 7 * rng.uniform(0.5, 1.5))
                 page.mouse.up()
-                page.wait_for_function(f"Number(document.querySelector('{RESULTS}').dataset.renders) > {before}",
-                                       timeout=60_000)  # fmt: skip
+                page.wait_for_function(
+                    f"Number(document.querySelector('{RESULTS}').dataset.renders) > {before}", timeout=60_000
+                )
                 acked += 1  # painted in the page: the server answered after logging this stroke
             os.killpg(app.proc.pid, signal.SIGKILL)
             app.proc.wait(30)

@@ -25,8 +25,10 @@ from retrieval.serving.retriever import Retriever
 from retrieval.ui.api_client import ApiError, call_rank
 from tests.app_server import running_app
 
-VALID = {"canvas": {"width": 400, "height": 300},
-         "strokes": [[[10, 20, 0], [200, 150, 40], [390, 290, 80]], [[50, 250, 500], [300, 40, 560, 0.5]]]}  # fmt: skip
+VALID = {
+    "canvas": {"width": 400, "height": 300},
+    "strokes": [[[10, 20, 0], [200, 150, 40], [390, 290, 80]], [[50, 250, 500], [300, 40, 560, 0.5]]],
+}
 CASE_TIME_LIMIT_S = 5.0  # one hostile payload must be refused well within this, even on a busy machine
 
 
@@ -243,8 +245,16 @@ def test_photo_folder_with_hostile_files(request, tmp_path):
         gallery = build_folder_gallery(Encoder.create(seed=0), root, cache_dir=None, progress=False)
     assert sorted(gallery.index.ids) == ["good.png", "inside_link.png", "large_but_allowed.jpg", "nested/good2.jpg"]
     skipped = "\n".join(gallery.skipped)
-    for name in ("bomb.png", "text.png", "empty.jpg", "truncated.png", "random.webp", "..hidden..png",
-                 "escape.png", "passwd.png"):  # fmt: skip
+    for name in (
+        "bomb.png",
+        "text.png",
+        "empty.jpg",
+        "truncated.png",
+        "random.webp",
+        "..hidden..png",
+        "escape.png",
+        "passwd.png",
+    ):
         assert name in skipped, f"{name} should be reported as skipped:\n{skipped}"
     assert "decompression-bomb" in skipped and "symlink leaving" in skipped
     assert all(p.resolve().is_relative_to(root.resolve()) for p in gallery.paths.values())

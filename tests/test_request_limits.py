@@ -28,8 +28,9 @@ async def echo_size(request: Request) -> PlainTextResponse:
 
 
 def _client(max_bytes: int) -> TestClient:
-    app = Starlette(routes=[Route("/", echo_size, methods=["POST"])],
-                    middleware=[Middleware(BodySizeLimit, max_bytes=max_bytes)])  # fmt: skip
+    app = Starlette(
+        routes=[Route("/", echo_size, methods=["POST"])], middleware=[Middleware(BodySizeLimit, max_bytes=max_bytes)]
+    )
     return TestClient(app)
 
 
@@ -50,8 +51,10 @@ def test_a_streamed_body_without_length_is_cut_off_at_the_cap():
 
 
 def _join_client(max_structured: int) -> TestClient:
-    app = Starlette(routes=[Route("/join", echo_size, methods=["POST"]), Route("/other", echo_size, methods=["POST"])],
-                    middleware=[Middleware(StructuredInputLimit, paths=("/join",), max_bytes=max_structured)])  # fmt: skip
+    app = Starlette(
+        routes=[Route("/join", echo_size, methods=["POST"]), Route("/other", echo_size, methods=["POST"])],
+        middleware=[Middleware(StructuredInputLimit, paths=("/join",), max_bytes=max_structured)],
+    )
     return TestClient(app)
 
 
@@ -77,8 +80,10 @@ class FakeClock:
 
 
 def _limited_client(clock: FakeClock, per_s: float = RATE_PER_S, burst: int = RATE_BURST) -> TestClient:
-    app = Starlette(routes=[Route("/join", echo_size, methods=["POST"]), Route("/other", echo_size, methods=["POST"])],
-                    middleware=[Middleware(RateLimit, paths=("/join",), per_s=per_s, burst=burst, clock=clock)])  # fmt: skip
+    app = Starlette(
+        routes=[Route("/join", echo_size, methods=["POST"]), Route("/other", echo_size, methods=["POST"])],
+        middleware=[Middleware(RateLimit, paths=("/join",), per_s=per_s, burst=burst, clock=clock)],
+    )
     return TestClient(app)
 
 

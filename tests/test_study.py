@@ -39,8 +39,14 @@ class _Result:
 
 
 def _stroke(seq, n=5, t=0.0):
-    return {"seq": seq, "type": "stroke", "pointer": "mouse", "t_down": t, "t_up": t + 50,
-            "points": [[10.0 + i, 20.0 + i, t + 10 * i, 0.5] for i in range(n)]}  # fmt: skip
+    return {
+        "seq": seq,
+        "type": "stroke",
+        "pointer": "mouse",
+        "t_down": t,
+        "t_up": t + 50,
+        "points": [[10.0 + i, 20.0 + i, t + 10 * i, 0.5] for i in range(n)],
+    }
 
 
 def _payload(session, events):
@@ -123,8 +129,20 @@ def test_study_session_logs_every_stroke_and_finds_the_target(tmp_path):
 
     records = read_log(tmp_path / "P1__S1.jsonl")
     types = [r["type"] for r in records]
-    assert types == ["session_start", "trial_start", "stroke", "stroke", "undo", "stroke", "stroke", "stroke",
-                     "trial_end", "trial_start", "trial_end", "session_end"]  # fmt: skip
+    assert types == [
+        "session_start",
+        "trial_start",
+        "stroke",
+        "stroke",
+        "undo",
+        "stroke",
+        "stroke",
+        "stroke",
+        "trial_end",
+        "trial_start",
+        "trial_end",
+        "session_end",
+    ]
     strokes = [r for r in records if r["type"] == "stroke"]
     assert [r["stroke_index"] for r in strokes] == [0, 1, 2, 3, 4]
     assert all(r["target_id"] == session.plan[0].target_id and r["condition"] == "default" for r in strokes)
@@ -150,8 +168,12 @@ def test_analysis_summarises_participants_and_writes_plots(tmp_path, capsys):
 
     for participant in ("P1", "P2"):
         session, rank = DrawingSession(), FakeRank()
-        session.begin_study(StudyConfig(num_trials=2, random_targets=2, time_limit_s=0),
-                            StudyLog(tmp_path, participant, "S1"), GALLERY, {})  # fmt: skip
+        session.begin_study(
+            StudyConfig(num_trials=2, random_targets=2, time_limit_s=0),
+            StudyLog(tmp_path, participant, "S1"),
+            GALLERY,
+            {},
+        )
         for _ in range(2):
             session.update(_payload(session, [_stroke(i, t=100.0 * i) for i in range(1, 5)]), rank)
             session.next_trial()

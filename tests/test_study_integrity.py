@@ -48,8 +48,15 @@ def _rank(retriever):
 
 def _stroke(seq, n=4, **extra):
     t = 100.0 * seq
-    return {"seq": seq, "type": "stroke", "pointer": "mouse", "t_down": t, "t_up": t + 40,
-            "points": [[10.0 + 7 * i + seq, 20.0 + 5 * i, t + 10 * i, 0.5] for i in range(n)], **extra}  # fmt: skip
+    return {
+        "seq": seq,
+        "type": "stroke",
+        "pointer": "mouse",
+        "t_down": t,
+        "t_up": t + 40,
+        "points": [[10.0 + 7 * i + seq, 20.0 + 5 * i, t + 10 * i, 0.5] for i in range(n)],
+        **extra,
+    }
 
 
 def _journal(session_or_token, events, **fields):

@@ -146,8 +146,9 @@ log.append({"type": "stroke", "stroke_index": 2})
 
 
 def test_a_short_write_never_corrupts_the_next_record(tmp_path):
-    out = subprocess.run([sys.executable, "-c", _SHORT_WRITE, str(tmp_path)], cwd=REPO_ROOT, capture_output=True,
-                         text=True, timeout=60)  # fmt: skip
+    out = subprocess.run(
+        [sys.executable, "-c", _SHORT_WRITE, str(tmp_path)], cwd=REPO_ROOT, capture_output=True, text=True, timeout=60
+    )
     assert out.returncode == 0 and "refused:" in out.stdout, out.stderr[-2000:]
     with pytest.warns(UserWarning, match="torn record"):
         records = read_log(tmp_path / "P__S.jsonl")

@@ -63,8 +63,11 @@ def encoder():
 @pytest.mark.parametrize("where", ["top level", "inside a value", "as a key"])
 def test_malicious_qmul_pickle_is_refused(tmp_path, sentinel, how, where):
     evil = _payloads(sentinel)[how]
-    data = {"top level": evil, "inside a value": {"/train/a_1": np.zeros((3, 3)), "/train/b_1": evil},
-            "as a key": {"/train/a_1": np.zeros((3, 3)), ("k", evil): np.zeros((2, 3))}}[where]  # fmt: skip
+    data = {
+        "top level": evil,
+        "inside a value": {"/train/a_1": np.zeros((3, 3)), "/train/b_1": evil},
+        "as a key": {"/train/a_1": np.zeros((3, 3)), ("k", evil): np.zeros((2, 3))},
+    }[where]
     path = tmp_path / "ChairV2_Coordinate"
     path.write_bytes(pickle.dumps(data, protocol=3))
     with pytest.raises(UnsafePickleError, match="refusing to unpickle"):

@@ -48,8 +48,9 @@ class RankBatcher:
 
     def __init__(self, retriever: Retriever, max_batch: int = 8, max_wait_ms: float = 0.0, workers: int = 1) -> None:
         if max_batch < 1 or workers < 1 or max_wait_ms < 0:
-            raise ValueError(f"need max_batch >= 1, workers >= 1, max_wait_ms >= 0; got {max_batch}, {workers}, "
-                             f"{max_wait_ms}")  # fmt: skip
+            raise ValueError(
+                f"need max_batch >= 1, workers >= 1, max_wait_ms >= 0; got {max_batch}, {workers}, {max_wait_ms}"
+            )
         self.retriever = retriever
         self.max_batch = int(max_batch)
         self.max_wait_s = float(max_wait_ms) / 1e3
@@ -58,8 +59,9 @@ class RankBatcher:
         self._idle = 0  # workers waiting for a request
         self._queue: queue.Queue[_Request | None] = queue.Queue()
         self._closed = False
-        self._workers = [threading.Thread(target=self._work, name=f"rank-batcher-{i}", daemon=True)
-                         for i in range(workers)]  # fmt: skip
+        self._workers = [
+            threading.Thread(target=self._work, name=f"rank-batcher-{i}", daemon=True) for i in range(workers)
+        ]
         for worker in self._workers:
             worker.start()
 
@@ -136,8 +138,9 @@ class RankBatcher:
             self.batch_counts[len(batch)] += 1
         started = time.perf_counter()
         try:
-            results = self.retriever.rank_batch([r.sketch for r in batch], max(r.k for r in batch),
-                                                [r.target_id for r in batch], errors="return")  # fmt: skip
+            results = self.retriever.rank_batch(
+                [r.sketch for r in batch], max(r.k for r in batch), [r.target_id for r in batch], errors="return"
+            )
         except Exception as exc:  # noqa: BLE001 - e.g. an unknown target id: rank alone so only its caller fails
             if len(batch) == 1:
                 batch[0].future.set_exception(exc)

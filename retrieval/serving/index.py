@@ -261,8 +261,13 @@ class PhotoIndex:
             trained_size = self._trained_size
         np.save(folder / "vectors.npy", vectors)
         (folder / "ids.json").write_text(json.dumps(ids))
-        meta = {"dim": self.dim, "kind": self.kind, "requested_kind": self.requested_kind,
-                "trained_size": trained_size, "params": asdict(self.params)}  # fmt: skip
+        meta = {
+            "dim": self.dim,
+            "kind": self.kind,
+            "requested_kind": self.requested_kind,
+            "trained_size": trained_size,
+            "params": asdict(self.params),
+        }
         (folder / "index.json").write_text(json.dumps(meta, indent=2))
         return folder
 

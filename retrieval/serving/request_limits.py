@@ -26,8 +26,13 @@ Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 
-async def plain_response(send: Send, status: int, text: str, content_type: bytes = b"text/plain; charset=utf-8",
-                         headers: tuple[tuple[bytes, bytes], ...] = ()) -> None:  # fmt: skip
+async def plain_response(
+    send: Send,
+    status: int,
+    text: str,
+    content_type: bytes = b"text/plain; charset=utf-8",
+    headers: tuple[tuple[bytes, bytes], ...] = (),
+) -> None:
     """Answer with ``status`` and a short body (plain text unless ``content_type`` says otherwise)."""
     body = text.encode()
     head = [(b"content-type", content_type), (b"content-length", str(len(body)).encode()), *headers]
@@ -150,8 +155,11 @@ class StructuredInputLimit:
         if body is None:
             return  # the client went away
         if self._too_structured(body):
-            await plain_response(send, 413, f"event inputs hold over {self.max_bytes} bytes of nested JSON: "
-                                 "send large values as JSON text")  # fmt: skip
+            await plain_response(
+                send,
+                413,
+                f"event inputs hold over {self.max_bytes} bytes of nested JSON: send large values as JSON text",
+            )
             return
         await self.app(scope, replaying(body, receive), send)
 
@@ -208,8 +216,15 @@ class RateLimit:
     recently used dropped first (its client starts again with a full bucket).
     """
 
-    def __init__(self, app: ASGIApp, paths: tuple[str, ...], per_s: float, burst: int, max_clients: int = 10_000,
-                 clock: Callable[[], float] = time.monotonic) -> None:  # fmt: skip
+    def __init__(
+        self,
+        app: ASGIApp,
+        paths: tuple[str, ...],
+        per_s: float,
+        burst: int,
+        max_clients: int = 10_000,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         if not per_s > 0 or burst < 1 or max_clients < 1:
             raise ValueError(f"need per_s > 0, burst >= 1, max_clients >= 1; got {per_s}, {burst}, {max_clients}")
         self.app, self.paths, self.clock = app, tuple(paths), clock
@@ -217,8 +232,11 @@ class RateLimit:
         self.buckets: OrderedDict[tuple[str, str], tuple[float, float]] = OrderedDict()  # key -> (tokens, time)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if (scope["type"] != "http" or scope.get("method") != "POST"
-                or not str(scope.get("path", "")).startswith(self.paths)):  # fmt: skip
+        if (
+            scope["type"] != "http"
+            or scope.get("method") != "POST"
+            or not str(scope.get("path", "")).startswith(self.paths)
+        ):
             await self.app(scope, receive, send)
             return
         body = await read_body(receive)
@@ -227,10 +245,17 @@ class RateLimit:
         address = (scope.get("client") or ("",))[0] or ""
         wait_s = self.take((address, session_of(body) or ""))
         if wait_s:
-            message = (f"Too many requests from this page (over {self.burst} in a row or {self.per_s:g} a second "
-                       f"for long): wait {wait_s:.1f} s and try again.")  # fmt: skip
-            await plain_response(send, 429, json.dumps({"detail": message}), b"application/json",
-                                 ((b"retry-after", str(max(1, math.ceil(wait_s))).encode()),))  # fmt: skip
+            message = (
+                f"Too many requests from this page (over {self.burst} in a row or {self.per_s:g} a second "
+                f"for long): wait {wait_s:.1f} s and try again."
+            )
+            await plain_response(
+                send,
+                429,
+                json.dumps({"detail": message}),
+                b"application/json",
+                ((b"retry-after", str(max(1, math.ceil(wait_s))).encode()),),
+            )
             return
         await self.app(scope, replaying(body, receive), send)
 

@@ -38,8 +38,15 @@ def rank_result(status: int, body: dict[str, Any]) -> RankResult:
         raise KeyError(body.get("error", "target not in the gallery"))
     if status != 200 or "ids" not in body:
         raise RuntimeError(f"the Serve app answered HTTP {status}: {str(body)[:300]}; is `make serve-cluster` up?")
-    return RankResult(list(body["ids"]), [float(s) for s in body["scores"]], body["target_rank"],
-                      dict(body["timings_ms"]), int(body["gallery_size"]), None, int(body["batch_size"]))  # fmt: skip
+    return RankResult(
+        list(body["ids"]),
+        [float(s) for s in body["scores"]],
+        body["target_rank"],
+        dict(body["timings_ms"]),
+        int(body["gallery_size"]),
+        None,
+        int(body["batch_size"]),
+    )
 
 
 class ServeRanker:

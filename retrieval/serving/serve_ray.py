@@ -103,10 +103,14 @@ class SketchEncoder:
         batch = await asyncio.to_thread(self.embedder.embed_batch, sketches, "return")
         rows = {i: batch.queries[row] for row, i in enumerate(batch.todo)}
         return [
-            {"query": rows.get(i), "error": batch.failures.get(i), "timings_ms": batch.timings_ms,
-             "batch_size": len(sketches)}
+            {
+                "query": rows.get(i),
+                "error": batch.failures.get(i),
+                "timings_ms": batch.timings_ms,
+                "batch_size": len(sketches),
+            }
             for i in range(len(sketches))
-        ]  # fmt: skip
+        ]
 
 
 @serve.deployment(ray_actor_options={"num_cpus": 0})
@@ -154,8 +158,14 @@ class Ingress:
             ids, scores, rank = merged_ids[0], merged[0, : len(merged_ids[0])].astype(float).tolist(), ranks[0]
             timings["search"] = (time.perf_counter() - t) * 1e3
         timings["total"] = (time.perf_counter() - start) * 1e3
-        return {"ids": ids, "scores": scores, "target_rank": rank, "timings_ms": timings,
-                "gallery_size": self.n_gallery, "batch_size": embedded["batch_size"]}  # fmt: skip
+        return {
+            "ids": ids,
+            "scores": scores,
+            "target_rank": rank,
+            "timings_ms": timings,
+            "gallery_size": self.n_gallery,
+            "batch_size": embedded["batch_size"],
+        }
 
     async def __call__(self, request: Request) -> JSONResponse:
         try:
@@ -213,16 +223,27 @@ def prepare_shards(cfg: ServeConfig) -> tuple[list[Path], int]:
 def start_local_cluster(num_cpus: int = 0, port: int = 8000, address: str = "local") -> None:
     """A fresh local Ray head on 127.0.0.1 (no dashboard), or the running cluster at ``address``, and
     Serve's HTTP proxy on 127.0.0.1:``port``."""
-    env = {"env_vars": {"PYTHONPATH": str(PROJECT_ROOT), "OMP_NUM_THREADS": "1", "GRADIO_ANALYTICS_ENABLED": "False",
-                        "HF_HUB_OFFLINE": "1"}}  # fmt: skip
+    env = {
+        "env_vars": {
+            "PYTHONPATH": str(PROJECT_ROOT),
+            "OMP_NUM_THREADS": "1",
+            "GRADIO_ANALYTICS_ENABLED": "False",
+            "HF_HUB_OFFLINE": "1",
+        }
+    }
     if address != "local":
         ray.init(address=address, runtime_env=env, logging_level="WARNING", log_to_driver=False)
     else:
         ray.init(
-            address="local", num_cpus=num_cpus or os.cpu_count() or 1, include_dashboard=False,
-            _node_ip_address="127.0.0.1", object_store_memory=256 * 2**20, logging_level="WARNING",
-            log_to_driver=False, runtime_env=env,
-        )  # fmt: skip
+            address="local",
+            num_cpus=num_cpus or os.cpu_count() or 1,
+            include_dashboard=False,
+            _node_ip_address="127.0.0.1",
+            object_store_memory=256 * 2**20,
+            logging_level="WARNING",
+            log_to_driver=False,
+            runtime_env=env,
+        )
     serve.start(http_options={"host": "127.0.0.1", "port": port})
 
 
@@ -251,10 +272,12 @@ def main(argv: list[str] | None = None) -> None:
     signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
         deploy_s = deploy(cfg, folders, n)
-        print(f"EarlySketch on Ray Serve: POST http://127.0.0.1:{cfg.port}/rank ({n:,} photos in {cfg.shards} "
-              f"shard(s), {cfg.replicas} encoder replica(s); ready in {time.perf_counter() - start:.1f} s, "
-              f"deploy {deploy_s:.1f} s). Front end: app.py --serve-url http://127.0.0.1:{cfg.port}. Ctrl-C stops.",
-              flush=True)  # fmt: skip
+        print(
+            f"EarlySketch on Ray Serve: POST http://127.0.0.1:{cfg.port}/rank ({n:,} photos in {cfg.shards} "
+            f"shard(s), {cfg.replicas} encoder replica(s); ready in {time.perf_counter() - start:.1f} s, "
+            f"deploy {deploy_s:.1f} s). Front end: app.py --serve-url http://127.0.0.1:{cfg.port}. Ctrl-C stops.",
+            flush=True,
+        )
         while True:
             time.sleep(3600)
     except KeyboardInterrupt:

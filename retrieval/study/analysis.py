@@ -52,19 +52,41 @@ def stroke_table(records: list[dict]) -> pd.DataFrame:
             "server_ms": r.get("server_ms"),
             "num_points": len(r.get("points") or []),
             "pointer": r.get("pointer"),
-        }  # fmt: skip
+        }
         for r in records
         if r.get("type") == "stroke"
     ]
-    columns = ["participant", "session", "trial", "condition", "target_id", "stroke_index", "seconds",
-               "target_rank", "server_ms", "num_points", "pointer"]  # fmt: skip
+    columns = [
+        "participant",
+        "session",
+        "trial",
+        "condition",
+        "target_id",
+        "stroke_index",
+        "seconds",
+        "target_rank",
+        "server_ms",
+        "num_points",
+        "pointer",
+    ]
     return pd.DataFrame(rows, columns=columns)
 
 
 def trial_table(records: list[dict]) -> pd.DataFrame:
     """One row per ended trial (``trial_end`` records)."""
-    keep = ["participant", "session", "trial", "condition", "target_id", "outcome", "found", "strokes_drawn",
-            "seconds", "final_rank", "best_rank"]  # fmt: skip
+    keep = [
+        "participant",
+        "session",
+        "trial",
+        "condition",
+        "target_id",
+        "outcome",
+        "found",
+        "strokes_drawn",
+        "seconds",
+        "final_rank",
+        "best_rank",
+    ]
     rows = [{k: r.get(k) for k in keep} for r in records if r.get("type") == "trial_end"]
     return pd.DataFrame(rows, columns=keep)
 
@@ -75,13 +97,18 @@ def participant_summary(strokes: pd.DataFrame, trials: pd.DataFrame) -> pd.DataF
     for pid, group in trials.groupby("participant", sort=True):
         found = group[group["found"] == True]  # noqa: E712 - pandas element-wise comparison
         mine = strokes[strokes["participant"] == pid]
-        out.append({
-            "participant": pid, "sessions": group["session"].nunique(), "trials": len(group),
-            "found_pct": 100.0 * len(found) / max(len(group), 1),
-            "median_strokes_to_find": found["strokes_drawn"].median() if len(found) else float("nan"),
-            "median_seconds_to_find": found["seconds"].median() if len(found) else float("nan"),
-            "strokes_logged": len(mine), "median_server_ms": mine["server_ms"].median() if len(mine) else float("nan"),
-        })  # fmt: skip
+        out.append(
+            {
+                "participant": pid,
+                "sessions": group["session"].nunique(),
+                "trials": len(group),
+                "found_pct": 100.0 * len(found) / max(len(group), 1),
+                "median_strokes_to_find": found["strokes_drawn"].median() if len(found) else float("nan"),
+                "median_seconds_to_find": found["seconds"].median() if len(found) else float("nan"),
+                "strokes_logged": len(mine),
+                "median_server_ms": mine["server_ms"].median() if len(mine) else float("nan"),
+            }
+        )
     return pd.DataFrame(out)
 
 

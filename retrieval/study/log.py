@@ -203,7 +203,7 @@ class StudyLog:
                     **self.common,
                     **record,
                 }
-            )  # fmt: skip
+            )
             for record in records
         ]
         lines = b"".join(

@@ -154,8 +154,9 @@ def parse_canvas_payload(value: Any, *, after_seq: int = 0, max_new: int | None 
         events.append(_event(raw, i, events[-1].seq if events else None))
     new = sum(e.seq > after_seq for e in events)
     if max_new is not None and new > max_new:
-        raise CanvasPayloadError(f"{new} new events in one request, over the limit of {max_new}: "
-                                 "the canvas sends each stroke as it is drawn")  # fmt: skip
+        raise CanvasPayloadError(
+            f"{new} new events in one request, over the limit of {max_new}: the canvas sends each stroke as it is drawn"
+        )
     strokes = [e for e in events if e.type == "stroke"]
     if strokes:
         wire = {"canvas": {"width": width, "height": height}, "strokes": [e.points for e in strokes]}

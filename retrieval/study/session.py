@@ -155,8 +155,10 @@ class DrawingSession:
                 self.log.append({"type": "session_end", "trials": len(self.plan)})
                 return None
             self.sketch = SketchState(target_id=plan.target_id, plan=plan)
-            self._log(self.sketch, {"type": "trial_start", "trial_start_utc": self.sketch.start_utc,
-                                    "trial_token": self.sketch.token})  # fmt: skip
+            self._log(
+                self.sketch,
+                {"type": "trial_start", "trial_start_utc": self.sketch.start_utc, "trial_token": self.sketch.token},
+            )
             return plan
 
     def elapsed_s(self) -> float:
@@ -169,11 +171,18 @@ class DrawingSession:
             if sketch.phase != "drawing" or sketch.plan is None:
                 return
             sketch.phase = outcome
-            self._log(sketch, {
-                "type": "trial_end", "outcome": outcome, "found": outcome == "found",
-                "strokes_drawn": sketch.strokes_drawn, "seconds": round(self.elapsed_s(), 3),
-                "final_rank": sketch.final_rank, "best_rank": sketch.best_rank,
-            })  # fmt: skip
+            self._log(
+                sketch,
+                {
+                    "type": "trial_end",
+                    "outcome": outcome,
+                    "found": outcome == "found",
+                    "strokes_drawn": sketch.strokes_drawn,
+                    "seconds": round(self.elapsed_s(), 3),
+                    "final_rank": sketch.final_rank,
+                    "best_rank": sketch.best_rank,
+                },
+            )
 
     def check_time(self) -> bool:
         """End the trial as timed out when its limit passed; True if it did."""
@@ -225,11 +234,17 @@ class DrawingSession:
                 applied.append((event, len(strokes), drawn - 1))
             self._rank(sketch, strokes, journal, rank)
             if self.mode == "study":
-                received = {"server_received_utc": received_utc,
-                            "server_received_s": round(received_mono - sketch.start_mono, 4)}  # fmt: skip
-                self._log(sketch, *(self._event_record(sketch, journal, event, on_canvas, stroke_index,
-                                                       event is new[-1], received)
-                                    for event, on_canvas, stroke_index in applied))  # fmt: skip
+                received = {
+                    "server_received_utc": received_utc,
+                    "server_received_s": round(received_mono - sketch.start_mono, 4),
+                }
+                self._log(
+                    sketch,
+                    *(
+                        self._event_record(sketch, journal, event, on_canvas, stroke_index, event is new[-1], received)
+                        for event, on_canvas, stroke_index in applied
+                    ),
+                )
             # Only once the records are on disk: if the write failed, the resent journal logs them again.
             sketch.seen_seq, sketch.strokes_drawn = new[-1].seq, drawn
             if self.mode == "study":
@@ -263,22 +278,47 @@ class DrawingSession:
         if result.target_rank is not None:
             sketch.best_rank = min(result.target_rank, sketch.best_rank or result.target_rank)
 
-    def _event_record(self, sketch: SketchState, journal: CanvasJournal, event: CanvasEvent, on_canvas: int,
-                      stroke_index: int, ranked: bool, received: dict) -> dict:  # fmt: skip
+    def _event_record(
+        self,
+        sketch: SketchState,
+        journal: CanvasJournal,
+        event: CanvasEvent,
+        on_canvas: int,
+        stroke_index: int,
+        ranked: bool,
+        received: dict,
+    ) -> dict:
         record = {
-            "type": event.type, "seq": event.seq, "phase": sketch.phase, "strokes_on_canvas": on_canvas,
-            "trial_token": sketch.token, "canvas_width": journal.width, "canvas_height": journal.height,
-            "dpr": journal.dpr, "client_t0_utc_ms": journal.t0_utc_ms, "trial_start_utc": sketch.start_utc,
-            **received, "ranked": ranked and sketch.last is not None,
-        }  # fmt: skip
+            "type": event.type,
+            "seq": event.seq,
+            "phase": sketch.phase,
+            "strokes_on_canvas": on_canvas,
+            "trial_token": sketch.token,
+            "canvas_width": journal.width,
+            "canvas_height": journal.height,
+            "dpr": journal.dpr,
+            "client_t0_utc_ms": journal.t0_utc_ms,
+            "trial_start_utc": sketch.start_utc,
+            **received,
+            "ranked": ranked and sketch.last is not None,
+        }
         if event.type == "stroke":
-            record.update(stroke_index=stroke_index, points=event.points, pointer=event.pointer,
-                          t_down=event.t_down, t_up=event.t_up)  # fmt: skip
+            record.update(
+                stroke_index=stroke_index,
+                points=event.points,
+                pointer=event.pointer,
+                t_down=event.t_down,
+                t_up=event.t_up,
+            )
         else:
             record["t"] = event.t
         if record["ranked"]:
             last = sketch.last
-            record.update(target_rank=last.target_rank, top_ids=list(last.ids),
-                          top_scores=[round(float(s), 5) for s in last.scores],
-                          server_ms=round(sketch.last_server_ms, 2), timings_ms=dict(last.timings_ms))  # fmt: skip
+            record.update(
+                target_rank=last.target_rank,
+                top_ids=list(last.ids),
+                top_scores=[round(float(s), 5) for s in last.scores],
+                server_ms=round(sketch.last_server_ms, 2),
+                timings_ms=dict(last.timings_ms),
+            )
         return record

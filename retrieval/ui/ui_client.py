@@ -110,8 +110,13 @@ class UiSession:
             UiError: refused, failed, or no answer in time.
         """
         by_id = {self.app.component(name): value for name, value in (values or {}).items()}
-        body = {"data": [by_id.get(i) for i in event.inputs], "event_data": None, "fn_index": event.fn_index,
-                "trigger_id": event.trigger_id, "session_hash": self.session_hash}  # fmt: skip
+        body = {
+            "data": [by_id.get(i) for i in event.inputs],
+            "event_data": None,
+            "fn_index": event.fn_index,
+            "trigger_id": event.trigger_id,
+            "session_hash": self.session_hash,
+        }
         joined = await self.client.post(f"{self.app.url}/gradio_api/queue/join", json=body, timeout=timeout_s)
         if joined.status_code != 200 or "event_id" not in joined.json():
             raise UiError(f"join refused: HTTP {joined.status_code} {joined.text[:200]}", joined.status_code)
