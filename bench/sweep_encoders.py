@@ -4,10 +4,12 @@ Each ``--runs`` item is a preset of ``retrieval.train.pipeline.ENCODER_PRESETS``
 ``retrieval.train.pipeline.Config`` fields, ``preset:field=value:field=value`` (tuples comma-separated).
 Every run is its own ``python -m retrieval.train`` process on ONE thread, all started at once, so
 on a machine with at least as many idle cores as runs they share nothing but memory bandwidth
-and each sees the same budget. The supervised budget is split over the stages as
-``rl.reproduce`` does (``retrieval.train.config.stage_minutes``; an optional ``jigsaw`` stage,
-e.g. ``scratch:stages=jigsaw,quickdraw,edges,finegrained``, takes its share out of ``edges``). Afterwards ``bench_ablation`` scores every best checkpoint (val sketches,
-val and all-photo galleries, re-ranking options, per-stroke latency).
+and each sees the same budget. The stages and their minutes come from the same helpers as
+``rl.reproduce``'s (``retrieval.train.config.pipeline_stages`` and ``stage_minutes``), without the
+jigsaw stage, which two-tower layouts cannot run; name it per run, e.g.
+``scratch:stages=jigsaw,edges,quickdraw,finegrained`` (it takes its share out of ``edges``).
+Afterwards ``bench_ablation`` scores every best checkpoint (val sketches, val and all-photo
+galleries, re-ranking options, per-stroke latency).
 
     .venv/bin/python bench/sweep_encoders.py --data ../shared/data/chairv2-train --minutes 7 \\
         --runs scratch lit-mobilenet lit-lite0 lit-lite0:sketch_frozen_blocks=5 --out runs/sweep
@@ -25,7 +27,7 @@ from pathlib import Path
 import bench_ablation
 
 from retrieval.cli import parse_config
-from retrieval.train.config import DEFAULT_STAGES, ENCODER_PRESETS, STAGES, Config, stage_minutes
+from retrieval.train.config import ENCODER_PRESETS, STAGES, Config, pipeline_stages, stage_minutes
 
 
 @dataclass
@@ -71,7 +73,7 @@ def run_config(item: str, cfg: SweepConfig) -> Config:
             values[key] = text.lower() in ("1", "true", "yes")
         else:
             values[key] = type(default)(text)
-    stages = values.pop("stages", tuple(s for s in DEFAULT_STAGES if s != "quickdraw" or cfg.quickdraw))
+    stages = values.pop("stages", pipeline_stages(cfg.quickdraw))
     minutes = stage_minutes(stages, cfg.minutes)  # a jigsaw stage takes its share out of edges'
     name = item.replace(":", "__").replace("=", "-").replace(",", "+")
     sweep = {"data": cfg.data, "quickdraw": cfg.quickdraw, "seed": cfg.seed}  # a run's override wins over these

@@ -33,7 +33,7 @@ import numpy as np
 import torch
 
 from retrieval.cli import parse_config
-from retrieval.train.config import STAGE_SHARES, stage_minutes
+from retrieval.train.config import pipeline_stages, stage_minutes
 from rl.callbacks import selection_score
 from rl.compare import compare, markdown
 from rl.control import ControlConfig, train_control
@@ -70,9 +70,9 @@ class ReproduceConfig:
     """share of train photos carved out as 'holdout' (never trained or selected on); 0 = compare on test"""
     encoder: str = "scratch"
     """encoder layout, a preset of retrieval.train.config.ENCODER_PRESETS: scratch, lit-mobilenet, lit-lite0 (README)"""
-    jigsaw: bool = False
-    """run the mixed-modal jigsaw stage first (10% of the budget, out of edges'); off until a full-budget
-    check (docs/results/chair-v2_jigsaw.md)"""
+    jigsaw: bool = True
+    """run the mixed-modal jigsaw stage first (10% of the budget, out of edges'; docs/results/chair-v2_pretrain_arms.md);
+    skipped for two-tower layouts (--encoder lit-*), which have no shared trunk to train"""
     quickdraw: str = "../shared/data/quickdraw-raw"
     """Quick, Draw! raw ndjson folder for sketch pre-training; the stage is skipped (its time given to
     the fine-grained stage) when the folder is absent or ''"""
@@ -95,22 +95,21 @@ def supervised_config(cfg: ReproduceConfig, out: Path):
     if cfg.encoder not in ENCODER_PRESETS:
         raise ValueError(f"unknown encoder preset {cfg.encoder!r}; choose one of {sorted(ENCODER_PRESETS)}")
 
-    # edges -> quickdraw -> finegrained: the order every measured reproduce run used (README)
-    stages = [s for s in STAGE_SHARES if s != "quickdraw" or (cfg.quickdraw and Path(cfg.quickdraw).is_dir())]
-    stages = ["jigsaw", *stages] if cfg.jigsaw else stages
+    layout = ENCODER_PRESETS[cfg.encoder]
+    stages = pipeline_stages(cfg.quickdraw, jigsaw=cfg.jigsaw and not layout.get("photo_arch"))
     minutes = stage_minutes(stages, cfg.minutes_supervised)
     sup = Config(
         data=cfg.data,
         out=out,
         run_name="supervised",
-        stages=tuple(stages),
+        stages=stages,
         quickdraw=cfg.quickdraw,
         val_fraction=cfg.val_fraction,
         seed=cfg.seed,
         threads=cfg.threads,
         progress=cfg.progress,
         **minutes,
-        **ENCODER_PRESETS[cfg.encoder],
+        **layout,
     )
     if cfg.tiny:
         sup = replace(

@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 from retrieval.model.encoder import Encoder
-from retrieval.train.config import DEFAULT_STAGES, STAGE_SHARES, Config, stage_minutes
+from retrieval.train.config import DEFAULT_STAGES, STAGE_SHARES, Config, pipeline_stages, stage_minutes
 from retrieval.train.jigsaw import (
     JigsawHead,
     from_tiles,
@@ -99,7 +99,13 @@ def test_jigsaw_takes_its_budget_out_of_the_edges_share():
     assert math.isclose(sum(mixed.values()), 20.0)
     assert math.isclose(mixed["minutes_jigsaw"] + mixed["minutes_edges"], plain["minutes_edges"])
     assert mixed["minutes_quickdraw"] == plain["minutes_quickdraw"] and mixed["minutes_jigsaw"] > 0
-    assert "jigsaw" not in Config().stages  # optional, never a default
+    assert "jigsaw" not in Config().stages  # opt-in for retrieval.train: two-tower layouts cannot run it
+
+
+def test_pipeline_stages_drop_a_missing_quickdraw_folder_and_put_jigsaw_first(tmp_path):
+    assert pipeline_stages(str(tmp_path)) == DEFAULT_STAGES == ("edges", "quickdraw", "finegrained")
+    assert pipeline_stages(str(tmp_path / "absent")) == ("edges", "finegrained")
+    assert pipeline_stages("", jigsaw=True) == ("jigsaw", "edges", "finegrained")
 
 
 def test_jigsaw_stage_runs_before_edges_and_leaves_the_checkpoint_format_alone(tmp_path):

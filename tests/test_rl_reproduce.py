@@ -45,11 +45,18 @@ def test_reproduce_tiny_end_to_end(tmp_path, capsys):
     assert {"supervised training", "RL features", "RL training", "control training", "evaluation"} <= set(timings)
 
 
-def test_the_jigsaw_option_runs_first_and_spends_the_same_budget(tmp_path):
+def test_the_jigsaw_stage_runs_first_by_default_and_spends_the_same_budget(tmp_path):
     from rl.reproduce import ReproduceConfig, supervised_config
 
-    plain = supervised_config(ReproduceConfig(quickdraw="", minutes_supervised=30.0), tmp_path)
-    jig = supervised_config(ReproduceConfig(quickdraw="", minutes_supervised=30.0, jigsaw=True), tmp_path)
+    jig = supervised_config(ReproduceConfig(quickdraw="", minutes_supervised=30.0), tmp_path)
+    plain = supervised_config(ReproduceConfig(quickdraw="", minutes_supervised=30.0, jigsaw=False), tmp_path)
     assert plain.stages == ("edges", "finegrained") and jig.stages == ("jigsaw", "edges", "finegrained")
     assert jig.minutes_finegrained == plain.minutes_finegrained, "jigsaw's time comes out of the edges stage"
     assert jig.minutes_jigsaw + jig.minutes_edges == pytest.approx(plain.minutes_edges)
+
+
+def test_a_two_tower_layout_runs_without_the_jigsaw_stage(tmp_path):
+    from rl.reproduce import ReproduceConfig, supervised_config
+
+    lit = supervised_config(ReproduceConfig(quickdraw="", encoder="lit-mobilenet"), tmp_path)
+    assert lit.photo_arch and lit.stages == ("edges", "finegrained")  # no shared trunk for the puzzle to train

@@ -2,22 +2,25 @@
 
 Three optional stages, run in the order given (default below), each with its own time budget:
 
-1. ``quickdraw``: sketch-domain pre-training of the sketch branch on Quick, Draw! raw strokes
-   plus procedural chair sketches (``--pretrain-sketches``, a different seed from the data), instance contrastive: a full augmented view vs a PARTIAL augmented view of the same drawing.
-   First, because it trains the sketch side only: run after ``edges`` it would pull the sketch
-   embeddings away from the photo embeddings that stage aligned.
-2. ``edges``: sketch-free pre-training, photos vs randomised edge maps of themselves (works on any
+1. ``edges``: sketch-free pre-training, photos vs randomised edge maps of themselves (works on any
    photo folder via ``--photo-folder``, so a user's photos can be indexed with no sketches at all).
+2. ``quickdraw``: sketch-domain pre-training of the sketch branch on Quick, Draw! raw strokes
+   plus procedural chair sketches (``--pretrain-sketches``, a different seed from the data), instance
+   contrastive: a full augmented view vs a PARTIAL augmented view of the same drawing. Run last it
+   leaves sketch and photo embeddings apart, and a pipeline that stops here is far worse than one
+   ending on ``edges``; after ``finegrained`` the order makes no difference
+   (``docs/results/chair-v2_pretrain_arms.md``).
 3. ``finegrained``: sketch/photo pairs of a RetrievalDataset, InfoNCE + batch-hard triplet (or the
    Recall@k surrogate, ``--loss``), half the
    sketches cut at a random point fraction (partial-sketch training), hard negatives from a cached
    photo-embedding bank, some sketches replaced by edge maps of their photo (regulariser).
 
-Optional, not in the default list: ``jigsaw`` (run it first, before ``edges``), mixed-modal jigsaw
-pre-training of the shared trunk on photo and edge-map tiles (``retrieval.train.jigsaw``, Pang et
-al. CVPR'20); ``docs/results/chair-v2_jigsaw.md`` measured it.
+Optional, not in this default list: ``jigsaw`` (run it first), mixed-modal jigsaw pre-training of
+the shared trunk on photo and edge-map tiles (``retrieval.train.jigsaw``, Pang et al. CVPR'20).
+``rl.reproduce`` runs it by default (``docs/results/chair-v2_pretrain_arms.md``: +2 m@B at the full
+budget, no cost per stroke); this CLI keeps it opt-in because two-tower layouts cannot run it.
 
-The default budgets (10 + 15 + 30 min) fit a Chair-V2-sized pipeline in under an hour on 2 cores:
+The default budgets (15 + 10 + 30 min) fit a Chair-V2-sized pipeline in under an hour on 2 cores:
 
     python -m retrieval.train --data ../shared/data/chairv2-train --out runs
     python -m retrieval.train --resume runs/<run folder>              # continue after a stop
