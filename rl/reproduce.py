@@ -12,10 +12,11 @@
    control (``rl.control``: the same head trained by supervised gradient descent for the same
    minutes); every run selects its best head on val only.
 4. every head scored on the comparison split (``holdout``, else ``test``): metrics per seed, paired
-   bootstrap 95 % intervals vs the supervised head and vs the control (``rl.compare``) -> ``OUT/comparison.md`` (printed) and ``OUT/comparison.json``.
-5. the method with the best mean val score (supervised, an RL variant or the control; never chosen
-   on the comparison split) is shipped: its best-on-val seed exported to ``OUT/shipped/encoder`` (the
-   supervised checkpoint copied there when it wins), named in ``OUT/shipped.txt``; it and the supervised checkpoint are evaluated end to end by
+   bootstrap 95 % intervals vs the supervised head and vs the control (``rl.compare``) ->
+   ``OUT/comparison.md`` (printed) and ``OUT/comparison.json``.
+5. the method with the best mean val score (supervised, an RL variant or the control; never chosen on the comparison
+   split) is shipped: its best-on-val seed exported to ``OUT/shipped/encoder`` (the supervised checkpoint copied
+   there when it wins), named in ``OUT/shipped.txt``; it and the supervised checkpoint are evaluated end to end by
    ``retrieval.evaluation.evaluate`` on the comparison split (``OUT/{supervised,shipped}/eval``).
 
 Prints a time breakdown at the end (also in ``OUT/timings.json``).
@@ -71,8 +72,8 @@ class ReproduceConfig:
     encoder: str = "scratch"
     """encoder layout, a preset of retrieval.train.config.ENCODER_PRESETS: scratch, lit-mobilenet, lit-lite0 (README)"""
     jigsaw: bool = True
-    """run the mixed-modal jigsaw stage first (10% of the budget, out of edges'; docs/results/chair-v2_pretrain_arms.md);
-    skipped for two-tower layouts (--encoder lit-*), which have no shared trunk to train"""
+    """run the mixed-modal jigsaw stage first, with 10% of the budget out of edges' (measured in
+    docs/results/chair-v2_pretrain_arms.md); skipped for layouts without one shared trunk (--encoder lit-*)"""
     quickdraw: str = "../shared/data/quickdraw-raw"
     """Quick, Draw! raw ndjson folder for sketch pre-training; the stage is skipped (its time given to
     the fine-grained stage) when the folder is absent or ''"""
@@ -96,7 +97,7 @@ def supervised_config(cfg: ReproduceConfig, out: Path):
         raise ValueError(f"unknown encoder preset {cfg.encoder!r}; choose one of {sorted(ENCODER_PRESETS)}")
 
     layout = ENCODER_PRESETS[cfg.encoder]
-    stages = pipeline_stages(cfg.quickdraw, jigsaw=cfg.jigsaw and not layout.get("photo_arch"))
+    stages = pipeline_stages(cfg.quickdraw, jigsaw=cfg.jigsaw and Config(**layout).shared_trunk)
     minutes = stage_minutes(stages, cfg.minutes_supervised)
     sup = Config(
         data=cfg.data,

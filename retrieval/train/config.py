@@ -154,6 +154,11 @@ class Config:
     progress: bool = True
     """show tqdm bars"""
 
+    @property
+    def shared_trunk(self) -> bool:
+        """One trunk serves sketches and photos (what the jigsaw stage trains): no two-tower, no split blocks."""
+        return not self.photo_arch and not self.separate_blocks
+
 
 def pipeline_stages(quickdraw: str, jigsaw: bool = False) -> tuple[str, ...]:
     """The stages of a whole-pipeline run (rl.reproduce, bench/sweep_encoders), in ``DEFAULT_STAGES`` order.

@@ -102,7 +102,7 @@ def check_config(cfg: Config) -> None:
     unknown = set(cfg.stages) - set(STAGES)
     if unknown:
         raise ValueError(f"unknown stages {sorted(unknown)}; choose from {STAGES}")
-    if "jigsaw" in cfg.stages and (cfg.photo_arch or cfg.separate_blocks):
+    if "jigsaw" in cfg.stages and not cfg.shared_trunk:
         raise ValueError("the jigsaw stage needs one shared trunk: drop --photo-arch and use --separate-blocks 0")
     if cfg.loss not in LOSSES:
         raise ValueError(f"unknown --loss {cfg.loss!r}; choose from {', '.join(LOSSES)}")
