@@ -27,11 +27,10 @@ from common import command_line, header_lines, machine_info, percentiles, write_
 from retrieval.cli import parse_config
 from retrieval.data.augment import flip_photo
 from retrieval.data.datasets import open_dataset
+from retrieval.evaluation.metrics import HEADLINE_METRICS
 from retrieval.evaluation.protocol import embed_steps, gallery_photo_ids, score_embeddings, true_photo_index
 from retrieval.model.encoder import Encoder
 from retrieval.serving.rerank import alpha_query_expansion, database_augmentation
-
-HEADLINE = ("A@1", "A@5", "A@10", "m@A", "m@B")
 
 
 @dataclass
@@ -88,7 +87,7 @@ def rows_for_model(name: str, encoder: Encoder, dataset, cfg: AblationConfig, re
         for variant, (s, p) in variants.items():
             metrics = score_embeddings(s, p, truth).summary
             label = f"{name} + {variant}" if variant else name
-            rows.append({"model": label, "gallery": len(ids), **{m: metrics[m] for m in HEADLINE}})
+            rows.append({"model": label, "gallery": len(ids), **{m: metrics[m] for m in HEADLINE_METRICS}})
     return rows
 
 
@@ -122,14 +121,14 @@ def main(argv: list[str] | None = None) -> None:
     rows = [row for name, enc in encoders.items() for row in rows_for_model(name, enc, dataset, cfg, cfg.rerank)]
     timing = latency(encoders, dataset, cfg.split, cfg.reps)
     lines = header_lines(f"Accuracy levers on {cfg.data} ({cfg.split})", command_line(__file__, argv), machine)
-    lines += ["", "| model | gallery | " + " | ".join(HEADLINE) + " | sketch ms p50 | p95 |"]
-    lines += ["|---|---:|" + "---:|" * (len(HEADLINE) + 2)]
+    lines += ["", "| model | gallery | " + " | ".join(HEADLINE_METRICS) + " | sketch ms p50 | p95 |"]
+    lines += ["|---|---:|" + "---:|" * (len(HEADLINE_METRICS) + 2)]
     for row in rows:
         base = row["model"].split(" + ")[0]
         t = timing[base]
         lines.append(
             f"| {row['model']} | {row['gallery']} | "
-            + " | ".join(f"{row[m]:.2f}" for m in HEADLINE)
+            + " | ".join(f"{row[m]:.2f}" for m in HEADLINE_METRICS)
             + f" | {t['p50']:.1f} | {t['p95']:.1f} |"
         )
     lines += [

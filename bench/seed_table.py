@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pandas as pd
 
-METRICS = ("A@1", "A@5", "A@10", "m@A", "m@B")
+from retrieval.evaluation.metrics import HEADLINE_METRICS
 
 
 def split_name(run: str) -> tuple[str, int]:
@@ -31,23 +31,29 @@ def cell(values: pd.Series) -> str:
 
 
 def table(frame: pd.DataFrame, title: str) -> list[str]:
-    lines = [f"| {title} | runs | " + " | ".join(METRICS) + " |", "|---|---:|" + "---:|" * len(METRICS)]
+    lines = [
+        f"| {title} | runs | " + " | ".join(HEADLINE_METRICS) + " |",
+        "|---|---:|" + "---:|" * len(HEADLINE_METRICS),
+    ]
     for (gallery, arm), part in frame.groupby(["gallery", "arm"], sort=False):
         lines.append(
-            f"| `{arm}`, {gallery} photos | {len(part)} | " + " | ".join(cell(part[m]) for m in METRICS) + " |"
+            f"| `{arm}`, {gallery} photos | {len(part)} | " + " | ".join(cell(part[m]) for m in HEADLINE_METRICS) + " |"
         )
     return lines
 
 
 def paired(frame: pd.DataFrame, base: str) -> list[str]:
     """Per gallery and arm: the change against ``base`` of the same seed, each seed and the mean."""
-    lines = ["| arm − `" + base + "`, gallery | " + " | ".join(METRICS) + " |", "|---|" + "---:|" * len(METRICS)]
+    lines = [
+        "| arm − `" + base + "`, gallery | " + " | ".join(HEADLINE_METRICS) + " |",
+        "|---|" + "---:|" * len(HEADLINE_METRICS),
+    ]
     keyed = frame.set_index(["gallery", "arm", "seed"])
     for (gallery, arm), part in frame.groupby(["gallery", "arm"], sort=False):
         if arm == base:
             continue
         cells = []
-        for m in METRICS:
+        for m in HEADLINE_METRICS:
             deltas = [row[m] - keyed.loc[(gallery, base, row["seed"]), m] for _, row in part.iterrows()]
             cells.append(f"{sum(deltas) / len(deltas):+.1f} ({', '.join(f'{d:+.1f}' for d in deltas)})")
         lines.append(f"| `{arm}`, {gallery} photos | " + " | ".join(cells) + " |")
@@ -61,7 +67,7 @@ def last_step_rows(runs_dir: Path) -> pd.DataFrame:
         arm, seed = split_name(log_path.parent.name)
         last.append(
             {"arm": arm, "seed": seed, "gallery": int(final["val_gallery"]), "steps": int(final["stage_step"])}
-            | {m: final[f"val_{m}"] for m in METRICS}
+            | {m: final[f"val_{m}"] for m in HEADLINE_METRICS}
         )
     return pd.DataFrame(last).sort_values(["arm", "seed"], kind="stable")
 
@@ -83,10 +89,10 @@ def main(argv: list[str] | None = None) -> None:
         last = last_step_rows(args.runs)
         print("\n" + "\n".join(table(last, "last step, gallery")))
         print(f"\nsteps per run: {sorted(set(last['steps']))}")
-    print("\n| run, best checkpoint, all photos | " + " | ".join(METRICS) + " |")
-    print("|---|" + "---:|" * len(METRICS))
+    print("\n| run, best checkpoint, all photos | " + " | ".join(HEADLINE_METRICS) + " |")
+    print("|---|" + "---:|" * len(HEADLINE_METRICS))
     for _, row in rows[rows["gallery"] == rows["gallery"].max()].iterrows():
-        print(f"| {row['model']} | " + " | ".join(f"{row[m]:.1f}" for m in METRICS) + " |")
+        print(f"| {row['model']} | " + " | ".join(f"{row[m]:.1f}" for m in HEADLINE_METRICS) + " |")
 
 
 if __name__ == "__main__":

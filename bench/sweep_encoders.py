@@ -27,6 +27,7 @@ from pathlib import Path
 import bench_ablation
 
 from retrieval.cli import parse_config
+from retrieval.evaluation.metrics import HEADLINE_METRICS
 from retrieval.train.config import ENCODER_PRESETS, STAGES, Config, pipeline_stages, stage_minutes
 
 
@@ -110,7 +111,7 @@ def summarise(out: Path, select: str = "val_m@B") -> list[str]:
             continue
         best = val.loc[val[select].idxmax()]
         per_stage = "/".join(str(int(steps.get(s, 0))) for s in STAGES)
-        metrics = " | ".join(f"{best[f'val_{m}']:.2f}" for m in ("A@1", "A@5", "A@10", "m@A", "m@B"))
+        metrics = " | ".join(f"{best[f'val_{m}']:.2f}" for m in HEADLINE_METRICS)
         lines.append(
             f"| {log_path.parent.name} | {per_stage} | {best['stage']} {int(best['stage_step'])} | {metrics} |"
         )

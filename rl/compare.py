@@ -12,7 +12,7 @@ from collections.abc import Mapping
 
 import numpy as np
 
-from retrieval.evaluation.metrics import paired_bootstrap, per_sketch, summarize
+from retrieval.evaluation.metrics import HEADLINE_METRICS, paired_bootstrap, per_sketch, summarize
 from retrieval.model.progress_head import ProgressHead
 from rl.features import FeatureCache
 from rl.scoring import step_ranks
@@ -82,7 +82,7 @@ def _sketch_less(m: Mapping) -> str:
 
 def markdown(result: Mapping, split: str, control: str) -> str:
     """Tables: headline metrics per head and seed; intervals vs supervised and vs the control."""
-    keys = ("A@1", "A@5", "A@10", "m@A", "m@B")
+    keys = HEADLINE_METRICS
     lines = [
         f"Comparison split: **{split}** ({result['n_sketches']} sketches, gallery {result['n_gallery']} photos); "
         "no head was trained or selected on it. Percent. Sketch-less = mean share of points drawn (%) "
