@@ -1,7 +1,7 @@
 """Pen-up -> gallery painted, measured inside headless Chromium against the app (10k photos).
 
 Starts ``app.py`` on a free 127.0.0.1 port, opens it in Debian's Chromium through Playwright
-(``executable_path=shutil.which("chromium")``; never ``playwright install``; every request that is
+(``retrieval.ui.browser``: the ``chromium`` on the PATH; never ``playwright install``; every request that is
 not to 127.0.0.1 is blocked and counted) and draws procedural sketches stroke by stroke with the
 mouse. In the page, a capture-phase ``pointerup`` listener stamps ``performance.now()`` when the
 pen lifts on the canvas; a MutationObserver on the result grid's ``data-renders`` attribute
@@ -17,7 +17,6 @@ cleared (not timed) and a new sketch starts.
 from __future__ import annotations
 
 import shlex
-import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -41,17 +40,8 @@ from common import (
 
 from retrieval.cli import parse_config
 from retrieval.ui.api_client import LOCALHOST, running_app
+from retrieval.ui.browser import CHROMIUM, CHROMIUM_ARGS, NO_CHROMIUM, chromium_browser
 
-CHROMIUM_ARGS = [
-    "--headless=new",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--disable-quic",
-]
 CANVAS = "#es-canvas canvas.es-canvas"
 RESULTS = "#es-results .es-results"
 
@@ -131,11 +121,8 @@ def renders(page) -> int:
 
 def run_browser(url: str, cfg: Config) -> tuple[list[dict], int, list[str]]:
     """Draw the strokes; returns (samples, strokes attempted, blocked non-local requests)."""
-    from playwright.sync_api import sync_playwright
-
-    executable = shutil.which("chromium")
-    if executable is None:
-        raise SystemExit("Debian chromium is not installed: run `make chromium` (never `playwright install`)")
+    if CHROMIUM is None:
+        raise SystemExit(NO_CHROMIUM)
     blocked: list[str] = []
 
     def guard(route) -> None:
@@ -146,48 +133,42 @@ def run_browser(url: str, cfg: Config) -> tuple[list[dict], int, list[str]]:
             route.abort()
 
     attempted = 0
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=executable, args=CHROMIUM_ARGS)
-        try:
-            page = browser.new_page(viewport={"width": 1400, "height": 900})
-            page.route("**/*", guard)
-            page.goto(url, wait_until="domcontentloaded")
-            page.wait_for_selector("#es-canvas .es-canvas-wrap[data-ready='1']", timeout=60_000)
-            page.wait_for_selector(RESULTS + "[data-ready='1']", timeout=60_000)
-            page.wait_for_function(f"Number(document.querySelector('{RESULTS}').dataset.renders) >= 1", timeout=60_000)
-            time.sleep(1.0)  # let the load event's render settle before stamping
-            page.evaluate(OBSERVER_JS, [CANVAS, RESULTS])
-            box = page.locator(CANVAS).bounding_box()
-            deadline = time.monotonic() + cfg.max_s
-            for sketch in strokes_to_draw(cfg):
-                for stroke in sketch:
-                    if time.monotonic() > deadline:
-                        break
-                    want = page.evaluate("window.__es.samples.length") + 1
-                    draw_stroke(page, box, stroke)
-                    attempted += 1
-                    try:
-                        page.wait_for_function(
-                            f"window.__es.samples.length >= {want}", timeout=cfg.stroke_timeout_s * 1000
-                        )
-                    except Exception as exc:  # noqa: BLE001 - a lost stroke is counted, not fatal
-                        print(f"stroke {attempted}: no painted result ({type(exc).__name__})", flush=True)
-                        page.evaluate("window.__es.pending = null")
-                    time.sleep(cfg.gap_ms / 1e3)
-                before = renders(page)
-                page.click("#es-canvas .es-clear")  # untimed: wait for its render so it is not misattributed
+    with chromium_browser() as browser:
+        page = browser.new_page(viewport={"width": 1400, "height": 900})
+        page.route("**/*", guard)
+        page.goto(url, wait_until="domcontentloaded")
+        page.wait_for_selector("#es-canvas .es-canvas-wrap[data-ready='1']", timeout=60_000)
+        page.wait_for_selector(RESULTS + "[data-ready='1']", timeout=60_000)
+        page.wait_for_function(f"Number(document.querySelector('{RESULTS}').dataset.renders) >= 1", timeout=60_000)
+        time.sleep(1.0)  # let the load event's render settle before stamping
+        page.evaluate(OBSERVER_JS, [CANVAS, RESULTS])
+        box = page.locator(CANVAS).bounding_box()
+        deadline = time.monotonic() + cfg.max_s
+        for sketch in strokes_to_draw(cfg):
+            for stroke in sketch:
+                if time.monotonic() > deadline:
+                    break
+                want = page.evaluate("window.__es.samples.length") + 1
+                draw_stroke(page, box, stroke)
+                attempted += 1
                 try:
-                    page.wait_for_function(
-                        f"Number(document.querySelector('{RESULTS}').dataset.renders) > {before}",
-                        timeout=cfg.stroke_timeout_s * 1000,
-                    )
-                except Exception as exc:  # noqa: BLE001 - the next stroke's wait still guards attribution
-                    print(f"clear: no re-render ({type(exc).__name__})", flush=True)
+                    page.wait_for_function(f"window.__es.samples.length >= {want}", timeout=cfg.stroke_timeout_s * 1000)
+                except Exception as exc:  # noqa: BLE001 - a lost stroke is counted, not fatal
+                    print(f"stroke {attempted}: no painted result ({type(exc).__name__})", flush=True)
+                    page.evaluate("window.__es.pending = null")
                 time.sleep(cfg.gap_ms / 1e3)
-            time.sleep(1.0)  # late thumbnail loads
-            samples = page.evaluate("window.__es.samples")
-        finally:
-            browser.close()
+            before = renders(page)
+            page.click("#es-canvas .es-clear")  # untimed: wait for its render so it is not misattributed
+            try:
+                page.wait_for_function(
+                    f"Number(document.querySelector('{RESULTS}').dataset.renders) > {before}",
+                    timeout=cfg.stroke_timeout_s * 1000,
+                )
+            except Exception as exc:  # noqa: BLE001 - the next stroke's wait still guards attribution
+                print(f"clear: no re-render ({type(exc).__name__})", flush=True)
+            time.sleep(cfg.gap_ms / 1e3)
+        time.sleep(1.0)  # late thumbnail loads
+        samples = page.evaluate("window.__es.samples")
     return samples, attempted, blocked
 
 

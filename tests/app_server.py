@@ -2,13 +2,12 @@
 
 A thin wrapper over :func:`retrieval.ui.api_client.running_app` (the one app launcher, shared with the
 benchmarks) with the tests' small gallery, one thread and the log in the test's ``tmp_path``; and the
-browser tests' shared Playwright helpers.
+browser tests' shared Playwright helpers (the browser itself: :mod:`retrieval.ui.browser`).
 """
 
 from __future__ import annotations
 
 import contextlib
-import shutil
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -30,34 +29,6 @@ def running_app(tmp_path: Path, *args: str) -> Iterator[str]:
 
 def app_log(tmp_path: Path) -> str:
     return (tmp_path / "app.log").read_text()
-
-
-# --- Playwright with Debian's Chromium (never `playwright install`: no browser downloads) ---------
-CHROMIUM = shutil.which("chromium")
-CHROMIUM_ARGS = [
-    "--headless=new",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--disable-quic",
-]
-NO_CHROMIUM = "Debian chromium not installed: `make chromium` (or apt-get install -y chromium)"
-
-
-@contextlib.contextmanager
-def chromium_browser() -> Iterator:
-    """A headless Playwright browser on Debian's Chromium, closed when the block exits."""
-    from playwright.sync_api import sync_playwright  # lazy: API-only tests run without playwright
-
-    with sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        try:
-            yield browser
-        finally:
-            browser.close()
 
 
 def draw(page, box: dict, stroke, steps: int = 12) -> None:

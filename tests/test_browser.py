@@ -18,16 +18,8 @@ import urllib.request
 import pytest
 
 from retrieval.study.log import decode_id, log_files, read_log
-from tests.app_server import (
-    CHROMIUM,
-    NO_CHROMIUM,
-    REPO_ROOT,
-    app_log,
-    block_outside,
-    chromium_browser,
-    draw,
-    running_app,
-)
+from retrieval.ui.browser import CHROMIUM, NO_CHROMIUM, chromium_browser
+from tests.app_server import REPO_ROOT, app_log, block_outside, draw, running_app
 
 playwright_api = pytest.importorskip("playwright.sync_api")
 

@@ -13,15 +13,8 @@ import time
 
 import pytest
 
-from tests.app_server import (
-    CHROMIUM,
-    NO_CHROMIUM,
-    REPO_ROOT,
-    block_outside,
-    chromium_browser,
-    draw,
-    running_app,
-)
+from retrieval.ui.browser import CHROMIUM, NO_CHROMIUM, chromium_browser
+from tests.app_server import REPO_ROOT, block_outside, draw, running_app
 
 playwright_api = pytest.importorskip("playwright.sync_api")
 expect = playwright_api.expect

@@ -11,7 +11,8 @@ import re
 import pytest
 
 from retrieval.study.log import log_files, read_log
-from tests.app_server import CHROMIUM, NO_CHROMIUM, chromium_browser, draw, running_app
+from retrieval.ui.browser import CHROMIUM, NO_CHROMIUM, chromium_browser
+from tests.app_server import draw, running_app
 
 playwright_api = pytest.importorskip("playwright.sync_api")
 expect = playwright_api.expect

@@ -25,7 +25,7 @@ import pytest
 
 from retrieval.study.log import StudyLog, read_log
 from retrieval.ui.api_client import running_app
-from tests.app_server import CHROMIUM, NO_CHROMIUM, chromium_browser
+from retrieval.ui.browser import CHROMIUM, NO_CHROMIUM, chromium_browser
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
