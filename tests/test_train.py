@@ -9,8 +9,8 @@ import pandas as pd
 import pytest
 import torch
 
-import retrieval.train.pipeline as train_module
 from retrieval.data.datasets import open_dataset
+from retrieval.data.splits import DataSplit
 from retrieval.model.encoder import Encoder
 from retrieval.model.losses import hardest_triplet, info_nce, recall_at_k_loss
 from retrieval.model.pooling import l2n
@@ -136,15 +136,11 @@ def test_smoke_run_with_the_recall_loss(tmp_path, tiny_dataset, loss):
     assert Encoder.load(run_dir / "best").meta["card"]["config"]["loss"] == loss
 
 
-def test_split_seed_carves_val_apart_from_the_training_seed(tmp_path, monkeypatch):
-    seeds = []
-    real = train_module.open_dataset
-
-    def spy(spec, **kwargs):
-        seeds.append(kwargs["seed"])
-        return real(spec, **kwargs)
-
-    monkeypatch.setattr(train_module, "open_dataset", spy)
-    run(_config(tmp_path, seed=3, split_seed=0, stages=("finegrained",), max_steps=1))
-    run(_config(tmp_path, seed=3, run_name="other", stages=("finegrained",), max_steps=1))
-    assert seeds == [0, 3]
+def test_split_seed_carves_val_apart_from_the_training_seed(tmp_path):
+    other_seed = run(_config(tmp_path, seed=3, stages=("finegrained",), max_steps=1))
+    old_rule = run(_config(tmp_path, seed=3, split_seed=-1, run_name="old", stages=("finegrained",), max_steps=1))
+    split = Encoder.load(other_seed / "best").meta["card"]["split"]
+    assert split["split_seed"] == 0 and Encoder.load(old_rule / "best").meta["card"]["split"]["split_seed"] == 3
+    # The card records the carve the run really used: its counts are those of the opened split.
+    dataset = DataSplit(data=split["data"], val_fraction=split["val_fraction"], split_seed=0).open()
+    assert split["counts"]["val"] == {"photos": len(dataset.photo_ids("val")), "sketches": len(dataset.sketches("val"))}

@@ -17,7 +17,7 @@ from pathlib import Path
 
 from retrieval.data.formats.qmul import read_qmul
 from retrieval.data.images import IMAGE_SUFFIXES, read_rgb
-from retrieval.data.records import RetrievalDataset, SketchRecord, split_validation
+from retrieval.data.records import RetrievalDataset, SketchRecord, split_fold, split_validation
 from retrieval.types import RGBImage
 
 COORDINATE_SUFFIX = "_Coordinate"
@@ -162,16 +162,23 @@ class HoldoutDataset:
         base: any ``RetrievalDataset`` with a ``train`` split.
         fraction: share of ``base``'s train photos (those left after the val carve) moved out.
         seed: seed of the carve (the same seed as the val carve is fine: the salt differs).
+        fold: ``(i, k)``: instead of a fraction, the holdout is fold ``i`` of ``k`` seeded folds of
+            the train photos (cross-validation: the ``k`` folds of one seed partition them).
     """
 
-    def __init__(self, base: RetrievalDataset, fraction: float, seed: int = 0) -> None:
-        if not 0.0 < fraction < 1.0:
-            raise ValueError(f"holdout fraction must be in (0, 1), got {fraction}; use 0 for no holdout split")
+    def __init__(
+        self, base: RetrievalDataset, fraction: float, seed: int = 0, fold: tuple[int, int] | None = None
+    ) -> None:
         if HOLDOUT in base.splits():
             raise ValueError(f"{base.name} already has a {HOLDOUT!r} split")
         self.base = base
         self.name = base.name
-        train_ids, holdout_ids = split_validation(base.photo_ids("train"), fraction, f"{HOLDOUT}-{seed}")
+        if fold is not None:
+            train_ids, holdout_ids = split_fold(base.photo_ids("train"), *fold, seed=f"{HOLDOUT}-folds-{seed}")
+        else:
+            if not 0.0 < fraction < 1.0:
+                raise ValueError(f"holdout fraction must be in (0, 1), got {fraction}; use 0 for no holdout split")
+            train_ids, holdout_ids = split_validation(base.photo_ids("train"), fraction, f"{HOLDOUT}-{seed}")
         self._photos = {"train": train_ids, HOLDOUT: holdout_ids}
         moved = set(holdout_ids)
         records = base.sketches("train")
@@ -197,7 +204,12 @@ class HoldoutDataset:
 
 
 def open_dataset(
-    spec: str | Path | None = None, *, val_fraction: float = 0.1, seed: int = 0, holdout_fraction: float = 0.0
+    spec: str | Path | None = None,
+    *,
+    val_fraction: float = 0.1,
+    seed: int = 0,
+    holdout_fraction: float = 0.0,
+    holdout_fold: tuple[int, int] | None = None,
 ) -> RetrievalDataset:
     """Open a dataset from a spec.
 
@@ -210,8 +222,11 @@ def open_dataset(
         seed: seed of the validation split (and of the procedural dataset unless the spec sets one).
         holdout_fraction: share of the remaining train photos moved to a ``holdout`` split that no
             training or selection sees (:class:`HoldoutDataset`); 0 (default) = no such split.
+        holdout_fold: ``(i, k)``: the holdout split is fold ``i`` of ``k`` instead (cross-validation).
     """
     dataset = _open(spec, val_fraction, seed)
+    if holdout_fold is not None:
+        return HoldoutDataset(dataset, 0.0, seed, fold=holdout_fold)
     return HoldoutDataset(dataset, holdout_fraction, seed) if holdout_fraction > 0 else dataset
 
 

@@ -73,3 +73,19 @@ def split_validation(
         n_val = min(max(n_val, 1), len(ids) - 1)
     ranked = sorted(ids, key=lambda pid: hashlib.sha256(f"{seed}\0{pid}".encode()).digest())
     return sorted(ranked[n_val:]), sorted(ranked[:n_val])
+
+
+def split_fold(photo_ids: Iterable[str], fold: int, folds: int, seed: int | str = 0) -> tuple[list[str], list[str]]:
+    """Fold ``fold`` of ``folds`` seeded, near-equal folds of ``photo_ids``: ``(other photos, this fold)``.
+
+    Photos are ranked by the same seeded hash as :func:`split_validation` and dealt into folds in
+    turn, so the ``folds`` folds of one seed partition the photos and each is used once for testing.
+    """
+    if not 0 <= fold < folds or folds < 2:
+        raise ValueError(f"fold must be in [0, folds) with folds >= 2, got fold {fold} of {folds}")
+    ids = sorted(set(photo_ids))
+    if len(ids) < folds:
+        raise ValueError(f"{len(ids)} photos cannot fill {folds} folds")
+    ranked = sorted(ids, key=lambda pid: hashlib.sha256(f"{seed}\0{pid}".encode()).digest())
+    chosen = set(ranked[fold::folds])
+    return sorted(set(ids) - chosen), sorted(chosen)

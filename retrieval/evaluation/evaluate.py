@@ -28,8 +28,8 @@ import numpy as np
 import torch
 
 from retrieval.cli import parse_config
-from retrieval.data.datasets import open_dataset
 from retrieval.data.records import SketchRecord
+from retrieval.data.splits import DataSplit
 from retrieval.evaluation.metrics import format_table
 from retrieval.evaluation.protocol import GALLERIES, STEP_MODES, MissingSplitError, check_split, evaluate_split
 from retrieval.model.encoder import Encoder
@@ -100,6 +100,10 @@ class EvalConfig:
     """split: rank among the split's own photos; all: among every photo of the dataset"""
     holdout_fraction: float = 0.0
     """share of train photos carved out as the 'holdout' split (must match training; 0 = none)"""
+    holdout_folds: int = 0
+    """cross-validation: the holdout is fold --holdout-fold of this many folds (must match training; 0 = off)"""
+    holdout_fold: int = 0
+    """which fold is the holdout when --holdout-folds is set"""
 
     def __post_init__(self) -> None:
         missing = [f"--{name}" for name in ("data", "model", "out") if not str(getattr(self, name))]
@@ -117,9 +121,9 @@ def run(cfg: EvalConfig) -> dict:
     set_faiss_threads(cfg.threads)
     started = time.perf_counter()
     out = Path(cfg.out)
-    dataset = open_dataset(
-        cfg.data, val_fraction=cfg.val_fraction, seed=cfg.seed, holdout_fraction=cfg.holdout_fraction
-    )
+    dataset = DataSplit(
+        cfg.data, cfg.val_fraction, cfg.holdout_fraction, cfg.holdout_folds, cfg.holdout_fold, cfg.seed
+    ).open()
     check_split(dataset, cfg.split)  # fail before loading the model
     encoder = Encoder.load(cfg.model)
     result = evaluate_split(encoder, dataset, cfg.split, gallery=cfg.gallery, steps=cfg.steps, progress=True)

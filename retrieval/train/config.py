@@ -8,6 +8,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
+from retrieval.data.splits import DataSplit
+
 # Every stage a run may name. The order of edges and quickdraw changes where the finegrained stage
 # starts, not where it ends (docs/results/chair-v2_pretrain_arms.md), so one order serves everywhere.
 STAGES = ("jigsaw", "edges", "quickdraw", "finegrained")
@@ -62,6 +64,14 @@ class Config:
     """time budget of the quickdraw stage (minutes)"""
     minutes_finegrained: float = 30.0
     """time budget of the finegrained stage (minutes)"""
+    steps_jigsaw: int = 0
+    """step budget of the jigsaw stage (0 = its minutes only; with both, whichever ends first)"""
+    steps_edges: int = 0
+    """step budget of the edges stage (0 = its minutes only): equal-compute comparisons fix steps, not minutes"""
+    steps_quickdraw: int = 0
+    """step budget of the quickdraw stage (0 = its minutes only)"""
+    steps_finegrained: int = 0
+    """step budget of the finegrained stage (0 = its minutes only)"""
     jigsaw_permutations: int = 64
     """size of the seeded maximal-Hamming permutation set the jigsaw stage shuffles by"""
     max_steps: int = 0
@@ -70,8 +80,9 @@ class Config:
     """extra photo folder for the edges stage (no sketches needed)"""
     quickdraw: str = "../shared/data/quickdraw-raw"
     """folder of Quick, Draw! raw .ndjson files for the quickdraw stage"""
-    pretrain_sketches: str = "procedural:photos=300,seed=1"
-    """dataset spec whose train sketches join the quickdraw stage ('' for none); keep its seed apart from --data"""
+    pretrain_sketches: str = "procedural:photos=300"
+    """dataset spec whose train sketches join the quickdraw stage ('' for none); a procedural spec without a
+    seed gets the data's seed + 1000, and any overlap with val/holdout/test photos is refused (retrieval.data.splits)"""
     quickdraw_limit: int = 20000
     """most Quick, Draw! drawings to load"""
     arch: str = "mobilenet_v3_small"
@@ -143,16 +154,37 @@ class Config:
     """share of train photos carved out as the val split"""
     holdout_fraction: float = 0.0
     """share of train photos carved out as a 'holdout' split no model is selected on (0 = none)"""
+    holdout_folds: int = 0
+    """cross-validation: the holdout is fold --holdout-fold of this many folds of the train photos (0 = off)"""
+    holdout_fold: int = 0
+    """which fold is the holdout when --holdout-folds is set"""
     seed: int = 0
-    """seed of everything (saved in the card)"""
-    split_seed: int = -1
-    """seed of the val/holdout carve only (-1 = --seed): other training seeds, same val split"""
+    """seed of training: weights, batches, augmentation (saved in the card)"""
+    split_seed: int = 0
+    """seed of the val/holdout carves (and of procedural data without its own seed), apart from --seed
+    so other training seeds see the same split (-1 = --seed, the old behaviour)"""
     threads: int = 2
     """torch CPU threads"""
     device: str = "cpu"
     """torch device of the network while training (cpu, cuda, cuda:1); data preparation stays on the CPU"""
     progress: bool = True
     """show tqdm bars"""
+
+    def stage_step_cap(self, stage: str) -> int:
+        """Steps ``stage`` may take: its ``steps_<stage>`` budget, else ``max_steps`` (0 = no cap)."""
+        return getattr(self, f"steps_{stage}", 0) or self.max_steps
+
+    @property
+    def data_split(self) -> DataSplit:
+        """The split this run trains, selects and (with a holdout) is judged on; recorded in every card."""
+        return DataSplit(
+            data=self.data,
+            val_fraction=self.val_fraction,
+            holdout_fraction=self.holdout_fraction,
+            holdout_folds=self.holdout_folds,
+            holdout_fold=self.holdout_fold,
+            split_seed=self.seed if self.split_seed < 0 else self.split_seed,
+        )
 
     @property
     def shared_trunk(self) -> bool:

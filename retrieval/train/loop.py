@@ -48,6 +48,7 @@ class RunState:
     stage_step: int = 0
     stage_elapsed: float = 0.0
     global_step: int = 0
+    steps_per_stage: dict[str, int] = field(default_factory=dict)
     best_value: float | None = None
     rng_state: dict | None = None
 
@@ -61,9 +62,9 @@ class RunState:
         return cls(**json.loads(path.read_text()))
 
 
-def scheduled_lr(cfg: Any, step: int, elapsed: float, budget: float) -> float:
+def scheduled_lr(cfg: Any, step: int, elapsed: float, budget: float, step_cap: int = 0) -> float:
     """Linear warm-up over ``cfg.warmup_steps``, then cosine decay over the stage's time (or step) budget."""
-    frac = max(elapsed / budget if budget > 0 else 1.0, step / cfg.max_steps if cfg.max_steps else 0.0)
+    frac = max(elapsed / budget if budget > 0 else 1.0, step / step_cap if step_cap else 0.0)
     return cfg.lr * min(1.0, (step + 1) / max(1, cfg.warmup_steps)) * 0.5 * (1 + math.cos(math.pi * frac))
 
 
@@ -129,6 +130,7 @@ class StageLoop:
         self.quickdraw: list[Sketch] = []
         self.sketches_of: dict[int, list] = {}
         self.sketched = np.zeros(0, dtype=np.int64)
+        self.dataset = None  # the RetrievalDataset trained on (None for photo-folder-only runs)
         # stage-only modules trained beside the net (the jigsaw head): in trainer.pt, never in the encoder
         self.heads: dict[str, torch.nn.Module] = {}
         views_rng = np.random.default_rng(cfg.seed + 1)  # apart from self.rng: resuming replays the same views
@@ -149,15 +151,16 @@ class StageLoop:
         budget = minutes * 60.0
         start = time.monotonic() - elapsed0
         self.bank_embeddings = None
-        bar = tqdm(desc=stage, total=cfg.max_steps or None, initial=self.step, disable=not cfg.progress)
+        cap = cfg.stage_step_cap(stage)
+        bar = tqdm(desc=stage, total=cap or None, initial=self.step, disable=not cfg.progress)
         self.net.train()
         for head in self.heads.values():
             head.train()
         while True:
             elapsed = time.monotonic() - start
-            if elapsed >= budget or (cfg.max_steps and self.step >= cfg.max_steps):
+            if elapsed >= budget or (cap and self.step >= cap):
                 break
-            lr = scheduled_lr(cfg, self.step, elapsed, budget)
+            lr = scheduled_lr(cfg, self.step, elapsed, budget, cap)
             for group in opt.param_groups:
                 group["lr"] = lr * group["lr_scale"]
             loss = step_fn(self)
@@ -166,6 +169,7 @@ class StageLoop:
             opt.step()
             self.step += 1
             state.global_step += 1
+            state.steps_per_stage[stage] = self.step
             row = {
                 **self.step_columns(stage, start),
                 "loss": round(loss.item(), 5),
@@ -217,6 +221,7 @@ class StageLoop:
             "stage": stage,
             "stage_step": self.step,
             "global_step": self.state.global_step,
+            "steps_per_stage": dict(self.state.steps_per_stage),
             "created_utc": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
         }
         if self.val is None:
@@ -235,7 +240,8 @@ class StageLoop:
 
     def save_last(self, stage: str, opt: torch.optim.Optimizer, elapsed: float) -> None:
         last = self.run_dir / "last"
-        self.encoder.save(last, card={**self.card_base, "stage": stage, "global_step": self.state.global_step})
+        card = {**self.card_base, "stage": stage, "global_step": self.state.global_step}
+        self.encoder.save(last, card={**card, "steps_per_stage": dict(self.state.steps_per_stage)})
         heads = {name: head.state_dict() for name, head in self.heads.items() if name == stage}
         torch.save(
             {"optimizer": opt.state_dict(), "torch_rng": torch.get_rng_state(), "heads": heads}, last / "trainer.pt"

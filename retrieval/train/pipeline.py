@@ -43,6 +43,7 @@ import torch
 
 from retrieval.cli import parse_config
 from retrieval.data.datasets import open_dataset
+from retrieval.data.splits import check_disjoint, pretrain_spec
 from retrieval.model.encoder import Encoder
 from retrieval.provenance import git_commit
 from retrieval.train.batches import PhotoBank, ValidationSet
@@ -69,18 +70,14 @@ def run(cfg: Config, dataset=None) -> Path:
     print_config(cfg, run_dir)
 
     if dataset is None and cfg.data:
-        dataset = open_dataset(
-            cfg.data,
-            val_fraction=cfg.val_fraction,
-            seed=cfg.seed if cfg.split_seed < 0 else cfg.split_seed,
-            holdout_fraction=cfg.holdout_fraction,
-        )
+        dataset = cfg.data_split.open()
     bank = photo_bank(cfg, dataset, encoder)
     val = None
     if dataset is not None:
         val = ValidationSet.build(dataset, encoder.meta["raster_size"], encoder.meta["line_width"])
     state = RunState.load(run_dir) if cfg.resume else RunState()
     loop = StageLoop(cfg, encoder, bank, val, state, run_dir, card_base(cfg, dataset, val))
+    loop.dataset = dataset
     if dataset is not None:
         loop.sketches_of = train_sketches_by_photo(dataset, bank)
         loop.sketched = np.array(sorted(loop.sketches_of), dtype=np.int64)
@@ -120,6 +117,10 @@ def resumed_config(cfg: Config) -> Config:
             "minutes_edges",
             "minutes_quickdraw",
             "minutes_finegrained",
+            "steps_jigsaw",
+            "steps_edges",
+            "steps_quickdraw",
+            "steps_finegrained",
             "max_steps",
             "threads",
             "progress",
@@ -175,6 +176,10 @@ def card_base(cfg: Config, dataset, val: ValidationSet | None) -> dict:
         "photo_folder": cfg.photo_folder,
         "n_train_photos": len(dataset.photo_ids("train")) if dataset is not None else 0,
         "n_val_photos": len(val.gallery_ids) if val else 0,
+        "split": cfg.data_split.record(dataset),
+        "pretrain_sketches": pretrain_spec(cfg.pretrain_sketches, dataset, cfg.data_split.split_seed)
+        if "quickdraw" in cfg.stages
+        else "",
         "config": to_json(cfg),
         "seed": cfg.seed,
         "git_commit": git_commit(),
@@ -196,7 +201,10 @@ def prepare_stage(loop: StageLoop, stage: str) -> bool:
     if stage == "quickdraw":
         loop.quickdraw = load_quickdraw(cfg.quickdraw, cfg.quickdraw_limit, cfg.seed)
         if cfg.pretrain_sketches:
-            loop.quickdraw += [r.sketch for r in open_dataset(cfg.pretrain_sketches).sketches("train")]
+            spec = pretrain_spec(cfg.pretrain_sketches, loop.dataset, cfg.data_split.split_seed)
+            records = open_dataset(spec).sketches("train")
+            check_disjoint(records, loop.dataset, f"--pretrain-sketches {spec!r}")
+            loop.quickdraw += [r.sketch for r in records]
         if not loop.quickdraw:
             print(f"skipping quickdraw: no drawings under {cfg.quickdraw} and no --pretrain-sketches")
             return False

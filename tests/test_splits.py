@@ -1,0 +1,63 @@
+"""retrieval.data.splits: one split value, recorded in cards, checked on reuse; pre-training kept off evaluation photos."""
+
+from __future__ import annotations
+
+import pytest
+
+from retrieval.data.datasets import open_dataset
+from retrieval.data.records import split_fold
+from retrieval.data.splits import DataSplit, SplitMismatchError, check_disjoint, pretrain_spec
+
+DATA = "procedural:photos=60,sketches=1"
+
+
+def test_the_folds_of_one_seed_partition_the_train_photos_and_never_touch_val():
+    folds = [DataSplit(DATA, holdout_folds=5, holdout_fold=i).open() for i in range(5)]
+    held = [set(d.photo_ids("holdout")) for d in folds]
+    train_before = set(open_dataset(DATA).photo_ids("train"))
+    assert set().union(*held) == train_before
+    assert sum(len(h) for h in held) == len(train_before)  # disjoint
+    assert all(not (h & set(d.photo_ids("val"))) and not (h & set(d.photo_ids("train"))) for h, d in zip(held, folds))
+    assert max(map(len, held)) - min(map(len, held)) <= 1
+
+
+def test_split_fold_refuses_a_fold_outside_the_range():
+    with pytest.raises(ValueError, match="fold must be in"):
+        split_fold(["a", "b", "c"], 3, 3)
+
+
+def test_a_card_records_the_carve_and_a_different_carve_is_refused():
+    split = DataSplit(DATA, holdout_fraction=0.2)
+    dataset = split.open()
+    card = {"split": split.record(dataset)}
+    assert card["split"]["counts"]["holdout"]["photos"] == len(dataset.photo_ids("holdout")) > 0
+    split.check_card(card)  # same carve: accepted
+    with pytest.raises(SplitMismatchError, match=r"holdout_fraction 0.2 \(here 0.0\)"):
+        DataSplit(DATA).check_card(card)
+    with pytest.raises(SplitMismatchError, match="split_seed"):
+        DataSplit(DATA, holdout_fraction=0.2, split_seed=1).check_card(card)
+    with pytest.raises(SplitMismatchError, match="trained on data"):
+        DataSplit("procedural:photos=80", holdout_fraction=0.2).check_card(card)
+
+
+def test_a_card_without_a_split_record_cannot_be_vouched_for():
+    with pytest.raises(SplitMismatchError, match="no 'split' record"):
+        DataSplit(DATA).check_card({"config": {"holdout_fraction": 0.0}})
+
+
+def test_pretraining_sketches_with_the_datas_own_seed_are_refused():
+    # The old default: sketches of photos 0..299 of seed 1, while `--seed 1` made the data seed 1 too.
+    dataset = open_dataset("procedural:photos=600,sketches=1", seed=1)
+    leaking = open_dataset("procedural:photos=300,sketches=1,seed=1").sketches("train")
+    with pytest.raises(ValueError, match="photos of the evaluation splits"):
+        check_disjoint(leaking, dataset, "pre-training")
+
+
+def test_a_procedural_pretraining_spec_without_a_seed_gets_one_apart_from_the_data():
+    for data_seed in (0, 1, 7):
+        dataset = open_dataset("procedural:photos=300,sketches=1", seed=data_seed, holdout_fraction=0.2)
+        spec = pretrain_spec("procedural:photos=300,sketches=1", dataset, data_seed)
+        assert spec.endswith(f"seed={data_seed + 1000}")
+        check_disjoint(open_dataset(spec).sketches("train"), dataset, spec)  # no overlap: no error
+    assert pretrain_spec("procedural:photos=30,seed=5", dataset, 0) == "procedural:photos=30,seed=5"  # explicit wins
+    assert pretrain_spec("", dataset, 0) == ""
