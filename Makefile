@@ -8,7 +8,7 @@ export GRADIO_ANALYTICS_ENABLED := False
 export HF_HUB_OFFLINE := 1
 export PYTHONUNBUFFERED := 1
 
-.PHONY: venv run study demo analyse test lint chromium eslint js-lint bench reproduce default-model clean
+.PHONY: venv run study demo analyse test lint chromium eslint js-lint bench reproduce rl-study default-model clean
 
 $(STAMP): requirements.txt pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -68,16 +68,24 @@ lint: venv
 	$(BIN)/python -m ruff check .
 	$(BIN)/python -m ruff format --check .
 
-# One command from raw data: supervised model -> RL head -> evaluation of both (val, and test when present).
+# The product pipeline: the supervised model on every train photo but the val carve; the supervised head ships
+# unless VERDICT names a `make rl-study` verdict.json whose ship rule passed another head; evaluated on the test
+# split when the data has one (OUT/test/{supervised,shipped}/metrics.json), never selected on it.
 DATA ?= procedural
 OUT ?= runs/reproduce
+VERDICT ?=
 reproduce: venv
-	$(BIN)/python -m rl.reproduce --data $(DATA) --out $(OUT) $(ARGS)
+	$(BIN)/python -m rl.reproduce --data $(DATA) --out $(OUT) $(if $(VERDICT),--verdict $(VERDICT)) $(ARGS)
 
-# The shipped default model: the reproduce pipeline on the procedural dataset; whichever head wins on val
-# (supervised, RL or the fair control) goes to assets/model.
+# Does any head beat the supervised one? A holdout carve, supervised + RL rewards + fair control, the ship rule
+# -> STUDY_OUT/verdict.json (models of the study, never the product's).
+STUDY_OUT ?= runs/rl-study
+rl-study: venv
+	$(BIN)/python -m rl.head_study --data $(DATA) --out $(STUDY_OUT) $(ARGS)
+
+# The shipped default model: the product pipeline on the procedural dataset (20 min of supervised training).
 default-model: venv
-	$(BIN)/python -m rl.reproduce --data procedural --out runs/default --minutes-supervised 20 --minutes-rl 1.5 --seeds 1 $(ARGS)
+	$(BIN)/python -m rl.reproduce --data procedural --out runs/default --minutes-supervised 20 $(ARGS)
 	rm -rf assets/model && cp -r runs/default/shipped/encoder assets/model
 
 # Full run (1k-1M galleries, encoder options, 50 users, browser): ~17 min on 2 cores.

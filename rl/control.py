@@ -56,7 +56,7 @@ class ControlConfig(HeadInputs):
     select_metric: str = "m@A+m@B"
     """validation score that picks the best head (as rl.train)"""
     seed: int = 0
-    """seed of minibatch sampling and of the val split"""
+    """seed of minibatch sampling (the split's seed is --split-seed)"""
     threads: int = 1
     """torch threads"""
     progress: bool = True

@@ -44,7 +44,8 @@ def export_encoder(
         "code_commit": git_commit(),
     }
     # Same top-level schema as a supervised card (provenance + "val"), with the supervised card kept whole.
-    card = {k: supervised[k] for k in ("data", "dataset", "n_train_photos", "n_val_photos", "seed") if k in supervised}
+    keep = ("data", "dataset", "n_train_photos", "n_val_photos", "split", "seed")
+    card = {k: supervised[k] for k in keep if k in supervised}
     if result is not None:
         rl_card.update(
             val_supervised=_headline(result.baseline_metrics),

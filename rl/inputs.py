@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from retrieval.data.splits import DataSplit
+
 
 @dataclass
 class HeadInputs:
@@ -21,5 +23,14 @@ class HeadInputs:
     """share of train photos carved out as val; with --seed it must match the supervised run's split"""
     holdout_fraction: float = 0.0
     """share of train photos carved out as 'holdout' (as in the supervised run; heads never see them)"""
+    split_seed: int = -1
+    """seed of the val/holdout carves (-1 = the checkpoint card's); not --seed, which seeds PPO or the control"""
     cache_dir: str = ".cache/rl-features"
     """where cached frozen features live (keyed by model, dataset, split, step mode; shared by rl.*)"""
+
+    def data_split(self, card: dict) -> DataSplit:
+        """The split these flags name, its seed from ``card`` unless given; refused unless ``card`` records it."""
+        seed = self.split_seed if self.split_seed >= 0 else DataSplit.from_card(card).split_seed
+        split = DataSplit(self.data, self.val_fraction, self.holdout_fraction, split_seed=seed)
+        split.check_card(card, "--checkpoint")
+        return split

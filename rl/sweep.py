@@ -61,7 +61,7 @@ class SweepConfig(HeadInputs):
     only: tuple[str, ...] = ()
     """run only the variants whose name contains one of these strings (default: all)"""
     seed: int = 0
-    """PPO seed (and the val split's)"""
+    """PPO seed (the split's seed is --split-seed, default the checkpoint card's)"""
     threads: int = 1
     """torch threads"""
 

@@ -104,7 +104,7 @@ class RLConfig(HeadInputs):
     select_metric: str = "m@A+m@B"
     """validation score that picks the best head: 'm@A', 'm@B' or 'm@A+m@B'"""
     seed: int = 0
-    """seed of the val split (as in retrieval.train.pipeline) and of PPO, environments and torch"""
+    """seed of PPO, environments and torch (the split's seed is --split-seed)"""
     threads: int = 1
     """torch threads (the machine is shared)"""
     export: bool = True
@@ -202,7 +202,6 @@ def rl_config_from(other: Any, **overrides: Any) -> RLConfig:
 
 def load_inputs(cfg: RLConfig) -> tuple[Any, Any, FeatureCache, FeatureCache]:
     """The supervised encoder, the dataset, and cached train/val features."""
-    from retrieval.data.datasets import open_dataset
     from retrieval.model.encoder import Encoder
 
     if not cfg.checkpoint:
@@ -210,9 +209,7 @@ def load_inputs(cfg: RLConfig) -> tuple[Any, Any, FeatureCache, FeatureCache]:
             "--checkpoint is required: the supervised encoder folder (python -m retrieval.train --out ...)"
         )
     encoder = Encoder.load(cfg.checkpoint)
-    dataset = open_dataset(
-        cfg.data, val_fraction=cfg.val_fraction, seed=cfg.seed, holdout_fraction=cfg.holdout_fraction
-    )
+    dataset = cfg.data_split(encoder.meta.get("card") or {}).open()  # the encoder's own carve, checked
     kwargs = dict(step_mode=cfg.step_mode, num_steps=cfg.num_steps, progress=cfg.progress)
     train_cache = cached_features(encoder, dataset, "train", cfg.cache_dir, **kwargs)
     val_cache = cached_features(encoder, dataset, "val", cfg.cache_dir, **kwargs)

@@ -30,6 +30,8 @@ EXPECTED = {
     "retrieval.data.procedural.preview",
     "rl.train",
     "rl.reproduce",
+    "rl.head_study",
+    "bench/bench_accuracy.py",
     "rl.control",
     "rl.sweep",
     "app.py",

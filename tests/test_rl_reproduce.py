@@ -1,4 +1,4 @@
-"""rl.reproduce --tiny: raw procedural data -> supervised model -> RL heads + control -> holdout comparison."""
+"""rl.reproduce (the product pipeline) and rl.head_study (the ship verdict), each at smoke scale on procedural data."""
 
 from __future__ import annotations
 
@@ -6,57 +6,103 @@ import json
 
 import pytest
 
-from retrieval.data.datasets import open_dataset
+from retrieval.data.splits import DataSplit, SplitMismatchError
 from retrieval.model.encoder import Encoder
-from rl.reproduce import main
+from retrieval.train.config import pipeline_config
+from rl import head_study, reproduce
+
+TINY_DATA = "procedural:photos=40,sketches=2"
+
+
+@pytest.fixture(scope="module")
+def study_out(tmp_path_factory):
+    out = tmp_path_factory.mktemp("study")
+    head_study.main(["--tiny", "--out", str(out), "--no-progress", "--threads", "1", "--seeds", "2"])
+    return out
 
 
 @pytest.mark.timeout(420)  # ~1 min on an idle 2-core machine; several times that when the cores are shared
-def test_reproduce_tiny_end_to_end(tmp_path, capsys):
-    out = tmp_path / "repro"
-    results = main(["--tiny", "--out", str(out), "--no-progress", "--threads", "1", "--seeds", "2"])
-    comparison = json.loads((out / "comparison.json").read_text())
+def test_the_head_study_judges_every_candidate_on_the_holdout_and_writes_a_verdict(study_out, capsys):
+    comparison = json.loads((study_out / "comparison.json").read_text())
+    verdict = json.loads((study_out / "verdict.json").read_text())
     assert set(comparison["methods"]) == {"RL rank", "RL rank+kendall", "RL rank+episode", "control"}
-    assert comparison["n_sketches"] > 0
-    # sketch-less figure: top-10 counts can only grow with k, and every share is a percentage of the drawing
-    less = comparison["supervised"]["sketch_less"]
-    assert less["1"]["n"] <= less["5"]["n"] <= less["10"]["n"] <= comparison["n_sketches"]
-    assert all(v["share"] is None or 0 < v["share"] <= 100 for v in less.values())
-    rl = comparison["methods"]["RL rank"]
-    assert len(rl["seeds"]) == 2 and {"vs_supervised", "vs_control"} <= set(rl["seeds"][0])
-    for d in rl["vs_supervised"].values():
-        assert d["low"] <= d["delta"] <= d["high"]
-    assert "vs_control" not in comparison["methods"]["control"]
-    # The supervised checkpoint never saw a holdout photo, and the table says which split it is on.
-    data = open_dataset("procedural:photos=40,sketches=2", val_fraction=0.2, holdout_fraction=0.2)
-    assert Encoder.load(out / "supervised" / "best").meta["card"]["n_train_photos"] == len(data.photo_ids("train"))
-    assert comparison["n_gallery"] == len(data.photo_ids("holdout"))
-    table = (out / "comparison.md").read_text()
-    assert "**holdout**" in table and "RL rank − supervised" in table and "RL rank − control" in table
-    assert "seed-mean" in table and table in capsys.readouterr().out
-    shipped = (out / "shipped.txt").read_text().strip()
-    assert shipped in {"supervised", *comparison["methods"]} and shipped in results["evaluated"]
-    assert Encoder.load(out / "shipped" / "encoder").meta["embed_dim"] == 32
-    if shipped != "supervised":
-        kind = Encoder.load(out / "shipped" / "encoder").meta["card"]["sketch_head"]
-        assert kind == ("control" if shipped == "control" else "rl")
-    assert (out / "comparison.png").stat().st_size > 1000
-    timings = json.loads((out / "timings.json").read_text())
-    assert {"supervised training", "RL features", "RL training", "control training", "evaluation"} <= set(timings)
+    assert set(verdict["candidates"]) == set(comparison["methods"])
+    holdout = DataSplit(TINY_DATA, 0.2, 0.2).open()
+    assert comparison["n_gallery"] == len(holdout.photo_ids("holdout"))
+    assert verdict["split"]["counts"]["holdout"]["photos"] == len(holdout.photo_ids("holdout"))
+    # The supervised model of the study never saw a holdout photo: its card records the carve.
+    card = Encoder.load(study_out / "supervised" / "best").meta["card"]
+    DataSplit(TINY_DATA, 0.2, 0.2).check_card(card)
+    for entry in verdict["candidates"].values():
+        m_b = entry["vs_supervised"]["m@B"]
+        assert m_b["low"] <= m_b["delta"] <= m_b["high"] and m_b["n_runs"] == 2
+        assert isinstance(entry["passed"], bool) and entry["reason"]
+    shipping = [name for name, e in verdict["candidates"].items() if e["passed"]]
+    assert verdict["ship"] == "supervised" if not shipping else verdict["ship"] in shipping
+    assert "Ships:" in (study_out / "comparison.md").read_text()
+
+
+@pytest.mark.timeout(420)
+def test_reproduce_trains_on_every_train_photo_and_ships_the_supervised_head_without_a_verdict(tmp_path):
+    out = tmp_path / "repro"
+    results = reproduce.main(["--tiny", "--out", str(out), "--no-progress", "--threads", "1"])
+    assert results["shipped"] == "supervised" and (out / "shipped.txt").read_text().strip() == "supervised"
+    card = Encoder.load(out / "shipped" / "encoder").meta["card"]
+    product = DataSplit(TINY_DATA, 0.2).open()
+    assert card["split"]["holdout_fraction"] == 0.0
+    assert card["split"]["counts"]["train"]["photos"] == len(product.photo_ids("train"))  # every train photo
+    assert card["ship_decision"]["verdict"] is None
+    # The procedural data has a test split: both models are scored there, and the files say so.
+    for name in ("supervised", "shipped"):
+        metrics = json.loads((out / "test" / name / "metrics.json").read_text())
+        assert metrics["split"] == "test" and metrics["n_gallery"] == len(product.photo_ids("test"))
+    assert "| test | shipped |" in (out / "summary.md").read_text()
+
+
+@pytest.mark.timeout(420)
+def test_reproduce_follows_a_verdict_and_refuses_one_from_other_data(tmp_path, study_out):
+    verdict = json.loads((study_out / "verdict.json").read_text())
+    verdict["ship"] = "control"  # as if the control had passed the rule
+    forced = tmp_path / "verdict.json"
+    forced.write_text(json.dumps(verdict))
+    out = tmp_path / "repro"
+    results = reproduce.main(["--tiny", "--out", str(out), "--no-progress", "--threads", "1", "--verdict", str(forced)])
+    assert results["shipped"] == "control"
+    card = Encoder.load(out / "shipped" / "encoder").meta["card"]
+    assert card["sketch_head"] == "control" and card["ship_decision"]["verdict"]["ship"] == "control"
+    verdict["split"]["data"] = "procedural:photos=80"
+    forced.write_text(json.dumps(verdict))
+    with pytest.raises(ValueError, match="measured on data"):
+        reproduce.main(["--tiny", "--out", str(tmp_path / "other"), "--no-progress", "--verdict", str(forced)])
+
+
+def test_a_checkpoint_carved_for_a_study_is_refused_by_the_product_pipeline(study_out, tmp_path):
+    with pytest.raises(SplitMismatchError, match="holdout_fraction 0.2"):
+        reproduce.main(["--tiny", "--out", str(tmp_path), "--checkpoint", str(study_out / "supervised" / "best")])
 
 
 def test_the_jigsaw_stage_runs_first_by_default_and_spends_the_same_budget(tmp_path):
-    from rl.reproduce import ReproduceConfig, supervised_config
-
-    jig = supervised_config(ReproduceConfig(quickdraw="", minutes_supervised=30.0), tmp_path)
-    plain = supervised_config(ReproduceConfig(quickdraw="", minutes_supervised=30.0, jigsaw=False), tmp_path)
+    split = DataSplit()
+    jig = pipeline_config(split, tmp_path, 30.0, quickdraw="")
+    plain = pipeline_config(split, tmp_path, 30.0, quickdraw="", jigsaw=False)
     assert plain.stages == ("edges", "finegrained") and jig.stages == ("jigsaw", "edges", "finegrained")
     assert jig.minutes_finegrained == plain.minutes_finegrained, "jigsaw's time comes out of the edges stage"
     assert jig.minutes_jigsaw + jig.minutes_edges == pytest.approx(plain.minutes_edges)
 
 
 def test_a_two_tower_layout_runs_without_the_jigsaw_stage(tmp_path):
-    from rl.reproduce import ReproduceConfig, supervised_config
-
-    lit = supervised_config(ReproduceConfig(quickdraw="", encoder="lit-mobilenet"), tmp_path)
+    lit = pipeline_config(DataSplit(), tmp_path, 30.0, quickdraw="", encoder="lit-mobilenet")
     assert lit.photo_arch and lit.stages == ("edges", "finegrained")  # no shared trunk for the puzzle to train
+
+
+def test_rl_train_takes_the_split_from_the_checkpoint_card_not_from_its_ppo_seed(study_out, tmp_path):
+    from rl.train import RLConfig, load_inputs
+
+    checkpoint = str(study_out / "supervised" / "best")
+    flags = dict(checkpoint=checkpoint, data=TINY_DATA, val_fraction=0.2, cache_dir=str(tmp_path), progress=False)
+    _, dataset, _, val = load_inputs(RLConfig(**flags, holdout_fraction=0.2, seed=1))  # PPO seed 1, split seed 0
+    assert val.photo_ids == DataSplit(TINY_DATA, 0.2, 0.2).open().photo_ids("val")
+    with pytest.raises(SplitMismatchError, match="holdout_fraction 0.2"):
+        load_inputs(RLConfig(**flags))  # no holdout: the encoder's holdout photos would be trained on
+    with pytest.raises(SplitMismatchError, match="split_seed"):
+        load_inputs(RLConfig(**flags, holdout_fraction=0.2, split_seed=1))

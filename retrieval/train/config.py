@@ -5,7 +5,7 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 
 from retrieval.data.splits import DataSplit
@@ -226,3 +226,68 @@ def to_json(cfg: Config) -> dict:
 def from_json(values: dict) -> dict:
     kinds = {f.name: type(f.default) for f in fields(Config)}
     return {k: kinds[k](v) for k, v in values.items() if k in kinds}
+
+
+# A smoke-scale run (rl.reproduce --tiny, make rl-study --tiny): a small model, a few steps, seconds not minutes.
+SMOKE_OVERRIDES = {
+    "stages": ("finegrained",),
+    "max_steps": 8,
+    "input_size": 64,
+    "embed_dim": 32,
+    "batch_size": 8,
+    "eval_every": 4,
+    "save_every": 1000,
+    "hard_negatives": False,
+    "edge_mix": 0.0,
+    "edges_per_photo": 1,
+    "warmup_steps": 2,
+    "photo_views": 1,
+}
+
+
+def pipeline_config(
+    split: DataSplit,
+    out: Path,
+    minutes: float,
+    *,
+    encoder: str = "scratch",
+    jigsaw: bool = True,
+    quickdraw: str = "../shared/data/quickdraw-raw",
+    smoke: bool = False,
+    **fields_: object,
+) -> Config:
+    """The product's supervised run (make reproduce, make rl-study): stages and minutes from one budget.
+
+    Args:
+        split: the data and its carves.
+        out: folder receiving the ``supervised`` run folder.
+        minutes: the whole budget, shared over the stages by ``STAGE_SHARES`` (``stage_minutes``).
+        encoder: a layout of ``ENCODER_PRESETS``.
+        jigsaw: run the jigsaw stage first when the layout has one shared trunk.
+        quickdraw: Quick, Draw! folder ('' or absent: the stage is skipped, its time given to the others).
+        smoke: a seconds-long run (``SMOKE_OVERRIDES``), for tests.
+        **fields_: any other ``Config`` field (seed, threads, progress, partial_prob, ...).
+    """
+    if encoder not in ENCODER_PRESETS:
+        raise ValueError(f"unknown encoder preset {encoder!r}; choose one of {sorted(ENCODER_PRESETS)}")
+    layout = ENCODER_PRESETS[encoder]
+    stages = pipeline_stages(quickdraw, jigsaw=jigsaw and Config(**layout).shared_trunk)
+    cfg = Config(
+        data=split.data,
+        out=out,
+        run_name="supervised",
+        stages=stages,
+        quickdraw=quickdraw,
+        val_fraction=split.val_fraction,
+        holdout_fraction=split.holdout_fraction,
+        holdout_folds=split.holdout_folds,
+        holdout_fold=split.holdout_fold,
+        split_seed=split.split_seed,
+        **stage_minutes(stages, minutes),
+        **layout,
+        **fields_,
+    )
+    if smoke:
+        photo_size = {"photo_input_size": 64} if cfg.photo_arch else {}
+        cfg = replace(cfg, **SMOKE_OVERRIDES, **photo_size)
+    return cfg

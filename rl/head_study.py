@@ -1,0 +1,224 @@
+"""Does any head beat the supervised one? ``make rl-study``: the evidence the product pipeline ships by.
+
+    python -m rl.head_study --data ../shared/data/chairv2-train --out runs/rl-study      # ~50 min on 2 cores
+    python -m rl.head_study --data DIR --partial-prob 0 --out runs/rl-complete            # the paper's baseline
+    python -m rl.head_study --data DIR --checkpoint SUPERVISED_DIR ...                    # skip step 1
+
+1. A ``holdout`` share of the train photos is carved out (``--holdout-fraction``); a supervised
+   encoder trains on the rest (or ``--checkpoint``, whose card must record this very carve).
+   Its models are this study's, never the product's: ``make reproduce`` trains on every train photo.
+2. From the supervised head, PPO per reward and the fair control (the same head trained by
+   supervised gradient descent for the same minutes) train for each seed; each keeps its best
+   state on val (``rl.heads``).
+3. Every head ranks the holdout sketches (which selected nothing). ``rl.compare`` gives per-seed
+   intervals; the ship rule (``retrieval.evaluation.ship_rule``: a margin fixed in advance, a
+   hierarchical bootstrap over photos and seeds, ties to the supervised head) decides.
+
+Writes ``OUT/verdict.json`` (what ships, the rule, every candidate's intervals and how to train the
+winner), ``OUT/comparison.md`` / ``.json`` / ``.png`` and ``OUT/timings.json``. ``make reproduce
+ARGS="--verdict OUT/verdict.json"`` retrains a winning head on the product model; without a winner
+the product ships its supervised head.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+
+from retrieval.cli import parse_config
+from retrieval.data.splits import DataSplit
+from retrieval.evaluation.metrics import per_sketch
+from retrieval.evaluation.ship_rule import ShipRule, decide
+from retrieval.model.encoder import Encoder
+from retrieval.provenance import Stopwatch, git_commit
+from retrieval.train.config import pipeline_config
+from rl.compare import compare, markdown
+from rl.features import cached_features
+from rl.heads import CONTROL, HeadBudget, train_heads
+from rl.report import plot_rank_curves
+from rl.scoring import make_head, step_ranks
+
+
+@dataclass
+class HeadStudyConfig:
+    """Supervised vs RL rewards vs fair control on a holdout no model saw; the ship verdict."""
+
+    data: str = "procedural"
+    """QMUL-layout folder (e.g. ../shared/data/chairv2-train) or a 'procedural[:photos=N,...]' spec"""
+    out: str = "runs/rl-study"
+    """output folder"""
+    holdout_fraction: float = 0.2
+    """share of train photos (after the val carve) carved out as the holdout the heads are judged on"""
+    val_fraction: float = 0.1
+    """share of train photos carved out as val (checkpoint and head selection)"""
+    split_seed: int = 0
+    """seed of the val and holdout carves"""
+    checkpoint: str = ""
+    """an existing supervised encoder trained on this split (its card is checked): skip step 1"""
+    minutes_supervised: float = 36.0
+    """budget of supervised training, split over its stages"""
+    partial_prob: float = 0.5
+    """share of supervised training sketches cut at a random point (0 = complete sketches only, the paper's baseline)"""
+    encoder: str = "scratch"
+    """encoder layout (retrieval.train.config.ENCODER_PRESETS)"""
+    jigsaw: bool = True
+    """run the jigsaw stage first (skipped for two-tower layouts)"""
+    quickdraw: str = "../shared/data/quickdraw-raw"
+    """Quick, Draw! folder for sketch pre-training ('' or absent: skipped)"""
+    rewards: tuple[str, ...] = ("rank", "rank+kendall", "rank+episode")
+    """RL reward variants (rl.env.REWARD_MODES)"""
+    seeds: int = 3
+    """runs per method (seeds 0..seeds-1)"""
+    minutes_rl: float = 1.0
+    """budget of each PPO run and each control run"""
+    hidden: int = 64
+    """hidden width of the progress-aware head's MLP (0 = linear)"""
+    margin: float = 1.0
+    """ship rule: m@B points a head must win by, fixed before the run"""
+    seed: int = 0
+    """training seed of the supervised encoder"""
+    threads: int = 2
+    """torch threads"""
+    tiny: bool = False
+    """smoke scale: tiny procedural data, small model, a few steps (about a minute)"""
+    progress: bool = True
+    """show progress bars"""
+
+    @property
+    def split(self) -> DataSplit:
+        return DataSplit(self.data, self.val_fraction, self.holdout_fraction, split_seed=self.split_seed)
+
+    @property
+    def budget(self) -> HeadBudget:
+        return HeadBudget(
+            self.rewards, self.seeds, self.minutes_rl, self.hidden, self.threads, self.tiny, self.progress
+        )
+
+
+def supervised_checkpoint(cfg: HeadStudyConfig, out: Path, dataset) -> Path:
+    """``--checkpoint`` after checking its carve, or a supervised encoder trained here."""
+    if cfg.checkpoint:
+        cfg.split.check_card(Encoder.load(cfg.checkpoint).meta.get("card") or {}, "--checkpoint")
+        return Path(cfg.checkpoint)
+    from retrieval.train.pipeline import run as train_supervised
+
+    sup = pipeline_config(
+        cfg.split,
+        out,
+        cfg.minutes_supervised,
+        encoder=cfg.encoder,
+        jigsaw=cfg.jigsaw,
+        quickdraw=cfg.quickdraw,
+        smoke=cfg.tiny,
+        partial_prob=cfg.partial_prob,
+        seed=cfg.seed,
+        threads=cfg.threads,
+        progress=cfg.progress,
+    )
+    return train_supervised(sup, dataset=dataset) / "best"
+
+
+def study(cfg: HeadStudyConfig) -> dict:
+    """Run the study; returns ``{"comparison", "verdict", "timings"}``."""
+    if cfg.tiny and cfg.data == "procedural":
+        cfg = HeadStudyConfig(**{**asdict(cfg), "data": "procedural:photos=40,sketches=2", "val_fraction": 0.2})
+    torch.set_num_threads(cfg.threads)
+    out = Path(cfg.out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "config.json").write_text(json.dumps(asdict(cfg), indent=2))
+    clock = Stopwatch()
+    dataset = cfg.split.open()
+    checkpoint = supervised_checkpoint(cfg, out, dataset)
+    clock.lap("supervised training")
+
+    encoder = Encoder.load(checkpoint)
+    caches = {
+        s: cached_features(encoder, dataset, s, out / "cache", progress=cfg.progress)
+        for s in ("train", "val", "holdout")
+    }
+    state = encoder.sketch_head_state()
+    head = (state["weight"].numpy(), state["bias"].numpy())
+    clock.lap("features")
+    heads, val_scores = train_heads(cfg.budget, caches, head, out / "runs")
+    clock.lap("head training")
+
+    holdout = caches["holdout"]
+    supervised = make_head(caches["train"], *head)
+    comparison = compare(holdout, supervised, heads, control=CONTROL)
+    n = len(holdout.photo_ids)
+    photos = [[holdout.photo_ids[i] for i in holdout.true_index]]
+    decision = decide(
+        ShipRule(margin=cfg.margin),
+        [per_sketch(step_ranks(holdout, supervised), n)],
+        {name: [per_sketch(step_ranks(holdout, h), n) for h in per_seed] for name, per_seed in heads.items()},
+        photos,
+        "holdout",
+    )
+    clock.lap("comparison")
+    verdict = {
+        **decision.to_json(),
+        "split": cfg.split.record(dataset),
+        "supervised": {"checkpoint": str(checkpoint), "partial_prob": cfg.partial_prob, "encoder": cfg.encoder},
+        "head_budget": asdict(cfg.budget),
+        "val_scores": val_scores,
+        "git_commit": git_commit(),
+    }
+    write_report(cfg, out, comparison, verdict, clock.total())
+    return {"comparison": comparison, "verdict": verdict, "timings": clock.total()}
+
+
+def write_report(cfg: HeadStudyConfig, out: Path, comparison: dict, verdict: dict, timings: dict) -> None:
+    text = f"# Supervised vs RL vs fair control ({cfg.data}, partial_prob {cfg.partial_prob})\n\n"
+    text += markdown(comparison, "holdout", CONTROL) + "\n" + verdict_markdown(verdict)
+    text += "\n- Time (s): " + ", ".join(f"{k} {v:.0f}" for k, v in timings.items()) + "\n"
+    (out / "comparison.md").write_text(text)
+    (out / "comparison.json").write_text(json.dumps(_without_curves(comparison), indent=2))
+    (out / "verdict.json").write_text(json.dumps(verdict, indent=2))
+    (out / "timings.json").write_text(json.dumps(timings, indent=2))
+    curves = {"supervised": comparison["supervised"]["curve"]}
+    curves |= {name: entry["seeds"][0]["metrics"]["curve"] for name, entry in comparison["methods"].items()}
+    plot_rank_curves({"holdout": curves}, out / "comparison.png", title=f"true-photo rank while drawing ({cfg.data})")
+
+
+def verdict_markdown(verdict: dict) -> str:
+    """The ship rule's table: each candidate against the supervised head, photos and seeds resampled."""
+    rule = verdict["rule"]
+    lines = [
+        f"## Ship rule: {rule['metric']} must rise by ≥ {rule['margin']:+.2f} with its {rule['level']:.0%} interval "
+        f"above 0, no significant loss on {', '.join(rule['guards'])}; otherwise the supervised head ships",
+        "",
+        "Intervals: hierarchical bootstrap over seeds, then photos (all of a photo's sketches together).",
+        "",
+        "| candidate | Δm@B [95 %] | ΔA@1 [95 %] | ΔA@10 [95 %] | Δm@A [95 %] | passes? |",
+        "|---|---|---|---|---|---|",
+    ]
+    for name, entry in verdict["candidates"].items():
+        iv = entry["vs_supervised"]
+        cells = " | ".join(
+            f"{iv[k]['delta']:+.2f} [{iv[k]['low']:+.2f}, {iv[k]['high']:+.2f}]" for k in ("m@B", "A@1", "A@10", "m@A")
+        )
+        lines.append(f"| {name} | {cells} | {'yes' if entry['passed'] else 'no'}: {entry['reason']} |")
+    lines += ["", f"**Ships: {verdict['ship']}**", ""]
+    return "\n".join(lines)
+
+
+def _without_curves(obj):
+    if isinstance(obj, dict):
+        return {k: _without_curves(v) for k, v in obj.items() if k != "curve"}
+    if isinstance(obj, list):
+        return [_without_curves(v) for v in obj]
+    return obj
+
+
+def main(argv: list[str] | None = None) -> dict:
+    cfg = parse_config(HeadStudyConfig, argv, description=__doc__)
+    result = study(cfg)
+    print((Path(cfg.out) / "comparison.md").read_text())
+    return result
+
+
+if __name__ == "__main__":
+    main()
