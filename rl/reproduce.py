@@ -119,7 +119,11 @@ def read_verdict(cfg: ReproduceConfig) -> dict | None:
 def ship(cfg: ReproduceConfig, out: Path, dataset, checkpoint: Path, verdict: dict | None) -> tuple[str, Path]:
     """Write ``OUT/shipped/encoder``: the supervised model, or the verdict's winning head on it."""
     encoder = Encoder.load(checkpoint)
-    decision = {"rule": "the supervised head ships unless a make rl-study verdict passed another", "verdict": None}
+    decision = {
+        "rule": "the supervised head ships unless a make rl-study verdict passed another",
+        "ship_rule": verdict["rule"] if verdict else None,  # the study's margin, metric, guards and level
+        "verdict": None,
+    }
     target = out / "shipped" / "encoder"
     shutil.rmtree(target, ignore_errors=True)
     if verdict is None or verdict["ship"] == SUPERVISED:
