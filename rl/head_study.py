@@ -34,7 +34,8 @@ from retrieval.evaluation.metrics import per_sketch
 from retrieval.evaluation.ship_rule import ShipRule, decide
 from retrieval.model.encoder import Encoder
 from retrieval.provenance import Stopwatch, git_commit
-from retrieval.train.config import pipeline_config
+from retrieval.train.config import SupervisedRecipe
+from retrieval.train.pipeline import supervised_encoder
 from rl.compare import compare, markdown
 from rl.features import cached_features
 from rl.heads import CONTROL, HeadBudget, train_heads
@@ -43,31 +44,17 @@ from rl.scoring import make_head, step_ranks
 
 
 @dataclass
-class HeadStudyConfig:
+class HeadStudyConfig(SupervisedRecipe):
     """Supervised vs RL rewards vs fair control on a holdout no model saw; the ship verdict."""
 
-    data: str = "procedural"
-    """QMUL-layout folder (e.g. ../shared/data/chairv2-train) or a 'procedural[:photos=N,...]' spec"""
     out: str = "runs/rl-study"
     """output folder"""
+    minutes_supervised: float = 36.0
+    """time budget of supervised training (36 + 12 RL/control minutes + features keep Chair-V2 near 55 min)"""
     holdout_fraction: float = 0.2
     """share of train photos (after the val carve) carved out as the holdout the heads are judged on"""
-    val_fraction: float = 0.1
-    """share of train photos carved out as val (checkpoint and head selection)"""
-    split_seed: int = 0
-    """seed of the val and holdout carves"""
-    checkpoint: str = ""
-    """an existing supervised encoder trained on this split (its card is checked): skip step 1"""
-    minutes_supervised: float = 36.0
-    """budget of supervised training, split over its stages"""
     partial_prob: float = 0.5
     """share of supervised training sketches cut at a random point (0 = complete sketches only, the paper's baseline)"""
-    encoder: str = "scratch"
-    """encoder layout (retrieval.train.config.ENCODER_PRESETS)"""
-    jigsaw: bool = True
-    """run the jigsaw stage first (skipped for two-tower layouts)"""
-    quickdraw: str = "../shared/data/quickdraw-raw"
-    """Quick, Draw! folder for sketch pre-training ('' or absent: skipped)"""
     rewards: tuple[str, ...] = ("rank", "rank+kendall", "rank+episode")
     """RL reward variants (rl.env.REWARD_MODES)"""
     seeds: int = 3
@@ -78,14 +65,6 @@ class HeadStudyConfig:
     """hidden width of the progress-aware head's MLP (0 = linear)"""
     margin: float = 1.0
     """ship rule: m@B points a head must win by, fixed before the run"""
-    seed: int = 0
-    """training seed of the supervised encoder"""
-    threads: int = 2
-    """torch threads"""
-    tiny: bool = False
-    """smoke scale: tiny procedural data, small model, a few steps (about a minute)"""
-    progress: bool = True
-    """show progress bars"""
 
     @property
     def split(self) -> DataSplit:
@@ -98,29 +77,6 @@ class HeadStudyConfig:
         )
 
 
-def supervised_checkpoint(cfg: HeadStudyConfig, out: Path, dataset) -> Path:
-    """``--checkpoint`` after checking its carve, or a supervised encoder trained here."""
-    if cfg.checkpoint:
-        cfg.split.check_card(Encoder.load(cfg.checkpoint).meta.get("card") or {}, "--checkpoint")
-        return Path(cfg.checkpoint)
-    from retrieval.train.pipeline import run as train_supervised
-
-    sup = pipeline_config(
-        cfg.split,
-        out,
-        cfg.minutes_supervised,
-        encoder=cfg.encoder,
-        jigsaw=cfg.jigsaw,
-        quickdraw=cfg.quickdraw,
-        smoke=cfg.tiny,
-        partial_prob=cfg.partial_prob,
-        seed=cfg.seed,
-        threads=cfg.threads,
-        progress=cfg.progress,
-    )
-    return train_supervised(sup, dataset=dataset) / "best"
-
-
 def study(cfg: HeadStudyConfig) -> dict:
     """Run the study; returns ``{"comparison", "verdict", "timings"}``."""
     if cfg.tiny and cfg.data == "procedural":
@@ -131,7 +87,7 @@ def study(cfg: HeadStudyConfig) -> dict:
     (out / "config.json").write_text(json.dumps(asdict(cfg), indent=2))
     clock = Stopwatch()
     dataset = cfg.split.open()
-    checkpoint = supervised_checkpoint(cfg, out, dataset)
+    checkpoint = supervised_encoder(cfg, cfg.split, out, dataset, partial_prob=cfg.partial_prob)
     clock.lap("supervised training")
 
     encoder = Encoder.load(checkpoint)

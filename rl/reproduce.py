@@ -33,7 +33,8 @@ from retrieval.data.splits import DataSplit
 from retrieval.evaluation.metrics import HEADLINE_METRICS
 from retrieval.model.encoder import Encoder
 from retrieval.provenance import Stopwatch, git_commit
-from retrieval.train.config import pipeline_config
+from retrieval.train.config import SupervisedRecipe
+from retrieval.train.pipeline import supervised_encoder
 from rl.export import export_encoder
 from rl.features import cached_features
 from rl.heads import CONTROL, HeadBudget, train_head
@@ -42,63 +43,19 @@ SUPERVISED = "supervised"
 
 
 @dataclass
-class ReproduceConfig:
+class ReproduceConfig(SupervisedRecipe):
     """Train the product model from raw data, decide which head ships, evaluate on the test split."""
 
-    data: str = "procedural"
-    """QMUL-layout folder (e.g. ../shared/data/chairv2-train) or a 'procedural[:photos=N,...]' spec"""
     out: str = "runs/reproduce"
     """output folder"""
     minutes_supervised: float = 48.0
     """time budget of supervised training, split over its stages (48 + evaluation keeps Chair-V2 under 60 min)"""
-    checkpoint: str = ""
-    """an existing supervised encoder trained on this split (its card is checked): skip step 1"""
     verdict: str = ""
     """verdict.json of make rl-study on the same data: ship its winning head, retrained on this model ('' = supervised)"""
-    encoder: str = "scratch"
-    """encoder layout, a preset of retrieval.train.config.ENCODER_PRESETS: scratch, lit-mobilenet, lit-lite0"""
-    jigsaw: bool = True
-    """run the mixed-modal jigsaw stage first (docs/results/index.md says what decided it); skipped for two-tower layouts"""
-    quickdraw: str = "../shared/data/quickdraw-raw"
-    """Quick, Draw! raw ndjson folder for sketch pre-training ('' or absent: the stage is skipped)"""
-    val_fraction: float = 0.1
-    """share of train photos carved out as val (checkpoint selection)"""
-    split_seed: int = 0
-    """seed of the val carve"""
-    seed: int = 0
-    """training seed"""
-    threads: int = 2
-    """torch threads"""
-    tiny: bool = False
-    """smoke scale: tiny procedural data, small model, a few optimisation steps (about a minute)"""
-    progress: bool = True
-    """show progress bars"""
 
     @property
     def split(self) -> DataSplit:
         return DataSplit(self.data, self.val_fraction, split_seed=self.split_seed)
-
-
-def supervised_checkpoint(cfg: ReproduceConfig, out: Path, dataset) -> Path:
-    """``--checkpoint`` after checking its carve, or the product's supervised encoder trained here."""
-    if cfg.checkpoint:
-        cfg.split.check_card(Encoder.load(cfg.checkpoint).meta.get("card") or {}, "--checkpoint")
-        return Path(cfg.checkpoint)
-    from retrieval.train.pipeline import run as train_supervised
-
-    sup = pipeline_config(
-        cfg.split,
-        out,
-        cfg.minutes_supervised,
-        encoder=cfg.encoder,
-        jigsaw=cfg.jigsaw,
-        quickdraw=cfg.quickdraw,
-        smoke=cfg.tiny,
-        seed=cfg.seed,
-        threads=cfg.threads,
-        progress=cfg.progress,
-    )
-    return train_supervised(sup, dataset=dataset) / "best"
 
 
 def read_verdict(cfg: ReproduceConfig) -> dict | None:
@@ -187,7 +144,7 @@ def reproduce(cfg: ReproduceConfig) -> dict:
     clock = Stopwatch()
     verdict = read_verdict(cfg)
     dataset = cfg.split.open()
-    checkpoint = supervised_checkpoint(cfg, out, dataset)
+    checkpoint = supervised_encoder(cfg, cfg.split, out, dataset)
     clock.lap("supervised training")
     shipped, shipped_path = ship(cfg, out, dataset, checkpoint, verdict)
     clock.lap("shipping")

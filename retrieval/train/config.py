@@ -245,6 +245,36 @@ SMOKE_OVERRIDES = {
 }
 
 
+@dataclass
+class SupervisedRecipe:
+    """The product's supervised training as make reproduce and make rl-study expose it (their shared flags)."""
+
+    data: str = "procedural"
+    """QMUL-layout folder (e.g. ../shared/data/chairv2-train) or a 'procedural[:photos=N,...]' spec"""
+    checkpoint: str = ""
+    """an existing supervised encoder trained on this very split (its card is checked): skip its training"""
+    minutes_supervised: float = 48.0
+    """time budget of supervised training, split over its stages"""
+    encoder: str = "scratch"
+    """encoder layout, a preset of ENCODER_PRESETS: scratch, lit-mobilenet, lit-lite0"""
+    jigsaw: bool = True
+    """run the mixed-modal jigsaw stage first (docs/results/index.md says what decided it); skipped for two-tower layouts"""
+    quickdraw: str = "../shared/data/quickdraw-raw"
+    """Quick, Draw! raw ndjson folder for sketch pre-training ('' or absent: the stage is skipped)"""
+    val_fraction: float = 0.1
+    """share of train photos carved out as val (checkpoint and head selection)"""
+    split_seed: int = 0
+    """seed of the carves"""
+    seed: int = 0
+    """training seed"""
+    threads: int = 2
+    """torch threads"""
+    tiny: bool = False
+    """smoke scale: tiny procedural data, small model, a few optimisation steps (about a minute)"""
+    progress: bool = True
+    """show progress bars"""
+
+
 def pipeline_config(
     split: DataSplit,
     out: Path,

@@ -43,11 +43,11 @@ import torch
 
 from retrieval.cli import parse_config
 from retrieval.data.datasets import open_dataset
-from retrieval.data.splits import check_disjoint, pretrain_spec
+from retrieval.data.splits import DataSplit, check_disjoint, pretrain_spec
 from retrieval.model.encoder import Encoder
 from retrieval.provenance import git_commit
 from retrieval.train.batches import PhotoBank, ValidationSet
-from retrieval.train.config import LOSSES, STAGES, Config, from_json, to_json
+from retrieval.train.config import LOSSES, STAGES, Config, SupervisedRecipe, from_json, pipeline_config, to_json
 from retrieval.train.jigsaw import JigsawHead
 from retrieval.train.loop import RunState, StageLoop, load_quickdraw, read_photo_folder
 from retrieval.train.steps import STEP_FNS
@@ -91,6 +91,31 @@ def run(cfg: Config, dataset=None) -> Path:
         loop.run_stage(stage, STEP_FNS[stage], getattr(cfg, f"minutes_{stage}"))
     loop.finish()
     return run_dir
+
+
+def supervised_encoder(recipe: SupervisedRecipe, split: DataSplit, out: Path, dataset=None, **fields) -> Path:
+    """``recipe.checkpoint`` once its card shows ``split``, else a new run of ``pipeline_config`` -> its ``best``.
+
+    ``fields`` are further ``Config`` fields (e.g. ``partial_prob``). A checkpoint carved differently is
+    refused (``retrieval.data.splits.SplitMismatchError``): its val or holdout photos may be trained on.
+    """
+    if recipe.checkpoint:
+        split.check_card(Encoder.load(recipe.checkpoint).meta.get("card") or {}, "--checkpoint")
+        return Path(recipe.checkpoint)
+    cfg = pipeline_config(
+        split,
+        out,
+        recipe.minutes_supervised,
+        encoder=recipe.encoder,
+        jigsaw=recipe.jigsaw,
+        quickdraw=recipe.quickdraw,
+        smoke=recipe.tiny,
+        seed=recipe.seed,
+        threads=recipe.threads,
+        progress=recipe.progress,
+        **fields,
+    )
+    return run(cfg, dataset=dataset) / "best"
 
 
 # --- setup steps of the run ------------------------------------------------------------------------
