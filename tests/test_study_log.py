@@ -169,6 +169,19 @@ def test_csv_export_and_pandas_load_both_files(tmp_path):
     assert json.loads(table.loc[1, "points"]) == [[1, 2, 3], [4, 5, 6]]
 
 
+def test_csv_export_escapes_formula_cells_but_keeps_numbers_and_the_jsonl_exact(tmp_path):
+    hostile = ['=HYPERLINK("http://x")', "+1+1", "-2+3", "@SUM(A1)", "\tx", "\rx"]
+    log = StudyLog(tmp_path, "-P07", "S")
+    for i, text in enumerate(hostile):
+        log.append({"type": "note", "trial": i, "text": text, "score": -3.5})
+    assert [r["text"] for r in read_log(log.path)] == hostile, "the JSONL log keeps every value exactly"
+    table = pd.read_csv(export_csv(iter_records(tmp_path), tmp_path / "all.csv"), keep_default_na=False)
+    assert list(table["text"]) == ["'" + text for text in hostile]
+    assert set(table["participant"]) == {"'-P07"}, "an id that starts like a formula is escaped too"
+    assert table["score"].dtype == float and set(table["score"]) == {-3.5}, "negative numbers stay numbers"
+    assert list(table["trial"]) == list(range(len(hostile)))
+
+
 _WRITER = """
 import sys
 from retrieval.study.log import StudyLog

@@ -12,7 +12,8 @@ so the name is reversible (:func:`decode_id`), ``__`` can only be the separator,
 different (participant, session) pairs never share a file; no id can point outside the folder.
 :meth:`StudyLog.create` claims a new session file atomically (``O_EXCL``) and refuses an existing
 one unless resuming is asked for. Both the JSONL files and the CSV export
-load in pandas as-is (``pd.read_json(path, lines=True)``, ``pd.read_csv(path)``).
+load in pandas as-is (``pd.read_json(path, lines=True)``, ``pd.read_csv(path)``); the CSV escapes
+cells a spreadsheet would run as formulas (:func:`csv_cell`).
 
 Record types (field ``type``): ``session_start``, ``trial_start``, ``stroke``, ``undo``,
 ``clear``, ``trial_end``, ``session_end``; the full schema is in docs/app.md.
@@ -33,6 +34,8 @@ from pathlib import Path
 SCHEMA_VERSION = 1
 LOG_SUFFIX = ".jsonl"
 MAX_ID_LENGTH = 64
+# A spreadsheet runs a cell starting with one of these as a formula (CSV injection).
+FORMULA_PREFIXES = ("=", "+", "-", "@", "\t", "\r")
 
 # Columns first in the CSV export, in this order; any other key follows alphabetically.
 CSV_LEAD_COLUMNS = (
@@ -257,15 +260,24 @@ def iter_records(log_dir: str | Path) -> Iterator[dict]:
         yield from read_log(path)
 
 
-def _cell(value) -> str | int | float | bool | None:
-    """A CSV cell: scalars as they are, lists/dicts as compact JSON (``json.loads`` gives them back)."""
+def csv_cell(value) -> str | int | float | bool | None:
+    """A CSV cell: scalars as they are, lists/dicts as compact JSON (``json.loads`` gives them back).
+
+    A string a spreadsheet would run as a formula (starting with ``= + - @``, tab or carriage
+    return; a participant can type any of these into a free-text field or an id) gets a leading
+    ``'``, which spreadsheets show as text. Only strings: ``-3.5`` stays a number. The JSONL log
+    keeps every value exactly; read it, not the CSV, to get the raw text back.
+    """
     if isinstance(value, dict | list):
         return json.dumps(value, separators=(",", ":"))
+    if isinstance(value, str) and value.startswith(FORMULA_PREFIXES):
+        return "'" + value
     return value
 
 
 def export_csv(records: Iterable[dict], out_path: str | Path) -> Path:
-    """Write records as one CSV row each (lead columns first, nested values as JSON strings)."""
+    """Write records as one CSV row each (lead columns first, nested values as JSON strings,
+    formula-like strings escaped by :func:`csv_cell`)."""
     records = list(records)
     keys = {k for r in records for k in r}
     columns = [c for c in CSV_LEAD_COLUMNS if c in keys] + sorted(keys - set(CSV_LEAD_COLUMNS))
@@ -275,5 +287,5 @@ def export_csv(records: Iterable[dict], out_path: str | Path) -> Path:
         writer = csv.DictWriter(f, fieldnames=columns, extrasaction="ignore")
         writer.writeheader()
         for record in records:
-            writer.writerow({k: _cell(record.get(k)) for k in columns})
+            writer.writerow({k: csv_cell(record.get(k)) for k in columns})
     return out_path
