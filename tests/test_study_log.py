@@ -83,6 +83,26 @@ def test_unusable_ids_are_refused_not_cut(tmp_path, raw, message):
         StudyLog(tmp_path, raw, "S1")
 
 
+def test_the_id_limit_counts_utf8_bytes_not_characters(tmp_path):
+    cjk = "参加者" * 10  # 30 characters, 90 bytes in UTF-8: the old check passed it, the file system refused it
+    with pytest.raises(ValueError, match="90 bytes.*at most 64 bytes"):
+        StudyLog.create(tmp_path, cjk, "S1")
+    assert list(tmp_path.iterdir()) == [], "a refused id must leave no file behind"
+
+
+def test_an_id_whose_file_name_part_would_not_fit_is_refused_naming_the_limit(tmp_path):
+    accented = "é" * 21  # 42 bytes (under 64), each escaped to 3 characters: 126 in the file name
+    with pytest.raises(ValueError, match=r"126 characters in the log's file name, at most 123"):
+        StudyLog.create(tmp_path, accented, "S1")
+
+
+def test_the_longest_allowed_ids_still_make_a_file_name_the_file_system_accepts(tmp_path):
+    longest = "é" * 20 + "abc"  # 43 bytes, 123 characters once encoded: the longest file-name part allowed
+    log = StudyLog.create(tmp_path, longest, longest)
+    log.append({"type": "session_start"})
+    assert len(log.path.name.encode()) <= 255 and read_log(log.path)[0]["participant"] == longest
+
+
 @pytest.mark.parametrize(
     ("first", "second"),
     [

@@ -10,6 +10,7 @@ File name: ``<participant>__<session>.jsonl`` inside the log folder, each id enc
 :func:`encode_id`: letters, digits, ``.`` and ``-`` stay, every other byte becomes ``_XX`` (hex),
 so the name is reversible (:func:`decode_id`), ``__`` can only be the separator, and two
 different (participant, session) pairs never share a file; no id can point outside the folder.
+An id is capped on its UTF-8 bytes and on its encoded length, so any two ids fit one file name.
 :meth:`StudyLog.create` claims a new session file atomically (``O_EXCL``) and refuses an existing
 one unless resuming is asked for. Both the JSONL files and the CSV export
 load in pandas as-is (``pd.read_json(path, lines=True)``, ``pd.read_csv(path)``); the CSV escapes
@@ -33,7 +34,11 @@ from pathlib import Path
 
 SCHEMA_VERSION = 1
 LOG_SUFFIX = ".jsonl"
-MAX_ID_LENGTH = 64
+ID_SEPARATOR = "__"
+MAX_ID_BYTES = 64  # UTF-8 bytes of one id (64 ASCII letters): the file system counts bytes, not characters
+NAME_MAX = 255  # bytes in one file name on ext4, XFS, btrfs, APFS; create() also asks the actual file system
+# Encoded characters of one id: two at this cap plus the separator and suffix make a 254-byte name.
+MAX_ENCODED_ID_LENGTH = (NAME_MAX - len(ID_SEPARATOR) - len(LOG_SUFFIX)) // 2
 # A spreadsheet runs a cell starting with one of these as a formula (CSV injection).
 FORMULA_PREFIXES = ("=", "+", "-", "@", "\t", "\r")
 
@@ -62,27 +67,44 @@ def encode_id(raw: str) -> str:
     """A participant/session id as a file-name part, reversibly (``decode_id`` gives it back).
 
     The id is stripped; ``[A-Za-z0-9.-]`` stay, any other UTF-8 byte (and a leading ``.``)
-    becomes ``_XX``. Raises ``ValueError`` for an empty id, control characters or more than
-    ``MAX_ID_LENGTH`` characters (refused rather than cut, so two ids never collide).
+    becomes ``_XX``. Raises ``ValueError`` for an empty id, control characters, more than
+    ``MAX_ID_BYTES`` bytes of UTF-8 or more than ``MAX_ENCODED_ID_LENGTH`` encoded characters
+    (refused rather than cut, so two ids never collide). Both caps count what the file system
+    counts: a 30-character CJK id is 90 bytes, 270 characters once encoded.
     """
     text = str(raw).strip()
     if not text:
         raise ValueError("the id is empty: enter letters or digits, e.g. P07")
-    if len(text) > MAX_ID_LENGTH:
-        raise ValueError(f"the id has {len(text)} characters, at most {MAX_ID_LENGTH} are allowed")
     if any(ord(c) < 32 or ord(c) == 127 for c in text):
         raise ValueError("the id contains control characters")
+    data = text.encode("utf-8", errors="surrogatepass")
+    if len(data) > MAX_ID_BYTES:
+        raise ValueError(
+            f"the id is {len(data)} bytes in UTF-8 ({len(text)} characters), at most {MAX_ID_BYTES} bytes "
+            "are allowed: use a shorter id (letters and digits take one byte each, most other characters 2-4)"
+        )
     out = []
-    for i, byte in enumerate(text.encode("utf-8", errors="surrogatepass")):
+    for i, byte in enumerate(data):
         char = chr(byte)
         keep = byte < 128 and (char.isalnum() or char == "-" or (char == "." and i > 0))
         out.append(char if keep else f"_{byte:02X}")
-    return "".join(out)
+    encoded = "".join(out)
+    if len(encoded) > MAX_ENCODED_ID_LENGTH:
+        raise ValueError(
+            f"the id takes {len(encoded)} characters in the log's file name, at most {MAX_ENCODED_ID_LENGTH} fit "
+            "(letters, digits, '.' and '-' take one; every other byte of UTF-8 takes three): use a shorter id"
+        )
+    return encoded
 
 
 def decode_id(encoded: str) -> str:
     """The id :func:`encode_id` encoded (``_`` only ever starts an ``_XX`` escape there)."""
     return urllib.parse.unquote(encoded.replace("_", "%"), errors="strict")
+
+
+def log_file_name(participant: str, session: str) -> str:
+    """``<participant>__<session>.jsonl`` with both ids encoded by :func:`encode_id`."""
+    return f"{encode_id(participant)}{ID_SEPARATOR}{encode_id(session)}{LOG_SUFFIX}"
 
 
 def _json_safe(value):
@@ -142,7 +164,7 @@ class StudyLog:
         self.participant = str(participant).strip()
         self.session = str(session).strip()
         self.common = dict(common or {})
-        self.path = self.log_dir / f"{encode_id(participant)}__{encode_id(session)}{LOG_SUFFIX}"
+        self.path = self.log_dir / log_file_name(participant, session)
         if self.path.parent != self.log_dir:  # defence in depth: encode_id already escapes separators
             raise ValueError(f"log path {self.path} escapes the log folder {self.log_dir}")
         self._dir_synced = False
