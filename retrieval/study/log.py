@@ -12,9 +12,16 @@ so the name is reversible (:func:`decode_id`), ``__`` can only be the separator,
 different (participant, session) pairs never share a file; no id can point outside the folder.
 An id is capped on its UTF-8 bytes and on its encoded length, so any two ids fit one file name.
 :meth:`StudyLog.create` claims a new session file atomically (``O_EXCL``) and refuses an existing
-one unless resuming is asked for. Both the JSONL files and the CSV export
-load in pandas as-is (``pd.read_json(path, lines=True)``, ``pd.read_csv(path)``); the CSV escapes
-cells a spreadsheet would run as formulas (:func:`csv_cell`).
+one unless resuming is asked for, and refuses ids that differ from an existing log's only in case
+(``P07`` and ``p07`` would share one file on a case-insensitive file system, and are most likely
+one person typed twice). Both the JSONL files and the CSV export load in pandas as-is
+(``pd.read_json(path, lines=True)``, ``pd.read_csv(path)``); the CSV escapes cells a spreadsheet
+would run as formulas (:func:`csv_cell`).
+
+Participants' data stays private to the account running the app: the folder is 0700 and the files
+0600 (looser ones left by older versions are tightened, with a warning), and every file is opened
+through a descriptor of the folder with ``O_NOFOLLOW``, so a symbolic link planted at a log path
+is refused (:class:`UnsafeLogPathError`) instead of being written through.
 
 Record types (field ``type``): ``session_start``, ``trial_start``, ``stroke``, ``undo``,
 ``clear``, ``trial_end``, ``session_end``; the full schema is in docs/app.md.
@@ -23,12 +30,15 @@ Record types (field ``type``): ``session_start``, ``trial_start``, ``stroke``, `
 from __future__ import annotations
 
 import csv
+import errno
 import json
 import math
 import os
+import stat
 import urllib.parse
 import warnings
 from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -39,6 +49,9 @@ MAX_ID_BYTES = 64  # UTF-8 bytes of one id (64 ASCII letters): the file system c
 NAME_MAX = 255  # bytes in one file name on ext4, XFS, btrfs, APFS; create() also asks the actual file system
 # Encoded characters of one id: two at this cap plus the separator and suffix make a 254-byte name.
 MAX_ENCODED_ID_LENGTH = (NAME_MAX - len(ID_SEPARATOR) - len(LOG_SUFFIX)) // 2
+LOG_DIR_MODE = 0o700  # participants' data: only the account running the app may list the folder...
+LOG_FILE_MODE = 0o600  # ... or read a log
+PRIVATE_BITS = 0o077  # any permission for the group or others
 # A spreadsheet runs a cell starting with one of these as a formula (CSV injection).
 FORMULA_PREFIXES = ("=", "+", "-", "@", "\t", "\r")
 
@@ -107,6 +120,22 @@ def log_file_name(participant: str, session: str) -> str:
     return f"{encode_id(participant)}{ID_SEPARATOR}{encode_id(session)}{LOG_SUFFIX}"
 
 
+def parse_log_name(name: str) -> tuple[str, str] | None:
+    """(participant, session) of a session file name; ``None`` for any other name.
+
+    An encoded id never ends in ``_`` (an escape ends in a hex digit), so the first ``__`` is the
+    separator even when the session id starts with an escape.
+    """
+    stem = name.removesuffix(LOG_SUFFIX)
+    participant, separator, session = stem.partition(ID_SEPARATOR)
+    if stem == name or not separator:
+        return None
+    try:
+        return decode_id(participant), decode_id(session)
+    except UnicodeDecodeError:
+        return None
+
+
 def _json_safe(value):
     """Replace NaN/inf (not valid JSON) by ``None`` so every line parses everywhere."""
     if isinstance(value, float) and not math.isfinite(value):
@@ -124,11 +153,72 @@ class SessionExistsError(FileExistsError):
     """This participant already has a log for this session id: choose another id, or resume it."""
 
 
+class IdCaseCollisionError(ValueError):
+    """An id differs from an existing log's only in case (``p07`` next to ``P07``).
+
+    Refused rather than given a distinct name: on a case-insensitive file system (macOS, Windows
+    shares) the two would be one file, and to a researcher they are most likely one participant
+    typed twice; analysis grouping by id would otherwise split that person in two.
+    """
+
+
+class UnsafeLogPathError(OSError):
+    """A log path is a symbolic link or not a regular file: nothing is written through it."""
+
+
 def fsync_dir(folder: Path) -> None:
     """Make a folder's entries (a file just created in it) durable, not only the file's bytes."""
     fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
     try:
         os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _make_private(fd: int, path: Path, mode: int) -> None:
+    """Tighten a log folder or file that the group or others may access (left by an older version)
+    to ``mode``; warns, since it changes a folder the researcher may have set up."""
+    old = stat.S_IMODE(os.fstat(fd).st_mode)
+    if not old & PRIVATE_BITS:
+        return
+    try:
+        os.fchmod(fd, mode)
+    except PermissionError as exc:
+        raise PermissionError(
+            f"{path} is open to other users (mode {old:o}) and this account cannot change that: "
+            f"run `chmod {mode:o} {path}` as its owner, or choose a log folder of your own (--log-dir)"
+        ) from exc
+    warnings.warn(
+        f"{path} was open to other users (mode {old:o}); made it private (mode {mode:o}): "
+        "study logs hold participants' data",
+        UserWarning,
+        stacklevel=4,
+    )
+
+
+@contextmanager
+def _open_log_dir(log_dir: Path) -> Iterator[tuple[int, bool]]:
+    """The log folder as a descriptor, and whether it was just created (mode 0700; tightened if looser).
+
+    Files are then opened relative to this descriptor, so the folder checked is the folder written.
+    """
+    try:
+        log_dir.mkdir(mode=LOG_DIR_MODE, parents=True)
+        created = True
+    except FileExistsError:
+        created = False
+    try:
+        fd = os.open(log_dir, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except OSError as exc:
+        if exc.errno in (errno.ELOOP, errno.ENOTDIR):
+            raise UnsafeLogPathError(
+                f"the log folder {log_dir} is not a folder (a file, or a symbolic link made after the app "
+                "started): remove it, or choose another --log-dir"
+            ) from exc
+        raise
+    try:
+        _make_private(fd, log_dir, LOG_DIR_MODE)
+        yield fd, created
     finally:
         os.close(fd)
 
@@ -169,6 +259,75 @@ class StudyLog:
             raise ValueError(f"log path {self.path} escapes the log folder {self.log_dir}")
         self._dir_synced = False
 
+    def _open(self, dir_fd: int, flags: int) -> int:
+        """Open the session file inside the folder descriptor, never through a link; 0600.
+
+        Raises:
+            UnsafeLogPathError: the path is a symbolic link (followed, it could point at any file
+                this account may write) or not a regular file.
+        """
+        try:
+            fd = os.open(self.path.name, flags | os.O_NOFOLLOW | os.O_CLOEXEC, LOG_FILE_MODE, dir_fd=dir_fd)
+        except OSError as exc:
+            if exc.errno in (errno.ELOOP, errno.EMLINK) or (
+                exc.errno == errno.EEXIST and stat.S_ISLNK(os.lstat(self.path.name, dir_fd=dir_fd).st_mode)
+            ):
+                raise UnsafeLogPathError(
+                    f"{self.path} is a symbolic link: study logs are never written through links. "
+                    "Remove the link (and check who planted it), or move the real log file there"
+                ) from exc
+            raise
+        try:
+            if not stat.S_ISREG(os.fstat(fd).st_mode):
+                raise UnsafeLogPathError(f"{self.path} is not a regular file: remove it, or choose another --log-dir")
+            _make_private(fd, self.path, LOG_FILE_MODE)
+        except BaseException:
+            os.close(fd)
+            raise
+        return fd
+
+    def _check_new_name(self, dir_fd: int) -> None:
+        """Refuse a file name longer than this file system allows, and a new file whose ids differ
+        from an existing log's only in case.
+
+        "New" compares the folder's names exactly: on a case-insensitive file system ``p07__S1``
+        would open ``P07__S1``'s file, so a lookup by name cannot tell them apart.
+
+        Raises:
+            ValueError: the file name is over the file system's limit (e.g. 143 bytes on eCryptfs).
+            IdCaseCollisionError: ``p07`` next to ``P07``, or session ``s1`` next to ``S1``.
+        """
+        limit = os.fpathconf(dir_fd, "PC_NAME_MAX")
+        size = len(self.path.name.encode())
+        if size > limit:
+            raise ValueError(
+                f"the log file name {self.path.name!r} is {size} bytes and the file system of {self.log_dir} "
+                f"allows at most {limit} bytes: use shorter participant and session ids"
+            )
+        names = os.listdir(dir_fd)
+        if self.path.name in names:
+            return  # this session's own file: resumed, or refused by the O_EXCL claim
+        for name in names:
+            ids = parse_log_name(name)
+            if ids is None:
+                continue
+            participant, session = ids
+            if participant != self.participant and participant.casefold() == self.participant.casefold():
+                raise IdCaseCollisionError(
+                    f"participant {self.participant!r} differs only in case from participant {participant!r}, "
+                    f"who already has a log: enter {participant!r} exactly if that is the same person, "
+                    "or choose an id that differs in more than case"
+                )
+            if (
+                participant == self.participant
+                and session != self.session
+                and session.casefold() == self.session.casefold()
+            ):
+                raise IdCaseCollisionError(
+                    f"session {self.session!r} differs only in case from session {session!r} of participant "
+                    f"{participant!r}: enter {session!r} exactly to resume it, or choose another session id"
+                )
+
     @classmethod
     def create(
         cls, log_dir: str | Path, participant: str, session: str, common: dict | None = None, *, resume: bool = False
@@ -177,22 +336,27 @@ class StudyLog:
 
         The claim is ``O_CREAT | O_EXCL``: of two participants starting the same session at the
         same moment exactly one wins; the folder is fsync'd so the new name survives a power cut.
+        A new file is first checked against the folder's logs for ids differing only in case.
 
         Raises:
             SessionExistsError: the file exists and ``resume`` is False.
+            IdCaseCollisionError: a new file's ids differ from an existing log's only in case.
+            UnsafeLogPathError: the log path is a symbolic link or not a regular file.
         """
         log = cls(log_dir, participant, session, common)
-        if not log.log_dir.exists():
-            log.log_dir.mkdir(parents=True, exist_ok=True)
-            fsync_dir(log.log_dir.parent)
-        try:
-            os.close(os.open(log.path, os.O_WRONLY | os.O_CREAT | (0 if resume else os.O_EXCL), 0o644))
-        except FileExistsError as exc:
-            raise SessionExistsError(
-                f"participant {log.participant!r} already has a log for session {log.session!r}: "
-                "choose another session id, or resume that session"
-            ) from exc
-        fsync_dir(log.log_dir)
+        with _open_log_dir(log.log_dir) as (dir_fd, created):
+            if created:
+                fsync_dir(log.log_dir.parent)
+            log._check_new_name(dir_fd)
+            try:
+                fd = log._open(dir_fd, os.O_WRONLY | os.O_CREAT | (0 if resume else os.O_EXCL))
+            except FileExistsError as exc:
+                raise SessionExistsError(
+                    f"participant {log.participant!r} already has a log for session {log.session!r}: "
+                    "choose another session id, or resume that session"
+                ) from exc
+            os.close(fd)
+            os.fsync(dir_fd)
         log._dir_synced = True
         return log
 
@@ -234,18 +398,18 @@ class StudyLog:
         lines = b"".join(
             (json.dumps(r, ensure_ascii=False, allow_nan=False, separators=(",", ":")) + "\n").encode() for r in full
         )
-        self.log_dir.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o644)
-        try:
-            self._end_torn_line(fd)  # checked on every append: one pread, cheap next to the fsync
-            # One write call on O_APPEND (normally): the lines land whole and contiguous.
-            _write_all(fd, lines, self.path)
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        if not self._dir_synced:
-            fsync_dir(self.log_dir)
-            self._dir_synced = True
+        with _open_log_dir(self.log_dir) as (dir_fd, _created):
+            fd = self._open(dir_fd, os.O_RDWR | os.O_APPEND | os.O_CREAT)
+            try:
+                self._end_torn_line(fd)  # checked on every append: one pread, cheap next to the fsync
+                # One write call on O_APPEND (normally): the lines land whole and contiguous.
+                _write_all(fd, lines, self.path)
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            if not self._dir_synced:
+                os.fsync(dir_fd)
+                self._dir_synced = True
         return full
 
 
