@@ -23,7 +23,7 @@ PHOTO_FORMATS = ("JPEG", "PNG", "WEBP")
 DEFAULT_MAX_PIXELS = 50_000_000  # decompression-bomb guard: Chair-V2 photos are ~0.1 MP
 # Longest side a photo keeps at load. Encoders see 128-224 px (at most 1024, the largest input size a
 # checkpoint may declare), so nothing they see is lost, while a 48 MP phone photo (144 MB as RGB) shrinks
-# to 0.75 MP: a batch of 32 holds ~100 MB instead of ~4.6 GB.
+# to 0.8 MP: a batch of 32 holds ~100 MB instead of ~4.6 GB.
 MAX_PHOTO_SIDE = 1024
 
 
