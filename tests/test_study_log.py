@@ -14,18 +14,9 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from retrieval.study.log import (
-    IdCaseCollisionError,
-    SessionExistsError,
-    StudyLog,
-    UnsafeLogPathError,
-    decode_id,
-    encode_id,
-    export_csv,
-    iter_records,
-    log_files,
-    read_log,
-)
+from retrieval.study.log import SessionExistsError, StudyLog, export_csv, iter_records, log_files, read_log
+from retrieval.study.log_names import IdCaseCollisionError, decode_id, encode_id
+from retrieval.study.private_files import UnsafeLogPathError
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 

@@ -6,22 +6,14 @@ returns: a ``kill -9`` (or a power cut after the fsync) loses no acknowledged re
 an existing session file appends to it; if the previous writer died mid-line, a newline is
 written first so the torn fragment stays on its own line, which :func:`read_log` skips.
 
-File name: ``<participant>__<session>.jsonl`` inside the log folder, each id encoded by
-:func:`encode_id`: letters, digits, ``.`` and ``-`` stay, every other byte becomes ``_XX`` (hex),
-so the name is reversible (:func:`decode_id`), ``__`` can only be the separator, and two
-different (participant, session) pairs never share a file; no id can point outside the folder.
-An id is capped on its UTF-8 bytes and on its encoded length, so any two ids fit one file name.
-:meth:`StudyLog.create` claims a new session file atomically (``O_EXCL``) and refuses an existing
-one unless resuming is asked for, and refuses ids that differ from an existing log's only in case
-(``P07`` and ``p07`` would share one file on a case-insensitive file system, and are most likely
-one person typed twice). Both the JSONL files and the CSV export load in pandas as-is
-(``pd.read_json(path, lines=True)``, ``pd.read_csv(path)``); the CSV escapes cells a spreadsheet
-would run as formulas (:func:`csv_cell`).
-
-Participants' data stays private to the account running the app: the folder is 0700 and the files
-0600 (looser ones left by older versions are tightened, with a warning), and every file is opened
-through a descriptor of the folder with ``O_NOFOLLOW``, so a symbolic link planted at a log path
-is refused (:class:`UnsafeLogPathError`) instead of being written through.
+File name: ``<participant>__<session>.jsonl`` inside the log folder, reversible and capped to fit
+the file system (:mod:`retrieval.study.log_names`). :meth:`StudyLog.create` claims a new session
+file atomically (``O_EXCL``) and refuses an existing one unless resuming is asked for, and refuses
+ids that differ from an existing log's only in case (``P07`` and ``p07`` would share one file on a
+case-insensitive file system, and are most likely one person typed twice). The folder is 0700, the
+files 0600, and no file is written through a symbolic link (:mod:`retrieval.study.private_files`).
+Both the JSONL files and the CSV export load in pandas as-is (``pd.read_json(path, lines=True)``,
+``pd.read_csv(path)``); the CSV escapes cells a spreadsheet would run as formulas (:func:`csv_cell`).
 
 Record types (field ``type``): ``session_start``, ``trial_start``, ``stroke``, ``undo``,
 ``clear``, ``trial_end``, ``session_end``; the full schema is in docs/app.md.
@@ -30,28 +22,18 @@ Record types (field ``type``): ``session_start``, ``trial_start``, ``stroke``, `
 from __future__ import annotations
 
 import csv
-import errno
 import json
 import math
 import os
-import stat
-import urllib.parse
 import warnings
 from collections.abc import Iterable, Iterator
-from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 
+from retrieval.study.log_names import LOG_SUFFIX, check_case_collision, log_file_name
+from retrieval.study.private_files import fsync_dir, open_private_dir, open_private_file
+
 SCHEMA_VERSION = 1
-LOG_SUFFIX = ".jsonl"
-ID_SEPARATOR = "__"
-MAX_ID_BYTES = 64  # UTF-8 bytes of one id (64 ASCII letters): the file system counts bytes, not characters
-NAME_MAX = 255  # bytes in one file name on ext4, XFS, btrfs, APFS; create() also asks the actual file system
-# Encoded characters of one id: two at this cap plus the separator and suffix make a 254-byte name.
-MAX_ENCODED_ID_LENGTH = (NAME_MAX - len(ID_SEPARATOR) - len(LOG_SUFFIX)) // 2
-LOG_DIR_MODE = 0o700  # participants' data: only the account running the app may list the folder...
-LOG_FILE_MODE = 0o600  # ... or read a log
-PRIVATE_BITS = 0o077  # any permission for the group or others
 # A spreadsheet runs a cell starting with one of these as a formula (CSV injection).
 FORMULA_PREFIXES = ("=", "+", "-", "@", "\t", "\r")
 
@@ -76,66 +58,6 @@ def utc_now() -> str:
     return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
-def encode_id(raw: str) -> str:
-    """A participant/session id as a file-name part, reversibly (``decode_id`` gives it back).
-
-    The id is stripped; ``[A-Za-z0-9.-]`` stay, any other UTF-8 byte (and a leading ``.``)
-    becomes ``_XX``. Raises ``ValueError`` for an empty id, control characters, more than
-    ``MAX_ID_BYTES`` bytes of UTF-8 or more than ``MAX_ENCODED_ID_LENGTH`` encoded characters
-    (refused rather than cut, so two ids never collide). Both caps count what the file system
-    counts: a 30-character CJK id is 90 bytes, 270 characters once encoded.
-    """
-    text = str(raw).strip()
-    if not text:
-        raise ValueError("the id is empty: enter letters or digits, e.g. P07")
-    if any(ord(c) < 32 or ord(c) == 127 for c in text):
-        raise ValueError("the id contains control characters")
-    data = text.encode("utf-8", errors="surrogatepass")
-    if len(data) > MAX_ID_BYTES:
-        raise ValueError(
-            f"the id is {len(data)} bytes in UTF-8 ({len(text)} characters), at most {MAX_ID_BYTES} bytes "
-            "are allowed: use a shorter id (letters and digits take one byte each, most other characters 2-4)"
-        )
-    out = []
-    for i, byte in enumerate(data):
-        char = chr(byte)
-        keep = byte < 128 and (char.isalnum() or char == "-" or (char == "." and i > 0))
-        out.append(char if keep else f"_{byte:02X}")
-    encoded = "".join(out)
-    if len(encoded) > MAX_ENCODED_ID_LENGTH:
-        raise ValueError(
-            f"the id takes {len(encoded)} characters in the log's file name, at most {MAX_ENCODED_ID_LENGTH} fit "
-            "(letters, digits, '.' and '-' take one; every other byte of UTF-8 takes three): use a shorter id"
-        )
-    return encoded
-
-
-def decode_id(encoded: str) -> str:
-    """The id :func:`encode_id` encoded (``_`` only ever starts an ``_XX`` escape there)."""
-    return urllib.parse.unquote(encoded.replace("_", "%"), errors="strict")
-
-
-def log_file_name(participant: str, session: str) -> str:
-    """``<participant>__<session>.jsonl`` with both ids encoded by :func:`encode_id`."""
-    return f"{encode_id(participant)}{ID_SEPARATOR}{encode_id(session)}{LOG_SUFFIX}"
-
-
-def parse_log_name(name: str) -> tuple[str, str] | None:
-    """(participant, session) of a session file name; ``None`` for any other name.
-
-    An encoded id never ends in ``_`` (an escape ends in a hex digit), so the first ``__`` is the
-    separator even when the session id starts with an escape.
-    """
-    stem = name.removesuffix(LOG_SUFFIX)
-    participant, separator, session = stem.partition(ID_SEPARATOR)
-    if stem == name or not separator:
-        return None
-    try:
-        return decode_id(participant), decode_id(session)
-    except UnicodeDecodeError:
-        return None
-
-
 def _json_safe(value):
     """Replace NaN/inf (not valid JSON) by ``None`` so every line parses everywhere."""
     if isinstance(value, float) and not math.isfinite(value):
@@ -151,76 +73,6 @@ def _json_safe(value):
 
 class SessionExistsError(FileExistsError):
     """This participant already has a log for this session id: choose another id, or resume it."""
-
-
-class IdCaseCollisionError(ValueError):
-    """An id differs from an existing log's only in case (``p07`` next to ``P07``).
-
-    Refused rather than given a distinct name: on a case-insensitive file system (macOS, Windows
-    shares) the two would be one file, and to a researcher they are most likely one participant
-    typed twice; analysis grouping by id would otherwise split that person in two.
-    """
-
-
-class UnsafeLogPathError(OSError):
-    """A log path is a symbolic link or not a regular file: nothing is written through it."""
-
-
-def fsync_dir(folder: Path) -> None:
-    """Make a folder's entries (a file just created in it) durable, not only the file's bytes."""
-    fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _make_private(fd: int, path: Path, mode: int) -> None:
-    """Tighten a log folder or file that the group or others may access (left by an older version)
-    to ``mode``; warns, since it changes a folder the researcher may have set up."""
-    old = stat.S_IMODE(os.fstat(fd).st_mode)
-    if not old & PRIVATE_BITS:
-        return
-    try:
-        os.fchmod(fd, mode)
-    except PermissionError as exc:
-        raise PermissionError(
-            f"{path} is open to other users (mode {old:o}) and this account cannot change that: "
-            f"run `chmod {mode:o} {path}` as its owner, or choose a log folder of your own (--log-dir)"
-        ) from exc
-    warnings.warn(
-        f"{path} was open to other users (mode {old:o}); made it private (mode {mode:o}): "
-        "study logs hold participants' data",
-        UserWarning,
-        stacklevel=4,
-    )
-
-
-@contextmanager
-def _open_log_dir(log_dir: Path) -> Iterator[tuple[int, bool]]:
-    """The log folder as a descriptor, and whether it was just created (mode 0700; tightened if looser).
-
-    Files are then opened relative to this descriptor, so the folder checked is the folder written.
-    """
-    try:
-        log_dir.mkdir(mode=LOG_DIR_MODE, parents=True)
-        created = True
-    except FileExistsError:
-        created = False
-    try:
-        fd = os.open(log_dir, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
-    except OSError as exc:
-        if exc.errno in (errno.ELOOP, errno.ENOTDIR):
-            raise UnsafeLogPathError(
-                f"the log folder {log_dir} is not a folder (a file, or a symbolic link made after the app "
-                "started): remove it, or choose another --log-dir"
-            ) from exc
-        raise
-    try:
-        _make_private(fd, log_dir, LOG_DIR_MODE)
-        yield fd, created
-    finally:
-        os.close(fd)
 
 
 def _write_all(fd: int, data: bytes, path: Path) -> None:
@@ -241,8 +93,8 @@ class StudyLog:
 
     Args:
         log_dir: Folder for all session files (created if missing).
-        participant: Participant id (stripped; file name part by :func:`encode_id`).
-        session: Session id (stripped; file name part by :func:`encode_id`).
+        participant: Participant id (stripped; a file name part by ``log_names.encode_id``).
+        session: Session id (stripped; a file name part by ``log_names.encode_id``).
         common: Fields written into every record (e.g. code version, model hash, mode).
 
     Raises:
@@ -258,33 +110,6 @@ class StudyLog:
         if self.path.parent != self.log_dir:  # defence in depth: encode_id already escapes separators
             raise ValueError(f"log path {self.path} escapes the log folder {self.log_dir}")
         self._dir_synced = False
-
-    def _open(self, dir_fd: int, flags: int) -> int:
-        """Open the session file inside the folder descriptor, never through a link; 0600.
-
-        Raises:
-            UnsafeLogPathError: the path is a symbolic link (followed, it could point at any file
-                this account may write) or not a regular file.
-        """
-        try:
-            fd = os.open(self.path.name, flags | os.O_NOFOLLOW | os.O_CLOEXEC, LOG_FILE_MODE, dir_fd=dir_fd)
-        except OSError as exc:
-            if exc.errno in (errno.ELOOP, errno.EMLINK) or (
-                exc.errno == errno.EEXIST and stat.S_ISLNK(os.lstat(self.path.name, dir_fd=dir_fd).st_mode)
-            ):
-                raise UnsafeLogPathError(
-                    f"{self.path} is a symbolic link: study logs are never written through links. "
-                    "Remove the link (and check who planted it), or move the real log file there"
-                ) from exc
-            raise
-        try:
-            if not stat.S_ISREG(os.fstat(fd).st_mode):
-                raise UnsafeLogPathError(f"{self.path} is not a regular file: remove it, or choose another --log-dir")
-            _make_private(fd, self.path, LOG_FILE_MODE)
-        except BaseException:
-            os.close(fd)
-            raise
-        return fd
 
     def _check_new_name(self, dir_fd: int) -> None:
         """Refuse a file name longer than this file system allows, and a new file whose ids differ
@@ -305,28 +130,8 @@ class StudyLog:
                 f"allows at most {limit} bytes: use shorter participant and session ids"
             )
         names = os.listdir(dir_fd)
-        if self.path.name in names:
-            return  # this session's own file: resumed, or refused by the O_EXCL claim
-        for name in names:
-            ids = parse_log_name(name)
-            if ids is None:
-                continue
-            participant, session = ids
-            if participant != self.participant and participant.casefold() == self.participant.casefold():
-                raise IdCaseCollisionError(
-                    f"participant {self.participant!r} differs only in case from participant {participant!r}, "
-                    f"who already has a log: enter {participant!r} exactly if that is the same person, "
-                    "or choose an id that differs in more than case"
-                )
-            if (
-                participant == self.participant
-                and session != self.session
-                and session.casefold() == self.session.casefold()
-            ):
-                raise IdCaseCollisionError(
-                    f"session {self.session!r} differs only in case from session {session!r} of participant "
-                    f"{participant!r}: enter {session!r} exactly to resume it, or choose another session id"
-                )
+        if self.path.name not in names:  # not this session's own file (resumed, or refused by O_EXCL)
+            check_case_collision(self.participant, self.session, names)
 
     @classmethod
     def create(
@@ -344,12 +149,12 @@ class StudyLog:
             UnsafeLogPathError: the log path is a symbolic link or not a regular file.
         """
         log = cls(log_dir, participant, session, common)
-        with _open_log_dir(log.log_dir) as (dir_fd, created):
+        with open_private_dir(log.log_dir) as (dir_fd, created):
             if created:
                 fsync_dir(log.log_dir.parent)
             log._check_new_name(dir_fd)
             try:
-                fd = log._open(dir_fd, os.O_WRONLY | os.O_CREAT | (0 if resume else os.O_EXCL))
+                fd = open_private_file(dir_fd, log.path, os.O_WRONLY | os.O_CREAT | (0 if resume else os.O_EXCL))
             except FileExistsError as exc:
                 raise SessionExistsError(
                     f"participant {log.participant!r} already has a log for session {log.session!r}: "
@@ -398,8 +203,8 @@ class StudyLog:
         lines = b"".join(
             (json.dumps(r, ensure_ascii=False, allow_nan=False, separators=(",", ":")) + "\n").encode() for r in full
         )
-        with _open_log_dir(self.log_dir) as (dir_fd, _created):
-            fd = self._open(dir_fd, os.O_RDWR | os.O_APPEND | os.O_CREAT)
+        with open_private_dir(self.log_dir) as (dir_fd, _created):
+            fd = open_private_file(dir_fd, self.path, os.O_RDWR | os.O_APPEND | os.O_CREAT)
             try:
                 self._end_torn_line(fd)  # checked on every append: one pread, cheap next to the fsync
                 # One write call on O_APPEND (normally): the lines land whole and contiguous.
