@@ -7,9 +7,9 @@ import time
 
 import numpy as np
 import pytest
-from PIL import Image
+from PIL import Image, JpegImagePlugin
 
-from retrieval.data.images import read_rgb, scan_photo_folder
+from retrieval.data.images import MAX_PHOTO_SIDE, read_rgb, scan_photo_folder
 from retrieval.model.encoder import Encoder
 from retrieval.serving.gallery import build_dataset_gallery, build_folder_gallery, open_gallery, split_gallery_spec
 from tests.conftest import shared_path
@@ -22,14 +22,23 @@ def write_image(path, seed: int, size=(40, 30)) -> np.ndarray:
     return pixels
 
 
+def write_gradient(path, size: tuple[int, int]) -> None:
+    """A smooth image (fast to encode at any size, unlike noise) whose mean colour survives resampling."""
+    width, height = size
+    x = np.linspace(0, 255, width, dtype=np.float32)[None, :].repeat(height, 0)
+    y = np.linspace(0, 255, height, dtype=np.float32)[:, None].repeat(width, 1)
+    Image.fromarray(np.stack([x, y, np.full_like(x, 128)], axis=2).astype(np.uint8)).save(path)
+
+
 class CountingEncoder:
-    """The real encoder, counting photos embedded (to see what the cache saved)."""
+    """The real encoder, counting photos embedded (to see what the cache saved) and their shapes."""
 
     def __init__(self, encoder: Encoder) -> None:
-        self.inner, self.meta, self.net, self.embedded = encoder, encoder.meta, encoder.net, 0
+        self.inner, self.meta, self.net, self.embedded, self.shapes = encoder, encoder.meta, encoder.net, 0, []
 
     def embed_photos(self, images):
         self.embedded += len(images)
+        self.shapes += [image.shape for image in images]
         return self.inner.embed_photos(images)
 
 
@@ -73,6 +82,37 @@ def test_decompression_bomb_guard(tmp_path):
     with pytest.raises(ValueError, match="limit"):
         read_rgb(tmp_path / "big.png", max_pixels=5_000)
     assert read_rgb(tmp_path / "big.png", max_pixels=10_000).shape == (100, 100, 3)
+
+
+@pytest.mark.parametrize("suffix", [".png", ".jpg", ".webp"])
+def test_large_photos_are_downscaled_at_load_keeping_their_aspect(tmp_path, suffix):
+    path = tmp_path / f"big{suffix}"
+    write_gradient(path, (2048, 1536))
+    photo = read_rgb(path)
+    assert photo.shape == (MAX_PHOTO_SIDE * 3 // 4, MAX_PHOTO_SIDE, 3)
+    np.testing.assert_allclose(photo.mean(axis=(0, 1)), [127.5, 127.5, 128], atol=3)
+    assert read_rgb(path, max_side=None).shape == (1536, 2048, 3), "max_side=None keeps full resolution"
+
+
+def test_a_large_jpeg_is_decoded_at_reduced_scale_not_full_size(tmp_path, monkeypatch):
+    write_gradient(tmp_path / "phone.jpg", (4096, 3072))
+    decoded, real_load = [], JpegImagePlugin.JpegImageFile.load
+
+    def spy(img):
+        decoded.append(img.size)  # the size the decoder will produce
+        return real_load(img)
+
+    monkeypatch.setattr(JpegImagePlugin.JpegImageFile, "load", spy)
+    assert read_rgb(tmp_path / "phone.jpg").shape == (768, 1024, 3)
+    assert decoded and max(decoded) == (2048, 1536), "the DCT decodes at 1/2 scale, never the full 12.6 MP"
+
+
+def test_a_gallery_embeds_big_photos_downscaled(tmp_path, encoder):
+    (tmp_path / "photos").mkdir()
+    write_gradient(tmp_path / "photos" / "huge.png", (3000, 1000))
+    counting = CountingEncoder(encoder)
+    build_folder_gallery(counting, tmp_path / "photos", cache_dir=None, progress=False)
+    assert counting.shapes == [(341, MAX_PHOTO_SIDE, 3)], "a batch must never hold full-resolution photos"
 
 
 def test_cache_reuses_and_updates_incrementally(tmp_path, encoder):

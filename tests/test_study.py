@@ -163,10 +163,11 @@ def test_time_limit_ends_the_trial(tmp_path):
     assert types[-2:] == ["trial_end", "stroke"], "a stroke that arrives late is still logged"
 
 
-def test_analysis_summarises_participants_and_writes_plots(tmp_path, capsys):
+def _analysed_study(tmp_path, participants: tuple[str, ...]):
+    """Two trials of four strokes per participant, then the analysis entry point into ``tmp_path/out``."""
     from retrieval.study.analysis import main
 
-    for participant in ("P1", "P2"):
+    for participant in participants:
         session, rank = DrawingSession(), FakeRank()
         session.begin_study(
             StudyConfig(num_trials=2, random_targets=2, time_limit_s=0),
@@ -178,6 +179,11 @@ def test_analysis_summarises_participants_and_writes_plots(tmp_path, capsys):
             session.update(_payload(session, [_stroke(i, t=100.0 * i) for i in range(1, 5)]), rank)
             session.next_trial()
     main([str(tmp_path), "--out", str(tmp_path / "out")])
+    return tmp_path / "out"
+
+
+def test_analysis_summarises_participants_and_writes_plots(tmp_path, capsys):
+    _analysed_study(tmp_path, ("P1", "P2"))
     printed = capsys.readouterr().out
     assert "P1" in printed and "P2" in printed
     out = tmp_path / "out"
@@ -196,3 +202,14 @@ def test_analysis_summarises_participants_and_writes_plots(tmp_path, capsys):
     assert list(summary["found_pct"]) == [100.0, 100.0]
     assert list(summary["median_strokes_to_find"]) == [4.0, 4.0]
     assert len(pd.read_csv(out / "strokes.csv")) == 16
+
+
+def test_analysis_tables_escape_formula_cells_and_keep_numbers(tmp_path):
+    import pandas as pd
+
+    out = _analysed_study(tmp_path, ("=cmd", "-P2"))
+    for name in ("strokes.csv", "trials.csv", "participants.csv"):
+        table = pd.read_csv(out / name)
+        assert set(table["participant"]) == {"'=cmd", "'-P2"}, f"{name} lets a spreadsheet run an id as a formula"
+    summary = pd.read_csv(out / "participants.csv")
+    assert summary["found_pct"].dtype == float and list(summary["found_pct"]) == [100.0, 100.0]

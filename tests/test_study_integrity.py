@@ -8,6 +8,7 @@ the encoder counts forwards.
 from __future__ import annotations
 
 import copy
+import errno
 import threading
 import time
 
@@ -16,6 +17,7 @@ import pytest
 
 from retrieval.serving.index import PhotoIndex
 from retrieval.serving.retriever import Retriever
+from retrieval.study import log as study_log
 from retrieval.study.log import StudyLog, read_log
 from retrieval.study.payload import CanvasPayloadError
 from retrieval.study.plan import StudyConfig
@@ -212,15 +214,18 @@ def test_a_session_copies_with_its_own_lock():
         clone.lock.release()
 
 
-def test_a_stroke_whose_record_could_not_be_written_is_logged_when_the_journal_comes_again(tmp_path, retriever):
+def test_a_stroke_whose_record_could_not_be_written_is_logged_when_the_journal_comes_again(
+    tmp_path, retriever, monkeypatch
+):
     session = _study(tmp_path)
-    path = tmp_path / "P1__S1.jsonl"
-    kept = path.read_bytes()
-    path.unlink()
-    path.symlink_to("/dev/full")  # every write fails with ENOSPC, as on a full disk
-    with pytest.raises(OSError):
-        session.update(_journal(session, [_stroke(1)]), _rank(retriever))
-    path.unlink()
-    path.write_bytes(kept)  # space again
+
+    def disk_full(fd, data, path):
+        raise OSError(errno.ENOSPC, "No space left on device", str(path))
+
+    # every write fails with ENOSPC, as on a full disk (a link to /dev/full would be refused as a link)
+    with monkeypatch.context() as patch:
+        patch.setattr(study_log, "_write_all", disk_full)
+        with pytest.raises(OSError, match="No space left"):
+            session.update(_journal(session, [_stroke(1)]), _rank(retriever))
     session.update(_journal(session, [_stroke(1), _stroke(2)]), _rank(retriever))
     assert [(r["seq"], r["stroke_index"]) for r in _records(tmp_path, "stroke")] == [(1, 0), (2, 1)]

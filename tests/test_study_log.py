@@ -1,4 +1,4 @@
-"""Study log: durable appends, torn-line tolerance, CSV/pandas export, path sanitising, kill -9."""
+"""Study log: durable appends, torn-line tolerance, CSV/pandas export, path sanitising, file modes, kill -9."""
 
 from __future__ import annotations
 
@@ -14,16 +14,9 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from retrieval.study.log import (
-    SessionExistsError,
-    StudyLog,
-    decode_id,
-    encode_id,
-    export_csv,
-    iter_records,
-    log_files,
-    read_log,
-)
+from retrieval.study.log import SessionExistsError, StudyLog, export_csv, iter_records, log_files, read_log
+from retrieval.study.log_names import IdCaseCollisionError, decode_id, encode_id
+from retrieval.study.private_files import UnsafeLogPathError
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -81,6 +74,26 @@ def test_ids_encode_reversibly_and_never_escape_the_folder(tmp_path, raw, expect
 def test_unusable_ids_are_refused_not_cut(tmp_path, raw, message):
     with pytest.raises(ValueError, match=message):
         StudyLog(tmp_path, raw, "S1")
+
+
+def test_the_id_limit_counts_utf8_bytes_not_characters(tmp_path):
+    cjk = "参加者" * 10  # 30 characters, 90 bytes in UTF-8: the old check passed it, the file system refused it
+    with pytest.raises(ValueError, match="90 bytes.*at most 64 bytes"):
+        StudyLog.create(tmp_path, cjk, "S1")
+    assert list(tmp_path.iterdir()) == [], "a refused id must leave no file behind"
+
+
+def test_an_id_whose_file_name_part_would_not_fit_is_refused_naming_the_limit(tmp_path):
+    accented = "é" * 21  # 42 bytes (under 64), each escaped to 3 characters: 126 in the file name
+    with pytest.raises(ValueError, match=r"126 characters in the log's file name, at most 123"):
+        StudyLog.create(tmp_path, accented, "S1")
+
+
+def test_the_longest_allowed_ids_still_make_a_file_name_the_file_system_accepts(tmp_path):
+    longest = "é" * 20 + "abc"  # 43 bytes, 123 characters once encoded: the longest file-name part allowed
+    log = StudyLog.create(tmp_path, longest, longest)
+    log.append({"type": "session_start"})
+    assert len(log.path.name.encode()) <= 255 and read_log(log.path)[0]["participant"] == longest
 
 
 @pytest.mark.parametrize(
@@ -169,6 +182,19 @@ def test_csv_export_and_pandas_load_both_files(tmp_path):
     assert json.loads(table.loc[1, "points"]) == [[1, 2, 3], [4, 5, 6]]
 
 
+def test_csv_export_escapes_formula_cells_but_keeps_numbers_and_the_jsonl_exact(tmp_path):
+    hostile = ['=HYPERLINK("http://x")', "+1+1", "-2+3", "@SUM(A1)", "\tx", "\rx"]
+    log = StudyLog(tmp_path, "-P07", "S")
+    for i, text in enumerate(hostile):
+        log.append({"type": "note", "trial": i, "text": text, "score": -3.5})
+    assert [r["text"] for r in read_log(log.path)] == hostile, "the JSONL log keeps every value exactly"
+    table = pd.read_csv(export_csv(iter_records(tmp_path), tmp_path / "all.csv"), keep_default_na=False)
+    assert list(table["text"]) == ["'" + text for text in hostile]
+    assert set(table["participant"]) == {"'-P07"}, "an id that starts like a formula is escaped too"
+    assert table["score"].dtype == float and set(table["score"]) == {-3.5}, "negative numbers stay numbers"
+    assert list(table["trial"]) == list(range(len(hostile)))
+
+
 _WRITER = """
 import sys
 from retrieval.study.log import StudyLog
@@ -196,3 +222,77 @@ def test_sigkill_loses_no_acknowledged_record(tmp_path):
     indices = [r["stroke_index"] for r in records]
     assert indices[: acked + 1] == list(range(acked + 1)), "every acknowledged record must survive kill -9"
     assert all(len(r["points"]) == 200 for r in records)
+
+
+@pytest.fixture
+def umask_022():
+    """The usual umask, under which the old code made 0755 folders and 0644 files."""
+    old = os.umask(0o022)
+    yield
+    os.umask(old)
+
+
+def _mode(path: Path) -> int:
+    return stat.S_IMODE(path.stat().st_mode)
+
+
+def test_log_files_are_private_to_the_account_running_the_app(tmp_path, umask_022):
+    StudyLog.create(tmp_path / "logs", "P01", "S1").append({"type": "session_start"})
+    StudyLog(tmp_path / "logs2", "P01", "S1").append({"type": "session_start"})
+    for folder in ("logs", "logs2"):
+        assert _mode(tmp_path / folder) == 0o700, "only the app's account may list the participants' logs"
+        assert _mode(tmp_path / folder / "P01__S1.jsonl") == 0o600, "only the app's account may read a log"
+
+
+def test_a_log_folder_and_file_readable_by_others_are_made_private_with_a_warning(tmp_path, umask_022):
+    folder = tmp_path / "logs"
+    folder.mkdir(mode=0o755)
+    (folder / "P01__S1.jsonl").write_text("")
+    (folder / "P01__S1.jsonl").chmod(0o644)  # as an older version left them
+    with pytest.warns(UserWarning, match="made it private") as record:
+        StudyLog.create(folder, "P01", "S1", resume=True).append({"type": "session_start"})
+    assert _mode(folder) == 0o700 and _mode(folder / "P01__S1.jsonl") == 0o600
+    assert any(str(folder) in str(w.message) for w in record), "the warning must name the folder it changed"
+
+
+@pytest.mark.parametrize("target_exists", [True, False])
+@pytest.mark.parametrize("how", ["append", "create", "resume"])
+def test_a_symlink_planted_at_the_log_path_is_refused_and_nothing_is_written_through_it(tmp_path, how, target_exists):
+    folder, target = tmp_path / "logs", tmp_path / "victim.txt"
+    folder.mkdir(mode=0o700)
+    if target_exists:
+        target.write_text("precious\n")
+    os.symlink(target, folder / "P01__S1.jsonl")
+    with pytest.raises(UnsafeLogPathError, match="symbolic link"):
+        if how == "append":
+            StudyLog(folder, "P01", "S1").append({"type": "session_start"})
+        else:
+            StudyLog.create(folder, "P01", "S1", resume=how == "resume").append({"type": "session_start"})
+    if target_exists:
+        assert target.read_text() == "precious\n", "a log record was written through the link"
+    else:
+        assert not target.exists(), "the log created the file the dangling link points at"
+
+
+def test_a_file_system_with_shorter_file_names_is_refused_with_its_limit(tmp_path, monkeypatch):
+    real = os.fpathconf
+    # eCryptfs allows 143 bytes; 100 here so that ids under both caps can cross it.
+    monkeypatch.setattr(os, "fpathconf", lambda fd, name: 100 if name == "PC_NAME_MAX" else real(fd, name))
+    with pytest.raises(ValueError, match="101 bytes.*at most 100 bytes"):
+        StudyLog.create(tmp_path, "P" * 50, "S" * 43)  # 50 + 2 + 43 + 6 = 101 bytes
+    assert StudyLog.create(tmp_path, "P" * 50, "S" * 42).path.exists()
+
+
+@pytest.mark.parametrize(
+    ("first", "second", "which"),
+    [(("P07", "S1"), ("p07", "S2"), "participant 'P07'"), (("P07", "S1"), ("P07", "s1"), "session 'S1'")],
+)
+def test_ids_differing_from_an_existing_log_only_in_case_are_refused(tmp_path, first, second, which):
+    StudyLog.create(tmp_path, *first).append({"type": "session_start"})
+    with pytest.raises(IdCaseCollisionError, match=f"only in case from {which}"):
+        StudyLog.create(tmp_path, *second)
+    with pytest.raises(IdCaseCollisionError):
+        StudyLog.create(tmp_path, *second, resume=True)  # resuming a session that does not exist creates it
+    assert [p.name for p in log_files(tmp_path)] == [f"{first[0]}__{first[1]}.jsonl"]
+    StudyLog.create(tmp_path, *first, resume=True)  # the exact ids still resume
+    StudyLog.create(tmp_path, "P08", "S1")  # and a different participant still starts

@@ -2,8 +2,8 @@
 
 Every malicious payload here would create a sentinel file if it were executed; each test checks
 both the error and that the sentinel was never written. Covers the QMUL coordinate pickle (reader
-and ``open_dataset``), npz object arrays, and encoder checkpoints (``.pt`` pickles, safetensors of
-the wrong shapes, bogus ``model.json``).
+and ``open_dataset``), npz object arrays, encoder checkpoints (``.pt`` pickles, safetensors of
+the wrong shapes, bogus ``model.json``), and photos in formats other than PNG, JPEG and WebP.
 """
 
 from __future__ import annotations
@@ -18,12 +18,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from PIL import Image
+from PIL import EpsImagePlugin, Image
 from safetensors.torch import save_file
 
 from retrieval.data.datasets import open_dataset
 from retrieval.data.formats.qmul import read_qmul_npz, read_qmul_pickle
 from retrieval.data.formats.safe_pickle import UnsafePickleError
+from retrieval.data.images import read_rgb
 from retrieval.model.encoder import CheckpointError, Encoder
 
 
@@ -183,3 +184,23 @@ def test_model_json_that_is_not_an_object_is_refused(tmp_path, encoder, text):
     (folder / "model.json").write_text(text, encoding="latin-1")
     with pytest.raises(CheckpointError):
         Encoder.load(folder)
+
+
+def test_an_eps_file_named_png_is_refused_before_ghostscript_could_run(tmp_path, sentinel, monkeypatch):
+    def ghostscript(*args, **kwargs):  # what Pillow runs to rasterise EPS, when it is installed
+        sentinel.write_text("ghostscript ran")
+        raise OSError("ghostscript ran")
+
+    monkeypatch.setattr(EpsImagePlugin, "Ghostscript", ghostscript)
+    path = tmp_path / "photo.png"
+    path.write_bytes(b"%!PS-Adobe-3.0 EPSF-3.0\n%%BoundingBox: 0 0 10 10\nshowpage\n%%EOF\n")
+    with pytest.raises(ValueError, match="not a valid JPEG, PNG, WEBP file.*Convert it to PNG or JPEG"):
+        read_rgb(path)
+
+
+@pytest.mark.parametrize(("fmt", "suffix"), [("BMP", ".png"), ("GIF", ".jpg"), ("TIFF", ".webp"), ("PPM", ".png")])
+def test_photo_formats_other_than_png_jpeg_webp_are_refused_whatever_the_suffix(tmp_path, fmt, suffix):
+    path = tmp_path / f"photo{suffix}"
+    Image.new("RGB", (8, 8), "red").save(path, format=fmt)
+    with pytest.raises(ValueError, match="other formats are refused"):
+        read_rgb(path)

@@ -1,4 +1,9 @@
-"""Image files and arrays: the one photo reader, the image suffixes, letterboxing and RGB coercion."""
+"""Image files and arrays: the one photo reader, the image suffixes, letterboxing and RGB coercion.
+
+Every photo file the project decodes (dataset photos, gallery folders) goes through :func:`read_rgb`,
+which accepts only the formats of ``PHOTO_FORMATS``, checks the pixel count in the header before
+decoding, and downscales at load so that a batch of phone photos stays small in memory.
+"""
 
 from __future__ import annotations
 
@@ -12,27 +17,48 @@ from PIL import Image, UnidentifiedImageError
 from retrieval.types import RGBImage
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp")  # also the preference order when an id has several files
+# Pillow decoders read_rgb may use, whatever a file's suffix says. Any other plugin is attack surface
+# for nothing (EPS and PDF even run Ghostscript when it is installed). JPEG covers MPO phone photos.
+PHOTO_FORMATS = ("JPEG", "PNG", "WEBP")
 DEFAULT_MAX_PIXELS = 50_000_000  # decompression-bomb guard: Chair-V2 photos are ~0.1 MP
+# Longest side a photo keeps at load. Encoders see 128-224 px (at most 1024, the largest input size a
+# checkpoint may declare), so nothing they see is lost, while a 48 MP phone photo (144 MB as RGB) shrinks
+# to 0.8 MP: a batch of 32 holds ~100 MB instead of ~4.6 GB.
+MAX_PHOTO_SIDE = 1024
 
 
-def read_rgb(path: Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> RGBImage:
-    """Read an image as ``(H, W, 3)`` uint8 RGB; transparency is composited onto white.
+def read_rgb(path: Path, max_pixels: int = DEFAULT_MAX_PIXELS, max_side: int | None = MAX_PHOTO_SIDE) -> RGBImage:
+    """Read a PNG, JPEG or WebP image as ``(H, W, 3)`` uint8 RGB; transparency is composited onto white.
 
-    The header size is checked against ``max_pixels`` before any pixel is decoded.
+    The header size is checked against ``max_pixels`` before any pixel is decoded. An image larger
+    than ``max_side`` on its longest side is shrunk to it, keeping its aspect ratio: a JPEG is
+    decoded at 1/2, 1/4 or 1/8 scale where that still leaves ``max_side`` (``Image.draft``), then
+    resampled (``Image.thumbnail``). ``max_side=None`` keeps full resolution.
 
     Raises:
-        ValueError: unreadable file, or more than ``max_pixels`` pixels (the message names the file).
+        ValueError: another format, an unreadable file, or more than ``max_pixels`` pixels (the
+            message names the file and what to do).
     """
     try:
-        with Image.open(path) as img:  # lazy: reads the header only
+        with Image.open(path, formats=PHOTO_FORMATS) as img:  # lazy: reads the header only
             width, height = img.size
             if width * height <= max_pixels:
+                if max_side is not None:
+                    img.draft(None, (max_side, max_side))  # JPEG only: both sides stay >= max_side
                 img.load()
                 if img.mode in ("RGBA", "LA", "PA") or "transparency" in img.info:
                     white = Image.new("RGBA", img.size, (255, 255, 255, 255))
                     img = Image.alpha_composite(white, img.convert("RGBA"))
-                return np.asarray(img.convert("RGB"), dtype=np.uint8).copy()
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
+                rgb = img.convert("RGB")
+                if max_side is not None:
+                    rgb.thumbnail((max_side, max_side))  # no-op when already small enough
+                return np.asarray(rgb, dtype=np.uint8).copy()
+    except UnidentifiedImageError as exc:
+        raise ValueError(
+            f"cannot read photo {path}: not a valid {', '.join(PHOTO_FORMATS)} file (other formats are refused, "
+            "whatever the suffix). Convert it to PNG or JPEG, or delete it."
+        ) from exc
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
         raise ValueError(f"cannot read photo {path}: {exc}. Replace or delete the broken file.") from exc
     raise ValueError(
         f"{path} is {width}x{height} = {width * height:,} pixels, over the {max_pixels:,} limit "

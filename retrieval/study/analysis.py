@@ -9,6 +9,9 @@ median server ms per stroke), and writes into ``--out`` (default ``LOGDIR/analys
 - ``trials.csv``: one row per trial summary;
 - ``rank_vs_stroke.png`` and ``rank_vs_time.png``: target rank after each stroke (log scale,
   one thin line per trial, the median per stroke index in bold).
+
+Every CSV escapes strings a spreadsheet would run as formulas, as the log's export does
+(:func:`retrieval.study.log.csv_cell`): ids are typed by participants.
 """
 
 from __future__ import annotations
@@ -24,7 +27,7 @@ matplotlib.use("Agg")  # headless: no display needed
 import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from retrieval.study.log import export_csv, iter_records  # noqa: E402
+from retrieval.study.log import csv_cell, export_csv, iter_records  # noqa: E402
 
 
 @dataclass
@@ -112,6 +115,14 @@ def participant_summary(strokes: pd.DataFrame, trials: pd.DataFrame) -> pd.DataF
     return pd.DataFrame(out)
 
 
+def write_csv(frame: pd.DataFrame, path: Path) -> None:
+    """``frame.to_csv`` with text cells escaped by :func:`csv_cell` (numbers stay numbers)."""
+    safe = frame.copy()
+    for column in frame.select_dtypes(include=["object", "string"]).columns:
+        safe[column] = frame[column].map(csv_cell)
+    safe.to_csv(path, index=False)
+
+
 def _plot(strokes: pd.DataFrame, x: str, xlabel: str, path: Path) -> None:
     fig, ax = plt.subplots(figsize=(7, 4.2), dpi=120)
     ranked = strokes.dropna(subset=["target_rank"])
@@ -140,12 +151,12 @@ def analyse(config: AnalysisConfig) -> pd.DataFrame:
     out.mkdir(parents=True, exist_ok=True)
     export_csv(records, out / "records.csv")
     strokes, trials = stroke_table(records), trial_table(records)
-    strokes.to_csv(out / "strokes.csv", index=False)
-    trials.to_csv(out / "trials.csv", index=False)
+    write_csv(strokes, out / "strokes.csv")
+    write_csv(trials, out / "trials.csv")
     _plot(strokes, "stroke_index", "stroke number", out / "rank_vs_stroke.png")
     _plot(strokes, "seconds", "seconds since the trial started", out / "rank_vs_time.png")
     summary = participant_summary(strokes, trials)
-    summary.to_csv(out / "participants.csv", index=False)
+    write_csv(summary, out / "participants.csv")
     with pd.option_context("display.width", 160, "display.max_columns", 20):
         print(summary.to_string(index=False, float_format=lambda v: f"{v:.1f}"))
     print(f"wrote {out}/records.csv, strokes.csv, trials.csv, participants.csv, rank_vs_stroke.png, rank_vs_time.png")

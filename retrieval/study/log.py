@@ -6,13 +6,14 @@ returns: a ``kill -9`` (or a power cut after the fsync) loses no acknowledged re
 an existing session file appends to it; if the previous writer died mid-line, a newline is
 written first so the torn fragment stays on its own line, which :func:`read_log` skips.
 
-File name: ``<participant>__<session>.jsonl`` inside the log folder, each id encoded by
-:func:`encode_id`: letters, digits, ``.`` and ``-`` stay, every other byte becomes ``_XX`` (hex),
-so the name is reversible (:func:`decode_id`), ``__`` can only be the separator, and two
-different (participant, session) pairs never share a file; no id can point outside the folder.
-:meth:`StudyLog.create` claims a new session file atomically (``O_EXCL``) and refuses an existing
-one unless resuming is asked for. Both the JSONL files and the CSV export
-load in pandas as-is (``pd.read_json(path, lines=True)``, ``pd.read_csv(path)``).
+File name: ``<participant>__<session>.jsonl`` inside the log folder, reversible and capped to fit
+the file system (:mod:`retrieval.study.log_names`). :meth:`StudyLog.create` claims a new session
+file atomically (``O_EXCL``) and refuses an existing one unless resuming is asked for, and refuses
+ids that differ from an existing log's only in case (``P07`` and ``p07`` would share one file on a
+case-insensitive file system, and are most likely one person typed twice). The folder is 0700, the
+files 0600, and no file is written through a symbolic link (:mod:`retrieval.study.private_files`).
+Both the JSONL files and the CSV export load in pandas as-is (``pd.read_json(path, lines=True)``,
+``pd.read_csv(path)``); the CSV escapes cells a spreadsheet would run as formulas (:func:`csv_cell`).
 
 Record types (field ``type``): ``session_start``, ``trial_start``, ``stroke``, ``undo``,
 ``clear``, ``trial_end``, ``session_end``; the full schema is in docs/app.md.
@@ -24,15 +25,17 @@ import csv
 import json
 import math
 import os
-import urllib.parse
 import warnings
 from collections.abc import Iterable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
+from retrieval.study.log_names import LOG_SUFFIX, check_case_collision, log_file_name
+from retrieval.study.private_files import fsync_dir, open_private_dir, open_private_file
+
 SCHEMA_VERSION = 1
-LOG_SUFFIX = ".jsonl"
-MAX_ID_LENGTH = 64
+# A spreadsheet runs a cell starting with one of these as a formula (CSV injection).
+FORMULA_PREFIXES = ("=", "+", "-", "@", "\t", "\r")
 
 # Columns first in the CSV export, in this order; any other key follows alphabetically.
 CSV_LEAD_COLUMNS = (
@@ -55,33 +58,6 @@ def utc_now() -> str:
     return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
-def encode_id(raw: str) -> str:
-    """A participant/session id as a file-name part, reversibly (``decode_id`` gives it back).
-
-    The id is stripped; ``[A-Za-z0-9.-]`` stay, any other UTF-8 byte (and a leading ``.``)
-    becomes ``_XX``. Raises ``ValueError`` for an empty id, control characters or more than
-    ``MAX_ID_LENGTH`` characters (refused rather than cut, so two ids never collide).
-    """
-    text = str(raw).strip()
-    if not text:
-        raise ValueError("the id is empty: enter letters or digits, e.g. P07")
-    if len(text) > MAX_ID_LENGTH:
-        raise ValueError(f"the id has {len(text)} characters, at most {MAX_ID_LENGTH} are allowed")
-    if any(ord(c) < 32 or ord(c) == 127 for c in text):
-        raise ValueError("the id contains control characters")
-    out = []
-    for i, byte in enumerate(text.encode("utf-8", errors="surrogatepass")):
-        char = chr(byte)
-        keep = byte < 128 and (char.isalnum() or char == "-" or (char == "." and i > 0))
-        out.append(char if keep else f"_{byte:02X}")
-    return "".join(out)
-
-
-def decode_id(encoded: str) -> str:
-    """The id :func:`encode_id` encoded (``_`` only ever starts an ``_XX`` escape there)."""
-    return urllib.parse.unquote(encoded.replace("_", "%"), errors="strict")
-
-
 def _json_safe(value):
     """Replace NaN/inf (not valid JSON) by ``None`` so every line parses everywhere."""
     if isinstance(value, float) and not math.isfinite(value):
@@ -97,15 +73,6 @@ def _json_safe(value):
 
 class SessionExistsError(FileExistsError):
     """This participant already has a log for this session id: choose another id, or resume it."""
-
-
-def fsync_dir(folder: Path) -> None:
-    """Make a folder's entries (a file just created in it) durable, not only the file's bytes."""
-    fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def _write_all(fd: int, data: bytes, path: Path) -> None:
@@ -126,8 +93,8 @@ class StudyLog:
 
     Args:
         log_dir: Folder for all session files (created if missing).
-        participant: Participant id (stripped; file name part by :func:`encode_id`).
-        session: Session id (stripped; file name part by :func:`encode_id`).
+        participant: Participant id (stripped; a file name part by ``log_names.encode_id``).
+        session: Session id (stripped; a file name part by ``log_names.encode_id``).
         common: Fields written into every record (e.g. code version, model hash, mode).
 
     Raises:
@@ -139,10 +106,32 @@ class StudyLog:
         self.participant = str(participant).strip()
         self.session = str(session).strip()
         self.common = dict(common or {})
-        self.path = self.log_dir / f"{encode_id(participant)}__{encode_id(session)}{LOG_SUFFIX}"
+        self.path = self.log_dir / log_file_name(participant, session)
         if self.path.parent != self.log_dir:  # defence in depth: encode_id already escapes separators
             raise ValueError(f"log path {self.path} escapes the log folder {self.log_dir}")
         self._dir_synced = False
+
+    def _check_new_name(self, dir_fd: int) -> None:
+        """Refuse a file name longer than this file system allows, and a new file whose ids differ
+        from an existing log's only in case.
+
+        "New" compares the folder's names exactly: on a case-insensitive file system ``p07__S1``
+        would open ``P07__S1``'s file, so a lookup by name cannot tell them apart.
+
+        Raises:
+            ValueError: the file name is over the file system's limit (e.g. 143 bytes on eCryptfs).
+            IdCaseCollisionError: ``p07`` next to ``P07``, or session ``s1`` next to ``S1``.
+        """
+        limit = os.fpathconf(dir_fd, "PC_NAME_MAX")
+        size = len(self.path.name.encode())
+        if size > limit:
+            raise ValueError(
+                f"the log file name {self.path.name!r} is {size} bytes and the file system of {self.log_dir} "
+                f"allows at most {limit} bytes: use shorter participant and session ids"
+            )
+        names = os.listdir(dir_fd)
+        if self.path.name not in names:  # not this session's own file (resumed, or refused by O_EXCL)
+            check_case_collision(self.participant, self.session, names)
 
     @classmethod
     def create(
@@ -152,22 +141,27 @@ class StudyLog:
 
         The claim is ``O_CREAT | O_EXCL``: of two participants starting the same session at the
         same moment exactly one wins; the folder is fsync'd so the new name survives a power cut.
+        A new file is first checked against the folder's logs for ids differing only in case.
 
         Raises:
             SessionExistsError: the file exists and ``resume`` is False.
+            IdCaseCollisionError: a new file's ids differ from an existing log's only in case.
+            UnsafeLogPathError: the log path is a symbolic link or not a regular file.
         """
         log = cls(log_dir, participant, session, common)
-        if not log.log_dir.exists():
-            log.log_dir.mkdir(parents=True, exist_ok=True)
-            fsync_dir(log.log_dir.parent)
-        try:
-            os.close(os.open(log.path, os.O_WRONLY | os.O_CREAT | (0 if resume else os.O_EXCL), 0o644))
-        except FileExistsError as exc:
-            raise SessionExistsError(
-                f"participant {log.participant!r} already has a log for session {log.session!r}: "
-                "choose another session id, or resume that session"
-            ) from exc
-        fsync_dir(log.log_dir)
+        with open_private_dir(log.log_dir) as (dir_fd, created):
+            if created:
+                fsync_dir(log.log_dir.parent)
+            log._check_new_name(dir_fd)
+            try:
+                fd = open_private_file(dir_fd, log.path, os.O_WRONLY | os.O_CREAT | (0 if resume else os.O_EXCL))
+            except FileExistsError as exc:
+                raise SessionExistsError(
+                    f"participant {log.participant!r} already has a log for session {log.session!r}: "
+                    "choose another session id, or resume that session"
+                ) from exc
+            os.close(fd)
+            os.fsync(dir_fd)
         log._dir_synced = True
         return log
 
@@ -209,18 +203,18 @@ class StudyLog:
         lines = b"".join(
             (json.dumps(r, ensure_ascii=False, allow_nan=False, separators=(",", ":")) + "\n").encode() for r in full
         )
-        self.log_dir.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o644)
-        try:
-            self._end_torn_line(fd)  # checked on every append: one pread, cheap next to the fsync
-            # One write call on O_APPEND (normally): the lines land whole and contiguous.
-            _write_all(fd, lines, self.path)
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        if not self._dir_synced:
-            fsync_dir(self.log_dir)
-            self._dir_synced = True
+        with open_private_dir(self.log_dir) as (dir_fd, _created):
+            fd = open_private_file(dir_fd, self.path, os.O_RDWR | os.O_APPEND | os.O_CREAT)
+            try:
+                self._end_torn_line(fd)  # checked on every append: one pread, cheap next to the fsync
+                # One write call on O_APPEND (normally): the lines land whole and contiguous.
+                _write_all(fd, lines, self.path)
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            if not self._dir_synced:
+                os.fsync(dir_fd)
+                self._dir_synced = True
         return full
 
 
@@ -257,15 +251,24 @@ def iter_records(log_dir: str | Path) -> Iterator[dict]:
         yield from read_log(path)
 
 
-def _cell(value) -> str | int | float | bool | None:
-    """A CSV cell: scalars as they are, lists/dicts as compact JSON (``json.loads`` gives them back)."""
+def csv_cell(value) -> str | int | float | bool | None:
+    """A CSV cell: scalars as they are, lists/dicts as compact JSON (``json.loads`` gives them back).
+
+    A string a spreadsheet would run as a formula (starting with ``= + - @``, tab or carriage
+    return; a participant can type any of these into a free-text field or an id) gets a leading
+    ``'``, which spreadsheets show as text. Only strings: ``-3.5`` stays a number. The JSONL log
+    keeps every value exactly; read it, not the CSV, to get the raw text back.
+    """
     if isinstance(value, dict | list):
         return json.dumps(value, separators=(",", ":"))
+    if isinstance(value, str) and value.startswith(FORMULA_PREFIXES):
+        return "'" + value
     return value
 
 
 def export_csv(records: Iterable[dict], out_path: str | Path) -> Path:
-    """Write records as one CSV row each (lead columns first, nested values as JSON strings)."""
+    """Write records as one CSV row each (lead columns first, nested values as JSON strings,
+    formula-like strings escaped by :func:`csv_cell`)."""
     records = list(records)
     keys = {k for r in records for k in r}
     columns = [c for c in CSV_LEAD_COLUMNS if c in keys] + sorted(keys - set(CSV_LEAD_COLUMNS))
@@ -275,5 +278,5 @@ def export_csv(records: Iterable[dict], out_path: str | Path) -> Path:
         writer = csv.DictWriter(f, fieldnames=columns, extrasaction="ignore")
         writer.writeheader()
         for record in records:
-            writer.writerow({k: _cell(record.get(k)) for k in columns})
+            writer.writerow({k: csv_cell(record.get(k)) for k in columns})
     return out_path
