@@ -81,17 +81,17 @@ def test_a_checkpoint_carved_for_a_study_is_refused_by_the_product_pipeline(stud
         reproduce.main(["--tiny", "--out", str(tmp_path), "--checkpoint", str(study_out / "supervised" / "best")])
 
 
-def test_the_jigsaw_stage_runs_first_by_default_and_spends_the_same_budget(tmp_path):
+def test_the_jigsaw_stage_is_off_by_default_and_when_on_runs_first_on_the_same_budget(tmp_path):
     split = DataSplit()
-    jig = pipeline_config(split, tmp_path, 30.0, quickdraw="")
-    plain = pipeline_config(split, tmp_path, 30.0, quickdraw="", jigsaw=False)
+    jig = pipeline_config(split, tmp_path, 30.0, quickdraw="", jigsaw=True)
+    plain = pipeline_config(split, tmp_path, 30.0, quickdraw="")
     assert plain.stages == ("edges", "finegrained") and jig.stages == ("jigsaw", "edges", "finegrained")
     assert jig.minutes_finegrained == plain.minutes_finegrained, "jigsaw's time comes out of the edges stage"
     assert jig.minutes_jigsaw + jig.minutes_edges == pytest.approx(plain.minutes_edges)
 
 
 def test_a_two_tower_layout_runs_without_the_jigsaw_stage(tmp_path):
-    lit = pipeline_config(DataSplit(), tmp_path, 30.0, quickdraw="", encoder="lit-mobilenet")
+    lit = pipeline_config(DataSplit(), tmp_path, 30.0, quickdraw="", encoder="lit-mobilenet", jigsaw=True)
     assert lit.photo_arch and lit.stages == ("edges", "finegrained")  # no shared trunk for the puzzle to train
 
 

@@ -17,8 +17,8 @@ Three optional stages, run in the order given (default below), each with its own
 
 Optional, not in this default list: ``jigsaw`` (run it first), mixed-modal jigsaw pre-training of
 the shared trunk on photo and edge-map tiles (``retrieval.train.jigsaw``, Pang et al. CVPR'20).
-``rl.reproduce`` runs it by default (``docs/results/chair-v2_pretrain_arms.md``: +2 m@B at the full
-budget, no cost per stroke); this CLI keeps it opt-in because two-tower layouts cannot run it.
+Off by default everywhere: in the cross-validated benchmark (``docs/results/accuracy_bench.md``, 5 folds x 2
+seeds) it gained m@B +2.30 [-0.06, +4.55], an interval that reaches 0, so it was not kept.
 
 The default budgets (15 + 10 + 30 min) fit a Chair-V2-sized pipeline in under an hour on 2 cores:
 
