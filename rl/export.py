@@ -21,7 +21,13 @@ def _headline(metrics: dict) -> dict:
 
 
 def export_encoder(
-    encoder: Any, head: Any, out: str | Path, config: Any = None, result: Any = None, kind: str = "rl"
+    encoder: Any,
+    head: Any,
+    out: str | Path,
+    config: Any = None,
+    result: Any = None,
+    kind: str = "rl",
+    card_extra: dict | None = None,
 ) -> Path:
     """Save ``encoder`` with its sketch head replaced by ``head`` (a ``ProgressHead``); returns the folder.
 
@@ -33,6 +39,7 @@ def export_encoder(
         result: an ``rl.train.RLResult``; its validation metrics go into the card.
         kind: how the head was trained, the card's ``sketch_head``: ``"rl"`` or ``"control"``
             (``rl.control``'s supervised training of the same head).
+        card_extra: further top-level card entries (``rl.reproduce``'s ship decision).
     """
     if head.hidden:
         deployed = encoder.with_progress_head(head)
@@ -54,5 +61,5 @@ def export_encoder(
             best_timesteps=result.best_timesteps,
         )
         card["val"] = _headline(result.best_metrics)
-    card.update(sketch_head=kind, rl=rl_card, supervised_card=supervised)
+    card.update(sketch_head=kind, rl=rl_card, supervised_card=supervised, **(card_extra or {}))
     return deployed.save(out, card)

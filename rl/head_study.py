@@ -79,8 +79,7 @@ class HeadStudyConfig(SupervisedRecipe):
 
 def study(cfg: HeadStudyConfig) -> dict:
     """Run the study; returns ``{"comparison", "verdict", "timings"}``."""
-    if cfg.tiny and cfg.data == "procedural":
-        cfg = HeadStudyConfig(**{**asdict(cfg), "data": "procedural:photos=40,sketches=2", "val_fraction": 0.2})
+    cfg = cfg.smoke_scaled()
     torch.set_num_threads(cfg.threads)
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)

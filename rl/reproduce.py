@@ -106,9 +106,8 @@ def ship(cfg: ReproduceConfig, out: Path, dataset, checkpoint: Path, verdict: di
     head, _ = train_head(budget, method, seed, caches, (state["weight"].numpy(), state["bias"].numpy()), out / "runs")
     decision["verdict"] = {"file": cfg.verdict, "ship": method, "seed": seed, "candidates": _reasons(verdict)}
     kind = "control" if method == CONTROL else "rl"
-    export_encoder(encoder, head, target, {"verdict": cfg.verdict, "method": method, "seed": seed}, kind=kind)
-    shipped = Encoder.load(target)
-    shipped.save(target, {**shipped.meta["card"], "ship_decision": decision})
+    config = {"verdict": cfg.verdict, "method": method, "seed": seed}
+    export_encoder(encoder, head, target, config, kind=kind, card_extra={"ship_decision": decision})
     return method, target
 
 
@@ -135,8 +134,7 @@ def evaluate(cfg: ReproduceConfig, model: Path, out: Path, split: str) -> dict:
 
 def reproduce(cfg: ReproduceConfig) -> dict:
     """Run everything; returns ``{"shipped": name, "evaluated": {split: {model: metrics}}, "timings": ...}``."""
-    if cfg.tiny and cfg.data == "procedural":
-        cfg = ReproduceConfig(**{**asdict(cfg), "data": "procedural:photos=40,sketches=2", "val_fraction": 0.2})
+    cfg = cfg.smoke_scaled()
     torch.set_num_threads(cfg.threads)
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)

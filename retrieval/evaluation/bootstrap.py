@@ -73,22 +73,22 @@ def hierarchical_bootstrap(
     n_runs = len(runs)
     run_weight = rng.multinomial(n_runs, np.full(n_runs, 1.0 / n_runs), size=n_boot)  # (B, runs) draws per run
     photo_weights = []  # per run: (B, photos) how often each photo was drawn
-    groups = []  # per run: (photos, sketch) membership
-    for run in runs:
-        _, inverse = np.unique(np.asarray(run.photo_ids, dtype=object).astype(str), return_inverse=True)
+    groups = []  # per run: each sketch's photo index
+    drawn_sketches = []  # per run: (B,) sketches drawn, the same for every metric
+    for r, run in enumerate(runs):
+        _, inverse = np.unique(np.asarray(run.photo_ids, dtype=str), return_inverse=True)
         n_photos = int(inverse.max()) + 1
-        photo_weights.append(rng.multinomial(n_photos, np.full(n_photos, 1.0 / n_photos), size=n_boot).astype(float))
+        weights = rng.multinomial(n_photos, np.full(n_photos, 1.0 / n_photos), size=n_boot).astype(float)
+        photo_weights.append(weights)
         groups.append(inverse)
+        drawn_sketches.append(run_weight[:, r] * (weights @ np.bincount(inverse).astype(np.float64)))
+    counts = np.sum(drawn_sketches, axis=0)
     tail = 100.0 * (1.0 - level) / 2.0
     out = {}
     for key in keys:
         totals = np.zeros(n_boot)
-        counts = np.zeros(n_boot)
         for r, (run, inverse, weights) in enumerate(zip(runs, groups, photo_weights)):
-            per_photo_sum = np.bincount(inverse, weights=run.diffs[key])
-            per_photo_n = np.bincount(inverse).astype(np.float64)
-            totals += run_weight[:, r] * (weights @ per_photo_sum)
-            counts += run_weight[:, r] * (weights @ per_photo_n)
+            totals += run_weight[:, r] * (weights @ np.bincount(inverse, weights=run.diffs[key]))
         means = totals / counts
         low, high = np.percentile(means, [tail, 100.0 - tail])
         all_diffs = np.concatenate([run.diffs[key] for run in runs])

@@ -275,6 +275,12 @@ class SupervisedRecipe:
     progress: bool = True
     """show progress bars"""
 
+    def smoke_scaled(self):
+        """This recipe with ``--tiny``'s data: the default procedural data shrinks to 40 photos (same type)."""
+        if self.tiny and self.data == "procedural":
+            return replace(self, data="procedural:photos=40,sketches=2", val_fraction=0.2)
+        return self
+
 
 def pipeline_config(
     split: DataSplit,

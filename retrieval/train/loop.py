@@ -240,8 +240,8 @@ class StageLoop:
 
     def save_last(self, stage: str, opt: torch.optim.Optimizer, elapsed: float) -> None:
         last = self.run_dir / "last"
-        card = {**self.card_base, "stage": stage, "global_step": self.state.global_step}
-        self.encoder.save(last, card={**card, "steps_per_stage": dict(self.state.steps_per_stage)})
+        steps = {"global_step": self.state.global_step, "steps_per_stage": dict(self.state.steps_per_stage)}
+        self.encoder.save(last, card={**self.card_base, "stage": stage, **steps})
         heads = {name: head.state_dict() for name, head in self.heads.items() if name == stage}
         torch.save(
             {"optimizer": opt.state_dict(), "torch_rng": torch.get_rng_state(), "heads": heads}, last / "trainer.pt"
