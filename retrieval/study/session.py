@@ -7,13 +7,15 @@ UI (two quick strokes during one slow ranking) are each logged, and no payload c
 one ranking. The per-stroke ranking is an injected callable, normally
 ``retrieval.serving.retriever.Retriever.rank``.
 
-Study phases: ``consent`` -> per trial ``drawing`` -> ``found`` | ``gave_up`` | ``timed_out`` ->
-... -> ``done``.
+Study phases: ``consent`` -> per trial ``drawing`` -> ``found`` | ``not_found`` | ``gave_up`` |
+``timed_out`` -> ... -> ``done``. Each trial follows its condition (:mod:`retrieval.study.conditions`):
+every stroke is ranked and logged, but what the participant is shown (``SketchState.shown``) and
+when the trial can end as found depend on the condition's ``feedback``: after every stroke, at
+:meth:`DrawingSession.search` (``on_request``), or at :meth:`DrawingSession.submit` (``after_trial``).
 """
 
 from __future__ import annotations
 
-import secrets
 import threading
 import time
 from collections.abc import Callable
@@ -23,9 +25,9 @@ from typing import Any
 import numpy as np
 
 from retrieval.data.sketch import Sketch
+from retrieval.study.conditions import Condition
 from retrieval.study.log import StudyLog, utc_now
 from retrieval.study.payload import (
-    CanvasEvent,
     CanvasJournal,
     CanvasPayloadError,
     apply_event,
@@ -36,8 +38,9 @@ from retrieval.study.payload import (
     strokes_to_sketch,
 )
 from retrieval.study.plan import StudyConfig, TrialPlan, plan_trials
+from retrieval.study.sketch_state import RankPoint, SketchState, event_record
 
-END_PHASES = ("found", "gave_up", "timed_out")
+END_PHASES = ("found", "not_found", "gave_up", "timed_out")
 MAX_NEW_EVENTS = 60
 """Unseen events one request may carry. Far more than a person draws between two requests: at the
 fastest human pace (pen-up to pen-down p10 155 ms, ../shared/data/quickdraw-raw) 60 events take
@@ -48,35 +51,6 @@ ENDED_TRIALS_KEPT = 2  # ended trials whose late strokes are still logged under 
 
 # --- drawing sessions ------------------------------------------------------------------------------
 RankFn = Callable[[Sketch, "str | None"], Any]  # (sketch, target_id) -> RankResult-like
-
-
-@dataclass
-class RankPoint:
-    """One point of the rank-evolution curve: after ``strokes`` strokes, rank and top-1 score."""
-
-    strokes: int
-    target_rank: int | None
-    top1_score: float
-    server_ms: float
-
-
-@dataclass
-class SketchState:
-    """One canvas token's sketch: how far its journal was applied, its ranking and (in studies) its trial."""
-
-    token: str = field(default_factory=lambda: secrets.token_hex(6))
-    target_id: str | None = None
-    plan: TrialPlan | None = None
-    phase: str = "drawing"  # drawing | found | gave_up | timed_out
-    seen_seq: int = 0
-    strokes_drawn: int = 0
-    curve: list[RankPoint] = field(default_factory=list)  # the last MAX_CURVE rankings
-    final_rank: int | None = None
-    best_rank: int | None = None
-    last: Any = None  # the latest RankResult, or None for an empty canvas
-    last_server_ms: float = 0.0
-    start_mono: float = field(default_factory=time.monotonic)
-    start_utc: str = field(default_factory=utc_now)
 
 
 @dataclass
@@ -95,6 +69,7 @@ class DrawingSession:
     # study-only state
     config: StudyConfig | None = None
     log: StudyLog | None = None
+    model_hashes: dict[str, str] = field(default_factory=dict)  # condition model key -> hash ("" = the app's)
     plan: list[TrialPlan] = field(default_factory=list)
     trial: int = -1
     status: str = "consent"  # consent | running | done (study mode)
@@ -110,6 +85,7 @@ class DrawingSession:
     token = property(lambda self: self.sketch.token)
     target_id = property(lambda self: self.sketch.target_id)
     last = property(lambda self: self.sketch.last)
+    shown = property(lambda self: self.sketch.shown)
     last_server_ms = property(lambda self: self.sketch.last_server_ms)
     strokes_drawn = property(lambda self: self.sketch.strokes_drawn)
     curve = property(lambda self: self.sketch.curve)
@@ -123,18 +99,43 @@ class DrawingSession:
     def current(self) -> TrialPlan | None:
         return self.plan[self.trial] if 0 <= self.trial < len(self.plan) else None
 
+    @property
+    def condition(self) -> Condition | None:
+        """The current study trial's condition (None outside a study and between trials)."""
+        return self.sketch.plan.condition if self.sketch.plan is not None else None
+
+    @property
+    def shown_curve(self) -> list[RankPoint]:
+        """The rank-curve points the participant has been shown."""
+        return self.sketch.curve[: self.sketch.shown_curve]
+
     # --- trials ---------------------------------------------------------------------------------
     def new_sketch(self, target_id: str | None = None) -> None:
         """Forget the sketch (new canvas token) and set the target, keeping the study progress."""
         with self.lock:
             self.sketch = SketchState(target_id=target_id)
 
-    def begin_study(self, config: StudyConfig, log: StudyLog, gallery_ids: list[str], extra: dict) -> None:
-        """Plan the session's trials and write ``session_start`` (``extra``: e.g. gallery size)."""
+    def begin_study(
+        self,
+        config: StudyConfig,
+        log: StudyLog,
+        gallery_ids: list[str],
+        extra: dict,
+        model_hashes: dict[str, str] | None = None,
+    ) -> None:
+        """Plan the session's trials and write ``session_start`` (``extra``: e.g. gallery size).
+
+        ``model_hashes`` maps each condition's ``model`` key to the hash of the model that ranks
+        it ("" = the app's model); every record of a trial names its hash.
+
+        Raises:
+            ValueError: the plan cannot be made for this participant (nothing is logged).
+        """
         with self.lock:
-            self.mode, self.config, self.log = "study", config, log
-            self.plan = plan_trials(config, gallery_ids, log.participant)
-            log.append({"type": "session_start", "study": config.name, "config": config.__dict__, **extra})
+            plan = plan_trials(config, gallery_ids, log.participant)
+            self.mode, self.config, self.log, self.plan = "study", config, log, plan
+            self.model_hashes = dict(model_hashes or {})
+            log.append({"type": "session_start", "study": config.name, "config": config.as_record(), **extra})
             self.trial, self.status = -1, "running"
             self.next_trial()
 
@@ -155,22 +156,21 @@ class DrawingSession:
                 self.log.append({"type": "session_end", "trials": len(self.plan)})
                 return None
             self.sketch = SketchState(target_id=plan.target_id, plan=plan)
-            self._log(
-                self.sketch,
-                {"type": "trial_start", "trial_start_utc": self.sketch.start_utc, "trial_token": self.sketch.token},
-            )
+            start = {"type": "trial_start", "trial_start_utc": self.sketch.start_utc, "trial_token": self.sketch.token}
+            self._log(self.sketch, {**start, "settings": plan.condition.as_record()})
             return plan
 
     def elapsed_s(self) -> float:
         return time.monotonic() - self.sketch.start_mono
 
     def end_trial(self, outcome: str) -> None:
-        """End the current trial as ``found``, ``gave_up`` or ``timed_out`` (``trial_end`` summary)."""
+        """End the current trial as one of :data:`END_PHASES` (``trial_end`` summary); results are shown."""
         with self.lock:
             sketch = self.sketch
             if sketch.phase != "drawing" or sketch.plan is None:
                 return
             sketch.phase = outcome
+            sketch.shown, sketch.shown_curve = sketch.last, len(sketch.curve)
             self._log(
                 sketch,
                 {
@@ -181,12 +181,40 @@ class DrawingSession:
                     "seconds": round(self.elapsed_s(), 3),
                     "final_rank": sketch.final_rank,
                     "best_rank": sketch.best_rank,
+                    "searches": sketch.searches,
+                    "settings": sketch.plan.condition.as_record(),
                 },
             )
 
+    def time_limit_s(self) -> float:
+        """The current trial's time limit in seconds (0 = none)."""
+        return self.condition.time_limit_s if self.condition is not None else 0.0
+
+    def search(self) -> None:
+        """``on_request``: show the latest ranking (``search`` record); found if the target is in the top ``found_k``."""
+        with self.lock:
+            sketch, condition = self.sketch, self.condition
+            if condition is None or sketch.phase != "drawing" or self.check_time():
+                return
+            sketch.searches += 1
+            sketch.shown, sketch.shown_curve = sketch.last, len(sketch.curve)
+            rank = sketch.last.target_rank if sketch.last is not None else None
+            self._log(sketch, {"type": "search", "strokes_drawn": sketch.strokes_drawn, "target_rank": rank})
+            if rank is not None and rank <= condition.found_k:
+                self.end_trial("found")
+
+    def submit(self) -> None:
+        """``after_trial``: the participant is done drawing; found if the target ranks in the top ``found_k``."""
+        with self.lock:
+            sketch, condition = self.sketch, self.condition
+            if condition is None or sketch.phase != "drawing" or self.check_time():
+                return
+            rank = sketch.last.target_rank if sketch.last is not None else None
+            self.end_trial("found" if rank is not None and rank <= condition.found_k else "not_found")
+
     def check_time(self) -> bool:
         """End the trial as timed out when its limit passed; True if it did."""
-        limit = self.config.time_limit_s if self.config else 0
+        limit = self.time_limit_s()
         with self.lock:
             if self.sketch.phase == "drawing" and limit and self.elapsed_s() >= limit:
                 self.end_trial("timed_out")
@@ -197,7 +225,9 @@ class DrawingSession:
         """Write records of ``sketch``'s trial (one write and one fsync for all of them)."""
         plan = sketch.plan
         if self.log is not None and plan is not None and records:
-            trial = {"trial": plan.index, "condition": plan.condition, "target_id": plan.target_id}
+            trial = plan.log_fields()
+            if plan.condition.model in self.model_hashes:
+                trial["model_hash"] = self.model_hashes[plan.condition.model]  # the model that ranked this trial
             self.log.append_many([{**trial, **record} for record in records])
 
     # --- per request ----------------------------------------------------------------------------
@@ -241,16 +271,16 @@ class DrawingSession:
                 self._log(
                     sketch,
                     *(
-                        self._event_record(sketch, journal, event, on_canvas, stroke_index, event is new[-1], received)
+                        event_record(sketch, journal, event, on_canvas, stroke_index, event is new[-1], received)
                         for event, on_canvas, stroke_index in applied
                     ),
                 )
             # Only once the records are on disk: if the write failed, the resent journal logs them again.
             sketch.seen_seq, sketch.strokes_drawn = new[-1].seq, drawn
-            if self.mode == "study":
-                last = sketch.last
+            if self.mode == "study" and sketch.plan.condition.feedback == "every_stroke":
+                last, found_k = sketch.last, sketch.plan.condition.found_k
                 if new[-1].type == "stroke" and last is not None and last.target_rank is not None:
-                    if sketch is self.sketch and last.target_rank <= self.config.found_k:
+                    if sketch is self.sketch and last.target_rank <= found_k:
                         self.end_trial("found")  # no-op when the trial already ended
             return sketch is self.sketch
 
@@ -265,60 +295,21 @@ class DrawingSession:
             raise CanvasPayloadError("a study trial's journal must start at seq 1 (events were dropped)")
 
     def _rank(self, sketch: SketchState, strokes: list[np.ndarray], journal: CanvasJournal, rank: RankFn) -> None:
+        shows_every_stroke = sketch.plan is None or sketch.plan.condition.feedback == "every_stroke"
         if not strokes:
             sketch.last = None
+            sketch.shown = None if shows_every_stroke else sketch.shown
             return
         start = time.perf_counter()
         sketch.last = result = rank(strokes_to_sketch(strokes, journal.width, journal.height), sketch.target_id)
         sketch.last_server_ms = server_ms = (time.perf_counter() - start) * 1000.0
         top1 = float(result.scores[0]) if len(result.scores) else float("nan")
         sketch.curve.append(RankPoint(len(strokes), result.target_rank, top1, server_ms))
-        del sketch.curve[:-MAX_CURVE]
+        trimmed = max(0, len(sketch.curve) - MAX_CURVE)
+        del sketch.curve[:trimmed]
+        sketch.shown_curve = max(0, sketch.shown_curve - trimmed)
+        if shows_every_stroke or sketch.phase != "drawing":
+            sketch.shown, sketch.shown_curve = result, len(sketch.curve)
         sketch.final_rank = result.target_rank
         if result.target_rank is not None:
             sketch.best_rank = min(result.target_rank, sketch.best_rank or result.target_rank)
-
-    def _event_record(
-        self,
-        sketch: SketchState,
-        journal: CanvasJournal,
-        event: CanvasEvent,
-        on_canvas: int,
-        stroke_index: int,
-        ranked: bool,
-        received: dict,
-    ) -> dict:
-        record = {
-            "type": event.type,
-            "seq": event.seq,
-            "phase": sketch.phase,
-            "strokes_on_canvas": on_canvas,
-            "trial_token": sketch.token,
-            "canvas_width": journal.width,
-            "canvas_height": journal.height,
-            "dpr": journal.dpr,
-            "client_t0_utc_ms": journal.t0_utc_ms,
-            "trial_start_utc": sketch.start_utc,
-            **received,
-            "ranked": ranked and sketch.last is not None,
-        }
-        if event.type == "stroke":
-            record.update(
-                stroke_index=stroke_index,
-                points=event.points,
-                pointer=event.pointer,
-                t_down=event.t_down,
-                t_up=event.t_up,
-            )
-        else:
-            record["t"] = event.t
-        if record["ranked"]:
-            last = sketch.last
-            record.update(
-                target_rank=last.target_rank,
-                top_ids=list(last.ids),
-                top_scores=[round(float(s), 5) for s in last.scores],
-                server_ms=round(sketch.last_server_ms, 2),
-                timings_ms=dict(last.timings_ms),
-            )
-        return record

@@ -23,7 +23,7 @@ FREE_SUBTITLE = (
 
 def remaining_s(session: DrawingSession) -> float | None:
     """Seconds left in a timed study trial while it is being drawn; None otherwise."""
-    limit = session.config.time_limit_s if session.config is not None else 0
+    limit = session.time_limit_s()
     if not limit or session.phase != "drawing":
         return None
     return max(0.0, limit - session.elapsed_s())
