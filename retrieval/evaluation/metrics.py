@@ -20,13 +20,15 @@ A ranks array is ``(Q, T)``: one row per sketch, one column per step. Rows of di
 (per-stroke steps) are padded with ``NaN``; a row's steps are at progress ``s / n_valid``.
 
 Comparisons of two models on the same sketches: :func:`paired_bootstrap` (percentile interval of
-the mean per-sketch difference, resampling sketches). Which checkpoint or head a run keeps:
-:func:`selection_score`.
+the mean per-sketch difference, resampling sketches: :func:`retrieval.stats.bootstrap_mean`). Which
+checkpoint or head a run keeps: :func:`selection_score`.
 """
 
 from __future__ import annotations
 
 import numpy as np
+
+from retrieval.stats import bootstrap_mean, first_entry_share
 
 TOP_K = (1, 5, 10)
 CURVE_POINTS = 17  # the literature's 17 partial-sketch cuts
@@ -118,20 +120,17 @@ def sketch_less(ranks: np.ndarray, shares: np.ndarray | None = None, ks: tuple[i
             ``s / n_valid`` (exact for the 17 point cuts up to rounding).
         ks: the top-k thresholds.
     """
-    ranks, valid, n_valid = _as_rows(ranks)
+    ranks, _, n_valid = _as_rows(ranks)
     if shares is None:
         shares = (np.arange(1, ranks.shape[1] + 1)[None, :] / n_valid[:, None]).astype(np.float64)
     shares = np.asarray(shares, dtype=np.float64)
     if shares.shape != ranks.shape:
         raise ValueError(f"shares must have the ranks' shape {ranks.shape}, got {shares.shape}")
-    final = ranks[np.arange(len(ranks)), n_valid - 1]
     out = {}
     for k in ks:
-        hit = valid & (np.nan_to_num(ranks, nan=np.inf) <= k)
-        found = final <= k
-        first = hit.argmax(axis=1)  # first step in the top k (rows that end there have one)
-        at = shares[np.arange(len(ranks)), first][found]
-        out[str(k)] = {"share": 100.0 * float(at.mean()) if len(at) else None, "n": int(found.sum())}
+        at = first_entry_share(ranks, shares, k)
+        at = at[np.isfinite(at)]
+        out[str(k)] = {"share": 100.0 * float(at.mean()) if len(at) else None, "n": int(len(at))}
     return out
 
 
@@ -157,16 +156,7 @@ def paired_bootstrap(
     a, b = per_sketch(ranks_a, n_gallery), per_sketch(ranks_b, n_gallery)
     if len(a["m@A"]) != len(b["m@A"]):
         raise ValueError("paired_bootstrap needs the same sketches (rows) for both models")
-    rng = np.random.default_rng(seed)
-    rows = rng.integers(0, len(a["m@A"]), size=(n_boot, len(a["m@A"])))
-    tail = 100.0 * (1.0 - level) / 2.0
-    out = {}
-    for key in keys:
-        diff = a[key] - b[key]
-        means = diff[rows].mean(axis=1)
-        low, high = np.percentile(means, [tail, 100.0 - tail])
-        out[key] = {"delta": float(diff.mean()), "low": float(low), "high": float(high)}
-    return out
+    return bootstrap_mean({key: a[key] - b[key] for key in keys}, n_boot=n_boot, level=level, seed=seed)
 
 
 def selection_score(summary: dict, metric: str = "m@A+m@B") -> float:

@@ -1,14 +1,20 @@
-"""Summaries and plots of user-study logs: ``python -m retrieval.study.analysis LOGDIR``.
+"""Summaries, condition comparisons and plots of user-study logs: ``python -m retrieval.study.analysis LOGDIR``
+(``make analyse LOGDIR=...``).
 
-Prints one line per participant (trials, found rate, median strokes and seconds to retrieval,
-median server ms per stroke), and writes into ``--out`` (default ``LOGDIR/analysis``):
+Prints one line per participant and one per condition, the differences between conditions with
+their bootstrap intervals and the balance check, and writes into ``--out`` (default ``LOGDIR/analysis``):
 
 - ``records.csv``: every record of every session (the study log's CSV export);
-- ``strokes.csv``: one row per stroke (participant, session, trial, stroke index, seconds since
-  the trial started, target rank, server ms);
-- ``trials.csv``: one row per trial summary;
-- ``rank_vs_stroke.png`` and ``rank_vs_time.png``: target rank after each stroke (log scale,
-  one thin line per trial, the median per stroke index in bold).
+- ``strokes.csv``: one row per stroke (participant, session, trial, condition, stroke index,
+  seconds since the trial started, target rank, whether the participant was shown it, server ms);
+- ``trials.csv``: one row per ended trial, with the figures compared between conditions;
+- ``participants.csv``, ``conditions.csv``: per participant, per condition;
+- ``differences.csv``: per pair of conditions and figure, B - A with its interval
+  (:mod:`retrieval.study.condition_effects`); ``balance.csv``: trials per condition and position;
+- ``report.md``: all of the above as markdown tables;
+- ``rank_vs_stroke.png`` and ``rank_vs_time.png`` (target rank after each stroke, one thin line
+  per trial, the median per stroke index in bold, one colour per condition) and
+  ``strokes_to_found.png`` (per condition).
 
 Every CSV escapes strings a spreadsheet would run as formulas, as the log's export does
 (:func:`retrieval.study.log.csv_cell`): ids are typed by participants.
@@ -20,14 +26,22 @@ import argparse
 from dataclasses import dataclass
 from pathlib import Path
 
-import matplotlib
+import numpy as np
+import pandas as pd
 
-matplotlib.use("Agg")  # headless: no display needed
+from retrieval.stats import first_entry_share
+from retrieval.study.analysis_plots import plot_rank_curves, plot_strokes_to_found
+from retrieval.study.condition_effects import (
+    TOP_K,
+    balance,
+    condition_differences,
+    condition_summary,
+    markdown_table,
+)
+from retrieval.study.log import csv_cell, export_csv, iter_records
 
-import matplotlib.pyplot as plt  # noqa: E402
-import pandas as pd  # noqa: E402
-
-from retrieval.study.log import csv_cell, export_csv, iter_records  # noqa: E402
+TRIAL_KEY = ["participant", "session", "trial"]
+LOGGED_EVENTS = ("stroke", "undo", "clear")
 
 
 @dataclass
@@ -38,50 +52,70 @@ class AnalysisConfig:
     """Folder of ``*.jsonl`` session logs written by the app in study mode."""
     out: Path | None = None
     """Output folder for CSV files and plots (default ``LOG_DIR/analysis``)."""
+    level: float = 0.95
+    """Coverage of the bootstrap intervals."""
+    n_boot: int = 10_000
+    """Bootstrap resamples."""
+    seed: int = 0
+    """Seed of the bootstrap (the same log gives the same intervals)."""
 
 
 def stroke_table(records: list[dict]) -> pd.DataFrame:
     """One row per logged stroke, with seconds since its trial started (client clock)."""
+    columns = {
+        "participant": None,
+        "session": None,
+        "trial": None,
+        "condition": None,
+        "target_id": None,
+        "stroke_index": None,
+        "seconds": None,
+        "target_rank": None,
+        "shown": None,
+        "server_ms": None,
+        "num_points": None,
+        "pointer": None,
+    }
     rows = [
-        {
-            "participant": r.get("participant"),
-            "session": r.get("session"),
-            "trial": r.get("trial"),
-            "condition": r.get("condition"),
-            "target_id": r.get("target_id"),
-            "stroke_index": r.get("stroke_index"),
-            "seconds": (r.get("t_up") or 0.0) / 1000.0,
-            "target_rank": r.get("target_rank"),
-            "server_ms": r.get("server_ms"),
-            "num_points": len(r.get("points") or []),
-            "pointer": r.get("pointer"),
-        }
+        {key: r.get(key) for key in columns}
+        | {"seconds": (r.get("t_up") or 0.0) / 1000.0, "num_points": len(r.get("points") or [])}
         for r in records
         if r.get("type") == "stroke"
     ]
-    columns = [
-        "participant",
-        "session",
-        "trial",
-        "condition",
-        "target_id",
-        "stroke_index",
-        "seconds",
-        "target_rank",
-        "server_ms",
-        "num_points",
-        "pointer",
-    ]
-    return pd.DataFrame(rows, columns=columns)
+    return pd.DataFrame(rows, columns=list(columns))
+
+
+def ink_at_first_entry(records: list[dict]) -> pd.DataFrame:
+    """Per trial, the % of its ink (points drawn while it ran) at the first entry into the top 1/5/10.
+
+    Only events of the running trial count (``phase`` "drawing"); ranks are those after each
+    ranked event (stroke, undo or clear); NaN where the trial's last ranking was outside the top k
+    (:func:`retrieval.stats.first_entry_share`).
+    """
+    events = [r for r in records if r.get("type") in LOGGED_EVENTS and r.get("phase") == "drawing"]
+    rows = []
+    for key, group in pd.DataFrame(events).groupby(TRIAL_KEY, sort=False) if events else []:
+        group = group.sort_values("seq")
+        ink = group["points"].map(lambda p: len(p) if isinstance(p, list) else 0).cumsum().to_numpy(float)
+        ranked = group["ranked"].fillna(False).astype(bool).to_numpy() & group["target_rank"].notna().to_numpy()
+        row = dict(zip(TRIAL_KEY, key))
+        if ranked.any() and ink[-1] > 0:
+            ranks, shares = group["target_rank"].to_numpy(float)[ranked][None, :], (ink[ranked] / ink[-1])[None, :]
+            row.update({f"ink_top{k}_pct": 100.0 * first_entry_share(ranks, shares, k)[0] for k in TOP_K})
+        rows.append(row)
+    return pd.DataFrame(rows, columns=[*TRIAL_KEY, *(f"ink_top{k}_pct" for k in TOP_K)])
 
 
 def trial_table(records: list[dict]) -> pd.DataFrame:
-    """One row per ended trial (``trial_end`` records)."""
+    """One row per ended trial (``trial_end`` records), with its condition and per-trial figures."""
     keep = [
         "participant",
         "session",
         "trial",
         "condition",
+        "condition_position",
+        "latin_row",
+        "model_hash",
         "target_id",
         "outcome",
         "found",
@@ -89,16 +123,28 @@ def trial_table(records: list[dict]) -> pd.DataFrame:
         "seconds",
         "final_rank",
         "best_rank",
+        "searches",
     ]
-    rows = [{k: r.get(k) for k in keep} for r in records if r.get("type") == "trial_end"]
-    return pd.DataFrame(rows, columns=keep)
+    ends = [{k: r.get(k) for k in keep} for r in records if r.get("type") == "trial_end"]
+    trials = pd.DataFrame(ends, columns=keep)
+    trials["found"] = trials["found"].fillna(False).astype(bool)
+    trials["searches"] = pd.to_numeric(trials["searches"]).fillna(0)
+    trials["condition_position"] = pd.to_numeric(trials["condition_position"]).fillna(0).astype(int)
+    trials["strokes_to_found"] = np.where(trials["found"], trials["strokes_drawn"], np.nan)
+    trials["seconds_to_found"] = np.where(trials["found"], trials["seconds"], np.nan)
+    trials["found_pct"] = 100.0 * trials["found"]
+    trials["gave_up_pct"] = 100.0 * (trials["outcome"] == "gave_up")
+    trials["timed_out_pct"] = 100.0 * (trials["outcome"] == "timed_out")
+    if trials.empty:
+        return trials.assign(**{f"ink_top{k}_pct": pd.Series(dtype=float) for k in TOP_K})
+    return trials.merge(ink_at_first_entry(records), on=TRIAL_KEY, how="left")
 
 
 def participant_summary(strokes: pd.DataFrame, trials: pd.DataFrame) -> pd.DataFrame:
     """Per participant: trials, found %, median strokes/seconds to retrieval, median server ms."""
     out = []
     for pid, group in trials.groupby("participant", sort=True):
-        found = group[group["found"] == True]  # noqa: E712 - pandas element-wise comparison
+        found = group[group["found"]]
         mine = strokes[strokes["participant"] == pid]
         out.append(
             {
@@ -123,27 +169,23 @@ def write_csv(frame: pd.DataFrame, path: Path) -> None:
     safe.to_csv(path, index=False)
 
 
-def _plot(strokes: pd.DataFrame, x: str, xlabel: str, path: Path) -> None:
-    fig, ax = plt.subplots(figsize=(7, 4.2), dpi=120)
-    ranked = strokes.dropna(subset=["target_rank"])
-    for _, trial in ranked.groupby(["participant", "session", "trial"]):
-        ax.plot(trial[x] + (1 if x == "stroke_index" else 0), trial["target_rank"], color="#2563eb", alpha=0.25, lw=1)
-    if x == "stroke_index" and len(ranked):
-        median = ranked.groupby("stroke_index")["target_rank"].median()
-        ax.plot(median.index + 1, median.values, color="#1e3a8a", lw=2.5, label="median")
-        ax.legend()
-    ax.set_yscale("log")
-    ax.invert_yaxis()  # rank 1 at the top: up is better
-    ax.set_xlabel(xlabel)
-    ax.set_ylabel("target rank (log, 1 = top)")
-    ax.grid(True, which="both", alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
+def report(sections: dict[str, pd.DataFrame], problems: list[str], config: AnalysisConfig) -> str:
+    """The markdown report: one table per section, then the balance verdict."""
+    parts = [f"# Study analysis of `{config.log_dir}`\n"]
+    for title, frame in sections.items():
+        parts += [f"## {title}\n", markdown_table(frame) if len(frame) else "(none)", ""]
+    verdict = "balanced" if not problems else "NOT balanced:\n" + "\n".join(f"- {p}" for p in problems)
+    parts += [f"Balance check: {verdict}", ""]
+    level = f"{100 * config.level:g} %"
+    parts.append(
+        f"Differences are B - A per participant, {level} percentile bootstrap intervals over participants "
+        f"({config.n_boot} resamples, seed {config.seed}); `excludes_zero` marks a difference at that level."
+    )
+    return "\n".join(parts) + "\n"
 
 
-def analyse(config: AnalysisConfig) -> pd.DataFrame:
-    """Write CSVs and plots, print and return the per-participant summary."""
+def analyse(config: AnalysisConfig) -> dict[str, pd.DataFrame]:
+    """Write CSVs, plots and ``report.md``; print and return the tables by name."""
     records = list(iter_records(config.log_dir))
     if not records:
         raise FileNotFoundError(f"no study records in {config.log_dir}: expected <participant>__<session>.jsonl files")
@@ -151,24 +193,35 @@ def analyse(config: AnalysisConfig) -> pd.DataFrame:
     out.mkdir(parents=True, exist_ok=True)
     export_csv(records, out / "records.csv")
     strokes, trials = stroke_table(records), trial_table(records)
-    write_csv(strokes, out / "strokes.csv")
-    write_csv(trials, out / "trials.csv")
-    _plot(strokes, "stroke_index", "stroke number", out / "rank_vs_stroke.png")
-    _plot(strokes, "seconds", "seconds since the trial started", out / "rank_vs_time.png")
-    summary = participant_summary(strokes, trials)
-    write_csv(summary, out / "participants.csv")
-    with pd.option_context("display.width", 160, "display.max_columns", 20):
-        print(summary.to_string(index=False, float_format=lambda v: f"{v:.1f}"))
-    print(f"wrote {out}/records.csv, strokes.csv, trials.csv, participants.csv, rank_vs_stroke.png, rank_vs_time.png")
-    return summary
+    boot = {"n_boot": config.n_boot, "level": config.level, "seed": config.seed}
+    balance_table, problems = balance(trials)
+    tables = {
+        "participants": participant_summary(strokes, trials),
+        "conditions": condition_summary(trials),
+        "differences": condition_differences(trials, **boot),
+        "balance": balance_table.reset_index(),
+    }
+    for name, frame in {"strokes": strokes, "trials": trials, **tables}.items():
+        write_csv(frame, out / f"{name}.csv")
+    plot_rank_curves(strokes, "stroke_index", "stroke number", out / "rank_vs_stroke.png")
+    plot_rank_curves(strokes, "seconds", "seconds since the trial started", out / "rank_vs_time.png")
+    plot_strokes_to_found(trials, out / "strokes_to_found.png")
+    text = report({name.capitalize(): frame for name, frame in tables.items()}, problems, config)
+    (out / "report.md").write_text(text, encoding="utf-8")
+    print(text)
+    print(f"wrote {out}: report.md, CSV tables and rank_vs_stroke.png, rank_vs_time.png, strokes_to_found.png")
+    return tables
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("log_dir", type=Path, help="folder of study session logs (*.jsonl)")
     parser.add_argument("--out", type=Path, default=None, help="output folder (default LOG_DIR/analysis)")
+    parser.add_argument("--level", type=float, default=0.95, help="coverage of the bootstrap intervals")
+    parser.add_argument("--n-boot", type=int, default=10_000, help="bootstrap resamples")
+    parser.add_argument("--seed", type=int, default=0, help="bootstrap seed")
     args = parser.parse_args(argv)
-    analyse(AnalysisConfig(args.log_dir, args.out))
+    analyse(AnalysisConfig(args.log_dir, args.out, args.level, args.n_boot, args.seed))
 
 
 if __name__ == "__main__":
