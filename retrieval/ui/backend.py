@@ -1,6 +1,9 @@
 """The app's backend: the model, the gallery index, thumbnails and the per-stroke ranker, loaded once.
 
-Read-only after loading: per-user state lives in each tab's ``DrawingSession``.
+A study whose conditions name other models (its ``models`` map) gets each of them loaded once
+too, every one with its own index of the same photos (:class:`RankingModel`); a stroke is ranked
+by its trial's model (:meth:`Backend.rank`). Read-only after loading: per-user state lives in each
+tab's ``DrawingSession``.
 """
 
 from __future__ import annotations
@@ -9,14 +12,15 @@ import hashlib
 import os
 import time
 import warnings
-from collections.abc import Iterable
-from dataclasses import dataclass
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from retrieval.data.sketch import Sketch
+from retrieval.model.checkpoint import CheckpointError
 from retrieval.model.encoder import Encoder
 from retrieval.provenance import code_version
 from retrieval.serving.batching import RankBatcher
@@ -31,6 +35,17 @@ THUMB_SIZE = 224
 
 
 @dataclass(frozen=True)
+class RankingModel:
+    """One more model a study's conditions rank with: its checkpoint, hash, and index of the gallery's photos."""
+
+    key: str
+    path: Path
+    model_hash: str
+    retriever: Retriever
+    ranker: Retriever | RankBatcher
+
+
+@dataclass(frozen=True)
 class Backend:
     retriever: Retriever
     ranker: Retriever | RankBatcher | ServeRanker  # the per-stroke call (RankBatcher: shared forwards)
@@ -40,6 +55,11 @@ class Backend:
     model_hash: str
     code_version: str
     notices: tuple[str, ...]
+    models: Mapping[str, RankingModel] = field(default_factory=dict)  # by study ``models`` key
+
+    def model_hashes(self) -> dict[str, str]:
+        """``{model key: hash}`` of every model that ranks ("" = the app's ``--model``)."""
+        return {"": self.model_hash, **{key: m.model_hash for key, m in self.models.items()}}
 
     def thumb_url(self, photo_id: str) -> str:
         """URL of the photo's JPEG thumbnail, computed from the id (no I/O: the handlers call
@@ -60,16 +80,72 @@ class Backend:
                 print(f"warning: no thumbnail for {photo_id}: {exc}", flush=True)
             time.sleep(0.005)  # leave the cores to the people drawing
 
-    def rank(self, sketch, target_id: str | None, k: int):
-        return self.ranker.rank(sketch, k=k, target_id=target_id)
+    def rank(self, sketch, target_id: str | None, k: int, model: str = ""):
+        """Rank the gallery with the model a study's ``models`` key names ("" = the app's ``--model``)."""
+        ranker = self.models[model].ranker if model else self.ranker
+        return ranker.rank(sketch, k=k, target_id=target_id)
 
 
-def load_backend(config: AppConfig) -> Backend:
-    """Load the model and open (or build and cache) the gallery index.
+def check_model_folders(models: Mapping[str, str | Path]) -> None:
+    """Every study model folder exists and holds a checkpoint, checked before anything loads.
+
+    Raises:
+        ValueError: naming the study's ``models`` key and the folder, and how to fix it.
+    """
+    for key, folder in models.items():
+        path = Path(folder).expanduser()
+        if not (path / "model.safetensors").is_file():
+            raise ValueError(
+                f"study model {key!r}: no checkpoint at {path} (expected {path / 'model.safetensors'}); "
+                "point the study's 'models' entry at a folder written by training (e.g. make reproduce)"
+            )
+
+
+def _ranker(retriever: Retriever, config: AppConfig) -> Retriever | RankBatcher:
+    return RankBatcher(retriever, config.batch, workers=config.concurrency) if config.batch > 1 else retriever
+
+
+def _warm(retriever: Retriever) -> None:
+    """One ranking ahead of the first participant, so the first stroke is fast."""
+    retriever.rank(Sketch((np.array([[10.0, 10.0, 0.0], [200.0, 180.0, 50.0]]),)), k=1)
+
+
+def load_study_model(
+    key: str, folder: str | Path, spec: str, cache_dir: Path, config: AppConfig, ids: tuple
+) -> RankingModel:
+    """Load one study model and index the gallery's photos with it (cached like the default index).
+
+    Raises:
+        ValueError: the checkpoint does not load, or its index does not hold the same photos.
+    """
+    path = Path(folder).expanduser()
+    try:
+        encoder = Encoder.load(path, channels_last=True)
+    except CheckpointError as exc:
+        raise ValueError(f"study model {key!r}: {exc}") from exc
+    gallery = open_gallery(encoder, spec, cache_dir)
+    if tuple(gallery.index.ids) != ids:
+        raise ValueError(f"study model {key!r}: its index of {spec} does not hold the same photos as the app's")
+    retriever = Retriever(encoder, gallery.index)
+    _warm(retriever)
+    return RankingModel(key, path, model_hash(encoder), retriever, _ranker(retriever, config))
+
+
+def load_backend(config: AppConfig, study_models: Mapping[str, str | Path] | None = None) -> Backend:
+    """Load the model(s) and open (or build and cache) the gallery index of each.
 
     Uses the config's model, photos, gallery, gallery_size, cache_dir, threads, batch, concurrency
-    and serve_url.
+    and serve_url. ``study_models`` (``{key: checkpoint folder}``, a study's ``models`` that its
+    conditions use) are checked before anything loads, then loaded once each.
+
+    Raises:
+        ValueError: a study model folder is missing or not a checkpoint, or study models are asked
+            for together with ``serve_url`` (the cluster serves one model).
     """
+    study_models = dict(study_models or {})
+    check_model_folders(study_models)
+    if study_models and config.serve_url:
+        raise ValueError("conditions with their own models rank in process: drop --serve-url for this study")
     torch.set_num_threads(max(1, config.threads))
     notices = []
     if (config.model / "model.safetensors").exists():
@@ -86,6 +162,8 @@ def load_backend(config: AppConfig) -> Backend:
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         gallery = open_gallery(encoder, spec, cache_dir)
+        ids = tuple(gallery.index.ids)
+        models = {key: load_study_model(key, f, spec, cache_dir, config, ids) for key, f in study_models.items()}
     # faiss and torch share one OpenMP pool: set the serving threads once the gallery is built.
     set_faiss_threads(config.threads)
     torch.set_num_threads(max(1, config.threads))
@@ -98,10 +176,8 @@ def load_backend(config: AppConfig) -> Backend:
     thumbs_folder = cache_dir / "thumbs" / hashlib.sha1(gallery.source.encode()).hexdigest()[:16]
     thumbs = ThumbnailCache(thumbs_folder.resolve(), gallery.load_photo, THUMB_SIZE)
     retriever = Retriever(encoder, gallery.index)
-    retriever.rank(Sketch((np.array([[10.0, 10.0, 0.0], [200.0, 180.0, 50.0]]),)), k=1)  # warm-up: first stroke fast
-    if config.serve_url:  # the cluster batches (@serve.batch) and searches its shards: docs/scaling.md
-        ranker = ServeRanker(config.serve_url)
-    else:
-        ranker = RankBatcher(retriever, config.batch, workers=config.concurrency) if config.batch > 1 else retriever
-    ids = tuple(gallery.index.ids)
-    return Backend(retriever, ranker, gallery, ids, thumbs, model_hash(encoder), code_version(), tuple(notices))
+    _warm(retriever)
+    # the cluster batches (@serve.batch) and searches its shards: docs/scaling.md
+    ranker = ServeRanker(config.serve_url) if config.serve_url else _ranker(retriever, config)
+    hash_ = model_hash(encoder)
+    return Backend(retriever, ranker, gallery, ids, thumbs, hash_, code_version(), tuple(notices), models)

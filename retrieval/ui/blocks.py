@@ -23,7 +23,19 @@ from retrieval.ui.handlers import Handlers, Update, UserError, default_session_i
 
 UI = PROJECT_ROOT / "assets" / "ui"
 PRIVATE = {"api_visibility": "private"}  # UI events are not part of the public API
-OUTPUTS = ("state", "canvas", "results", "panel", "give_up", "next_btn", "consent", "workspace", "done")
+OUTPUTS = (
+    "state",
+    "canvas",
+    "results",
+    "panel",
+    "give_up",
+    "search",
+    "submit",
+    "next_btn",
+    "consent",
+    "workspace",
+    "done",
+)
 
 
 def ui_asset(name: str) -> str:
@@ -57,6 +69,8 @@ class Page:
     workspace: gr.Row
     panel: gr.HTML
     give_up: gr.Button
+    search: gr.Button  # on_request trials: show the results so far
+    submit: gr.Button  # after_trial trials: the drawing is finished
     next_btn: gr.Button
     new_target: gr.Button
     canvas: gr.HTML
@@ -79,6 +93,11 @@ class Page:
         if update.trial_ended is not None:
             out[self.give_up] = gr.Button(visible=not update.trial_ended)
             out[self.next_btn] = gr.Button(visible=update.trial_ended)
+            if update.trial_ended:
+                out.update({self.search: gr.Button(visible=False), self.submit: gr.Button(visible=False)})
+        if update.feedback is not None:  # a trial started: offer what its condition needs
+            out[self.search] = gr.Button(visible=update.feedback == "on_request")
+            out[self.submit] = gr.Button(visible=update.feedback == "after_trial")
         if update.section == "workspace":
             out.update({self.consent: gr.Column(visible=False), self.workspace: gr.Row(visible=True)})
         elif update.section == "done":
@@ -112,8 +131,10 @@ def consent_section(study: StudyConfig | None) -> dict[str, Any]:
     """Study mode's first screen: what is recorded, the participant and session ids, Start."""
     with gr.Column(visible=study is not None, elem_classes="es-consent") as consent:
         if study is not None:
+            limit = max(c.time_limit_s for c in study.conditions)
+            each = f", up to {limit:g} s each" if all(c.time_limit_s for c in study.conditions) else ""
             what = (
-                f"{study.num_trials} trials, up to {study.time_limit_s:g} s each. Your strokes and their timing "
+                f"{study.num_trials} trials{each}. Your strokes and their timing "
                 "are recorded for research; no photo or video of you is taken."
             )
             gr.Markdown(f"### {study.name}\n\n{study.instructions}\n\n{what}")
@@ -131,6 +152,8 @@ def workspace_section(config: AppConfig, k: int) -> dict[str, Any]:
         with gr.Column(scale=3, min_width=220):
             panel = custom_html("panel", {})
             with gr.Row():
+                search = gr.Button("Search", visible=False, variant="primary")
+                submit = gr.Button("Done", visible=False, variant="primary")
                 give_up = gr.Button("Give up", visible=study_mode, variant="secondary")
                 next_btn = gr.Button("Next trial", visible=False, variant="primary")
                 new_target = gr.Button("New challenge", visible=not study_mode, variant="secondary")
@@ -146,6 +169,8 @@ def workspace_section(config: AppConfig, k: int) -> dict[str, Any]:
         "workspace": workspace,
         "panel": panel,
         "give_up": give_up,
+        "search": search,
+        "submit": submit,
         "next_btn": next_btn,
         "new_target": new_target,
         "canvas": canvas,
@@ -173,6 +198,8 @@ def bind_events(app: gr.Blocks, page: Page, handlers: Handlers, config: AppConfi
         inputs = [page.participant, page.session_id, page.resume, page.state]
         page.start.click(page.bind(handlers.start), inputs, outputs, **PRIVATE)
         page.give_up.click(page.bind(handlers.give_up), [page.state], outputs, **PRIVATE)
+        page.search.click(page.bind(handlers.search), [page.state], outputs, **PRIVATE)
+        page.submit.click(page.bind(handlers.submit), [page.state], outputs, **PRIVATE)
         page.next_btn.click(page.bind(handlers.next_trial), [page.state], outputs, **PRIVATE)
     else:
         challenge = page.bind(lambda session: handlers.new_target(True, session))
@@ -199,9 +226,10 @@ def add_rank_api(handlers: Handlers, config: AppConfig) -> None:
     gr.api(rank, api_name="rank", concurrency_limit=limit, concurrency_id=group)
 
 
-def build_app(config: AppConfig, backend: Backend) -> gr.Blocks:
-    """The Blocks app for ``config``, ranking with ``backend``."""
-    study = StudyConfig.load(config.study) if config.mode == "study" else None
+def build_app(config: AppConfig, backend: Backend, study: StudyConfig | None = None) -> gr.Blocks:
+    """The Blocks app for ``config``, ranking with ``backend`` (``study``: loaded from ``config.study`` if not given)."""
+    if study is None and config.mode == "study":
+        study = StudyConfig.load(config.study)
     handlers = Handlers(config, backend, study)
     with gr.Blocks(title="EarlySketch", fill_width=True) as app:
         # No callable default: Gradio would give it its own load event, which races app.load and can

@@ -14,8 +14,8 @@ from typing import Any, Literal
 
 from retrieval.data.formats.stroke_json import StrokePayloadError, parse_stroke_json
 from retrieval.study.log import SessionExistsError, StudyLog
-from retrieval.study.plan import StudyConfig
-from retrieval.study.session import DrawingSession
+from retrieval.study.plan import StudyConfig, plan_trials
+from retrieval.study.session import END_PHASES, DrawingSession
 from retrieval.ui.backend import Backend
 from retrieval.ui.config import AppConfig
 from retrieval.ui.contract import BannerKind, CanvasValue, PanelValue, ResultsValue
@@ -34,6 +34,7 @@ class Update:
     panel: PanelValue | None = None
     canvas: CanvasValue | None = None
     trial_ended: bool | None = None  # True: offer Next trial (Give up hidden); False: the reverse
+    feedback: str | None = None  # a trial started: its feedback mode says whether Search or Done is offered
     section: Literal["workspace", "done"] | None = None  # the part of a study shown instead of the last
     warning: str = ""  # a passing notice (the event still counts)
 
@@ -53,8 +54,7 @@ class Handlers:
     def __init__(self, config: AppConfig, backend: Backend, study: StudyConfig | None = None) -> None:
         self.config, self.backend, self.study = config, backend, study
         self.study_mode = config.mode == "study"
-        self.k = study.show_k if study else config.k
-        self.found_k = study.found_k if study else 1
+        self.k = max(c.show_k for c in study.conditions) if study else config.k  # the grid's slots on the page
         self.pick_target: Callable[[], str] = lambda: random_photo(backend.ids)
 
     def view(
@@ -68,11 +68,16 @@ class Handlers:
         fresh_canvas: bool = False,
     ) -> Update:
         """Results and panel (the canvas too when it starts afresh or locks); thumbnails made first."""
-        self.backend.prepare_thumbnails(shown_ids(session, self.k))
-        update = Update(results_view(self.backend, session, self.k), panel_view(self.backend, session, banner, kind))
+        k = self.show_k(session)
+        self.backend.prepare_thumbnails(shown_ids(session, k))
+        update = Update(results_view(self.backend, session, k), panel_view(self.backend, session, banner, kind))
         if fresh_canvas or locked:
             update.canvas = canvas_value(session, locked, message)
         return update
+
+    def show_k(self, session: DrawingSession) -> int:
+        """Photos shown: the study trial's condition's ``show_k``, else the app's ``--k``."""
+        return session.condition.show_k if session.condition is not None else self.k
 
     def load(self, session: DrawingSession) -> Update:
         """A free or demo page opened: its first sketch (a study page has no load event: Start)."""
@@ -85,7 +90,8 @@ class Handlers:
             banner = found_banner(session.strokes_drawn, session.elapsed_s())
             update = self.view(session, banner, "found", locked=True, message="Found! Press Next trial")
         else:
-            banner = "Time is up." if session.phase == "timed_out" else "Trial skipped."
+            misses = {"timed_out": "Time is up.", "not_found": "Not found this time.", "gave_up": "Trial skipped."}
+            banner = misses[session.phase]
             update = self.view(session, banner, "miss", locked=True, message=banner + " Press Next trial")
         update.trial_ended = True
         return update
@@ -94,7 +100,7 @@ class Handlers:
         with session.lock:  # one ordered event stream per session, whatever the concurrency groups
             phase = session.phase
             try:
-                changed = session.update(value, self._rank_for_session)
+                changed = session.update(value, lambda sketch, target_id: self._rank(session, sketch, target_id))
             except ValueError as exc:  # a malformed or oversized canvas payload: report it, keep serving
                 return Update(warning=f"Could not read the drawing: {exc}")
             except OSError as exc:  # the study log refused a write (disk full): say so, keep the session
@@ -109,13 +115,38 @@ class Handlers:
                 return self.view(session, found_banner(session.strokes_drawn), "found")
             return self.view(session)
 
-    def _rank_for_session(self, sketch, target_id: str | None):
-        return self.backend.rank(sketch, target_id, max(self.k, self.found_k))
+    def _rank(self, session: DrawingSession, sketch, target_id: str | None):
+        """Rank with the trial's model; enough photos for the grid and the found test."""
+        condition = session.condition
+        if condition is None:
+            return self.backend.rank(sketch, target_id, self.k)
+        return self.backend.rank(sketch, target_id, max(condition.show_k, condition.found_k), condition.model)
+
+    def search(self, session: DrawingSession) -> Update:
+        """Search pressed (``on_request``): show the results of the drawing so far; found ends the trial."""
+        return self._trial_action(session, session.search)
+
+    def submit(self, session: DrawingSession) -> Update:
+        """Done pressed (``after_trial``): the trial ends, found or not, and its results are shown."""
+        return self._trial_action(session, session.submit)
+
+    def _trial_action(self, session: DrawingSession, action: Callable[[], None]) -> Update:
+        with session.lock:
+            try:
+                action()
+            except OSError as exc:  # the study log refused a write (disk full): say so, keep the session
+                print(f"error: study log write failed: {exc}", flush=True)
+                raise UserError("Could not save to the study log: please tell the experimenter.") from exc
+            return self.trial_end(session) if session.phase in END_PHASES else self.view(session)
 
     def start(self, participant: str, session_id: str, resume: bool, session: DrawingSession) -> Update:
         """Consent given: open the study log and begin the first trial."""
         backend, log_dir = self.backend, self.config.log_dir
         common = {"mode": "study", "code_version": backend.code_version, "model_hash": backend.model_hash}
+        try:
+            plan_trials(self.study, list(backend.ids), participant.strip())  # refused before any file is made
+        except ValueError as exc:
+            raise UserError(f"Please check the participant id: {exc}.") from exc
         try:
             log = StudyLog.create(log_dir, participant, session_id, common, resume=bool(resume))
         except SessionExistsError as exc:
@@ -126,9 +157,9 @@ class Handlers:
             print(f"error: cannot create the study log in {log_dir}: {exc}", flush=True)
             raise UserError("The study log cannot be written on the server: please tell the experimenter.") from exc
         gallery = {"gallery": backend.gallery.source, "gallery_size": len(backend.ids)}
-        session.begin_study(self.study, log, list(backend.ids), gallery)
+        session.begin_study(self.study, log, list(backend.ids), gallery, backend.model_hashes())
         update = self.view(session, fresh_canvas=True)
-        update.section = "workspace"
+        update.section, update.feedback = "workspace", session.condition.feedback
         return update
 
     def give_up(self, session: DrawingSession) -> Update:
@@ -141,7 +172,7 @@ class Handlers:
             if session.next_trial() is None:
                 return Update(section="done")
             update = self.view(session, fresh_canvas=True)
-            update.trial_ended = False
+            update.trial_ended, update.feedback = False, session.condition.feedback
             return update
 
     def new_target(self, enabled: bool, session: DrawingSession) -> Update:

@@ -6,6 +6,7 @@ import threading
 
 import gradio as gr
 
+from retrieval.study.plan import StudyConfig
 from retrieval.ui.backend import Backend, load_backend
 from retrieval.ui.blocks import build_app, ui_asset
 from retrieval.ui.config import AppConfig
@@ -17,8 +18,9 @@ MONO_FONTS = ["ui-monospace", "SFMono-Regular", "Menlo", "Consolas", "monospace"
 
 def launch(config: AppConfig, backend: Backend | None = None) -> None:
     """Serve until interrupted. Offline and private: system fonts, no run history, monitoring or MCP."""
-    backend = backend or load_backend(config)
-    app = build_app(config, backend)
+    study = StudyConfig.load(config.study) if config.mode == "study" else None  # a bad config fails before loading
+    backend = backend or load_backend(config, study.models_used() if study else None)
+    app = build_app(config, backend, study)
     threading.Thread(target=backend.warm_thumbnails, name="thumbnails", daemon=True).start()
     theme = gr.themes.Soft(primary_hue="blue", font=SYSTEM_FONTS, font_mono=MONO_FONTS)
     auth = tuple(config.auth.split(":", 1)) if config.auth else None

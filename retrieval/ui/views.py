@@ -37,12 +37,27 @@ def found_banner(strokes: int, seconds: float | None = None) -> str:
 
 def shown_ids(session: DrawingSession, k: int) -> list[str]:
     """The photos a view of ``session`` shows: the top ``k`` and the target."""
-    ids = list(session.last.ids[:k]) if session.last is not None else []
+    ids = list(session.shown.ids[:k]) if session.shown is not None else []
     return ids + ([session.target_id] if session.target_id is not None else [])
 
 
+HIDDEN_RESULTS = {
+    "on_request": "Press Search to see the results for your drawing so far.",
+    "after_trial": "The results appear when you press Done.",
+}
+"""What the empty grid says while a study condition hides the results (``every_stroke`` never does)."""
+CONDITION_HINTS = {
+    "every_stroke": "The results update after every stroke; the trial ends as soon as your photo is found.",
+    "on_request": "Press Search to see the results; the trial ends when a search finds your photo.",
+    "after_trial": "No results while you draw: press Done when your drawing is finished.",
+}
+"""The line under a study trial's title: what this trial's condition shows, and when it ends."""
+
+
 def results_view(backend: Backend, session: DrawingSession, k: int, message: str = "") -> ResultsValue:
-    last, target = session.last, session.target_id
+    """The grid of what the participant is shown (``session.shown``) and, if the condition allows, the rank."""
+    last, target, condition = session.shown, session.target_id, session.condition
+    show_rank = condition is None or condition.show_rank
     items: list[ResultItem] = []
     if last is not None:
         ranked = zip(last.ids[:k], last.scores)
@@ -51,15 +66,17 @@ def results_view(backend: Backend, session: DrawingSession, k: int, message: str
             for i, (pid, s) in enumerate(ranked, start=1)
         ]
     curve: list[CurvePoint] = [
-        {"strokes": p.strokes, "rank": p.target_rank, "top1": round(p.top1_score, 4)} for p in session.curve
+        {"strokes": p.strokes, "rank": p.target_rank, "top1": round(p.top1_score, 4)} for p in session.shown_curve
     ]
+    if last is None and condition is not None and session.phase == "drawing":
+        message = message or HIDDEN_RESULTS.get(condition.feedback, "")
     size = len(backend.ids)
     return {
         "items": items,
         "k": k,
-        "curve": curve,
+        "curve": curve if show_rank else [],
         "has_target": target is not None,
-        "target_rank": last.target_rank if last is not None else None,
+        "target_rank": last.target_rank if last is not None and show_rank else None,
         "gallery_size": size,
         "server_ms": round(session.last_server_ms, 1) if last is not None else None,
         "message": message or f"Draw on the canvas: after every stroke the {size} photos are re-ranked.",
@@ -72,7 +89,8 @@ def panel_view(backend: Backend, session: DrawingSession, banner: str = "", kind
         title, subtitle = "Free drawing", FREE_SUBTITLE
     elif session.mode == "study":
         title = f"Trial {session.trial + 1} of {len(session.plan)}: find this photo"
-        subtitle = session.config.instructions if session.trial == 0 else ""
+        hint = CONDITION_HINTS[session.condition.feedback] if session.condition is not None else ""
+        subtitle = f"{session.config.instructions} {hint}" if session.trial == 0 else hint
     else:
         title, subtitle = "Can you find this one?", "Draw it: the fewer strokes, the better."
     return {

@@ -1,0 +1,150 @@
+"""Per-trial conditions through the real handlers: what the participant is shown in each feedback
+mode, the rank shown or hidden, and strokes ranked (and logged) by the trial's own model."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from retrieval.model.encoder import Encoder
+from retrieval.serving.retriever import Retriever
+from retrieval.study.log import StudyLog, read_log
+from retrieval.study.plan import StudyConfig
+from retrieval.study.session import DrawingSession
+from retrieval.ui.backend import Backend, RankingModel, check_model_folders, load_backend
+from retrieval.ui.config import AppConfig
+from retrieval.ui.handlers import Handlers
+from retrieval.ui.views import HIDDEN_RESULTS
+from tests.test_study import GALLERY as STUDY_GALLERY
+from tests.test_study import FakeRank, _payload, _stroke
+from tests.test_ui_contract import backend as backend  # noqa: F401 - the shared 30-photo fixture
+from tests.test_ui_contract import journal
+
+
+def run_trial(handlers: Handlers, condition: dict, participant="P01"):
+    study = StudyConfig(random_targets=1, num_trials=1, time_limit_s=0, conditions=({"name": "c", **condition},))
+    handlers.study = study
+    session = DrawingSession(mode="study")
+    start = handlers.start(participant, "S1", False, session)
+    return session, start
+
+
+@pytest.fixture
+def handlers(backend, tmp_path):
+    return Handlers(AppConfig(mode="study", study="s.json", log_dir=tmp_path), backend, None)
+
+
+def log_of(tmp_path, participant="P01"):
+    return read_log(tmp_path / f"{participant}__S1.jsonl")
+
+
+def test_every_stroke_shows_results_after_each_stroke(handlers, tmp_path):
+    session, start = run_trial(handlers, {"feedback": "every_stroke", "found_k": 1, "show_k": 5})
+    assert start.feedback == "every_stroke"
+    update = handlers.stroke(journal(session, 1), session)
+    assert len(update.results["items"]) == 5 and update.results["target_rank"] is not None
+    assert [r["shown"] for r in log_of(tmp_path) if r["type"] == "stroke"] == [True]
+
+
+def test_on_request_hides_results_until_search(handlers, tmp_path):
+    session, start = run_trial(handlers, {"feedback": "on_request", "found_k": 30})
+    assert start.feedback == "on_request"
+    update = handlers.stroke(journal(session, 1), session)
+    assert update.results["items"] == [] and update.results["curve"] == []
+    assert update.results["message"] == HIDDEN_RESULTS["on_request"] and update.results["target_rank"] is None
+    assert session.phase == "drawing", "a hidden ranking never ends the trial"
+    update = handlers.search(session)
+    assert update.trial_ended and session.phase == "found", "found_k 30 of 30 photos: the search finds it"
+    assert len(update.results["items"]) == 12 and update.results["curve"]
+    records = log_of(tmp_path)
+    stroke = next(r for r in records if r["type"] == "stroke")
+    assert stroke["shown"] is False and stroke["target_rank"] is not None, "ranked and logged, not shown"
+    search = next(r for r in records if r["type"] == "search")
+    assert search["target_rank"] == stroke["target_rank"] and search["strokes_drawn"] == 1
+    assert records[-1]["type"] == "trial_end" and records[-1]["searches"] == 1
+
+
+def test_after_trial_shows_nothing_until_done(handlers, tmp_path):
+    session, start = run_trial(handlers, {"feedback": "after_trial", "found_k": 30})
+    assert start.feedback == "after_trial"
+    for strokes in (1, 2):
+        update = handlers.stroke(journal(session, strokes), session)
+        assert update.results["items"] == [] and update.results["message"] == HIDDEN_RESULTS["after_trial"]
+    update = handlers.submit(session)
+    assert update.trial_ended and session.phase == "found" and len(update.results["items"]) == 12
+    assert len(update.results["curve"]) == 2, "the whole rank curve is shown once the trial ends"
+    assert log_of(tmp_path)[-1]["outcome"] == "found"
+
+
+def test_hidden_rank_shows_the_photos_but_not_the_rank(handlers, tmp_path):
+    session, _ = run_trial(handlers, {"show_rank": False, "show_k": 4})
+    update = handlers.stroke(journal(session, 1), session)
+    assert len(update.results["items"]) == 4
+    assert update.results["target_rank"] is None and update.results["curve"] == []
+
+
+def test_after_trial_done_with_the_target_outside_found_k_is_not_found(tmp_path):
+    config = StudyConfig(
+        num_trials=1, random_targets=1, time_limit_s=0, conditions=({"name": "x", "feedback": "after_trial"},)
+    )
+    session, rank = DrawingSession(), FakeRank()  # rank 10 after one stroke
+    session.begin_study(config, StudyLog(tmp_path, "P", "S"), STUDY_GALLERY, {})
+    session.update(_payload(session, [_stroke(1)]), rank)
+    session.submit()
+    assert session.phase == "not_found" and read_log(tmp_path / "P__S.jsonl")[-1]["outcome"] == "not_found"
+
+
+def test_each_condition_ranks_with_its_own_model_and_logs_its_hash(backend, tmp_path):
+    other = Encoder.create(input_size=64, embed_dim=32, seed=1)  # same photo vectors, another sketch branch
+    retriever = Retriever(other, backend.retriever.index)
+    models = {"other": RankingModel("other", tmp_path, "other-hash", retriever, retriever)}
+    two = Backend(**{**backend.__dict__, "models": models})
+    handlers = Handlers(AppConfig(mode="study", study="s.json", log_dir=tmp_path), two, None)
+    conditions = ({"name": "default_model"}, {"name": "other_model", "model": "other"})
+    handlers.study = StudyConfig(
+        random_targets=2,
+        num_trials=2,
+        time_limit_s=0,
+        found_k=30,
+        models={"other": str(tmp_path)},
+        conditions=conditions,
+    )
+    session = DrawingSession(mode="study")
+    handlers.start("P01", "S1", False, session)
+    scores = []
+    for _ in range(2):
+        handlers.stroke(journal(session, 1), session)
+        scores.append(session.last.scores[0])
+        handlers.next_trial(session)
+    strokes = [r for r in log_of(tmp_path) if r["type"] == "stroke"]
+    assert [(r["condition"], r["model_hash"]) for r in strokes] == [
+        ("default_model", "model-hash"),
+        ("other_model", "other-hash"),
+    ]
+    assert scores[0] != pytest.approx(scores[1]), "the two trials were ranked by different encoders"
+
+
+def test_study_models_are_checked_at_start_naming_the_key(tmp_path):
+    with pytest.raises(ValueError, match=r"study model 'rl': no checkpoint at .*missing"):
+        check_model_folders({"rl": tmp_path / "missing"})
+
+
+def test_a_study_model_loads_once_with_its_own_index(tmp_path):
+    """A tiny real checkpoint, saved and loaded like a trained one, indexes the same procedural photos."""
+    default, second = tmp_path / "default", tmp_path / "second"
+    Encoder.create(input_size=64, embed_dim=32, seed=0).save(default)
+    Encoder.create(input_size=64, embed_dim=32, seed=1).save(second)
+    config = AppConfig(model=default, gallery_size=8, cache_dir=str(tmp_path / "cache"), batch=1)
+    backend = load_backend(config, {"second": second})
+    assert set(backend.model_hashes()) == {"", "second"}
+    assert backend.model_hashes()["second"] != backend.model_hash
+    sketch = _sketch()
+    first, other = backend.rank(sketch, backend.ids[0], 8), backend.rank(sketch, backend.ids[0], 8, "second")
+    assert sorted(first.ids) == sorted(other.ids) == sorted(backend.ids)
+    assert not np.allclose(first.scores, other.scores)
+
+
+def _sketch():
+    from retrieval.data.sketch import Sketch
+
+    return Sketch((np.array([[10.0, 10.0, 0.0], [120.0, 90.0, 40.0], [60.0, 200.0, 90.0]]),))
