@@ -49,8 +49,10 @@ js-lint: eslint
 run: venv
 	$(BIN)/python app.py $(ARGS)
 
+# A user study; STUDY=assets/study_two_models.json compares two models (docs/app.md, "Conditions").
+STUDY ?= assets/study_example.json
 study: venv
-	$(BIN)/python app.py --mode study --study assets/study_example.json $(ARGS)
+	$(BIN)/python app.py --mode study --study $(STUDY) $(ARGS)
 
 demo: venv
 	$(BIN)/python app.py --mode demo $(ARGS)

@@ -126,3 +126,18 @@ def test_trial_records_carry_condition_order_and_position():
         "target_id": plan.target_id,
     }
     assert json.loads(json.dumps(config.as_record()))["conditions"][1]["feedback"] == "on_request"
+
+
+def test_the_examples_are_a_two_condition_feedback_design_and_a_two_model_design():
+    from retrieval.ui.backend import check_model_folders
+    from tests.app_server import REPO_ROOT
+
+    feedback = StudyConfig.load(REPO_ROOT / "assets" / "study_example.json")
+    assert [c.feedback for c in feedback.conditions] == ["every_stroke", "on_request"]
+    assert feedback.models_used() == {}, "runs offline on the default model"
+    models = StudyConfig.load(REPO_ROOT / "assets" / "study_two_models.json")
+    assert [c.model for c in models.conditions] == ["", "candidate"]
+    assert set(models.models_used()) == {"candidate"}
+    if not (REPO_ROOT / models.models["candidate"] / "model.safetensors").exists():
+        with pytest.raises(ValueError, match="study model 'candidate': no checkpoint at"):
+            check_model_folders(models.models_used())
