@@ -1,0 +1,125 @@
+"""One study trial in each feedback mode, in a real browser: what the participant sees.
+
+Debian's Chromium (never ``playwright install``) runs a three-condition study (``every_stroke``,
+``on_request``, ``after_trial``; participant P01 gets them in that order, row 0 of the Latin
+square). ``found_k`` is the whole 60-photo gallery, so each trial ends exactly where its mode
+lets it: at the first stroke, at Search, at Done.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+
+import pytest
+
+from retrieval.study.log import log_files, read_log
+from retrieval.ui.browser import CHROMIUM, NO_CHROMIUM, chromium_browser
+from retrieval.ui.views import HIDDEN_RESULTS
+from tests.app_server import SMALL_GALLERY, block_outside, draw, running_app
+
+playwright_api = pytest.importorskip("playwright.sync_api")
+expect = playwright_api.expect
+
+pytestmark = pytest.mark.skipif(CHROMIUM is None, reason=NO_CHROMIUM)
+
+STROKES = [[(0.32, 0.15), (0.32, 0.85)], [(0.32, 0.55), (0.70, 0.55)]]
+CONDITIONS = [
+    {"name": "live", "feedback": "every_stroke"},
+    {"name": "asked", "feedback": "on_request"},
+    {"name": "blind", "feedback": "after_trial", "show_rank": False},
+]
+
+
+def _config(tmp_path):
+    path = tmp_path / "study.json"
+    study = {
+        "name": "feedback-modes",
+        "random_targets": 3,
+        "num_trials": 3,
+        "time_limit_s": 0,
+        "found_k": int(SMALL_GALLERY),
+        "conditions": CONDITIONS,
+        "counterbalance": "participant_number",
+    }
+    path.write_text(json.dumps(study))
+    return path
+
+
+def _strokes_logged(log_dir) -> int:
+    files = log_files(log_dir)
+    return sum(r["type"] == "stroke" for r in read_log(files[0])) if files else 0
+
+
+def _draw_and_wait(page, stroke, log_dir):
+    """Draw one stroke and wait until the server has logged it (a hidden ranking changes nothing on the page)."""
+    logged = _strokes_logged(log_dir)
+    draw(page, page.locator("canvas.es-canvas").bounding_box(), stroke)
+    deadline = time.monotonic() + 30
+    while _strokes_logged(log_dir) == logged:
+        assert time.monotonic() < deadline, "the stroke never reached the study log"
+        page.wait_for_timeout(50)
+    page.wait_for_timeout(300)  # the answer to the stroke's request reaches the page after the log write
+
+
+def test_each_feedback_mode_shows_what_its_condition_promises(tmp_path):
+    log_dir, outside = tmp_path / "logs", []
+    args = ["--mode", "study", "--study", str(_config(tmp_path)), "--log-dir", str(log_dir)]
+    with running_app(tmp_path, *args) as url, chromium_browser() as browser:
+        page = browser.new_page(viewport={"width": 1400, "height": 900})
+        block_outside(page, outside)
+        page.goto(url)
+        page.get_by_label("Participant id").fill("P01")
+        page.get_by_role("button", name="Start").click()
+        wrap, results, panel = (
+            page.locator(".es-canvas-wrap[data-ready]"),
+            page.locator(".es-results"),
+            page.locator(".es-panel"),
+        )
+        search, done, next_trial = (page.get_by_role("button", name=n) for n in ("Search", "Done", "Next trial"))
+        expect(wrap).not_to_have_attribute("data-trial", "", timeout=60_000)
+
+        # every_stroke: the grid and the rank after the first stroke, and found ends the trial
+        expect(search).to_be_hidden()
+        expect(done).to_be_hidden()
+        _draw_and_wait(page, STROKES[0], log_dir)
+        expect(page.locator(".es-card[data-id]:not([data-id=''])")).to_have_count(12)
+        expect(results).to_have_attribute("data-curve", "1")
+        expect(panel).to_have_attribute("data-banner", "found")
+        next_trial.click()
+
+        # on_request: strokes are ranked but nothing is shown until Search
+        expect(search).to_be_visible(timeout=30_000)
+        expect(done).to_be_hidden()
+        _draw_and_wait(page, STROKES[0], log_dir)
+        expect(results).to_have_attribute("data-ids", "")
+        expect(results.locator(".es-empty-msg")).to_have_text(HIDDEN_RESULTS["on_request"])
+        expect(panel).to_have_attribute("data-banner", "")
+        search.click()
+        expect(results).not_to_have_attribute("data-ids", "", timeout=30_000)
+        expect(panel).to_have_attribute("data-banner", "found")
+        expect(search).to_be_hidden()
+        next_trial.click()
+
+        # after_trial, rank hidden: nothing while drawing; Done ends the trial and shows the photos, never the rank
+        expect(done).to_be_visible(timeout=30_000)
+        expect(search).to_be_hidden()
+        for stroke in STROKES:
+            _draw_and_wait(page, stroke, log_dir)
+            expect(results).to_have_attribute("data-ids", "")
+            expect(results.locator(".es-empty-msg")).to_have_text(HIDDEN_RESULTS["after_trial"])
+        done.click()
+        expect(results).not_to_have_attribute("data-ids", "", timeout=30_000)
+        expect(panel).to_have_attribute("data-banner", "found")
+        expect(results).to_have_attribute("data-target-rank", "")
+        expect(results).to_have_attribute("data-curve", "0")
+        next_trial.click()
+        expect(page.get_by_text("The session is complete")).to_be_visible(timeout=30_000)
+    assert not outside, f"requests left 127.0.0.1: {outside}"
+    records = read_log(log_files(log_dir)[0])
+    ends = [
+        (r["condition"], r["outcome"], r["strokes_drawn"], r["searches"]) for r in records if r["type"] == "trial_end"
+    ]
+    assert ends == [("live", "found", 1, 0), ("asked", "found", 1, 1), ("blind", "found", 2, 0)]
+    shown = [(r["condition"], r["shown"]) for r in records if r["type"] == "stroke"]
+    assert shown == [("live", True), ("asked", False), ("blind", False), ("blind", False)]
