@@ -8,7 +8,7 @@ export GRADIO_ANALYTICS_ENABLED := False
 export HF_HUB_OFFLINE := 1
 export PYTHONUNBUFFERED := 1
 
-.PHONY: venv run study demo analyse test lint chromium eslint js-lint bench reproduce rl-study default-model clean
+.PHONY: venv run study demo analyse scripted-study test lint chromium eslint js-lint bench reproduce rl-study default-model clean
 
 $(STAMP): requirements.txt pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -56,6 +56,10 @@ study: venv
 
 demo: venv
 	$(BIN)/python app.py --mode demo $(ARGS)
+
+# A scripted study through the browser (bench/scripted_study.py): docs/results/scripted_study.md.
+scripted-study: venv chromium
+	$(BIN)/python bench/scripted_study.py $(ARGS)
 
 LOGDIR ?= study_logs
 analyse: venv

@@ -1,0 +1,201 @@
+"""A small scripted user study through the browser, then its analysis: the study pipeline end to end.
+
+Starts the app in study mode on a study config (default ``assets/study_example.json``: on the fly
+vs results only on request), and lets ``--participants`` simulated participants (P01, P02, ...:
+consecutive numbers, so the Latin square balances) do every trial in Debian's Chromium. Each
+draws the procedural dataset's own sketch of the target photo (drawer ``participant % 3``), stroke
+by stroke with the mouse, under a fixed policy:
+
+- ``every_stroke``: draw until the app says found (it ends the trial), Give up after the last stroke;
+- ``on_request``: press Search after every ``--search-every`` strokes and after the last one;
+  Give up if the last Search does not find it;
+- ``after_trial``: draw every stroke, then press Done.
+
+The log goes to ``--out``/logs; ``retrieval.study.analysis`` then writes its report, and this
+script writes ``docs/results/<name>.md`` (machine, date, command, policy, the analysis report) with
+the analysis's plots beside it. Simulated people measure the pipeline and the design, not people:
+the differences show what the policy does under each condition.
+
+    .venv/bin/python bench/scripted_study.py                      # 4 participants x 6 trials
+    .venv/bin/python bench/scripted_study.py --participants 2 --name scripted_study_quick
+"""
+
+from __future__ import annotations
+
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from bench_browser import draw_stroke
+from common import ROOT, command_line, header_lines, machine_info, write_markdown
+
+from retrieval.cli import parse_config
+from retrieval.data.datasets import open_dataset
+from retrieval.study.analysis import AnalysisConfig, analyse
+from retrieval.study.log import log_files, read_log
+from retrieval.ui.api_client import running_app
+from retrieval.ui.browser import CHROMIUM, NO_CHROMIUM, chromium_browser
+
+PLOTS = ("rank_vs_stroke.png", "strokes_to_found.png")
+
+
+@dataclass
+class Config:
+    """Scripted study settings."""
+
+    study: Path = ROOT / "assets" / "study_example.json"
+    """study config the app runs"""
+    participants: int = 4
+    """simulated participants P01, P02, ..."""
+    gallery_size: int = 1000
+    """procedural photos in the app's gallery (the app's default)"""
+    search_every: int = 3
+    """on_request policy: press Search after this many strokes"""
+    stroke_timeout_s: float = 30.0
+    """give up waiting for a stroke's answer after this long"""
+    out: Path = ROOT / "runs" / "scripted_study"
+    """logs and full analysis (git-ignored)"""
+    name: str = "scripted_study"
+    """result file docs/results/NAME.md and plot folder docs/results/NAME/"""
+
+
+class Participant:
+    """One simulated participant in one browser page, following the policy of the module docstring."""
+
+    def __init__(self, page, log_dir: Path, cfg: Config, number: int, dataset) -> None:
+        self.page, self.log_dir, self.cfg, self.number, self.dataset = page, log_dir, cfg, number, dataset
+        self.id = f"P{number:02d}"
+        self.wrap = page.locator(".es-canvas-wrap[data-ready]")
+        self.results, self.panel = page.locator(".es-results"), page.locator(".es-panel")
+
+    def _logged(self, kind: str) -> int:
+        path = next((p for p in log_files(self.log_dir) if p.name.startswith(self.id + "__")), None)
+        return sum(r["type"] == kind for r in read_log(path)) if path else 0
+
+    def _wait_logged(self, kind: str, before: int) -> None:
+        deadline = time.monotonic() + self.cfg.stroke_timeout_s
+        while self._logged(kind) <= before:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{self.id}: no {kind} record within {self.cfg.stroke_timeout_s} s")
+            self.page.wait_for_timeout(30)
+
+    def _settled(self, renders: str | None) -> None:
+        """Wait for the page to show the server's answer (a re-render), when one comes."""
+        try:
+            self.page.wait_for_function(
+                "r => document.querySelector('.es-results').dataset.renders !== r", arg=renders, timeout=3000
+            )
+        except Exception:  # noqa: BLE001 - a hidden ranking changes nothing on the page
+            pass
+
+    def found(self) -> bool:
+        return self.panel.get_attribute("data-banner") == "found"
+
+    def ended(self) -> bool:
+        return self.panel.get_attribute("data-banner") in ("found", "miss")
+
+    def press(self, name: str) -> None:
+        renders = self.results.get_attribute("data-renders")
+        self.page.get_by_role("button", name=name).click()
+        self._settled(renders)
+
+    def draw(self, points, shown: bool) -> None:
+        """One stroke, once it is logged; when the condition shows results, once they are on the page."""
+        strokes, renders = self._logged("stroke"), self.results.get_attribute("data-renders")
+        draw_stroke(self.page, self.page.locator("canvas.es-canvas").bounding_box(), points)
+        self._wait_logged("stroke", strokes)
+        if shown:
+            self._settled(renders)
+
+    def trial(self, feedback: str) -> None:
+        target = self.panel.get_attribute("data-target-id")
+        sketch = self.dataset.sketch(target, self.number % 3)
+        side = max(sketch.canvas_width, sketch.canvas_height)
+        strokes = [s[:, :2] / side for s in sketch.strokes]
+        for i, points in enumerate(strokes, start=1):
+            self.draw(points, shown=feedback == "every_stroke")
+            if feedback == "on_request" and (i % self.cfg.search_every == 0 or i == len(strokes)):
+                self.press("Search")
+            if self.ended():  # found, or the time limit passed
+                return
+        self.press("Done" if feedback == "after_trial" else "Give up")
+
+    def run(self, url: str, feedbacks: dict[str, str]) -> None:
+        self.page.goto(url)
+        self.page.get_by_label("Participant id").fill(self.id)
+        self.page.get_by_role("button", name="Start").click()
+        while True:
+            self.page.wait_for_function("document.querySelector('.es-canvas-wrap[data-ready]')?.dataset.trial")
+            token = self.wrap.get_attribute("data-trial")
+            self.trial(self.current_feedback(feedbacks))
+            self.page.get_by_role("button", name="Next trial").click()
+            done = self.page.get_by_text("The session is complete")
+            self.page.wait_for_function(
+                "t => document.querySelector('.es-canvas-wrap').dataset.trial !== t || "
+                "[...document.querySelectorAll('h2')].some(h => h.textContent.includes('Thank you'))",
+                arg=token,
+                timeout=30_000,
+            )
+            if done.is_visible():
+                return
+
+    def current_feedback(self, feedbacks: dict[str, str]) -> str:
+        starts = [r for p in log_files(self.log_dir) if p.name.startswith(self.id + "__") for r in read_log(p)]
+        condition = [r for r in starts if r["type"] == "trial_start"][-1]["condition"]
+        return feedbacks[condition]
+
+
+def main(argv: list[str] | None = None) -> None:
+    cfg = parse_config(Config, argv, __doc__)
+    if CHROMIUM is None:
+        raise SystemExit(NO_CHROMIUM)
+    from retrieval.study.plan import StudyConfig
+
+    study = StudyConfig.load(cfg.study)
+    feedbacks = {c.name: c.feedback for c in study.conditions}
+    log_dir = cfg.out / "logs"
+    shutil.rmtree(log_dir, ignore_errors=True)
+    dataset = open_dataset(f"procedural:photos={cfg.gallery_size}")
+    machine, command = machine_info(), command_line(__file__, argv)
+    args = ["--mode", "study", "--study", str(cfg.study), "--log-dir", str(log_dir)]
+    args += ["--gallery-size", str(cfg.gallery_size), "--threads", "1"]
+    started = time.monotonic()
+    with running_app(args, log_path=cfg.out / "app.log") as app, chromium_browser() as browser:
+        for number in range(1, cfg.participants + 1):
+            page = browser.new_context(viewport={"width": 1400, "height": 900}).new_page()
+            Participant(page, log_dir, cfg, number, dataset).run(app.url, feedbacks)
+            page.context.close()
+            print(f"P{number:02d} done ({time.monotonic() - started:.0f} s)", flush=True)
+    analysis_dir = cfg.out / "analysis"
+    analyse(AnalysisConfig(log_dir, analysis_dir))
+    plots = ROOT / "docs" / "results" / cfg.name
+    plots.mkdir(parents=True, exist_ok=True)
+    for name in PLOTS:
+        shutil.copy(analysis_dir / name, plots / name)
+    write_report(cfg, machine, command, analysis_dir, time.monotonic() - started)
+
+
+def write_report(cfg: Config, machine: dict, command: str, analysis_dir: Path, seconds: float) -> None:
+    report = (analysis_dir / "report.md").read_text().split("\n", 1)[1]  # drop its title (a tmp path)
+    lines = header_lines(f"Scripted study: {cfg.participants} simulated participants in the browser", command, machine)
+    lines += [
+        f"- study config: `{cfg.study.relative_to(ROOT)}`; gallery: {cfg.gallery_size} procedural photos; "
+        f"default model `assets/model`; wall time {seconds:.0f} s",
+        "- policy (bench/scripted_study.py): each participant draws the dataset's own sketch of the target "
+        f"(drawer = participant number mod 3); `on_request`: Search after every {cfg.search_every} strokes "
+        "and after the last; Give up when the sketch is drawn and not found",
+        "- reproduce: `make scripted-study` (then `make analyse LOGDIR=runs/scripted_study/logs`)",
+        "",
+        "Simulated participants test the pipeline and the design, not people: differences between",
+        "conditions here come from the scripted policy (a Search every few strokes cannot stop earlier",
+        "than the live results do).",
+        "",
+        report,
+        *(f"![{name}]({cfg.name}/{name})" for name in PLOTS),
+    ]
+    write_markdown(ROOT / "docs" / "results" / f"{cfg.name}.md", lines)
+
+
+if __name__ == "__main__":
+    main()
