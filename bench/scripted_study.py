@@ -73,40 +73,49 @@ class Participant:
         path = next((p for p in log_files(self.log_dir) if p.name.startswith(self.id + "__")), None)
         return sum(r["type"] == kind for r in read_log(path)) if path else 0
 
-    def _wait_logged(self, kind: str, before: int) -> None:
+    def _wait_logged(self, kind: str, before: int, unless_ended: bool = False) -> None:
+        """Wait for one more ``kind`` record (or, with ``unless_ended``, for the trial to end: a stroke on a
+        canvas the time limit just locked is never sent)."""
         deadline = time.monotonic() + self.cfg.stroke_timeout_s
-        while self._logged(kind) <= before:
+        while self._logged(kind) <= before and not (unless_ended and self.ended()):
             if time.monotonic() > deadline:
                 raise TimeoutError(f"{self.id}: no {kind} record within {self.cfg.stroke_timeout_s} s")
             self.page.wait_for_timeout(30)
 
-    def _settled(self, renders: str | None) -> None:
-        """Wait for the page to show the server's answer (a re-render), when one comes."""
-        try:
-            self.page.wait_for_function(
-                "r => document.querySelector('.es-results').dataset.renders !== r", arg=renders, timeout=3000
-            )
-        except Exception:  # noqa: BLE001 - a hidden ranking changes nothing on the page
-            pass
-
-    def found(self) -> bool:
-        return self.panel.get_attribute("data-banner") == "found"
+    def _rerendered(self, renders: str | None) -> None:
+        """Wait for the result grid to re-render (certain after a shown ranking: its curve grows)."""
+        self.page.wait_for_function(
+            "r => document.querySelector('.es-results').dataset.renders !== r",
+            arg=renders,
+            timeout=self.cfg.stroke_timeout_s * 1000,
+        )
 
     def ended(self) -> bool:
         return self.panel.get_attribute("data-banner") in ("found", "miss")
 
-    def press(self, name: str) -> None:
-        renders = self.results.get_attribute("data-renders")
-        self.page.get_by_role("button", name=name).click()
-        self._settled(renders)
+    def search(self) -> None:
+        """Press Search; return once its record is on disk and its results are on the page."""
+        searches, renders = self._logged("search"), self.results.get_attribute("data-renders")
+        self.page.get_by_role("button", name="Search").click()
+        self._wait_logged("search", searches)
+        self._rerendered(renders)
+
+    def end(self, button: str) -> None:
+        """Press Give up or Done; return once the trial's end is logged and shown."""
+        ends = self._logged("trial_end")
+        self.page.get_by_role("button", name=button).click()
+        self._wait_logged("trial_end", ends)
+        self.page.wait_for_function(
+            "() => document.querySelector('.es-panel').dataset.banner", timeout=self.cfg.stroke_timeout_s * 1000
+        )
 
     def draw(self, points, shown: bool) -> None:
         """One stroke, once it is logged; when the condition shows results, once they are on the page."""
         strokes, renders = self._logged("stroke"), self.results.get_attribute("data-renders")
         draw_stroke(self.page, self.page.locator("canvas.es-canvas").bounding_box(), points)
-        self._wait_logged("stroke", strokes)
-        if shown:
-            self._settled(renders)
+        self._wait_logged("stroke", strokes, unless_ended=True)
+        if shown and not self.ended():
+            self._rerendered(renders)
 
     def trial(self, feedback: str) -> None:
         target = self.panel.get_attribute("data-target-id")
@@ -116,29 +125,38 @@ class Participant:
         for i, points in enumerate(strokes, start=1):
             self.draw(points, shown=feedback == "every_stroke")
             if feedback == "on_request" and (i % self.cfg.search_every == 0 or i == len(strokes)):
-                self.press("Search")
+                self.search()
             if self.ended():  # found, or the time limit passed
                 return
-        self.press("Done" if feedback == "after_trial" else "Give up")
+        self.end("Done" if feedback == "after_trial" else "Give up")
 
     def run(self, url: str, feedbacks: dict[str, str]) -> None:
         self.page.goto(url)
         self.page.get_by_label("Participant id").fill(self.id)
         self.page.get_by_role("button", name="Start").click()
+        self._wait_logged("trial_start", 0)
         while True:
             self.page.wait_for_function("document.querySelector('.es-canvas-wrap[data-ready]')?.dataset.trial")
             token = self.wrap.get_attribute("data-trial")
             self.trial(self.current_feedback(feedbacks))
-            self.page.get_by_role("button", name="Next trial").click()
-            done = self.page.get_by_text("The session is complete")
+            if not self.next_trial():
+                return
             self.page.wait_for_function(
-                "t => document.querySelector('.es-canvas-wrap').dataset.trial !== t || "
-                "[...document.querySelectorAll('h2')].some(h => h.textContent.includes('Thank you'))",
+                "t => (document.querySelector('.es-canvas-wrap[data-ready]')?.dataset.trial || t) !== t",
                 arg=token,
                 timeout=30_000,
             )
-            if done.is_visible():
-                return
+
+    def next_trial(self) -> bool:
+        """Press Next trial; True once the next trial started (its record is on disk), False at the session's end."""
+        starts = self._logged("trial_start")
+        self.page.get_by_role("button", name="Next trial").click()
+        deadline = time.monotonic() + self.cfg.stroke_timeout_s
+        while self._logged("trial_start") == starts and not self._logged("session_end"):
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{self.id}: Next trial started nothing within {self.cfg.stroke_timeout_s} s")
+            self.page.wait_for_timeout(30)
+        return not self._logged("session_end")
 
     def current_feedback(self, feedbacks: dict[str, str]) -> str:
         starts = [r for p in log_files(self.log_dir) if p.name.startswith(self.id + "__") for r in read_log(p)]

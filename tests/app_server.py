@@ -42,6 +42,16 @@ def draw(page, box: dict, stroke, steps: int = 12) -> None:
     page.mouse.up()
 
 
+def start_study(browser, url: str, participant: str, outside: list[str]):
+    """A new page on the study app, every request outside 127.0.0.1 blocked, past consent with ``participant``."""
+    page = browser.new_page(viewport={"width": 1400, "height": 900})
+    block_outside(page, outside)
+    page.goto(url)
+    page.get_by_label("Participant id").fill(participant)
+    page.get_by_role("button", name="Start").click()
+    return page
+
+
 def block_outside(page, outside: list[str]) -> None:
     """Abort (and record in ``outside``) every request that does not go to 127.0.0.1."""
 

@@ -20,7 +20,7 @@ import pytest
 from retrieval.study.log import log_files, read_log
 from retrieval.study.log_names import decode_id
 from retrieval.ui.browser import CHROMIUM, NO_CHROMIUM, chromium_browser
-from tests.app_server import REPO_ROOT, app_log, block_outside, draw, running_app
+from tests.app_server import REPO_ROOT, app_log, draw, running_app, start_study
 
 playwright_api = pytest.importorskip("playwright.sync_api")
 
@@ -54,11 +54,7 @@ def test_three_strokes_update_results_and_are_logged(tmp_path):
     outside: list[str] = []
     args = ["--mode", "study", "--study", str(_study_config(tmp_path)), "--log-dir", str(log_dir)]
     with running_app(tmp_path, *args) as url, chromium_browser() as browser:
-        page = browser.new_page(viewport={"width": 1400, "height": 900})
-        block_outside(page, outside)
-        page.goto(url)
-        page.get_by_label("Participant id").fill("P-browser")
-        page.get_by_role("button", name="Start").click()
+        page = start_study(browser, url, "P-browser", outside)
         canvas_wrap = page.locator(".es-canvas-wrap[data-ready]")
         expect(canvas_wrap).to_be_visible(timeout=60_000)
         results = page.locator(".es-results")

@@ -16,7 +16,7 @@ import pytest
 from retrieval.study.log import log_files, read_log
 from retrieval.ui.browser import CHROMIUM, NO_CHROMIUM, chromium_browser
 from retrieval.ui.views import HIDDEN_RESULTS
-from tests.app_server import SMALL_GALLERY, block_outside, draw, running_app
+from tests.app_server import SMALL_GALLERY, draw, running_app, start_study
 
 playwright_api = pytest.importorskip("playwright.sync_api")
 expect = playwright_api.expect
@@ -66,11 +66,7 @@ def test_each_feedback_mode_shows_what_its_condition_promises(tmp_path):
     log_dir, outside = tmp_path / "logs", []
     args = ["--mode", "study", "--study", str(_config(tmp_path)), "--log-dir", str(log_dir)]
     with running_app(tmp_path, *args) as url, chromium_browser() as browser:
-        page = browser.new_page(viewport={"width": 1400, "height": 900})
-        block_outside(page, outside)
-        page.goto(url)
-        page.get_by_label("Participant id").fill("P01")
-        page.get_by_role("button", name="Start").click()
+        page = start_study(browser, url, "P01", outside)
         wrap, results, panel = (
             page.locator(".es-canvas-wrap[data-ready]"),
             page.locator(".es-results"),
