@@ -24,6 +24,7 @@ import torch
 
 from retrieval.data.sketch import Sketch
 from retrieval.model.encoder import Encoder
+from retrieval.runtime import set_threads
 
 
 @dataclass
@@ -62,7 +63,7 @@ def test_sketch(seed: int) -> Sketch:
 
 
 def time_one(arch: str, size: int, threads: int, fmt: str, cfg: Config, sketch: Sketch) -> tuple[float, float]:
-    torch.set_num_threads(threads)
+    set_threads(threads)
     enc = Encoder.create(
         arch=arch, input_size=size, embed_dim=cfg.embed_dim, seed=cfg.seed, channels_last=fmt == "channels_last"
     )

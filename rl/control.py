@@ -28,6 +28,7 @@ from retrieval.cli import parse_config
 from retrieval.evaluation.metrics import HEADLINE_METRICS, selection_score
 from retrieval.model.pooling import l2n
 from retrieval.model.progress_head import ProgressHead
+from retrieval.runtime import set_threads
 from rl.features import FeatureCache
 from rl.inputs import HeadInputs
 from rl.scoring import evaluate_head, make_head
@@ -170,7 +171,7 @@ def main(argv: list[str] | None = None) -> ControlResult:
     from rl.train import load_inputs, rl_config_from
 
     cfg = parse_config(ControlConfig, argv)
-    torch.set_num_threads(cfg.threads)
+    set_threads(cfg.threads)
     encoder, _, train_cache, val_cache = load_inputs(rl_config_from(cfg))
     state = encoder.sketch_head_state()
     result = train_control(cfg, train_cache, val_cache, state["weight"].numpy(), state["bias"].numpy())

@@ -31,8 +31,9 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 
 CHILD = r"""
 import sys
-import numpy as np, torch
-torch.set_num_threads(1)
+import numpy as np
+from retrieval.runtime import set_threads
+set_threads(1)
 from retrieval.model.encoder import Encoder
 from retrieval.serving.index import PhotoIndex
 from retrieval.data.procedural import generate_sketch
