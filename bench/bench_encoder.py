@@ -11,7 +11,6 @@ in ms to bench/results/encoder.md with the machine, load average and date.
 
 from __future__ import annotations
 
-import argparse
 import datetime
 import os
 import platform
@@ -22,6 +21,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from retrieval.cli import parse_config
 from retrieval.data.sketch import Sketch
 from retrieval.model.encoder import Encoder
 from retrieval.runtime import set_threads
@@ -112,24 +112,14 @@ def write_report(rows: list[tuple], cfg: Config) -> None:
     print(f"wrote {cfg.out}")
 
 
+def check(cfg: Config) -> None:
+    unknown = set(cfg.formats) - {"eager", "channels_last"}
+    if unknown:
+        raise ValueError(f"--formats: unknown {sorted(unknown)}; choose from eager, channels_last")
+
+
 def parse_args() -> Config:
-    cfg = Config()
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--archs", nargs="+", default=list(cfg.archs))
-    parser.add_argument("--sizes", nargs="+", type=int, default=list(cfg.sizes))
-    parser.add_argument("--threads", nargs="+", type=int, default=list(cfg.threads))
-    parser.add_argument("--formats", nargs="+", choices=["eager", "channels_last"], default=list(cfg.formats))
-    parser.add_argument("--reps", type=int, default=cfg.reps)
-    parser.add_argument("--out", type=Path, default=cfg.out)
-    args = parser.parse_args()
-    return Config(
-        archs=tuple(args.archs),
-        sizes=tuple(args.sizes),
-        threads=tuple(args.threads),
-        formats=tuple(args.formats),
-        reps=args.reps,
-        out=args.out,
-    )
+    return parse_config(Config, description=__doc__, validate=check)
 
 
 if __name__ == "__main__":

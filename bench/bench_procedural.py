@@ -11,7 +11,6 @@ with the calibration constants, and writes bench/results/procedural.md.
 
 from __future__ import annotations
 
-import argparse
 import os
 import time
 from concurrent.futures import ProcessPoolExecutor
@@ -22,6 +21,7 @@ import numpy as np
 from common import header_lines, machine_info, write_markdown
 from tqdm import tqdm
 
+from retrieval.cli import parse_config
 from retrieval.data.formats.quickdraw import iter_folder, timing_stats
 from retrieval.data.procedural import VERSION, generate_sketch
 from retrieval.data.procedural import timing as calibration
@@ -141,23 +141,7 @@ def main(cfg: Config) -> None:
 
 
 def parse_args() -> Config:
-    cfg = Config()
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--photos", type=int, default=cfg.photos)
-    parser.add_argument("--sketches", type=int, default=cfg.sketches)
-    parser.add_argument("--workers", type=int, default=cfg.workers)
-    parser.add_argument("--seed", type=int, default=cfg.seed)
-    parser.add_argument("--calibrate", type=Path, default=None)
-    parser.add_argument("--out", type=Path, default=cfg.out)
-    args = parser.parse_args()
-    return Config(
-        photos=args.photos,
-        sketches=args.sketches,
-        workers=args.workers,
-        seed=args.seed,
-        calibrate=args.calibrate,
-        out=args.out,
-    )
+    return parse_config(Config, description=__doc__)
 
 
 if __name__ == "__main__":

@@ -15,7 +15,6 @@ columns (``<name>.png``) when they do not make one.
 
 from __future__ import annotations
 
-import argparse
 import json
 import re
 import subprocess
@@ -36,6 +35,7 @@ from common import (
     use_agg,
 )
 
+from retrieval.cli import parse_config
 from retrieval.serving.index import IndexParams
 
 SUMMARY = ROOT / "bench" / "RESULTS.md"
@@ -271,15 +271,27 @@ def write_summary(runs: list[dict], quick: bool, machine: dict, command: str) ->
     print(f"wrote {SUMMARY}: {met}/{len(all_targets)} targets met", flush=True)
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--quick", action="store_true", help="small sizes / few repetitions (~5-10 min)")
-    parser.add_argument("--only", default="", help="comma-separated bench names: " + ",".join(b.name for b in BENCHES))
-    args = parser.parse_args(argv)
-    only = {n.strip() for n in args.only.split(",") if n.strip()}
+@dataclass
+class Config:
+    """Run every bench and write the summary."""
+
+    quick: bool = False
+    """small sizes / few repetitions (~5-10 min)"""
+    only: str = ""
+    """comma-separated bench names (default: all; see BENCHES)"""
+
+
+def selected_benches(config: Config) -> set[str]:
+    only = {n.strip() for n in config.only.split(",") if n.strip()}
     unknown = only - {b.name for b in BENCHES}
     if unknown:
-        parser.error(f"unknown benches {sorted(unknown)}; choose from {[b.name for b in BENCHES]}")
+        raise ValueError(f"unknown benches {sorted(unknown)}; choose from {[b.name for b in BENCHES]}")
+    return only
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_config(Config, argv, description=__doc__, validate=selected_benches)
+    only = selected_benches(args)
     machine = machine_info()
     log_dir = BENCH_CACHE / "logs"
     log_dir.mkdir(parents=True, exist_ok=True)
