@@ -25,7 +25,8 @@ from typing import Any
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parents[1]
+from retrieval.provenance import PROJECT_ROOT as ROOT
+
 RESULTS = ROOT / "bench" / "results"
 DEFAULT_MODEL = ROOT / "assets" / "model"
 BENCH_CACHE = ROOT / ".cache" / "bench"  # galleries built for benchmarks (git-ignored, rebuilt on demand)

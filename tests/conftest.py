@@ -7,12 +7,12 @@ from pathlib import Path
 
 import pytest
 
+from retrieval.provenance import PROJECT_ROOT as REPO_ROOT
 from retrieval.runtime import set_threads
 
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = Path(os.environ.get("EARLYSKETCH_SHARED_DATA", REPO_ROOT.parent / "shared" / "data"))
 
 

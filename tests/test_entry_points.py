@@ -16,11 +16,11 @@ import os
 import re
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
+from retrieval.provenance import PROJECT_ROOT as ROOT
+
 MAIN_GUARD = 'if __name__ == "__main__":'
 # Named in docs/README; if one of them loses its entry point, this says so instead of shrinking the list.
 EXPECTED = {
@@ -76,8 +76,7 @@ for name, argv in json.loads(sys.argv[1]).items():
         try:
             if argv[0] == "-m":
                 runpy.run_module(argv[1], run_name="__main__", alter_sys=True)
-            else:
-                sys.path.insert(0, argv[0].rsplit("/", 1)[0] if "/" in argv[0] else ".")
+            else:  # bench/ is on PYTHONPATH, as a script's own folder is for ``python bench/x.py``
                 runpy.run_path(argv[0], run_name="__main__")
         except SystemExit as exc:
             code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
@@ -91,7 +90,10 @@ print(json.dumps(results))
 @pytest.fixture(scope="module")
 def help_runs() -> dict[str, dict]:
     runnable = {n: argv[1:] for n, argv in ENTRY_POINTS.items() if importlib.util.find_spec(NEEDS.get(n, "os"))}
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), str(ROOT / "bench"), os.environ.get("PYTHONPATH")])),
+    }
     child = [sys.executable, "-W", "ignore::RuntimeWarning", "-c", HELP_RUNNER, json.dumps(runnable)]
     done = subprocess.run(child, cwd=ROOT, env=env, capture_output=True, text=True, timeout=240)
     assert done.returncode == 0, f"the --help runner failed:\n{done.stderr[-3000:]}"
