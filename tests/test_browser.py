@@ -17,10 +17,11 @@ import urllib.request
 
 import pytest
 
+from retrieval.provenance import PROJECT_ROOT as REPO_ROOT
 from retrieval.study.log import log_files, read_log
 from retrieval.study.log_names import decode_id
 from retrieval.ui.browser import CHROMIUM, NO_CHROMIUM, chromium_browser
-from tests.app_server import REPO_ROOT, app_log, draw, running_app, start_study
+from tests.app_server import app_log, draw, running_app, start_study
 
 playwright_api = pytest.importorskip("playwright.sync_api")
 

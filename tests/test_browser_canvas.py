@@ -13,8 +13,9 @@ import time
 
 import pytest
 
+from retrieval.provenance import PROJECT_ROOT as REPO_ROOT
 from retrieval.ui.browser import CHROMIUM, NO_CHROMIUM, chromium_browser
-from tests.app_server import REPO_ROOT, block_outside, draw, running_app
+from tests.app_server import block_outside, draw, running_app
 
 playwright_api = pytest.importorskip("playwright.sync_api")
 expect = playwright_api.expect

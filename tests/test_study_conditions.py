@@ -8,6 +8,7 @@ from collections import Counter
 
 import pytest
 
+from retrieval.provenance import PROJECT_ROOT
 from retrieval.study.conditions import FEEDBACK_MODES, balanced_latin_square, participant_number
 from retrieval.study.plan import StudyConfig, plan_trials
 
@@ -108,9 +109,7 @@ def test_participant_number_counterbalancing_needs_a_number():
 
 
 def test_every_feedback_mode_is_documented_in_the_config_docs():
-    from tests.app_server import REPO_ROOT
-
-    docs = (REPO_ROOT / "docs" / "app.md").read_text()
+    docs = (PROJECT_ROOT / "docs" / "app.md").read_text()
     assert all(f"`{mode}`" in docs for mode in FEEDBACK_MODES)
 
 
@@ -130,14 +129,13 @@ def test_trial_records_carry_condition_order_and_position():
 
 def test_the_examples_are_a_two_condition_feedback_design_and_a_two_model_design():
     from retrieval.ui.backend import check_model_folders
-    from tests.app_server import REPO_ROOT
 
-    feedback = StudyConfig.load(REPO_ROOT / "assets" / "study_example.json")
+    feedback = StudyConfig.load(PROJECT_ROOT / "assets" / "study_example.json")
     assert [c.feedback for c in feedback.conditions] == ["every_stroke", "on_request"]
     assert feedback.models_used() == {}, "runs offline on the default model"
-    models = StudyConfig.load(REPO_ROOT / "assets" / "study_two_models.json")
+    models = StudyConfig.load(PROJECT_ROOT / "assets" / "study_two_models.json")
     assert [c.model for c in models.conditions] == ["", "candidate"]
     assert set(models.models_used()) == {"candidate"}
-    if not (REPO_ROOT / models.models["candidate"] / "model.safetensors").exists():
+    if not (PROJECT_ROOT / models.models["candidate"] / "model.safetensors").exists():
         with pytest.raises(ValueError, match="study model 'candidate': no checkpoint at"):
             check_model_folders(models.models_used())
