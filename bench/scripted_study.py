@@ -34,6 +34,7 @@ from retrieval.cli import parse_config
 from retrieval.data.datasets import open_dataset
 from retrieval.study.analysis import AnalysisConfig, analyse
 from retrieval.study.log import log_files, read_log
+from retrieval.study.plan import StudyConfig
 from retrieval.ui.api_client import running_app
 from retrieval.ui.browser import CHROMIUM, NO_CHROMIUM, chromium_browser
 
@@ -168,8 +169,6 @@ def main(argv: list[str] | None = None) -> None:
     cfg = parse_config(Config, argv, __doc__)
     if CHROMIUM is None:
         raise SystemExit(NO_CHROMIUM)
-    from retrieval.study.plan import StudyConfig
-
     study = StudyConfig.load(cfg.study)
     feedbacks = {c.name: c.feedback for c in study.conditions}
     log_dir = cfg.out / "logs"
@@ -194,16 +193,24 @@ def main(argv: list[str] | None = None) -> None:
     write_report(cfg, machine, command, analysis_dir, time.monotonic() - started)
 
 
+def shown_path(path: Path) -> str:
+    """A path as the report shows it: relative to the repository when inside it."""
+    path = Path(path).resolve()
+    return str(path.relative_to(ROOT)) if path.is_relative_to(ROOT) else str(path)
+
+
 def write_report(cfg: Config, machine: dict, command: str, analysis_dir: Path, seconds: float) -> None:
+    models = ", ".join(f"`{key}` = `{folder}`" for key, folder in StudyConfig.load(cfg.study).models_used().items())
     report = (analysis_dir / "report.md").read_text().split("\n", 1)[1]  # drop its title (a tmp path)
     lines = header_lines(f"Scripted study: {cfg.participants} simulated participants in the browser", command, machine)
     lines += [
-        f"- study config: `{cfg.study.relative_to(ROOT)}`; gallery: {cfg.gallery_size} procedural photos; "
-        f"default model `assets/model`; wall time {seconds:.0f} s",
+        f"- study config: `{shown_path(cfg.study)}` (models: {models or 'the app default only'}); gallery: "
+        f"{cfg.gallery_size} procedural photos; app model `assets/model`; wall time {seconds:.0f} s",
         "- policy (bench/scripted_study.py): each participant draws the dataset's own sketch of the target "
         f"(drawer = participant number mod 3); `on_request`: Search after every {cfg.search_every} strokes "
         "and after the last; Give up when the sketch is drawn and not found",
-        "- reproduce: `make scripted-study` (then `make analyse LOGDIR=runs/scripted_study/logs`)",
+        f"- reproduce: the command above (`make scripted-study` for the default); the logs are in "
+        f"`{shown_path(cfg.out)}/logs` (`make analyse LOGDIR=...`)",
         "",
         "Simulated participants test the pipeline and the design, not people: differences between",
         "conditions here come from the scripted policy (a Search every few strokes cannot stop earlier",

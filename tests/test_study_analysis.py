@@ -66,7 +66,7 @@ def test_a_known_effect_is_found(tmp_path):
     simulate(tmp_path, needed)
     tables = analyse(AnalysisConfig(tmp_path, tmp_path / "out", n_boot=2000))
     diff = tables["differences"].set_index("metric").loc["strokes_to_found"]
-    assert diff["design"] == "paired" and diff["n"] == 12
+    assert diff["design"] == "paired" and diff["n"] == 12 and not diff["few"]
     assert diff["excludes_zero"] and diff["low"] > 1.5 and diff["high"] < 4.5
     assert diff["delta"] == pytest.approx(3.0, abs=1.0)
     conditions = tables["conditions"].set_index("condition")
@@ -133,3 +133,10 @@ def test_bootstrap_helpers_by_hand():
     np.testing.assert_allclose(first_entry_share(ranks, shares, 1), [0.7, np.nan, np.nan])
     np.testing.assert_allclose(first_entry_share(ranks, shares, 5), [0.5, np.nan, np.nan])
     np.testing.assert_allclose(first_entry_share(ranks, shares, 8), [0.5, 0.5, 0.2])
+
+
+def test_comparisons_of_few_participants_are_flagged(tmp_path):
+    simulate(tmp_path, lambda rng, p, c: 2 + (3 if c == "b_slow" else 0) + int(rng.integers(0, 2)), participants=4)
+    diff = analyse(AnalysisConfig(tmp_path, tmp_path / "out", n_boot=500))["differences"]
+    assert diff["few"].all() and diff["n"].eq(4).all()
+    assert "Rows marked `few` compare fewer than 8 participants" in (tmp_path / "out" / "report.md").read_text()

@@ -32,6 +32,7 @@ import pandas as pd
 from retrieval.stats import first_entry_share
 from retrieval.study.analysis_plots import plot_rank_curves, plot_strokes_to_found
 from retrieval.study.condition_effects import (
+    FEW_PARTICIPANTS,
     TOP_K,
     balance,
     condition_differences,
@@ -179,7 +180,9 @@ def report(sections: dict[str, pd.DataFrame], problems: list[str], config: Analy
     level = f"{100 * config.level:g} %"
     parts.append(
         f"Differences are B - A per participant, {level} percentile bootstrap intervals over participants "
-        f"({config.n_boot} resamples, seed {config.seed}); `excludes_zero` marks a difference at that level."
+        f"({config.n_boot} resamples, seed {config.seed}); `excludes_zero` marks a difference at that level. "
+        f"Rows marked `few` compare fewer than {FEW_PARTICIPANTS} participants: their intervals are too narrow "
+        "to read as findings."
     )
     return "\n".join(parts) + "\n"
 

@@ -31,6 +31,10 @@ TRIAL_METRICS = {
 }
 """Per-trial figures compared between conditions (NaN where a trial does not have one, e.g. the
 strokes to found of a trial that was not found); a participant's figure is the mean over trials."""
+FEW_PARTICIPANTS = 8
+"""Below this many participants per comparison a percentile bootstrap interval is too narrow (it
+under-covers: with 4 units there are only 35 distinct resamples), so such rows are flagged ``few``
+and their ``excludes_zero`` is descriptive, not a finding."""
 
 
 def condition_summary(trials: pd.DataFrame) -> pd.DataFrame:
@@ -71,7 +75,7 @@ def condition_differences(
 
     Columns: ``a``, ``b``, ``metric``, ``design`` (``paired`` or ``independent``), ``n`` (participants
     compared), ``mean_a``, ``mean_b``, ``delta``, ``low``, ``high``, ``excludes_zero`` (the interval
-    lies on one side of 0: a difference at the ``level``).
+    lies on one side of 0: a difference at the ``level``), ``few`` (``n`` < :data:`FEW_PARTICIPANTS`).
     """
     means = participant_means(trials)
     wide = means.pivot(index="participant", columns="condition")
@@ -94,7 +98,7 @@ def condition_differences(
             rows.append(
                 {"a": a, "b": b, "metric": metric, "design": design, "n": n, "mean_a": mean_a, "mean_b": mean_b}
                 | result
-                | {"excludes_zero": bool(excludes)}
+                | {"excludes_zero": bool(excludes), "few": n < FEW_PARTICIPANTS}
             )
     return pd.DataFrame(rows)
 
