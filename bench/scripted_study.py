@@ -62,107 +62,110 @@ class Config:
 
 
 class Participant:
-    """One simulated participant in one browser page, following the policy of the module docstring."""
+    """One simulated participant in one browser page, following the policy of the module docstring.
 
-    def __init__(self, page, log_dir: Path, cfg: Config, number: int, dataset) -> None:
-        self.page, self.log_dir, self.cfg, self.number, self.dataset = page, log_dir, cfg, number, dataset
+    What happened is read from the study log, which the server writes before it answers: a stroke or
+    Search whose logged rank is within the condition's ``found_k`` ended the trial (then the page's
+    banner is awaited), any other left it running. No fixed waits.
+    """
+
+    def __init__(self, page, log_dir: Path, cfg: Config, number: int, dataset, conditions: dict) -> None:
+        self.page, self.log_dir, self.cfg, self.number = page, log_dir, cfg, number
+        self.dataset, self.conditions = dataset, conditions
         self.id = f"P{number:02d}"
-        self.wrap = page.locator(".es-canvas-wrap[data-ready]")
-        self.results, self.panel = page.locator(".es-results"), page.locator(".es-panel")
+        self.wrap, self.panel = page.locator(".es-canvas-wrap[data-ready]"), page.locator(".es-panel")
 
-    def _logged(self, kind: str) -> int:
-        path = next((p for p in log_files(self.log_dir) if p.name.startswith(self.id + "__")), None)
-        return sum(r["type"] == kind for r in read_log(path)) if path else 0
+    def _records(self, kind: str) -> list[dict]:
+        paths = [p for p in log_files(self.log_dir) if p.name.startswith(self.id + "__")]
+        return [r for p in paths for r in read_log(p) if r["type"] == kind]
 
-    def _wait_logged(self, kind: str, before: int, unless_ended: bool = False) -> None:
-        """Wait for one more ``kind`` record (or, with ``unless_ended``, for the trial to end: a stroke on a
-        canvas the time limit just locked is never sent)."""
+    def _next_record(self, kind: str, before: int, unless_ended: bool = False) -> dict | None:
+        """The next ``kind`` record once on disk; None if, with ``unless_ended``, the trial ended first (a
+        stroke on a canvas the time limit just locked is never sent)."""
         deadline = time.monotonic() + self.cfg.stroke_timeout_s
-        while self._logged(kind) <= before and not (unless_ended and self.ended()):
+        while len(records := self._records(kind)) <= before:
+            if unless_ended and self.ended():
+                return None
             if time.monotonic() > deadline:
                 raise TimeoutError(f"{self.id}: no {kind} record within {self.cfg.stroke_timeout_s} s")
             self.page.wait_for_timeout(30)
-
-    def _rerendered(self, renders: str | None) -> None:
-        """Wait for the result grid to re-render (certain after a shown ranking: its curve grows)."""
-        self.page.wait_for_function(
-            "r => document.querySelector('.es-results').dataset.renders !== r",
-            arg=renders,
-            timeout=self.cfg.stroke_timeout_s * 1000,
-        )
+        return records[before]
 
     def ended(self) -> bool:
         return self.panel.get_attribute("data-banner") in ("found", "miss")
 
-    def search(self) -> None:
-        """Press Search; return once its record is on disk and its results are on the page."""
-        searches, renders = self._logged("search"), self.results.get_attribute("data-renders")
-        self.page.get_by_role("button", name="Search").click()
-        self._wait_logged("search", searches)
-        self._rerendered(renders)
-
-    def end(self, button: str) -> None:
-        """Press Give up or Done; return once the trial's end is logged and shown."""
-        ends = self._logged("trial_end")
-        self.page.get_by_role("button", name=button).click()
-        self._wait_logged("trial_end", ends)
+    def _wait_ended(self) -> None:
         self.page.wait_for_function(
             "() => document.querySelector('.es-panel').dataset.banner", timeout=self.cfg.stroke_timeout_s * 1000
         )
 
-    def draw(self, points, shown: bool) -> None:
-        """One stroke, once it is logged; when the condition shows results, once they are on the page."""
-        strokes, renders = self._logged("stroke"), self.results.get_attribute("data-renders")
-        draw_stroke(self.page, self.page.locator("canvas.es-canvas").bounding_box(), points)
-        self._wait_logged("stroke", strokes, unless_ended=True)
-        if shown and not self.ended():
-            self._rerendered(renders)
+    def _found(self, record: dict | None, condition) -> None:
+        """After a ranking the trial may end on: wait for the page to say so when its rank was within found_k."""
+        rank = record.get("target_rank") if record else None
+        if rank is not None and rank <= condition.found_k:
+            self._wait_ended()
 
-    def trial(self, feedback: str) -> None:
+    def draw(self, points, condition) -> None:
+        before = len(self._records("stroke"))
+        draw_stroke(self.page, self.page.locator("canvas.es-canvas").bounding_box(), points)
+        record = self._next_record("stroke", before, unless_ended=True)
+        if condition.feedback == "every_stroke":
+            self._found(record, condition)
+
+    def search(self, condition) -> None:
+        before = len(self._records("search"))
+        self.page.get_by_role("button", name="Search").click()
+        self._found(self._next_record("search", before), condition)
+
+    def end(self, button: str) -> None:
+        """Press Give up or Done; return once the trial's end is logged and shown."""
+        before = len(self._records("trial_end"))
+        self.page.get_by_role("button", name=button).click()
+        self._next_record("trial_end", before)
+        self._wait_ended()
+
+    def trial(self, condition) -> None:
         target = self.panel.get_attribute("data-target-id")
         sketch = self.dataset.sketch(target, self.number % 3)
         side = max(sketch.canvas_width, sketch.canvas_height)
         strokes = [s[:, :2] / side for s in sketch.strokes]
         for i, points in enumerate(strokes, start=1):
-            self.draw(points, shown=feedback == "every_stroke")
-            if feedback == "on_request" and (i % self.cfg.search_every == 0 or i == len(strokes)):
-                self.search()
+            self.draw(points, condition)
             if self.ended():  # found, or the time limit passed
                 return
-        self.end("Done" if feedback == "after_trial" else "Give up")
+            if condition.feedback == "on_request" and (i % self.cfg.search_every == 0 or i == len(strokes)):
+                self.search(condition)
+                if self.ended():
+                    return
+        self.end("Done" if condition.feedback == "after_trial" else "Give up")
 
-    def run(self, url: str, feedbacks: dict[str, str]) -> None:
+    def run(self, url: str) -> None:
         self.page.goto(url)
         self.page.get_by_label("Participant id").fill(self.id)
         self.page.get_by_role("button", name="Start").click()
-        self._wait_logged("trial_start", 0)
+        self._next_record("trial_start", 0)
         while True:
             self.page.wait_for_function("document.querySelector('.es-canvas-wrap[data-ready]')?.dataset.trial")
             token = self.wrap.get_attribute("data-trial")
-            self.trial(self.current_feedback(feedbacks))
+            self.trial(self.conditions[self._records("trial_start")[-1]["condition"]])
             if not self.next_trial():
                 return
             self.page.wait_for_function(
                 "t => (document.querySelector('.es-canvas-wrap[data-ready]')?.dataset.trial || t) !== t",
                 arg=token,
-                timeout=30_000,
+                timeout=self.cfg.stroke_timeout_s * 1000,
             )
 
     def next_trial(self) -> bool:
         """Press Next trial; True once the next trial started (its record is on disk), False at the session's end."""
-        starts = self._logged("trial_start")
+        starts = len(self._records("trial_start"))
         self.page.get_by_role("button", name="Next trial").click()
         deadline = time.monotonic() + self.cfg.stroke_timeout_s
-        while self._logged("trial_start") == starts and not self._logged("session_end"):
+        while len(self._records("trial_start")) == starts and not self._records("session_end"):
             if time.monotonic() > deadline:
                 raise TimeoutError(f"{self.id}: Next trial started nothing within {self.cfg.stroke_timeout_s} s")
             self.page.wait_for_timeout(30)
-        return not self._logged("session_end")
-
-    def current_feedback(self, feedbacks: dict[str, str]) -> str:
-        starts = [r for p in log_files(self.log_dir) if p.name.startswith(self.id + "__") for r in read_log(p)]
-        condition = [r for r in starts if r["type"] == "trial_start"][-1]["condition"]
-        return feedbacks[condition]
+        return not self._records("session_end")
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -170,7 +173,7 @@ def main(argv: list[str] | None = None) -> None:
     if CHROMIUM is None:
         raise SystemExit(NO_CHROMIUM)
     study = StudyConfig.load(cfg.study)
-    feedbacks = {c.name: c.feedback for c in study.conditions}
+    conditions = {c.name: c for c in study.conditions}
     log_dir = cfg.out / "logs"
     shutil.rmtree(log_dir, ignore_errors=True)
     dataset = open_dataset(f"procedural:photos={cfg.gallery_size}")
@@ -181,7 +184,7 @@ def main(argv: list[str] | None = None) -> None:
     with running_app(args, log_path=cfg.out / "app.log") as app, chromium_browser() as browser:
         for number in range(1, cfg.participants + 1):
             page = browser.new_context(viewport={"width": 1400, "height": 900}).new_page()
-            Participant(page, log_dir, cfg, number, dataset).run(app.url, feedbacks)
+            Participant(page, log_dir, cfg, number, dataset, conditions).run(app.url)
             page.context.close()
             print(f"P{number:02d} done ({time.monotonic() - started:.0f} s)", flush=True)
     analysis_dir = cfg.out / "analysis"
