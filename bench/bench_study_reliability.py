@@ -34,7 +34,7 @@ import httpx
 import numpy as np
 from common import BENCH_CACHE, command_line, machine_info, percentiles, status_mb
 from study_report import report
-from study_traffic import Participant, Tally, hostile_process
+from study_traffic import GradioStudyClient, Participant, Tally, check_logs, hostile_process
 
 from retrieval.cli import parse_config
 from retrieval.ui.api_client import running_app
@@ -92,7 +92,9 @@ async def run_phase(url: str, cfg: Config, phase: str, hostile: int, duration_s:
         people = []
         for i in range(cfg.sessions):
             own_rng = np.random.default_rng(rng.integers(1 << 32))
-            people.append(Participant(f"{phase}-{i:02d}", UiSession(client, app), tally, own_rng, cfg))
+            people.append(
+                Participant(f"{phase}-{i:02d}", GradioStudyClient(UiSession(client, app)), tally, own_rng, cfg)
+            )
         began = time.monotonic()
         for result in await asyncio.gather(*(p.run(deadline) for p in people), return_exceptions=True):
             if isinstance(result, BaseException):
@@ -102,33 +104,6 @@ async def run_phase(url: str, cfg: Config, phase: str, hostile: int, duration_s:
     if hostile:
         attackers.join(30)
     return tally, attacks
-
-
-def check_logs(log_dir: Path, tally: Tally) -> dict:
-    """Strokes sent vs stroke records on disk, and misfiled records, for one phase's participants."""
-    from retrieval.study.log import StudyLog, read_log
-
-    sent = sum(len(seqs) for trials in tally.sent.values() for seqs in trials.values())
-    written = misfiled = 0
-    for name, trials in tally.sent.items():
-        path = StudyLog(log_dir, name, "S1").path
-        seen: set[tuple[str, int]] = set()
-        for record in read_log(path) if path.exists() else []:
-            if record.get("type") != "stroke":
-                continue
-            written += 1
-            key = (record.get("trial_token"), record.get("seq"))
-            trial = tally.trials[name].get(key[0])
-            if (
-                record.get("participant") != name
-                or trial is None
-                or key in seen
-                or key[1] not in trials.get(key[0], ())
-                or (record.get("trial"), record.get("target_id")) != trial
-            ):
-                misfiled += 1
-            seen.add(key)
-    return {"strokes_sent": sent, "records_written": written, "misfiled": misfiled}
 
 
 def main(argv: list[str] | None = None) -> None:

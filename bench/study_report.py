@@ -35,7 +35,10 @@ def report(phases: dict, cfg: Config, machine: dict, command: str) -> None:
             )
             for name, p in runs.items()
         ]
-        + [Target(f"{name}: misfiled records", p["misfiled"], 0, unit="") for name, p in runs.items()]
+        + [
+            Target(f"{name}: misfiled or duplicated records", p["misfiled"] + p["duplicated"], 0, unit="")
+            for name, p in runs.items()
+        ]
         + [
             Target("honest p95 latency with / without hostile traffic", ratio, 1.5, unit="x"),
             Target("honest-session request errors", sum(sum(p["errors"].values()) for p in runs.values()), 0, unit=""),

@@ -14,15 +14,12 @@ import json
 import time
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from pathlib import Path
 
 import httpx
 import numpy as np
 
 from retrieval.ui.ui_client import UiApp, UiError, UiSession
-
-if TYPE_CHECKING:
-    from bench_study_reliability import Config
 
 
 @dataclass
@@ -75,13 +72,25 @@ def stroke_event(seq: int, stroke: np.ndarray, t0_ms: float) -> dict:
     }
 
 
-class Participant:
-    """One honest participant: start, then trials of human-paced strokes until the deadline."""
+class GradioStudyClient:
+    """One participant's study page over Gradio's queue: the events the browser page sends.
 
-    def __init__(self, name: str, tab: UiSession, tally: Tally, rng: np.random.Generator, cfg: Config) -> None:
-        self.name, self.tab, self.tally, self.rng, self.cfg = name, tab, tally, rng, cfg
-        self.app = tab.app
-        tally.sent[name], tally.trials[name] = {}, {}
+    The adapter :class:`Participant` draws through. TODO(issue 22): a client for the app's own
+    stroke route (``POST /es/stroke``, session cookie) with these four methods replaces this one
+    once that route is on main.
+    """
+
+    def __init__(self, tab: UiSession) -> None:
+        self.tab, self.app = tab, tab.app
+        self.events = {
+            name: self.app.event(*where)
+            for name, where in {
+                "start": ("Start", "click"),
+                "stroke": ("es-canvas", "stroke_end"),
+                "give_up": ("Give up", "click"),
+                "next": ("Next trial", "click"),
+            }.items()
+        }
 
     def _trial(self, out: list, event) -> tuple[str, str] | None:
         canvas = self.app.output(out, "es-canvas", event)
@@ -90,13 +99,49 @@ class Participant:
             return None
         return canvas["trial"], panel["target_id"]
 
+    async def start(self, participant: str) -> tuple[str, str] | None:
+        """Consent and Start: the first trial's (canvas token, target id)."""
+        start = self.events["start"]
+        return self._trial(await self.tab.call(start, {"Participant id": participant, "Session id": "S1"}), start)
+
+    async def stroke(self, token: str, events: list[dict]) -> bool:
+        """Send the trial's journal after a pen-up; True once the trial has ended (target found)."""
+        event = self.events["stroke"]
+        canvas = self.app.output(await self.tab.call(event, {"es-canvas": journal(token, events)}), "es-canvas", event)
+        return bool(canvas and canvas.get("locked"))
+
+    async def give_up(self) -> None:
+        await self.tab.call(self.events["give_up"])
+
+    async def next_trial(self) -> tuple[str, str] | None:
+        """Next: the new trial's (canvas token, target id), None when the study is over."""
+        return self._trial(await self.tab.call(self.events["next"]), self.events["next"])
+
+
+def calibrated_gaps(rng: np.random.Generator) -> float:
+    """Pen-up to pen-down milliseconds from the Quick, Draw!-calibrated lognormal (procedural timing)."""
+    from retrieval.data.procedural.timing import pen_up_gap
+
+    return pen_up_gap(rng)
+
+
+class Participant:
+    """One honest participant: start, then trials of human-paced strokes until the deadline.
+
+    Each stroke is sent when its pen lifts: the sketch's own stroke duration after a pen-up gap
+    drawn by ``gap_ms`` (default: the calibrated lognormal).
+    """
+
+    def __init__(
+        self, name: str, client: GradioStudyClient, tally: Tally, rng: np.random.Generator, cfg, gap_ms=calibrated_gaps
+    ) -> None:
+        self.name, self.client, self.tally, self.rng, self.cfg, self.gap_ms = name, client, tally, rng, cfg, gap_ms
+        tally.sent[name], tally.trials[name] = {}, {}
+
     async def run(self, deadline: float) -> None:
         from retrieval.data.procedural import generate_sketch
-        from retrieval.data.procedural.timing import pen_up_gap
 
-        start, stroke_ev = self.app.event("Start", "click"), self.app.event("es-canvas", "stroke_end")
-        give_up, next_ev = self.app.event("Give up", "click"), self.app.event("Next trial", "click")
-        current = self._trial(await self.tab.call(start, {"Participant id": self.name, "Session id": "S1"}), start)
+        current = await self.client.start(self.name)
         trial = 0
         while current is not None and time.monotonic() < deadline:
             token, target = current
@@ -105,34 +150,76 @@ class Participant:
             sketch = generate_sketch(self.cfg.seed, int(target.rsplit("-", 1)[1]), int(self.rng.integers(3)))
             events, t_ms, locked = [], 0.0, False
             for i, stroke in enumerate(sketch.strokes[: self.cfg.strokes_per_trial]):
-                pause_ms = (pen_up_gap(self.rng) if i else 300.0) + float(stroke[-1, 2] - stroke[0, 2])
+                pause_ms = (self.gap_ms(self.rng) if i else 300.0) + float(stroke[-1, 2] - stroke[0, 2])
                 await asyncio.sleep(pause_ms / 1e3)
                 t_ms += pause_ms
                 events.append(stroke_event(len(events) + 1, stroke, t_ms))
                 sent.add(len(events))
-                locked = await self._send(stroke_ev, journal(token, events))
+                locked = await self._send(token, events)
                 if locked or time.monotonic() >= deadline:
                     break
             if time.monotonic() >= deadline:
                 return
             if not locked:
-                await self.tab.call(give_up)
-            current = self._trial(await self.tab.call(next_ev), next_ev)
+                await self.client.give_up()
+            current = await self.client.next_trial()
             trial += 1
 
-    async def _send(self, event, payload: dict) -> bool:
+    async def _send(self, token: str, events: list[dict]) -> bool:
         """Send the journal (again, up to 3 times, if the request fails); True once the trial ended."""
         for _ in range(3):
             began = time.perf_counter()
             try:
-                out = await self.tab.call(event, {"es-canvas": payload})
+                locked = await self.client.stroke(token, events)
             except (UiError, OSError, httpx.HTTPError) as exc:
                 self.tally.errors[type(exc).__name__ + ": " + str(exc)[:60]] += 1
                 continue
             self.tally.latencies_ms.append((time.perf_counter() - began) * 1e3)
-            canvas = self.app.output(out, "es-canvas", event)
-            return bool(canvas and canvas.get("locked"))
+            return locked
         return False
+
+
+def check_logs(log_dir: Path, tally: Tally) -> dict:
+    """Strokes sent vs stroke records on disk for one phase's participants: records written, and
+    records lost (sent, never written), duplicated (written twice) and misfiled (another
+    participant's, another trial's, or never sent)."""
+    from retrieval.study.log import StudyLog, read_log
+
+    sent = sum(len(seqs) for trials in tally.sent.values() for seqs in trials.values())
+    written = misfiled = duplicated = 0
+    logged: set[tuple[str, str, int]] = set()
+    for name, trials in tally.sent.items():
+        path = StudyLog(log_dir, name, "S1").path
+        for record in read_log(path) if path.exists() else []:
+            if record.get("type") != "stroke":
+                continue
+            written += 1
+            key = (record.get("trial_token"), record.get("seq"))
+            trial = tally.trials[name].get(key[0])
+            if (name, *key) in logged:
+                duplicated += 1
+            elif (
+                record.get("participant") != name
+                or trial is None
+                or key[1] not in trials.get(key[0], ())
+                or (record.get("trial"), record.get("target_id")) != trial
+            ):
+                misfiled += 1
+            logged.add((name, *key))
+    lost = sum(
+        1
+        for name, trials in tally.sent.items()
+        for token, seqs in trials.items()
+        for seq in seqs
+        if (name, token, seq) not in logged
+    )
+    return {
+        "strokes_sent": sent,
+        "records_written": written,
+        "lost": lost,
+        "duplicated": duplicated,
+        "misfiled": misfiled,
+    }
 
 
 async def hostile_client(tab: UiSession, name: str, deadline: float, pause_s: float, counts: Counter) -> None:

@@ -17,6 +17,7 @@ The rate limits (``429``) are in :mod:`retrieval.serving.rate_limits`.
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Awaitable, Callable, MutableMapping
 from dataclasses import dataclass
 from typing import Any
@@ -39,7 +40,9 @@ async def plain_response(
 ) -> None:
     """Answer with ``status`` and a short body (plain text unless ``content_type`` says otherwise)."""
     body = text.encode()
-    head = [(b"content-type", content_type), (b"content-length", str(len(body)).encode()), *headers]
+    # Refusals come before the request's body is read: close rather than make the server drain it.
+    head = [(b"content-type", content_type), (b"content-length", str(len(body)).encode()), (b"connection", b"close")]
+    head += headers
     await send({"type": "http.response.start", "status": status, "headers": head})
     await send({"type": "http.response.body", "body": body})
 
@@ -207,14 +210,15 @@ def posts_to(scope: Scope, paths: tuple[str, ...]) -> bool:
 
 
 class StructuredInputLimit:
-    """ASGI middleware: a request whose inputs hold more than ``max_bytes`` of nested JSON (lists and
-    objects), or nest deeper than ``max_depth``, gets ``413`` (so does a body that is JSON but not an
-    object); text and scalars of any size (up to the body cap) pass.
+    """ASGI middleware: a JSON request holding more than ``max_bytes`` outside its strings (lists,
+    objects, numbers), or nesting deeper than ``max_depth``, gets ``413`` (so does a body that is
+    JSON but not an object); text of any size (up to the body cap) passes.
 
     Gradio validates, copies and walks every nested value of an event's inputs on its event loop,
     about 0.5 ms per kB on this machine, and every session waits meanwhile; one string costs it
     almost nothing. The app's canvas therefore sends its journal as JSON text, and this refuses
-    the expensive shape before Gradio parses it. C-speed ``json`` does the check.
+    the expensive shape before Gradio parses it, without parsing it either (3.3 MB of nested JSON:
+    ~10 ms here, against ~400 ms to parse and re-serialise it).
     """
 
     def __init__(self, app: ASGIApp, paths: tuple[str, ...], max_bytes: int, max_depth: int = 32) -> None:
@@ -236,22 +240,25 @@ class StructuredInputLimit:
         await self.app(scope, replaying(body, receive), send)
 
     def problem_of(self, body: bytes) -> str | None:
-        """Why the request's inputs are too structured (None: they are not)."""
-        try:
-            request = json.loads(body)
+        """Why the request is too structured (None: it is not). Its strings are blanked first (one
+        C-speed regex pass, ~3 ms per MB), so only the structure is ever parsed, and only when small."""
+        structure = JSON_STRING.sub(b'""', body)
+        if len(structure) > self.max_bytes:
+            return f"request holds over {self.max_bytes} bytes of nested JSON: send large values as JSON text"
+        if not structure.lstrip().startswith(b"{"):
+            return "request body must be a JSON object"
+        try:  # objects as lists of their values: blanked keys would otherwise collapse into one
+            request = json.loads(structure, object_pairs_hook=lambda pairs: [v for _, v in pairs])
         except RecursionError:
             return f"request body nests deeper than {self.max_depth} levels (and deeper than Python's json parses)"
         except ValueError:
             return None  # not JSON: the framework refuses it itself, cheaply
-        if not isinstance(request, dict):
-            return "request body must be a JSON object"
-        values = request.get("data") if isinstance(request.get("data"), list) else []
-        nested = [v for v in [*values, request.get("event_data")] if isinstance(v, list | dict)]
-        if any(len(json.dumps(v, separators=(",", ":"))) > self.max_bytes for v in nested):
-            return f"event inputs hold over {self.max_bytes} bytes of nested JSON: send large values as JSON text"
-        if any(nesting_depth(v) > self.max_depth for v in nested):  # walks at most max_bytes per input
-            return f"event inputs nest deeper than {self.max_depth} levels"
+        if nesting_depth(request) > self.max_depth:
+            return f"request body nests deeper than {self.max_depth} levels"
         return None
+
+
+JSON_STRING = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"')  # a JSON string literal (unrolled: linear time)
 
 
 def nesting_depth(value: Any) -> int:
