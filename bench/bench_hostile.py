@@ -174,6 +174,7 @@ def run_class(
         **records,
         "latency_ms": percentiles(tally.latencies_ms),
         "errors": dict(tally.errors),
+        "honest_requests_per_s": tally.requests / max(tally.wall_s, 1e-9),
         "server_cpu_s": round(cpu, 2),
         "server_cpu_ms_per_stroke": 1e3 * cpu / max(1, records["strokes_sent"]),
         "wall_s": round(time.monotonic() - began, 1),
@@ -224,15 +225,16 @@ def report(
         f"p95 ratio against the mean p95 of the `none` runs ({base_p95:.0f} ms). Server CPU includes the attack's cost. "
         f"Server peak RSS (VmHWM) {rss:.0f} MiB.",
         "",
-        "| run | class | sessions | strokes sent | records | lost | dup | misfiled | p50 ms | p95 ms | p99 ms | p95 ratio | CPU ms/stroke | errors |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "| run | class | sessions | strokes sent | records | lost | dup | misfiled | p50 ms | p95 ms | p99 ms | p95 ratio | CPU ms/stroke | honest req/s | errors |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         lat = r["latency_ms"]
         lines.append(
             f"| {r['label']} | {r['class']} | {r['sessions']} | {r['strokes_sent']} | {r['records_written']} | {r['lost']} | "
             f"{r['duplicated']} | {r['misfiled']} | {lat['p50']:.0f} | {lat['p95']:.0f} | {lat['p99']:.0f} | "
-            f"{r['p95_ratio']:.2f} | {r['server_cpu_ms_per_stroke']:.1f} | {sum(r['errors'].values())} |"
+            f"{r['p95_ratio']:.2f} | {r['server_cpu_ms_per_stroke']:.1f} | {r['honest_requests_per_s']:.1f} | "
+            f"{sum(r['errors'].values())} |"
         )
     lines += ["", "What each attack got (route: outcome: count) and the honest clients' errors:", ""]
     for r in rows:

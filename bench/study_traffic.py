@@ -32,6 +32,7 @@ class Tally:
     latencies_ms: list[float] = field(default_factory=list)
     errors: Counter = field(default_factory=Counter)
     wall_s: float = 0.0
+    requests: int = 0  # every request the participants sent (Start, strokes, Give up, Next; retries too)
 
     def merge(self, other: Tally) -> None:
         self.sent.update(other.sent)
@@ -39,6 +40,7 @@ class Tally:
         self.latencies_ms += other.latencies_ms
         self.errors.update(other.errors)
         self.wall_s += other.wall_s
+        self.requests += other.requests
 
 
 def journal(token: str, events: list[dict], extra: dict | None = None) -> str:
@@ -141,6 +143,7 @@ class Participant:
     async def run(self, deadline: float) -> None:
         from retrieval.data.procedural import generate_sketch
 
+        self.tally.requests += 1
         current = await self.client.start(self.name)
         trial = 0
         while current is not None and time.monotonic() < deadline:
@@ -161,7 +164,9 @@ class Participant:
             if time.monotonic() >= deadline:
                 return
             if not locked:
+                self.tally.requests += 1
                 await self.client.give_up()
+            self.tally.requests += 1
             current = await self.client.next_trial()
             trial += 1
 
@@ -169,6 +174,7 @@ class Participant:
         """Send the journal (again, up to 3 times, if the request fails); True once the trial ended."""
         for _ in range(3):
             began = time.perf_counter()
+            self.tally.requests += 1
             try:
                 locked = await self.client.stroke(token, events)
             except (UiError, OSError, httpx.HTTPError) as exc:

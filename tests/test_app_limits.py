@@ -112,14 +112,17 @@ def test_a_client_flooding_events_under_fresh_session_hashes_gets_429_with_retry
                     "session_hash ": session,
                 }
                 text = json.dumps(body).replace('"session_hash ": ', '"session_hash": ')  # a duplicate key
-                return client.post(f"{url}/gradio_api/queue/join", content=text, timeout=30)
+                headers = {"content-type": "application/json"}
+                return client.post(f"{url}/gradio_api/queue/join", content=text, headers=headers, timeout=30)
 
             return await asyncio.gather(*(join(f"tab-{i}") for i in range(2 * ADDRESS_BURST)))
 
     answers = asyncio.run(flood())
     codes = [a.status_code for a in answers]
     refused = [a for a in answers if a.status_code == 429]
-    assert len(refused) >= ADDRESS_BURST // 2 and len(answers) - len(refused) <= ADDRESS_BURST, codes
+    passed = [c for c in codes if c != 429]
+    assert set(passed) <= {200, 503}, "past the door: joined, or refused by the one-event queue of this app"
+    assert len(refused) >= ADDRESS_BURST // 2 and len(passed) <= ADDRESS_BURST + 2, codes
     assert int(refused[0].headers["retry-after"]) >= 1 and "Too many requests" in refused[0].json()["detail"]
 
 

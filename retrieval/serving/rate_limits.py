@@ -40,11 +40,12 @@ def too_many_requests(detail: str, wait_s: float) -> tuple[int, str, bytes, tupl
 # events a second gets 2 a second through once its first 40 are spent.
 RATE_BURST = 40
 RATE_PER_S = 2.0
-# Per address: what 25 browsers at the per-identity limit would get. A conference demo or a lab
-# behind one NAT is one address: people draw about one stroke a second while they draw (Quick,
-# Draw! median stroke 584 ms + pen-up gap 439 ms), so 50 people drawing at once fit, each with a
-# short burst. One attacker on one address gets the same.
-ADDRESS_TABS = 25
+# Per address: what 10 browsers at the per-identity limit would get. A lab or a conference demo
+# behind one NAT is one address: 30 honest participants drawing at once send about 14 events a
+# second from it (bench/results/hostile.md, honest-only runs), which fits with room for bursts. It
+# also bounds one stranger on one address: over the Gradio queue an event costs the 2-core server
+# ~45 ms of CPU (bench/results/cluster.md), so 20 a second is at most half its capacity.
+ADDRESS_TABS = 10
 ADDRESS_BURST = ADDRESS_TABS * RATE_BURST
 ADDRESS_PER_S = ADDRESS_TABS * RATE_PER_S
 
