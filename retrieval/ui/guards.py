@@ -39,9 +39,10 @@ def rank_slots(config: AppConfig) -> int:
 
 
 def max_queued_per_client(config: AppConfig) -> int:
-    """Events one address may have waiting in Gradio's queue: a quarter of the queue, so no client
-    (nor one NAT) fills it; a person's tab has at most two waiting (``always_last``)."""
-    return max(4, config.max_queue // 4)
+    """Events one address may have waiting in Gradio's queue: half of the queue, so no client fills
+    it alone. Not less: 50 honest participants behind one address (a NAT) at saturation had over 32
+    waiting (bench/results/hostile.md, first run); a person's tab has at most two (``always_last``)."""
+    return max(4, config.max_queue // 2)
 
 
 def allowed_routes(config: AppConfig, thumbnail_folder: Path) -> tuple[AllowedRoute, ...]:
