@@ -39,7 +39,6 @@ from pathlib import Path
 import httpx
 import numpy as np
 from common import (
-    BENCH_CACHE,
     RESULTS,
     Target,
     command_line,
@@ -51,7 +50,7 @@ from common import (
     write_results,
 )
 from hostile_attacks import ATTACKS, attack_process
-from study_traffic import GradioStudyClient, Participant, Tally, calibrated_gaps, check_logs
+from study_traffic import GradioStudyClient, Participant, StudyLoad, Tally, calibrated_gaps, check_logs
 
 from retrieval.cli import parse_config
 from retrieval.ui.api_client import running_app
@@ -63,7 +62,7 @@ STUDY = {"name": "hostile", "random_targets": 50, "num_trials": 200, "found_k": 
 
 
 @dataclass
-class Config:
+class Config(StudyLoad):
     """Benchmark settings."""
 
     sessions: int = 30
@@ -74,18 +73,10 @@ class Config:
     """Seconds of each class (honest participants and the attack side by side)."""
     classes: str = CLASSES
     """Classes to run, in order (comma separated)."""
-    strokes_per_trial: int = 6
-    """A participant gives up after this many strokes when the target was not found."""
     fault_on_s: float = 2.0
     """disk_full / ranker_failure: seconds each fault window lasts..."""
     fault_period_s: float = 8.0
     """...out of every this many seconds."""
-    gallery_size: int = 1000
-    """Procedural photos in the app's gallery (the app's default)."""
-    seed: int = 0
-    app_args: str = ""
-    """Extra app flags."""
-    cache_dir: Path = BENCH_CACHE
     name: str = "hostile"
     """Result file name under bench/results."""
 
@@ -269,19 +260,7 @@ def main(argv: list[str] | None = None) -> None:
     run_dir.mkdir(parents=True, exist_ok=True)
     study.write_text(json.dumps(STUDY))
     control.write_text("")
-    app_args = [
-        "--mode",
-        "study",
-        "--study",
-        str(study),
-        "--log-dir",
-        str(log_dir),
-        "--gallery-size",
-        str(cfg.gallery_size),
-        "--cache-dir",
-        str(cfg.cache_dir),
-        *cfg.app_args.split(),
-    ]
+    app_args = cfg.app_argv(study, log_dir)
     entry = Path(__file__).with_name("faulty_app.py")
     rows = []
     with running_app(

@@ -24,17 +24,15 @@ from __future__ import annotations
 
 import asyncio
 import json
-import shlex
 import time
 from collections import Counter
 from dataclasses import dataclass
-from pathlib import Path
 
 import httpx
 import numpy as np
-from common import BENCH_CACHE, command_line, machine_info, percentiles, status_mb
+from common import command_line, machine_info, percentiles, status_mb
 from study_report import report
-from study_traffic import GradioStudyClient, Participant, Tally, check_logs, hostile_process
+from study_traffic import GradioStudyClient, Participant, StudyLoad, Tally, check_logs, hostile_process
 
 from retrieval.cli import parse_config
 from retrieval.ui.api_client import running_app
@@ -42,7 +40,7 @@ from retrieval.ui.ui_client import UiApp, UiSession
 
 
 @dataclass
-class Config:
+class Config(StudyLoad):
     """Benchmark settings."""
 
     sessions: int = 30
@@ -56,14 +54,6 @@ class Config:
     """Clients sending hostile requests in the second phase, each waiting for an answer before the next."""
     hostile_pause_s: float = 0.1
     """Pause of a hostile client between two of its requests."""
-    strokes_per_trial: int = 6
-    """A participant gives up after this many strokes when the target was not found."""
-    gallery_size: int = 1000
-    """Procedural photos in the app's gallery (the app's default)."""
-    seed: int = 0
-    app_args: str = ""
-    """Extra app flags, e.g. "--batch 1"."""
-    cache_dir: Path = BENCH_CACHE
     name: str = "study_reliability"
     """Result file name under bench/results."""
 
@@ -113,19 +103,7 @@ def main(argv: list[str] | None = None) -> None:
     log_dir, study = run_dir / "logs", run_dir / "study.json"
     run_dir.mkdir(parents=True, exist_ok=True)
     study.write_text(json.dumps(STUDY))
-    app_args = [
-        "--mode",
-        "study",
-        "--study",
-        str(study),
-        "--log-dir",
-        str(log_dir),
-        "--gallery-size",
-        str(cfg.gallery_size),
-        "--cache-dir",
-        str(cfg.cache_dir),
-        *shlex.split(cfg.app_args),
-    ]
+    app_args = cfg.app_argv(study, log_dir)
     tallies = {"honest": Tally(), "hostile": Tally()}
     attacks: Counter = Counter()
     block_s = cfg.duration_s / cfg.rounds

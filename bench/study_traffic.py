@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import shlex
 import time
 from collections import Counter
 from dataclasses import dataclass, field
@@ -18,8 +19,32 @@ from pathlib import Path
 
 import httpx
 import numpy as np
+from common import BENCH_CACHE
 
 from retrieval.ui.ui_client import UiApp, UiError, UiSession
+
+
+@dataclass
+class StudyLoad:
+    """The settings every study-traffic benchmark shares: the study app it starts and what its
+    participants draw."""
+
+    strokes_per_trial: int = 6
+    """A participant gives up after this many strokes when the target was not found."""
+    gallery_size: int = 1000
+    """Procedural photos in the app's gallery (the app's default)."""
+    seed: int = 0
+    app_args: str = ""
+    """Extra app flags, e.g. "--batch 1"."""
+    cache_dir: Path = BENCH_CACHE
+
+    def app_argv(self, study: Path, log_dir: Path) -> list[str]:
+        """``app.py`` flags of the study app: ``study`` config, logs in ``log_dir``, then ``app_args``."""
+        return [
+            *("--mode", "study", "--study", str(study), "--log-dir", str(log_dir)),
+            *("--gallery-size", str(self.gallery_size), "--cache-dir", str(self.cache_dir)),
+            *shlex.split(self.app_args),
+        ]
 
 
 @dataclass

@@ -67,10 +67,13 @@ class RateLimit:
 
     Each POST to one of ``paths`` takes a token from its address's bucket (``address``) and, when
     ``identity(scope)`` names a verified identity (the app's signed session), from that identity's
-    bucket (``per_identity``) too; with either empty the answer is ``429`` with ``Retry-After`` and
-    a JSON ``detail``, before anything reads the body. Nothing the client writes in the body picks
-    a bucket, so rotating or planting ``session_hash`` values gets no fresh tokens. At most
-    ``max_clients`` buckets are kept, the least recently used dropped first.
+    bucket (``per_identity``) too; a request without one takes a token from its address's
+    ``anonymous`` bucket instead, when there is one (once the app issues sessions, every page has
+    one: what comes without is a script, allowed one browser's pace per address). With any of them
+    empty the answer is ``429`` with ``Retry-After`` and a JSON ``detail``, before anything reads the
+    body. Nothing the client writes in the body picks a bucket, so rotating or planting
+    ``session_hash`` values gets no fresh tokens. At most ``max_clients`` buckets are kept, the
+    least recently used dropped first.
     """
 
     def __init__(
@@ -80,13 +83,15 @@ class RateLimit:
         per_identity: Bucket,
         address: Bucket,
         identity: Identity = no_identity,
+        anonymous: Bucket | None = None,
         max_clients: int = 10_000,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         if max_clients < 1:
             raise ValueError(f"max_clients must be >= 1, got {max_clients}")
         self.app, self.paths, self.identity, self.clock = app, tuple(paths), identity, clock
-        self.per_identity, self.address, self.max_clients = per_identity, address, int(max_clients)
+        self.per_identity, self.address, self.anonymous = per_identity, address, anonymous
+        self.max_clients = int(max_clients)
         self.buckets: OrderedDict[tuple[str, str], tuple[float, float]] = OrderedDict()  # key -> (tokens, time)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -107,6 +112,8 @@ class RateLimit:
         charged = {("address", address): self.address}
         if identity is not None:
             charged[("identity", identity)] = self.per_identity
+        elif self.anonymous is not None:
+            charged[("anonymous", address)] = self.anonymous
         tokens = {}
         for key, size in charged.items():
             held, stamp = self.buckets.pop(key, (float(size.burst), now))

@@ -39,10 +39,11 @@ def rank_slots(config: AppConfig) -> int:
 
 
 def max_queued_per_client(config: AppConfig) -> int:
-    """Events one address may have waiting in Gradio's queue: half of the queue, so no client fills
-    it alone. Not less: 50 honest participants behind one address (a NAT) at saturation had over 32
-    waiting (bench/results/hostile.md, first run); a person's tab has at most two (``always_last``)."""
-    return max(4, config.max_queue // 2)
+    """Events one address may have waiting in Gradio's queue: a quarter of it, so no client fills it
+    (a person's tab has at most two, ``always_last``). Half let one flooding address put honest p95
+    from x3.5 to x10 (bench/results/hostile.md and hostile_queue64.md); a quarter refused some events
+    of 50 participants behind one address on an overloaded server, which they send again."""
+    return max(4, config.max_queue // 4)
 
 
 def allowed_routes(config: AppConfig, thumbnail_folder: Path) -> tuple[AllowedRoute, ...]:
@@ -99,7 +100,10 @@ def middleware(config: AppConfig, thumbnail_folder: Path, identity: Identity = n
     if rate_limited(config):
         per_identity = Bucket(config.rate_limit_burst, config.rate_limit_per_s)
         address = Bucket(config.rate_limit_address_burst, config.rate_limit_address_per_s)
-        guards.append(Middleware(RateLimit, paths=work, per_identity=per_identity, address=address, identity=identity))
+        # With sessions issued, a request without one is a script: one browser's pace per address.
+        anonymous = per_identity if identity is not no_identity else None
+        limit = {"per_identity": per_identity, "address": address, "identity": identity, "anonymous": anonymous}
+        guards.append(Middleware(RateLimit, paths=work, **limit))
     guards.append(
         Middleware(
             QueuedLimit,
