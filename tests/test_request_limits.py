@@ -4,6 +4,7 @@ client with too many events waiting."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 
 from starlette.applications import Starlette
@@ -19,6 +20,7 @@ from retrieval.serving.rate_limits import (
     RATE_BURST,
     RATE_PER_S,
     Bucket,
+    OpenStreamLimit,
     QueuedLimit,
     RateLimit,
     no_identity,
@@ -186,3 +188,42 @@ def test_a_client_with_max_queued_events_waiting_gets_429_and_others_pass():
     full = TestClient(app, client=("10.0.0.1", 5000)).post("/join", content=b"{}")
     assert full.status_code == 429 and "still waiting" in full.json()["detail"]
     assert TestClient(app, client=("10.0.0.2", 5000)).post("/join", content=b"{}").status_code == 200
+
+
+# --- open streams per address ----------------------------------------------------------------------
+def test_an_address_with_max_open_streams_gets_429_until_one_closes():
+    release = asyncio.Event()
+
+    async def stream(scope, receive, send):  # a keep-alive stream: open until released
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await release.wait()
+        await send({"type": "http.response.body", "body": b""})
+
+    limit = OpenStreamLimit(stream, paths=("/heartbeat/",), max_open=2)
+
+    async def get(address: str, path: str = "/heartbeat/tab") -> int:
+        sent = []
+
+        async def send(message):
+            sent.append(message)
+
+        async def receive():
+            return {"type": "http.disconnect"}
+
+        scope = {"type": "http", "method": "GET", "path": path, "client": (address, 1), "headers": []}
+        task = asyncio.ensure_future(limit(scope, receive, send))
+        await asyncio.sleep(0)
+        return sent[0]["status"], task
+
+    async def run():
+        first = [await get("10.0.0.1") for _ in range(3)]
+        other = await get("10.0.0.2")
+        release.set()
+        await asyncio.gather(*(task for _, task in [*first, other]))
+        again = await get("10.0.0.1")
+        await again[1]
+        return [status for status, _ in first], other[0], again[0], dict(limit.open)
+
+    statuses, other, again, still_open = asyncio.run(run())
+    assert statuses == [200, 200, 429] and other == 200, "the third stream of one address is refused, not another's"
+    assert again == 200 and still_open == {}, "closed streams are counted out"

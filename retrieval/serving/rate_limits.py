@@ -142,3 +142,33 @@ class QueuedLimit:
             await plain_response(send, *too_many_requests(message, 1.0))
             return
         await self.app(scope, receive, send)
+
+
+class OpenStreamLimit:
+    """ASGI middleware: a GET to one of ``paths`` (long-lived streams: keep-alive, answers) from an
+    address that already holds ``max_open`` of them open gets ``429``, so one client cannot tie up
+    the server's connections and tasks with streams nobody reads."""
+
+    def __init__(self, app: ASGIApp, paths: tuple[str, ...], max_open: int) -> None:
+        if max_open < 1:
+            raise ValueError(f"max_open must be >= 1, got {max_open}")
+        self.app, self.paths, self.max_open = app, tuple(paths), int(max_open)
+        self.open: dict[str, int] = {}
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        path = str(scope.get("path", ""))
+        if scope["type"] != "http" or scope.get("method") != "GET" or not path.startswith(self.paths):
+            await self.app(scope, receive, send)
+            return
+        address = client_address(scope)
+        if self.open.get(address, 0) >= self.max_open:
+            message = f"{self.max_open} streams are open from this network: close some and try again."
+            await plain_response(send, *too_many_requests(message, 1.0))
+            return
+        self.open[address] = self.open.get(address, 0) + 1
+        try:
+            await self.app(scope, receive, send)
+        finally:
+            self.open[address] -= 1
+            if not self.open[address]:
+                del self.open[address]

@@ -10,12 +10,14 @@ from pathlib import Path
 
 from starlette.middleware import Middleware
 
-from retrieval.serving.rate_limits import Bucket, Identity, QueuedLimit, RateLimit, no_identity
+from retrieval.serving.rate_limits import Bucket, Identity, OpenStreamLimit, QueuedLimit, RateLimit, no_identity
 from retrieval.serving.request_limits import AllowedRoute, RouteAllowList, Scope, StructuredInputLimit, client_address
 from retrieval.ui.config import AppConfig
 
 APP_ROUTES = "/es/*"  # the app's own routes (session, stroke): outside Gradio's queue
 EVENT_ROUTE = "/gradio_api/queue/join"  # where the page sends UI events
+STREAM_ROUTES = ("/gradio_api/heartbeat/", "/gradio_api/queue/data")  # long-lived GETs, two per open tab
+MAX_OPEN_STREAMS_PER_ADDRESS = 200  # 100 tabs behind one NAT; each stream holds a connection and a task
 API_ROUTES = ("/gradio_api/call/*", "/gradio_api/run/*", "/gradio_api/api/*")  # named endpoints
 LOGIN_BODY_BYTES = 4_096  # user and password of the login form
 MAX_STRUCTURED_INPUT_BYTES = 64_000  # the page sends only scalars and text: nested inputs are never large
@@ -94,7 +96,7 @@ def queued_events(scope: Scope) -> int:
 def middleware(config: AppConfig, thumbnail_folder: Path, identity: Identity = no_identity) -> list[Middleware]:
     """Request guards in front of Gradio, outermost first, cheapest refusals first: the allow-list
     with its body caps, the rate limit per address and per ``identity`` (the server-issued session),
-    the per-client queue bound, the nested-input cap."""
+    the per-address bound on open streams, the per-client queue bound, the nested-input cap."""
     work = (EVENT_ROUTE, APP_ROUTES, *API_ROUTES)
     guards = [Middleware(RouteAllowList, routes=allowed_routes(config, thumbnail_folder))]
     if rate_limited(config):
@@ -104,6 +106,7 @@ def middleware(config: AppConfig, thumbnail_folder: Path, identity: Identity = n
         anonymous = per_identity if identity is not no_identity else None
         limit = {"per_identity": per_identity, "address": address, "identity": identity, "anonymous": anonymous}
         guards.append(Middleware(RateLimit, paths=work, **limit))
+    guards.append(Middleware(OpenStreamLimit, paths=STREAM_ROUTES, max_open=MAX_OPEN_STREAMS_PER_ADDRESS))
     guards.append(
         Middleware(
             QueuedLimit,
