@@ -41,6 +41,9 @@ def draw(page, box: dict, stroke, steps: int = 12) -> None:
     page.mouse.up()
 
 
+REFUSED_AT_THE_DOOR = {404, 405, 413, 429}  # what the request guards answer (retrieval/ui/guards.py)
+
+
 def start_study(browser, url: str, participant: str, outside: list[str]):
     """A new page on the study app, every request outside 127.0.0.1 blocked, past consent with ``participant``."""
     page = browser.new_page(viewport={"width": 1400, "height": 900})
@@ -52,7 +55,8 @@ def start_study(browser, url: str, participant: str, outside: list[str]):
 
 
 def block_outside(page, outside: list[str]) -> None:
-    """Abort (and record in ``outside``) every request that does not go to 127.0.0.1."""
+    """Abort (and record in ``outside``) every request that does not go to 127.0.0.1, and record there
+    too every request the app's guards refused: the allow-list must open every route the page uses."""
 
     def guard(route):
         if route.request.url.startswith("http://127.0.0.1:"):
@@ -61,4 +65,9 @@ def block_outside(page, outside: list[str]) -> None:
             outside.append(route.request.url)
             route.abort()
 
+    def refused(response):
+        if response.status in REFUSED_AT_THE_DOOR:
+            outside.append(f"{response.status} {response.request.method} {response.url}")
+
     page.route("**/*", guard)
+    page.on("response", refused)
