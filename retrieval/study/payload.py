@@ -242,3 +242,48 @@ def strokes_to_sketch(strokes: list[np.ndarray], width: float, height: float) ->
         a[:, 2] -= t0
         xyt.append(a)
     return Sketch(tuple(xyt), width, height)
+
+
+class JournalWriter:
+    """The canvas's side of the format, in Python: numbers events, keeps their chains and builds
+    batches of what the server has not acknowledged (assets/ui/canvas.js does the same; the
+    benchmarks and tests drive sessions with this).
+
+    >>> writer = JournalWriter("token")
+    >>> writer.add({"type": "undo", "t": 5.0})
+    1
+    >>> batch = writer.batch()  # {"trial": "token", "base": 0, "chain": "00000000", "events": [...]}
+    >>> writer.acknowledge(1)
+    """
+
+    def __init__(self, trial: str, width: float = 256, height: float = 256, dpr: float = 1.0) -> None:
+        self.trial, self.width, self.height, self.dpr = trial, width, height, dpr
+        self.t0_utc_ms = 1.7e12
+        self.texts: dict[int, str] = {}
+        self.chains: dict[int, str] = {0: CHAIN_START}
+        self.seq = self.acked = 0
+
+    def add(self, event: dict) -> int:
+        """Append an event (``seq`` is set here); returns its seq."""
+        self.seq += 1
+        text = json.dumps({"seq": self.seq, **event}, separators=(",", ":"))
+        self.texts[self.seq], self.chains[self.seq] = text, chain_after(self.chains[self.seq - 1], text)
+        return self.seq
+
+    def batch(self, base: int | None = None) -> dict:
+        """The events after ``base`` (default: the last acknowledged seq), as the canvas sends them."""
+        base = self.acked if base is None else base
+        events = [self.texts[s] for s in range(base + 1, self.seq + 1)][:MAX_NEW_EVENTS]
+        return {
+            "trial": self.trial,
+            "base": base,
+            "chain": self.chains[base],
+            "width": self.width,
+            "height": self.height,
+            "dpr": self.dpr,
+            "t0_utc_ms": self.t0_utc_ms,
+            "events": events,
+        }
+
+    def acknowledge(self, applied: int) -> None:
+        self.acked = max(self.acked, applied)

@@ -123,8 +123,8 @@ class Handlers:
     def stroke(self, batch: StrokeBatch, session: DrawingSession) -> tuple[int, StrokeAnswer]:
         """A stroke batch from the canvas (the app's stroke route): an HTTP status and the answer.
 
-        400: the batch is malformed; 409: it does not continue what the server applied, or its
-        trial is closed; 413: a limit of the trial or session was reached; 503: the study log
+        400: the batch is malformed; 409: it does not continue what the server applied (the answer
+        says where the server is); 410: its trial is closed; 413: a limit of the trial or session was reached; 503: the study log
         refused the write (nothing applied: the canvas sends the events again). A ranker failure
         answers 200 with a warning: the strokes were logged before ranking.
         """
@@ -135,7 +135,7 @@ class Handlers:
             except SyncError as exc:
                 return 409, self._answer(batch, session, Update(warning=str(exc)), (exc.applied, exc.chain))
             except (TrialClosedError, QuotaError) as exc:
-                status, update = (413 if isinstance(exc, QuotaError) else 409), Update(warning=str(exc))
+                status, update = (413 if isinstance(exc, QuotaError) else 410), Update(warning=str(exc))
                 changed = False
             except CanvasPayloadError as exc:  # malformed or oversized: report it, keep serving
                 status, update = 400, Update(warning=f"Could not read the drawing: {exc}")

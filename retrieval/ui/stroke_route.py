@@ -7,8 +7,8 @@ glue: reading the capped body, then parsing, logging and ranking in a worker thr
 (:meth:`retrieval.ui.handlers.Handlers.stroke`), so the event loop only moves bytes.
 
 Statuses: 200 (also when the ranker failed: the strokes are logged), 400 malformed, 401 no valid
-``es_session`` cookie (reload the page), 409 out of sync or trial closed (the answer says what the
-server holds), 413 body or quota over its limit, 503 the study log refused the write.
+``es_session`` cookie (reload the page), 409 out of sync (the answer says what the server holds),
+410 the trial or page is over, 413 body or quota over its limit, 503 the study log refused the write.
 """
 
 from __future__ import annotations
@@ -57,7 +57,7 @@ def stroke_routes(handlers: Handlers, table: SessionTable) -> list[Route]:
             return 400, {"error": f"Could not read the drawing: {exc}"}
         session = table.by_token(identity, batch.trial)
         if session is None:
-            return 409, {"error": "this canvas belongs to a trial or page that is over: reload the page"}
+            return 410, {"error": "this canvas belongs to a trial or page that is over: reload the page"}
         return handlers.stroke(batch, session)
 
     async def stroke(request: Request) -> JSONResponse:
