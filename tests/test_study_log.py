@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import json
-import warnings
 import os
 import signal
 import stat
 import subprocess
 import sys
 import time
+import warnings
 from pathlib import Path
 
 import pandas as pd

@@ -99,7 +99,7 @@ def test_a_journal_replayed_as_clears_is_refused_and_frees_no_point_budget(tmp_p
         _send(session, writer, [_stroke(i, n=200)], rank)
     # The attack of issue 22: the same journal re-sent with its strokes rewritten as clears.
     forged = JournalWriter(session.token)
-    for i in range(5):
+    for _ in range(5):
         forged.add({"type": "clear", "t": 1.0})
     forged.add(_stroke(9, n=200))
     with pytest.raises(SyncError, match="differs from what the server applied at seq 1") as refused:

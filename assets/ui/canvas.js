@@ -28,8 +28,8 @@
  * @property {string} trial - the canvas token the batch named
  * @property {number} applied - that trial's events the server has applied (and, in a study, logged)
  * @property {string} chain - the journal's running checksum after them
- * @property {Object|null} results - a ResultsValue (results.js)
- * @property {Object|null} panel - a PanelValue (panel.js)
+ * @property {ResultsValue|null} results - rendered by results.js
+ * @property {PanelValue|null} panel - rendered by panel.js
  * @property {CanvasValue|null} canvas
  * @property {boolean|null} trial_ended - the trial just ended: the page offers Next trial
  * @property {string} warning - a notice for the person drawing ("" when none)

@@ -147,7 +147,7 @@ class Identity:
 
     def holds_data(self) -> bool:
         """Whether any tab started a study or drew (dropping it would lose something)."""
-        return any(tab.mode == "study" or tab.sketch.seen_seq or tab.ended for tab in self.tabs.values())
+        return any(tab.status != "consent" or tab.sketch.seen_seq or tab.ended for tab in self.tabs.values())
 
     def running_study(self, now: float) -> bool:
         return any(tab.status == "running" for tab in self.tabs.values()) and now - self.last_used < STUDY_IDLE_S
