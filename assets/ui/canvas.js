@@ -8,7 +8,7 @@
 // batch, each as its JSON text, with the acknowledged seq (base) and the journal's running CRC-32
 // there (chain; retrieval/study/payload.py computes the same). The answer (StrokeAnswer) carries
 // the views, which this script hands to the result grid and the panel as DOM events
-// ("es-results", "es-panel"). A batch the server could not save (503, network) is sent again.
+// ("es-results", "es-panel"; "es-reset" when a new sketch starts). A batch the server could not save (503, network) is sent again.
 // props.value: Python sets a CanvasValue (below) to start a new trial (new token) or lock the
 // canvas; this script keeps {"trial": token, "seq": n} there as JSON text, which Give up and Next
 // send as the trial they act on. trigger("trial_check") asks Gradio for the page's state when a
@@ -229,6 +229,9 @@
     Object.assign(wire, { pending: [], chains: new Map([[0, CHAIN_START]]), acked: 0 });
     publish();
     redraw();
+    // The grid and panel show this script's stroke answers; Gradio set their values for the new sketch
+    // in the same update as this token, but an unchanged value would not re-render them.
+    document.dispatchEvent(new CustomEvent("es-reset"));
   }
 
   function pointFrom(e) {

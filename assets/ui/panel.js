@@ -57,6 +57,7 @@
   watch("value", () => render());
   // The canvas hands over the views of its stroke answers (they come from the app's route, not Gradio).
   document.addEventListener("es-panel", (e) => render(e.detail));
+  document.addEventListener("es-reset", () => render());
   render();
   root.dataset.ready = "1";
 })();
