@@ -56,7 +56,9 @@ def test_a_log_folder_that_cannot_be_made_is_a_clear_error_without_server_paths(
         async with httpx.AsyncClient(trust_env=False) as client:
             ui = await UiApp.connect(client, url)
             with pytest.raises(UiError) as failed:
-                await UiSession(client, ui).call(ui.event("Start", "click"), {"Participant id": "P1"})
+                await UiSession(client, ui).call(
+                    ui.event("Start", "click"), {"Participant id": "P1", "Session id": "S1"}
+                )
             return str(failed.value)
 
     message = asyncio.run(start())
@@ -94,17 +96,18 @@ def test_a_tab_flooding_events_gets_429_with_retry_after_and_other_tabs_are_serv
     async def flood() -> tuple[list[httpx.Response], httpx.Response]:
         async with httpx.AsyncClient(trust_env=False) as client:
             ui = await UiApp.connect(client, url)
-            stroke = ui.event("es-canvas", "stroke_end")
+            check = ui.event("es-canvas", "trial_check")
+            headers = await UiSession(client, ui).headers()
 
             def join(session: str):
                 body = {
-                    "data": ["{}", None],
+                    "data": [],
                     "event_data": None,
-                    "fn_index": stroke.fn_index,
-                    "trigger_id": stroke.trigger_id,
+                    "fn_index": check.fn_index,
+                    "trigger_id": check.trigger_id,
                     "session_hash": session,
                 }
-                return client.post(f"{url}/gradio_api/queue/join", json=body, timeout=30)
+                return client.post(f"{url}/gradio_api/queue/join", json=body, headers=headers, timeout=30)
 
             answers = await asyncio.gather(*(join("flood") for _ in range(2 * RATE_BURST)))
             return answers, await join("another-tab")

@@ -200,6 +200,7 @@ class Handlers:
         """Consent given: open the study log and begin the first trial, or, with a resume code, go on
         with an earlier session at its first unfinished trial. Pressed again on a page whose study
         runs (a double click, a retry), it shows that study and changes nothing."""
+        participant, session_id, resume_code = (str(v or "") for v in (participant, session_id, resume_code))
         with session.lock:
             if session.status != "consent":
                 log = session.log
