@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from retrieval.study.log import StudyLog, read_log, with_rankings
+from retrieval.study.log import StudyLog, read_log
+from retrieval.study.log_rankings import with_rankings
 from retrieval.study.payload import JournalWriter, chain_after, parse_stroke_batch, replay, strokes_to_sketch
 from retrieval.study.plan import StudyConfig, plan_trials
 from retrieval.study.session import DrawingSession, TrialClosedError

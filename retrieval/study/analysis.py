@@ -27,7 +27,8 @@ matplotlib.use("Agg")  # headless: no display needed
 import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from retrieval.study.log import csv_cell, export_csv, iter_records, with_rankings  # noqa: E402
+from retrieval.study.log import csv_cell, export_csv, iter_records  # noqa: E402
+from retrieval.study.log_rankings import with_rankings  # noqa: E402
 
 
 @dataclass

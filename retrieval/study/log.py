@@ -21,8 +21,8 @@ before the write, so a retry never leaves the same records twice.
 Record types (field ``type``): ``session_start``, ``session_resume``, ``trial_start``, ``stroke``,
 ``undo``, ``clear``, ``rank``, ``trial_end``, ``session_end``; the full schema is in docs/app.md.
 Since schema 2 the ranking after a request's events is its own ``rank`` record, written after
-them (the events are durable before the ranker runs); :func:`with_rankings` folds it back into
-the event it ranked, as schema 1 wrote it.
+them (the events are durable before the ranker runs);
+:func:`retrieval.study.log_rankings.with_rankings` folds it back into the event it ranked.
 """
 
 from __future__ import annotations
@@ -39,8 +39,7 @@ from pathlib import Path
 from retrieval.study.log_names import LOG_SUFFIX, check_case_collision, log_file_name
 from retrieval.study.private_files import fsync_dir, open_private_dir, open_private_file
 
-SCHEMA_VERSION = 2  # 2: rankings in their own ``rank`` records (see with_rankings)
-RANKING_FIELDS = ("target_rank", "top_ids", "top_scores", "server_ms", "timings_ms")
+SCHEMA_VERSION = 2  # 2: rankings in their own ``rank`` records (retrieval/study/log_rankings.py)
 # A spreadsheet runs a cell starting with one of these as a formula (CSV injection).
 FORMULA_PREFIXES = ("=", "+", "-", "@", "\t", "\r")
 
@@ -301,34 +300,6 @@ def read_log(path: str | Path) -> list[dict]:
         if isinstance(record, dict):
             records.append(record)
     return records
-
-
-def with_rankings(records: list[dict]) -> list[dict]:
-    """Records with each ``rank`` record's ranking copied into the event it ranked (schema 2).
-
-    Schema 1 wrote the ranking into the request's last event record; schema 2 writes the events
-    before ranking and the ranking after, as a ``rank`` record naming the event's trial token and
-    ``seq``. This puts the fields back where schema 1 had them (``ranked`` true only when a
-    ranking arrived), so tables built from event records read both schemas alike. The ``rank``
-    records stay in the list. Records of schema 1 pass unchanged.
-    """
-    rankings = {
-        (r.get("participant"), r.get("session"), r.get("trial_token"), r.get("seq")): r
-        for r in records
-        if r.get("type") == "rank" and "error" not in r
-    }
-    if not rankings:
-        return records
-    out = []
-    for record in records:
-        key = (record.get("participant"), record.get("session"), record.get("trial_token"), record.get("seq"))
-        ranking = rankings.get(key) if record.get("type") in ("stroke", "undo", "clear") else None
-        if ranking is not None:
-            record = {**record, "ranked": True, **{f: ranking.get(f) for f in RANKING_FIELDS}}
-        elif record.get("schema_version", 1) >= 2 and record.get("type") in ("stroke", "undo", "clear"):
-            record = {**record, "ranked": False}
-        out.append(record)
-    return out
 
 
 def log_files(log_dir: str | Path) -> list[Path]:
