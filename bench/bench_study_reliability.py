@@ -3,13 +3,14 @@
 Starts ``app.py --mode study`` and drives ``--sessions`` participants through its real UI events
 (``retrieval/ui/ui_client.py``: the requests the browser page sends). Each participant draws the
 procedural sketch of its trial's target stroke by stroke at human times (the sketch's own stroke
-durations, Quick, Draw!-like pen-up gaps), sends the whole journal after every pen-up, waits for
-the answer, gives up after ``--strokes-per-trial`` strokes and presses Next. The run has two phases
+durations, Quick, Draw!-like pen-up gaps), posts each stroke to ``POST /es/stroke`` after its
+pen-up (only the events the server has not acknowledged), waits for the answer, gives up after ``--strokes-per-trial`` strokes and presses Next. The run has two phases
 of ``--duration-s`` each on the same server (in A B B A blocks): honest participants only, and the
 same load with ``--hostile-clients`` clients mixed in (in their own process) that send, one after
-the other, what an attacker would: a 2000-event journal (as text, and as nested JSON), the largest
-allowed journal on a fresh trial racing Give up + Next, hostile fields (10 MB ``dpr``, nested
-extras, bad ``seq``), an oversized body, a deeply nested body and the ``rank`` API.
+the other, what an attacker would: a 2000-event batch, the largest allowed batch on a fresh trial
+racing Give up + Next, hostile fields (10 MB ``dpr``, nested pointer, bad ``seq``), a journal
+replayed as clears, another trial's token, a stroke without a cookie, a deeply nested body and the
+``rank`` API.
 
 Reported: strokes sent vs stroke records on disk (must be equal), misfiled records (a record in a
 participant's log that is not one of that participant's strokes under the trial it was drawn in,

@@ -1,10 +1,10 @@
 """The load of ``bench_study_reliability.py``: honest participants and hostile clients.
 
 An honest :class:`Participant` draws each trial's target stroke by stroke at human times and
-sends the whole journal after every pen-up, as the study page does; a hostile client sends what
-an attacker would, back to back. Both go through the study UI's own events
-(``retrieval/ui/ui_client.py``). What the participants sent is tallied, so the logs on disk can be
-checked against it.
+posts each stroke to the app's stroke route after its pen-up, as the study page's canvas does; a
+hostile client sends what an attacker would, back to back. Both go through the study page's own
+requests (``retrieval/ui/ui_client.py``: Gradio events for the buttons, ``POST /es/stroke`` for
+strokes). What the participants sent is tallied, so the logs on disk can be checked against it.
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING
 import httpx
 import numpy as np
 
+from retrieval.study.payload import JournalWriter
 from retrieval.ui.ui_client import UiApp, UiError, UiSession
 
 if TYPE_CHECKING:
@@ -44,29 +45,11 @@ class Tally:
         self.wall_s += other.wall_s
 
 
-def journal(token: str, events: list[dict], extra: dict | None = None) -> str:
-    """The canvas journal as the page sends it: JSON text."""
-    return json.dumps(journal_object(token, events, extra))
-
-
-def journal_object(token: str, events: list[dict], extra: dict | None = None) -> dict:
-    return {
-        "trial": token,
-        "width": 256,
-        "height": 256,
-        "dpr": 1,
-        "t0_utc_ms": time.time() * 1e3,
-        "events": events,
-        **(extra or {}),
-    }
-
-
-def stroke_event(seq: int, stroke: np.ndarray, t0_ms: float) -> dict:
+def stroke_event(stroke: np.ndarray, t0_ms: float) -> dict:
     points = [
         [round(float(x), 2), round(float(y), 2), round(float(t - stroke[0, 2] + t0_ms), 1), 0.5] for x, y, t in stroke
     ]
     return {
-        "seq": seq,
         "type": "stroke",
         "pointer": "mouse",
         "t_down": points[0][2],
@@ -94,7 +77,7 @@ class Participant:
         from retrieval.data.procedural import generate_sketch
         from retrieval.data.procedural.timing import pen_up_gap
 
-        start, stroke_ev = self.app.event("Start", "click"), self.app.event("es-canvas", "stroke_end")
+        start = self.app.event("Start", "click")
         give_up, next_ev = self.app.event("Give up", "click"), self.app.event("Next trial", "click")
         current = self._trial(await self.tab.call(start, {"Participant id": self.name, "Session id": "S1"}), start)
         trial = 0
@@ -103,88 +86,99 @@ class Participant:
             self.tally.trials[self.name][token] = (trial, target)
             sent = self.tally.sent[self.name].setdefault(token, set())
             sketch = generate_sketch(self.cfg.seed, int(target.rsplit("-", 1)[1]), int(self.rng.integers(3)))
-            events, t_ms, locked = [], 0.0, False
+            writer, t_ms, locked = JournalWriter(token), 0.0, False
             for i, stroke in enumerate(sketch.strokes[: self.cfg.strokes_per_trial]):
                 pause_ms = (pen_up_gap(self.rng) if i else 300.0) + float(stroke[-1, 2] - stroke[0, 2])
                 await asyncio.sleep(pause_ms / 1e3)
                 t_ms += pause_ms
-                events.append(stroke_event(len(events) + 1, stroke, t_ms))
-                sent.add(len(events))
-                locked = await self._send(stroke_ev, journal(token, events))
+                sent.add(writer.add(stroke_event(stroke, t_ms)))
+                locked = await self._send(writer)
                 if locked or time.monotonic() >= deadline:
                     break
             if time.monotonic() >= deadline:
                 return
+            shown = {"es-canvas": {"trial": token}}  # Give up and Next name the trial the canvas shows
             if not locked:
-                await self.tab.call(give_up)
-            current = self._trial(await self.tab.call(next_ev), next_ev)
+                await self.tab.call(give_up, shown)
+            current = self._trial(await self.tab.call(next_ev, shown), next_ev)
             trial += 1
 
-    async def _send(self, event, payload: dict) -> bool:
-        """Send the journal (again, up to 3 times, if the request fails); True once the trial ended."""
+    async def _send(self, writer: JournalWriter) -> bool:
+        """Post the unacknowledged strokes (again, up to 3 times, if the request fails); True once the trial ended."""
         for _ in range(3):
             began = time.perf_counter()
             try:
-                out = await self.tab.call(event, {"es-canvas": payload})
-            except (UiError, OSError, httpx.HTTPError) as exc:
+                status, answer = await self.tab.stroke(writer.batch())
+            except (OSError, httpx.HTTPError) as exc:
                 self.tally.errors[type(exc).__name__ + ": " + str(exc)[:60]] += 1
                 continue
+            if status not in (200, 409):
+                self.tally.errors[f"HTTP {status}: {str(answer)[:60]}"] += 1
+                continue
             self.tally.latencies_ms.append((time.perf_counter() - began) * 1e3)
-            canvas = self.app.output(out, "es-canvas", event)
-            return bool(canvas and canvas.get("locked"))
+            writer.acknowledge(answer["applied"])
+            canvas = answer.get("canvas")
+            return bool(answer.get("trial_ended") or (canvas and canvas.get("locked")))
         return False
 
 
 async def hostile_client(tab: UiSession, name: str, deadline: float, pause_s: float, counts: Counter) -> None:
     """Back-to-back hostile requests on its own session (and on the open endpoints)."""
     app, client = tab.app, tab.client
-    start, stroke_ev = app.event("Start", "click"), app.event("es-canvas", "stroke_end")
+    start = app.event("Start", "click")
     give_up, next_ev = app.event("Give up", "click"), app.event("Next trial", "click")
     out = await tab.call(start, {"Participant id": name, "Session id": "S1"})
     token = app.output(out, "es-canvas", start)["trial"]
     line = np.array([[10.0 + i, 20.0 + i, 10.0 * i] for i in range(5)])
-    flood = [stroke_event(s, line, 0.0) for s in range(1, 2001)]  # made once: the attacker's CPU is not the server's
-    max_events = flood[:60]
+    flood = JournalWriter(token)
+    for _ in range(2000):  # made once: the attacker's CPU is not the server's
+        flood.add(stroke_event(line, 0.0))
+    texts = list(flood.texts.values())
+
+    def batch(events: list[str], **fields) -> dict:  # on the current trial, from its start
+        return {**flood.batch(base=0), "trial": token, "events": events, **fields}
+
     attacks = {
-        "2000-event journal as text": lambda: journal(token, flood),
-        "2000-event journal as nested JSON": lambda: journal_object(token, flood),
-        "nested pointer": lambda: journal(token, [{**max_events[0], "pointer": json.loads("[" * 500 + "]" * 500)}]),
-        "seq jump": lambda: journal(token, [max_events[0], {**max_events[1], "seq": 10**9}]),
+        "2000-event batch": lambda: batch(texts),
+        "nested pointer": lambda: batch([json.dumps({**json.loads(texts[0]), "pointer": [[[[]]]]})]),
+        "seq jump": lambda: batch([texts[0], texts[0].replace('"seq":1', '"seq":1000000000')]),
+        "10 MB dpr": lambda: batch(texts[:1], dpr="9" * 10_000_000),
+        "journal replayed as clears": lambda: batch(['{"seq":1,"type":"clear"}']),
+        "foreign trial token": lambda: {**batch(texts[:1]), "trial": "0" * 32},
     }
-    huge = json.dumps(
-        {
-            "data": [journal_object(token, max_events[:1], {"dpr": "9" * 10_000_000}), None],
-            "fn_index": stroke_ev.fn_index,
-            "session_hash": tab.session_hash,
-        }
-    ).encode()
     while time.monotonic() < deadline:
+        await tab.stroke(batch(texts[:1]))  # one real stroke on the trial: the history a replay rewrites
         for attack, make in attacks.items():
             try:
-                await tab.call(stroke_ev, {"es-canvas": make()}, timeout_s=60)
-                counts[f"{attack}: answered"] += 1
-            except (UiError, httpx.HTTPError) as exc:
-                counts[f"{attack}: {refusal(exc)}"] += 1
+                status, _ = await tab.stroke(make(), timeout_s=60)
+                counts[f"{attack}: HTTP {status}"] += 1
+            except httpx.HTTPError as exc:
+                counts[f"{attack}: {type(exc).__name__}"] += 1
             await asyncio.sleep(pause_s)
         for attack, request in {
             "rank API": lambda: client.post(f"{app.url}/gradio_api/call/rank", json={"data": ["{}", 5, None]}),
             "deeply nested body": lambda: client.post(f"{app.url}/gradio_api/queue/join", content="[" * 100_000),
-            "10 MB dpr body": lambda: client.post(f"{app.url}/gradio_api/queue/join", content=huge),
+            "stroke without a cookie": lambda: client.post(
+                f"{app.url}/es/stroke", json=batch(texts[:1]), headers={"cookie": "es_session=-"}
+            ),
         }.items():
             try:
                 counts[f"{attack}: HTTP {(await request()).status_code}"] += 1
             except httpx.HTTPError as exc:
                 counts[f"{attack}: {type(exc).__name__}"] += 1
             await asyncio.sleep(pause_s)
-        # the largest journal allowed, on a fresh trial, racing Give up + Next: one forward, 60 records
+        # the largest batch allowed, on a fresh trial, racing Give up + Next: one forward, 60 records
         try:
-            await tab.call(give_up)
-            racing = asyncio.gather(tab.call(stroke_ev, {"es-canvas": journal(token, max_events)}), tab.call(next_ev))
+            largest = JournalWriter(token)
+            for _ in range(60):
+                largest.add(stroke_event(line, 0.0))
+            await tab.call(give_up, {"es-canvas": {"trial": token}})
+            racing = asyncio.gather(tab.stroke(largest.batch()), tab.call(next_ev, {"es-canvas": {"trial": token}}))
             _, out = await racing
             token = app.output(out, "es-canvas", next_ev)["trial"]
-            counts["largest journal racing Next: answered"] += 1
+            counts["largest batch racing Next: answered"] += 1
         except (UiError, httpx.HTTPError, TypeError) as exc:
-            counts[f"largest journal racing Next: {refusal(exc)}"] += 1
+            counts[f"largest batch racing Next: {refusal(exc)}"] += 1
         await asyncio.sleep(pause_s)
 
 
