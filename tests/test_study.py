@@ -13,6 +13,7 @@ from retrieval.study.log_rankings import with_rankings
 from retrieval.study.payload import JournalWriter, chain_after, parse_stroke_batch, replay, strokes_to_sketch
 from retrieval.study.plan import StudyConfig, plan_trials
 from retrieval.study.session import DrawingSession, TrialClosedError
+from tests.rank_stub import RankResultStub
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 GALLERY = [f"photo_{i:03d}" for i in range(40)]
@@ -28,15 +29,7 @@ class FakeRank:
         self.calls.append(sketch.num_strokes)
         rank = max(1, 13 - 3 * sketch.num_strokes) if target_id else None
         ids = [target_id] if rank == 1 else GALLERY[:3]
-        return _Result(ids=ids, scores=[0.9, 0.5, 0.1][: len(ids)], target_rank=rank, timings_ms={"embed": 1.0})
-
-
-@dataclass
-class _Result:
-    ids: list
-    scores: list
-    target_rank: int | None
-    timings_ms: dict
+        return RankResultStub(ids=ids, scores=[0.9, 0.5, 0.1][: len(ids)], target_rank=rank, timings_ms={"embed": 1.0})
 
 
 def _stroke(seq, n=5, t=0.0):

@@ -26,6 +26,7 @@ from retrieval.study.session import (
     TrialClosedError,
     TrialNotEndedError,
 )
+from tests.rank_stub import RankResultStub
 
 GALLERY = [f"photo_{i:03d}" for i in range(40)]
 CODE = "K7QFM-2XAB9"
@@ -42,15 +43,7 @@ class CountingRank:
         if self.fail:
             raise ConnectionError("the ranking cluster is down")
         self.strokes_ranked.append(sketch.num_strokes)
-        return _Result(GALLERY[:3], [0.9, 0.5, 0.1], 5 if target_id else None, {"total": 1.0})
-
-
-@dataclass
-class _Result:
-    ids: list
-    scores: list
-    target_rank: int | None
-    timings_ms: dict
+        return RankResultStub(GALLERY[:3], [0.9, 0.5, 0.1], 5 if target_id else None, {"total": 1.0})
 
 
 def _stroke(i, n=4):

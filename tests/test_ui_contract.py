@@ -14,13 +14,8 @@ import types
 import typing
 from pathlib import Path
 
-import numpy as np
 import pytest
 
-from retrieval.serving.gallery import Gallery
-from retrieval.serving.index import PhotoIndex
-from retrieval.serving.retriever import Retriever
-from retrieval.serving.thumbnails import ThumbnailCache
 from retrieval.study.payload import JournalWriter, parse_stroke_batch
 from retrieval.study.plan import StudyConfig
 from retrieval.study.session import DrawingSession
@@ -41,14 +36,8 @@ TYPEDEFS = {  # the script that renders each value -> the typedefs it declares
 
 
 @pytest.fixture(scope="module")
-def backend(encoder, tmp_path_factory):
-    vectors = np.random.default_rng(0).standard_normal((len(GALLERY), encoder.meta["embed_dim"])).astype(np.float32)
-    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
-    index = PhotoIndex.build(vectors, GALLERY)
-    gallery = Gallery(index, "test", loader=lambda photo_id: np.full((48, 32, 3), 200, np.uint8))
-    thumbs = ThumbnailCache(tmp_path_factory.mktemp("thumbs"), gallery.load_photo, 32)
-    retriever = Retriever(encoder, index)
-    return Backend(retriever, retriever, gallery, tuple(GALLERY), thumbs, "model-hash", "code-version", ())
+def backend(ui_backend):
+    return ui_backend
 
 
 def stroke_event(s: int) -> dict:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 
-import numpy as np
 import pytest
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
@@ -17,15 +16,10 @@ from starlette.responses import PlainTextResponse
 from starlette.routing import Route
 from starlette.testclient import TestClient
 
-from retrieval.serving.gallery import Gallery
-from retrieval.serving.index import PhotoIndex
-from retrieval.serving.retriever import Retriever
-from retrieval.serving.thumbnails import ThumbnailCache
 from retrieval.study.log import read_log
 from retrieval.study.payload import JournalWriter
 from retrieval.study.plan import StudyConfig
 from retrieval.ui import sessions
-from retrieval.ui.backend import Backend
 from retrieval.ui.config import AppConfig
 from retrieval.ui.handlers import Handlers
 from retrieval.ui.sessions import (
@@ -115,14 +109,8 @@ def test_a_lab_behind_one_address_keeps_its_participants_and_tabs_make_room_for_
 
 # --- the cookie and the stroke route --------------------------------------------------------------------
 @pytest.fixture(scope="module")
-def backend(encoder, tmp_path_factory):
-    vectors = np.random.default_rng(0).standard_normal((len(GALLERY), encoder.meta["embed_dim"])).astype(np.float32)
-    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
-    index = PhotoIndex.build(vectors, GALLERY)
-    gallery = Gallery(index, "test", loader=lambda photo_id: np.full((48, 32, 3), 200, np.uint8))
-    thumbs = ThumbnailCache(tmp_path_factory.mktemp("thumbs"), gallery.load_photo, 32)
-    retriever = Retriever(encoder, index)
-    return Backend(retriever, retriever, gallery, tuple(GALLERY), thumbs, "model-hash", "code-version", ())
+def backend(ui_backend):
+    return ui_backend
 
 
 @pytest.fixture
