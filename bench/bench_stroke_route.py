@@ -73,15 +73,17 @@ def server_cpu_s(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-async def start(tab: UiSession, name: str, cfg: Config) -> tuple[str, str]:
-    """Load the page and press Start (or New challenge in free mode): the trial token and target."""
+async def start(tab: UiSession, name: str, cfg: Config, gate: asyncio.Semaphore) -> tuple[str, str]:
+    """Load the page and press Start (or New challenge in free mode): the trial token and target.
+    A few at a time (``gate``): a lab's participants do not all press Start in the same millisecond."""
     app = tab.app
-    if cfg.mode == "study":
-        event = app.event("Start", "click")
-        out = await tab.call(event, {"Participant id": name, "Session id": "S1"})
-    else:
-        event = app.event("New challenge", "click")
-        out = await tab.call(event)
+    async with gate:
+        if cfg.mode == "study":
+            event = app.event("Start", "click")
+            out = await tab.call(event, {"Participant id": name, "Session id": "S1"})
+        else:
+            event = app.event("New challenge", "click")
+            out = await tab.call(event)
     return app.output(out, "es-canvas", event)["trial"], app.output(out, "es-panel", event)["target_id"]
 
 
@@ -128,7 +130,8 @@ async def drive(url: str, pid: int, cfg: Config, run: int) -> dict:
         app = await UiApp.connect(client, url)
         tabs = [UiSession(client, app) for _ in range(cfg.sessions)]
         # Page loads and Start presses, outside the window.
-        trials = await asyncio.gather(*(start(tab, f"R{run}-{i:02d}", cfg) for i, tab in enumerate(tabs)))
+        gate = asyncio.Semaphore(4)
+        trials = await asyncio.gather(*(start(tab, f"R{run}-{i:02d}", cfg, gate) for i, tab in enumerate(tabs)))
         cpu0, wall0 = server_cpu_s(pid), time.monotonic()
         seeds = rng.integers(1 << 31, size=cfg.sessions)
         answered = await asyncio.gather(
