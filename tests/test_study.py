@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import pytest
 
+from retrieval.provenance import PROJECT_ROOT as REPO_ROOT
 from retrieval.study.log import StudyLog, read_log
 from retrieval.study.log_rankings import with_rankings
 from retrieval.study.payload import JournalWriter, chain_after, parse_stroke_batch, replay, strokes_to_sketch
@@ -15,7 +15,6 @@ from retrieval.study.plan import StudyConfig, plan_trials
 from retrieval.study.session import DrawingSession, TrialClosedError
 from tests.rank_stub import RankResultStub
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
 GALLERY = [f"photo_{i:03d}" for i in range(40)]
 
 

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 
+from retrieval.provenance import PROJECT_ROOT as ROOT
 from retrieval.study.payload import JournalWriter, parse_stroke_batch
 from retrieval.study.plan import StudyConfig
 from retrieval.study.session import DrawingSession
@@ -26,7 +27,6 @@ from retrieval.ui.handlers import Handlers, Update, UserError
 from retrieval.ui.sessions import COOKIE, STARTS_PER_IDENTITY, SessionTable, SessionTokens
 from retrieval.ui.views import found_banner
 
-ROOT = Path(__file__).resolve().parents[1]
 GALLERY = [f"photo_{i:02d}" for i in range(30)]
 TYPEDEFS = {  # the script that renders each value -> the typedefs it declares
     "results.js": {"ResultsValue", "ResultItem", "CurvePoint"},
