@@ -24,6 +24,8 @@ import secrets
 from dataclasses import dataclass
 from typing import Any
 
+import httpx
+
 from retrieval.ui.sessions import COOKIE
 
 
@@ -124,10 +126,19 @@ class UiSession:
                 raise UiError(f"the page set no {COOKIE} cookie (HTTP {page.status_code})", page.status_code)
         return {"cookie": self.cookie}
 
+    async def _post(self, url: str, body: dict, timeout_s: float):
+        """POST with this browser's cookie, sent again once if the server had just closed the kept-alive
+        connection (its idle timeout racing the request). Safe: the app's requests are idempotent
+        (a batch is recognised by its chain, Start / Give up / Next by the trial they name)."""
+        headers = await self.headers()
+        try:
+            return await self.client.post(url, json=body, headers=headers, timeout=timeout_s)
+        except (httpx.ReadError, httpx.RemoteProtocolError):
+            return await self.client.post(url, json=body, headers=headers, timeout=timeout_s)
+
     async def stroke(self, batch: dict, timeout_s: float = 120.0) -> tuple[int, dict]:
         """Post a stroke batch (``JournalWriter.batch()``) as the canvas does: the status and the JSON answer."""
-        headers = await self.headers()
-        answer = await self.client.post(f"{self.app.url}/es/stroke", json=batch, headers=headers, timeout=timeout_s)
+        answer = await self._post(f"{self.app.url}/es/stroke", batch, timeout_s)
         try:
             return answer.status_code, answer.json()
         except ValueError:
@@ -147,9 +158,7 @@ class UiSession:
             "trigger_id": event.trigger_id,
             "session_hash": self.session_hash,
         }
-        headers = await self.headers()
-        url = f"{self.app.url}/gradio_api/queue/join"
-        joined = await self.client.post(url, json=body, headers=headers, timeout=timeout_s)
+        joined = await self._post(f"{self.app.url}/gradio_api/queue/join", body, timeout_s)
         if joined.status_code != 200 or "event_id" not in joined.json():
             raise UiError(f"join refused: HTTP {joined.status_code} {joined.text[:200]}", joined.status_code)
         answer = asyncio.get_running_loop().create_future()
