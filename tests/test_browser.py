@@ -22,7 +22,8 @@ from retrieval.study.log import log_files, read_log
 from retrieval.study.log_names import decode_id
 from retrieval.study.log_rankings import with_rankings
 from retrieval.ui.browser import CHROMIUM, NO_CHROMIUM, chromium_browser
-from tests.app_server import REPO_ROOT, app_log, block_outside, draw, running_app
+from tests.app_server import app_log, block_outside, draw, running_app
+from tests.conftest import REPO_ROOT
 
 playwright_api = pytest.importorskip("playwright.sync_api")
 

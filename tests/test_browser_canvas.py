@@ -15,7 +15,8 @@ import time
 import pytest
 
 from retrieval.ui.browser import CHROMIUM, NO_CHROMIUM, chromium_browser
-from tests.app_server import REPO_ROOT, block_outside, draw, running_app
+from tests.app_server import block_outside, draw, running_app
+from tests.conftest import REPO_ROOT
 
 playwright_api = pytest.importorskip("playwright.sync_api")
 expect = playwright_api.expect
