@@ -103,7 +103,7 @@ async def participant(
         pause_ms = (pen_up_gap(rng) if drawn_in_trial else 300.0) + float(stroke[-1, 2] - stroke[0, 2])
         await asyncio.sleep(pause_ms / 1e3)
         t_ms += pause_ms
-        writer.add(stroke_event(stroke, t_ms))
+        writer.add(stroke_event(writer.seq + 1, stroke, t_ms))
         began = time.perf_counter()
         status, answer = await tab.stroke(writer.batch())
         if status != 200:

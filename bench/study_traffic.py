@@ -11,19 +11,41 @@ from __future__ import annotations
 
 import asyncio
 import json
+import shlex
 import time
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from pathlib import Path
 
 import httpx
 import numpy as np
+from common import BENCH_CACHE
 
 from retrieval.study.payload import JournalWriter
 from retrieval.ui.ui_client import UiApp, UiError, UiSession
 
-if TYPE_CHECKING:
-    from bench_study_reliability import Config
+
+@dataclass
+class StudyLoad:
+    """The settings every study-traffic benchmark shares: the study app it starts and what its
+    participants draw."""
+
+    strokes_per_trial: int = 6
+    """A participant gives up after this many strokes when the target was not found."""
+    gallery_size: int = 1000
+    """Procedural photos in the app's gallery (the app's default)."""
+    seed: int = 0
+    app_args: str = ""
+    """Extra app flags, e.g. "--batch 1"."""
+    cache_dir: Path = BENCH_CACHE
+
+    def app_argv(self, study: Path, log_dir: Path) -> list[str]:
+        """``app.py`` flags of the study app: ``study`` config, logs in ``log_dir``, then ``app_args``."""
+        return [
+            *("--mode", "study", "--study", str(study), "--log-dir", str(log_dir)),
+            *("--gallery-size", str(self.gallery_size), "--cache-dir", str(self.cache_dir)),
+            *shlex.split(self.app_args),
+        ]
 
 
 @dataclass
@@ -36,6 +58,7 @@ class Tally:
     latencies_ms: list[float] = field(default_factory=list)
     errors: Counter = field(default_factory=Counter)
     wall_s: float = 0.0
+    requests: int = 0  # every request the participants sent (Start, strokes, Give up, Next; retries too)
 
     def merge(self, other: Tally) -> None:
         self.sent.update(other.sent)
@@ -43,13 +66,15 @@ class Tally:
         self.latencies_ms += other.latencies_ms
         self.errors.update(other.errors)
         self.wall_s += other.wall_s
+        self.requests += other.requests
 
 
-def stroke_event(stroke: np.ndarray, t0_ms: float) -> dict:
+def stroke_event(seq: int, stroke: np.ndarray, t0_ms: float) -> dict:
     points = [
         [round(float(x), 2), round(float(y), 2), round(float(t - stroke[0, 2] + t0_ms), 1), 0.5] for x, y, t in stroke
     ]
     return {
+        "seq": seq,
         "type": "stroke",
         "pointer": "mouse",
         "t_down": points[0][2],
@@ -58,68 +83,168 @@ def stroke_event(stroke: np.ndarray, t0_ms: float) -> dict:
     }
 
 
-class Participant:
-    """One honest participant: start, then trials of human-paced strokes until the deadline."""
+class StudyPageClient:
+    """One participant's study page: Start, Give up and Next as Gradio events, strokes posted to the
+    app's route (``POST /es/stroke``) with the page's own cookie, only the events not acknowledged
+    yet (:class:`~retrieval.study.payload.JournalWriter`). The adapter :class:`Participant` draws through.
+    """
 
-    def __init__(self, name: str, tab: UiSession, tally: Tally, rng: np.random.Generator, cfg: Config) -> None:
-        self.name, self.tab, self.tally, self.rng, self.cfg = name, tab, tally, rng, cfg
-        self.app = tab.app
-        tally.sent[name], tally.trials[name] = {}, {}
+    def __init__(self, tab: UiSession) -> None:
+        self.tab, self.app = tab, tab.app
+        self.events = {
+            name: self.app.event(*where)
+            for name, where in {
+                "start": ("Start", "click"),
+                "give_up": ("Give up", "click"),
+                "next": ("Next trial", "click"),
+            }.items()
+        }
+        self.writer: JournalWriter | None = None
 
     def _trial(self, out: list, event) -> tuple[str, str] | None:
         canvas = self.app.output(out, "es-canvas", event)
         panel = self.app.output(out, "es-panel", event)
         if not canvas or not panel or not panel.get("target_id"):
             return None
+        self.writer = JournalWriter(canvas["trial"])
         return canvas["trial"], panel["target_id"]
+
+    def _shown(self) -> dict:
+        """The canvas's value: Give up and Next name the trial it shows."""
+        return {"es-canvas": {"trial": self.writer.trial if self.writer else ""}}
+
+    async def start(self, participant: str) -> tuple[str, str] | None:
+        """Consent and Start: the first trial's (canvas token, target id)."""
+        start = self.events["start"]
+        return self._trial(await self.tab.call(start, {"Participant id": participant, "Session id": "S1"}), start)
+
+    async def stroke(self, token: str, events: list[dict]) -> bool:
+        """Post the trial's events the server has not acknowledged after a pen-up; True once the trial
+        has ended (target found). Raises UiError for an answer other than 200 (the events stay unsent)."""
+        writer = self.writer
+        for event in events[writer.seq :]:
+            writer.add(event)
+        status, answer = await self.tab.stroke(writer.batch())
+        if status not in (200, 409):
+            raise UiError(f"stroke refused: HTTP {status} {str(answer)[:120]}", status)
+        writer.acknowledge(answer["applied"])
+        canvas = answer.get("canvas")
+        return bool(answer.get("trial_ended") or (canvas and canvas.get("locked")))
+
+    async def give_up(self) -> None:
+        await self.tab.call(self.events["give_up"], self._shown())
+
+    async def next_trial(self) -> tuple[str, str] | None:
+        """Next: the new trial's (canvas token, target id), None when the study is over."""
+        return self._trial(await self.tab.call(self.events["next"], self._shown()), self.events["next"])
+
+
+def calibrated_gaps(rng: np.random.Generator) -> float:
+    """Pen-up to pen-down milliseconds from the Quick, Draw!-calibrated lognormal (procedural timing)."""
+    from retrieval.data.procedural.timing import pen_up_gap
+
+    return pen_up_gap(rng)
+
+
+class Participant:
+    """One honest participant: start, then trials of human-paced strokes until the deadline.
+
+    Each stroke is sent when its pen lifts: the sketch's own stroke duration after a pen-up gap
+    drawn by ``gap_ms`` (default: the calibrated lognormal).
+    """
+
+    def __init__(
+        self, name: str, client: StudyPageClient, tally: Tally, rng: np.random.Generator, cfg, gap_ms=calibrated_gaps
+    ) -> None:
+        self.name, self.client, self.tally, self.rng, self.cfg, self.gap_ms = name, client, tally, rng, cfg, gap_ms
+        tally.sent[name], tally.trials[name] = {}, {}
 
     async def run(self, deadline: float) -> None:
         from retrieval.data.procedural import generate_sketch
-        from retrieval.data.procedural.timing import pen_up_gap
 
-        start = self.app.event("Start", "click")
-        give_up, next_ev = self.app.event("Give up", "click"), self.app.event("Next trial", "click")
-        current = self._trial(await self.tab.call(start, {"Participant id": self.name, "Session id": "S1"}), start)
+        self.tally.requests += 1
+        current = await self.client.start(self.name)
         trial = 0
         while current is not None and time.monotonic() < deadline:
             token, target = current
             self.tally.trials[self.name][token] = (trial, target)
             sent = self.tally.sent[self.name].setdefault(token, set())
             sketch = generate_sketch(self.cfg.seed, int(target.rsplit("-", 1)[1]), int(self.rng.integers(3)))
-            writer, t_ms, locked = JournalWriter(token), 0.0, False
+            events, t_ms, locked = [], 0.0, False
             for i, stroke in enumerate(sketch.strokes[: self.cfg.strokes_per_trial]):
-                pause_ms = (pen_up_gap(self.rng) if i else 300.0) + float(stroke[-1, 2] - stroke[0, 2])
+                pause_ms = (self.gap_ms(self.rng) if i else 300.0) + float(stroke[-1, 2] - stroke[0, 2])
                 await asyncio.sleep(pause_ms / 1e3)
                 t_ms += pause_ms
-                sent.add(writer.add(stroke_event(stroke, t_ms)))
-                locked = await self._send(writer)
+                events.append(stroke_event(len(events) + 1, stroke, t_ms))
+                sent.add(len(events))
+                locked = await self._send(token, events)
                 if locked or time.monotonic() >= deadline:
                     break
             if time.monotonic() >= deadline:
                 return
-            shown = {"es-canvas": {"trial": token}}  # Give up and Next name the trial the canvas shows
             if not locked:
-                await self.tab.call(give_up, shown)
-            current = self._trial(await self.tab.call(next_ev, shown), next_ev)
+                self.tally.requests += 1
+                await self.client.give_up()
+            self.tally.requests += 1
+            current = await self.client.next_trial()
             trial += 1
 
-    async def _send(self, writer: JournalWriter) -> bool:
-        """Post the unacknowledged strokes (again, up to 3 times, if the request fails); True once the trial ended."""
+    async def _send(self, token: str, events: list[dict]) -> bool:
+        """Send the journal (again, up to 3 times, if the request fails); True once the trial ended."""
         for _ in range(3):
             began = time.perf_counter()
+            self.tally.requests += 1
             try:
-                status, answer = await self.tab.stroke(writer.batch())
-            except (OSError, httpx.HTTPError) as exc:
+                locked = await self.client.stroke(token, events)
+            except (UiError, OSError, httpx.HTTPError) as exc:
                 self.tally.errors[type(exc).__name__ + ": " + str(exc)[:60]] += 1
                 continue
-            if status not in (200, 409):
-                self.tally.errors[f"HTTP {status}: {str(answer)[:60]}"] += 1
-                continue
             self.tally.latencies_ms.append((time.perf_counter() - began) * 1e3)
-            writer.acknowledge(answer["applied"])
-            canvas = answer.get("canvas")
-            return bool(answer.get("trial_ended") or (canvas and canvas.get("locked")))
+            return locked
         return False
+
+
+def check_logs(log_dir: Path, tally: Tally) -> dict:
+    """Strokes sent vs stroke records on disk for one phase's participants: records written, and
+    records lost (sent, never written), duplicated (written twice) and misfiled (another
+    participant's, another trial's, or never sent)."""
+    from retrieval.study.log import StudyLog, read_log
+
+    sent = sum(len(seqs) for trials in tally.sent.values() for seqs in trials.values())
+    written = misfiled = duplicated = 0
+    logged: set[tuple[str, str, int]] = set()
+    for name, trials in tally.sent.items():
+        path = StudyLog(log_dir, name, "S1").path
+        for record in read_log(path) if path.exists() else []:
+            if record.get("type") != "stroke":
+                continue
+            written += 1
+            key = (record.get("trial_token"), record.get("seq"))
+            trial = tally.trials[name].get(key[0])
+            if (name, *key) in logged:
+                duplicated += 1
+            elif (
+                record.get("participant") != name
+                or trial is None
+                or key[1] not in trials.get(key[0], ())
+                or (record.get("trial"), record.get("target_id")) != trial
+            ):
+                misfiled += 1
+            logged.add((name, *key))
+    lost = sum(
+        1
+        for name, trials in tally.sent.items()
+        for token, seqs in trials.items()
+        for seq in seqs
+        if (name, token, seq) not in logged
+    )
+    return {
+        "strokes_sent": sent,
+        "records_written": written,
+        "lost": lost,
+        "duplicated": duplicated,
+        "misfiled": misfiled,
+    }
 
 
 async def hostile_client(tab: UiSession, name: str, deadline: float, pause_s: float, counts: Counter) -> None:
@@ -131,8 +256,8 @@ async def hostile_client(tab: UiSession, name: str, deadline: float, pause_s: fl
     token = app.output(out, "es-canvas", start)["trial"]
     line = np.array([[10.0 + i, 20.0 + i, 10.0 * i] for i in range(5)])
     flood = JournalWriter(token)
-    for _ in range(2000):  # made once: the attacker's CPU is not the server's
-        flood.add(stroke_event(line, 0.0))
+    for seq in range(1, 2001):  # made once: the attacker's CPU is not the server's
+        flood.add(stroke_event(seq, line, 0.0))
     texts = list(flood.texts.values())
 
     def batch(events: list[str], **fields) -> dict:  # on the current trial, from its start
@@ -170,11 +295,11 @@ async def hostile_client(tab: UiSession, name: str, deadline: float, pause_s: fl
         # the largest batch allowed, on a fresh trial, racing Give up + Next: one forward, 60 records
         try:
             largest = JournalWriter(token)
-            for _ in range(60):
-                largest.add(stroke_event(line, 0.0))
-            await tab.call(give_up, {"es-canvas": {"trial": token}})
-            racing = asyncio.gather(tab.stroke(largest.batch()), tab.call(next_ev, {"es-canvas": {"trial": token}}))
-            _, out = await racing
+            for seq in range(1, 61):
+                largest.add(stroke_event(seq, line, 0.0))
+            shown = {"es-canvas": {"trial": token}}
+            await tab.call(give_up, shown)
+            _, out = await asyncio.gather(tab.stroke(largest.batch()), tab.call(next_ev, shown))
             token = app.output(out, "es-canvas", next_ev)["trial"]
             counts["largest batch racing Next: answered"] += 1
         except (UiError, httpx.HTTPError, TypeError) as exc:

@@ -91,7 +91,7 @@ def test_three_strokes_update_results_and_are_logged(tmp_path):
         shot = REPO_ROOT / "docs" / "screenshot.png" if update_docs else tmp_path / "screenshot.png"
         page.screenshot(path=str(shot))
         assert shot.stat().st_size > 10_000, "the screenshot should show the rendered app"
-    assert outside == [], f"the page tried to reach outside 127.0.0.1: {outside}"
+    assert outside == [], f"the page tried to reach outside 127.0.0.1 or a closed route: {outside}"
 
     files = log_files(log_dir)
     assert [f.name for f in files] == [f"P-browser__{files[0].name.split('__')[1]}"]

@@ -112,7 +112,7 @@ class Canvas:
 
     def close(self) -> None:
         self.context.close()
-        assert self.outside == [], f"the page tried to reach outside 127.0.0.1: {self.outside}"
+        assert self.outside == [], f"the page tried to reach outside 127.0.0.1 or a closed route: {self.outside}"
 
 
 @pytest.fixture

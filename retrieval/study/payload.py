@@ -264,9 +264,9 @@ class JournalWriter:
         self.seq = self.acked = 0
 
     def add(self, event: dict) -> int:
-        """Append an event (``seq`` is set here); returns its seq."""
+        """Append an event (its ``seq`` is set here, whatever ``event`` says); returns its seq."""
         self.seq += 1
-        text = json.dumps({"seq": self.seq, **event}, separators=(",", ":"))
+        text = json.dumps({"seq": self.seq, **{k: v for k, v in event.items() if k != "seq"}}, separators=(",", ":"))
         self.texts[self.seq], self.chains[self.seq] = text, chain_after(self.chains[self.seq - 1], text)
         return self.seq
 

@@ -11,7 +11,7 @@ from retrieval.ui.backend import Backend, load_backend
 from retrieval.ui.blocks import build_app, ui_asset
 from retrieval.ui.config import AppConfig
 from retrieval.ui.guards import api_enabled, middleware
-from retrieval.ui.sessions import IssueSessionCookie, SessionTable
+from retrieval.ui.sessions import IssueSessionCookie, SessionTable, request_identity
 from retrieval.ui.stroke_route import stroke_routes
 
 SYSTEM_FONTS = ["system-ui", "-apple-system", "Segoe UI", "Roboto", "Helvetica Neue", "Arial", "sans-serif"]
@@ -42,9 +42,13 @@ def launch(config: AppConfig, backend: Backend | None = None) -> None:
         ssr_mode=False,
         mcp_server=False,
         favicon_path=None,
-        # The app's routes come first in the router; the page load issues the session cookie.
+        # The app's routes come first in the router; the page load issues the session cookie, which
+        # the rate limit charges (with the address) through request_identity.
         app_kwargs={
-            "middleware": [*middleware(config), Middleware(IssueSessionCookie)],
+            "middleware": [
+                *middleware(config, backend.thumbs.folder, identity=request_identity),
+                Middleware(IssueSessionCookie),
+            ],
             "routes": stroke_routes(handlers, table),
         },
     )
