@@ -120,11 +120,12 @@ class StudyPageClient:
 
     async def stroke(self, token: str, events: list[dict]) -> bool:
         """Post the trial's events the server has not acknowledged after a pen-up; True once the trial
-        has ended (target found). Raises UiError for an answer other than 200 (the events stay unsent)."""
+        has ended (target found). A batch the server could not save (503) or refused for pace (429)
+        is sent again after 1, 2, 4 ... s, as the canvas does, for up to ``RETRY_S``; then UiError."""
         writer = self.writer
         for event in events[writer.seq :]:
             writer.add(event)
-        status, answer = await self.tab.stroke(writer.batch())
+        status, answer = await _again(lambda: self.tab.stroke(writer.batch()), lambda a: a[0] in (429, 503))
         if status not in (200, 409):
             raise UiError(f"stroke refused: HTTP {status} {str(answer)[:120]}", status)
         writer.acknowledge(answer["applied"])
@@ -132,11 +133,31 @@ class StudyPageClient:
         return bool(answer.get("trial_ended") or (canvas and canvas.get("locked")))
 
     async def give_up(self) -> None:
-        await self.tab.call(self.events["give_up"], self._shown())
+        await _again(lambda: self.tab.call(self.events["give_up"], self._shown()))
 
     async def next_trial(self) -> tuple[str, str] | None:
         """Next: the new trial's (canvas token, target id), None when the study is over."""
-        return self._trial(await self.tab.call(self.events["next"], self._shown()), self.events["next"])
+        out = await _again(lambda: self.tab.call(self.events["next"], self._shown()))
+        return self._trial(out, self.events["next"])
+
+
+RETRY_S = 30.0  # how long an honest participant keeps trying (a person presses again; the canvas resends)
+
+
+async def _again(request, retry=lambda answer: False):
+    """``await request()``, again after 1, 2, 4 ... s while it raises UiError (a button whose record could
+    not be saved: pressed again, which is safe, the app's requests being idempotent) or ``retry(answer)``."""
+    deadline, wait = time.monotonic() + RETRY_S, 1.0
+    while True:
+        try:
+            answer = await request()
+            if not retry(answer) or time.monotonic() + wait > deadline:
+                return answer
+        except UiError:
+            if time.monotonic() + wait > deadline:
+                raise
+        await asyncio.sleep(wait)
+        wait = min(2 * wait, 8.0)
 
 
 def calibrated_gaps(rng: np.random.Generator) -> float:
