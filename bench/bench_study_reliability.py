@@ -32,8 +32,9 @@ from dataclasses import dataclass
 import httpx
 import numpy as np
 from common import command_line, machine_info, percentiles, status_mb
+from study_client import StudyPageClient
 from study_report import report
-from study_traffic import Participant, StudyLoad, StudyPageClient, Tally, check_logs, hostile_process
+from study_traffic import Participant, StudyLoad, Tally, check_logs, hostile_process
 
 from retrieval.cli import parse_config
 from retrieval.ui.api_client import running_app
