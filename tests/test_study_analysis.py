@@ -12,7 +12,8 @@ from retrieval.study.analysis import AnalysisConfig, analyse
 from retrieval.study.log import StudyLog
 from retrieval.study.plan import StudyConfig
 from retrieval.study.session import DrawingSession
-from tests.test_study import GALLERY, _payload, _Result, _stroke
+from tests.rank_stub import RankResultStub
+from tests.test_study import GALLERY, _send, _stroke
 
 CONDITIONS = ({"name": "a_fast", "feedback": "every_stroke"}, {"name": "b_slow", "feedback": "every_stroke"})
 
@@ -39,23 +40,21 @@ def simulate(
     )
     for p in range(1, participants + 1):
         session = DrawingSession()
-        session.begin_study(config, StudyLog(log_dir, f"P{p:02d}", "S1"), GALLERY, {})
+        session.begin_study(config, StudyLog(log_dir, f"P{p:02d}", "S1"), GALLERY, {}, "CODE")
         while session.current is not None:
             needed = strokes_needed(rng, p, session.condition.name)
 
             def rank(sketch, target_id, needed=needed):
                 found = sketch.num_strokes >= needed
-                return _Result([target_id], [0.9], 1 if found else 20, {"embed": 1.0})
+                return RankResultStub([target_id], [0.9], 1 if found else 20, {"embed": 1.0})
 
-            events = []
             for n in range(1, max_strokes + 1):
-                events.append(_stroke(n, n=4 + n % 3, t=300.0 * n))
-                session.update(_payload(session, list(events)), rank)
+                _send(session, [_stroke(n, n=4 + n % 3, t=300.0 * n)], rank)
                 if session.phase != "drawing":
                     break
             if session.phase == "drawing":
                 session.end_trial("gave_up")
-            session.next_trial()
+            session.advance(session.token)
 
 
 def test_a_known_effect_is_found(tmp_path):

@@ -9,6 +9,7 @@ import pytest
 from retrieval.model.encoder import Encoder
 from retrieval.serving.retriever import Retriever
 from retrieval.study.log import StudyLog, read_log
+from retrieval.study.log_rankings import with_rankings
 from retrieval.study.plan import StudyConfig
 from retrieval.study.session import DrawingSession
 from retrieval.ui.backend import Backend, RankingModel, check_model_folders, load_backend
@@ -16,16 +17,16 @@ from retrieval.ui.config import AppConfig
 from retrieval.ui.handlers import Handlers
 from retrieval.ui.views import HIDDEN_RESULTS
 from tests.test_study import GALLERY as STUDY_GALLERY
-from tests.test_study import FakeRank, _payload, _stroke
+from tests.test_study import FakeRank, _send, _stroke
 from tests.test_ui_contract import backend as backend  # noqa: F401 - the shared 30-photo fixture
-from tests.test_ui_contract import journal
+from tests.test_ui_contract import draw, shown
 
 
 def run_trial(handlers: Handlers, condition: dict, participant="P01"):
     study = StudyConfig(random_targets=1, num_trials=1, time_limit_s=0, conditions=({"name": "c", **condition},))
     handlers.study = study
     session = DrawingSession(mode="study")
-    start = handlers.start(participant, "S1", False, session)
+    start = handlers.start(participant, "S1", "", session)
     return session, start
 
 
@@ -35,25 +36,26 @@ def handlers(backend, tmp_path):
 
 
 def log_of(tmp_path, participant="P01"):
-    return read_log(tmp_path / f"{participant}__S1.jsonl")
+    """The session's records, each ranking folded into the event it ranked (as the analysis reads them)."""
+    return with_rankings(read_log(tmp_path / f"{participant}__S1.jsonl"))
 
 
 def test_every_stroke_shows_results_after_each_stroke(handlers, tmp_path):
     session, start = run_trial(handlers, {"feedback": "every_stroke", "found_k": 1, "show_k": 5})
     assert start.feedback == "every_stroke"
-    update = handlers.stroke(journal(session, 1), session)
-    assert len(update.results["items"]) == 5 and update.results["target_rank"] is not None
+    answer = draw(handlers, session)
+    assert len(answer["results"]["items"]) == 5 and answer["results"]["target_rank"] is not None
     assert [r["shown"] for r in log_of(tmp_path) if r["type"] == "stroke"] == [True]
 
 
 def test_on_request_hides_results_until_search(handlers, tmp_path):
     session, start = run_trial(handlers, {"feedback": "on_request", "found_k": 30})
     assert start.feedback == "on_request"
-    update = handlers.stroke(journal(session, 1), session)
-    assert update.results["items"] == [] and update.results["curve"] == []
-    assert update.results["message"] == HIDDEN_RESULTS["on_request"] and update.results["target_rank"] is None
+    answer = draw(handlers, session)
+    assert answer["results"]["items"] == [] and answer["results"]["curve"] == []
+    assert answer["results"]["message"] == HIDDEN_RESULTS["on_request"] and answer["results"]["target_rank"] is None
     assert session.phase == "drawing", "a hidden ranking never ends the trial"
-    update = handlers.search(session)
+    update = handlers.search(shown(session.token), session)
     assert update.trial_ended and session.phase == "found", "found_k 30 of 30 photos: the search finds it"
     assert len(update.results["items"]) == 12 and update.results["curve"]
     records = log_of(tmp_path)
@@ -67,10 +69,10 @@ def test_on_request_hides_results_until_search(handlers, tmp_path):
 def test_after_trial_shows_nothing_until_done(handlers, tmp_path):
     session, start = run_trial(handlers, {"feedback": "after_trial", "found_k": 30})
     assert start.feedback == "after_trial"
-    for strokes in (1, 2):
-        update = handlers.stroke(journal(session, strokes), session)
-        assert update.results["items"] == [] and update.results["message"] == HIDDEN_RESULTS["after_trial"]
-    update = handlers.submit(session)
+    for _ in range(2):
+        answer = draw(handlers, session)
+        assert answer["results"]["items"] == [] and answer["results"]["message"] == HIDDEN_RESULTS["after_trial"]
+    update = handlers.submit(shown(session.token), session)
     assert update.trial_ended and session.phase == "found" and len(update.results["items"]) == 12
     assert len(update.results["curve"]) == 2, "the whole rank curve is shown once the trial ends"
     assert log_of(tmp_path)[-1]["outcome"] == "found"
@@ -78,9 +80,9 @@ def test_after_trial_shows_nothing_until_done(handlers, tmp_path):
 
 def test_hidden_rank_shows_the_photos_but_not_the_rank(handlers, tmp_path):
     session, _ = run_trial(handlers, {"show_rank": False, "show_k": 4})
-    update = handlers.stroke(journal(session, 1), session)
-    assert len(update.results["items"]) == 4
-    assert update.results["target_rank"] is None and update.results["curve"] == []
+    answer = draw(handlers, session)
+    assert len(answer["results"]["items"]) == 4
+    assert answer["results"]["target_rank"] is None and answer["results"]["curve"] == []
 
 
 def test_after_trial_done_with_the_target_outside_found_k_is_not_found(tmp_path):
@@ -88,9 +90,9 @@ def test_after_trial_done_with_the_target_outside_found_k_is_not_found(tmp_path)
         num_trials=1, random_targets=1, time_limit_s=0, conditions=({"name": "x", "feedback": "after_trial"},)
     )
     session, rank = DrawingSession(), FakeRank()  # rank 10 after one stroke
-    session.begin_study(config, StudyLog(tmp_path, "P", "S"), STUDY_GALLERY, {})
-    session.update(_payload(session, [_stroke(1)]), rank)
-    session.submit()
+    session.begin_study(config, StudyLog(tmp_path, "P", "S"), STUDY_GALLERY, {}, "CODE")
+    _send(session, [_stroke(1)], rank)
+    session.submit(session.token)
     assert session.phase == "not_found" and read_log(tmp_path / "P__S.jsonl")[-1]["outcome"] == "not_found"
 
 
@@ -110,17 +112,18 @@ def test_each_condition_ranks_with_its_own_model_and_logs_its_hash(backend, tmp_
         conditions=conditions,
     )
     session = DrawingSession(mode="study")
-    handlers.start("P01", "S1", False, session)
+    handlers.start("P01", "S1", "", session)
     scores = []
     for _ in range(2):
-        handlers.stroke(journal(session, 1), session)
+        draw(handlers, session)
         scores.append(session.last.scores[0])
-        handlers.next_trial(session)
-    strokes = [r for r in log_of(tmp_path) if r["type"] == "stroke"]
-    assert [(r["condition"], r["model_hash"]) for r in strokes] == [
-        ("default_model", "model-hash"),
-        ("other_model", "other-hash"),
-    ]
+        handlers.next_trial(shown(session.token), session)
+    records = log_of(tmp_path)
+    for kind in ("stroke", "rank"):  # the stroke is logged before ranking, its rank record after: both name the model
+        assert [(r["condition"], r["model_hash"]) for r in records if r["type"] == kind] == [
+            ("default_model", "model-hash"),
+            ("other_model", "other-hash"),
+        ]
     assert scores[0] != pytest.approx(scores[1]), "the two trials were ranked by different encoders"
 
 

@@ -40,6 +40,7 @@ from retrieval.study.condition_effects import (
     markdown_table,
 )
 from retrieval.study.log import csv_cell, export_csv, iter_records
+from retrieval.study.log_rankings import with_rankings
 
 TRIAL_KEY = ["participant", "session", "trial"]
 LOGGED_EVENTS = ("stroke", "undo", "clear")
@@ -189,7 +190,7 @@ def report(sections: dict[str, pd.DataFrame], problems: list[str], config: Analy
 
 def analyse(config: AnalysisConfig) -> dict[str, pd.DataFrame]:
     """Write CSVs, plots and ``report.md``; print and return the tables by name."""
-    records = list(iter_records(config.log_dir))
+    records = with_rankings(list(iter_records(config.log_dir)))
     if not records:
         raise FileNotFoundError(f"no study records in {config.log_dir}: expected <participant>__<session>.jsonl files")
     out = config.out or Path(config.log_dir) / "analysis"
