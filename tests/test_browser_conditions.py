@@ -9,11 +9,11 @@ lets it: at the first stroke, at Search, at Done.
 from __future__ import annotations
 
 import json
-import time
 
 import pytest
 
 from retrieval.study.log import log_files, read_log
+from retrieval.study.log_rankings import with_rankings
 from retrieval.ui.browser import CHROMIUM, NO_CHROMIUM, chromium_browser
 from retrieval.ui.views import HIDDEN_RESULTS
 from tests.app_server import SMALL_GALLERY, draw, running_app, start_study
@@ -46,20 +46,13 @@ def _config(tmp_path):
     return path
 
 
-def _strokes_logged(log_dir) -> int:
-    files = log_files(log_dir)
-    return sum(r["type"] == "stroke" for r in read_log(files[0])) if files else 0
-
-
-def _draw_and_wait(page, stroke, log_dir):
-    """Draw one stroke and wait until the server has logged it (a hidden ranking changes nothing on the page)."""
-    logged = _strokes_logged(log_dir)
+def _draw_and_wait(page, stroke):
+    """Draw one stroke and wait until the server's answer to it was rendered (the canvas marks the
+    events answered, ``data-acked``, just before it hands the answer to the grid and panel, in the
+    same task): a hidden ranking changes nothing visible, so nothing else says it arrived."""
+    wrap = page.locator(".es-canvas-wrap[data-ready]")
     draw(page, page.locator("canvas.es-canvas").bounding_box(), stroke)
-    deadline = time.monotonic() + 30
-    while _strokes_logged(log_dir) == logged:
-        assert time.monotonic() < deadline, "the stroke never reached the study log"
-        page.wait_for_timeout(50)
-    page.wait_for_timeout(300)  # the answer to the stroke's request reaches the page after the log write
+    expect(wrap).to_have_attribute("data-acked", wrap.get_attribute("data-seq"), timeout=30_000)
 
 
 def test_each_feedback_mode_shows_what_its_condition_promises(tmp_path):
@@ -78,7 +71,7 @@ def test_each_feedback_mode_shows_what_its_condition_promises(tmp_path):
         # every_stroke: the grid and the rank after the first stroke, and found ends the trial
         expect(search).to_be_hidden()
         expect(done).to_be_hidden()
-        _draw_and_wait(page, STROKES[0], log_dir)
+        _draw_and_wait(page, STROKES[0])
         expect(page.locator(".es-card[data-id]:not([data-id=''])")).to_have_count(12)
         expect(results).to_have_attribute("data-curve", "1")
         expect(panel).to_have_attribute("data-banner", "found")
@@ -87,7 +80,7 @@ def test_each_feedback_mode_shows_what_its_condition_promises(tmp_path):
         # on_request: strokes are ranked but nothing is shown until Search
         expect(search).to_be_visible(timeout=30_000)
         expect(done).to_be_hidden()
-        _draw_and_wait(page, STROKES[0], log_dir)
+        _draw_and_wait(page, STROKES[0])
         expect(results).to_have_attribute("data-ids", "")
         expect(results.locator(".es-empty-msg")).to_have_text(HIDDEN_RESULTS["on_request"])
         expect(panel).to_have_attribute("data-banner", "")
@@ -101,7 +94,7 @@ def test_each_feedback_mode_shows_what_its_condition_promises(tmp_path):
         expect(done).to_be_visible(timeout=30_000)
         expect(search).to_be_hidden()
         for stroke in STROKES:
-            _draw_and_wait(page, stroke, log_dir)
+            _draw_and_wait(page, stroke)
             expect(results).to_have_attribute("data-ids", "")
             expect(results.locator(".es-empty-msg")).to_have_text(HIDDEN_RESULTS["after_trial"])
         done.click()
@@ -112,10 +105,12 @@ def test_each_feedback_mode_shows_what_its_condition_promises(tmp_path):
         next_trial.click()
         expect(page.get_by_text("The session is complete")).to_be_visible(timeout=30_000)
     assert not outside, f"requests left 127.0.0.1: {outside}"
-    records = read_log(log_files(log_dir)[0])
+    records = with_rankings(read_log(log_files(log_dir)[0]))
     ends = [
         (r["condition"], r["outcome"], r["strokes_drawn"], r["searches"]) for r in records if r["type"] == "trial_end"
     ]
     assert ends == [("live", "found", 1, 0), ("asked", "found", 1, 1), ("blind", "found", 2, 0)]
+    # strokes logged before ranking in every mode; each rank record says whether the page showed it
     shown = [(r["condition"], r["shown"]) for r in records if r["type"] == "stroke"]
     assert shown == [("live", True), ("asked", False), ("blind", False), ("blind", False)]
+    assert [r["condition"] for r in records if r["type"] == "search"] == ["asked"]

@@ -227,6 +227,7 @@
       t0: performance.now(), t0Utc: Date.now(), locked: !!locked, lastInput: performance.now(),
     });
     Object.assign(wire, { pending: [], chains: new Map([[0, CHAIN_START]]), acked: 0 });
+    wrap.dataset.acked = "0";  // a new trial's journal: nothing of it answered yet
     publish();
     redraw();
     // The grid and panel show this script's stroke answers; Gradio set their values for the new sketch
