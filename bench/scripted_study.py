@@ -64,9 +64,10 @@ class Config:
 class Participant:
     """One simulated participant in one browser page, following the policy of the module docstring.
 
-    What happened is read from the study log, which the server writes before it answers: a stroke or
-    Search whose logged rank is within the condition's ``found_k`` ended the trial (then the page's
-    banner is awaited), any other left it running. No fixed waits.
+    What happened is read from the study log, which the server writes before it answers: a stroke's
+    ``rank`` record (written after the stroke, before the answer) or a Search whose logged rank is
+    within the condition's ``found_k`` ended the trial (then the page's banner is awaited), any other
+    left it running. No fixed waits.
     """
 
     def __init__(self, page, log_dir: Path, cfg: Config, number: int, dataset, conditions: dict) -> None:
@@ -106,9 +107,9 @@ class Participant:
             self._wait_ended()
 
     def draw(self, points, condition) -> None:
-        before = len(self._records("stroke"))
+        before = len(self._records("rank"))
         draw_stroke(self.page, self.page.locator("canvas.es-canvas").bounding_box(), points)
-        record = self._next_record("stroke", before, unless_ended=True)
+        record = self._next_record("rank", before, unless_ended=True)
         if condition.feedback == "every_stroke":
             self._found(record, condition)
 
