@@ -151,3 +151,39 @@ def _sketch():
     from retrieval.data.sketch import Sketch
 
     return Sketch((np.array([[10.0, 10.0, 0.0], [120.0, 90.0, 40.0], [60.0, 200.0, 90.0]]),))
+
+
+def test_search_and_done_name_their_trial_and_act_once(handlers, tmp_path):
+    session, _ = run_trial(handlers, {"feedback": "after_trial", "found_k": 30})
+    draw(handlers, session)
+    stale = shown("0" * 32)  # another trial's token (an old page, a forged request): nothing changes
+    assert handlers.submit(stale, session).trial_ended is False and session.phase == "drawing"
+    handlers.submit(shown(session.token), session)
+    handlers.submit(shown(session.token), session)  # a double click, or a retry after a lost answer
+    assert [r["type"] for r in log_of(tmp_path)].count("trial_end") == 1
+    late_search = handlers.search(shown(session.token), session)  # not this condition's button, and too late
+    assert late_search.trial_ended and not [r for r in log_of(tmp_path) if r["type"] == "search"]
+
+
+def test_a_resumed_session_keeps_its_conditions_and_model_hashes(handlers, tmp_path):
+    study = StudyConfig(
+        random_targets=2,
+        num_trials=2,
+        time_limit_s=0,
+        found_k=30,
+        conditions=({"name": "live"}, {"name": "asked", "feedback": "on_request"}),
+        counterbalance="participant_number",
+    )
+    handlers.study = study
+    first = DrawingSession(mode="study")
+    handlers.start("P01", "S1", "", first)
+    draw(handlers, first)  # found at once (every_stroke): the first trial ends
+    later = DrawingSession(mode="study")  # the browser was closed; the participant resumes with the code
+    resumed = handlers.start("P01", "S1", first.resume_code, later)
+    assert later.trial == 1 and later.condition.name == "asked" and resumed.feedback == "on_request"
+    assert draw(handlers, later)["results"]["items"] == [], "the resumed trial hides its results too"
+    starts = [r for r in log_of(tmp_path) if r["type"] == "trial_start"]
+    assert [(r["condition"], r["model_hash"], r["settings"]["feedback"]) for r in starts] == [
+        ("live", "model-hash", "every_stroke"),
+        ("asked", "model-hash", "on_request"),
+    ]
