@@ -81,6 +81,49 @@ def finegrained_step(loop: StageLoop) -> torch.Tensor:
     return finegrained_loss(cfg, s, p)
 
 
+def gallery_step(loop: StageLoop) -> torch.Tensor:
+    """Sketch-free adaptation to the photo folder (``python -m retrieval.adapt``).
+
+    Pairs are a gallery photo (augmented, paired flip) and a pseudo-sketch of it (edge map traced
+    into ordered strokes, ``retrieval.data.pseudo_sketch``), cut at a random point like a drawing in
+    progress, or now and then a plain edge map; batches are built around each photo's nearest
+    gallery neighbours (hard negatives: fine-grained means telling near-identical photos apart).
+    The finegrained loss is added to a distillation term that keeps the sketch embeddings of
+    rehearsal drawings (Quick, Draw! + procedural) where the frozen start model puts them.
+    """
+    cfg, bank, rng, size = loop.cfg, loop.bank, loop.rng, loop.size
+    if cfg.hard_negatives and loop.step % cfg.bank_every == 0:
+        loop.bank_embeddings = loop.photo_side.bank_embeddings(np.arange(len(bank)))
+    idx = hard_batch(loop.bank_embeddings if cfg.hard_negatives else None, cfg.batch_size, rng, np.arange(len(bank)))
+    aug = SketchAugment(partial_prob=cfg.partial_prob, min_fraction=cfg.min_fraction)
+    sketches, photos = [], []
+    for i in idx:
+        flip = rng.random() < 0.5  # paired flip keeps the fine-grained correspondence
+        photos.append(loop.photo_side.sample(i, flip, rng))
+        if rng.random() < cfg.edge_mix:
+            raster = bank.edge(i, rng)
+            raster = np.ascontiguousarray(raster[:, ::-1]) if flip else raster
+        else:
+            sketch = bank.pseudo_sketch(i, rng)
+            raster = render_augmented(flip_sketch(sketch) if flip else sketch, aug, rng, size)
+        sketches.append(raster)
+    rehearsal = rehearsal_rasters(loop) if loop.teacher is not None else []
+    s, p = loop.photo_side.embed_pair(sketches + rehearsal, photos)  # one pass: batch-norm sees both
+    loss = finegrained_loss(cfg, s[: len(idx)], p)
+    if rehearsal:
+        teacher = torch.as_tensor(loop.teacher.embed_sketches(np.stack(rehearsal)), device=s.device)
+        loss = loss + cfg.distill_weight * (1.0 - (s[len(idx) :] * teacher).sum(dim=1)).mean()
+    return loss
+
+
+def rehearsal_rasters(loop: StageLoop) -> list[np.ndarray]:
+    """Augmented views (half of them partial) of ``cfg.rehearsal_batch`` of the start model's kind of drawings."""
+    cfg, rng, drawings = loop.cfg, loop.rng, loop.quickdraw
+    idx = rng.choice(len(drawings), size=min(cfg.rehearsal_batch, len(drawings)), replace=False)
+    aug = SketchAugment(min_fraction=cfg.min_fraction)
+    return [render_augmented(drawings[i], aug, rng, loop.size) for i in idx]
+
+
 def finegrained_loss(cfg: Any, sketches: torch.Tensor, photos: torch.Tensor) -> torch.Tensor:
     """The finegrained stage's ``cfg.loss`` on ``(B, D)`` unit rows, ``sketches[i]`` matching ``photos[i]``."""
     if cfg.loss == "recall":
@@ -92,4 +135,10 @@ def finegrained_loss(cfg: Any, sketches: torch.Tensor, photos: torch.Tensor) -> 
     return loss
 
 
-STEP_FNS = {"jigsaw": jigsaw_step, "edges": edges_step, "quickdraw": quickdraw_step, "finegrained": finegrained_step}
+STEP_FNS = {
+    "jigsaw": jigsaw_step,
+    "edges": edges_step,
+    "quickdraw": quickdraw_step,
+    "finegrained": finegrained_step,
+    "gallery": gallery_step,
+}
