@@ -74,10 +74,12 @@ def photo_folder(cfg: AdaptBenchConfig, fold: int) -> Path:
     folder = Path(cfg.out) / f"photos_f{fold}"
     if not folder.is_dir():
         dataset = fold_dataset(cfg, fold)
+        files = dataset.base  # the QMUL folder under the holdout carve: it knows where each photo's file is
         tmp = folder.with_suffix(".tmp")
-        tmp.mkdir(parents=True, exist_ok=True)
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir(parents=True)
         for pid in dataset.photo_ids("holdout"):
-            shutil.copy2(dataset.photo_path(pid), tmp / dataset.photo_path(pid).name)
+            shutil.copy2(files.photo_path(pid), tmp / files.photo_path(pid).name)
         tmp.rename(folder)
     return folder
 
