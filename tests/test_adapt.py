@@ -168,3 +168,26 @@ def test_the_app_flag_needs_a_photo_folder():
     with pytest.raises(ValueError, match="--adapt-minutes needs --photos"):
         AppConfig(adapt_minutes=5).check()
     AppConfig(adapt_minutes=5, photos="somewhere").check()
+
+
+def test_the_app_serves_the_adapted_model_of_its_photo_folder(start_model, photos, tmp_path, monkeypatch):
+    import app
+    from retrieval.ui import server
+
+    launched = []
+    monkeypatch.setattr(server, "launch", launched.append)
+    monkeypatch.setattr(AdaptConfig, "__init__", _tiny_defaults(AdaptConfig.__init__))
+    argv = [
+        "--model",
+        str(start_model),
+        "--photos",
+        str(photos),
+        "--adapt-minutes",
+        "0.05",
+        "--cache-dir",
+        str(tmp_path),
+    ]
+    app.main(argv)
+    (config,) = launched
+    assert config.model == tmp_path / "adapted" / cache_key(start_model, photos, 0.05)
+    assert Encoder.load(config.model).meta["card"]["adaptation"]["photos"]["count"] == 10

@@ -14,7 +14,8 @@ per-stroke cost is the start model's.
 The result is a normal checkpoint folder; its card says which photos (count and content hash),
 how many minutes and steps, and which model it started from (weights hash). The run happens in a
 hidden folder beside ``--out`` that is renamed to ``--out`` only when complete: a run that is cut off
-leaves no output folder (and removes its work folder unless killed outright).
+(Ctrl-C, ``kill``) leaves no output folder and removes its work folder; after ``kill -9`` the next
+run with the same ``--out`` clears it.
 """
 
 from __future__ import annotations
@@ -22,6 +23,8 @@ from __future__ import annotations
 import datetime
 import hashlib
 import shutil
+import signal
+import sys
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -175,6 +178,8 @@ def parse_args(argv: list[str] | None = None) -> AdaptConfig:
 
 def main(argv: list[str] | None = None) -> None:
     cfg = parse_args(argv)
+    # `kill` (SIGTERM) unwinds like Ctrl-C, so adapt() still removes its work folder
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     try:
         out = adapt(cfg)
     except (ValueError, OSError, CheckpointError) as err:

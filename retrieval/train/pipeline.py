@@ -15,9 +15,11 @@ Three optional stages, run in the order given (default below), each with its own
    sketches cut at a random point fraction (partial-sketch training), hard negatives from a cached
    photo-embedding bank, some sketches replaced by edge maps of their photo (regulariser).
 
-Optional, not in this default list: ``jigsaw`` (run it first), mixed-modal jigsaw pre-training of
+Not in the default list: ``gallery``, sketch-free adaptation of a trained model (``--init-from``) to
+``--photo-folder`` (``steps.gallery_step``; ``python -m retrieval.adapt`` is its command), and
+``jigsaw`` (run it first), mixed-modal jigsaw pre-training of
 the shared trunk on photo and edge-map tiles (``retrieval.train.jigsaw``, Pang et al. CVPR'20).
-Off by default everywhere: in the cross-validated benchmark (``docs/results/accuracy_bench.md``, 5 folds x 2
+Jigsaw is off by default everywhere: in the cross-validated benchmark (``docs/results/accuracy_bench.md``, 5 folds x 2
 seeds) it gained m@B +2.30 [-0.06, +4.55], an interval that reaches 0, so it was not kept.
 
 The default budgets (15 + 10 + 30 min) fit a Chair-V2-sized pipeline in under an hour on 2 cores:
