@@ -37,6 +37,7 @@ from retrieval.train.config import Config
 from retrieval.train.pipeline import run as train_run
 
 MIN_PHOTOS = 8  # a batch needs a photo, its nearest neighbour and a few more as negatives
+WARMUP_STEPS = 10  # a fine-tune of a trained model: a short warm-up, not training from scratch's 50
 NO_CHECKPOINT_STEPS = 10**9  # eval/save intervals that never fire: the stage's end writes the model once
 
 
@@ -150,6 +151,7 @@ def training_config(cfg: AdaptConfig, work: Path) -> Config:
         progress=cfg.progress,
         out=work,
         run_name="run",
+        warmup_steps=WARMUP_STEPS,
         eval_every=NO_CHECKPOINT_STEPS,
         save_every=NO_CHECKPOINT_STEPS,
     )
