@@ -164,14 +164,22 @@ class ListStats:
         return cls(centroids, np.bincount(labels, minlength=len(centroids)), radius * (1 + 1e-9) + 1e-12, max_norm)
 
 
-def code_error(index: faiss.IndexIVF, vectors: np.ndarray, chunk: int = 200_000) -> np.ndarray:
-    """Per-dimension max ``|decode(encode(v)) - v|`` of ``index``'s codes over ``vectors`` (0 for IVF-Flat)."""
+def code_error(index: faiss.IndexIVF, vectors: np.ndarray, chunk: int = 500_000) -> np.ndarray:
+    """Per-dimension max ``|decode(encode(v)) - v|`` of ``index``'s codes over ``vectors`` (0 for IVF-Flat).
+
+    One pass over ``vectors`` in chunks (a memory map is fine); a scalar quantiser of raw vectors
+    is run alone, without assigning lists.
+    """
     err = np.zeros(index.d, np.float64)
     if isinstance(index, faiss.IndexIVFFlat):
         return err
+    direct = isinstance(index, faiss.IndexIVFScalarQuantizer) and not index.by_residual
     for start in range(0, len(vectors), chunk):
         block = np.ascontiguousarray(vectors[start : start + chunk], np.float32)
-        decoded = index.sa_decode(index.sa_encode(block))
+        if direct:
+            decoded = index.sq.decode(index.sq.compute_codes(block))
+        else:
+            decoded = index.sa_decode(index.sa_encode(block))
         np.maximum(err, np.abs(decoded.astype(np.float64) - block).max(axis=0), out=err)
     return err
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Sequence
+from pathlib import Path
 
 import numpy as np
 
@@ -31,3 +32,19 @@ def snapshot_id(encoder_hash: str, gallery_hash: str) -> str:
 
 class SnapshotMismatch(RuntimeError):
     """A shard or encoder serves another snapshot than the one the front end was started for."""
+
+
+SNAPSHOT_FILE = "snapshot.json"
+
+
+def write_snapshot(folder: Path, snapshot: str, part: str) -> None:
+    """Record in a shard folder the gallery snapshot it belongs to and its own content hash."""
+    (Path(folder) / SNAPSHOT_FILE).write_text(json.dumps({"snapshot": snapshot, "part": part}))
+
+
+def read_snapshot(folder: Path) -> str:
+    """The gallery snapshot a shard folder was written for ("" when it predates snapshots)."""
+    try:
+        return str(json.loads((Path(folder) / SNAPSHOT_FILE).read_text())["snapshot"])
+    except (OSError, ValueError, KeyError):
+        return ""
