@@ -132,9 +132,11 @@ def measure(cfg: Config, path: Path, n: int, dim: int, queries: np.ndarray, rows
     from retrieval.serving.compact_index import CompactIndex
 
     folder = cfg.scratch / f"index-{n}-nlist{cfg.nlist}"
+    report = cfg.scratch / f"build-{n}.json"  # kept beside the index: a re-run reports the build that made it
     build = {"build_s": float("nan"), "peak_rss_mb": float("nan"), "reused": True}
-    if not (folder / "index.json").exists():
-        report = cfg.scratch / f"build-{n}.json"
+    if (folder / "index.json").exists() and report.exists():
+        build = {**json.loads(report.read_text()), "reused": True}
+    elif not (folder / "index.json").exists():
         proc = multiprocessing.get_context("spawn").Process(
             target=build_step, args=(str(path), n, dim, str(folder), cfg.nlist, str(report))
         )

@@ -40,6 +40,7 @@ class Backend:
     model_hash: str
     code_version: str
     notices: tuple[str, ...]
+    snapshot: str = ""  # the gallery snapshot ranked against (the cluster's in --serve-url mode): in every log
 
     def thumb_url(self, photo_id: str) -> str:
         """URL of the photo's JPEG thumbnail, computed from the id (no I/O: the handlers call
@@ -99,9 +100,12 @@ def load_backend(config: AppConfig) -> Backend:
     thumbs = ThumbnailCache(thumbs_folder.resolve(), gallery.load_photo, THUMB_SIZE)
     retriever = Retriever(encoder, gallery.index)
     retriever.rank(Sketch((np.array([[10.0, 10.0, 0.0], [200.0, 180.0, 50.0]]),)), k=1)  # warm-up: first stroke fast
+    snapshot = gallery.snapshot
     if config.serve_url:  # the cluster batches (@serve.batch) and searches its shards: docs/scaling.md
         ranker = ServeRanker(config.serve_url)
+        snapshot = ranker.info()["snapshot"]  # what the cluster ranks against, logged instead of the local one
     else:
         ranker = RankBatcher(retriever, config.batch, workers=config.concurrency) if config.batch > 1 else retriever
     ids = tuple(gallery.index.ids)
-    return Backend(retriever, ranker, gallery, ids, thumbs, model_hash(encoder), code_version(), tuple(notices))
+    hashes = (model_hash(encoder), code_version(), tuple(notices), snapshot)
+    return Backend(retriever, ranker, gallery, ids, thumbs, *hashes)

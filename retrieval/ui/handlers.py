@@ -116,6 +116,7 @@ class Handlers:
         """Consent given: open the study log and begin the first trial."""
         backend, log_dir = self.backend, self.config.log_dir
         common = {"mode": "study", "code_version": backend.code_version, "model_hash": backend.model_hash}
+        common["snapshot"] = backend.snapshot  # encoder + gallery content hash (retrieval/serving/versions.py)
         try:
             log = StudyLog.create(log_dir, participant, session_id, common, resume=bool(resume))
         except SessionExistsError as exc:
