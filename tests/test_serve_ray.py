@@ -103,3 +103,33 @@ def test_the_ingress_caps_bodies_and_reports_its_snapshot(setup):
     huge = ranker._client.post(f"{ranker.url}/rank", content=b'{"sketch": "' + b"x" * 30_000 + b'"}')
     assert huge.status_code == 413 and "limit" in huge.json()["error"]
     assert ranker.info() == {"snapshot": single.snapshot, "gallery_size": 40}
+
+
+def test_a_shard_replica_killed_mid_load_fails_no_stroke_and_flags_what_it_cost(setup):
+    import ray
+
+    ranker, single, payloads, targets = setup
+    replicas = [a for a in ray.util.list_named_actors(all_namespaces=True) if "Shard0" in a["name"]]
+    assert len(replicas) == 2, f"two replicas per shard expected, found {replicas}"
+    answers, stop = [], threading.Event()
+
+    def load() -> None:
+        i = 0
+        while not stop.is_set() or i < 16:
+            answers.append((i % 8, ranker.rank(payloads[i % 8], 10, targets[i % 8])))
+            i += 1
+
+    sender = threading.Thread(target=load)
+    sender.start()
+    while len(answers) < 4:
+        threading.Event().wait(0.01)
+    ray.kill(ray.get_actor(replicas[0]["name"], namespace=replicas[0]["namespace"]), no_restart=False)
+    stop.set()
+    sender.join(timeout=120)
+    assert len(answers) >= 16
+    for i, got in answers:  # no stroke failed; an answer that lost a shard says so, with true bounds
+        want = single.rank(payloads[i], 10, targets[i])
+        if got.rank_exact:
+            assert got.target_rank == want.target_rank and got.ids == want.ids
+        else:
+            assert got.rank_bounds[0] <= want.target_rank <= got.rank_bounds[1]
