@@ -158,7 +158,24 @@ def _trained_ivf_sq8(vectors: np.ndarray, nlist: int, train_size: int, seed: int
     ivf.cp.seed = seed
     ivf.cp.niter = 10  # k-means iterations: list quality saturates early, build time does not
     ivf.train(np.ascontiguousarray(vectors[rows], np.float32))
+    _cover_full_range(ivf, vectors)
     return ivf
+
+
+def _cover_full_range(ivf: faiss.IndexIVFScalarQuantizer, vectors: np.ndarray) -> None:
+    """Stretch the scalar quantiser's per-dimension range from the training sample's to the whole
+    gallery's. Photos outside the sample's range would be clamped, and their decoding error (the
+    width of the band the certified rank re-scores) grew 16x at the median on 1M photos; with the
+    full range every coordinate decodes within half a step."""
+    low = np.full(ivf.d, np.inf, np.float32)
+    high = np.full(ivf.d, -np.inf, np.float32)
+    for start in range(0, len(vectors), ADD_CHUNK):
+        block = np.asarray(vectors[start : start + ADD_CHUNK], np.float32)
+        np.minimum(low, block.min(axis=0), out=low)
+        np.maximum(high, block.max(axis=0), out=high)
+    # QT_8bit (non-uniform) stores [vmin per dim, vdiff per dim]; a relative 1e-6 keeps the extremes inside.
+    span = (high - low) * np.float32(1 + 1e-6) + np.float32(1e-12)
+    faiss.copy_array_to_vector(np.concatenate([low - span * np.float32(5e-7), span]), ivf.sq.trained)
 
 
 def _encode_and_store(ivf: faiss.IndexIVF, vectors: np.ndarray, target: Path, progress: bool) -> np.memmap:
