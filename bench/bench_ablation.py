@@ -21,7 +21,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import torch
 from common import command_line, header_lines, machine_info, percentiles, write_results
 
 from retrieval.cli import parse_config
@@ -30,6 +29,7 @@ from retrieval.data.datasets import open_dataset
 from retrieval.evaluation.metrics import HEADLINE_METRICS
 from retrieval.evaluation.protocol import embed_steps, gallery_photo_ids, score_embeddings, true_photo_index
 from retrieval.model.encoder import Encoder
+from retrieval.runtime import set_threads
 from retrieval.serving.rerank import alpha_query_expansion, database_augmentation
 
 
@@ -93,7 +93,7 @@ def rows_for_model(name: str, encoder: Encoder, dataset, cfg: AblationConfig, re
 
 def latency(encoders: dict[str, Encoder], dataset, split: str, reps: int) -> dict[str, dict]:
     """Render + embed of one partial sketch (batch 1, one thread), interleaved across models."""
-    torch.set_num_threads(1)
+    set_threads(1)
     sketch = dataset.sketches(split)[0].sketch
     cuts = np.linspace(sketch.num_points // 4, sketch.num_points, reps).astype(int)
     samples: dict[str, list[float]] = {name: [] for name in encoders}
@@ -112,7 +112,7 @@ def main(argv: list[str] | None = None) -> None:
     if not cfg.models:
         raise SystemExit("give at least one --models name=checkpoint_folder")
     machine = machine_info()
-    torch.set_num_threads(cfg.threads)
+    set_threads(cfg.threads)
     dataset = open_dataset(cfg.data, val_fraction=cfg.val_fraction, seed=cfg.seed)
     encoders = {}
     for item in cfg.models:

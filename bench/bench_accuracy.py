@@ -39,6 +39,7 @@ from retrieval.cli import parse_config
 from retrieval.evaluation.bootstrap import hierarchical_bootstrap, minimal_detectable_effect, paired_runs
 from retrieval.evaluation.metrics import HEADLINE_METRICS, per_sketch
 from retrieval.evaluation.ship_rule import ShipRule, judge
+from retrieval.runtime import set_threads
 
 
 @dataclass
@@ -110,7 +111,6 @@ def run_name(arm: str, fold: int, seed: int) -> str:
 
 def run_one(cfg: AccuracyBenchConfig, arm: str, fold: int, seed: int) -> dict:
     """Train one arm on one fold and seed, score its best-on-val checkpoint on the fold; resumable."""
-    import torch
 
     from retrieval.evaluation.protocol import evaluate_split
     from retrieval.model.encoder import Encoder
@@ -121,7 +121,7 @@ def run_one(cfg: AccuracyBenchConfig, arm: str, fold: int, seed: int) -> dict:
     done = folder / "result.json"
     if done.is_file():
         return json.loads(done.read_text())
-    torch.set_num_threads(cfg.threads)
+    set_threads(cfg.threads)
     plan, extra = arm_stages(arm, cfg)
     train_cfg = Config(
         data=cfg.data,

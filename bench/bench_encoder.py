@@ -11,19 +11,18 @@ in ms to bench/results/encoder.md with the machine, load average and date.
 
 from __future__ import annotations
 
-import argparse
-import datetime
 import os
-import platform
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import torch
+from common import command_line, header_lines, machine_info, markdown_table, write_results
 
+from retrieval.cli import parse_config
 from retrieval.data.sketch import Sketch
 from retrieval.model.encoder import Encoder
+from retrieval.runtime import set_threads
 
 
 @dataclass
@@ -62,7 +61,7 @@ def test_sketch(seed: int) -> Sketch:
 
 
 def time_one(arch: str, size: int, threads: int, fmt: str, cfg: Config, sketch: Sketch) -> tuple[float, float]:
-    torch.set_num_threads(threads)
+    set_threads(threads)
     enc = Encoder.create(
         arch=arch, input_size=size, embed_dim=cfg.embed_dim, seed=cfg.seed, channels_last=fmt == "channels_last"
     )
@@ -77,60 +76,43 @@ def time_one(arch: str, size: int, threads: int, fmt: str, cfg: Config, sketch: 
 
 
 def main(cfg: Config) -> None:
+    machine = machine_info()  # load average at start, before the timing loops
     sketch = test_sketch(cfg.seed)
-    rows = []
+    measured = []
     for arch in cfg.archs:
         for size in cfg.sizes:
             for threads in cfg.threads:
                 for fmt in cfg.formats:
                     p50, p95 = time_one(arch, size, threads, fmt, cfg, sketch)
-                    rows.append((arch, size, threads, fmt, p50, p95))
+                    measured.append(dict(arch=arch, input=size, threads=threads, format=fmt, p50=p50, p95=p95))
                     print(
                         f"{arch:22s} {size:4d} t={threads} {fmt:13s} p50 {p50:7.2f} ms  p95 {p95:7.2f} ms", flush=True
                     )
-    write_report(rows, cfg)
-
-
-def write_report(rows: list[tuple], cfg: Config) -> None:
-    cfg.out.parent.mkdir(parents=True, exist_ok=True)
-    load = os.getloadavg()
+    rows = [(m["arch"], m["input"], m["threads"], m["format"], f"{m['p50']:.2f}", f"{m['p95']:.2f}") for m in measured]
     lines = [
-        "# Encoder latency: one partial-sketch embedding (render + forward), CPU",
+        *header_lines(
+            "Encoder latency: one partial-sketch embedding (render + forward), CPU",
+            command_line(__file__, None),
+            machine,
+        ),
+        f"- load average at the end: {os.getloadavg()[0]:.2f} (the machine is shared: treat small differences as noise)",
         "",
-        f"Date {datetime.datetime.now(datetime.UTC):%Y-%m-%d %H:%M} UTC; {platform.processor() or platform.machine()}, "
-        f"{os.cpu_count()} cores, {platform.platform()}; torch {torch.__version__}; load average before/after "
-        f"{cfg_load[0]:.2f}/{load[0]:.2f} (the machine is shared, so treat small differences as noise).",
         f"Random weights, batch 1, {cfg.reps} timed calls after {cfg.warmup} warm-up, sketch cut at half its points.",
-        "Command: `.venv/bin/python bench/bench_encoder.py`",
         "",
-        "| arch | input | threads | format | p50 ms | p95 ms |",
-        "|---|---:|---:|---|---:|---:|",
+        *markdown_table(("arch", "input", "threads", "format", "p50 ms", "p95 ms"), rows, "lrrlrr"),
     ]
-    lines += [f"| {a} | {s} | {t} | {f} | {p50:.2f} | {p95:.2f} |" for a, s, t, f, p50, p95 in rows]
-    cfg.out.write_text("\n".join(lines) + "\n")
-    print(f"wrote {cfg.out}")
+    write_results(cfg.out.stem, lines, [], {"rows": measured}, machine, cfg.out.parent)
+
+
+def check(cfg: Config) -> None:
+    unknown = set(cfg.formats) - {"eager", "channels_last"}
+    if unknown:
+        raise ValueError(f"--formats: unknown {sorted(unknown)}; choose from eager, channels_last")
 
 
 def parse_args() -> Config:
-    cfg = Config()
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--archs", nargs="+", default=list(cfg.archs))
-    parser.add_argument("--sizes", nargs="+", type=int, default=list(cfg.sizes))
-    parser.add_argument("--threads", nargs="+", type=int, default=list(cfg.threads))
-    parser.add_argument("--formats", nargs="+", choices=["eager", "channels_last"], default=list(cfg.formats))
-    parser.add_argument("--reps", type=int, default=cfg.reps)
-    parser.add_argument("--out", type=Path, default=cfg.out)
-    args = parser.parse_args()
-    return Config(
-        archs=tuple(args.archs),
-        sizes=tuple(args.sizes),
-        threads=tuple(args.threads),
-        formats=tuple(args.formats),
-        reps=args.reps,
-        out=args.out,
-    )
+    return parse_config(Config, description=__doc__, validate=check)
 
 
 if __name__ == "__main__":
-    cfg_load = os.getloadavg()
     main(parse_args())

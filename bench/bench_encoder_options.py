@@ -48,6 +48,7 @@ from common import (
 )
 
 from retrieval.cli import parse_config
+from retrieval.runtime import set_threads
 
 OPTIONS = ("eager", "channels_last", "compile", "res96", "res112", "int8_dynamic")
 SERVED = "channels_last"  # what app.py serves: Encoder.load(model, channels_last=True)
@@ -120,12 +121,11 @@ def latencies(encoders: dict, cfg: Config) -> dict[str, dict]:
 
 def measure(names: list[str], cfg: Config) -> list[dict]:
     """Build every option (first call timed: compile happens there), time them interleaved, evaluate each."""
-    import torch
 
     from retrieval.data.datasets import open_dataset
     from retrieval.evaluation.protocol import evaluate_split
 
-    torch.set_num_threads(cfg.threads)
+    set_threads(cfg.threads)
     probe = partial_sketches(1, cfg.seed)[0]
     encoders, rows = {}, {}
     for name in names:

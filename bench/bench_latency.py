@@ -43,6 +43,7 @@ from latency_report import STAGES, report
 from synthetic import exact_top_k, synthesise
 
 from retrieval.cli import parse_config
+from retrieval.runtime import set_threads
 
 
 @dataclass
@@ -162,7 +163,6 @@ def timed_build(vectors: np.ndarray, ids: list[str], kind: str):
 
 
 def bench_size(n: int, encoder, base: tuple[np.ndarray, list[str]], pool, cfg: Config, rng) -> dict:
-    import torch
 
     from retrieval.serving.retriever import Retriever
 
@@ -173,7 +173,7 @@ def bench_size(n: int, encoder, base: tuple[np.ndarray, list[str]], pool, cfg: C
         f"  {size_label(n)}: {index.kind} index built in {build_s:.1f} s, RSS +{memory['rss_delta_mb']:.0f} MB",
         flush=True,
     )
-    torch.set_num_threads(cfg.threads)  # one OpenMP pool: timed_build used all cores, serving uses cfg.threads
+    set_threads(cfg.threads)  # one OpenMP pool: timed_build used all cores, serving uses cfg.threads
     retriever = Retriever(encoder, index)
     usable = [(p, pid) for p, pid in pool if pid in index]
     strokes = per_stroke(retriever, usable, cfg)
@@ -223,15 +223,13 @@ def gallery_of(n: int, base: tuple[np.ndarray, list[str]], rng) -> tuple[np.ndar
 
 def other_kinds(index, queries: np.ndarray, target_ids: list[str], cfg: Config) -> list[dict]:
     """Build and measure the ``--compare-kinds`` indexes over the same vectors (approximate sizes only)."""
-    import torch
-
     from retrieval.serving.index import APPROX_THRESHOLD
 
     alternatives = []
     n = len(index)
     for kind in [k for k in cfg.compare_kinds.split(",") if k and k != index.kind] if n > APPROX_THRESHOLD else []:
         alt, alt_build_s, alt_memory = timed_build(index.vectors, index.ids, kind)
-        torch.set_num_threads(cfg.threads)
+        set_threads(cfg.threads)
         alternatives.append(
             {"kind": kind, "build_s": alt_build_s, **alt_memory, **index_metrics(alt, queries, target_ids)}
         )
@@ -246,9 +244,7 @@ def other_kinds(index, queries: np.ndarray, target_ids: list[str], cfg: Config) 
 
 def main(argv: list[str] | None = None) -> None:
     cfg = parse_args(argv)
-    import torch
-
-    torch.set_num_threads(cfg.threads)
+    set_threads(cfg.threads)
     machine = machine_info()
     rng = np.random.default_rng(cfg.seed)
     sizes = parse_sizes(cfg.sizes)

@@ -15,12 +15,15 @@ from pathlib import Path
 
 import cv2
 from common import (
+    Target,
     command_line,
     header_lines,
     machine_info,
+    markdown_table,
     percentiles,
+    target_table,
     time_calls,
-    write_markdown,
+    write_results,
 )
 
 from retrieval.cli import parse_config
@@ -59,31 +62,39 @@ def main(cfg: Config) -> None:
     machine = machine_info()  # load average at start, before the timing loops
     sketch = sketch_with_points(cfg.points)
     cuts = point_cuts(sketch.num_points)
-    rows = []
+    measured = []  # one dict per configuration: call, size, width, p50/p95/p99 ms, rasters per second
     for size, width in ((256, 3), (256, 1), (128, 2), (224, 3)):
         p50, p95, p99 = p50_p95_p99(lambda s=size, w=width: render(sketch, size=s, width=w), cfg.reps, cfg.warmup)
-        rows.append(f"| render (1 raster) | {size} | {width} | {p50:.3f} | {p95:.3f} | {p99:.3f} | {1000 / p50:.0f} |")
-        print(rows[-1], flush=True)
+        measured.append(
+            dict(call="render (1 raster)", size=size, width=width, p50=p50, p95=p95, p99=p99, per_s=1000 / p50)
+        )
+        print(measured[-1], flush=True)
     for size, width in ((256, 3), (128, 2)):
         p50, p95, p99 = p50_p95_p99(
             lambda s=size, w=width: render_steps(sketch, cuts, size=s, width=w), cfg.step_reps, cfg.warmup // 5
         )
-        rows.append(
-            f"| render_steps (17 rasters) | {size} | {width} | {p50:.3f} | {p95:.3f} | {p99:.3f} | {17000 / p50:.0f} |"
+        measured.append(
+            dict(call="render_steps (17 rasters)", size=size, width=width, p50=p50, p95=p95, p99=p99, per_s=17000 / p50)
         )
-        print(rows[-1], flush=True)
+        print(measured[-1], flush=True)
+    headline = next(m for m in measured if m["call"].startswith("render (1") and (m["size"], m["width"]) == (256, 3))
+    targets = [Target(f"render one {cfg.points}-point sketch at 256x256, p50", headline["p50"], 1.0)]
+    rows = [
+        (m["call"], m["size"], m["width"], f"{m['p50']:.3f}", f"{m['p95']:.3f}", f"{m['p99']:.3f}", f"{m['per_s']:.0f}")
+        for m in measured
+    ]
     lines = [
         *header_lines("Rasteriser latency", command_line(__file__, None), machine),
         "",
         f"Sketch: a procedural chair sketch cut to {sketch.num_points} points in {sketch.num_strokes} strokes; "
         f"{cfg.reps} timed single renders / {cfg.step_reps} timed 17-step batches per row after warm-up, "
-        "one thread. Target: render p50 <= 1 ms at 256x256.",
+        "one thread.",
         "",
-        "| call | size | width | p50 ms | p95 ms | p99 ms | rasters/s at p50 |",
-        "|---|---:|---:|---:|---:|---:|---:|",
-        *rows,
+        *target_table(targets),
+        "",
+        *markdown_table(("call", "size", "width", "p50 ms", "p95 ms", "p99 ms", "rasters/s at p50"), rows),
     ]
-    write_markdown(cfg.out, lines)
+    write_results(cfg.out.stem, lines, targets, {"rows": measured}, machine, cfg.out.parent)
 
 
 def parse_args() -> Config:

@@ -25,7 +25,9 @@ from typing import Any
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parents[1]
+from retrieval.provenance import PROJECT_ROOT as ROOT
+from retrieval.provenance import git_output
+
 RESULTS = ROOT / "bench" / "results"
 DEFAULT_MODEL = ROOT / "assets" / "model"
 BENCH_CACHE = ROOT / ".cache" / "bench"  # galleries built for benchmarks (git-ignored, rebuilt on demand)
@@ -60,10 +62,19 @@ def versions(packages: Sequence[str] = VERSIONED) -> dict[str, str]:
     return found
 
 
+def code_version() -> str:
+    """The checkout's short commit, ``+changes`` when the tree has uncommitted edits ("unknown" without git)."""
+    commit = git_output("rev-parse", "--short=12", "HEAD")
+    if commit is None:
+        return "unknown"
+    return commit + ("+changes" if git_output("status", "--porcelain", "--untracked-files=no") else "")
+
+
 def machine_info() -> dict[str, Any]:
-    """CPU model, cores, RAM, OS, load average, UTC date and library versions, as a dict."""
+    """CPU model, cores, RAM, OS, load average, UTC date, commit and library versions, as a dict."""
     return {
         "date_utc": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC"),
+        "commit": code_version(),
         "cpu": cpu_model(),
         "cores": os.cpu_count(),
         "ram_gb": round(ram_gb(), 1),
@@ -74,13 +85,14 @@ def machine_info() -> dict[str, Any]:
 
 
 def header_lines(title: str, command: str, machine: dict[str, Any] | None = None) -> list[str]:
-    """The Markdown head every result file starts with: title, machine, date, versions, command."""
+    """The Markdown head every result file starts with: title, date, commit, machine, versions, command."""
     m = machine or machine_info()
     libs = ", ".join(f"{k} {v}" for k, v in m["versions"].items())
     return [
         f"# {title}",
         "",
         f"- date: {m['date_utc']}",
+        f"- commit: {m.get('commit', 'unknown')}",
         f"- machine: {m['cpu']}, {m['cores']} cores, {m['ram_gb']} GiB RAM, {m['os']}; "
         f"load average {m['load_avg_1m']} at start (shared machines make p95 noisy)",
         f"- libraries: {libs}",
@@ -188,6 +200,15 @@ class Target:
 def target_table(targets: Sequence[Target]) -> list[str]:
     """Markdown table of targets (target, measured, met / gap)."""
     return ["| target | limit | measured | verdict |", "|---|---|---|---|", *(t.row() for t in targets)]
+
+
+def markdown_table(header: Sequence[str], rows: Sequence[Sequence[Any]], align: str = "") -> list[str]:
+    """A Markdown table: ``align`` has one letter per column, ``l`` or ``r`` (default: first left, rest right)."""
+    align = align or "l" + "r" * (len(header) - 1)
+    if len(align) != len(header) or any(len(row) != len(header) for row in rows):
+        raise ValueError("markdown_table: every row and the alignment need one entry per header cell")
+    rule = "|" + "|".join("---" if a == "l" else "---:" for a in align) + "|"
+    return ["| " + " | ".join(map(str, header)) + " |", rule, *("| " + " | ".join(map(str, r)) + " |" for r in rows)]
 
 
 def write_results(

@@ -16,6 +16,8 @@ from pathlib import Path
 import numpy as np
 from common import load_encoder
 
+from retrieval.runtime import set_threads
+
 
 @dataclass(frozen=True)
 class SessionPlan:
@@ -73,14 +75,12 @@ def make_sessions(plan: SessionPlan, rng: np.random.Generator) -> list[Session]:
 
 def expected_rankings(sessions: list[Session], plan: SessionPlan):
     """What the library answers for every prefix (computed before the load, not during it)."""
-    import torch
-
     from retrieval.serving.gallery import open_gallery
     from retrieval.serving.retriever import Retriever
 
     encoder = load_encoder(plan.model)
     gallery = open_gallery(encoder, f"procedural:photos={plan.gallery_size}", plan.cache_dir, progress=True)
-    torch.set_num_threads(1)
+    set_threads(1)
     retriever = Retriever(encoder, gallery.index)
     for s in sessions:
         s.expected_ids = [retriever.rank(p, k=plan.k).ids for p in s.payloads]

@@ -12,12 +12,13 @@ other arm against ARM seed by seed (same seed = same batches until the arms part
 
 from __future__ import annotations
 
-import argparse
 import json
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pandas as pd
 
+from retrieval.cli import POSITIONAL, parse_config
 from retrieval.evaluation.metrics import HEADLINE_METRICS
 
 
@@ -72,12 +73,20 @@ def last_step_rows(runs_dir: Path) -> pd.DataFrame:
     return pd.DataFrame(last).sort_values(["arm", "seed"], kind="stable")
 
 
+@dataclass
+class Config:
+    """Per-seed tables of an ablation."""
+
+    ablation_json: Path | None = field(default=None, metadata=POSITIONAL)
+    """bench/bench_ablation.py result json"""
+    runs: Path | None = None
+    """folder of the <arm>__s<seed>/log.csv run folders"""
+    base: str = ""
+    """arm the others are compared with, seed by seed"""
+
+
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("ablation_json", type=Path, help="bench/bench_ablation.py result json")
-    parser.add_argument("--runs", type=Path, help="folder of the <arm>__s<seed>/log.csv run folders")
-    parser.add_argument("--base", default="", help="arm the others are compared with, seed by seed")
-    args = parser.parse_args(argv)
+    args = parse_config(Config, argv, description=__doc__.split("\n\n")[0])
     rows = pd.DataFrame(json.loads(args.ablation_json.read_text())["data"]["rows"])
     rows = rows[rows["model"].str.contains("__s")].copy()
     rows[["arm", "seed"]] = [split_name(m) for m in rows["model"]]

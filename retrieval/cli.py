@@ -2,8 +2,9 @@
 
 Fields are documented CleanRL style, with a string literal right under each field; this reads
 those strings from the class source so the help never drifts from the code. Every entry point
-uses :func:`parse_config`: the trainers, the benches and the app (which also reads environment
-variables and validates the result).
+uses :func:`parse_config`: the trainers, the benches, the small tools and the app (which also reads
+environment variables and validates the result); positional arguments are fields marked
+:data:`POSITIONAL`.
 """
 
 from __future__ import annotations
@@ -22,6 +23,9 @@ from typing import Any, TypeVar
 T = TypeVar("T")
 
 TRUE_WORDS, FALSE_WORDS = ("1", "true", "yes"), ("0", "false", "no", "")
+POSITIONAL = {"positional": True}
+"""Field metadata for an argument given by position (``path: Path = field(default=..., metadata=POSITIONAL)``):
+required when the field's default is ``None`` or an empty tuple, else optional."""
 
 
 def field_docs(cls: type) -> dict[str, str]:
@@ -52,13 +56,25 @@ def _own_field_docs(cls: type) -> dict[str, str]:
     return docs
 
 
-def literal_choices(cls: type) -> dict[str, tuple[Any, ...]]:
-    """``{field name: allowed values}`` for the fields annotated ``typing.Literal[...]``."""
+def _type_hints(cls: type) -> dict[str, Any]:
     try:
-        hints = typing.get_type_hints(cls)
+        return typing.get_type_hints(cls)
     except (NameError, TypeError):  # a hint that names something only imported for type checkers
         return {}
+
+
+def literal_choices(cls: type) -> dict[str, tuple[Any, ...]]:
+    """``{field name: allowed values}`` for the fields annotated ``typing.Literal[...]``."""
+    hints = _type_hints(cls)
     return {name: typing.get_args(hint) for name, hint in hints.items() if typing.get_origin(hint) is typing.Literal}
+
+
+def _optional_type(hint: Any) -> type | None:
+    """``X`` for a hint ``X | None`` where X is a plain class (``Path``, ``int``, ...), else None."""
+    args = [a for a in typing.get_args(hint) if a is not type(None)]
+    if len(args) == 1 and isinstance(args[0], type) and type(None) in typing.get_args(hint):
+        return args[0]
+    return None
 
 
 class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
@@ -83,18 +99,31 @@ def _from_env(text: str, default: Any, name: str) -> Any:
         raise ValueError(f"{name}={text!r}: {exc}") from exc
 
 
-def _add_field(parser: argparse.ArgumentParser, f: dataclasses.Field, help_text: str, choices: tuple | None) -> None:
+def _add_field(
+    parser: argparse.ArgumentParser, f: dataclasses.Field, help_text: str, choices: tuple | None, hint: Any
+) -> None:
     default = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc]
     kwargs: dict[str, Any] = {"default": default, "help": help_text.replace("%", "%%")}  # argparse formats help with %
+    positional = f.metadata.get("positional", False)
     if isinstance(default, bool):
         kwargs["action"] = argparse.BooleanOptionalAction
     elif isinstance(default, tuple):
-        kwargs.update(nargs="*", type=type(default[0]) if default else str)
+        item_types = [a for a in typing.get_args(hint) if a is not Ellipsis]
+        kind = type(default[0]) if default else (item_types[0] if item_types else str)
+        kwargs.update(nargs=("*" if default else "+") if positional else "*", type=kind)
     elif default is not None:
         kwargs["type"] = type(default)
+        kwargs["nargs"] = "?" if positional else None
+    else:
+        kwargs["type"] = _optional_type(hint) or str
     if choices:
         kwargs["choices"] = choices
-    parser.add_argument("--" + f.name.replace("_", "-"), dest=f.name, **kwargs)
+    if positional:
+        if default is None:
+            del kwargs["default"]  # required
+        parser.add_argument(f.name, **kwargs)
+    else:
+        parser.add_argument("--" + f.name.replace("_", "-"), dest=f.name, **kwargs)
 
 
 def parse_config(
@@ -119,14 +148,14 @@ def parse_config(
     parser = argparse.ArgumentParser(
         description=description or (cls.__doc__ or "").strip().splitlines()[0], formatter_class=_HelpFormatter
     )
-    docs, choices = field_docs(cls), literal_choices(cls)
+    docs, choices, hints = field_docs(cls), literal_choices(cls), _type_hints(cls)
     env: dict[str, str] = {}
     for f in dataclasses.fields(cls):  # type: ignore[arg-type]
         help_text = docs.get(f.name, " ")
         if env_prefix is not None:
             env[f.name] = env_prefix + f.name.upper()
             help_text += f" (env {env[f.name]})"
-        _add_field(parser, f, help_text, choices.get(f.name))
+        _add_field(parser, f, help_text, choices.get(f.name), hints.get(f.name))
     for name, variable in env.items():  # the environment replaces the defaults, so flags still win
         if variable in os.environ:
             try:

@@ -11,12 +11,10 @@ import numpy as np
 from stable_baselines3.common.callbacks import BaseCallback
 from tqdm.auto import tqdm
 
-from retrieval.evaluation.metrics import selection_score
+from retrieval.evaluation.metrics import HEADLINE_METRICS, selection_score
 from retrieval.model.progress_head import ProgressHead
 from rl.features import FeatureCache
 from rl.scoring import evaluate_head
-
-HEADLINE = ("m@A", "m@B", "A@1", "A@5", "A@10")
 
 
 class HeadSelectionCallback(BaseCallback):
@@ -52,7 +50,7 @@ class HeadSelectionCallback(BaseCallback):
         progress: bool = True,
     ) -> None:
         super().__init__()
-        selection_score({k: 0.0 for k in HEADLINE}, select_metric)  # fail fast on a typo
+        selection_score({k: 0.0 for k in HEADLINE_METRICS}, select_metric)  # fail fast on a typo
         self.val_cache = val_cache
         self.train_cache = train_cache
         self.get_head = get_head
@@ -75,7 +73,7 @@ class HeadSelectionCallback(BaseCallback):
         self._start = time.monotonic()
         with open(self.csv_path, "w", newline="") as f:
             csv.writer(f).writerow(
-                ["timesteps", "seconds", *HEADLINE, "train_m@B", "rollout_reciprocal_rank", "is_best"]
+                ["timesteps", "seconds", *HEADLINE_METRICS, "train_m@B", "rollout_reciprocal_rank", "is_best"]
             )
         self._bar = tqdm(total=round(self.budget_s), desc="PPO", unit="s", disable=not self.show_progress)
         self.baseline_metrics = self.evaluate_now()
@@ -101,7 +99,7 @@ class HeadSelectionCallback(BaseCallback):
                 [
                     self.num_timesteps,
                     round(time.monotonic() - self._start, 2),
-                    *(round(metrics[k], 4) for k in HEADLINE),
+                    *(round(metrics[k], 4) for k in HEADLINE_METRICS),
                     round(train_mb, 4),
                     round(rollout_rr, 5),
                     int(is_best),

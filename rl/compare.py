@@ -17,7 +17,6 @@ from retrieval.model.progress_head import ProgressHead
 from rl.features import FeatureCache
 from rl.scoring import step_ranks
 
-KEYS = ("m@A", "m@B", "A@1", "A@10")
 N_BOOT = 10_000
 
 
@@ -35,7 +34,7 @@ def seed_mean_bootstrap(
     rng = np.random.default_rng(seed)
     rows = rng.integers(0, len(a[0]["m@A"]), size=(N_BOOT, len(a[0]["m@A"])))
     out = {}
-    for key in KEYS:
+    for key in HEADLINE_METRICS:
         diff = np.mean([x[key] for x in a], axis=0) - np.mean([x[key] for x in b], axis=0)
         low, high = np.percentile(diff[rows].mean(axis=1), [2.5, 97.5])
         out[key] = {"delta": float(diff.mean()), "low": float(low), "high": float(high)}
@@ -62,11 +61,14 @@ def compare(
         if name != control:
             entry["vs_control"] = seed_mean_bootstrap(per_seed, ranks[control], n)
         for s, r in enumerate(per_seed):
-            seed_entry = {"metrics": summarize(r, n), "vs_supervised": paired_bootstrap(r, base, n, keys=KEYS, seed=s)}
+            seed_entry = {
+                "metrics": summarize(r, n),
+                "vs_supervised": paired_bootstrap(r, base, n, keys=HEADLINE_METRICS, seed=s),
+            }
             if name != control:
-                seed_entry["vs_control"] = paired_bootstrap(r, ranks[control][s], n, keys=KEYS, seed=s)
+                seed_entry["vs_control"] = paired_bootstrap(r, ranks[control][s], n, keys=HEADLINE_METRICS, seed=s)
             entry["seeds"].append(seed_entry)
-        entry["mean"] = {k: float(np.mean([s["metrics"][k] for s in entry["seeds"]])) for k in (*KEYS, "A@5")}
+        entry["mean"] = {k: float(np.mean([s["metrics"][k] for s in entry["seeds"]])) for k in HEADLINE_METRICS}
         out["methods"][name] = entry
     return out
 
@@ -111,6 +113,6 @@ def markdown(result: Mapping, split: str, control: str) -> str:
                 continue
             rows = [(str(s), e[key]) for s, e in enumerate(entry["seeds"])] + [("seed-mean", entry[key])]
             for seed, d in rows:
-                cells = " | ".join(_interval(d[k]) for k in KEYS)
+                cells = " | ".join(_interval(d[k]) for k in HEADLINE_METRICS)
                 lines.append(f"| {name} − {other} | {seed} | {cells} |")
     return "\n".join(lines) + "\n"

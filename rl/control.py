@@ -25,9 +25,10 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from retrieval.cli import parse_config
+from retrieval.evaluation.metrics import HEADLINE_METRICS, selection_score
 from retrieval.model.pooling import l2n
 from retrieval.model.progress_head import ProgressHead
-from rl.callbacks import HEADLINE, selection_score
+from retrieval.runtime import set_threads
 from rl.features import FeatureCache
 from rl.inputs import HeadInputs
 from rl.scoring import evaluate_head, make_head
@@ -104,7 +105,7 @@ class BestOnVal:
             self.best_head = self.new_head()
             self.best_head.load_state_dict(head.state_dict())
         seconds = round(time.monotonic() - self.start, 2)
-        self.rows.append([updates, seconds, *(round(metrics[k], 4) for k in HEADLINE), int(is_best)])
+        self.rows.append([updates, seconds, *(round(metrics[k], 4) for k in HEADLINE_METRICS), int(is_best)])
         return metrics
 
 
@@ -152,15 +153,15 @@ def write_outputs(cfg: ControlConfig, out: Path, result: ControlResult, rows: li
     """eval.csv (one row per evaluation), head.pt (the best head) and summary.json in ``out``."""
     with open(out / "eval.csv", "w", newline="") as f:
         writer = csv.writer(f)
-        writer.writerow(["updates", "seconds", *HEADLINE, "is_best"])
+        writer.writerow(["updates", "seconds", *HEADLINE_METRICS, "is_best"])
         writer.writerows(rows)
     torch.save(result.head.state_dict(), out / "head.pt")
     summary = {
         "config": asdict(cfg),
         "updates": result.updates,
         "best_updates": result.best_updates,
-        "val_baseline": {k: result.baseline_metrics[k] for k in HEADLINE},
-        "val_best": {k: result.best_metrics[k] for k in HEADLINE},
+        "val_baseline": {k: result.baseline_metrics[k] for k in HEADLINE_METRICS},
+        "val_best": {k: result.best_metrics[k] for k in HEADLINE_METRICS},
     }
     (out / "summary.json").write_text(json.dumps(summary, indent=2))
 
@@ -170,7 +171,7 @@ def main(argv: list[str] | None = None) -> ControlResult:
     from rl.train import load_inputs, rl_config_from
 
     cfg = parse_config(ControlConfig, argv)
-    torch.set_num_threads(cfg.threads)
+    set_threads(cfg.threads)
     encoder, _, train_cache, val_cache = load_inputs(rl_config_from(cfg))
     state = encoder.sketch_head_state()
     result = train_control(cfg, train_cache, val_cache, state["weight"].numpy(), state["bias"].numpy())

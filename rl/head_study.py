@@ -26,14 +26,13 @@ import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-import torch
-
 from retrieval.cli import parse_config
 from retrieval.data.splits import DataSplit
 from retrieval.evaluation.metrics import per_sketch
 from retrieval.evaluation.ship_rule import ShipRule, decide
 from retrieval.model.encoder import Encoder
 from retrieval.provenance import Stopwatch, git_commit
+from retrieval.runtime import set_threads
 from retrieval.train.config import SupervisedRecipe
 from retrieval.train.pipeline import supervised_encoder
 from rl.compare import compare, markdown
@@ -80,7 +79,7 @@ class HeadStudyConfig(SupervisedRecipe):
 def study(cfg: HeadStudyConfig) -> dict:
     """Run the study; returns ``{"comparison", "verdict", "timings"}``."""
     cfg = cfg.smoke_scaled()
-    torch.set_num_threads(cfg.threads)
+    set_threads(cfg.threads)
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "config.json").write_text(json.dumps(asdict(cfg), indent=2))

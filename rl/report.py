@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import matplotlib
@@ -12,6 +13,7 @@ matplotlib.use("Agg")  # files only: never needs a display
 import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 
+from retrieval.cli import POSITIONAL, parse_config
 from retrieval.evaluation.metrics import HEADLINE_METRICS  # noqa: E402
 
 
@@ -88,13 +90,17 @@ def _save_figure(fig, axes, title: str, png_path: str | Path) -> Path:
     return Path(png_path)
 
 
+@dataclass
+class ReportConfig:
+    """Ablation table of rl.train runs."""
+
+    runs: tuple[str, ...] = field(default=(), metadata=POSITIONAL)
+    """rl.train output folders (each with summary.json)"""
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     """``python -m rl.report RUN_DIR [RUN_DIR ...]`` prints the ablation table."""
-    import argparse
-
-    parser = argparse.ArgumentParser(prog="python -m rl.report", description="Ablation table of rl.train runs.")
-    parser.add_argument("runs", nargs="+", help="rl.train output folders (each with summary.json)")
-    print(ablation_table(parser.parse_args(argv).runs))
+    print(ablation_table(parse_config(ReportConfig, None if argv is None else list(argv)).runs))
 
 
 if __name__ == "__main__":

@@ -26,13 +26,13 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from retrieval.cli import parse_config
 from retrieval.data.splits import DataSplit
 from retrieval.evaluation.metrics import HEADLINE_METRICS
 from retrieval.model.encoder import Encoder
 from retrieval.provenance import Stopwatch, git_commit
+from retrieval.runtime import set_threads
 from retrieval.train.config import SupervisedRecipe
 from retrieval.train.pipeline import supervised_encoder
 from rl.export import export_encoder
@@ -135,7 +135,7 @@ def evaluate(cfg: ReproduceConfig, model: Path, out: Path, split: str) -> dict:
 def reproduce(cfg: ReproduceConfig) -> dict:
     """Run everything; returns ``{"shipped": name, "evaluated": {split: {model: metrics}}, "timings": ...}``."""
     cfg = cfg.smoke_scaled()
-    torch.set_num_threads(cfg.threads)
+    set_threads(cfg.threads)
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "config.json").write_text(json.dumps(asdict(cfg), indent=2))

@@ -29,6 +29,7 @@ from stable_baselines3.common.vec_env import DummyVecEnv
 
 from retrieval.cli import parse_config
 from retrieval.model.progress_head import ProgressHead
+from retrieval.runtime import set_threads
 from rl.callbacks import HeadSelectionCallback
 from rl.env import SketchRetrievalEnv
 from rl.features import FeatureCache, cached_features
@@ -229,7 +230,7 @@ def train(
     Pass ``encoder``/caches to reuse what a caller already computed (``rl.reproduce``); with
     caches and ``head`` but no encoder (synthetic problems) nothing is exported.
     """
-    torch.set_num_threads(cfg.threads)
+    set_threads(cfg.threads)
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
     seconds: dict[str, float] = {}

@@ -14,7 +14,6 @@ from pathlib import Path
 
 from retrieval.ui.api_client import running_app as _running_app
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
 SMALL_GALLERY = "60"  # procedural photos: starts in seconds, cached after the first run
 START_TIMEOUT_S = 300  # first run embeds the gallery on a busy 2-core machine
 

@@ -7,10 +7,12 @@ from pathlib import Path
 
 import pytest
 
+from retrieval.provenance import PROJECT_ROOT as REPO_ROOT
+from retrieval.runtime import set_threads
+
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = Path(os.environ.get("EARLYSKETCH_SHARED_DATA", REPO_ROOT.parent / "shared" / "data"))
 
 
@@ -25,9 +27,7 @@ def shared_path(*parts: str) -> Path:
 @pytest.fixture(autouse=True, scope="session")
 def _few_threads():
     # Two cores on CI: keep torch from oversubscribing while other processes (the app) run.
-    import torch
-
-    torch.set_num_threads(2)
+    set_threads(2)
     yield
 
 

@@ -11,7 +11,8 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
+from retrieval.provenance import PROJECT_ROOT as ROOT
+
 LIBRARY = ("retrieval", "rl")
 
 # layer -> the layers it may import (besides itself); docs/design.md draws the same table

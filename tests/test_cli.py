@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
 import pytest
 
-from retrieval.cli import field_docs, parse_config
+from retrieval.cli import POSITIONAL, field_docs, parse_config
 
 
 @dataclass
@@ -155,3 +155,23 @@ def test_inherited_fields_keep_their_docs_and_a_subclass_doc_wins():
         "seed": "seed of the child",
     }
     assert parse_config(DemoChild, ["--seed", "3"]) == DemoChild(seed=3)
+
+
+@dataclass
+class Positional:
+    """Arguments by position."""
+
+    source: Path | None = field(default=None, metadata=POSITIONAL)
+    """required: no default"""
+    extra: tuple[str, ...] = field(default=(), metadata=POSITIONAL)
+    """one or more"""
+    limit: int | None = None
+    """an optional flag typed from its annotation"""
+
+
+def test_positional_fields_are_required_without_a_default_and_typed_from_the_annotation(capsys):
+    config = parse_config(Positional, ["photos", "a", "b", "--limit", "3"])
+    assert config == Positional(Path("photos"), ("a", "b"), 3)
+    with pytest.raises(SystemExit):
+        parse_config(Positional, ["photos"])  # ``extra`` needs at least one value
+    assert "required: extra" in capsys.readouterr().err

@@ -18,21 +18,20 @@ import subprocess
 import sys
 import time
 import warnings
-from pathlib import Path
 
 import numpy as np
 import pytest
 
+from retrieval.provenance import PROJECT_ROOT as REPO_ROOT
 from retrieval.study.log import StudyLog, read_log
 from retrieval.ui.api_client import running_app
 from retrieval.ui.browser import CHROMIUM, NO_CHROMIUM, chromium_browser
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-
 CHILD = r"""
 import sys
-import numpy as np, torch
-torch.set_num_threads(1)
+import numpy as np
+from retrieval.runtime import set_threads
+set_threads(1)
 from retrieval.model.encoder import Encoder
 from retrieval.serving.index import PhotoIndex
 from retrieval.data.procedural import generate_sketch

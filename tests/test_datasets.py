@@ -172,10 +172,6 @@ def test_open_dataset_procedural_kwargs(monkeypatch):
 
 
 def test_open_dataset_real_procedural():
-    try:
-        from retrieval.data.procedural import ProceduralDataset  # noqa: F401
-    except ImportError:
-        pytest.skip("retrieval.data.procedural is not written yet")
     ds = open_dataset("procedural:photos=12,sketches=1")
     assert isinstance(ds, RetrievalDataset) and {"train", "val"} <= set(ds.splits())
     pid = ds.photo_ids("train")[0]
@@ -211,10 +207,8 @@ def test_real_shoev2_photos_are_readable():
 
 
 def test_procedural_export_reopens_as_the_same_qmul_dataset(tmp_path):
-    try:
-        from retrieval.data.procedural import ProceduralDataset, export
-    except ImportError:
-        pytest.skip("retrieval.data.procedural is not written yet")
+    from retrieval.data.procedural import ProceduralDataset, export
+
     source = ProceduralDataset(num_photos=12, sketches_per_photo=2, seed=3)
     export(source, tmp_path / "proc")
     reopened = open_dataset(tmp_path / "proc", seed=3)

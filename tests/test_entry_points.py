@@ -1,25 +1,26 @@
 """Every command a reader may run answers ``--help`` with exit code 0 and a usage line.
 
 Entry points are found, not listed: every module under ``retrieval/``, ``rl/`` and ``bench/`` with an
-``if __name__ == "__main__":`` block or a ``__main__.py``, plus ``app.py``. Each runs in its own
-subprocess from the repository root, as a reader would type it, with this checkout first on the
-path (a ``bench/*.py`` script would otherwise import the installed copy). They start in parallel,
-since each one mostly waits on importing torch.
+``if __name__ == "__main__":`` block or a ``__main__.py``, plus ``app.py``. All of them run as
+``__main__`` (``runpy``, as ``python -m`` and ``python script.py`` would) in ONE child process from the
+repository root, with this checkout first on the path (a ``bench/*.py`` script would otherwise import
+the installed copy): torch is imported once instead of once per command, and whatever a module does
+at import (environment variables, matplotlib backends) stays out of the test process.
 """
 
 from __future__ import annotations
 
 import importlib.util
+import json
 import os
 import re
 import subprocess
 import sys
-from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
+from retrieval.provenance import PROJECT_ROOT as ROOT
+
 MAIN_GUARD = 'if __name__ == "__main__":'
 # Named in docs/README; if one of them loses its entry point, this says so instead of shrinking the list.
 EXPECTED = {
@@ -64,28 +65,50 @@ def entry_points() -> dict[str, list[str]]:
 ENTRY_POINTS = entry_points()
 
 
-def run_help(argv: list[str]) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
-    return subprocess.run([*argv, "--help"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+# Runs in the child: each entry point as __main__ with --help, its exit code and output captured.
+HELP_RUNNER = r"""
+import contextlib, io, json, runpy, sys
+results = {}
+for name, argv in json.loads(sys.argv[1]).items():
+    out, err, code = io.StringIO(), io.StringIO(), None
+    sys.argv = [argv[-1], "--help"]
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        try:
+            if argv[0] == "-m":
+                runpy.run_module(argv[1], run_name="__main__", alter_sys=True)
+            else:  # bench/ is on PYTHONPATH, as a script's own folder is for ``python bench/x.py``
+                runpy.run_path(argv[0], run_name="__main__")
+        except SystemExit as exc:
+            code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+        except BaseException as exc:
+            code, err = 1, io.StringIO(f"{type(exc).__name__}: {exc}")
+    results[name] = {"returncode": code, "stdout": out.getvalue(), "stderr": err.getvalue()}
+print(json.dumps(results))
+"""
 
 
 @pytest.fixture(scope="module")
-def help_runs() -> dict[str, subprocess.CompletedProcess]:
-    runnable = {n: argv for n, argv in ENTRY_POINTS.items() if importlib.util.find_spec(NEEDS.get(n, "os"))}
-    with ThreadPoolExecutor(max_workers=max(2, min(8, os.cpu_count() or 2))) as pool:
-        return dict(zip(runnable, pool.map(run_help, runnable.values())))
+def help_runs() -> dict[str, dict]:
+    runnable = {n: argv[1:] for n, argv in ENTRY_POINTS.items() if importlib.util.find_spec(NEEDS.get(n, "os"))}
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), str(ROOT / "bench"), os.environ.get("PYTHONPATH")])),
+    }
+    child = [sys.executable, "-W", "ignore::RuntimeWarning", "-c", HELP_RUNNER, json.dumps(runnable)]
+    done = subprocess.run(child, cwd=ROOT, env=env, capture_output=True, text=True, timeout=240)
+    assert done.returncode == 0, f"the --help runner failed:\n{done.stderr[-3000:]}"
+    return json.loads(done.stdout.strip().splitlines()[-1])
 
 
 def test_the_documented_entry_points_are_all_found():
     assert EXPECTED <= set(ENTRY_POINTS), f"lost an entry point: {sorted(EXPECTED - set(ENTRY_POINTS))}"
 
 
-@pytest.mark.timeout(300)
 @pytest.mark.parametrize("name", sorted(ENTRY_POINTS))
 def test_help_exits_0_with_a_usage_line(name, help_runs):
     if name not in help_runs:
         pytest.skip(f"{NEEDS[name]} is not installed (an optional extra)")
     done = help_runs[name]
-    assert done.returncode == 0, f"{name} --help exited {done.returncode}:\n{done.stderr[-2000:]}"
-    assert done.stdout.lstrip().startswith("usage:"), f"{name} --help printed no usage:\n{done.stdout[:500]}"
-    assert "--help" in done.stdout
+    assert done["returncode"] == 0, f"{name} --help exited {done['returncode']}:\n{done['stderr'][-2000:]}"
+    assert done["stdout"].lstrip().startswith("usage:"), f"{name} --help printed no usage:\n{done['stdout'][:500]}"
+    assert "--help" in done["stdout"]

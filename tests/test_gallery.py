@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import time
 
 import numpy as np
 import pytest
@@ -134,8 +133,9 @@ def test_cache_reuses_and_updates_incrementally(tmp_path, encoder):
 
     counting.embedded = 0
     (root / "0.png").unlink()  # removed photo leaves, modified photo is re-embedded
-    time.sleep(0.01)
+    stamp = (root / "1.png").stat().st_mtime_ns
     write_image(root / "1.png", 99, size=(20, 20))
+    os.utime(root / "1.png", ns=(stamp + 10**9, stamp + 10**9))  # a later mtime even on a coarse-clock file system
     changed = build_folder_gallery(counting, root, cache, progress=False)
     assert counting.embedded == 1 and sorted(changed.index.ids) == ["1.png", "2.png", "3.png", "4.png"]
     new_vec = encoder.embed_photos([changed.load_photo("1.png")])[0]

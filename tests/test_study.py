@@ -4,16 +4,15 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import pytest
 
+from retrieval.provenance import PROJECT_ROOT as REPO_ROOT
 from retrieval.study.log import StudyLog, read_log
 from retrieval.study.payload import parse_canvas_payload, replay, strokes_to_sketch
 from retrieval.study.plan import StudyConfig, plan_trials
 from retrieval.study.session import DrawingSession
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
 GALLERY = [f"photo_{i:03d}" for i in range(40)]
 
 

@@ -14,11 +14,10 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from retrieval.provenance import PROJECT_ROOT as REPO_ROOT
 from retrieval.study.log import SessionExistsError, StudyLog, export_csv, iter_records, log_files, read_log
 from retrieval.study.log_names import IdCaseCollisionError, decode_id, encode_id
 from retrieval.study.private_files import UnsafeLogPathError
-
-REPO_ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_append_writes_one_fsynced_line_per_record(tmp_path, monkeypatch):

@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from retrieval.provenance import PROJECT_ROOT as ROOT
 from retrieval.serving.gallery import Gallery
 from retrieval.serving.index import PhotoIndex
 from retrieval.serving.retriever import Retriever
@@ -28,7 +29,6 @@ from retrieval.ui.config import AppConfig
 from retrieval.ui.handlers import Handlers, Update, UserError
 from retrieval.ui.views import found_banner
 
-ROOT = Path(__file__).resolve().parents[1]
 GALLERY = [f"photo_{i:02d}" for i in range(30)]
 TYPEDEFS = {  # the script that renders each value -> the typedefs it declares
     "results.js": {"ResultsValue", "ResultItem", "CurvePoint"},

@@ -25,7 +25,6 @@ from pathlib import Path
 from typing import Literal
 
 import numpy as np
-import torch
 
 from retrieval.cli import parse_config
 from retrieval.data.records import SketchRecord
@@ -33,8 +32,8 @@ from retrieval.data.splits import DataSplit
 from retrieval.evaluation.metrics import format_table
 from retrieval.evaluation.protocol import GALLERIES, STEP_MODES, MissingSplitError, check_split, evaluate_split
 from retrieval.model.encoder import Encoder
+from retrieval.runtime import set_threads
 from retrieval.serving.gallery import model_hash
-from retrieval.serving.index import set_faiss_threads
 
 
 # --- reports -------------------------------------------------------------------------------------
@@ -117,8 +116,7 @@ class EvalConfig:
 
 def run(cfg: EvalConfig) -> dict:
     """Evaluate, write the report files into ``cfg.out`` and return the metrics dict."""
-    torch.set_num_threads(cfg.threads)
-    set_faiss_threads(cfg.threads)
+    set_threads(cfg.threads)
     started = time.perf_counter()
     out = Path(cfg.out)
     dataset = DataSplit(

@@ -140,7 +140,7 @@ def paired_bootstrap(
     ranks_b: np.ndarray,
     n_gallery: int,
     *,
-    keys: tuple[str, ...] = ("m@A", "m@B", "A@1", "A@10"),
+    keys: tuple[str, ...] = HEADLINE_METRICS,
     n_boot: int = 10_000,
     level: float = 0.95,
     seed: int = 0,

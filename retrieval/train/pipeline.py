@@ -46,6 +46,7 @@ from retrieval.data.datasets import open_dataset
 from retrieval.data.splits import DataSplit, check_disjoint, pretrain_spec
 from retrieval.model.encoder import Encoder
 from retrieval.provenance import git_commit
+from retrieval.runtime import set_threads
 from retrieval.train.batches import PhotoBank, ValidationSet
 from retrieval.train.config import LOSSES, STAGES, Config, SupervisedRecipe, from_json, pipeline_config, to_json
 from retrieval.train.jigsaw import JigsawHead
@@ -58,7 +59,7 @@ def run(cfg: Config, dataset=None) -> Path:
     """Train per ``cfg`` (``dataset`` overrides ``cfg.data``); returns the run folder."""
     if cfg.resume:
         cfg = resumed_config(cfg)
-    torch.set_num_threads(cfg.threads)
+    set_threads(cfg.threads)
     torch.manual_seed(cfg.seed)
     check_config(cfg)
 

@@ -13,16 +13,17 @@ The flavour is detected per drawing from the stroke arity.
 
 from __future__ import annotations
 
-import argparse
 import gzip
 import json
 import math
 from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
 
 import numpy as np
 
+from retrieval.cli import POSITIONAL, parse_config
 from retrieval.data.sketch import Sketch
 
 SIMPLIFIED_CANVAS = 256.0
@@ -175,11 +176,17 @@ def iter_folder(folder: str | Path) -> Iterator[tuple[dict, Sketch]]:
         yield from read_ndjson(file)
 
 
+@dataclass
+class TimingConfig:
+    """Print the stroke timing statistics of a Quick, Draw! file or folder as JSON."""
+
+    path: Path | None = field(default=None, metadata=POSITIONAL)
+    """an .ndjson file or a folder of them"""
+
+
 def main(argv: list[str] | None = None) -> None:
     """Print :func:`timing_stats` of a Quick, Draw! file or folder as JSON."""
-    parser = argparse.ArgumentParser(description=main.__doc__)
-    parser.add_argument("path", type=Path, help="an .ndjson file or a folder of them")
-    args = parser.parse_args(argv)
+    args = parse_config(TimingConfig, argv)
     items = iter_folder(args.path) if args.path.is_dir() else read_ndjson(args.path)
     print(json.dumps(timing_stats(sketch for _, sketch in items), indent=2))
 

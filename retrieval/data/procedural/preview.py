@@ -5,12 +5,13 @@
 
 from __future__ import annotations
 
-import argparse
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import cv2
 import numpy as np
 
+from retrieval.cli import POSITIONAL, parse_config
 from retrieval.data.procedural.dataset import generate_photo, generate_sketch
 from retrieval.data.procedural.params import VERSION, sample_params
 from retrieval.data.raster import render
@@ -109,9 +110,16 @@ def contact_sheet(path: str | Path, seed: int = 0, rows: int = 8, tile: int = 12
     return path
 
 
+@dataclass
+class PreviewConfig:
+    """Draw the procedural dataset's contact sheet."""
+
+    out: Path = field(default=Path("docs/contact_sheet.png"), metadata=POSITIONAL)
+    """where the PNG goes"""
+    seed: int = 0
+    """dataset seed"""
+
+
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("out", type=Path, nargs="?", default=Path("docs/contact_sheet.png"))
-    parser.add_argument("--seed", type=int, default=0)
-    args = parser.parse_args()
+    args = parse_config(PreviewConfig, description=__doc__)
     print(contact_sheet(args.out, seed=args.seed))
