@@ -282,15 +282,12 @@ def report(cfg: Config, results: dict, how: str, machine: dict, argv) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    import faiss
-    import torch
-
+    from retrieval.runtime import set_threads
     from retrieval.serving.gallery import open_gallery
 
     cfg = parse_config(Config, argv, __doc__)
     machine = machine_info()
-    torch.set_num_threads(1)
-    faiss.omp_set_num_threads(1)
+    set_threads(1)
     cfg.scratch.mkdir(parents=True, exist_ok=True)
     encoder = load_encoder(cfg.model)
     gallery = open_gallery(encoder, f"procedural:photos={cfg.real_photos}", cfg.scratch / "cache", progress=True)
