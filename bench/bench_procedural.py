@@ -82,21 +82,42 @@ def calibrate(folder: Path) -> None:
     print(f"duration_ms = {np.exp(intercept):.1f} * length_px ** {slope:.3f}  (residual log-sd {resid.std():.2f})")
 
 
-def main(cfg: Config) -> None:
-    machine = machine_info()  # load average at start, before the workers
+def measure_generation(cfg: Config) -> dict:
+    """Generate the dataset with ``cfg.workers`` processes: wall clock, the workers' CPU seconds, points."""
     bounds = list(range(0, cfg.photos, cfg.chunk)) + [cfg.photos]
     tasks = [(cfg.seed, a, b, cfg.sketches) for a, b in zip(bounds[:-1], bounds[1:])]
     load_before = os.getloadavg()[0]
     start = time.perf_counter()
     with ProcessPoolExecutor(cfg.workers) as pool:
         results = list(tqdm(pool.map(_generate, tasks), total=len(tasks), desc="generate", disable=None))
-    wall = time.perf_counter() - start
-    photo_s = sum(r[0] for r in results)
-    sketch_s = sum(r[1] for r in results)
-    points = sum(r[2] for r in results)
-    n_sketches = cfg.photos * cfg.sketches
-    stats = timing_stats(generate_sketch(cfg.seed, i, 0) for i in range(200))
-    load_after = os.getloadavg()[0]
+    return {
+        "wall_s": time.perf_counter() - start,
+        "photos": cfg.photos,
+        "sketches": cfg.photos * cfg.sketches,
+        "workers": cfg.workers,
+        "photo_cpu_s": sum(r[0] for r in results),
+        "sketch_cpu_s": sum(r[1] for r in results),
+        "points": sum(r[2] for r in results),
+        "load_before": load_before,
+        "load_after": os.getloadavg()[0],
+    }
+
+
+def main(cfg: Config) -> None:
+    machine = machine_info()  # load average at start, before the workers
+    data = measure_generation(cfg)
+    data["sketch_timing"] = timing_stats(generate_sketch(cfg.seed, i, 0) for i in range(200))
+    write_report(cfg, data, machine)
+
+
+def write_report(cfg: Config, data: dict, machine: dict) -> None:
+    wall, photo_s, sketch_s, points = data["wall_s"], data["photo_cpu_s"], data["sketch_cpu_s"], data["points"]
+    n_sketches, load_before, load_after, stats = (
+        data["sketches"],
+        data["load_before"],
+        data["load_after"],
+        data["sketch_timing"],
+    )
     rows = [
         (
             f"wall clock, {cfg.workers} workers",
@@ -147,16 +168,6 @@ def main(cfg: Config) -> None:
         *markdown_table(("statistic", "p10", "p50", "p90", "human p50"), timing_rows, "lrrrl"),
     ]
     print("\n".join(lines))
-    data = {
-        "wall_s": wall,
-        "photos": cfg.photos,
-        "sketches": n_sketches,
-        "workers": cfg.workers,
-        "photo_cpu_s": photo_s,
-        "sketch_cpu_s": sketch_s,
-        "points": points,
-        "sketch_timing": stats,
-    }
     write_results(cfg.out.stem, lines, targets, data, machine, cfg.out.parent)
 
 

@@ -24,17 +24,15 @@ from __future__ import annotations
 
 import asyncio
 import json
-import shlex
 import time
 from collections import Counter
 from dataclasses import dataclass
-from pathlib import Path
 
 import httpx
 import numpy as np
-from common import BENCH_CACHE, command_line, machine_info, percentiles, status_mb
+from common import command_line, machine_info, percentiles, status_mb
 from study_report import report
-from study_traffic import Participant, Tally, hostile_process
+from study_traffic import GradioStudyClient, Participant, StudyLoad, Tally, check_logs, hostile_process
 
 from retrieval.cli import parse_config
 from retrieval.ui.api_client import running_app
@@ -42,7 +40,7 @@ from retrieval.ui.ui_client import UiApp, UiSession
 
 
 @dataclass
-class Config:
+class Config(StudyLoad):
     """Benchmark settings."""
 
     sessions: int = 30
@@ -56,14 +54,6 @@ class Config:
     """Clients sending hostile requests in the second phase, each waiting for an answer before the next."""
     hostile_pause_s: float = 0.1
     """Pause of a hostile client between two of its requests."""
-    strokes_per_trial: int = 6
-    """A participant gives up after this many strokes when the target was not found."""
-    gallery_size: int = 1000
-    """Procedural photos in the app's gallery (the app's default)."""
-    seed: int = 0
-    app_args: str = ""
-    """Extra app flags, e.g. "--batch 1"."""
-    cache_dir: Path = BENCH_CACHE
     name: str = "study_reliability"
     """Result file name under bench/results."""
 
@@ -92,7 +82,9 @@ async def run_phase(url: str, cfg: Config, phase: str, hostile: int, duration_s:
         people = []
         for i in range(cfg.sessions):
             own_rng = np.random.default_rng(rng.integers(1 << 32))
-            people.append(Participant(f"{phase}-{i:02d}", UiSession(client, app), tally, own_rng, cfg))
+            people.append(
+                Participant(f"{phase}-{i:02d}", GradioStudyClient(UiSession(client, app)), tally, own_rng, cfg)
+            )
         began = time.monotonic()
         for result in await asyncio.gather(*(p.run(deadline) for p in people), return_exceptions=True):
             if isinstance(result, BaseException):
@@ -104,33 +96,6 @@ async def run_phase(url: str, cfg: Config, phase: str, hostile: int, duration_s:
     return tally, attacks
 
 
-def check_logs(log_dir: Path, tally: Tally) -> dict:
-    """Strokes sent vs stroke records on disk, and misfiled records, for one phase's participants."""
-    from retrieval.study.log import StudyLog, read_log
-
-    sent = sum(len(seqs) for trials in tally.sent.values() for seqs in trials.values())
-    written = misfiled = 0
-    for name, trials in tally.sent.items():
-        path = StudyLog(log_dir, name, "S1").path
-        seen: set[tuple[str, int]] = set()
-        for record in read_log(path) if path.exists() else []:
-            if record.get("type") != "stroke":
-                continue
-            written += 1
-            key = (record.get("trial_token"), record.get("seq"))
-            trial = tally.trials[name].get(key[0])
-            if (
-                record.get("participant") != name
-                or trial is None
-                or key in seen
-                or key[1] not in trials.get(key[0], ())
-                or (record.get("trial"), record.get("target_id")) != trial
-            ):
-                misfiled += 1
-            seen.add(key)
-    return {"strokes_sent": sent, "records_written": written, "misfiled": misfiled}
-
-
 def main(argv: list[str] | None = None) -> None:
     cfg = parse_config(Config, argv, __doc__)
     machine = machine_info()
@@ -138,19 +103,7 @@ def main(argv: list[str] | None = None) -> None:
     log_dir, study = run_dir / "logs", run_dir / "study.json"
     run_dir.mkdir(parents=True, exist_ok=True)
     study.write_text(json.dumps(STUDY))
-    app_args = [
-        "--mode",
-        "study",
-        "--study",
-        str(study),
-        "--log-dir",
-        str(log_dir),
-        "--gallery-size",
-        str(cfg.gallery_size),
-        "--cache-dir",
-        str(cfg.cache_dir),
-        *shlex.split(cfg.app_args),
-    ]
+    app_args = cfg.app_argv(study, log_dir)
     tallies = {"honest": Tally(), "hostile": Tally()}
     attacks: Counter = Counter()
     block_s = cfg.duration_s / cfg.rounds

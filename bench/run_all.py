@@ -89,6 +89,14 @@ BENCHES = (
     Bench(
         "study_reliability", "bench_study_reliability.py", (), ("--sessions", "10", "--duration-s", "30"), 1800, True
     ),  # full: 30 participants x 2 phases x 120 s (~6 min); quick: 10 x 2 x 30 s
+    Bench(
+        "hostile",
+        "bench_hostile.py",
+        (),
+        ("--sessions", "10", "--class-s", "15", "--cpu-sessions", "0"),
+        1800,
+        True,
+    ),  # full: 30 participants x 8 classes x 40 s + 50 honest x 40 s (~9 min)
 )
 
 

@@ -17,7 +17,7 @@ if TYPE_CHECKING:
 
 def limit_line(cfg: Config) -> str:
     """The app's per-tab rate limit in this run (on by default in study mode)."""
-    from retrieval.serving.request_limits import RATE_BURST, RATE_PER_S
+    from retrieval.serving.rate_limits import RATE_BURST, RATE_PER_S
 
     if "--rate-limit" in cfg.app_args:
         return f"App flags `{cfg.app_args}`."
@@ -35,7 +35,10 @@ def report(phases: dict, cfg: Config, machine: dict, command: str) -> None:
             )
             for name, p in runs.items()
         ]
-        + [Target(f"{name}: misfiled records", p["misfiled"], 0, unit="") for name, p in runs.items()]
+        + [
+            Target(f"{name}: misfiled or duplicated records", p["misfiled"] + p["duplicated"], 0, unit="")
+            for name, p in runs.items()
+        ]
         + [
             Target("honest p95 latency with / without hostile traffic", ratio, 1.5, unit="x"),
             Target("honest-session request errors", sum(sum(p["errors"].values()) for p in runs.values()), 0, unit=""),

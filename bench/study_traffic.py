@@ -11,18 +11,40 @@ from __future__ import annotations
 
 import asyncio
 import json
+import shlex
 import time
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from pathlib import Path
 
 import httpx
 import numpy as np
+from common import BENCH_CACHE
 
 from retrieval.ui.ui_client import UiApp, UiError, UiSession
 
-if TYPE_CHECKING:
-    from bench_study_reliability import Config
+
+@dataclass
+class StudyLoad:
+    """The settings every study-traffic benchmark shares: the study app it starts and what its
+    participants draw."""
+
+    strokes_per_trial: int = 6
+    """A participant gives up after this many strokes when the target was not found."""
+    gallery_size: int = 1000
+    """Procedural photos in the app's gallery (the app's default)."""
+    seed: int = 0
+    app_args: str = ""
+    """Extra app flags, e.g. "--batch 1"."""
+    cache_dir: Path = BENCH_CACHE
+
+    def app_argv(self, study: Path, log_dir: Path) -> list[str]:
+        """``app.py`` flags of the study app: ``study`` config, logs in ``log_dir``, then ``app_args``."""
+        return [
+            *("--mode", "study", "--study", str(study), "--log-dir", str(log_dir)),
+            *("--gallery-size", str(self.gallery_size), "--cache-dir", str(self.cache_dir)),
+            *shlex.split(self.app_args),
+        ]
 
 
 @dataclass
@@ -35,6 +57,7 @@ class Tally:
     latencies_ms: list[float] = field(default_factory=list)
     errors: Counter = field(default_factory=Counter)
     wall_s: float = 0.0
+    requests: int = 0  # every request the participants sent (Start, strokes, Give up, Next; retries too)
 
     def merge(self, other: Tally) -> None:
         self.sent.update(other.sent)
@@ -42,6 +65,7 @@ class Tally:
         self.latencies_ms += other.latencies_ms
         self.errors.update(other.errors)
         self.wall_s += other.wall_s
+        self.requests += other.requests
 
 
 def journal(token: str, events: list[dict], extra: dict | None = None) -> str:
@@ -75,13 +99,25 @@ def stroke_event(seq: int, stroke: np.ndarray, t0_ms: float) -> dict:
     }
 
 
-class Participant:
-    """One honest participant: start, then trials of human-paced strokes until the deadline."""
+class GradioStudyClient:
+    """One participant's study page over Gradio's queue: the events the browser page sends.
 
-    def __init__(self, name: str, tab: UiSession, tally: Tally, rng: np.random.Generator, cfg: Config) -> None:
-        self.name, self.tab, self.tally, self.rng, self.cfg = name, tab, tally, rng, cfg
-        self.app = tab.app
-        tally.sent[name], tally.trials[name] = {}, {}
+    The adapter :class:`Participant` draws through. TODO(issue 22): a client for the app's own
+    stroke route (``POST /es/stroke``, session cookie) with these four methods replaces this one
+    once that route is on main.
+    """
+
+    def __init__(self, tab: UiSession) -> None:
+        self.tab, self.app = tab, tab.app
+        self.events = {
+            name: self.app.event(*where)
+            for name, where in {
+                "start": ("Start", "click"),
+                "stroke": ("es-canvas", "stroke_end"),
+                "give_up": ("Give up", "click"),
+                "next": ("Next trial", "click"),
+            }.items()
+        }
 
     def _trial(self, out: list, event) -> tuple[str, str] | None:
         canvas = self.app.output(out, "es-canvas", event)
@@ -90,13 +126,50 @@ class Participant:
             return None
         return canvas["trial"], panel["target_id"]
 
+    async def start(self, participant: str) -> tuple[str, str] | None:
+        """Consent and Start: the first trial's (canvas token, target id)."""
+        start = self.events["start"]
+        return self._trial(await self.tab.call(start, {"Participant id": participant, "Session id": "S1"}), start)
+
+    async def stroke(self, token: str, events: list[dict]) -> bool:
+        """Send the trial's journal after a pen-up; True once the trial has ended (target found)."""
+        event = self.events["stroke"]
+        canvas = self.app.output(await self.tab.call(event, {"es-canvas": journal(token, events)}), "es-canvas", event)
+        return bool(canvas and canvas.get("locked"))
+
+    async def give_up(self) -> None:
+        await self.tab.call(self.events["give_up"])
+
+    async def next_trial(self) -> tuple[str, str] | None:
+        """Next: the new trial's (canvas token, target id), None when the study is over."""
+        return self._trial(await self.tab.call(self.events["next"]), self.events["next"])
+
+
+def calibrated_gaps(rng: np.random.Generator) -> float:
+    """Pen-up to pen-down milliseconds from the Quick, Draw!-calibrated lognormal (procedural timing)."""
+    from retrieval.data.procedural.timing import pen_up_gap
+
+    return pen_up_gap(rng)
+
+
+class Participant:
+    """One honest participant: start, then trials of human-paced strokes until the deadline.
+
+    Each stroke is sent when its pen lifts: the sketch's own stroke duration after a pen-up gap
+    drawn by ``gap_ms`` (default: the calibrated lognormal).
+    """
+
+    def __init__(
+        self, name: str, client: GradioStudyClient, tally: Tally, rng: np.random.Generator, cfg, gap_ms=calibrated_gaps
+    ) -> None:
+        self.name, self.client, self.tally, self.rng, self.cfg, self.gap_ms = name, client, tally, rng, cfg, gap_ms
+        tally.sent[name], tally.trials[name] = {}, {}
+
     async def run(self, deadline: float) -> None:
         from retrieval.data.procedural import generate_sketch
-        from retrieval.data.procedural.timing import pen_up_gap
 
-        start, stroke_ev = self.app.event("Start", "click"), self.app.event("es-canvas", "stroke_end")
-        give_up, next_ev = self.app.event("Give up", "click"), self.app.event("Next trial", "click")
-        current = self._trial(await self.tab.call(start, {"Participant id": self.name, "Session id": "S1"}), start)
+        self.tally.requests += 1
+        current = await self.client.start(self.name)
         trial = 0
         while current is not None and time.monotonic() < deadline:
             token, target = current
@@ -105,34 +178,79 @@ class Participant:
             sketch = generate_sketch(self.cfg.seed, int(target.rsplit("-", 1)[1]), int(self.rng.integers(3)))
             events, t_ms, locked = [], 0.0, False
             for i, stroke in enumerate(sketch.strokes[: self.cfg.strokes_per_trial]):
-                pause_ms = (pen_up_gap(self.rng) if i else 300.0) + float(stroke[-1, 2] - stroke[0, 2])
+                pause_ms = (self.gap_ms(self.rng) if i else 300.0) + float(stroke[-1, 2] - stroke[0, 2])
                 await asyncio.sleep(pause_ms / 1e3)
                 t_ms += pause_ms
                 events.append(stroke_event(len(events) + 1, stroke, t_ms))
                 sent.add(len(events))
-                locked = await self._send(stroke_ev, journal(token, events))
+                locked = await self._send(token, events)
                 if locked or time.monotonic() >= deadline:
                     break
             if time.monotonic() >= deadline:
                 return
             if not locked:
-                await self.tab.call(give_up)
-            current = self._trial(await self.tab.call(next_ev), next_ev)
+                self.tally.requests += 1
+                await self.client.give_up()
+            self.tally.requests += 1
+            current = await self.client.next_trial()
             trial += 1
 
-    async def _send(self, event, payload: dict) -> bool:
+    async def _send(self, token: str, events: list[dict]) -> bool:
         """Send the journal (again, up to 3 times, if the request fails); True once the trial ended."""
         for _ in range(3):
             began = time.perf_counter()
+            self.tally.requests += 1
             try:
-                out = await self.tab.call(event, {"es-canvas": payload})
+                locked = await self.client.stroke(token, events)
             except (UiError, OSError, httpx.HTTPError) as exc:
                 self.tally.errors[type(exc).__name__ + ": " + str(exc)[:60]] += 1
                 continue
             self.tally.latencies_ms.append((time.perf_counter() - began) * 1e3)
-            canvas = self.app.output(out, "es-canvas", event)
-            return bool(canvas and canvas.get("locked"))
+            return locked
         return False
+
+
+def check_logs(log_dir: Path, tally: Tally) -> dict:
+    """Strokes sent vs stroke records on disk for one phase's participants: records written, and
+    records lost (sent, never written), duplicated (written twice) and misfiled (another
+    participant's, another trial's, or never sent)."""
+    from retrieval.study.log import StudyLog, read_log
+
+    sent = sum(len(seqs) for trials in tally.sent.values() for seqs in trials.values())
+    written = misfiled = duplicated = 0
+    logged: set[tuple[str, str, int]] = set()
+    for name, trials in tally.sent.items():
+        path = StudyLog(log_dir, name, "S1").path
+        for record in read_log(path) if path.exists() else []:
+            if record.get("type") != "stroke":
+                continue
+            written += 1
+            key = (record.get("trial_token"), record.get("seq"))
+            trial = tally.trials[name].get(key[0])
+            if (name, *key) in logged:
+                duplicated += 1
+            elif (
+                record.get("participant") != name
+                or trial is None
+                or key[1] not in trials.get(key[0], ())
+                or (record.get("trial"), record.get("target_id")) != trial
+            ):
+                misfiled += 1
+            logged.add((name, *key))
+    lost = sum(
+        1
+        for name, trials in tally.sent.items()
+        for token, seqs in trials.items()
+        for seq in seqs
+        if (name, token, seq) not in logged
+    )
+    return {
+        "strokes_sent": sent,
+        "records_written": written,
+        "lost": lost,
+        "duplicated": duplicated,
+        "misfiled": misfiled,
+    }
 
 
 async def hostile_client(tab: UiSession, name: str, deadline: float, pause_s: float, counts: Counter) -> None:

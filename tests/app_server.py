@@ -41,8 +41,12 @@ def draw(page, box: dict, stroke, steps: int = 12) -> None:
     page.mouse.up()
 
 
+REFUSED_AT_THE_DOOR = {404, 405, 413, 429}  # what the request guards answer (retrieval/ui/guards.py)
+
+
 def block_outside(page, outside: list[str]) -> None:
-    """Abort (and record in ``outside``) every request that does not go to 127.0.0.1."""
+    """Abort (and record in ``outside``) every request that does not go to 127.0.0.1, and record there
+    too every request the app's guards refused: the allow-list must open every route the page uses."""
 
     def guard(route):
         if route.request.url.startswith("http://127.0.0.1:"):
@@ -51,4 +55,9 @@ def block_outside(page, outside: list[str]) -> None:
             outside.append(route.request.url)
             route.abort()
 
+    def refused(response):
+        if response.status in REFUSED_AT_THE_DOOR:
+            outside.append(f"{response.status} {response.request.method} {response.url}")
+
     page.route("**/*", guard)
+    page.on("response", refused)

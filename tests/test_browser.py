@@ -20,7 +20,8 @@ import pytest
 from retrieval.study.log import log_files, read_log
 from retrieval.study.log_names import decode_id
 from retrieval.ui.browser import CHROMIUM, NO_CHROMIUM, chromium_browser
-from tests.app_server import REPO_ROOT, app_log, block_outside, draw, running_app
+from tests.app_server import app_log, block_outside, draw, running_app
+from tests.conftest import REPO_ROOT
 
 playwright_api = pytest.importorskip("playwright.sync_api")
 
@@ -79,7 +80,7 @@ def test_three_strokes_update_results_and_are_logged(tmp_path):
         shot = REPO_ROOT / "docs" / "screenshot.png" if update_docs else tmp_path / "screenshot.png"
         page.screenshot(path=str(shot))
         assert shot.stat().st_size > 10_000, "the screenshot should show the rendered app"
-    assert outside == [], f"the page tried to reach outside 127.0.0.1: {outside}"
+    assert outside == [], f"the page tried to reach outside 127.0.0.1 or a closed route: {outside}"
 
     files = log_files(log_dir)
     assert [f.name for f in files] == [f"P-browser__{files[0].name.split('__')[1]}"]

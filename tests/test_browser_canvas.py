@@ -14,7 +14,8 @@ import time
 import pytest
 
 from retrieval.ui.browser import CHROMIUM, NO_CHROMIUM, chromium_browser
-from tests.app_server import REPO_ROOT, block_outside, draw, running_app
+from tests.app_server import block_outside, draw, running_app
+from tests.conftest import REPO_ROOT
 
 playwright_api = pytest.importorskip("playwright.sync_api")
 expect = playwright_api.expect
@@ -107,7 +108,7 @@ class Canvas:
 
     def close(self) -> None:
         self.context.close()
-        assert self.outside == [], f"the page tried to reach outside 127.0.0.1: {self.outside}"
+        assert self.outside == [], f"the page tried to reach outside 127.0.0.1 or a closed route: {self.outside}"
 
 
 @pytest.fixture

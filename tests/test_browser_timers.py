@@ -12,7 +12,7 @@ import pytest
 
 from retrieval.study.log import log_files, read_log
 from retrieval.ui.browser import CHROMIUM, NO_CHROMIUM, chromium_browser
-from tests.app_server import draw, running_app
+from tests.app_server import block_outside, draw, running_app
 
 playwright_api = pytest.importorskip("playwright.sync_api")
 expect = playwright_api.expect
@@ -39,10 +39,12 @@ def browser():
         yield browser
 
 
-def _page(browser, url):
-    page = browser.new_context(viewport={"width": 1300, "height": 900}).new_page()
+def _page(browser, url) -> tuple:
+    """A new tab on ``url``, and the list of its requests outside 127.0.0.1 or refused by the app's guards."""
+    page, refused = browser.new_context(viewport={"width": 1300, "height": 900}).new_page(), []
+    block_outside(page, refused)
     page.goto(url)
-    return page
+    return page, refused
 
 
 def test_a_study_trial_ends_by_itself_when_its_time_limit_passes(browser, tmp_path):
@@ -62,7 +64,7 @@ def test_a_study_trial_ends_by_itself_when_its_time_limit_passes(browser, tmp_pa
     )
     log_dir = tmp_path / "logs"
     with running_app(tmp_path, "--mode", "study", "--study", str(config), "--log-dir", str(log_dir)) as url:
-        page = _page(browser, url)
+        page, refused = _page(browser, url)
         page.get_by_label("Participant id").fill("P-deadline")
         page.get_by_role("button", name="Start").click()
         wrap, panel = page.locator(".es-canvas-wrap[data-ready]"), page.locator(".es-panel")
@@ -76,6 +78,7 @@ def test_a_study_trial_ends_by_itself_when_its_time_limit_passes(browser, tmp_pa
         expect(page.get_by_role("button", name="Next trial")).to_be_visible()
         expect(wrap).to_have_class(re.compile(r"\bes-locked\b"))
         page.context.close()
+    assert refused == [], f"the page reached outside 127.0.0.1 or a closed route: {refused}"
     (log,) = log_files(log_dir)
     ends = [r for r in read_log(log) if r["type"] == "trial_end"]
     assert [(e["trial"], e["outcome"], e["strokes_drawn"]) for e in ends] == [(0, "timed_out", 0)]
@@ -84,7 +87,7 @@ def test_a_study_trial_ends_by_itself_when_its_time_limit_passes(browser, tmp_pa
 
 def test_the_demo_clears_an_idle_canvas_and_offers_a_new_target(browser, tmp_path):
     with running_app(tmp_path, "--mode", "demo", "--idle-reset-s", str(IDLE_RESET_S)) as url:
-        page = _page(browser, url)
+        page, refused = _page(browser, url)
         wrap, panel = page.locator(".es-canvas-wrap[data-ready]"), page.locator(".es-panel")
         results = page.locator(".es-results")
         expect(wrap).not_to_have_attribute("data-trial", "", timeout=60_000)
@@ -107,3 +110,4 @@ def test_the_demo_clears_an_idle_canvas_and_offers_a_new_target(browser, tmp_pat
                 break
         assert len(targets) > 1, f"the idle reset should show a new target, saw only {targets}"
         page.context.close()
+    assert refused == [], f"the page reached outside 127.0.0.1 or a closed route: {refused}"

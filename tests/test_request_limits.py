@@ -1,8 +1,10 @@
-"""Request caps: bodies over the size cap (declared or streamed) and UI events with large nested inputs get
-413; a tab sending events faster than a person draws gets 429."""
+"""Request caps: bodies over the size cap (declared or streamed) and UI events with large or deep nested
+inputs get 413; a browser or address sending events faster than people draw gets 429, and so does a
+client with too many events waiting."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 
 from starlette.applications import Starlette
@@ -12,14 +14,18 @@ from starlette.responses import PlainTextResponse
 from starlette.routing import Route
 from starlette.testclient import TestClient
 
-from retrieval.serving.request_limits import (
+from retrieval.serving.rate_limits import (
+    ADDRESS_BURST,
+    ADDRESS_PER_S,
     RATE_BURST,
     RATE_PER_S,
-    BodySizeLimit,
+    Bucket,
+    OpenStreamLimit,
+    QueuedLimit,
     RateLimit,
-    StructuredInputLimit,
-    session_of,
+    no_identity,
 )
+from retrieval.serving.request_limits import BodySizeLimit, StructuredInputLimit
 from tests.conftest import shared_path
 
 
@@ -67,10 +73,22 @@ def test_event_inputs_with_large_nested_json_are_refused_and_the_same_data_as_te
     assert client.post("/join", content=as_text).text == str(len(as_text)), "the app reads the body intact"
     assert client.post("/join", json={"data": [{"small": [1, 2]}], "event_data": None}).status_code == 200
     assert client.post("/other", json={"data": [journal]}).status_code == 200, "only the listed paths are checked"
-    assert client.post("/join", content=b"[" * 50_000).status_code == 200, "not parseable: left to the app"
+    assert client.post("/join", content=b'{"data": [1, 2').status_code == 200, "not JSON: left to the app"
 
 
-# --- the per-tab rate limit ----------------------------------------------------------------------
+def test_deeply_nested_inputs_are_refused_whether_or_not_json_can_parse_them():
+    client = _join_client(1_000_000)
+    deep = {"data": [json.loads("[" * 40 + "]" * 40)], "fn_index": 1}
+    refused = client.post("/join", json=deep)
+    assert refused.status_code == 413 and "nests deeper than 32 levels" in refused.text
+    too_deep_to_parse = client.post("/join", content=b'{"data": ' + b"[" * 50_000 + b"]" * 50_000 + b"}")
+    assert too_deep_to_parse.status_code == 413 and "nests deeper" in too_deep_to_parse.text
+    assert client.post("/join", content=b"[[1]]").status_code == 413, "not a JSON object"
+    shallow = {"data": [[[[[1, 2, 3]]]]], "fn_index": 1}
+    assert client.post("/join", json=shallow).status_code == 200
+
+
+# --- the rate limit: per address and per server-issued identity -----------------------------------
 class FakeClock:
     def __init__(self) -> None:
         self.now = 1000.0
@@ -79,21 +97,31 @@ class FakeClock:
         return self.now
 
 
-def _limited_client(clock: FakeClock, per_s: float = RATE_PER_S, burst: int = RATE_BURST) -> TestClient:
+PERSON = Bucket(RATE_BURST, RATE_PER_S)
+NETWORK = Bucket(ADDRESS_BURST, ADDRESS_PER_S)
+
+
+def _limited_client(clock: FakeClock, identity=no_identity, person=PERSON, network=NETWORK) -> TestClient:
+    limit = {"per_identity": person, "address": network, "identity": identity, "clock": clock}
     app = Starlette(
         routes=[Route("/join", echo_size, methods=["POST"]), Route("/other", echo_size, methods=["POST"])],
-        middleware=[Middleware(RateLimit, paths=("/join",), per_s=per_s, burst=burst, clock=clock)],
+        middleware=[Middleware(RateLimit, paths=("/join",), **limit)],
     )
     return TestClient(app)
 
 
-def _join(client: TestClient, session: str, **extra):
-    return client.post("/join", json={"data": ["{}", None], "fn_index": 3, "session_hash": session, **extra})
+def _by_header(scope) -> str | None:
+    """Tests' identity: the ``x-test-identity`` header (the app's is a signed cookie: tests/test_guards.py)."""
+    return dict(scope["headers"]).get(b"x-test-identity", b"").decode() or None
 
 
-def test_a_burst_from_one_tab_gets_429_while_another_tab_at_the_fastest_human_pace_is_never_refused():
+def _join(client: TestClient, who: str):
+    return client.post("/join", json={"data": ["{}", None], "fn_index": 3}, headers={"x-test-identity": who})
+
+
+def test_a_burst_from_one_browser_gets_429_while_another_at_the_fastest_human_pace_is_never_refused():
     clock = FakeClock()
-    client = _limited_client(clock)
+    client = _limited_client(clock, identity=_by_header)
     flood, human = [], []
     for step in range(400):  # 20 s: the flood sends every 50 ms; the person every 150 ms for 8 s, then every 600 ms
         clock.now += 0.05
@@ -108,26 +136,29 @@ def test_a_burst_from_one_tab_gets_429_while_another_tab_at_the_fastest_human_pa
     assert "Too many requests" in refused.json()["detail"], "the page shows the detail"
     clock.now += 1 / RATE_PER_S
     assert _join(client, "attacker").status_code == 200, "a token again after Retry-After"
-    assert client.post("/other", json={"session_hash": "attacker"}).status_code == 200, "only the listed paths"
+    assert client.post("/other", headers={"x-test-identity": "attacker"}).status_code == 200, "only the listed paths"
 
 
-def test_the_bucket_key_is_the_session_of_the_body_and_a_planted_copy_does_not_borrow_one():
+def test_every_request_is_charged_to_its_address_so_new_identities_and_body_fields_get_no_fresh_tokens():
     clock = FakeClock()
-    client = _limited_client(clock, per_s=0.001, burst=2)
-    assert [_join(client, "victim").status_code for _ in range(3)] == [200, 200, 429]
-    # a nested "session_hash" inside the inputs: the body has no (single) session, so the address's own bucket
-    planted = {"data": [{"session_hash": "fresh"}], "fn_index": 3, "session_hash": "fresh"}
-    assert [client.post("/join", json=planted).status_code for _ in range(3)] == [200, 200, 429]
-    assert _join(client, "fresh").status_code == 200, "a new tab has its own bucket"
-    escaped = json.dumps({"data": ['{"session_hash": "other"}'], "session_hash": "own"}).encode()
-    assert session_of(escaped) == "own", "a quoted copy inside a text input is not a key"
-    assert session_of(b"[" * 1000) is None and session_of(b'{"session_hash": 5}') is None
+    client = _limited_client(clock, identity=_by_header, network=Bucket(5, 0.001))
+    codes = [_join(client, f"identity-{i}").status_code for i in range(7)]
+    assert codes == [200] * 5 + [429] * 2, "a fresh identity per request still pays its address's tokens"
+    body = {"data": ["{}"], "fn_index": 3, "session_hash": "fresh", "event_data": {"session_hash": "decoy"}}
+    assert client.post("/join", json=body).status_code == 429, "body fields pick no bucket"
+
+
+def test_a_refused_request_takes_no_token_from_the_other_bucket():
+    limit = RateLimit(lambda *a: None, ("/join",), per_identity=Bucket(2, 0.001), address=Bucket(10, 0.001))
+    assert [limit.take("10.0.0.1", "tab") == 0.0 for _ in range(3)] == [True, True, False]
+    others = [limit.take("10.0.0.1", f"other{i // 2}") == 0.0 for i in range(9)]
+    assert others == [True] * 8 + [False], "the refusal above left the address its 8 other tokens"
 
 
 def test_the_bucket_table_is_bounded():
-    limit = RateLimit(lambda *a: None, paths=("/join",), per_s=1.0, burst=3, max_clients=100, clock=FakeClock())
+    limit = RateLimit(lambda *a: None, ("/join",), per_identity=PERSON, address=NETWORK, max_clients=100)
     for i in range(1000):
-        assert limit.take(("10.0.0.1", f"tab{i}")) == 0.0
+        assert limit.take(f"10.0.{i // 256}.{i % 256}", f"tab{i}") == 0.0
     assert len(limit.buckets) == 100
 
 
@@ -139,9 +170,60 @@ def test_no_quickdraw_drawing_is_refused_by_the_default_limit():
         for line in path.read_text().splitlines():
             ends = sorted(stroke[2][-1] / 1e3 for stroke in json.loads(line)["drawing"] if stroke[2])
             clock = FakeClock()
-            limit = RateLimit(lambda *a: None, paths=("/",), per_s=RATE_PER_S, burst=RATE_BURST, clock=clock)
+            limit = RateLimit(lambda *a: None, ("/",), per_identity=PERSON, address=NETWORK, clock=clock)
             for t in ends:
                 clock.now = 1000.0 + t
-                assert limit.take(("", "")) == 0.0, f"{path.name}: refused at {t:.2f} s of {ends}"
+                assert limit.take("", "person") == 0.0, f"{path.name}: refused at {t:.2f} s of {ends}"
             drawings += 1
     assert drawings > 9000
+
+
+# --- the per-client queue bound --------------------------------------------------------------------
+def test_a_client_with_max_queued_events_waiting_gets_429_and_others_pass():
+    waiting = {"10.0.0.1": 3, "10.0.0.2": 2}
+    app = Starlette(
+        routes=[Route("/join", echo_size, methods=["POST"])],
+        middleware=[Middleware(QueuedLimit, paths=("/join",), max_queued=3, queued=lambda s: waiting[s["client"][0]])],
+    )
+    full = TestClient(app, client=("10.0.0.1", 5000)).post("/join", content=b"{}")
+    assert full.status_code == 429 and "still waiting" in full.json()["detail"]
+    assert TestClient(app, client=("10.0.0.2", 5000)).post("/join", content=b"{}").status_code == 200
+
+
+# --- open streams per address ----------------------------------------------------------------------
+def test_an_address_with_max_open_streams_gets_429_until_one_closes():
+    release = asyncio.Event()
+
+    async def stream(scope, receive, send):  # a keep-alive stream: open until released
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await release.wait()
+        await send({"type": "http.response.body", "body": b""})
+
+    limit = OpenStreamLimit(stream, paths=("/heartbeat/",), max_open=2)
+
+    async def get(address: str, path: str = "/heartbeat/tab") -> int:
+        sent = []
+
+        async def send(message):
+            sent.append(message)
+
+        async def receive():
+            return {"type": "http.disconnect"}
+
+        scope = {"type": "http", "method": "GET", "path": path, "client": (address, 1), "headers": []}
+        task = asyncio.ensure_future(limit(scope, receive, send))
+        await asyncio.sleep(0)
+        return sent[0]["status"], task
+
+    async def run():
+        first = [await get("10.0.0.1") for _ in range(3)]
+        other = await get("10.0.0.2")
+        release.set()
+        await asyncio.gather(*(task for _, task in [*first, other]))
+        again = await get("10.0.0.1")
+        await again[1]
+        return [status for status, _ in first], other[0], again[0], dict(limit.open)
+
+    statuses, other, again, still_open = asyncio.run(run())
+    assert statuses == [200, 200, 429] and other == 200, "the third stream of one address is refused, not another's"
+    assert again == 200 and still_open == {}, "closed streams are counted out"

@@ -1,23 +1,28 @@
 """Caps on HTTP requests, enforced before the web framework parses them.
 
 Gradio reads and JSON-decodes a whole request body before any app code sees it, so a per-field
-size check in the app comes too late: a 500 MB body has already cost its memory. This ASGI
-middleware answers ``413`` as soon as the declared ``Content-Length`` is over the cap, and for
-bodies without one (chunked) as soon as the bytes received pass it. :class:`RateLimit` answers
-``429`` to a client (address + page session) that sends events faster than a person can draw.
+size check in the app comes too late: a 500 MB body has already cost its memory. These ASGI
+middlewares refuse at the door:
 
-    FastAPI(middleware=[Middleware(BodySizeLimit, max_bytes=4_000_000)])
+- :class:`RouteAllowList` answers ``404`` to every request that is not one of the app's routes
+  and caps each allowed route's body (``413``) as soon as the declared ``Content-Length`` is over
+  it, or, for bodies without one (chunked), as soon as the bytes received pass it;
+- :class:`StructuredInputLimit` answers ``413`` to event inputs holding large or deep nested JSON.
+
+The rate limits (``429``) are in :mod:`retrieval.serving.rate_limits`.
+
+    FastAPI(middleware=[Middleware(RouteAllowList, routes=(AllowedRoute.of("GET", "/"),))])
 """
 
 from __future__ import annotations
 
 import json
-import math
 import re
-import time
-from collections import OrderedDict
 from collections.abc import Awaitable, Callable, MutableMapping
+from dataclasses import dataclass
 from typing import Any
+
+from starlette.exceptions import HTTPException
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -35,7 +40,9 @@ async def plain_response(
 ) -> None:
     """Answer with ``status`` and a short body (plain text unless ``content_type`` says otherwise)."""
     body = text.encode()
-    head = [(b"content-type", content_type), (b"content-length", str(len(body)).encode()), *headers]
+    # Refusals come before the request's body is read: close rather than make the server drain it.
+    head = [(b"content-type", content_type), (b"content-length", str(len(body)).encode()), (b"connection", b"close")]
+    head += headers
     await send({"type": "http.response.start", "status": status, "headers": head})
     await send({"type": "http.response.body", "body": body})
 
@@ -66,8 +73,58 @@ def replaying(body: bytes, receive: Receive) -> Receive:
     return replay
 
 
-class BodyTooLarge(Exception):
-    """Raised inside ``receive`` when a streamed body passes the cap."""
+def client_address(scope: Scope) -> str:
+    """The peer address of a request ("" when the server does not know it)."""
+    return (scope.get("client") or ("",))[0] or ""
+
+
+class BodyTooLarge(HTTPException):
+    """Raised inside ``receive`` when a streamed body passes the cap.
+
+    An ``HTTPException`` so that a framework reading the body (FastAPI wraps other errors of a
+    body read into a ``400``) answers ``413`` too.
+    """
+
+    def __init__(self, max_bytes: int) -> None:
+        super().__init__(413, over_the_limit(max_bytes))
+
+
+def over_the_limit(max_bytes: int) -> str:
+    return f"request body over the limit of {max_bytes} bytes"
+
+
+async def call_with_body_cap(app: ASGIApp, scope: Scope, receive: Receive, send: Send, max_bytes: int) -> None:
+    """Run ``app`` on an HTTP request whose body may hold at most ``max_bytes`` bytes, else ``413``.
+
+    A declared ``Content-Length`` over the cap is refused before a byte is read; a body without one
+    (chunked) is cut off as soon as the bytes received pass the cap, whoever reads it.
+    """
+    declared = dict(scope.get("headers") or []).get(b"content-length")
+    if declared is not None and (not declared.isdigit() or int(declared) > max_bytes):
+        await plain_response(send, 413, over_the_limit(max_bytes))
+        return
+    seen = 0
+    started = False
+
+    async def counting_receive() -> Message:
+        nonlocal seen
+        message = await receive()
+        if message["type"] == "http.request":
+            seen += len(message.get("body", b""))
+            if seen > max_bytes:
+                raise BodyTooLarge(max_bytes)
+        return message
+
+    async def tracking_send(message: Message) -> None:
+        nonlocal started
+        started = started or message["type"] == "http.response.start"
+        await send(message)
+
+    try:
+        await app(scope, counting_receive, tracking_send)
+    except BodyTooLarge:
+        if not started:
+            await plain_response(send, 413, over_the_limit(max_bytes))
 
 
 class BodySizeLimit:
@@ -83,192 +140,138 @@ class BodySizeLimit:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        declared = dict(scope.get("headers") or []).get(b"content-length")
-        if declared is not None and (not declared.isdigit() or int(declared) > self.max_bytes):
-            await self._reject(send)
-            return
-        seen = 0
-        started = False
-
-        async def counting_receive() -> Message:
-            nonlocal seen
-            message = await receive()
-            if message["type"] == "http.request":
-                seen += len(message.get("body", b""))
-                if seen > self.max_bytes:
-                    raise BodyTooLarge
-            return message
-
-        async def tracking_send(message: Message) -> None:
-            nonlocal started
-            started = started or message["type"] == "http.response.start"
-            await send(message)
-
-        try:
-            await self.app(scope, counting_receive, tracking_send)
-        except BodyTooLarge:
-            if not started:
-                await self._reject(send)
-
-    async def _reject(self, send: Send) -> None:
-        await plain_response(send, 413, f"request body over the limit of {self.max_bytes} bytes")
+        await call_with_body_cap(self.app, scope, receive, send, self.max_bytes)
 
 
-class BlockedPaths:
-    """ASGI middleware: requests whose path starts with one of ``prefixes`` get ``404`` and ``message``.
+@dataclass(frozen=True)
+class AllowedRoute:
+    """One route a client may use: its methods, its path (every path under it when it ends with
+    ``*``) and the most bytes its request body may hold (0: none)."""
 
-    Cheaper than letting the framework look up a missing endpoint, which logs a traceback per call.
+    methods: frozenset[str]
+    path: str
+    max_body_bytes: int = 0
+    why: str = ""
+
+    @classmethod
+    def of(cls, methods: str, path: str, max_body_bytes: int = 0, why: str = "") -> AllowedRoute:
+        """``AllowedRoute.of("GET HEAD", "/assets/*")``: methods separated by spaces."""
+        return cls(frozenset(methods.split()), path, int(max_body_bytes), why)
+
+    def matches(self, method: str, path: str) -> bool:
+        if method not in self.methods:
+            return False
+        if self.path.endswith("*"):
+            return path.startswith(self.path[:-1])
+        return path == self.path
+
+
+NOT_A_ROUTE = "not a route of this app"
+
+
+class RouteAllowList:
+    """ASGI middleware: only the listed routes are reachable, each with its own body cap.
+
+    Any other HTTP request gets ``404`` before the framework sees it (cheaper than a framework's
+    own lookup, and routes a library adds in a later version stay closed until listed), and so does
+    any path with a ``..`` segment; websockets are closed unless ``websockets`` is on. Lifespan
+    messages pass.
     """
 
-    def __init__(self, app: ASGIApp, prefixes: tuple[str, ...], message: str) -> None:
-        self.app = app
-        self.prefixes = tuple(prefixes)
-        self.message = message
+    def __init__(self, app: ASGIApp, routes: tuple[AllowedRoute, ...], websockets: bool = False) -> None:
+        self.app, self.routes, self.websockets = app, tuple(routes), websockets
+
+    def route_of(self, method: str, path: str) -> AllowedRoute | None:
+        """The first listed route that allows ``method`` on ``path`` (None: not allowed)."""
+        if "/../" in path + "/" or "\x00" in path:
+            return None
+        return next((route for route in self.routes if route.matches(method, path)), None)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or not str(scope.get("path", "")).startswith(self.prefixes):
+        if scope["type"] == "websocket" and not self.websockets:
+            await send({"type": "websocket.close", "code": 1008})
+            return
+        if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        await plain_response(send, 404, self.message)
+        route = self.route_of(str(scope.get("method", "")), str(scope.get("path", "")))
+        if route is None:
+            await plain_response(send, 404, NOT_A_ROUTE)
+            return
+        await call_with_body_cap(self.app, scope, receive, send, route.max_body_bytes)
+
+
+def posts_to(scope: Scope, paths: tuple[str, ...]) -> bool:
+    """A POST to one of ``paths`` (exact, or every path under one ending in ``*``)."""
+    if scope["type"] != "http" or scope.get("method") != "POST":
+        return False
+    path = str(scope.get("path", ""))
+    return any(path.startswith(p[:-1]) if p.endswith("*") else path == p for p in paths)
 
 
 class StructuredInputLimit:
-    """ASGI middleware: a UI event whose inputs hold more than ``max_bytes`` of nested JSON
-    (lists and objects) gets ``413``; text and scalars of any size (up to the body cap) pass.
+    """ASGI middleware: a JSON request holding more than ``max_bytes`` outside its strings (lists,
+    objects, numbers), or nesting deeper than ``max_depth``, gets ``413`` (so does a body that is
+    JSON but not an object); text of any size (up to the body cap) passes.
 
     Gradio validates, copies and walks every nested value of an event's inputs on its event loop,
     about 0.5 ms per kB on this machine, and every session waits meanwhile; one string costs it
     almost nothing. The app's canvas therefore sends its journal as JSON text, and this refuses
-    the expensive shape before Gradio parses it. C-speed ``json`` does the check.
+    the expensive shape before Gradio parses it, without parsing it either (3.3 MB of nested JSON:
+    ~10 ms here, against ~400 ms to parse and re-serialise it).
     """
 
-    def __init__(self, app: ASGIApp, paths: tuple[str, ...], max_bytes: int) -> None:
+    def __init__(self, app: ASGIApp, paths: tuple[str, ...], max_bytes: int, max_depth: int = 32) -> None:
         self.app = app
         self.paths = tuple(paths)
-        self.max_bytes = int(max_bytes)
+        self.max_bytes, self.max_depth = int(max_bytes), int(max_depth)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope.get("method") != "POST" or scope.get("path") not in self.paths:
+        if not posts_to(scope, self.paths):
             await self.app(scope, receive, send)
             return
         body = await read_body(receive)
         if body is None:
             return  # the client went away
-        if self._too_structured(body):
-            await plain_response(
-                send,
-                413,
-                f"event inputs hold over {self.max_bytes} bytes of nested JSON: send large values as JSON text",
-            )
+        problem = self.problem_of(body)
+        if problem:
+            await plain_response(send, 413, problem)
             return
         await self.app(scope, replaying(body, receive), send)
 
-    def _too_structured(self, body: bytes) -> bool:
-        try:
-            request = json.loads(body)
-        except (ValueError, RecursionError):
-            return False  # not JSON (or absurdly nested): Gradio refuses it itself, cheaply
-        if not isinstance(request, dict):
-            return False
-        values = request.get("data") if isinstance(request.get("data"), list) else []
-        nested = [v for v in [*values, request.get("event_data")] if isinstance(v, list | dict)]
-        return any(len(json.dumps(v, separators=(",", ":"))) > self.max_bytes for v in nested)
+    def problem_of(self, body: bytes) -> str | None:
+        """Why the request is too structured (None: it is not). Its strings are blanked first (one
+        C-speed regex pass, ~3 ms per MB), so only the structure is ever parsed, and only when small."""
+        structure = JSON_STRING.sub(b'""', body)
+        if len(structure) > self.max_bytes:
+            return f"request holds over {self.max_bytes} bytes of nested JSON: send large values as JSON text"
+        if not structure.lstrip().startswith(b"{"):
+            return "request body must be a JSON object"
+        try:  # objects as lists of their values: blanked keys would otherwise collapse into one
+            request = json.loads(structure, object_pairs_hook=lambda pairs: [v for _, v in pairs])
+        except RecursionError:
+            return f"request body nests deeper than {self.max_depth} levels (and deeper than Python's json parses)"
+        except ValueError:
+            return None  # not JSON: the framework refuses it itself, cheaply
+        if nesting_depth(request) > self.max_depth:
+            return f"request body nests deeper than {self.max_depth} levels"
+        return None
 
 
-# Defaults of the app's rate limit, per browser tab. Replayed through this bucket, none of 9,570
-# Quick, Draw! drawings with real timing (one request per stroke) is refused: the busiest (55 strokes
-# in 20 s, 14 in one second) keeps 15 tokens. Strokes every 150 ms (the fastest pen-up gap, p10)
-# pass up to 56 in a row, more than any of those drawings has; a client that keeps sending 4 events
-# a second gets 2 a second through once its first 40 are spent.
-RATE_BURST = 40
-RATE_PER_S = 2.0
-
-SESSION_KEY = b'"session_hash"'
-SESSION_VALUE = re.compile(rb'\s*:\s*"([^"\\]{1,128})"')
+JSON_STRING = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"')  # a JSON string literal (unrolled: linear time)
 
 
-def session_of(body: bytes) -> str | None:
-    """The ``session_hash`` of a Gradio request body, found without parsing the body.
-
-    Inside a JSON string every quote is escaped, so an unescaped ``"session_hash"`` is a key. A body
-    with none, or with two (a nested copy planted to use another tab's bucket), has no session: None.
-    """
-    found, at = -1, body.find(SESSION_KEY)
-    while at != -1:
-        if at == 0 or body[at - 1] != ord("\\"):
-            if found != -1:
-                return None
-            found = at
-        at = body.find(SESSION_KEY, at + 1)
-    match = SESSION_VALUE.match(body, found + len(SESSION_KEY)) if found != -1 else None
-    return match.group(1).decode("utf-8", "replace") if match else None
-
-
-class RateLimit:
-    """ASGI middleware: a token bucket per client (address + page session) on the routes that run work.
-
-    Each POST to a path starting with one of ``paths`` takes a token from its client's bucket, which
-    holds ``burst`` tokens and refills at ``per_s`` a second. With none left the answer is ``429``
-    with ``Retry-After`` and a JSON ``detail`` (the message the Gradio page shows), before anything
-    parses the body or the event reaches the queue. The session is the body's ``session_hash`` (one
-    per browser tab), so people behind one address (a lab, a proxy) each get their own bucket;
-    requests without one share their address's. At most ``max_clients`` buckets are kept, the least
-    recently used dropped first (its client starts again with a full bucket).
-    """
-
-    def __init__(
-        self,
-        app: ASGIApp,
-        paths: tuple[str, ...],
-        per_s: float,
-        burst: int,
-        max_clients: int = 10_000,
-        clock: Callable[[], float] = time.monotonic,
-    ) -> None:
-        if not per_s > 0 or burst < 1 or max_clients < 1:
-            raise ValueError(f"need per_s > 0, burst >= 1, max_clients >= 1; got {per_s}, {burst}, {max_clients}")
-        self.app, self.paths, self.clock = app, tuple(paths), clock
-        self.per_s, self.burst, self.max_clients = float(per_s), int(burst), int(max_clients)
-        self.buckets: OrderedDict[tuple[str, str], tuple[float, float]] = OrderedDict()  # key -> (tokens, time)
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if (
-            scope["type"] != "http"
-            or scope.get("method") != "POST"
-            or not str(scope.get("path", "")).startswith(self.paths)
-        ):
-            await self.app(scope, receive, send)
-            return
-        body = await read_body(receive)
-        if body is None:
-            return  # the client went away
-        address = (scope.get("client") or ("",))[0] or ""
-        wait_s = self.take((address, session_of(body) or ""))
-        if wait_s:
-            message = (
-                f"Too many requests from this page (over {self.burst} in a row or {self.per_s:g} a second "
-                f"for long): wait {wait_s:.1f} s and try again."
-            )
-            await plain_response(
-                send,
-                429,
-                json.dumps({"detail": message}),
-                b"application/json",
-                ((b"retry-after", str(max(1, math.ceil(wait_s))).encode()),),
-            )
-            return
-        await self.app(scope, replaying(body, receive), send)
-
-    def take(self, key: tuple[str, str]) -> float:
-        """Take a token from ``key``'s bucket: 0.0 when there was one, else the seconds until there is."""
-        now = self.clock()
-        tokens, stamp = self.buckets.pop(key, (float(self.burst), now))
-        tokens = min(float(self.burst), tokens + (now - stamp) * self.per_s)
-        wait_s = 0.0 if tokens >= 1 else (1 - tokens) / self.per_s
-        self.buckets[key] = (tokens - 1 if not wait_s else tokens, now)
-        if len(self.buckets) > self.max_clients:
-            self.buckets.popitem(last=False)
-        return wait_s
+def nesting_depth(value: Any) -> int:
+    """Levels of lists and objects in a parsed JSON value (a scalar: 0), without recursion."""
+    deepest, stack = 0, [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        children = item.values() if isinstance(item, dict) else item if isinstance(item, list) else None
+        if children is None:
+            continue
+        deepest = max(deepest, depth)
+        stack.extend((child, depth + 1) for child in children if isinstance(child, list | dict))
+    return deepest
 
 
 class BodyOverCap(ValueError):

@@ -54,11 +54,13 @@ def running_app(
     log_path: Path | None = None,
     ready_timeout_s: float = 600.0,
     env: dict[str, str] | None = None,
+    entry: Path | None = None,
 ) -> Iterator[AppProcess]:
     """Start ``app.py --host 127.0.0.1 --port <free> *args``; yield once ``/gradio_api/info`` answers.
 
     The gallery may be embedded on first start (cached afterwards), hence the long default
-    ``ready_timeout_s``. The process is terminated (then killed) on exit.
+    ``ready_timeout_s``. The process is terminated (then killed) on exit. ``entry`` runs another
+    script with ``app.py``'s flags instead (a benchmark's wrapper that injects faults).
     """
     import httpx
 
@@ -73,7 +75,7 @@ def running_app(
         "NO_PROXY": LOCALHOST,
         **(env or {}),
     }
-    cmd = [sys.executable, str(PROJECT_ROOT / "app.py"), "--host", LOCALHOST, "--port", str(port), *args]
+    cmd = [sys.executable, str(entry or PROJECT_ROOT / "app.py"), "--host", LOCALHOST, "--port", str(port), *args]
     with open(log_path, "wb") as log:
         proc = subprocess.Popen(
             cmd, cwd=PROJECT_ROOT, stdout=log, stderr=subprocess.STDOUT, env=full_env, start_new_session=True

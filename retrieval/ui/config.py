@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Literal
 
 from retrieval.provenance import DEFAULT_MODEL_DIR
-from retrieval.serving.request_limits import RATE_BURST, RATE_PER_S
+from retrieval.serving.rate_limits import ADDRESS_BURST, ADDRESS_PER_S, RATE_BURST, RATE_PER_S
 
 ENV_PREFIX = "EARLYSKETCH_"
 
@@ -70,11 +70,15 @@ class AppConfig:
     max_body_bytes: int = 4_000_000
     """HTTP request body cap (a 50k-point canvas journal is ~2 MB)"""
     rate_limit: Switch = "auto"
-    """per-tab event rate limit: auto (on in study/demo, off in free), on or off"""
+    """event rate limit per browser and per address: auto (on in study/demo, off in free), on or off"""
     rate_limit_burst: int = RATE_BURST
-    """events a tab may send in a row (retrieval/serving/request_limits.py: why 40)"""
+    """events a browser (its server-issued session) may send in a row (retrieval/serving/request_limits.py: why 40)"""
     rate_limit_per_s: float = RATE_PER_S
-    """events a second a tab may keep sending after its burst"""
+    """events a second a browser may keep sending after its burst"""
+    rate_limit_address_burst: int = ADDRESS_BURST
+    """events one address (a lab or a conference behind one NAT) may send in a row"""
+    rate_limit_address_per_s: float = ADDRESS_PER_S
+    """events a second one address may keep sending after its burst"""
     serve_url: str = ""
     """rank on a Ray Serve app (make serve-cluster), e.g. http://127.0.0.1:8000; "" = in process"""
 
@@ -84,7 +88,11 @@ class AppConfig:
             raise ValueError("--mode study needs --study CONFIG.json (e.g. assets/study_example.json)")
         if self.auth and ":" not in self.auth:
             raise ValueError("--auth must be user:pass")
-        if not self.rate_limit_per_s > 0 or self.rate_limit_burst < 1:
-            raise ValueError(
-                "--rate-limit-per-s must be > 0 and --rate-limit-burst >= 1 (turn it off with --rate-limit off)"
-            )
+        for flag, per_s, burst in (
+            ("--rate-limit", self.rate_limit_per_s, self.rate_limit_burst),
+            ("--rate-limit-address", self.rate_limit_address_per_s, self.rate_limit_address_burst),
+        ):
+            if not per_s > 0 or burst < 1:
+                raise ValueError(
+                    f"{flag}-per-s must be > 0 and {flag}-burst >= 1 (turn the limit off with --rate-limit off)"
+                )

@@ -38,5 +38,5 @@ def launch(config: AppConfig, backend: Backend | None = None) -> None:
         ssr_mode=False,
         mcp_server=False,
         favicon_path=None,
-        app_kwargs={"middleware": middleware(config)},
+        app_kwargs={"middleware": middleware(config, backend.thumbs.folder)},
     )

