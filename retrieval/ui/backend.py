@@ -99,6 +99,7 @@ def load_backend(config: AppConfig) -> Backend:
     thumbs_folder = cache_dir / "thumbs" / hashlib.sha1(gallery.source.encode()).hexdigest()[:16]
     thumbs = ThumbnailCache(thumbs_folder.resolve(), gallery.load_photo, THUMB_SIZE)
     retriever = Retriever(encoder, gallery.index)
+    retriever.snapshot = gallery.snapshot  # on every RankResult
     retriever.rank(Sketch((np.array([[10.0, 10.0, 0.0], [200.0, 180.0, 50.0]]),)), k=1)  # warm-up: first stroke fast
     snapshot = gallery.snapshot
     if config.serve_url:  # the cluster batches (@serve.batch) and searches its shards: docs/scaling.md
