@@ -116,9 +116,8 @@ def _new_faiss(kind: str, vectors: np.ndarray, params: IndexParams) -> faiss.Ind
 class PhotoIndex:
     """Photo embeddings with string ids: top-k search (faiss) and exact rank of a target.
 
-    Safe to share between threads for queries: ``add`` and ``search`` hold a lock; ranks read an
-    immutable snapshot of the vectors (and, for IVF, the faiss lists) without waiting, so an ``add``
-    must not run while strokes are ranked (galleries are built before serving).
+    Thread-safe for queries (``add``/``search`` lock; ranks read a snapshot and, for IVF, the faiss
+    lists without waiting): do not ``add`` while strokes are ranked (galleries are built first).
 
     Example:
         >>> index = PhotoIndex.build(photo_embeddings, ["a", "b", "c"])
