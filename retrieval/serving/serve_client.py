@@ -74,9 +74,14 @@ class ServeRanker:
 
     def info(self) -> dict[str, Any]:
         """The cluster's gallery ``snapshot`` and ``gallery_size`` (``GET /info``): what a front end logs."""
-        response = self._client.get(f"{self.url}/info")
-        response.raise_for_status()
-        return response.json()
+        import httpx
+
+        try:
+            response = self._client.get(f"{self.url}/info")
+            response.raise_for_status()
+            return response.json()
+        except (httpx.HTTPError, ValueError) as exc:
+            raise RuntimeError(f"cannot read {self.url}/info ({exc}); is `make serve-cluster` up?") from exc
 
     def close(self) -> None:
         self._client.close()
