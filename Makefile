@@ -8,7 +8,7 @@ export GRADIO_ANALYTICS_ENABLED := False
 export HF_HUB_OFFLINE := 1
 export PYTHONUNBUFFERED := 1
 
-.PHONY: venv run study demo analyse test lint chromium eslint js-lint bench reproduce rl-study default-model clean
+.PHONY: venv run study demo analyse test lint chromium eslint js-lint bench reproduce rl-study default-model adapt clean
 
 $(STAMP): requirements.txt pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -87,6 +87,13 @@ rl-study: venv
 default-model: venv
 	$(BIN)/python -m rl.reproduce --data procedural --out runs/default --minutes-supervised 20 $(ARGS)
 	rm -rf assets/model && cp -r runs/default/shipped/encoder assets/model
+
+# Your photos, your model: sketch-free adaptation of MODEL to the photos in PHOTOS -> a checkpoint folder OUT.
+MODEL ?= assets/model
+MINUTES ?= 10
+adapt: venv
+	@test -n "$(PHOTOS)" -a "$(origin OUT)" != file || { echo "usage: make adapt PHOTOS=dir OUT=dir [MODEL=assets/model] [MINUTES=10]"; exit 2; }
+	$(BIN)/python -m retrieval.adapt --model $(MODEL) --photos $(PHOTOS) --out $(OUT) --minutes $(MINUTES) $(ARGS)
 
 # Full run (1k-1M galleries, encoder options, 50 users, browser): ~17 min on 2 cores.
 # `make bench QUICK=1` for a short pass. Writes bench/RESULTS.md and bench/results/*.

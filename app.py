@@ -11,6 +11,7 @@ page, event handlers, views, request guards, server).
 from __future__ import annotations
 
 import os
+from dataclasses import replace
 
 from retrieval.cli import parse_config
 from retrieval.ui.config import ENV_PREFIX, AppConfig
@@ -23,6 +24,12 @@ def parse_args(argv: list[str] | None = None) -> AppConfig:
 
 def main(argv: list[str] | None = None) -> None:
     config = parse_args(argv)
+    if config.adapt_minutes:  # the model the gallery is indexed and ranked with: adapted to it, once
+        from retrieval.adapt.cache import cached_adaptation
+
+        config = replace(
+            config, model=cached_adaptation(config.model, config.photos, config.adapt_minutes, config.cache_dir)
+        )
     # Set before gradio is first imported (by the server module): no analytics or version check, no hub calls.
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
     os.environ.setdefault("HF_HUB_OFFLINE", "1")

@@ -2,7 +2,7 @@
 
 Starts the real app (``app.py --mode study`` with the default model, assets/model, through
 ``bench/faulty_app.py``, which only adds two switchable faults) and drives ``--sessions`` honest
-participants through the study page's own requests (``study_traffic.GradioStudyClient``): each
+participants through the study page's own requests (``study_client.StudyPageClient``): each
 draws its trial's target stroke by stroke, sending each stroke when its pen lifts, at human
 timing: pen-up gaps sampled from the Quick, Draw! raw drawings in ../shared/data/quickdraw-raw
 when present (else the lognormal calibrated on them, retrieval/data/procedural/timing.py) and
@@ -50,7 +50,8 @@ from common import (
     write_results,
 )
 from hostile_attacks import ATTACKS, attack_process
-from study_traffic import GradioStudyClient, Participant, StudyLoad, Tally, calibrated_gaps, check_logs
+from study_client import StudyPageClient
+from study_traffic import Participant, StudyLoad, Tally, calibrated_gaps, check_logs
 
 from retrieval.cli import parse_config
 from retrieval.ui.api_client import running_app
@@ -105,7 +106,7 @@ async def honest(url: str, cfg: Config, label: str, sessions: int, duration_s: f
         people = [
             Participant(
                 f"{label}-{i:02d}",
-                GradioStudyClient(UiSession(client, app)),
+                StudyPageClient(UiSession(client, app)),
                 tally,
                 np.random.default_rng(rng.integers(1 << 32)),
                 cfg,

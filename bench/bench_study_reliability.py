@@ -3,13 +3,14 @@
 Starts ``app.py --mode study`` and drives ``--sessions`` participants through its real UI events
 (``retrieval/ui/ui_client.py``: the requests the browser page sends). Each participant draws the
 procedural sketch of its trial's target stroke by stroke at human times (the sketch's own stroke
-durations, Quick, Draw!-like pen-up gaps), sends the whole journal after every pen-up, waits for
-the answer, gives up after ``--strokes-per-trial`` strokes and presses Next. The run has two phases
+durations, Quick, Draw!-like pen-up gaps), posts each stroke to ``POST /es/stroke`` after its
+pen-up (only the events the server has not acknowledged), waits for the answer, gives up after ``--strokes-per-trial`` strokes and presses Next. The run has two phases
 of ``--duration-s`` each on the same server (in A B B A blocks): honest participants only, and the
 same load with ``--hostile-clients`` clients mixed in (in their own process) that send, one after
-the other, what an attacker would: a 2000-event journal (as text, and as nested JSON), the largest
-allowed journal on a fresh trial racing Give up + Next, hostile fields (10 MB ``dpr``, nested
-extras, bad ``seq``), an oversized body, a deeply nested body and the ``rank`` API.
+the other, what an attacker would: a 2000-event batch, the largest allowed batch on a fresh trial
+racing Give up + Next, hostile fields (10 MB ``dpr``, nested pointer, bad ``seq``), a journal
+replayed as clears, another trial's token, a stroke without a cookie, a deeply nested body and the
+``rank`` API.
 
 Reported: strokes sent vs stroke records on disk (must be equal), misfiled records (a record in a
 participant's log that is not one of that participant's strokes under the trial it was drawn in,
@@ -31,8 +32,9 @@ from dataclasses import dataclass
 import httpx
 import numpy as np
 from common import command_line, machine_info, percentiles, status_mb
+from study_client import StudyPageClient
 from study_report import report
-from study_traffic import GradioStudyClient, Participant, StudyLoad, Tally, check_logs, hostile_process
+from study_traffic import Participant, StudyLoad, Tally, check_logs, hostile_process
 
 from retrieval.cli import parse_config
 from retrieval.ui.api_client import running_app
@@ -82,9 +84,7 @@ async def run_phase(url: str, cfg: Config, phase: str, hostile: int, duration_s:
         people = []
         for i in range(cfg.sessions):
             own_rng = np.random.default_rng(rng.integers(1 << 32))
-            people.append(
-                Participant(f"{phase}-{i:02d}", GradioStudyClient(UiSession(client, app)), tally, own_rng, cfg)
-            )
+            people.append(Participant(f"{phase}-{i:02d}", StudyPageClient(UiSession(client, app)), tally, own_rng, cfg))
         began = time.monotonic()
         for result in await asyncio.gather(*(p.run(deadline) for p in people), return_exceptions=True):
             if isinstance(result, BaseException):

@@ -17,8 +17,9 @@ from collections import Counter
 
 import httpx
 import numpy as np
-from study_traffic import journal, stroke_event
+from study_traffic import stroke_event
 
+from retrieval.study.payload import JournalWriter
 from retrieval.ui.ui_client import UiApp, UiError, UiSession
 
 ATTACKER_ADDRESS = "127.0.0.2"
@@ -75,17 +76,16 @@ async def session_flood(url: str, deadline: float, counts: Counter, sessions: in
 
 
 async def rotating_identity(url: str, deadline: float, counts: Counter) -> None:
-    """Stroke events, each under a fresh ``session_hash`` after a decoy unescaped ``"session_hash"``
+    """Canvas events (the trial check, the page's one canvas event through Gradio since strokes take
+    the app's route), each under a fresh ``session_hash`` after a decoy unescaped ``"session_hash"``
     key: the bucket keys of the old limit. 8 at a time, as fast as answered."""
     async with attacker_client(8) as client:
         app = await UiApp.connect(client, url)
-        stroke = app.event("es-canvas", "stroke_end")
-        line = np.array([[10.0 + i, 20.0 + i, 10.0 * i] for i in range(5)])
-        payload = journal("attack", [stroke_event(1, line, 0.0)])
+        stroke = app.event("es-canvas", "trial_check")
 
         async def one(i: int) -> None:
             body = {
-                "data": [payload, None],
+                "data": [],
                 "event_data": None,
                 "fn_index": stroke.fn_index,
                 "trigger_id": stroke.trigger_id,
@@ -105,11 +105,12 @@ async def rotating_identity(url: str, deadline: float, counts: Counter) -> None:
 
 
 async def journal_replay(url: str, deadline: float, counts: Counter, tabs: int = 4) -> None:
-    """Study sessions that re-send their journal with every earlier stroke turned into a ``clear`` and
-    five new 2,000-point strokes (within every per-request cap), to grow the log without bound."""
+    """Study sessions that re-send their journal from the start with every earlier stroke turned into a
+    ``clear`` and five new 2,000-point strokes (within every per-request cap), to grow the log without
+    bound and free the point budget: a batch from ``base`` 0 whose history differs from what was applied."""
     async with attacker_client(2 * tabs) as client:
         app = await UiApp.connect(client, url)
-        start, stroke = app.event("Start", "click"), app.event("es-canvas", "stroke_end")
+        start = app.event("Start", "click")
         big = np.array([[10.0 + (i % 200), 20.0 + (i // 200), 5.0 * i] for i in range(2000)])
 
         async def tab(n: int) -> None:
@@ -122,14 +123,17 @@ async def journal_replay(url: str, deadline: float, counts: Counter, tabs: int =
                 return
             seq = 0
             while time.monotonic() < deadline:
-                events = [{"seq": s, "type": "clear", "t": 10.0 * s} for s in range(1, seq + 1)]
-                events += [stroke_event(seq + j, big, 1e4 * (seq + j)) for j in range(1, 6)]
+                writer = JournalWriter(token)
+                for _ in range(seq):
+                    writer.add({"type": "clear", "t": 1.0})
+                for j in range(1, 6):
+                    writer.add(stroke_event(seq + j, big, 1e4 * (seq + j)))
                 try:
-                    await session.call(stroke, {"es-canvas": journal(token, events)}, timeout_s=60)
-                    counts["replayed journal: answered"] += 1
-                    seq += 5
-                except (UiError, httpx.HTTPError) as exc:
-                    counts[f"replayed journal: {getattr(exc, 'status', None) or type(exc).__name__}"] += 1
+                    status, _ = await session.stroke(writer.batch(base=0), timeout_s=60)
+                    counts[f"replayed journal: HTTP {status}"] += 1
+                    seq += 5 if status == 200 else 0
+                except httpx.HTTPError as exc:
+                    counts[f"replayed journal: {type(exc).__name__}"] += 1
                 await asyncio.sleep(0.25)
 
         await asyncio.gather(*(tab(n) for n in range(tabs)))

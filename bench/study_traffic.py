@@ -1,10 +1,10 @@
 """The load of ``bench_study_reliability.py``: honest participants and hostile clients.
 
 An honest :class:`Participant` draws each trial's target stroke by stroke at human times and
-sends the whole journal after every pen-up, as the study page does; a hostile client sends what
-an attacker would, back to back. Both go through the study UI's own events
-(``retrieval/ui/ui_client.py``). What the participants sent is tallied, so the logs on disk can be
-checked against it.
+posts each stroke to the app's stroke route after its pen-up, as the study page's canvas does; a
+hostile client sends what an attacker would, back to back. Both go through the study page's own
+requests (``retrieval/ui/ui_client.py``: Gradio events for the buttons, ``POST /es/stroke`` for
+strokes). What the participants sent is tallied, so the logs on disk can be checked against it.
 """
 
 from __future__ import annotations
@@ -20,7 +20,9 @@ from pathlib import Path
 import httpx
 import numpy as np
 from common import BENCH_CACHE
+from study_client import StudyPageClient
 
+from retrieval.study.payload import JournalWriter
 from retrieval.ui.ui_client import UiApp, UiError, UiSession
 
 
@@ -68,23 +70,6 @@ class Tally:
         self.requests += other.requests
 
 
-def journal(token: str, events: list[dict], extra: dict | None = None) -> str:
-    """The canvas journal as the page sends it: JSON text."""
-    return json.dumps(journal_object(token, events, extra))
-
-
-def journal_object(token: str, events: list[dict], extra: dict | None = None) -> dict:
-    return {
-        "trial": token,
-        "width": 256,
-        "height": 256,
-        "dpr": 1,
-        "t0_utc_ms": time.time() * 1e3,
-        "events": events,
-        **(extra or {}),
-    }
-
-
 def stroke_event(seq: int, stroke: np.ndarray, t0_ms: float) -> dict:
     points = [
         [round(float(x), 2), round(float(y), 2), round(float(t - stroke[0, 2] + t0_ms), 1), 0.5] for x, y, t in stroke
@@ -97,52 +82,6 @@ def stroke_event(seq: int, stroke: np.ndarray, t0_ms: float) -> dict:
         "t_up": points[-1][2],
         "points": points,
     }
-
-
-class GradioStudyClient:
-    """One participant's study page over Gradio's queue: the events the browser page sends.
-
-    The adapter :class:`Participant` draws through. TODO(issue 22): a client for the app's own
-    stroke route (``POST /es/stroke``, session cookie) with these four methods replaces this one
-    once that route is on main.
-    """
-
-    def __init__(self, tab: UiSession) -> None:
-        self.tab, self.app = tab, tab.app
-        self.events = {
-            name: self.app.event(*where)
-            for name, where in {
-                "start": ("Start", "click"),
-                "stroke": ("es-canvas", "stroke_end"),
-                "give_up": ("Give up", "click"),
-                "next": ("Next trial", "click"),
-            }.items()
-        }
-
-    def _trial(self, out: list, event) -> tuple[str, str] | None:
-        canvas = self.app.output(out, "es-canvas", event)
-        panel = self.app.output(out, "es-panel", event)
-        if not canvas or not panel or not panel.get("target_id"):
-            return None
-        return canvas["trial"], panel["target_id"]
-
-    async def start(self, participant: str) -> tuple[str, str] | None:
-        """Consent and Start: the first trial's (canvas token, target id)."""
-        start = self.events["start"]
-        return self._trial(await self.tab.call(start, {"Participant id": participant, "Session id": "S1"}), start)
-
-    async def stroke(self, token: str, events: list[dict]) -> bool:
-        """Send the trial's journal after a pen-up; True once the trial has ended (target found)."""
-        event = self.events["stroke"]
-        canvas = self.app.output(await self.tab.call(event, {"es-canvas": journal(token, events)}), "es-canvas", event)
-        return bool(canvas and canvas.get("locked"))
-
-    async def give_up(self) -> None:
-        await self.tab.call(self.events["give_up"])
-
-    async def next_trial(self) -> tuple[str, str] | None:
-        """Next: the new trial's (canvas token, target id), None when the study is over."""
-        return self._trial(await self.tab.call(self.events["next"]), self.events["next"])
 
 
 def calibrated_gaps(rng: np.random.Generator) -> float:
@@ -160,7 +99,7 @@ class Participant:
     """
 
     def __init__(
-        self, name: str, client: GradioStudyClient, tally: Tally, rng: np.random.Generator, cfg, gap_ms=calibrated_gaps
+        self, name: str, client: StudyPageClient, tally: Tally, rng: np.random.Generator, cfg, gap_ms=calibrated_gaps
     ) -> None:
         self.name, self.client, self.tally, self.rng, self.cfg, self.gap_ms = name, client, tally, rng, cfg, gap_ms
         tally.sent[name], tally.trials[name] = {}, {}
@@ -256,53 +195,60 @@ def check_logs(log_dir: Path, tally: Tally) -> dict:
 async def hostile_client(tab: UiSession, name: str, deadline: float, pause_s: float, counts: Counter) -> None:
     """Back-to-back hostile requests on its own session (and on the open endpoints)."""
     app, client = tab.app, tab.client
-    start, stroke_ev = app.event("Start", "click"), app.event("es-canvas", "stroke_end")
+    start = app.event("Start", "click")
     give_up, next_ev = app.event("Give up", "click"), app.event("Next trial", "click")
     out = await tab.call(start, {"Participant id": name, "Session id": "S1"})
     token = app.output(out, "es-canvas", start)["trial"]
     line = np.array([[10.0 + i, 20.0 + i, 10.0 * i] for i in range(5)])
-    flood = [stroke_event(s, line, 0.0) for s in range(1, 2001)]  # made once: the attacker's CPU is not the server's
-    max_events = flood[:60]
+    flood = JournalWriter(token)
+    for seq in range(1, 2001):  # made once: the attacker's CPU is not the server's
+        flood.add(stroke_event(seq, line, 0.0))
+    texts = list(flood.texts.values())
+
+    def batch(events: list[str], **fields) -> dict:  # on the current trial, from its start
+        return {**flood.batch(base=0), "trial": token, "events": events, **fields}
+
     attacks = {
-        "2000-event journal as text": lambda: journal(token, flood),
-        "2000-event journal as nested JSON": lambda: journal_object(token, flood),
-        "nested pointer": lambda: journal(token, [{**max_events[0], "pointer": json.loads("[" * 500 + "]" * 500)}]),
-        "seq jump": lambda: journal(token, [max_events[0], {**max_events[1], "seq": 10**9}]),
+        "2000-event batch": lambda: batch(texts),
+        "nested pointer": lambda: batch([json.dumps({**json.loads(texts[0]), "pointer": [[[[]]]]})]),
+        "seq jump": lambda: batch([texts[0], texts[0].replace('"seq":1', '"seq":1000000000')]),
+        "10 MB dpr": lambda: batch(texts[:1], dpr="9" * 10_000_000),
+        "journal replayed as clears": lambda: batch(['{"seq":1,"type":"clear"}']),
+        "foreign trial token": lambda: {**batch(texts[:1]), "trial": "0" * 32},
     }
-    huge = json.dumps(
-        {
-            "data": [journal_object(token, max_events[:1], {"dpr": "9" * 10_000_000}), None],
-            "fn_index": stroke_ev.fn_index,
-            "session_hash": tab.session_hash,
-        }
-    ).encode()
     while time.monotonic() < deadline:
+        await tab.stroke(batch(texts[:1]))  # one real stroke on the trial: the history a replay rewrites
         for attack, make in attacks.items():
             try:
-                await tab.call(stroke_ev, {"es-canvas": make()}, timeout_s=60)
-                counts[f"{attack}: answered"] += 1
-            except (UiError, httpx.HTTPError) as exc:
-                counts[f"{attack}: {refusal(exc)}"] += 1
+                status, _ = await tab.stroke(make(), timeout_s=60)
+                counts[f"{attack}: HTTP {status}"] += 1
+            except httpx.HTTPError as exc:
+                counts[f"{attack}: {type(exc).__name__}"] += 1
             await asyncio.sleep(pause_s)
         for attack, request in {
             "rank API": lambda: client.post(f"{app.url}/gradio_api/call/rank", json={"data": ["{}", 5, None]}),
             "deeply nested body": lambda: client.post(f"{app.url}/gradio_api/queue/join", content="[" * 100_000),
-            "10 MB dpr body": lambda: client.post(f"{app.url}/gradio_api/queue/join", content=huge),
+            "stroke without a cookie": lambda: client.post(
+                f"{app.url}/es/stroke", json=batch(texts[:1]), headers={"cookie": "es_session=-"}
+            ),
         }.items():
             try:
                 counts[f"{attack}: HTTP {(await request()).status_code}"] += 1
             except httpx.HTTPError as exc:
                 counts[f"{attack}: {type(exc).__name__}"] += 1
             await asyncio.sleep(pause_s)
-        # the largest journal allowed, on a fresh trial, racing Give up + Next: one forward, 60 records
+        # the largest batch allowed, on a fresh trial, racing Give up + Next: one forward, 60 records
         try:
-            await tab.call(give_up)
-            racing = asyncio.gather(tab.call(stroke_ev, {"es-canvas": journal(token, max_events)}), tab.call(next_ev))
-            _, out = await racing
+            largest = JournalWriter(token)
+            for seq in range(1, 61):
+                largest.add(stroke_event(seq, line, 0.0))
+            shown = {"es-canvas": {"trial": token}}
+            await tab.call(give_up, shown)
+            _, out = await asyncio.gather(tab.stroke(largest.batch()), tab.call(next_ev, shown))
             token = app.output(out, "es-canvas", next_ev)["trial"]
-            counts["largest journal racing Next: answered"] += 1
+            counts["largest batch racing Next: answered"] += 1
         except (UiError, httpx.HTTPError, TypeError) as exc:
-            counts[f"largest journal racing Next: {refusal(exc)}"] += 1
+            counts[f"largest batch racing Next: {refusal(exc)}"] += 1
         await asyncio.sleep(pause_s)
 
 

@@ -40,3 +40,27 @@ def encoder():
     from retrieval.model.encoder import Encoder  # here, not at the top: most test modules never need torch
 
     return Encoder.create(input_size=64, embed_dim=32, seed=0)
+
+
+UI_GALLERY = [f"photo_{i:02d}" for i in range(30)]
+
+
+@pytest.fixture(scope="module")
+def ui_backend(encoder, tmp_path_factory):
+    """The app's Backend over a real Retriever: the small encoder, a 30-photo index of random unit
+    vectors (ids ``photo_00``...), flat grey photos and their thumbnails in a temporary folder."""
+    import numpy as np
+
+    from retrieval.serving.gallery import Gallery
+    from retrieval.serving.index import PhotoIndex
+    from retrieval.serving.retriever import Retriever
+    from retrieval.serving.thumbnails import ThumbnailCache
+    from retrieval.ui.backend import Backend
+
+    vectors = np.random.default_rng(0).standard_normal((len(UI_GALLERY), encoder.meta["embed_dim"])).astype(np.float32)
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    index = PhotoIndex.build(vectors, UI_GALLERY)
+    gallery = Gallery(index, "test", loader=lambda photo_id: np.full((48, 32, 3), 200, np.uint8))
+    thumbs = ThumbnailCache(tmp_path_factory.mktemp("thumbs"), gallery.load_photo, 32)
+    retriever = Retriever(encoder, index)
+    return Backend(retriever, retriever, gallery, tuple(UI_GALLERY), thumbs, "model-hash", "code-version", ())

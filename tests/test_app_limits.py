@@ -60,7 +60,9 @@ def test_a_log_folder_that_cannot_be_made_is_a_clear_error_without_server_paths(
         async with httpx.AsyncClient(trust_env=False) as client:
             ui = await UiApp.connect(client, url)
             with pytest.raises(UiError) as failed:
-                await UiSession(client, ui).call(ui.event("Start", "click"), {"Participant id": "P1"})
+                await UiSession(client, ui).call(
+                    ui.event("Start", "click"), {"Participant id": "P1", "Session id": "S1"}
+                )
             return str(failed.value)
 
     message = asyncio.run(start())
@@ -100,15 +102,15 @@ def test_a_client_flooding_events_under_fresh_session_hashes_gets_429_with_retry
         attacker = httpx.AsyncHTTPTransport(local_address="127.0.0.2")  # its own address: the tests' stays unspent
         async with httpx.AsyncClient(transport=attacker, trust_env=False) as client:
             ui = await UiApp.connect(client, url)
-            stroke = ui.event("es-canvas", "stroke_end")
+            check = ui.event("es-canvas", "trial_check")
 
             def join(session: str):
                 body = {
                     "session_hash": "decoy",
-                    "data": ["{}", None],
+                    "data": [],
                     "event_data": None,
-                    "fn_index": stroke.fn_index,
-                    "trigger_id": stroke.trigger_id,
+                    "fn_index": check.fn_index,
+                    "trigger_id": check.trigger_id,
                     "session_hash ": session,
                 }
                 text = json.dumps(body).replace('"session_hash ": ', '"session_hash": ')  # a duplicate key

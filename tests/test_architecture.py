@@ -25,8 +25,9 @@ ALLOWED = {
     "train": {"retrieval", "data", "model", "serving", "evaluation"},
     "study": {"retrieval", "data", "serving"},
     "ui": {"retrieval", "data", "model", "serving", "study"},
+    "adapt": {"retrieval", "data", "model", "serving", "evaluation", "train"},
     "rl": {"retrieval", "data", "model", "serving", "evaluation", "train"},
-    "app": {"retrieval", "ui"},
+    "app": {"retrieval", "ui", "adapt"},
 }
 
 

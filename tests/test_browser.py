@@ -1,6 +1,7 @@
 """End to end in a real browser: Debian's Chromium draws three strokes in study mode.
 
-Checks that results update after every stroke, that the study log on disk holds each stroke with
+Checks that every stroke goes to the app's own route (``POST /es/stroke``, not Gradio's queue) and
+the results update after it, that the study log on disk holds each stroke with
 its points, timing and target rank, that nothing is fetched from outside 127.0.0.1, and saves a
 screenshot (to docs/screenshot.png, the README's picture, when EARLYSKETCH_UPDATE_SCREENSHOT=1;
 otherwise into the test's tmp folder so a test run leaves the working tree clean).
@@ -19,6 +20,7 @@ import pytest
 
 from retrieval.study.log import log_files, read_log
 from retrieval.study.log_names import decode_id
+from retrieval.study.log_rankings import with_rankings
 from retrieval.ui.browser import CHROMIUM, NO_CHROMIUM, chromium_browser
 from tests.app_server import app_log, block_outside, draw, running_app
 from tests.conftest import REPO_ROOT
@@ -57,6 +59,8 @@ def test_three_strokes_update_results_and_are_logged(tmp_path):
     with running_app(tmp_path, *args) as url, chromium_browser() as browser:
         page = browser.new_page(viewport={"width": 1400, "height": 900})
         block_outside(page, outside)
+        posts: list[str] = []
+        page.on("request", lambda request: posts.append(request.url) if request.method == "POST" else None)
         page.goto(url)
         page.get_by_label("Participant id").fill("P-browser")
         page.get_by_role("button", name="Start").click()
@@ -64,7 +68,10 @@ def test_three_strokes_update_results_and_are_logged(tmp_path):
         expect(canvas_wrap).to_be_visible(timeout=60_000)
         results = page.locator(".es-results")
         expect(page.locator(".es-panel img.es-target-img")).to_be_visible()
+        expect(page.locator(".es-panel")).to_have_attribute("data-resume-code", re.compile(r"^\w{5}-\w{5}$"))
         box = page.locator("canvas.es-canvas").bounding_box()
+        posts.clear()
+        shown = []
         for n, stroke in enumerate(STROKES, start=1):
             if page.get_by_role("button", name="Next trial").is_visible():  # the target was found early
                 page.get_by_role("button", name="Next trial").click()
@@ -75,7 +82,11 @@ def test_three_strokes_update_results_and_are_logged(tmp_path):
             expect(results).to_have_attribute("data-curve", str(n), timeout=30_000)
             expect(page.locator(".es-card")).to_have_count(12)
             expect(results).to_have_attribute("data-target-rank", re.compile(r"^\d+$"))
+            shown.append(results.get_attribute("data-ids"))
             time.sleep(0.3)  # human-like pause between strokes
+        strokes_posted = [u for u in posts if u.endswith("/es/stroke")]
+        assert len(strokes_posted) == 3, f"each stroke is one POST to the app's route: {posts}"
+        assert len(set(shown)) > 1, "the gallery changes with the strokes"
         update_docs = os.environ.get("EARLYSKETCH_UPDATE_SCREENSHOT") == "1"
         shot = REPO_ROOT / "docs" / "screenshot.png" if update_docs else tmp_path / "screenshot.png"
         page.screenshot(path=str(shot))
@@ -84,7 +95,7 @@ def test_three_strokes_update_results_and_are_logged(tmp_path):
 
     files = log_files(log_dir)
     assert [f.name for f in files] == [f"P-browser__{files[0].name.split('__')[1]}"]
-    records = read_log(files[0])
+    records = with_rankings(read_log(files[0]))  # rankings are their own records since schema 2
     strokes = [r for r in records if r["type"] == "stroke"]
     assert len(strokes) == 3, app_log(tmp_path)[-2000:]
     for record in strokes:

@@ -1,7 +1,8 @@
 """The canvas in a real browser (free mode): undo, Ctrl+Z, clear, the point caps, a devicePixelRatio change.
 
-One app process for the module, a fresh browser context (so a fresh session) per test. The journal
-the canvas sends is read off the page's own requests, so the tests see exactly what the server got.
+One app process for the module, a fresh browser context (so a fresh session) per test. The stroke
+batches the canvas posts (``POST /es/stroke``) are read off the page's own requests, so the tests
+see exactly what the server got.
 """
 
 from __future__ import annotations
@@ -47,13 +48,13 @@ def browser():
 
 
 class Canvas:
-    """One tab on the app, with the journals its canvas sent (newest last) and its DOM state."""
+    """One tab on the app, with the stroke batches its canvas sent (newest last) and its DOM state."""
 
     def __init__(self, browser, url: str, dpr: float = 1, whole_pixels: bool = False) -> None:
         self.context = browser.new_context(viewport={"width": 1300, "height": 900}, device_scale_factor=dpr)
         self.page = page = self.context.new_page()
         self.outside: list[str] = []
-        self.journals: list[dict] = []
+        self.batches: list[dict] = []  # as sent, with each event text parsed
         block_outside(page, self.outside)
         page.on("request", self._record)
         page.goto(url)
@@ -91,10 +92,13 @@ class Canvas:
             self.page.wait_for_timeout(100)
 
     def _record(self, request) -> None:
-        if request.method == "POST" and "/queue/join" in request.url:
-            data = json.loads(request.post_data or "{}").get("data") or []
-            if data and isinstance(data[0], str) and data[0].startswith("{"):
-                self.journals.append(json.loads(data[0]))
+        if request.method == "POST" and request.url.endswith("/es/stroke"):
+            batch = json.loads(request.post_data or "{}")
+            self.batches.append({**batch, "events": [json.loads(text) for text in batch["events"]]})
+
+    def sent(self) -> list[dict]:
+        """Every event the canvas sent, once each, in seq order (a batch re-sent repeats some)."""
+        return list({e["seq"]: e for batch in self.batches for e in batch["events"]}.values())
 
     def stroke(self, stroke, seq: int, curve: int | None = None) -> str:
         """Draw ``stroke`` (the canvas's event ``seq``); wait for ranking ``curve``; return its ids."""
@@ -126,21 +130,21 @@ def test_undo_ctrl_z_and_clear_take_strokes_off_the_canvas_and_re_rank(tab):
     tab.page.keyboard.press("Control+z")  # straight after drawing, as a person would: no click first
     expect(tab.wrap).to_have_attribute("data-strokes", "2")
     assert tab.wait_ranked(seq=4, curve=4) == ids[1], "after Ctrl+Z the ranking is the two-stroke one again"
-    assert tab.journals[-1]["events"][-1]["type"] == "undo"
+    assert tab.batches[-1]["events"][-1]["type"] == "undo"
 
     tab.wrap.get_by_role("button", name="Undo").click()
     expect(tab.wrap).to_have_attribute("data-strokes", "1")
     assert tab.wait_ranked(seq=5, curve=5) == ids[0], "after Undo the ranking is the one-stroke one again"
-    assert [e["type"] for e in tab.journals[-1]["events"]] == ["stroke"] * 3 + ["undo"] * 2
+    assert [e["type"] for e in tab.sent()] == ["stroke"] * 3 + ["undo"] * 2
+    assert [len(batch["events"]) for batch in tab.batches] == [1] * 5, "each batch carries only the new event"
 
     tab.wrap.get_by_role("button", name="Clear").click()
     expect(tab.wrap).to_have_attribute("data-strokes", "0")
     expect(tab.wrap).to_have_attribute("data-seq", "6")
     expect(tab.results).to_have_attribute("data-ids", "", timeout=RANK_TIMEOUT_MS)
     expect(tab.page.locator(".es-card:not(.es-skeleton)")).to_have_count(0)
-    assert tab.journals[-1]["events"] == [{"seq": 6, "type": "clear", "t": tab.journals[-1]["events"][0]["t"]}], (
-        "free drawing compacts the journal at a clear"
-    )
+    assert tab.batches[-1]["events"] == [{"seq": 6, "type": "clear", "t": tab.batches[-1]["events"][0]["t"]}]
+    assert tab.batches[-1]["base"] == 5 and tab.wrap.get_attribute("data-acked") == "6"
 
 
 def test_the_canvas_stays_put_under_the_pen_when_the_stroke_count_appears(tab):
@@ -182,7 +186,7 @@ def test_point_caps_cut_a_long_stroke_and_refuse_ink_past_the_journal_cap_until_
     stroke_cap, journal_cap = _canvas_constant("MAX_STROKE_POINTS"), _canvas_constant("MAX_POINTS")
     _long_stroke(tab, stroke_cap + 500)
     tab.wait_ranked(seq=1, curve=1)
-    points = tab.journals[-1]["events"][0]["points"]
+    points = tab.batches[-1]["events"][0]["points"]
     assert len(points) == stroke_cap, "a stroke over the cap keeps its first points only"
     assert points[1][:2] != points[-1][:2]
 
@@ -213,9 +217,9 @@ def test_same_css_strokes_give_the_same_journal_and_ranking_at_dpr_1_and_2(brows
                 "return [c.width, c.getBoundingClientRect().width]; }"
             )
             assert size[0] == round(size[1] * dpr), "the backing store follows the pixel ratio"
-            journal = tab.journals[-1]
+            journal = tab.batches[-1]
             assert journal["dpr"] == dpr
-            xy = [[p[:2] for p in e["points"]] for e in journal["events"]]
+            xy = [[p[:2] for p in e["points"]] for e in tab.sent()]
             seen[dpr] = (journal["width"], journal["height"], xy, ids)
         finally:
             tab.close()

@@ -39,6 +39,7 @@ from retrieval.serving.retriever import Retriever
 from retrieval.study.plan import StudyConfig
 from retrieval.study.session import DrawingSession
 from retrieval.study.log import StudyLog
+from retrieval.study.payload import JournalWriter, parse_stroke_batch
 
 log_dir = sys.argv[1]
 encoder = Encoder.create(seed=0)
@@ -48,17 +49,17 @@ ids = [f"p{i}" for i in range(30)]
 retriever = Retriever(encoder, PhotoIndex.build(vectors, ids))
 session = DrawingSession(mode="study")
 config = StudyConfig(name="crash", random_targets=2, num_trials=2, found_k=1, time_limit_s=0)
-session.begin_study(config, StudyLog(log_dir, "P1", "S1", {"mode": "study"}), ids, {"gallery_size": len(ids)})
+session.begin_study(config, StudyLog(log_dir, "P1", "S1", {"mode": "study"}), ids, {"gallery_size": len(ids)}, "C")
 print("READY", flush=True)
-events = []
+writer = JournalWriter(session.token)
 for seq in range(1, 300):
     sketch = generate_sketch(0, seq % 40, 0)
     stroke = sketch.strokes[seq % sketch.num_strokes][:60]
     points = [[round(float(x), 2), round(float(y), 2), round(float(t), 1), 0.5] for x, y, t in stroke]
-    events.append({"seq": seq, "type": "stroke", "pointer": "mouse", "t_down": float(stroke[0, 2]),
-                   "t_up": float(stroke[-1, 2]), "points": points})
-    payload = {"trial": session.token, "width": 256, "height": 256, "dpr": 1, "events": events}
-    session.update(payload, lambda sketch, target: retriever.rank(sketch, k=5, target_id=target))
+    writer.add({"type": "stroke", "pointer": "mouse", "t_down": float(stroke[0, 2]),
+                "t_up": float(stroke[-1, 2]), "points": points})
+    session.apply(parse_stroke_batch(writer.batch()), lambda sketch, target: retriever.rank(sketch, k=5, target_id=target))
+    writer.acknowledge(seq)
     print(f"ACK {seq}", flush=True)
 """
 

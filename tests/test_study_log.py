@@ -9,13 +9,22 @@ import stat
 import subprocess
 import sys
 import time
+import warnings
 from pathlib import Path
 
 import pandas as pd
 import pytest
 
 from retrieval.provenance import PROJECT_ROOT as REPO_ROOT
-from retrieval.study.log import SessionExistsError, StudyLog, export_csv, iter_records, log_files, read_log
+from retrieval.study.log import (
+    NoSessionLogError,
+    SessionExistsError,
+    StudyLog,
+    export_csv,
+    iter_records,
+    log_files,
+    read_log,
+)
 from retrieval.study.log_names import IdCaseCollisionError, decode_id, encode_id
 from retrieval.study.private_files import UnsafeLogPathError
 
@@ -34,7 +43,7 @@ def test_append_writes_one_fsynced_line_per_record(tmp_path, monkeypatch):
     first = json.loads(lines[0])
     assert first["type"] == "stroke" and first["participant"] == "P01" and first["code_version"] == "abc"
     assert first["rank"] is None, "NaN must be written as null so every JSON parser reads the line"
-    assert first["schema_version"] == 1 and first["written_utc"].endswith("Z")
+    assert first["schema_version"] == 2 and first["written_utc"].endswith("Z")
 
 
 def test_reopening_appends_and_one_file_per_session(tmp_path):
@@ -157,12 +166,13 @@ log.append({"type": "stroke", "stroke_index": 2})
 """
 
 
-def test_a_short_write_never_corrupts_the_next_record(tmp_path):
+def test_a_short_write_is_cut_back_and_never_corrupts_the_next_record(tmp_path):
     out = subprocess.run(
         [sys.executable, "-c", _SHORT_WRITE, str(tmp_path)], cwd=REPO_ROOT, capture_output=True, text=True, timeout=60
     )
     assert out.returncode == 0 and "refused:" in out.stdout, out.stderr[-2000:]
-    with pytest.warns(UserWarning, match="torn record"):
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no torn fragment left to skip: the failed write was truncated
         records = read_log(tmp_path / "P__S.jsonl")
     assert [r["stroke_index"] for r in records] == [0, 2], "the record after a short write must stay whole"
 
@@ -291,7 +301,13 @@ def test_ids_differing_from_an_existing_log_only_in_case_are_refused(tmp_path, f
     with pytest.raises(IdCaseCollisionError, match=f"only in case from {which}"):
         StudyLog.create(tmp_path, *second)
     with pytest.raises(IdCaseCollisionError):
-        StudyLog.create(tmp_path, *second, resume=True)  # resuming a session that does not exist creates it
+        StudyLog.create(tmp_path, *second, resume=True)  # checked before "no such session to resume"
     assert [p.name for p in log_files(tmp_path)] == [f"{first[0]}__{first[1]}.jsonl"]
     StudyLog.create(tmp_path, *first, resume=True)  # the exact ids still resume
     StudyLog.create(tmp_path, "P08", "S1")  # and a different participant still starts
+
+
+def test_resuming_a_session_that_has_no_log_is_refused_and_makes_no_file(tmp_path):
+    with pytest.raises(NoSessionLogError, match="no log for session 'S9' to resume"):
+        StudyLog.create(tmp_path, "P01", "S9", resume=True)
+    assert log_files(tmp_path) == []

@@ -2,7 +2,8 @@
 and the JSDoc typedefs at the top of assets/ui/*.js all name the same fields with the same types.
 
 The payloads come from the real event handlers driving a real DrawingSession over a real
-Retriever (small untrained encoder, 30-photo index), in free drawing and in a timed study.
+Retriever (small untrained encoder, 30-photo index), in free drawing and in a timed study: the
+Gradio events' updates and the stroke route's answers (StrokeAnswer) alike.
 """
 
 from __future__ import annotations
@@ -13,87 +14,99 @@ import types
 import typing
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 from retrieval.provenance import PROJECT_ROOT as ROOT
-from retrieval.serving.gallery import Gallery
-from retrieval.serving.index import PhotoIndex
-from retrieval.serving.retriever import Retriever
-from retrieval.serving.thumbnails import ThumbnailCache
+from retrieval.study.payload import JournalWriter, parse_stroke_batch
 from retrieval.study.plan import StudyConfig
 from retrieval.study.session import DrawingSession
 from retrieval.ui import contract
 from retrieval.ui.backend import Backend
 from retrieval.ui.config import AppConfig
 from retrieval.ui.handlers import Handlers, Update, UserError
+from retrieval.ui.sessions import COOKIE, STARTS_PER_IDENTITY, SessionTable, SessionTokens
 from retrieval.ui.views import found_banner
 
 GALLERY = [f"photo_{i:02d}" for i in range(30)]
 TYPEDEFS = {  # the script that renders each value -> the typedefs it declares
     "results.js": {"ResultsValue", "ResultItem", "CurvePoint"},
     "panel.js": {"PanelValue"},
-    "canvas.js": {"CanvasValue"},
+    "canvas.js": {"CanvasValue", "StrokeAnswer"},
 }
 
 
 @pytest.fixture(scope="module")
-def backend(encoder, tmp_path_factory):
-    vectors = np.random.default_rng(0).standard_normal((len(GALLERY), encoder.meta["embed_dim"])).astype(np.float32)
-    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
-    index = PhotoIndex.build(vectors, GALLERY)
-    gallery = Gallery(index, "test", loader=lambda photo_id: np.full((48, 32, 3), 200, np.uint8))
-    thumbs = ThumbnailCache(tmp_path_factory.mktemp("thumbs"), gallery.load_photo, 32)
-    retriever = Retriever(encoder, index)
-    return Backend(retriever, retriever, gallery, tuple(GALLERY), thumbs, "model-hash", "code-version", ())
+def backend(ui_backend):
+    return ui_backend
 
 
-def journal(session: DrawingSession, strokes: int) -> str:
-    """The canvas's journal text after ``strokes`` strokes (what canvas.js sends)."""
-    events = [
-        {
-            "seq": s,
-            "type": "stroke",
-            "pointer": "mouse",
-            "t_down": 100.0 * s,
-            "t_up": 100.0 * s + 40,
-            "points": [[10.0 + 9 * i + s, 20.0 + 6 * i, 100.0 * s + 10 * i, 0.5] for i in range(5)],
-        }
-        for s in range(1, strokes + 1)
-    ]
-    return json.dumps(
-        {"trial": session.token, "width": 256, "height": 256, "dpr": 1, "t0_utc_ms": 1.7e12, "events": events}
-    )
+def stroke_event(s: int) -> dict:
+    return {
+        "type": "stroke",
+        "pointer": "mouse",
+        "t_down": 100.0 * s,
+        "t_up": 100.0 * s + 40,
+        "points": [[10.0 + 9 * i + s, 20.0 + 6 * i, 100.0 * s + 10 * i, 0.5] for i in range(5)],
+    }
 
 
-def free_drawing_updates(backend: Backend) -> list[Update]:
+def draw(handlers: Handlers, session: DrawingSession, strokes: int = 1) -> contract.StrokeAnswer:
+    """Draw ``strokes`` more strokes on the session's canvas and send them as canvas.js does."""
+    writer = _writers.setdefault(session.token, JournalWriter(session.token))
+    for _ in range(strokes):
+        writer.add(stroke_event(writer.seq + 1))
+    status, answer = handlers.stroke(parse_stroke_batch(writer.batch()), session)
+    assert status == 200, answer
+    writer.acknowledge(answer["applied"])
+    return answer
+
+
+_writers: dict[str, JournalWriter] = {}
+
+
+def shown(token: str) -> dict:
+    """The canvas's value naming trial ``token`` (what Give up and Next send)."""
+    return {"trial": token, "locked": False, "message": "", "deadline_s": None}
+
+
+def as_update(answer: contract.StrokeAnswer) -> Update:
+    return Update(answer["results"], answer["panel"], answer["canvas"], answer["trial_ended"])
+
+
+def free_drawing_updates(backend: Backend, answers: list) -> list[Update]:
     handlers = Handlers(AppConfig(mode="free", k=5), backend)
     session = DrawingSession(mode="free")
-    updates = [handlers.load(session), handlers.stroke(journal(session, 1), session)]
+    updates = [handlers.load(session)]
+    answers.append(draw(handlers, session))
     updates.append(handlers.new_target(False, session))  # no target: the free-drawing panel
-    updates.append(handlers.stroke(journal(session, 2), session))
+    answers += [draw(handlers, session), draw(handlers, session)]
     return updates
 
 
-def study_updates(backend: Backend, log_dir: Path) -> list[Update]:
+def study_updates(backend: Backend, log_dir: Path, answers: list) -> list[Update]:
     study = StudyConfig(random_targets=2, num_trials=2, time_limit_s=60, show_k=4)
     handlers = Handlers(AppConfig(mode="study", study="study.json", log_dir=log_dir), backend, study)
     session = DrawingSession(mode="study")
-    updates = [handlers.start("P1", "S1", False, session)]  # a study page has no load event
-    updates.append(handlers.stroke(journal(session, 1), session))
-    updates.append(handlers.give_up(session))  # the canvas locks, the banner says so
-    updates.append(handlers.next_trial(session))
+    updates = [handlers.start("P1", "S1", "", session)]  # a study page has no load event
+    answers.append(draw(handlers, session))
+    updates.append(handlers.give_up(shown(session.token), session))  # the canvas locks, the banner says so
+    updates.append(handlers.next_trial(shown(session.token), session))
+    session.sketch.start_mono -= 61  # the time is up when the next stroke arrives: the answer ends the trial
+    answers.append(draw(handlers, session))
     return updates
 
 
 @pytest.fixture(scope="module")
 def payloads(backend, tmp_path_factory) -> dict[str, list[dict]]:
     """Every results, panel and canvas value the handlers produced, by TypedDict name."""
-    updates = free_drawing_updates(backend) + study_updates(backend, tmp_path_factory.mktemp("logs"))
+    answers: list[contract.StrokeAnswer] = []
+    updates = free_drawing_updates(backend, answers) + study_updates(backend, tmp_path_factory.mktemp("logs"), answers)
+    updates += [as_update(answer) for answer in answers]
     return {
         "ResultsValue": [u.results for u in updates if u.results is not None],
         "PanelValue": [u.panel for u in updates if u.panel is not None],
         "CanvasValue": [u.canvas for u in updates if u.canvas is not None],
+        "StrokeAnswer": answers,
     }
 
 
@@ -116,7 +129,7 @@ def conforms(value, hint) -> bool:
     return type(value) is hint  # str, float, bool: exactly, as JSON will carry them
 
 
-@pytest.mark.parametrize("name", ["ResultsValue", "PanelValue", "CanvasValue"])
+@pytest.mark.parametrize("name", ["ResultsValue", "PanelValue", "CanvasValue", "StrokeAnswer"])
 def test_the_views_send_exactly_the_typed_fields(payloads, name):
     typed = getattr(contract, name)
     hints = typing.get_type_hints(typed)
@@ -200,14 +213,14 @@ def test_free_drawing_says_found_when_the_target_comes_first(backend):
     handlers = Handlers(AppConfig(mode="free", challenge=False), backend)
     probe = DrawingSession(mode="free")
     handlers.load(probe)
-    top = handlers.stroke(journal(probe, 2), probe).results["items"][0]["id"]
+    top = draw(handlers, probe, 2)["results"]["items"][0]["id"]
     handlers.pick_target = lambda: top  # the same drawing will rank it first
     session = DrawingSession(mode="free")
     handlers.new_target(True, session)
-    handlers.stroke(journal(session, 1), session)
-    update = handlers.stroke(journal(session, 2), session)
-    assert update.results["target_rank"] == 1
-    assert (update.panel["banner"], update.panel["banner_kind"]) == ("Found it in 2 strokes!", "found")
+    draw(handlers, session)
+    answer = draw(handlers, session)
+    assert answer["results"]["target_rank"] == 1 and answer["applied"] == 2
+    assert (answer["panel"]["banner"], answer["panel"]["banner_kind"]) == ("Found it in 2 strokes!", "found")
     assert (found_banner(1), found_banner(3, 4.26)) == ("Found it in 1 stroke!", "Found it in 3 strokes (4.3 s)!")
 
 
@@ -215,17 +228,46 @@ def test_a_study_trial_that_ends_locks_the_canvas_and_offers_next(backend, tmp_p
     study = StudyConfig(random_targets=2, num_trials=1, time_limit_s=60)
     handlers = Handlers(AppConfig(mode="study", study="s.json", log_dir=tmp_path), backend, study)
     session = DrawingSession(mode="study")
-    started = handlers.start("P1", "S1", False, session)
+    started = handlers.start("P1", "S1", "", session)
     assert started.section == "workspace" and 59 < started.canvas["deadline_s"] <= 60
     assert 59 < started.panel["remaining_s"] <= 60 and started.panel["title"] == "Trial 1 of 1: find this photo"
-    ended = handlers.give_up(session)
+    assert started.panel["resume_code"] == session.resume_code and len(session.resume_code) == 11
+    token = started.canvas["trial"]
+    ended = handlers.give_up(json.dumps({"trial": token, "seq": 0}), session)  # the canvas's own value
     assert ended.trial_ended is True and ended.canvas["locked"] and ended.canvas["deadline_s"] is None
     assert (ended.panel["banner"], ended.panel["banner_kind"], ended.panel["remaining_s"]) == (
         "Trial skipped.",
         "miss",
         None,
     )
-    assert handlers.next_trial(session).section == "done"
+    assert handlers.give_up(shown(token), session).trial_ended is True, "a repeated Give up shows the same end"
+    assert handlers.next_trial(shown(token), session).section == "done"
+    assert handlers.next_trial(shown(token), session).section == "done", "a repeated Next changes nothing"
+
+
+def test_start_pressed_twice_starts_one_session_and_resume_needs_the_code(backend, tmp_path):
+    study = StudyConfig(random_targets=2, num_trials=2, time_limit_s=0)
+    handlers = Handlers(AppConfig(mode="study", study="s.json", log_dir=tmp_path), backend, study)
+    session = DrawingSession(mode="study")
+    first = handlers.start("P1", "S1", "", session)
+    again = handlers.start("P1", "S1", "", session)  # a double click, or a retry after a lost answer
+    assert again.canvas["trial"] == first.canvas["trial"] and len(list(tmp_path.glob("*.jsonl"))) == 1
+    with pytest.raises(UserError, match="already runs a study"):
+        handlers.start("P2", "S1", "", session)
+    code = session.resume_code
+    handlers.give_up(shown(session.token), session)
+    handlers.next_trial(shown(session.token), session)  # trial 1 starts; then the browser dies
+
+    later = DrawingSession(mode="study")
+    with pytest.raises(UserError, match="already has a log"):
+        handlers.start("P1", "S1", "", later)  # no code: a new session with these ids is refused
+    with pytest.raises(UserError, match="resume code does not match"):
+        handlers.start("P1", "S1", "WRONG-CODE1", later)
+    with pytest.raises(UserError, match="no log for session 'S2'"):
+        handlers.start("P1", "S2", code, later)
+    assert sorted(p.name for p in tmp_path.glob("*.jsonl")) == ["P1__S1.jsonl"], "failed starts make no file"
+    resumed = handlers.start("P1", "S1", code.lower(), later)
+    assert resumed.panel["title"] == "Trial 2 of 2: find this photo" and later.trial == 1
 
 
 def test_the_api_handler_refuses_bad_requests_with_a_message(backend):
@@ -237,34 +279,56 @@ def test_the_api_handler_refuses_bad_requests_with_a_message(backend):
             handlers.rank(*args)
 
 
-# --- the tab's state: created by its first event, never replaced by a late page load ----------------
-def page_of(mode: str):
+# --- the tab's session: the app's table, found by the server-issued cookie ---------------------------
+class FakeRequest:
+    """What ``Page.session_of`` reads of a ``gr.Request``: cookies, the client address, the tab."""
+
+    def __init__(self, cookie: str | None, tab: str = "tab-1", host: str = "10.0.0.7") -> None:
+        self.cookies = {COOKIE: cookie} if cookie is not None else {}
+        self.client = types.SimpleNamespace(host=host)
+        self.session_hash = tab
+
+
+def page_of(mode: str, tokens: SessionTokens):
     """A Page whose components are plain markers: ``bind``/``show`` only use them as dict keys."""
     import dataclasses
 
     from retrieval.ui.blocks import Page
 
-    return Page(mode=mode, **{f.name: object() for f in dataclasses.fields(Page) if f.name != "mode"})
+    markers = {f.name: object() for f in dataclasses.fields(Page) if f.name not in ("table", "tokens")}
+    return Page(table=SessionTable(mode), tokens=tokens, **markers)
 
 
-def test_the_first_event_creates_the_session_and_ink_before_it_is_ignored(backend):
+def test_events_find_their_session_by_the_server_issued_cookie_only(backend):
     import gradio as gr
 
-    page, handlers = page_of("free"), Handlers(AppConfig(mode="free", k=5), backend)
-    ranked = []
+    tokens = SessionTokens(b"k" * 32)
+    page, handlers = page_of("free", tokens), Handlers(AppConfig(mode="free", k=5), backend)
+    for cookie in (None, "made-up", tokens.issue() + "x", SessionTokens(b"other" * 8).issue()):
+        with pytest.raises(gr.Error, match="reload the page"):
+            page.bind(handlers.load)(FakeRequest(cookie))
+    assert len(page.table) == 0, "a request without a token of this server creates nothing"
+    cookie = tokens.issue()
+    loaded = page.bind(handlers.load)(FakeRequest(cookie))
+    (session,) = page.table._identities[tokens.verify(cookie)].tabs.values()
+    assert loaded[page.canvas]["trial"] == session.token
+    assert page.session_of(FakeRequest(cookie)) is session, "the same tab finds the same session"
+    assert page.session_of(FakeRequest(cookie, tab="tab-2")) is not session, "another tab has its own"
+    assert page.table.by_token(tokens.verify(cookie), session.token) is session
+    assert page.table.by_token(tokens.verify(tokens.issue()), session.token) is None, "another browser cannot"
 
-    def stroke(value, session):
-        ranked.append(value)
-        return handlers.stroke(value, session)
 
-    early = page.bind(stroke, first="skip")(json.dumps({"trial": "x", "events": []}), None)
-    assert early == {page.state: gr.skip()}, "ink before the page loaded must not create or replace the state"
-    assert not ranked, "nor be handled: the canvas sends it again once it has its trial token"
-    loaded = page.bind(handlers.load)(None)
-    session = loaded[page.state]
-    assert isinstance(session, DrawingSession) and loaded[page.canvas]["trial"] == session.token
-    drawn = page.bind(handlers.stroke, first="skip")(journal(session, 1), session)
-    assert drawn[page.state] is session and session.strokes_drawn == 1 and drawn[page.results]["items"]
+def test_start_is_throttled_per_browser(backend, tmp_path):
+    import gradio as gr
+
+    tokens = SessionTokens(b"k" * 32)
+    page = page_of("study", tokens)
+    request = FakeRequest(tokens.issue())
+    for _ in range(STARTS_PER_IDENTITY):
+        page.session_of(request, starting=True)
+    with pytest.raises(gr.Error, match="too often"):
+        page.session_of(request, starting=True)
+    page.session_of(FakeRequest(tokens.issue()), starting=True)  # another browser is not slowed down
 
 
 def test_a_study_page_has_no_load_event_and_start_creates_the_session(backend, tmp_path):
@@ -274,14 +338,17 @@ def test_a_study_page_has_no_load_event_and_start_creates_the_session(backend, t
     study_file = tmp_path / "study.json"
     study_file.write_text(json.dumps({"random_targets": 2, "num_trials": 2, "time_limit_s": 60, "show_k": 4}))
     config = AppConfig(mode="study", study=str(study_file), log_dir=tmp_path / "logs")
-    page = build_app(config, backend).get_config_file()
+    app, _ = build_app(config, backend, SessionTable("study"))
+    page = app.get_config_file()
     kinds = {c["id"]: c["type"] for c in page["components"]}
     loads = [d for d in page["dependencies"] if any(trigger == "load" for _, trigger in d["targets"])]
     written_on_load = {kinds[output] for d in loads for output in d["outputs"]}
     assert written_on_load <= {"textbox"}, f"only the session-id default may load; got {written_on_load}"
-    free = build_app(AppConfig(mode="free"), backend).get_config_file()["dependencies"]
+    free = build_app(AppConfig(mode="free"), backend, SessionTable("free"))[0].get_config_file()["dependencies"]
     assert any(t == "load" for d in free for _, t in d["targets"]), "free drawing starts its sketch on load"
+    tokens = SessionTokens(b"k" * 32)
+    study_page, request = page_of("study", tokens), FakeRequest(tokens.issue())
     handlers = Handlers(config, backend, StudyConfig.load(study_file))
-    started = page_of("study").bind(handlers.start)("P01", "S01", False, None)
-    session = next(v for v in started.values() if isinstance(v, DrawingSession))
-    assert any(isinstance(v, dict) and v.get("trial") == session.token for v in started.values())
+    started = study_page.bind(handlers.start, starting=True)(request, "P01", "S01", "")
+    session = study_page.session_of(request)
+    assert session.status == "running" and started[study_page.canvas]["trial"] == session.token

@@ -11,6 +11,7 @@
  * @property {number|null} remaining_s - study trials with a time limit, while drawing
  * @property {string} banner
  * @property {"found"|"miss"|""} banner_kind
+ * @property {string|null} resume_code - a study's resume code, shown while it runs; null otherwise
  */
 (() => {
   const root = element.querySelector(".es-panel");
@@ -20,6 +21,7 @@
   const box = element.querySelector(".es-target-box");
   const countdown = element.querySelector(".es-countdown");
   const banner = element.querySelector(".es-banner");
+  const resume = element.querySelector(".es-resume");
   let deadline = null;
 
   function tick() {
@@ -29,8 +31,8 @@
     countdown.classList.toggle("es-hurry", left <= 10);
   }
 
-  function render() {
-    const v = props.value || {};
+  function render(value) {
+    const v = value || props.value || {};
     title.textContent = v.title || "";
     sub.textContent = v.subtitle || "";
     if (v.target_src) {
@@ -45,12 +47,17 @@
     tick();
     banner.textContent = v.banner || "";
     banner.className = "es-banner" + (v.banner_kind ? ` es-${v.banner_kind}` : "");
+    resume.textContent = v.resume_code ? `Resume code: ${v.resume_code} (note it to continue this session later)` : "";
+    root.dataset.resumeCode = v.resume_code || "";
     root.dataset.targetId = v.target_id || "";
     root.dataset.banner = v.banner_kind || "";
   }
 
   setInterval(tick, 500);
-  watch("value", render);
+  watch("value", () => render());
+  // The canvas hands over the views of its stroke answers (they come from the app's route, not Gradio).
+  document.addEventListener("es-panel", (e) => render(e.detail));
+  document.addEventListener("es-reset", () => render());
   render();
   root.dataset.ready = "1";
 })();

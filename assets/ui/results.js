@@ -1,7 +1,7 @@
 // EarlySketch result grid + rank curve (gr.HTML js_on_load). Renders props.value with DOM APIs
 // (never string templates) so photo ids from any folder cannot inject markup or script.
 // props.value is a ResultsValue (retrieval/ui/contract.py; tests/test_ui_contract.py keeps both
-// sides equal), or the placeholder {k} before the first event.
+// sides equal), or the placeholder {k} before the first event; or one from a stroke answer (canvas.js).
 /**
  * @typedef {Object} ResultItem
  * @property {string} src - thumbnail URL (served from the thumbnail folder only)
@@ -117,8 +117,8 @@
     });
   }
 
-  function render() {
-    const v = props.value || {};
+  function render(value) {
+    const v = value || props.value || {};
     const items = Array.isArray(v.items) ? v.items : [];
     const slots = Math.max(items.length, Number(v.k) || 0);
     renderGrid(items.concat(Array.from({ length: slots - items.length }, () => ({}))));
@@ -136,7 +136,10 @@
     root.dataset.targetRank = v.target_rank ? String(v.target_rank) : "";
   }
 
-  watch("value", render);
+  watch("value", () => render());
+  // The canvas hands over the views of its stroke answers (they come from the app's route, not Gradio).
+  document.addEventListener("es-results", (e) => render(e.detail));
+  document.addEventListener("es-reset", () => render());
   render();
   root.dataset.ready = "1";
 })();

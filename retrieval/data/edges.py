@@ -50,6 +50,25 @@ def edge_map(
         work_size: side at which edges are detected; line widths are in these pixels.
         params: the ranges the random choices are drawn from.
     """
+    edges = edge_pixels(photo, rng, work_size, params)
+    width = int(rng.integers(params.width[0], params.width[1] + 1))
+    ink = edges.astype(np.uint8) * 255
+    if width > 1:
+        ink = cv2.dilate(ink, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (width, width)))
+    paper = 255 - ink
+    if size != work_size:
+        paper = cv2.resize(paper, (size, size), interpolation=cv2.INTER_AREA)
+    return paper
+
+
+def edge_pixels(
+    photo: RGBImage, rng: np.random.Generator, work_size: int = 256, params: EdgeParams = EdgeParams()
+) -> np.ndarray:
+    """The randomised edges of ``photo`` before inking: a ``(work_size, work_size)`` bool mask.
+
+    Random smoothing and thresholds, optional thinning, fragment dropout (see :class:`EdgeParams`);
+    :func:`edge_map` inks it, ``retrieval.data.pseudo_sketch`` traces it into strokes.
+    """
     rgb = as_rgb(photo)
     gray = cv2.cvtColor(fit_square(rgb, work_size), cv2.COLOR_RGB2GRAY).astype(np.float64) / 255.0
     # Only the photo itself, not the letterbox padding: a grey background next to white padding
@@ -66,15 +85,7 @@ def edge_map(
     )
     if rng.random() < params.thin_prob:
         edges = thin(edges)
-    edges = _drop_fragments(edges, rng.uniform(*params.fragment_dropout), params.min_fragment, rng)
-    width = int(rng.integers(params.width[0], params.width[1] + 1))
-    ink = edges.astype(np.uint8) * 255
-    if width > 1:
-        ink = cv2.dilate(ink, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (width, width)))
-    paper = 255 - ink
-    if size != work_size:
-        paper = cv2.resize(paper, (size, size), interpolation=cv2.INTER_AREA)
-    return paper
+    return _drop_fragments(edges, rng.uniform(*params.fragment_dropout), params.min_fragment, rng)
 
 
 def _drop_fragments(edges: np.ndarray, rate: float, min_pixels: int, rng: np.random.Generator) -> np.ndarray:

@@ -92,6 +92,24 @@ def scan_photo_folder(root: str | Path) -> tuple[dict[str, Path], list[str]]:
     return found, refused
 
 
+def readable_photos(root: str | Path) -> tuple[dict[str, Path], list[str]]:
+    """:func:`scan_photo_folder`, keeping only the images :func:`read_rgb` can decode.
+
+    Returns ``({relative posix path: resolved path}, skipped)``; ``skipped`` says why each file was
+    left out (a symlink leaving ``root``, a broken or oversized image). Every photo is decoded once.
+    """
+    found, skipped = scan_photo_folder(root)
+    readable = {}
+    for rel, path in found.items():
+        try:
+            read_rgb(path)
+        except ValueError as exc:
+            skipped.append(str(exc))
+            continue
+        readable[rel] = path
+    return readable, skipped
+
+
 def fit_square(image: np.ndarray, size: int, fill: int = 255) -> np.ndarray:
     """Letterbox an image into ``size x size`` keeping its aspect ratio, padding with ``fill``.
 

@@ -272,8 +272,11 @@ class Encoder:
     def _run(self, forward, to_tensor, images) -> np.ndarray:
         if len(images) == 0:
             raise ValueError("no images given: pass at least one image")
+        # Toggle only a network in training mode: eval() and train() walk every module (~1 ms of a
+        # 9 ms per-stroke forward with the shipped model), and serving networks are already in eval.
         was_training = self.net.training
-        self.net.eval()
+        if was_training:
+            self.net.eval()
         outputs = []
         try:
             with torch.inference_mode():
@@ -283,7 +286,8 @@ class Encoder:
                         x = x.contiguous(memory_format=torch.channels_last)
                     outputs.append(forward(x).float().cpu().numpy())
         finally:
-            self.net.train(was_training)
+            if was_training:
+                self.net.train()
         return np.ascontiguousarray(np.concatenate(outputs), dtype=np.float32)
 
 

@@ -117,16 +117,20 @@ class SketchPhotoNet(nn.Module):
         return l2n(self.photo_head(self.photo_features(x)))
 
     def embed_pair(self, sketches: torch.Tensor, photos: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Embed both domains with ONE trunk pass (training).
+        """Embed both domains with ONE trunk pass (training); see :meth:`features_pair`."""
+        sketch_feats, photo_feats = self.features_pair(sketches, photos)
+        return l2n(self.sketch_head(sketch_feats)), l2n(self.photo_head(photo_feats))
+
+    def features_pair(self, sketches: torch.Tensor, photos: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """GeM features of both domains from ONE trunk pass (training).
 
         Batch-norm in the shared trunk then sees mixed batches in training exactly as its running
         statistics will describe them at test time; alternating single-domain batches would leave
         the running statistics biased to whichever domain came last.
         """
         n = len(sketches)
-        trunk_in = torch.cat([self.sketch_stem(sketches), self.photo_stem(photos)])
-        feats = self.pool(self.trunk(trunk_in))
-        return l2n(self.sketch_head(feats[:n])), l2n(self.photo_head(feats[n:]))
+        feats = self.pool(self.trunk(torch.cat([self.sketch_stem(sketches), self.photo_stem(photos)])))
+        return feats[:n], feats[n:]
 
 
 def photo_tensor(

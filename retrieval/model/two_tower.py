@@ -113,3 +113,7 @@ class TwoTowerNet(nn.Module):
     def embed_pair(self, sketches: torch.Tensor, photos: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Both domains (training); separate towers, so there is no shared batch-norm to mix."""
         return self.embed_sketches(sketches), self.embed_photos(photos)
+
+    def features_pair(self, sketches: torch.Tensor, photos: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """GeM features of both domains (training)."""
+        return self.sketch_features(sketches), self.photo_features(photos)

@@ -28,6 +28,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from retrieval.study.log import csv_cell, export_csv, iter_records  # noqa: E402
+from retrieval.study.log_rankings import with_rankings  # noqa: E402
 
 
 @dataclass
@@ -144,7 +145,7 @@ def _plot(strokes: pd.DataFrame, x: str, xlabel: str, path: Path) -> None:
 
 def analyse(config: AnalysisConfig) -> pd.DataFrame:
     """Write CSVs and plots, print and return the per-participant summary."""
-    records = list(iter_records(config.log_dir))
+    records = with_rankings(list(iter_records(config.log_dir)))
     if not records:
         raise FileNotFoundError(f"no study records in {config.log_dir}: expected <participant>__<session>.jsonl files")
     out = config.out or Path(config.log_dir) / "analysis"

@@ -15,8 +15,14 @@ files 0600, and no file is written through a symbolic link (:mod:`retrieval.stud
 Both the JSONL files and the CSV export load in pandas as-is (``pd.read_json(path, lines=True)``,
 ``pd.read_csv(path)``); the CSV escapes cells a spreadsheet would run as formulas (:func:`csv_cell`).
 
-Record types (field ``type``): ``session_start``, ``trial_start``, ``stroke``, ``undo``,
-``clear``, ``trial_end``, ``session_end``; the full schema is in docs/app.md.
+A batch that fails part-way (disk full, an ``fsync`` error) is cut back to the file's size
+before the write, so a retry never leaves the same records twice.
+
+Record types (field ``type``): ``session_start``, ``session_resume``, ``trial_start``, ``stroke``,
+``undo``, ``clear``, ``rank``, ``trial_end``, ``session_end``; the full schema is in docs/app.md.
+Since schema 2 the ranking after a request's events is its own ``rank`` record, written after
+them (the events are durable before the ranker runs);
+:func:`retrieval.study.log_rankings.with_rankings` folds it back into the event it ranked.
 """
 
 from __future__ import annotations
@@ -33,7 +39,7 @@ from pathlib import Path
 from retrieval.study.log_names import LOG_SUFFIX, check_case_collision, log_file_name
 from retrieval.study.private_files import fsync_dir, open_private_dir, open_private_file
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: rankings in their own ``rank`` records (retrieval/study/log_rankings.py)
 # A spreadsheet runs a cell starting with one of these as a formula (CSV injection).
 FORMULA_PREFIXES = ("=", "+", "-", "@", "\t", "\r")
 
@@ -73,6 +79,10 @@ def _json_safe(value):
 
 class SessionExistsError(FileExistsError):
     """This participant already has a log for this session id: choose another id, or resume it."""
+
+
+class NoSessionLogError(FileNotFoundError):
+    """There is no log to resume for this participant and session id."""
 
 
 def _write_all(fd: int, data: bytes, path: Path) -> None:
@@ -137,7 +147,7 @@ class StudyLog:
     def create(
         cls, log_dir: str | Path, participant: str, session: str, common: dict | None = None, *, resume: bool = False
     ) -> StudyLog:
-        """Claim the session's file: a new one, or with ``resume=True`` also an existing one.
+        """Claim the session's file: a new one, or with ``resume=True`` an existing one (only).
 
         The claim is ``O_CREAT | O_EXCL``: of two participants starting the same session at the
         same moment exactly one wins; the folder is fsync'd so the new name survives a power cut.
@@ -145,6 +155,7 @@ class StudyLog:
 
         Raises:
             SessionExistsError: the file exists and ``resume`` is False.
+            NoSessionLogError: ``resume`` is True and there is no such file (none is made).
             IdCaseCollisionError: a new file's ids differ from an existing log's only in case.
             UnsafeLogPathError: the log path is a symbolic link or not a regular file.
         """
@@ -154,7 +165,12 @@ class StudyLog:
                 fsync_dir(log.log_dir.parent)
             log._check_new_name(dir_fd)
             try:
-                fd = open_private_file(dir_fd, log.path, os.O_WRONLY | os.O_CREAT | (0 if resume else os.O_EXCL))
+                fd = open_private_file(dir_fd, log.path, os.O_WRONLY | (0 if resume else os.O_CREAT | os.O_EXCL))
+            except FileNotFoundError as exc:
+                raise NoSessionLogError(
+                    f"participant {log.participant!r} has no log for session {log.session!r} to resume: "
+                    "check both ids, or start a new session"
+                ) from exc
             except FileExistsError as exc:
                 raise SessionExistsError(
                     f"participant {log.participant!r} already has a log for session {log.session!r}: "
@@ -186,6 +202,12 @@ class StudyLog:
 
     def append_many(self, records: list[dict]) -> list[dict]:
         """:meth:`append` for several records with one write and one fsync (all durable on return)."""
+        full, lines = self.encode(records)
+        self.write(lines)
+        return full
+
+    def encode(self, records: list[dict]) -> tuple[list[dict], bytes]:
+        """The records as :meth:`append_many` writes them, and their bytes (to check a quota first)."""
         written_utc = utc_now()
         full = [
             _json_safe(
@@ -203,19 +225,59 @@ class StudyLog:
         lines = b"".join(
             (json.dumps(r, ensure_ascii=False, allow_nan=False, separators=(",", ":")) + "\n").encode() for r in full
         )
+        return full, lines
+
+    def write(self, lines: bytes) -> None:
+        """Append encoded records durably (one write, one fsync), or not at all.
+
+        Raises:
+            OSError: the write or the fsync failed; the file was cut back to its size before the
+                write, so nothing of this batch stays to be duplicated by a retry.
+        """
         with open_private_dir(self.log_dir) as (dir_fd, _created):
             fd = open_private_file(dir_fd, self.path, os.O_RDWR | os.O_APPEND | os.O_CREAT)
             try:
                 self._end_torn_line(fd)  # checked on every append: one pread, cheap next to the fsync
-                # One write call on O_APPEND (normally): the lines land whole and contiguous.
-                _write_all(fd, lines, self.path)
-                os.fsync(fd)
+                size = os.fstat(fd).st_size
+                try:
+                    # One write call on O_APPEND (normally): the lines land whole and contiguous.
+                    _write_all(fd, lines, self.path)
+                    os.fsync(fd)
+                except BaseException:
+                    _cut_back(fd, size, self.path)
+                    raise
             finally:
                 os.close(fd)
             if not self._dir_synced:
                 os.fsync(dir_fd)
                 self._dir_synced = True
-        return full
+
+    def discard_if_empty(self) -> None:
+        """Remove the session's file if nothing was ever written to it (a start that failed)."""
+        with open_private_dir(self.log_dir) as (dir_fd, _created):
+            try:
+                if os.stat(self.path.name, dir_fd=dir_fd, follow_symlinks=False).st_size == 0:
+                    os.unlink(self.path.name, dir_fd=dir_fd)
+                    os.fsync(dir_fd)
+            except FileNotFoundError:
+                pass
+
+    def size(self) -> int:
+        """Bytes in the session's file (0 when it does not exist yet)."""
+        try:
+            return self.path.stat().st_size
+        except FileNotFoundError:
+            return 0
+
+
+def _cut_back(fd: int, size: int, path: Path) -> None:
+    """Truncate a failed batch away (best effort: if even that fails, the torn-line repair of the
+    next append closes the fragment off, and :func:`read_log` skips it)."""
+    try:
+        os.ftruncate(fd, size)
+        os.fsync(fd)
+    except OSError as exc:
+        warnings.warn(f"{path}: could not remove a failed write ({exc}); it stays as a torn line", stacklevel=3)
 
 
 def read_log(path: str | Path) -> list[dict]:

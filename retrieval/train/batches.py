@@ -17,17 +17,20 @@ from tqdm import tqdm
 from retrieval.data.augment import PhotoAugment, augment_photo, flip_photo
 from retrieval.data.edges import edge_map
 from retrieval.data.images import as_rgb, fit_square
+from retrieval.data.pseudo_sketch import pseudo_sketch
 from retrieval.data.raster import render_steps
 from retrieval.data.records import RetrievalDataset, SketchRecord
-from retrieval.data.sketch import step_cuts
+from retrieval.data.sketch import Sketch, step_cuts
 from retrieval.evaluation.protocol import gallery_photo_ids, score_embeddings, step_shares, true_photo_index
 from retrieval.model.encoder import Encoder
 from retrieval.model.pooling import l2n
+from retrieval.model.progress_head import ink_share
 from retrieval.types import GrayImage, RGBImage
 
 
 class PhotoBank:
-    """Photos as uint8 squares of ``cache_size`` plus up to ``edges_per_photo`` cached edge maps each.
+    """Photos as uint8 squares of ``cache_size`` plus up to ``edges_per_photo`` cached edge maps each
+    (and ``sketches_per_photo`` pseudo-sketches, drawn only by stages that ask for them).
 
     New edge maps are drawn until a photo has ``edges_per_photo`` of them, then cached ones are
     reused: fresh variety early, bounded cost later (one map costs ~10 ms).
@@ -40,12 +43,15 @@ class PhotoBank:
         cache_size: int,
         raster_size: int,
         edges_per_photo: int = 8,
+        sketches_per_photo: int = 4,
     ) -> None:
         self.ids = list(ids)
         self.photos = np.stack([fit_square(as_rgb(load(i)), cache_size) for i in self.ids])  # size: N, S, S, 3
         self.raster_size = raster_size
         self.edges_per_photo = edges_per_photo
         self._edges: list[list[GrayImage]] = [[] for _ in self.ids]
+        self.sketches_per_photo = sketches_per_photo
+        self._sketches: list[list[Sketch]] = [[] for _ in self.ids]
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -54,6 +60,14 @@ class PhotoBank:
         cached = self._edges[index]
         if len(cached) < self.edges_per_photo:
             cached.append(edge_map(self.photos[index], rng, size=self.raster_size))
+            return cached[-1]
+        return cached[int(rng.integers(len(cached)))]
+
+    def pseudo_sketch(self, index: int, rng: np.random.Generator) -> Sketch:
+        """A pseudo-sketch of the photo (``retrieval.data.pseudo_sketch``), cached like edge maps (~0.2 s each)."""
+        cached = self._sketches[index]
+        if len(cached) < self.sketches_per_photo:
+            cached.append(pseudo_sketch(self.photos[index], rng))
             return cached[-1]
         return cached[int(rng.integers(len(cached)))]
 
@@ -188,12 +202,26 @@ class PhotoSide:
         return flip_photo(photo) if flip else photo
 
     def embed_pair(self, sketches: Sequence[np.ndarray], photos: Sequence) -> tuple[torch.Tensor, torch.Tensor]:
-        """``(B, D)`` sketch and photo embeddings of a batch, with gradients."""
+        """``(B, D)`` sketch and photo embeddings of a batch, with gradients.
+
+        Sketches go through the head the app serves: the encoder's progress head when it has one
+        (``retrieval.model.progress_head``, reading the rasters' ink share), else the linear head.
+        """
         net, sketch_x = self.encoder.net, self.encoder.sketch_batch(np.stack(sketches))
         if not self.locked:
-            return net.embed_pair(sketch_x, self.encoder.photo_batch(photos))
+            sketch_feats, photo_feats = net.features_pair(sketch_x, self.encoder.photo_batch(photos))
+            return self.sketch_head(sketch_feats, sketches), l2n(net.photo_head(photo_feats))
         index, view, flip = (list(column) for column in zip(*photos))
-        return net.embed_sketches(sketch_x), l2n(net.photo_head(self.features[index, view, flip]))
+        photo_emb = l2n(net.photo_head(self.features[index, view, flip]))
+        return self.sketch_head(net.sketch_features(sketch_x), sketches), photo_emb
+
+    def sketch_head(self, features: torch.Tensor, rasters: Sequence[np.ndarray]) -> torch.Tensor:
+        """Unit sketch embeddings of backbone ``features`` through the served head, with gradients."""
+        head = self.encoder.progress_head
+        if head is None:
+            return l2n(self.encoder.net.sketch_head(features))
+        progress = torch.as_tensor(ink_share(np.stack(rasters)), device=features.device).reshape(-1, 1) / head.ink_ref
+        return l2n(head(torch.cat([features, progress], dim=1)))
 
     def bank_embeddings(self, indices: np.ndarray) -> np.ndarray:
         """Current embeddings of the plain photos at ``indices`` (for hard-negative mining)."""

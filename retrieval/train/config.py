@@ -12,10 +12,11 @@ from retrieval.data.splits import DataSplit
 
 # Every stage a run may name. The order of edges and quickdraw changes where the finegrained stage
 # starts, not where it ends (docs/results/chair-v2_pretrain_arms.md), so one order serves everywhere.
-STAGES = ("jigsaw", "edges", "quickdraw", "finegrained")
+STAGES = ("jigsaw", "edges", "quickdraw", "finegrained", "gallery")
 DEFAULT_STAGES = ("edges", "quickdraw", "finegrained")
 # Losses of the finegrained stage (Config.loss); docs/results/chair-v2_recall_at_k.md compares them.
 LOSSES = ("infonce", "recall", "infonce+recall")
+# "gallery" is sketch-free adaptation of a trained model to one photo folder (python -m retrieval.adapt).
 # Share of a whole supervised budget per stage (rl.reproduce, bench/sweep_encoders).
 STAGE_SHARES = {"edges": 0.25, "quickdraw": 0.15, "finegrained": 0.60}
 # Share of a whole budget a jigsaw stage takes, out of the edges stage's share (both pre-train on photos + edge maps).
@@ -55,7 +56,8 @@ class Config:
     run_name: str = ""
     """run folder name; default '<arch>__<data>__<seed>__<utc time>'"""
     stages: tuple[str, ...] = DEFAULT_STAGES
-    """stages to run, in the order given: edges, quickdraw, finegrained (and the optional jigsaw, first)"""
+    """stages to run, in the order given: edges, quickdraw, finegrained (and the optional jigsaw, first; gallery
+    adapts a trained model to --photo-folder without sketches, see python -m retrieval.adapt)"""
     minutes_jigsaw: float = 3.0
     """time budget of the optional jigsaw stage (minutes)"""
     minutes_edges: float = 15.0
@@ -64,6 +66,8 @@ class Config:
     """time budget of the quickdraw stage (minutes)"""
     minutes_finegrained: float = 30.0
     """time budget of the finegrained stage (minutes)"""
+    minutes_gallery: float = 10.0
+    """time budget of the gallery stage (minutes): sketch-free adaptation to --photo-folder (retrieval.adapt)"""
     steps_jigsaw: int = 0
     """step budget of the jigsaw stage (0 = its minutes only; with both, whichever ends first)"""
     steps_edges: int = 0
@@ -72,6 +76,8 @@ class Config:
     """step budget of the quickdraw stage (0 = its minutes only)"""
     steps_finegrained: int = 0
     """step budget of the finegrained stage (0 = its minutes only)"""
+    steps_gallery: int = 0
+    """step budget of the gallery stage (0 = its minutes only)"""
     jigsaw_permutations: int = 64
     """size of the seeded maximal-Hamming permutation set the jigsaw stage shuffles by"""
     max_steps: int = 0
@@ -144,6 +150,13 @@ class Config:
     """steps between refreshes of the photo-embedding bank"""
     edges_per_photo: int = 8
     """edge maps cached per photo"""
+    sketches_per_photo: int = 4
+    """pseudo-sketches (edge maps traced into ordered strokes) cached per photo for the gallery stage"""
+    distill_weight: float = 1.0
+    """gallery stage: weight of distillation from the frozen start model on rehearsal sketches (Quick, Draw! and
+    --pretrain-sketches, partial views), which keeps what it knew about sketches (0 = off)"""
+    rehearsal_batch: int = 16
+    """gallery stage: rehearsal sketches per step for the distillation"""
     eval_every: int = 200
     """steps between validations (and best-checkpoint updates)"""
     save_every: int = 200

@@ -20,7 +20,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from retrieval.data.images import read_rgb, scan_photo_folder
+from retrieval.data.images import read_rgb, readable_photos
 from retrieval.data.sketch import Sketch
 from retrieval.evaluation.metrics import HEADLINE_METRICS, selection_score
 from retrieval.model.encoder import Encoder
@@ -99,10 +99,14 @@ def load_quickdraw(folder: str, limit: int, seed: int) -> list[Sketch]:
 
 
 def read_photo_folder(folder: str) -> dict[str, Callable[[str], np.ndarray]]:
-    """``{"folder:<relative path>": loader}`` for every image under ``folder``."""
-    found, _refused = scan_photo_folder(folder)
+    """``{"folder:<relative path>": loader}`` for every readable image under ``folder`` (others skipped, named)."""
+    found, skipped = readable_photos(folder)
+    for reason in skipped:
+        print(f"skipping {reason}")
     if not found:
-        raise FileNotFoundError(f"no images under {folder}; point --photo-folder at a folder of .jpg/.png photos")
+        raise FileNotFoundError(
+            f"no readable images under {folder}; point --photo-folder at a folder of .jpg/.png/.webp photos"
+        )
     return {f"folder:{rel}": (lambda _pid, p=path: read_rgb(p)) for rel, path in found.items()}
 
 
@@ -131,6 +135,7 @@ class StageLoop:
         self.sketches_of: dict[int, list] = {}
         self.sketched = np.zeros(0, dtype=np.int64)
         self.dataset = None  # the RetrievalDataset trained on (None for photo-folder-only runs)
+        self.teacher: Encoder | None = None  # the frozen start model the gallery stage distils from
         # stage-only modules trained beside the net (the jigsaw head): in trainer.pt, never in the encoder
         self.heads: dict[str, torch.nn.Module] = {}
         views_rng = np.random.default_rng(cfg.seed + 1)  # apart from self.rng: resuming replays the same views
@@ -145,6 +150,8 @@ class StageLoop:
         groups = parameter_groups(self.net, getattr(cfg, "pretrained", ()), getattr(cfg, "pretrained_lr_scale", 1.0))
         if stage in self.heads:
             groups.append({"params": list(self.heads[stage].parameters()), "lr_scale": 1.0})
+        if self.encoder.progress_head is not None:  # the sketch head the app serves (PhotoSide.sketch_head)
+            groups.append({"params": list(self.encoder.progress_head.parameters()), "lr_scale": 1.0})
         opt = torch.optim.AdamW(groups, lr=cfg.lr, weight_decay=cfg.weight_decay)
         elapsed0 = self.resume_stage(stage, opt)
         state.stage = stage

@@ -15,9 +15,11 @@ Three optional stages, run in the order given (default below), each with its own
    sketches cut at a random point fraction (partial-sketch training), hard negatives from a cached
    photo-embedding bank, some sketches replaced by edge maps of their photo (regulariser).
 
-Optional, not in this default list: ``jigsaw`` (run it first), mixed-modal jigsaw pre-training of
+Not in the default list: ``gallery``, sketch-free adaptation of a trained model (``--init-from``) to
+``--photo-folder`` (``steps.gallery_step``; ``python -m retrieval.adapt`` is its command), and
+``jigsaw`` (run it first), mixed-modal jigsaw pre-training of
 the shared trunk on photo and edge-map tiles (``retrieval.train.jigsaw``, Pang et al. CVPR'20).
-Off by default everywhere: in the cross-validated benchmark (``docs/results/accuracy_bench.md``, 5 folds x 2
+Jigsaw is off by default everywhere: in the cross-validated benchmark (``docs/results/accuracy_bench.md``, 5 folds x 2
 seeds) it gained m@B +2.30 [-0.06, +4.55], an interval that reaches 0, so it was not kept.
 
 The default budgets (15 + 10 + 30 min) fit a Chair-V2-sized pipeline in under an hour on 2 cores:
@@ -34,6 +36,7 @@ the resumable state (``--resume <run>``); ``log.csv`` and ``curve.png`` track th
 
 from __future__ import annotations
 
+import copy
 import datetime
 import json
 from pathlib import Path
@@ -143,10 +146,12 @@ def resumed_config(cfg: Config) -> Config:
             "minutes_edges",
             "minutes_quickdraw",
             "minutes_finegrained",
+            "minutes_gallery",
             "steps_jigsaw",
             "steps_edges",
             "steps_quickdraw",
             "steps_finegrained",
+            "steps_gallery",
             "max_steps",
             "threads",
             "progress",
@@ -191,6 +196,7 @@ def photo_bank(cfg: Config, dataset, encoder: Encoder) -> PhotoBank:
         cache_size=round(encoder.meta.get("photo_input_size", encoder.meta["input_size"]) * 1.25),
         raster_size=encoder.meta["raster_size"],
         edges_per_photo=cfg.edges_per_photo,
+        sketches_per_photo=cfg.sketches_per_photo,
     )
 
 
@@ -224,22 +230,34 @@ def train_sketches_by_photo(dataset, bank: PhotoBank) -> dict[int, list]:
 def prepare_stage(loop: StageLoop, stage: str) -> bool:
     """Load what ``stage`` trains on into ``loop``; False (and says why) when there is nothing to train on."""
     cfg = loop.cfg
-    if stage == "quickdraw":
-        loop.quickdraw = load_quickdraw(cfg.quickdraw, cfg.quickdraw_limit, cfg.seed)
-        if cfg.pretrain_sketches:
-            spec = pretrain_spec(cfg.pretrain_sketches, loop.dataset, cfg.data_split.split_seed)
-            records = open_dataset(spec).sketches("train")
-            check_disjoint(records, loop.dataset, f"--pretrain-sketches {spec!r}")
-            loop.quickdraw += [r.sketch for r in records]
-        if not loop.quickdraw:
-            print(f"skipping quickdraw: no drawings under {cfg.quickdraw} and no --pretrain-sketches")
-            return False
+    if stage in ("quickdraw", "gallery") and not loop.quickdraw:
+        loop.quickdraw = pretraining_sketches(cfg, loop.dataset)
+    if stage == "quickdraw" and not loop.quickdraw:
+        print(f"skipping quickdraw: no drawings under {cfg.quickdraw} and no --pretrain-sketches")
+        return False
+    if stage == "gallery" and cfg.distill_weight > 0:
+        if loop.quickdraw:  # the start model, frozen (a resumed run reloads it from --init-from)
+            loop.teacher = Encoder.load(cfg.init_from) if cfg.init_from else copy.deepcopy(loop.encoder)
+            loop.teacher.net.to(cfg.device)
+        else:
+            print(f"gallery stage without distillation: no drawings under {cfg.quickdraw} and no --pretrain-sketches")
     if stage == "jigsaw":
         loop.heads["jigsaw"] = JigsawHead(loop.net.feature_dim).to(cfg.device)
     if stage == "finegrained" and len(getattr(loop, "sketched", ())) < 2:
         print("skipping finegrained: the dataset has no train sketches")
         return False
     return True
+
+
+def pretraining_sketches(cfg: Config, dataset) -> list:
+    """Quick, Draw! drawings plus ``--pretrain-sketches``' train sketches (kept off evaluation photos)."""
+    drawings = load_quickdraw(cfg.quickdraw, cfg.quickdraw_limit, cfg.seed)
+    if cfg.pretrain_sketches:
+        spec = pretrain_spec(cfg.pretrain_sketches, dataset, cfg.data_split.split_seed)
+        records = open_dataset(spec).sketches("train")
+        check_disjoint(records, dataset, f"--pretrain-sketches {spec!r}")
+        drawings += [r.sketch for r in records]
+    return drawings
 
 
 # --- config plumbing ----------------------------------------------------------------------------

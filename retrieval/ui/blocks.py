@@ -1,7 +1,11 @@
 """The page: Gradio components laid out, and the events of retrieval/ui/handlers.py bound to them.
 
-All per-user state lives in one ``gr.State`` (a DrawingSession). The handlers return an
+Per-user state is the app's, not Gradio's: each event finds its tab's DrawingSession in the
+:class:`~retrieval.ui.sessions.SessionTable` by the server-issued ``es_session`` cookie and the
+tab (Gradio's ``session_hash``, meaningful only inside that identity). The handlers return an
 :class:`~retrieval.ui.handlers.Update`; :meth:`Page.show` turns it into component updates.
+Strokes do not come through Gradio: the canvas posts them to the app's route
+(retrieval/ui/stroke_route.py) and calls the ``trial_check`` event only when a trial ends or its time is up.
 """
 
 from __future__ import annotations
@@ -20,10 +24,11 @@ from retrieval.ui.backend import Backend
 from retrieval.ui.config import AppConfig
 from retrieval.ui.guards import api_enabled, rank_slots
 from retrieval.ui.handlers import Handlers, Update, UserError, default_session_id
+from retrieval.ui.sessions import TOKENS, SessionLimitError, SessionTable, SessionTokens, cookie_value
 
 UI = PROJECT_ROOT / "assets" / "ui"
 PRIVATE = {"api_visibility": "private"}  # UI events are not part of the public API
-OUTPUTS = ("state", "canvas", "results", "panel", "give_up", "next_btn", "consent", "workspace", "done")
+OUTPUTS = ("canvas", "results", "panel", "give_up", "next_btn", "consent", "workspace", "done")
 
 
 def ui_asset(name: str) -> str:
@@ -45,14 +50,13 @@ def custom_html(name: str, value: dict, **props: Any) -> gr.HTML:
 
 @dataclass
 class Page:
-    """The components the events read or change."""
+    """The components the events read or change, and the session table the events look up."""
 
-    state: gr.State
-    mode: str  # the app's mode: a tab's first event creates its DrawingSession in it
+    table: SessionTable
     consent: gr.Column
     participant: gr.Textbox
     session_id: gr.Textbox
-    resume: gr.Checkbox
+    resume_code: gr.Textbox
     start: gr.Button
     workspace: gr.Row
     panel: gr.HTML
@@ -63,19 +67,19 @@ class Page:
     target_toggle: gr.Checkbox | None  # free and demo modes only
     results: gr.HTML
     done: gr.Column
+    tokens: SessionTokens = TOKENS
 
     @property
     def outputs(self) -> list[Any]:
         """Every component an event may change (each event lists them all, and changes some)."""
         return [getattr(self, name) for name in OUTPUTS]
 
-    def show(self, update: Update, session: DrawingSession) -> dict:
+    def show(self, update: Update) -> dict:
         """Component updates for ``update`` (never empty: an empty dict would read as ONE output value)."""
         if update.warning:
             gr.Warning(update.warning)
-        out: dict[Any, Any] = {self.state: session}
         views = {self.results: update.results, self.panel: update.panel, self.canvas: update.canvas}
-        out.update({component: value for component, value in views.items() if value is not None})
+        out: dict[Any, Any] = {component: value for component, value in views.items() if value is not None}
         if update.trial_ended is not None:
             out[self.give_up] = gr.Button(visible=not update.trial_ended)
             out[self.next_btn] = gr.Button(visible=update.trial_ended)
@@ -83,27 +87,37 @@ class Page:
             out.update({self.consent: gr.Column(visible=False), self.workspace: gr.Row(visible=True)})
         elif update.section == "done":
             out.update({self.workspace: gr.Row(visible=False), self.done: gr.Column(visible=True)})
-        return out
+        return out or {self.done: gr.skip()}
 
-    def bind(self, handler: Callable[..., Update], *, first: str = "create") -> Callable[..., dict]:
-        """A Gradio event function for ``handler`` (whose last input is the tab's session).
+    def session_of(self, request: gr.Request, *, starting: bool = False) -> DrawingSession:
+        """The tab's session in the app's table (created on its first event).
 
-        The tab's state starts empty (see ``build_app``). ``first`` says what an event does when it
-        comes before the session exists: "create" it and store it, or "skip" the event (ink before
-        the page loaded, which the canvas sends again with its trial token).
+        Raises:
+            gr.Error: no valid ``es_session`` cookie (reload the page), no room in the table, or
+                (``starting``) Start pressed too often from this browser or address.
         """
+        identity = self.tokens.verify(cookie_value(dict(request.cookies)))
+        if identity is None:
+            raise gr.Error("This page's session is not known to the server (did it restart?): reload the page.")
+        address = request.client.host if request.client else ""
+        try:
+            session = self.table.tab(identity, address, request.session_hash or "")
+        except SessionLimitError as exc:
+            raise gr.Error(str(exc)) from exc
+        if starting and not self.table.allow_start(identity, address):
+            raise gr.Error("Start was pressed too often from this browser: wait a minute and try again.")
+        return session
 
-        def event(*inputs: Any) -> dict:
-            *args, session = inputs
-            if session is None:
-                if first == "skip":
-                    return {self.state: gr.skip()}
-                session = DrawingSession(mode=self.mode)
+    def bind(self, handler: Callable[..., Update], *, starting: bool = False) -> Callable[..., dict]:
+        """A Gradio event function for ``handler`` (whose last argument is the tab's session)."""
+
+        def event(request: gr.Request, *inputs: Any) -> dict:
+            session = self.session_of(request, starting=starting)
             try:
-                update = handler(*args, session)
+                update = handler(*inputs, session)
             except UserError as exc:
                 raise gr.Error(str(exc)) from exc
-            return self.show(update, session)
+            return self.show(update)
 
         return event
 
@@ -119,9 +133,19 @@ def consent_section(study: StudyConfig | None) -> dict[str, Any]:
             gr.Markdown(f"### {study.name}\n\n{study.instructions}\n\n{what}")
         participant = gr.Textbox(label="Participant id", placeholder="e.g. P07", max_length=64)
         session_id = gr.Textbox(label="Session id", value=default_session_id, max_length=64)
-        resume = gr.Checkbox(label="Continue this session (append to its existing log)", value=False)
+        resume_code = gr.Textbox(
+            label="Resume code (only to continue an earlier session: its ids and the code shown then)",
+            placeholder="e.g. K7QFM-2XAB9",
+            max_length=32,
+        )
         start = gr.Button("Start", variant="primary")
-    return {"consent": consent, "participant": participant, "session_id": session_id, "resume": resume, "start": start}
+    return {
+        "consent": consent,
+        "participant": participant,
+        "session_id": session_id,
+        "resume_code": resume_code,
+        "start": start,
+    }
 
 
 def workspace_section(config: AppConfig, k: int) -> dict[str, Any]:
@@ -158,28 +182,20 @@ def bind_events(app: gr.Blocks, page: Page, handlers: Handlers, config: AppConfi
     outputs = page.outputs
     if config.mode != "study":  # a study page starts on its consent screen: Start renders everything, and
         # a load event finishing after a quick Start would paint a session-less panel over the trial
-        app.load(page.bind(handlers.load), [page.state], outputs, show_progress="hidden", **PRIVATE)
-    page.canvas.stroke_end(
-        page.bind(handlers.stroke, first="skip"),
-        [page.canvas, page.state],
-        outputs,
-        trigger_mode="always_last",
-        show_progress="hidden",
-        concurrency_limit=rank_slots(config),
-        concurrency_id="rank",
-        **PRIVATE,
-    )
+        app.load(page.bind(handlers.load), None, outputs, show_progress="hidden", **PRIVATE)
+    # Strokes go to the app's route; the canvas asks here when a trial ended or its time ran out.
+    page.canvas.trial_check(page.bind(handlers.sync), None, outputs, show_progress="hidden", **PRIVATE)
     if config.mode == "study":
-        inputs = [page.participant, page.session_id, page.resume, page.state]
-        page.start.click(page.bind(handlers.start), inputs, outputs, **PRIVATE)
-        page.give_up.click(page.bind(handlers.give_up), [page.state], outputs, **PRIVATE)
-        page.next_btn.click(page.bind(handlers.next_trial), [page.state], outputs, **PRIVATE)
+        inputs = [page.participant, page.session_id, page.resume_code]
+        page.start.click(page.bind(handlers.start, starting=True), inputs, outputs, **PRIVATE)
+        page.give_up.click(page.bind(handlers.give_up), [page.canvas], outputs, **PRIVATE)
+        page.next_btn.click(page.bind(handlers.next_trial), [page.canvas], outputs, **PRIVATE)
     else:
         challenge = page.bind(lambda session: handlers.new_target(True, session))
         idle = page.bind(lambda session: handlers.new_target(config.challenge, session))
-        page.new_target.click(challenge, [page.state], outputs, **PRIVATE)
-        page.target_toggle.change(page.bind(handlers.new_target), [page.target_toggle, page.state], outputs, **PRIVATE)
-        page.canvas.idle(idle, [page.state], outputs, **PRIVATE)
+        page.new_target.click(challenge, None, outputs, **PRIVATE)
+        page.target_toggle.change(page.bind(handlers.new_target), [page.target_toggle], outputs, **PRIVATE)
+        page.canvas.idle(idle, None, outputs, **PRIVATE)
 
 
 def add_rank_api(handlers: Handlers, config: AppConfig) -> None:
@@ -199,22 +215,19 @@ def add_rank_api(handlers: Handlers, config: AppConfig) -> None:
     gr.api(rank, api_name="rank", concurrency_limit=limit, concurrency_id=group)
 
 
-def build_app(config: AppConfig, backend: Backend) -> gr.Blocks:
-    """The Blocks app for ``config``, ranking with ``backend``."""
+def build_app(config: AppConfig, backend: Backend, table: SessionTable) -> tuple[gr.Blocks, Handlers]:
+    """The Blocks app for ``config``, ranking with ``backend``, its sessions in ``table``; and the
+    handlers, which the app's stroke route shares."""
     study = StudyConfig.load(config.study) if config.mode == "study" else None
     handlers = Handlers(config, backend, study)
     with gr.Blocks(title="EarlySketch", fill_width=True) as app:
-        # No callable default: Gradio would give it its own load event, which races app.load and can
-        # replace the session load set up (every stroke of the tab then ignored, ~1 load in 6).
-        # The tab's first event creates the session instead (Page.bind).
-        state = gr.State(None)
         gr.HTML(header_html(backend.notices))
         consent = consent_section(study)
         workspace = workspace_section(config, handlers.k)
         with gr.Column(visible=False) as done:
             gr.Markdown("## Thank you!\n\nThe session is complete and saved. You can close this tab.")
-        page = Page(state=state, mode=config.mode, done=done, **consent, **workspace)
+        page = Page(table=table, done=done, **consent, **workspace)
         bind_events(app, page, handlers, config)
         if api_enabled(config):
             add_rank_api(handlers, config)
-    return app
+    return app, handlers

@@ -33,6 +33,9 @@ class AppConfig:
     """photos of the default procedural gallery"""
     photos: str = ""
     """any folder of photos (indexed with the model's photo branch, cached)"""
+    adapt_minutes: float = 0.0
+    """adapt the model to --photos without sketches for this many minutes before indexing (python -m
+    retrieval.adapt; done once, cached by start model, folder content and minutes); 0 = off"""
     study: str = ""
     """study config JSON (study mode)"""
     log_dir: Path = Path("study_logs")
@@ -86,6 +89,8 @@ class AppConfig:
         """Raise ``ValueError`` for settings that cannot work together (the parser's validation hook)."""
         if self.mode == "study" and not self.study:
             raise ValueError("--mode study needs --study CONFIG.json (e.g. assets/study_example.json)")
+        if self.adapt_minutes and not (self.photos and self.adapt_minutes > 0):
+            raise ValueError("--adapt-minutes needs --photos DIR (the folder to adapt to) and a positive number")
         if self.auth and ":" not in self.auth:
             raise ValueError("--auth must be user:pass")
         for flag, per_s, burst in (

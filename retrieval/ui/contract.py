@@ -1,5 +1,8 @@
 """The values Python sends to the page's scripts (assets/ui/*.js), typed.
 
+They reach the page two ways: as Gradio component values, and inside a :class:`StrokeAnswer`,
+the JSON the app's stroke route (``POST /es/stroke``, retrieval/ui/stroke_route.py) answers.
+
 Each ``TypedDict`` here has a JSDoc ``@typedef`` of the same name and fields at the top of the
 script that renders it; tests/test_ui_contract.py checks that both sides and the real views agree.
 Every key is always sent (``None`` where there is nothing to show), so the scripts never have to
@@ -55,6 +58,7 @@ class PanelValue(TypedDict):
     remaining_s: float | None  # study trials with a time limit, while drawing
     banner: str
     banner_kind: BannerKind
+    resume_code: str | None  # a study's resume code, shown while it runs; None otherwise
 
 
 class CanvasValue(TypedDict):
@@ -64,3 +68,20 @@ class CanvasValue(TypedDict):
     locked: bool
     message: str  # shown over a locked canvas
     deadline_s: float | None  # seconds left in a timed trial: the canvas asks again when it passes
+
+
+class StrokeAnswer(TypedDict):
+    """assets/ui/canvas.js: the answer to one stroke batch (``POST /es/stroke``).
+
+    ``applied`` and ``chain`` say what the server holds of the trial ``trial``, so the canvas
+    sends only later events; the views are ``None`` when nothing on the page changes.
+    """
+
+    trial: str  # the canvas token the batch named
+    applied: int  # that trial's events the server has applied (and, in a study, logged)
+    chain: str  # the journal's running checksum after them (retrieval/study/payload.py)
+    results: ResultsValue | None
+    panel: PanelValue | None
+    canvas: CanvasValue | None
+    trial_ended: bool | None  # the trial just ended: the page offers Next trial
+    warning: str  # a notice for the person drawing ("" when none)

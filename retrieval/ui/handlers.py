@@ -1,25 +1,40 @@
 """What each UI event does, without Gradio: handlers take the tab's ``DrawingSession`` and return
 an :class:`Update` (the views to show, which buttons and sections are visible). retrieval/ui/blocks.py
-binds them to the page's components; the tests call them directly.
+binds them to the page's components, retrieval/ui/stroke_route.py the stroke handler to its route;
+the tests call them directly.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import secrets
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Literal
 
 from retrieval.data.formats.stroke_json import StrokePayloadError, parse_stroke_json
-from retrieval.study.log import SessionExistsError, StudyLog
+from retrieval.study.log import NoSessionLogError, SessionExistsError, StudyLog, read_log
+from retrieval.study.payload import CanvasPayloadError, StrokeBatch
 from retrieval.study.plan import StudyConfig
-from retrieval.study.session import DrawingSession
+from retrieval.study.resume import ResumeRefusedError, new_resume_code, resume_point
+from retrieval.study.session import (
+    DrawingSession,
+    QuotaError,
+    RankingError,
+    SyncError,
+    TrialClosedError,
+    TrialNotEndedError,
+)
 from retrieval.ui.backend import Backend
 from retrieval.ui.config import AppConfig
-from retrieval.ui.contract import BannerKind, CanvasValue, PanelValue, ResultsValue
+from retrieval.ui.contract import BannerKind, CanvasValue, PanelValue, ResultsValue, StrokeAnswer
+from retrieval.ui.guards import rank_slots
 from retrieval.ui.views import canvas_value, found_banner, panel_view, results_view, shown_ids
+
+SAVE_FAILED = "The study log could not be saved on the server: please tell the experimenter, then try again."
 
 
 class UserError(Exception):
@@ -47,6 +62,18 @@ def random_photo(ids: tuple[str, ...]) -> str:
     return ids[int.from_bytes(os.urandom(4), "little") % len(ids)]
 
 
+def canvas_token(value: Any) -> str | None:
+    """The trial token the canvas shows: its value is a ``CanvasValue`` from Python, or the JSON
+    text the canvas script keeps there (``{"trial": ...}``); None when it holds neither."""
+    if isinstance(value, str):
+        try:
+            value = json.loads(value) if len(value) < 1_000 else None
+        except ValueError:
+            return None
+    trial = value.get("trial") if isinstance(value, dict) else None
+    return trial if isinstance(trial, str) else None
+
+
 class Handlers:
     """The app's events for one configuration and backend (``study``: the study config in study mode)."""
 
@@ -56,6 +83,9 @@ class Handlers:
         self.k = study.show_k if study else config.k
         self.found_k = study.found_k if study else 1
         self.pick_target: Callable[[], str] = lambda: random_photo(backend.ids)
+        # Strokes rank in the route's worker threads: at most this many at once (the batcher, when on,
+        # needs enough callers inside to fill its batches; they wait there).
+        self._rank_slots = threading.BoundedSemaphore(rank_slots(config))
 
     def view(
         self,
@@ -90,59 +120,165 @@ class Handlers:
         update.trial_ended = True
         return update
 
-    def stroke(self, value: Any, session: DrawingSession) -> Update:
-        with session.lock:  # one ordered event stream per session, whatever the concurrency groups
-            phase = session.phase
+    def stroke(self, batch: StrokeBatch, session: DrawingSession) -> tuple[int, StrokeAnswer]:
+        """A stroke batch from the canvas (the app's stroke route): an HTTP status and the answer.
+
+        400: the batch is malformed; 409: it does not continue what the server applied (the answer
+        says where the server is); 410: its trial is closed; 413: a limit of the trial or session was reached; 503: the study log
+        refused the write (nothing applied: the canvas sends the events again). A ranker failure
+        answers 200 with a warning: the strokes were logged before ranking.
+        """
+        with session.lock:  # one ordered event stream per session
+            phase, status, update = session.phase, 200, Update()
             try:
-                changed = session.update(value, self._rank_for_session)
-            except ValueError as exc:  # a malformed or oversized canvas payload: report it, keep serving
-                return Update(warning=f"Could not read the drawing: {exc}")
-            except OSError as exc:  # the study log refused a write (disk full): say so, keep the session
+                changed = session.apply(batch, self._rank_for_session)
+            except SyncError as exc:
+                return 409, self._answer(batch, session, Update(warning=str(exc)), (exc.applied, exc.chain))
+            except (TrialClosedError, QuotaError) as exc:
+                status, update = (413 if isinstance(exc, QuotaError) else 410), Update(warning=str(exc))
+                changed = False
+            except CanvasPayloadError as exc:  # malformed or oversized: report it, keep serving
+                status, update = 400, Update(warning=f"Could not read the drawing: {exc}")
+                changed = False
+            except OSError as exc:  # the study log refused a write (disk full): nothing applied
                 print(f"error: study log write failed: {exc}", flush=True)
-                return Update(warning="Could not save this stroke to the study log: please tell the experimenter.")
+                status, update = 503, Update(warning=SAVE_FAILED)
+                changed = False
+            except RankingError as exc:  # the events are logged and applied; only the ranking is missing
+                print(f"error: {exc.__cause__!r}", flush=True)
+                update, changed = Update(warning="Ranking failed on the server; your strokes are saved."), False
             if self.study_mode and session.phase != phase:
-                return self.trial_end(session)
-            if not changed:
+                update = self.trial_end(session)
+            elif changed:
+                update = self.stroke_view(session)
+            return status, self._answer(batch, session, update)
+
+    def stroke_view(self, session: DrawingSession) -> Update:
+        last = session.last
+        if not self.study_mode and session.target_id and last is not None and last.target_rank == 1:
+            return self.view(session, found_banner(session.strokes_drawn), "found")
+        return self.view(session)
+
+    @staticmethod
+    def _answer(
+        batch: StrokeBatch, session: DrawingSession, update: Update, where: tuple[int, str] | None = None
+    ) -> StrokeAnswer:
+        applied, chain = where or session.acknowledged(batch.trial) or (batch.base, batch.chain)
+        return {
+            "trial": batch.trial,
+            "applied": applied,
+            "chain": chain,
+            "results": update.results,
+            "panel": update.panel,
+            "canvas": update.canvas,
+            "trial_ended": update.trial_ended,
+            "warning": update.warning,
+        }
+
+    def sync(self, session: DrawingSession) -> Update:
+        """The canvas asks after a trial ended on a stroke, or when its time limit passed: the
+        buttons and views for the trial's phase now (the server's clock decides)."""
+        with session.lock:
+            if session.mode != "study" or session.status != "running":
                 return Update()
-            last = session.last
-            if not self.study_mode and session.target_id and last is not None and last.target_rank == 1:
-                return self.view(session, found_banner(session.strokes_drawn), "found")
-            return self.view(session)
+            try:
+                session.check_time()
+            except OSError as exc:
+                print(f"error: study log write failed: {exc}", flush=True)
+                return Update(warning=SAVE_FAILED)
+            if session.phase != "drawing":
+                return self.trial_end(session)
+            update = self.view(session)
+            update.trial_ended = False
+            return update
 
     def _rank_for_session(self, sketch, target_id: str | None):
-        return self.backend.rank(sketch, target_id, max(self.k, self.found_k))
+        with self._rank_slots:
+            return self.backend.rank(sketch, target_id, max(self.k, self.found_k))
 
-    def start(self, participant: str, session_id: str, resume: bool, session: DrawingSession) -> Update:
-        """Consent given: open the study log and begin the first trial."""
+    def start(self, participant: str, session_id: str, resume_code: str, session: DrawingSession) -> Update:
+        """Consent given: open the study log and begin the first trial, or, with a resume code, go on
+        with an earlier session at its first unfinished trial. Pressed again on a page whose study
+        runs (a double click, a retry), it shows that study and changes nothing."""
+        participant, session_id, resume_code = (str(v or "") for v in (participant, session_id, resume_code))
+        with session.lock:
+            if session.status != "consent":
+                log = session.log
+                if (participant.strip(), session_id.strip()) != (log.participant, log.session):
+                    raise UserError("This page already runs a study session: reload the page to start another.")
+                return self._study_view(session)
+            log, records = self._open_log(participant, session_id, resume_code)
+            backend = self.backend
+            try:
+                if records is None:
+                    gallery = {"gallery": backend.gallery.source, "gallery_size": len(backend.ids)}
+                    session.begin_study(self.study, log, list(backend.ids), gallery, new_resume_code())
+                else:
+                    session.resume_study(self.study, log, list(backend.ids), resume_point(records, resume_code))
+                    session.resume_code = resume_code.strip().upper()
+            except ResumeRefusedError as exc:
+                raise UserError(f"Cannot resume: {exc}.") from exc
+            except OSError as exc:
+                print(f"error: cannot write the study log {log.path}: {exc}", flush=True)
+                if records is None:
+                    log.discard_if_empty()  # a new session that never started leaves no file
+                raise UserError(SAVE_FAILED) from exc
+            return self._study_view(session)
+
+    def _open_log(self, participant: str, session_id: str, resume_code: str) -> tuple[StudyLog, list[dict] | None]:
+        """The session's log: a new file, or (with a resume code) the existing one and its records."""
         backend, log_dir = self.backend, self.config.log_dir
         common = {"mode": "study", "code_version": backend.code_version, "model_hash": backend.model_hash}
         common["snapshot"] = backend.snapshot  # encoder + gallery content hash (retrieval/serving/versions.py)
+        resume = bool(resume_code.strip())
         try:
-            log = StudyLog.create(log_dir, participant, session_id, common, resume=bool(resume))
+            log = StudyLog.create(log_dir, participant, session_id, common, resume=resume)
+            return log, (read_log(log.path) if resume else None)
         except SessionExistsError as exc:
-            raise UserError(f"{exc} (tick 'Continue this session' to append to it).") from exc
+            raise UserError(f"{exc} (enter the session's resume code to continue it).") from exc
+        except NoSessionLogError as exc:
+            raise UserError(f"{exc}.") from exc
         except ValueError as exc:
             raise UserError(f"Please check the participant id and the session id: {exc}.") from exc
         except OSError as exc:  # the path is for the operator's console, not the participant's page
-            print(f"error: cannot create the study log in {log_dir}: {exc}", flush=True)
+            print(f"error: cannot open the study log in {log_dir}: {exc}", flush=True)
             raise UserError("The study log cannot be written on the server: please tell the experimenter.") from exc
-        gallery = {"gallery": backend.gallery.source, "gallery_size": len(backend.ids)}
-        session.begin_study(self.study, log, list(backend.ids), gallery)
-        update = self.view(session, fresh_canvas=True)
+
+    def _study_view(self, session: DrawingSession) -> Update:
+        if session.status == "done":
+            return Update(section="done")
+        if session.phase != "drawing":
+            update = self.trial_end(session)  # the canvas locked on this trial's token
+        else:
+            update = self.view(session, fresh_canvas=True)
+            update.trial_ended = False
         update.section = "workspace"
         return update
 
-    def give_up(self, session: DrawingSession) -> Update:
+    def give_up(self, canvas: Any, session: DrawingSession) -> Update:
+        """Give up the trial the canvas shows (a repeat, or one for an older trial, changes nothing)."""
         with session.lock:
-            session.end_trial("gave_up")
-            return self.trial_end(session)
+            try:
+                session.give_up(canvas_token(canvas) or "")
+            except OSError as exc:
+                print(f"error: study log write failed: {exc}", flush=True)
+                raise UserError(SAVE_FAILED) from exc
+            return self.sync(session)
 
-    def next_trial(self, session: DrawingSession) -> Update:
+    def next_trial(self, canvas: Any, session: DrawingSession) -> Update:
+        """Next trial, from the trial the canvas shows (a repeat changes nothing)."""
         with session.lock:  # a stroke being ranked finishes (and is logged) under its own trial first
-            if session.next_trial() is None:
+            try:
+                session.advance(canvas_token(canvas) or "")
+            except TrialNotEndedError as exc:
+                raise UserError(f"{exc}.") from exc
+            except OSError as exc:
+                print(f"error: study log write failed: {exc}", flush=True)
+                raise UserError(SAVE_FAILED) from exc
+            if session.status == "done":
                 return Update(section="done")
-            update = self.view(session, fresh_canvas=True)
-            update.trial_ended = False
+            update = self._study_view(session)
+            update.section = None
             return update
 
     def new_target(self, enabled: bool, session: DrawingSession) -> Update:

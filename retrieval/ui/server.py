@@ -5,11 +5,14 @@ from __future__ import annotations
 import threading
 
 import gradio as gr
+from starlette.middleware import Middleware
 
 from retrieval.ui.backend import Backend, load_backend
 from retrieval.ui.blocks import build_app, ui_asset
 from retrieval.ui.config import AppConfig
 from retrieval.ui.guards import api_enabled, middleware
+from retrieval.ui.sessions import IssueSessionCookie, SessionTable, request_identity
+from retrieval.ui.stroke_route import stroke_routes
 
 SYSTEM_FONTS = ["system-ui", "-apple-system", "Segoe UI", "Roboto", "Helvetica Neue", "Arial", "sans-serif"]
 MONO_FONTS = ["ui-monospace", "SFMono-Regular", "Menlo", "Consolas", "monospace"]
@@ -18,7 +21,8 @@ MONO_FONTS = ["ui-monospace", "SFMono-Regular", "Menlo", "Consolas", "monospace"
 def launch(config: AppConfig, backend: Backend | None = None) -> None:
     """Serve until interrupted. Offline and private: system fonts, no run history, monitoring or MCP."""
     backend = backend or load_backend(config)
-    app = build_app(config, backend)
+    table = SessionTable(config.mode)
+    app, handlers = build_app(config, backend, table)
     threading.Thread(target=backend.warm_thumbnails, name="thumbnails", daemon=True).start()
     theme = gr.themes.Soft(primary_hue="blue", font=SYSTEM_FONTS, font_mono=MONO_FONTS)
     auth = tuple(config.auth.split(":", 1)) if config.auth else None
@@ -38,5 +42,13 @@ def launch(config: AppConfig, backend: Backend | None = None) -> None:
         ssr_mode=False,
         mcp_server=False,
         favicon_path=None,
-        app_kwargs={"middleware": middleware(config, backend.thumbs.folder)},
+        # The app's routes come first in the router; the page load issues the session cookie, which
+        # the rate limit charges (with the address) through request_identity.
+        app_kwargs={
+            "middleware": [
+                *middleware(config, backend.thumbs.folder, identity=request_identity),
+                Middleware(IssueSessionCookie),
+            ],
+            "routes": stroke_routes(handlers, table),
+        },
     )

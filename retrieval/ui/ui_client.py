@@ -1,15 +1,19 @@
-"""Drive the app's UI events over HTTP the way its browser page does, without a browser.
+"""Drive the app's UI over HTTP the way its browser page does, without a browser.
 
-The page calls each event with ``POST /gradio_api/queue/join`` (``fn_index``, ``trigger_id``, a
-per-tab ``session_hash`` and the input values, ``None`` for ``gr.State``) and reads the answer from
-the SSE stream ``GET /gradio_api/queue/data?session_hash=...``. :class:`UiSession` does the same,
-so a benchmark can run dozens of study participants (or hostile clients: nothing stops anyone from
-sending these requests) where dozens of Chromium tabs would not fit on two cores.
+The page loads ``/`` (which sets its ``es_session`` cookie), calls each Gradio event with
+``POST /gradio_api/queue/join`` (``fn_index``, ``trigger_id``, a per-tab ``session_hash`` and the
+input values) and reads the answer from the SSE stream ``GET /gradio_api/queue/data?session_hash=...``;
+its canvas posts strokes to ``POST /es/stroke`` (retrieval/ui/stroke_route.py). :class:`UiSession`
+does the same, with its own cookie, so a benchmark can run dozens of study participants (or
+hostile clients) where dozens of Chromium tabs would not fit on two cores.
 
     app = await UiApp.connect(client, url)
     tab = UiSession(client, app)
     out = await tab.call(app.event("Start", "click"), {"Participant id": "P01"})
     token = app.output(out, "es-canvas", app.event("Start", "click"))["trial"]
+    writer = JournalWriter(token)              # retrieval/study/payload.py
+    writer.add({"type": "stroke", "points": [[10, 10, 0], [90, 60, 40]]})
+    status, answer = await tab.stroke(writer.batch())
 """
 
 from __future__ import annotations
@@ -19,6 +23,10 @@ import json
 import secrets
 from dataclasses import dataclass
 from typing import Any
+
+import httpx
+
+from retrieval.ui.sessions import COOKIE
 
 
 class UiError(RuntimeError):
@@ -90,7 +98,8 @@ class UiApp:
 
 
 class UiSession:
-    """One browser tab: its own ``session_hash`` (so its own ``gr.State`` on the server).
+    """One browser with one tab: its own ``es_session`` cookie and ``session_hash`` (so its own
+    session in the app's table).
 
     Events may overlap (a stroke racing a button press): one reader task owns the tab's SSE
     stream, as the page does, and hands each answer to the call waiting for its ``event_id``.
@@ -100,8 +109,40 @@ class UiSession:
         self.client = client
         self.app = app
         self.session_hash = secrets.token_hex(8)
+        self.cookie: str | None = None  # "es_session=<token>", from the page load
         self._waiting: dict[str, asyncio.Future] = {}
         self._reader: asyncio.Task | None = None
+
+    async def headers(self) -> dict[str, str]:
+        """This browser's Cookie header, loading the page first to get one. Explicit, so a client
+        shared by many simulated browsers never mixes their cookies (its jar is not consulted)."""
+        if self.cookie is None:
+            page = await self.client.get(f"{self.app.url}/", headers={"cookie": "es_session=-"}, timeout=60)
+            for header in page.headers.get_list("set-cookie"):
+                name, _, rest = header.partition("=")
+                if name.strip() == COOKIE:
+                    self.cookie = f"{COOKIE}={rest.split(';')[0]}"
+            if self.cookie is None:
+                raise UiError(f"the page set no {COOKIE} cookie (HTTP {page.status_code})", page.status_code)
+        return {"cookie": self.cookie}
+
+    async def _post(self, url: str, body: dict, timeout_s: float):
+        """POST with this browser's cookie, sent again once if the server had just closed the kept-alive
+        connection (its idle timeout racing the request). Safe: the app's requests are idempotent
+        (a batch is recognised by its chain, Start / Give up / Next by the trial they name)."""
+        headers = await self.headers()
+        try:
+            return await self.client.post(url, json=body, headers=headers, timeout=timeout_s)
+        except (httpx.ReadError, httpx.RemoteProtocolError):
+            return await self.client.post(url, json=body, headers=headers, timeout=timeout_s)
+
+    async def stroke(self, batch: dict, timeout_s: float = 120.0) -> tuple[int, dict]:
+        """Post a stroke batch (``JournalWriter.batch()``) as the canvas does: the status and the JSON answer."""
+        answer = await self._post(f"{self.app.url}/es/stroke", batch, timeout_s)
+        try:
+            return answer.status_code, answer.json()
+        except ValueError:
+            return answer.status_code, {"error": answer.text[:200]}
 
     async def call(self, event: UiEvent, values: dict[str, Any] | None = None, timeout_s: float = 120.0) -> list:
         """Run ``event`` with inputs named as in :meth:`UiApp.component` (others None); its output data.
@@ -117,7 +158,7 @@ class UiSession:
             "trigger_id": event.trigger_id,
             "session_hash": self.session_hash,
         }
-        joined = await self.client.post(f"{self.app.url}/gradio_api/queue/join", json=body, timeout=timeout_s)
+        joined = await self._post(f"{self.app.url}/gradio_api/queue/join", body, timeout_s)
         if joined.status_code != 200 or "event_id" not in joined.json():
             raise UiError(f"join refused: HTTP {joined.status_code} {joined.text[:200]}", joined.status_code)
         answer = asyncio.get_running_loop().create_future()
@@ -133,7 +174,8 @@ class UiSession:
         url, params = f"{self.app.url}/gradio_api/queue/data", {"session_hash": self.session_hash}
         try:
             while self._waiting:  # the server closes the stream when nothing is pending: reopen if needed
-                async with self.client.stream("GET", url, params=params, timeout=timeout_s) as stream:
+                headers = await self.headers()
+                async with self.client.stream("GET", url, params=params, headers=headers, timeout=timeout_s) as stream:
                     async for line in stream.aiter_lines():
                         if line.startswith("data:"):
                             self._dispatch(json.loads(line[5:]))

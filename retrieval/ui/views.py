@@ -83,6 +83,7 @@ def panel_view(backend: Backend, session: DrawingSession, banner: str = "", kind
         "remaining_s": remaining_s(session),
         "banner": banner,
         "banner_kind": kind,
+        "resume_code": session.resume_code if session.status == "running" else None,
     }
 
 

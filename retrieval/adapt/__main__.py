@@ -1,0 +1,3 @@
+from retrieval.adapt.run import main
+
+main()

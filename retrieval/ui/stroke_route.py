@@ -1,0 +1,73 @@
+"""The app's own routes, under ``/es/``: the stroke path, outside Gradio's queue.
+
+``POST /es/stroke`` takes one stroke batch from the canvas (format: retrieval/study/payload.py),
+finds the tab's session by the server-issued identity (retrieval/ui/sessions.py) and the batch's
+trial token, and answers a :class:`~retrieval.ui.contract.StrokeAnswer` as JSON. The route is
+glue: reading the capped body, then parsing, logging and ranking in a worker thread
+(:meth:`retrieval.ui.handlers.Handlers.stroke`), so the event loop only moves bytes.
+
+Statuses: 200 (also when the ranker failed: the strokes are logged), 400 malformed, 401 no valid
+``es_session`` cookie (reload the page), 409 out of sync (the answer says what the server holds),
+410 the trial or page is over, 413 body or quota over its limit, 503 the study log refused the write.
+"""
+
+from __future__ import annotations
+
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+from starlette.routing import Route
+
+from retrieval.study.payload import CanvasPayloadError, parse_stroke_batch
+from retrieval.ui.handlers import Handlers
+from retrieval.ui.sessions import SessionTable, request_identity
+
+PREFIX = "/es/"
+MAX_STROKE_BODY_BYTES = 2_000_000
+"""A batch's body: 60 events, the canvas's 9,000-point strokes at ~30 bytes a point fill ~270 kB
+each; honest batches carry one or two strokes."""
+NO_STORE = {"cache-control": "no-store"}
+
+
+def _error(status: int, message: str) -> JSONResponse:
+    return JSONResponse({"error": message}, status, headers=NO_STORE)
+
+
+async def _read_capped(request: Request, limit: int) -> bytes | None:
+    """The body, or None once it passes ``limit`` bytes (read no further)."""
+    declared = request.headers.get("content-length")
+    if declared is not None and (not declared.isdigit() or int(declared) > limit):
+        return None
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            return None
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def stroke_routes(handlers: Handlers, table: SessionTable) -> list[Route]:
+    """The ``/es/`` routes for ``handlers`` and the session ``table``."""
+
+    def handle(identity: str, body: bytes) -> tuple[int, dict]:
+        try:
+            batch = parse_stroke_batch(body)
+        except CanvasPayloadError as exc:
+            return 400, {"error": f"Could not read the drawing: {exc}"}
+        session = table.by_token(identity, batch.trial)
+        if session is None:
+            return 410, {"error": "this canvas belongs to a trial or page that is over: reload the page"}
+        return handlers.stroke(batch, session)
+
+    async def stroke(request: Request) -> JSONResponse:
+        identity = request_identity(request.scope)
+        if identity is None:
+            return _error(401, "this page's session is not known to the server: reload the page")
+        body = await _read_capped(request, MAX_STROKE_BODY_BYTES)
+        if body is None:
+            return _error(413, f"a stroke batch is at most {MAX_STROKE_BODY_BYTES} bytes")
+        status, answer = await run_in_threadpool(handle, identity, body)
+        return JSONResponse(answer, status, headers=NO_STORE)
+
+    return [Route(PREFIX + "stroke", stroke, methods=["POST"])]
