@@ -10,7 +10,7 @@ import numpy as np
 from gymnasium import spaces
 
 from retrieval.model.pooling import l2n
-from retrieval.serving.index import true_ranks
+from retrieval.serving.exact_rank import true_ranks
 from rl.features import FeatureCache, synthetic_cache
 from rl.scoring import episode_consistency, kendall_tau_topk
 

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from retrieval.evaluation.metrics import format_table, paired_bootstrap, per_sketch, sketch_less, summarize
-from retrieval.serving.index import true_ranks
+from retrieval.serving.exact_rank import true_ranks
 
 
 def test_true_ranks_hand_computed():

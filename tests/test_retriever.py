@@ -12,8 +12,8 @@ from retrieval.data.formats.stroke_json import StrokeLimits, StrokePayloadError,
 from retrieval.data.procedural import ProceduralDataset
 from retrieval.data.sketch import Sketch
 from retrieval.model.encoder import Encoder
+from retrieval.serving.exact_rank import true_ranks
 from retrieval.serving.gallery import build_dataset_gallery
-from retrieval.serving.index import true_ranks
 from retrieval.serving.retriever import TIMING_KEYS, Retriever
 
 

@@ -18,9 +18,10 @@ from retrieval.data.formats.stroke_json import StrokePayloadError, to_stroke_jso
 from retrieval.data.procedural import ProceduralDataset  # noqa: E402
 from retrieval.model.encoder import Encoder  # noqa: E402
 from retrieval.serving.gallery import build_dataset_gallery  # noqa: E402
+from retrieval.serving.ray_setup import write_shards  # noqa: E402
 from retrieval.serving.retriever import Retriever  # noqa: E402
 from retrieval.serving.serve_client import ServeRanker  # noqa: E402
-from retrieval.serving.serve_ray import ServeConfig, deploy, start_local_cluster, stop_local_cluster, write_shards  # noqa: E402
+from retrieval.serving.serve_ray import ServeConfig, deploy, start_local_cluster, stop_local_cluster  # noqa: E402
 from retrieval.ui.api_client import free_port  # noqa: E402
 
 pytestmark = pytest.mark.timeout(300)
@@ -34,18 +35,20 @@ def setup(encoder, tmp_path_factory):
     served = Encoder.load(folder / "model", channels_last=True)  # what the replicas load
     dataset = ProceduralDataset(num_photos=40, sketches_per_photo=1, seed=5)
     gallery = build_dataset_gallery(served, dataset, None, progress=False)
-    shards = write_shards(gallery.index, 2, folder / "shards")
-    cfg = ServeConfig(model=folder / "model", replicas=2, shards=2, port=free_port())
+    shards = write_shards(gallery.index, 2, folder / "shards", gallery.snapshot)
+    cfg = ServeConfig(model=folder / "model", replicas=2, shards=2, port=free_port(), max_body_bytes=20_000)
     start_local_cluster(num_cpus=2, port=cfg.port)
     try:
-        deploy(cfg, shards, len(gallery.index))
+        deploy(cfg, shards, gallery.snapshot)
         records = dataset.sketches("train")[:8]
         payloads = [
             json.dumps(to_stroke_json(r.sketch.first_fraction(f))) for r, f in zip(records, np.linspace(0.2, 1, 8))
         ]
         targets = [gallery.index.ids[i] for i in (0, 19, 20, 39, 7, 25, 3, 33)]  # both shards, both edges
         ranker = ServeRanker(f"http://127.0.0.1:{cfg.port}")
-        yield ranker, Retriever(served, gallery.index), payloads, targets
+        single = Retriever(served, gallery.index)
+        single.snapshot = gallery.snapshot
+        yield ranker, single, payloads, targets
         ranker.close()
     finally:
         stop_local_cluster()
@@ -56,6 +59,7 @@ def test_the_cluster_answers_each_stroke_exactly_like_the_single_process(setup):
     for payload, target in zip(payloads, targets):
         got, want = ranker.rank(payload, 10, target), single.rank(payload, 10, target)
         assert (got.ids, got.target_rank, got.n_gallery) == (want.ids, want.target_rank, want.n_gallery)
+        assert got.rank_exact and got.rank_bounds == want.rank_bounds and got.snapshot == want.snapshot != ""
         np.testing.assert_allclose(got.scores, want.scores, rtol=0, atol=1e-6)
     assert ranker.rank(payloads[0], 5).target_rank is None
 
@@ -92,3 +96,40 @@ def test_bad_payloads_and_unknown_targets_fail_as_in_the_retriever(setup):
         ranker.rank(payloads[0], 5, "no-such-photo")
     after = ranker.rank(payloads[0], 5)  # the replicas that saw the bad requests still answer
     assert len(after.ids) == 5 and after.target_rank is None and after.n_gallery == 40
+
+
+def test_the_ingress_caps_bodies_and_reports_its_snapshot(setup):
+    ranker, single, payloads, _ = setup
+    huge = ranker._client.post(f"{ranker.url}/rank", content=b'{"sketch": "' + b"x" * 30_000 + b'"}')
+    assert huge.status_code == 413 and "limit" in huge.json()["error"]
+    assert ranker.info() == {"snapshot": single.snapshot, "gallery_size": 40}
+
+
+def test_a_shard_replica_killed_mid_load_fails_no_stroke_and_flags_what_it_cost(setup):
+    import ray
+
+    ranker, single, payloads, targets = setup
+    replicas = [a for a in ray.util.list_named_actors(all_namespaces=True) if "Shard0" in a["name"]]
+    assert len(replicas) == 2, f"two replicas per shard expected, found {replicas}"
+    answers, stop = [], threading.Event()
+
+    def load() -> None:
+        i = 0
+        while not stop.is_set() or i < 16:
+            answers.append((i % 8, ranker.rank(payloads[i % 8], 10, targets[i % 8])))
+            i += 1
+
+    sender = threading.Thread(target=load)
+    sender.start()
+    while len(answers) < 4:
+        threading.Event().wait(0.01)
+    ray.kill(ray.get_actor(replicas[0]["name"], namespace=replicas[0]["namespace"]), no_restart=False)
+    stop.set()
+    sender.join(timeout=120)
+    assert len(answers) >= 16
+    for i, got in answers:  # no stroke failed; an answer that lost a shard says so, with true bounds
+        want = single.rank(payloads[i], 10, targets[i])
+        if got.rank_exact:
+            assert got.target_rank == want.target_rank and got.ids == want.ids
+        else:
+            assert got.rank_bounds[0] <= want.target_rank <= got.rank_bounds[1]

@@ -1,13 +1,17 @@
-"""Index shards: S in-process shards give the top-k and exact target rank of one exact index."""
+"""Index shards: S in-process shards give the top-k and exact target rank of one exact index, and
+a shard that is slow, raising or of another snapshot gives a flagged partial answer with bounds."""
 
 from __future__ import annotations
+
+import threading
 
 import numpy as np
 import pytest
 
 from retrieval.data.procedural import ProceduralDataset
+from retrieval.serving.exact_rank import true_ranks
 from retrieval.serving.gallery import build_dataset_gallery
-from retrieval.serving.index import PhotoIndex, true_ranks
+from retrieval.serving.index import PhotoIndex
 from retrieval.serving.retriever import Retriever
 from retrieval.serving.shards import LocalShard, ShardedIndex, split_index
 
@@ -59,7 +63,7 @@ def test_shards_answer_random_queries_exactly_like_one_index(num_shards):
     want_scores, want_ids, want_ranks = index.search_and_rank(queries, 10, targets)
     np.testing.assert_array_equal(scores, want_scores)
     assert ids == want_ids
-    assert ranks == want_ranks and ranks[1] is None and all(r >= 1 for r in ranks if r is not None)
+    assert ranks == want_ranks and ranks[1] is None and all(r.exact and r.rank >= 1 for r in ranks if r is not None)
 
 
 @pytest.mark.parametrize("num_shards", [2, 3, 5])
@@ -70,7 +74,7 @@ def test_shards_count_tied_scores_against_the_query_like_true_ranks(num_shards, 
     scores, ids, ranks = ShardedIndex.split(index, num_shards).search_and_rank(queries, k, targets)
     rows = np.array([index.ids.index(t) for t in targets])
     want = true_ranks(exact, rows)
-    assert ranks == want.tolist()
+    assert [r.rank for r in ranks] == want.tolist() and all(r.exact for r in ranks)
     assert want[0] > 40, "the duplicated target should tie with its 40 copies, and they count against it"
     want_scores, want_ids, want_ranks = index.search_and_rank(queries, k, targets)
     assert ranks == want_ranks
@@ -112,3 +116,89 @@ def test_split_keeps_every_photo_once_in_gallery_order():
     np.testing.assert_array_equal(np.concatenate([p.vectors for p in parts]), index.vectors)
     sharded = ShardedIndex([LocalShard(p) for p in parts])
     assert len(sharded) == 103 and "p102" in sharded and "p103" not in sharded and sharded.ids == index.ids
+
+
+class BlockedShard:
+    """A shard whose calls wait on ``release`` (a hung process), or raise ``error``."""
+
+    def __init__(self, shard: LocalShard, release: threading.Event | None = None, error: Exception | None = None):
+        self.shard, self.release, self.error = shard, release, error
+        self.snapshot = shard.snapshot
+        self.blocking = True
+
+    def __len__(self) -> int:
+        return len(self.shard)
+
+    def __contains__(self, photo_id: str) -> bool:
+        return photo_id in self.shard
+
+    @property
+    def ids(self) -> list[str]:
+        return self.shard.ids
+
+    def _wait(self):
+        if not self.blocking:
+            return
+        if self.error is not None:
+            raise self.error
+        self.release.wait()
+
+    def target_vector(self, photo_id):
+        self._wait()
+        return self.shard.target_vector(photo_id)
+
+    def search(self, queries, k, thresholds, cap=None):
+        self._wait()
+        return self.shard.search(queries, k, thresholds, cap)
+
+
+@pytest.mark.parametrize("failure", ["hung", "raising"])
+def test_a_failing_shard_gives_a_flagged_partial_answer_with_certified_bounds(failure):
+    index, queries, targets = random_case(n=900)
+    parts = [LocalShard(p) for p in split_index(index, 3)]
+    release = threading.Event()
+    bad = BlockedShard(parts[2], release, RuntimeError("shard died") if failure == "raising" else None)
+    bad.blocking = False  # healthy for the first stroke: the front end caches every target vector
+    sharded = ShardedIndex([parts[0], parts[1], bad], deadline_s=0.05)
+    try:
+        full = sharded.rank(queries, 10, targets)
+        assert not full.partial and all(r is None or r.exact for r in full.ranks)
+        bad.blocking = True
+        partial = sharded.rank(queries, 10, targets)
+    finally:
+        release.set()
+        sharded.close()
+    assert partial.missing == [2] and partial.partial
+    for b, target in enumerate(targets):
+        if target is None:
+            assert partial.ranks[b] is None
+            continue
+        threshold = index.target_score(queries[b], target)  # the owner may be the bad shard: cached vector
+        answered = sum(p.index.count_at_or_above(queries[b], threshold).rank for p in parts[:2])
+        got = partial.ranks[b]
+        assert not got.exact and got.lower == answered and got.upper == answered + len(parts[2])
+        assert got.lower <= full.ranks[b].rank <= got.upper
+        assert not set(partial.ids[b]) & set(parts[2].ids), "the top-k comes from the shards that answered"
+
+
+def test_an_unknown_target_whose_owner_is_down_has_no_rank_but_the_answer_is_flagged():
+    index, queries, _ = random_case(n=300)
+    parts = [LocalShard(p) for p in split_index(index, 2)]
+    sharded = ShardedIndex([parts[0], BlockedShard(parts[1], error=RuntimeError("down"))], deadline_s=0.05)
+    answer = sharded.rank(queries[:1], 5, [parts[1].ids[0]])
+    sharded.close()
+    assert answer.ranks == [None] and answer.missing == [1] and len(answer.ids[0]) == 5
+
+
+def test_shards_of_another_snapshot_are_refused():
+    index, queries, targets = random_case(n=200)
+    a, b = split_index(index, 2)
+    with pytest.raises(ValueError, match="different gallery snapshots"):
+        ShardedIndex([LocalShard(a, "enc1-aaaa"), LocalShard(b, "enc1-bbbb")])
+    redeployed = LocalShard(b, "enc1-aaaa")
+    sharded = ShardedIndex([LocalShard(a, "enc1-aaaa"), redeployed], deadline_s=1.0)
+    redeployed.snapshot = "enc2-cccc"  # a rolling update swapped the shard under the front end
+    answer = sharded.rank(queries, 10, targets)
+    sharded.close()
+    assert answer.missing == [1] and answer.snapshot == "enc1-aaaa"
+    assert all(r is None or not r.exact for r in answer.ranks)

@@ -99,7 +99,7 @@ def test_after_trial_done_with_the_target_outside_found_k_is_not_found(tmp_path)
 def test_each_condition_ranks_with_its_own_model_and_logs_its_hash(backend, tmp_path):
     other = Encoder.create(input_size=64, embed_dim=32, seed=1)  # same photo vectors, another sketch branch
     retriever = Retriever(other, backend.retriever.index)
-    models = {"other": RankingModel("other", tmp_path, "other-hash", retriever, retriever)}
+    models = {"other": RankingModel("other", tmp_path, "other-hash", "other-snapshot", retriever, retriever)}
     two = Backend(**{**backend.__dict__, "models": models})
     handlers = Handlers(AppConfig(mode="study", study="s.json", log_dir=tmp_path), two, None)
     conditions = ({"name": "default_model"}, {"name": "other_model", "model": "other"})
@@ -120,9 +120,9 @@ def test_each_condition_ranks_with_its_own_model_and_logs_its_hash(backend, tmp_
         handlers.next_trial(shown(session.token), session)
     records = log_of(tmp_path)
     for kind in ("stroke", "rank"):  # the stroke is logged before ranking, its rank record after: both name the model
-        assert [(r["condition"], r["model_hash"]) for r in records if r["type"] == kind] == [
-            ("default_model", "model-hash"),
-            ("other_model", "other-hash"),
+        assert [(r["condition"], r["model_hash"], r["snapshot"]) for r in records if r["type"] == kind] == [
+            ("default_model", "model-hash", backend.snapshot),
+            ("other_model", "other-hash", "other-snapshot"),
         ]
     assert scores[0] != pytest.approx(scores[1]), "the two trials were ranked by different encoders"
 
@@ -139,8 +139,9 @@ def test_a_study_model_loads_once_with_its_own_index(tmp_path):
     Encoder.create(input_size=64, embed_dim=32, seed=1).save(second)
     config = AppConfig(model=default, gallery_size=8, cache_dir=str(tmp_path / "cache"), batch=1)
     backend = load_backend(config, {"second": second})
-    assert set(backend.model_hashes()) == {"", "second"}
-    assert backend.model_hashes()["second"] != backend.model_hash
+    assert set(backend.model_fields()) == {"", "second"}
+    second_fields = backend.model_fields()["second"]
+    assert second_fields["model_hash"] != backend.model_hash and second_fields["snapshot"] != backend.snapshot
     sketch = _sketch()
     first, other = backend.rank(sketch, backend.ids[0], 8), backend.rank(sketch, backend.ids[0], 8, "second")
     assert sorted(first.ids) == sorted(other.ids) == sorted(backend.ids)

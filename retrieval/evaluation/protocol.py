@@ -11,7 +11,7 @@ One path for every caller:
   ``retrieval.train.batches.ValidationSet``), RL (a candidate head on cached backbone features,
   :func:`embed_steps` with ``output="features"``) and the re-ranking bench call it directly.
 
-Ranks count ties against the query (``retrieval.serving.index.true_ranks``); the metrics are
+Ranks count ties against the query (``retrieval.serving.exact_rank.true_ranks``); the metrics are
 ``retrieval.evaluation.metrics.summarize``.
 """
 
@@ -28,8 +28,8 @@ from retrieval.data.sketch import step_cuts
 from retrieval.evaluation.metrics import summarize
 from retrieval.model.encoder import Encoder
 from retrieval.model.progress_head import ink_share
+from retrieval.serving.exact_rank import true_ranks
 from retrieval.serving.gallery import ALL_SPLITS, dataset_photo_ids
-from retrieval.serving.index import true_ranks
 
 STEP_MODES = ("points", "strokes")
 OUTPUTS = ("embeddings", "features")

@@ -30,6 +30,7 @@ from retrieval.data.images import DEFAULT_MAX_PIXELS, IMAGE_SUFFIXES, read_rgb, 
 from retrieval.data.records import RetrievalDataset
 from retrieval.model.encoder import Encoder
 from retrieval.serving.index import PhotoIndex
+from retrieval.serving.versions import snapshot_id
 from retrieval.types import RGBImage
 
 # Decompression-bomb guard: a 48 MP phone photo passes, a crafted 1-gigapixel PNG does not.
@@ -65,6 +66,7 @@ class Gallery:
         loader: photo id -> RGB image (reads ``paths`` or asks the dataset).
         cache_folder: where the index is cached, ``None`` when caching was off.
         skipped: files left out (unreadable, too large, escaping symlinks), with the reason.
+        encoder_hash: :func:`model_hash` of the encoder that embedded the photos.
     """
 
     index: PhotoIndex
@@ -73,6 +75,12 @@ class Gallery:
     loader: Callable[[str], RGBImage] | None = None
     cache_folder: Path | None = None
     skipped: list[str] = field(default_factory=list)
+    encoder_hash: str = ""
+
+    @property
+    def snapshot(self) -> str:
+        """What an answer was ranked against: encoder hash + gallery content hash (:func:`snapshot_id`)."""
+        return snapshot_id(self.encoder_hash, self.index.content_hash())
 
     def load_photo(self, photo_id: str) -> RGBImage:
         """The photo of ``photo_id`` as ``(H, W, 3)`` uint8 RGB."""
@@ -191,7 +199,15 @@ def build_folder_gallery(
     if len(index) == 0:
         raise ValueError(f"no readable images under {root}: {'; '.join(skipped[:5])}")
     kept = {pid: paths[pid] for pid in index.ids}
-    return Gallery(index, str(root), kept, lambda pid: read_rgb(kept[pid], max_pixels), folder, refused + skipped)
+    return Gallery(
+        index,
+        str(root),
+        kept,
+        lambda pid: read_rgb(kept[pid], max_pixels),
+        folder,
+        refused + skipped,
+        model_hash(encoder),
+    )
 
 
 def dataset_photo_ids(dataset: RetrievalDataset, split: str | None) -> list[str]:
@@ -240,7 +256,7 @@ def build_dataset_gallery(
     paths = {}
     if hasattr(dataset, "photo_path"):  # folder datasets can say where each photo lives
         paths = {pid: Path(dataset.photo_path(pid)) for pid in index.ids}
-    return Gallery(index, source, paths, dataset.load_photo, folder, skipped)
+    return Gallery(index, source, paths, dataset.load_photo, folder, skipped, model_hash(encoder))
 
 
 def split_gallery_spec(spec: str) -> tuple[str, str | None]:

@@ -1,9 +1,12 @@
 """Photo index over faiss: exact inner product for small galleries, IVF-Flat above a measured size.
 
 Embeddings are L2-normalised float32 rows, so inner product = cosine similarity. The index keeps
-its own copy of the vectors (numpy) for the exact ``rank_of`` and to rebuild as another kind;
-faiss serves the top-k search. See bench/results/index.md and bench/results/latency_1m.md for the
-measurements behind the defaults below.
+its own copy of the vectors (numpy) for the exact rank and to rebuild as another kind; faiss serves
+the top-k search. The target rank is certified (retrieval/serving/exact_rank.py): every compared
+score comes from one canonical kernel, and an IVF index reads only the lists whose bounds straddle
+the target's score. See bench/results/index.md and bench/results/latency_1m.md for the
+measurements behind the defaults below; retrieval/serving/compact_index.py is the memory-lean
+variant for tens of millions of photos.
 """
 
 from __future__ import annotations
@@ -17,32 +20,21 @@ from pathlib import Path
 import faiss
 import numpy as np
 
+from retrieval.serving.exact_rank import (
+    IVFRankCounter,
+    TargetRank,
+    canonical_scores,
+    count_at_or_above,
+    pad_rows,
+    with_target_in_top_k,
+)
+from retrieval.serving.versions import content_hash
+
 # Below this size exact search costs under ~1 ms a query on 2 cores, far less than an encoder
 # forward, and needs no build step; above it an approximate index is >10x faster at recall@10
 # >= 0.95 (bench/results/index.md).
 APPROX_THRESHOLD = 50_000
 KINDS = ("auto", "flat", "hnsw", "ivf")
-
-
-def true_ranks(scores: np.ndarray, true_idx: np.ndarray) -> np.ndarray:
-    """Rank (1-based) of each query's true item, ties counted against the query.
-
-    Args:
-        scores: ``(Q, N)`` similarity of each query to each gallery item (higher = closer).
-        true_idx: ``(Q,)`` column of each query's true item.
-
-    Returns:
-        ``(Q,)`` int64 ranks in ``1..N``.
-    """
-    scores = np.asarray(scores)
-    true_idx = np.asarray(true_idx, dtype=np.int64)
-    if scores.ndim != 2 or true_idx.shape != (scores.shape[0],):
-        raise ValueError(f"expected scores (Q, N) and true_idx (Q,), got {scores.shape} and {true_idx.shape}")
-    if len(true_idx) and (true_idx.min() < 0 or true_idx.max() >= scores.shape[1]):
-        raise ValueError(f"true_idx must index the {scores.shape[1]} gallery columns")
-    true_scores = scores[np.arange(len(true_idx)), true_idx][:, None]
-    # ">=" counts the true item itself once: that is the "1 +" of the definition.
-    return (scores >= true_scores).sum(axis=1).astype(np.int64)
 
 
 @dataclass(frozen=True)
@@ -124,8 +116,8 @@ def _new_faiss(kind: str, vectors: np.ndarray, params: IndexParams) -> faiss.Ind
 class PhotoIndex:
     """Photo embeddings with string ids: top-k search (faiss) and exact rank of a target.
 
-    Safe to share between threads: ``add`` and ``search`` hold a lock; ``rank_of`` reads an
-    immutable snapshot of the vectors, so it never waits.
+    Thread-safe for queries (``add``/``search`` lock; ranks read a snapshot and, for IVF, the faiss
+    lists without waiting): do not ``add`` while strokes are ranked (galleries are built first).
 
     Example:
         >>> index = PhotoIndex.build(photo_embeddings, ["a", "b", "c"])
@@ -146,6 +138,8 @@ class PhotoIndex:
         self._lock = threading.Lock()
         # (vectors, ids, id -> row) replaced as a whole on add, so readers see a consistent triple.
         self._snapshot: tuple[np.ndarray, list[str], dict[str, int]] = (np.zeros((0, self.dim), np.float32), [], {})
+        self._counter: IVFRankCounter | None = None  # list bounds of the IVF index, rebuilt after a change
+        self._content_hash: str | None = None  # of ids + vectors, computed on first use after a change
 
     # --- building ------------------------------------------------------------------------------
     @classmethod
@@ -175,6 +169,13 @@ class PhotoIndex:
     def __contains__(self, photo_id: str) -> bool:
         return photo_id in self._snapshot[2]
 
+    def content_hash(self) -> str:
+        """Hash of the photo ids and their embeddings, in order: two indexes answer alike iff equal."""
+        with self._lock:
+            if self._content_hash is None:
+                self._content_hash = content_hash(self._snapshot[1], self._snapshot[0])
+            return self._content_hash
+
     def add(self, embeddings: np.ndarray, ids: list[str]) -> None:
         """Append photos. Ids must be new; an "auto" index switches to IVF past the threshold."""
         x = _as_matrix(embeddings, self.dim)
@@ -197,6 +198,7 @@ class PhotoIndex:
             else:
                 self._faiss.add(x)
             self._snapshot = (new_vectors, new_ids, new_rows)
+            self._counter = self._content_hash = None
 
     def _kind_for(self, n: int) -> str:
         if self.requested_kind != "auto":
@@ -226,28 +228,72 @@ class PhotoIndex:
         # HNSW and IVF can return fewer than k hits (row -1, score -FLT_MAX); those ids are left out.
         return scores, [[ids[r] for r in row if r >= 0] for row in rows]
 
+    def target_score(self, query: np.ndarray, photo_id: str) -> float:
+        """The canonical score (:func:`~retrieval.serving.exact_rank.canonical_scores`) of ``photo_id``."""
+        vectors, _, row_of = self._snapshot
+        if photo_id not in row_of:
+            raise KeyError(f"photo ids not in the index: {[photo_id]}")
+        row = row_of[photo_id]
+        return float(canonical_scores(_as_matrix(query, self.dim)[0], vectors[row : row + 1])[0])
+
+    def count_at_or_above(self, query: np.ndarray, threshold: float, cap: int | None = None) -> TargetRank:
+        """``#(canonical score >= threshold)``: exact, or bounded once an IVF scan passes ``cap``."""
+        q = _as_matrix(query, self.dim)[0]
+        counter = self._rank_counter()
+        if counter is None:  # flat / HNSW: one pass over the vectors, always exact
+            vectors = self._snapshot[0]
+            return TargetRank.of(count_at_or_above(q, vectors, threshold), len(vectors))
+        return counter.count(q, threshold, cap)
+
+    def _rank_counter(self) -> IVFRankCounter | None:
+        """The IVF list bounds (built on first use after a change; None for other kinds)."""
+        with self._lock:
+            if self.kind != "ivf" or self._faiss is None:
+                return None
+            if self._counter is None:
+                self._counter = IVFRankCounter.over(self._faiss, self._snapshot[0])
+            return self._counter
+
+    def rank_target(self, query: np.ndarray, photo_id: str, cap: int | None = None) -> TargetRank:
+        """Certified 1-based rank of ``photo_id`` for ``query`` ``(D,)`` (ties count against it);
+        exact up to ``cap``, an interval above it (IVF only: a flat scan is always exact)."""
+        return self.count_at_or_above(query, self.target_score(query, photo_id), cap)
+
     def rank_of(self, query: np.ndarray, photo_id: str) -> int:
         """Exact 1-based rank of ``photo_id`` for ``query`` ``(D,)``; ties count against it."""
-        return int(self.ranks_of(_as_matrix(query, self.dim), [photo_id])[0])
+        return self.rank_target(query, photo_id).rank
 
     def ranks_of(self, queries: np.ndarray, photo_ids: list[str]) -> np.ndarray:
-        """Exact ranks ``(B,)`` of one target per query (``queries`` ``(B, D)``), by a matmul."""
-        vectors, _, row_of = self._snapshot
-        missing = [p for p in photo_ids if p not in row_of]
-        if missing:
-            raise KeyError(f"photo ids not in the index: {missing[:5]}")
+        """Exact ranks ``(B,)`` of one target per query (``queries`` ``(B, D)``)."""
         q = _as_matrix(queries, self.dim)
-        return true_ranks(q @ vectors.T, np.array([row_of[p] for p in photo_ids], dtype=np.int64))
+        if len(photo_ids) != len(q):
+            raise ValueError(f"got {len(q)} queries but {len(photo_ids)} target ids")
+        return np.array([self.rank_of(row, pid) for row, pid in zip(q, photo_ids)], dtype=np.int64)
 
     def search_and_rank(
-        self, queries: np.ndarray, k: int, target_ids: list[str | None]
-    ) -> tuple[np.ndarray, list[list[str]], list[int | None]]:
-        """Top-``k`` per query and the exact rank of each query's target (None where none): the one
-        search call of :class:`~retrieval.serving.retriever.Retriever`, also offered by ``ShardedIndex``."""
+        self, queries: np.ndarray, k: int, target_ids: list[str | None], rank_cap: int | None = None
+    ) -> tuple[np.ndarray, list[list[str]], list[TargetRank | None]]:
+        """Top-``k`` per query and the certified rank of each query's target (None where none): the
+        one search call of :class:`~retrieval.serving.retriever.Retriever`, also offered by ``ShardedIndex``.
+
+        A target whose exact rank is within ``k`` is always in the returned top-``k`` (an
+        approximate search may have missed it), at its rank.
+        """
         if len(target_ids) != len(queries):
             raise ValueError(f"got {len(queries)} queries but {len(target_ids)} target ids")
-        scores, ids = self.search(queries, k)
-        return scores, ids, [None if t is None else self.rank_of(q, t) for q, t in zip(queries, target_ids)]
+        q = _as_matrix(queries, self.dim)
+        scores, ids = self.search(q, k)
+        rows = [scores[b, : len(ids[b])] for b in range(len(q))]
+        ranks: list[TargetRank | None] = []
+        for b, target in enumerate(target_ids):
+            if target is None:
+                ranks.append(None)
+                continue
+            score = self.target_score(q[b], target)
+            rank = self.count_at_or_above(q[b], score, rank_cap)
+            ranks.append(rank)
+            rows[b], ids[b] = with_target_in_top_k(rows[b], ids[b], target, score, rank, k)
+        return pad_rows(rows), ids, ranks
 
     # --- persistence ---------------------------------------------------------------------------
     def save(self, folder: str | Path) -> Path:

@@ -272,3 +272,21 @@ def nesting_depth(value: Any) -> int:
         deepest = max(deepest, depth)
         stack.extend((child, depth + 1) for child in children if isinstance(child, list | dict))
     return deepest
+
+
+class BodyOverCap(ValueError):
+    """A request body over the ingress cap."""
+
+
+async def capped_json(request: Any, max_bytes: int) -> Any:
+    """The JSON body, refused (:class:`BodyOverCap`) once its declared or received size passes
+    ``max_bytes``: nothing bigger is buffered or parsed."""
+    declared = request.headers.get("content-length")
+    if declared is not None and (not declared.isdigit() or int(declared) > max_bytes):
+        raise BodyOverCap(f"request body over the limit of {max_bytes} bytes")
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > max_bytes:
+            raise BodyOverCap(f"request body over the limit of {max_bytes} bytes")
+    return json.loads(body)

@@ -23,6 +23,7 @@ import numpy as np
 from retrieval.data.formats.stroke_json import StrokeLimits, StrokePayloadError, parse_stroke_json
 from retrieval.data.sketch import Sketch
 from retrieval.model.encoder import Encoder
+from retrieval.serving.exact_rank import DEFAULT_RANK_CAP, TargetRank
 from retrieval.serving.gallery import Gallery, open_gallery
 from retrieval.serving.index import PhotoIndex
 from retrieval.serving.shards import ShardedIndex
@@ -38,12 +39,17 @@ class RankResult:
     Attributes:
         ids: top-k photo ids, best first.
         scores: their cosine similarities.
-        target_rank: exact 1-based rank of the target photo (ties count against), or None.
+        target_rank: 1-based rank of the target photo (ties count against), or None; exact when
+            ``rank_exact``, else an estimate inside ``rank_bounds``.
         timings_ms: milliseconds per stage: ``validate``, ``render``, ``encode``, ``search``,
             ``total``. In :meth:`Retriever.rank_batch` they are the whole batch's stages.
         n_gallery: photos ranked against.
         error: why this item was not ranked (only from ``rank_batch(..., errors="return")``).
         batch_size: sketches encoded in the same forward as this one.
+        rank_exact: False when the rank is above the cap (retrieval/serving/exact_rank.py) or some
+            shards missed their deadline; then ``rank_bounds`` holds the certified interval.
+        rank_bounds: ``(lower, upper)`` of the target's rank (equal when exact), or None.
+        snapshot: the gallery snapshot ranked against (encoder hash + gallery content hash).
     """
 
     ids: list[str]
@@ -53,6 +59,9 @@ class RankResult:
     n_gallery: int = 0
     error: str | None = None
     batch_size: int = 1
+    rank_exact: bool = True
+    rank_bounds: tuple[int, int] | None = None
+    snapshot: str = ""
 
 
 def _ms(start: float) -> float:
@@ -154,6 +163,8 @@ class Retriever(SketchEmbedder):
         super().__init__(encoder, limits)
         self.index = index
         self.gallery: Gallery | None = None  # set by from_paths: photos (load_photo), paths, cache folder
+        self.rank_cap: int | None = DEFAULT_RANK_CAP  # ranks above it are certified intervals (IVF / shards)
+        self.snapshot = getattr(index, "snapshot", "")  # ShardedIndex knows its own; from_paths sets the gallery's
 
     @classmethod
     def from_paths(
@@ -170,6 +181,7 @@ class Retriever(SketchEmbedder):
         gallery = open_gallery(encoder, gallery_spec, cache_dir, progress=progress, **gallery_kwargs)
         retriever = cls(encoder, gallery.index)
         retriever.gallery = gallery
+        retriever.snapshot = gallery.snapshot
         return retriever
 
     def __len__(self) -> int:
@@ -206,22 +218,30 @@ class Retriever(SketchEmbedder):
         queries, todo, failures, timings = embedded.queries, embedded.todo, embedded.failures, embedded.timings_ms
 
         t = time.perf_counter()
-        ranked: dict[int, tuple[list[str], list[float], int | None]] = {}
+        ranked: dict[int, tuple[list[str], list[float], TargetRank | None]] = {}
         if queries is not None:
-            scores, ids, ranks = self.index.search_and_rank(queries, k, [targets[i] for i in todo])
+            scores, ids, ranks = self.index.search_and_rank(queries, k, [targets[i] for i in todo], self.rank_cap)
             for row, i in enumerate(todo):
                 ranked[i] = (ids[row], scores[row, : len(ids[row])].astype(float).tolist(), ranks[row])
         timings["search"] = _ms(t)
         timings["total"] = _ms(embedded.started)
 
         n = len(self.index)
-        return [
-            RankResult(
-                *ranked.get(i, ([], [], None)),
-                timings_ms=dict(timings),
-                n_gallery=n,
-                error=failures.get(i),
-                batch_size=len(todo),
+        results = []
+        for i in range(len(sketches)):
+            ids, scores, rank = ranked.get(i, ([], [], None))
+            results.append(
+                RankResult(
+                    ids,
+                    scores,
+                    None if rank is None else rank.rank,
+                    timings_ms=dict(timings),
+                    n_gallery=n,
+                    error=failures.get(i),
+                    batch_size=len(todo),
+                    rank_exact=rank is None or rank.exact,
+                    rank_bounds=None if rank is None else (rank.lower, rank.upper),
+                    snapshot=self.snapshot,
+                )
             )
-            for i in range(len(sketches))
-        ]
+        return results

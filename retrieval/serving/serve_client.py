@@ -36,8 +36,11 @@ def rank_result(status: int, body: dict[str, Any]) -> RankResult:
         raise StrokePayloadError(body.get("error", "invalid request"))
     if status == 404:
         raise KeyError(body.get("error", "target not in the gallery"))
+    if status == 413:
+        raise StrokePayloadError(body.get("error", "request body too large"))
     if status != 200 or "ids" not in body:
         raise RuntimeError(f"the Serve app answered HTTP {status}: {str(body)[:300]}; is `make serve-cluster` up?")
+    bounds = body.get("rank_bounds")
     return RankResult(
         list(body["ids"]),
         [float(s) for s in body["scores"]],
@@ -46,13 +49,16 @@ def rank_result(status: int, body: dict[str, Any]) -> RankResult:
         int(body["gallery_size"]),
         None,
         int(body["batch_size"]),
+        rank_exact=bool(body.get("rank_exact", True)) and not body.get("partial", False),
+        rank_bounds=None if bounds is None else (int(bounds[0]), int(bounds[1])),
+        snapshot=str(body.get("snapshot", "")),
     )
 
 
 class ServeRanker:
     """``rank(sketch, k, target_id) -> RankResult`` answered by the Serve app at ``url``."""
 
-    def __init__(self, url: str, timeout_s: float = 30.0) -> None:
+    def __init__(self, url: str, timeout_s: float = 5.0) -> None:
         import httpx
 
         self.url = url.rstrip("/")
@@ -65,6 +71,17 @@ class ServeRanker:
         except ValueError:
             body = {"error": response.text[:300]}
         return rank_result(response.status_code, body)
+
+    def info(self) -> dict[str, Any]:
+        """The cluster's gallery ``snapshot`` and ``gallery_size`` (``GET /info``): what a front end logs."""
+        import httpx
+
+        try:
+            response = self._client.get(f"{self.url}/info")
+            response.raise_for_status()
+            return response.json()
+        except (httpx.HTTPError, ValueError) as exc:
+            raise RuntimeError(f"cannot read {self.url}/info ({exc}); is `make serve-cluster` up?") from exc
 
     def close(self) -> None:
         self._client.close()

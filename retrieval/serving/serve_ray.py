@@ -9,12 +9,20 @@ The same per-stroke work as :class:`~retrieval.serving.retriever.Retriever`, spr
   ``@serve.batch``. Concurrent strokes of any session that reach one replica share a forward.
   The batch takes what is queued and does not wait for more (``batch_wait_timeout_s`` 0), the
   policy of retrieval/serving/batching.py; ``RankBatcher`` itself is not used in this mode.
-* ``Shard0`` .. ``ShardS-1``: each loads its own :class:`PhotoIndex` folder (written by
-  :func:`write_shards`) and answers ``target_scores`` / ``search`` (retrieval/serving/shards.py).
-* ``Ingress`` (HTTP ``POST /rank``, or the handle method ``rank``): embed -> the target's score
-  from its shard -> every shard's top-k and count -> :func:`merge_answers`. It answers the app's
-  ``rank`` API dict: ``ids``, ``scores``, ``target_rank``, ``timings_ms``, ``gallery_size``,
-  ``batch_size``.
+* ``Shard0`` .. ``ShardS-1`` (``--shard-replicas`` processes each): each loads its own
+  :class:`PhotoIndex` folder (written by :func:`write_shards`) and answers ``target_vector`` /
+  ``search`` (retrieval/serving/shards.py). ``check_health`` fails when the loaded snapshot is not
+  the deployed one, so Serve replaces the replica.
+* ``Ingress`` (HTTP ``POST /rank``, or the handle method ``rank``): embed -> the target's vector
+  (cached) -> every shard's top-k and certified count, each within ``--deadline-ms`` ->
+  :func:`merge_answers`. It answers the app's ``rank`` API dict: ``ids``, ``scores``,
+  ``target_rank``, ``rank_exact``, ``rank_bounds``, ``partial``, ``snapshot``, ``timings_ms``,
+  ``gallery_size``, ``batch_size``. Bodies over ``--max-body-bytes`` get 413 before parsing;
+  past ``max_queued_requests`` Serve answers 503 (backpressure).
+
+Joining a running cluster (``--address auto``) requires Ray token authentication
+(``RAY_AUTH_MODE=token`` and a token; see docs/scaling.md): an unauthenticated Ray cluster runs
+any code sent to it.
 
 The Gradio front end stays outside Ray and keeps per-session state; it calls this app over HTTP
 (``app.py --serve-url``, retrieval/serving/serve_client.py). Only this module imports ray. The local head
@@ -24,11 +32,9 @@ binds 127.0.0.1, has no dashboard, and stops with the process (Ctrl-C).
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import os
 import signal
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -41,41 +47,21 @@ from starlette.requests import Request  # noqa: E402
 from starlette.responses import JSONResponse  # noqa: E402
 
 from retrieval.data.formats.stroke_json import StrokePayloadError  # noqa: E402
-from retrieval.provenance import DEFAULT_MODEL_DIR, PROJECT_ROOT
+from retrieval.provenance import PROJECT_ROOT
+from retrieval.serving.exact_rank import DEFAULT_RANK_CAP  # noqa: E402
 from retrieval.serving.index import PhotoIndex, set_faiss_threads  # noqa: E402
-from retrieval.serving.shards import ShardAnswer, merge_answers, owner_scores, split_index  # noqa: E402
+from retrieval.serving.ray_setup import (  # noqa: E402
+    ClusterResources,
+    ServeConfig,
+    prepare_shards,
+    require_token_auth,
+    shard_memory_bytes,  # noqa: E402
+)
+from retrieval.serving.request_limits import BodyOverCap, capped_json  # noqa: E402
+from retrieval.serving.shards import ShardAnswer, TargetVectors, merge_answers, owner_vector, thresholds_for  # noqa: E402
+from retrieval.serving.versions import SnapshotMismatch, read_snapshot  # noqa: E402
 
 APP_NAME = "earlysketch"
-
-
-@dataclass
-class ServeConfig:
-    """``python -m retrieval.serving.serve_ray``: the retriever on a local Ray Serve cluster (127.0.0.1)."""
-
-    model: Path = DEFAULT_MODEL_DIR
-    """checkpoint folder (model.safetensors + model.json), as for app.py --model"""
-    gallery: str = ""
-    """gallery spec (dataset spec, QMUL folder, photo folder); default: procedural of --gallery-size"""
-    gallery_size: int = 1000
-    """photos of the default procedural gallery"""
-    cache_dir: str = ""
-    """gallery and shard cache (default ~/.cache/earlysketch)"""
-    replicas: int = 2
-    """encoder replicas (processes); each runs --threads torch threads"""
-    shards: int = 2
-    """index shards, one deployment (process) each, contiguous slices of the gallery"""
-    max_batch: int = 8
-    """most strokes per encoder forward (@serve.batch max_batch_size), as app.py --batch"""
-    batch_wait_ms: float = 0.0
-    """how long a replica waits to fill a batch; 0 takes only what is queued (RankBatcher's policy)"""
-    threads: int = 1
-    """torch / faiss threads per replica"""
-    port: int = 8000
-    """HTTP port of the Serve proxy on 127.0.0.1"""
-    num_cpus: int = 0
-    """CPUs the local Ray head announces (0 = all cores)"""
-    address: str = "local"
-    """"local" starts a fresh Ray head on 127.0.0.1; "auto" joins the cluster of `ray start` on this node"""
 
 
 # --- deployments -----------------------------------------------------------------------------------
@@ -87,11 +73,13 @@ class SketchEncoder:
         import torch
 
         from retrieval.model.encoder import Encoder
+        from retrieval.serving.gallery import model_hash
         from retrieval.serving.retriever import SketchEmbedder  # torch: only the encoder replicas import it
 
         torch.set_num_threads(max(1, threads))
         # channels_last, as app.py serves it (bench/results/encoder_options.md).
         self.embedder = SketchEmbedder(Encoder.load(model_dir, channels_last=True))
+        self.encoder_hash = model_hash(self.embedder.encoder)  # the ingress refuses embeddings of another model
         self.embed.set_max_batch_size(max_batch)
         self.embed.set_batch_wait_timeout_s(batch_wait_ms / 1e3)
         self.embedder.embed_batch([_WARM_UP_SKETCH] * max_batch)  # first strokes fast: shapes warmed
@@ -108,34 +96,76 @@ class SketchEncoder:
                 "error": batch.failures.get(i),
                 "timings_ms": batch.timings_ms,
                 "batch_size": len(sketches),
+                "encoder_hash": self.encoder_hash,
             }
             for i in range(len(sketches))
         ]
 
 
-@serve.deployment(ray_actor_options={"num_cpus": 0})
+@serve.deployment
 class IndexShardDeployment:
     """One :class:`PhotoIndex` folder as a shard (retrieval/serving/shards.py ``LocalShard``)."""
 
-    def __init__(self, folder: str, threads: int) -> None:
+    def __init__(self, folder: str, threads: int, snapshot: str) -> None:
         from retrieval.serving.shards import LocalShard
 
-        self.shard = LocalShard(PhotoIndex.load(folder))
+        self.shard = LocalShard(PhotoIndex.load(folder), read_snapshot(Path(folder)))
+        self.expected = snapshot
+        self.snapshot = self.shard.snapshot
         set_faiss_threads(threads)
 
-    def target_scores(self, queries: np.ndarray, target_ids: list[str | None]) -> np.ndarray:
-        return self.shard.target_scores(queries, target_ids)
+    def check_health(self) -> None:
+        """Serve calls this periodically: a replica holding another snapshot is replaced."""
+        if self.snapshot != self.expected:
+            raise SnapshotMismatch(f"shard holds snapshot {self.snapshot}, deployed {self.expected}")
 
-    def search(self, queries: np.ndarray, k: int, target_scores: np.ndarray) -> ShardAnswer:
-        return self.shard.search(queries, k, target_scores)
+    def __len__(self) -> int:
+        return len(self.shard)
+
+    def size(self) -> int:
+        return len(self.shard)
+
+    def target_vector(self, photo_id: str) -> np.ndarray | None:
+        return self.shard.target_vector(photo_id)
+
+    def search(self, queries: np.ndarray, k: int, thresholds: np.ndarray, cap: int | None) -> ShardAnswer:
+        return self.shard.search(queries, k, thresholds, cap)
 
 
-@serve.deployment(ray_actor_options={"num_cpus": 0}, max_ongoing_requests=1000)
+@serve.deployment(max_ongoing_requests=1000)
 class Ingress:
     """HTTP ``POST /rank`` and handle method ``rank``: the app's ``rank`` API over the cluster."""
 
-    def __init__(self, encoder: Any, shards: list[Any], n_gallery: int) -> None:
-        self.encoder, self.shards, self.n_gallery = encoder, list(shards), int(n_gallery)
+    def __init__(self, encoder: Any, shards: list[Any], sizes: list[int], snapshot: str, cfg: dict) -> None:
+        self.encoder, self.shards, self.sizes, self.snapshot = encoder, list(shards), list(sizes), snapshot
+        self.deadline_s, self.max_body = cfg["deadline_ms"] / 1e3, int(cfg["max_body_bytes"])
+        self.targets = TargetVectors()
+
+    async def _fan_out(self, call: str, *args: Any) -> tuple[list[Any], list[int]]:
+        """``shard.<call>(*args)`` on every shard, waiting at most the deadline: answers (None where
+        missing) and the shards that raised or were late."""
+        calls = [getattr(s, call).remote(*args) for s in self.shards]
+        tasks = [asyncio.ensure_future(_awaited(c)) for c in calls]
+        await asyncio.wait(tasks, timeout=self.deadline_s)
+        out, missing = [], []
+        for i, (task, c) in enumerate(zip(tasks, calls)):
+            if task.done() and task.exception() is None:
+                out.append(task.result())
+            else:
+                task.cancel()
+                c.cancel()
+                out.append(None)
+                missing.append(i)
+        return out, missing
+
+    async def _target_vector(self, target_id: str) -> np.ndarray | None:
+        vector = self.targets.get(target_id)
+        if vector is None:
+            found, missing = await self._fan_out("target_vector", target_id)
+            vector = owner_vector(found, target_id, complete=not missing)
+            if vector is not None:
+                self.targets.put(target_id, vector)
+        return vector
 
     async def rank(self, sketch: Any, k: int = 10, target_id: str | None = None) -> dict[str, Any]:
         """Rank for one stroke-JSON payload. Raises StrokePayloadError / KeyError like Retriever.rank."""
@@ -143,81 +173,94 @@ class Ingress:
         embedded = await self.encoder.embed.remote(sketch)
         if embedded["error"] is not None:
             raise StrokePayloadError(embedded["error"])
+        if not self.snapshot.startswith(f"{embedded['encoder_hash']}-"):
+            raise SnapshotMismatch(f"encoder {embedded['encoder_hash']} did not embed gallery snapshot {self.snapshot}")
         timings = dict(embedded["timings_ms"])
-        if embedded["query"] is None:  # nothing drawn yet
-            ids, scores, rank = [], [], None
-        else:
+        answer: dict[str, Any] = {"ids": [], "scores": [], "target_rank": None, "rank_exact": True}
+        answer |= {"rank_bounds": None, "partial": False, "missing_shards": []}
+        if embedded["query"] is not None:  # None: nothing drawn yet
             t = time.perf_counter()
-            queries, targets = embedded["query"][None, :], [target_id]
-            thresholds = np.full(1, np.nan, np.float32)
-            if target_id is not None:
-                per_shard = await asyncio.gather(*(s.target_scores.remote(queries, targets) for s in self.shards))
-                thresholds = owner_scores(per_shard, targets)
-            answers = await asyncio.gather(*(s.search.remote(queries, k, thresholds) for s in self.shards))
-            merged, merged_ids, ranks = merge_answers(answers, k, targets)
-            ids, scores, rank = merged_ids[0], merged[0, : len(merged_ids[0])].astype(float).tolist(), ranks[0]
+            queries = embedded["query"][None, :]
+            vector = None if target_id is None else await self._target_vector(target_id)
+            thresholds = thresholds_for(queries, [vector])
+            answers, _ = await self._fan_out("search", queries, k, thresholds, DEFAULT_RANK_CAP)
+            answers = [a if a is not None and a.snapshot == self.snapshot else None for a in answers]
+            merged = merge_answers(answers, self.sizes, k, [target_id], thresholds, self.snapshot)
+            rank = merged.ranks[0]
+            answer |= {
+                "ids": merged.ids[0],
+                "scores": merged.scores[0, : len(merged.ids[0])].astype(float).tolist(),
+                "partial": merged.partial,
+                "missing_shards": merged.missing,
+            }
+            if rank is not None:
+                answer |= {"target_rank": rank.rank, "rank_exact": rank.exact, "rank_bounds": [rank.lower, rank.upper]}
+            elif target_id is not None:
+                answer["rank_exact"] = False  # the target's owner missed the deadline and its vector is not cached
             timings["search"] = (time.perf_counter() - t) * 1e3
         timings["total"] = (time.perf_counter() - start) * 1e3
-        return {
-            "ids": ids,
-            "scores": scores,
-            "target_rank": rank,
+        return answer | {
+            "snapshot": self.snapshot,
             "timings_ms": timings,
-            "gallery_size": self.n_gallery,
+            "gallery_size": sum(self.sizes),
             "batch_size": embedded["batch_size"],
         }
 
     async def __call__(self, request: Request) -> JSONResponse:
+        if request.url.path.rstrip("/").endswith("/info"):
+            return JSONResponse({"snapshot": self.snapshot, "gallery_size": sum(self.sizes)})
         try:
-            body = await request.json()
+            body = await capped_json(request, self.max_body)
             if not isinstance(body, dict) or "sketch" not in body:
                 raise StrokePayloadError('send {"sketch": <stroke JSON>, "k": 10, "target_id": null}')
             k = body.get("k", 10)
             if not isinstance(k, int) or not 1 <= k <= 1000:
                 raise StrokePayloadError(f"k must be an integer between 1 and 1000, got {k!r}")
             return JSONResponse(await self.rank(body["sketch"], k, body.get("target_id")))
+        except BodyOverCap as exc:
+            return JSONResponse({"error": str(exc), "kind": "size"}, status_code=413)
+        except SnapshotMismatch as exc:  # mid rolling update: the client may retry
+            return JSONResponse({"error": str(exc), "kind": "version"}, status_code=503)
         except (StrokePayloadError, ValueError, TypeError) as exc:
             return JSONResponse({"error": f"invalid request: {exc}", "kind": "payload"}, status_code=400)
         except KeyError as exc:
             return JSONResponse({"error": str(exc).strip("\"'"), "kind": "target"}, status_code=404)
 
 
+async def _awaited(response: Any) -> Any:
+    return await response
+
+
 _WARM_UP_SKETCH = {"canvas": {"width": 256, "height": 256}, "strokes": [[[10, 10, 0], [200, 180, 50]]]}
 
 
 # --- building and starting ---------------------------------------------------------------------
-def write_shards(index: PhotoIndex, num_shards: int, folder: Path) -> list[Path]:
-    """Save ``index`` as ``num_shards`` contiguous :class:`PhotoIndex` folders (reused when present)."""
-    folders = [folder / f"shard-{i}-of-{num_shards}" for i in range(num_shards)]
-    if all((f / "index.json").exists() for f in folders):
-        return folders
-    for part, target in zip(split_index(index, num_shards), folders):
-        part.save(target)
-    return folders
-
-
-def build_app(model_dir: str | Path, shard_folders: list[Path], n_gallery: int, cfg: ServeConfig) -> Any:
-    """The Serve application: ``cfg.replicas`` encoders + one deployment per shard folder + ingress."""
-    encoder = SketchEncoder.options(num_replicas=cfg.replicas, max_ongoing_requests=max(16, 2 * cfg.max_batch))
+def build_app(model_dir: str | Path, shard_folders: list[Path], snapshot: str, cfg: ServeConfig) -> Any:
+    """The Serve application: ``cfg.replicas`` encoders + a deployment of ``cfg.shard_replicas``
+    replicas per shard folder + ingress, each with its CPU / memory reservation and queue bound."""
+    res = ClusterResources()
+    queue = {"max_queued_requests": cfg.max_queued_requests}
+    encoder = SketchEncoder.options(
+        num_replicas=cfg.replicas,
+        max_ongoing_requests=max(16, 2 * cfg.max_batch),
+        ray_actor_options={"num_cpus": res.encoder_cpus},
+        **queue,
+    )
     shards = [
-        IndexShardDeployment.options(name=f"Shard{i}").bind(str(folder), cfg.threads)
+        IndexShardDeployment.options(
+            name=f"Shard{i}",
+            num_replicas=cfg.shard_replicas,
+            ray_actor_options={"num_cpus": res.shard_cpus, "memory": shard_memory_bytes(folder)},
+            health_check_period_s=5,
+            **queue,
+        ).bind(str(folder), cfg.threads, snapshot)
         for i, folder in enumerate(shard_folders)
     ]
-    return Ingress.bind(encoder.bind(str(model_dir), cfg.threads, cfg.max_batch, cfg.batch_wait_ms), shards, n_gallery)
-
-
-def prepare_shards(cfg: ServeConfig) -> tuple[list[Path], int]:
-    """Open (or build and cache) the gallery with the model, and write its shard folders."""
-    from retrieval.model.encoder import Encoder
-    from retrieval.serving.gallery import default_cache_dir, model_hash, open_gallery
-
-    if not (Path(cfg.model) / "model.safetensors").exists():
-        raise FileNotFoundError(f"no model at {cfg.model}: run `make default-model` or pass --model FOLDER")
-    encoder = Encoder.load(cfg.model)
-    cache = Path(cfg.cache_dir).expanduser() if cfg.cache_dir else default_cache_dir()
-    gallery = open_gallery(encoder, cfg.gallery or f"procedural:photos={cfg.gallery_size}", cache, progress=True)
-    key = hashlib.sha1(f"{gallery.source}|{model_hash(encoder)}|{len(gallery.index)}".encode()).hexdigest()[:16]
-    return write_shards(gallery.index, cfg.shards, cache / "shards" / key), len(gallery.index)
+    sizes = [len(PhotoIndex.load(f)) for f in shard_folders]
+    ingress_cfg = {"deadline_ms": cfg.deadline_ms, "max_body_bytes": cfg.max_body_bytes}
+    ingress = Ingress.options(ray_actor_options={"num_cpus": res.ingress_cpus}, **queue)
+    encoder_app = encoder.bind(str(model_dir), cfg.threads, cfg.max_batch, cfg.batch_wait_ms)
+    return ingress.bind(encoder_app, shards, sizes, snapshot, ingress_cfg)
 
 
 def start_local_cluster(num_cpus: int = 0, port: int = 8000, address: str = "local") -> None:
@@ -232,6 +275,7 @@ def start_local_cluster(num_cpus: int = 0, port: int = 8000, address: str = "loc
         }
     }
     if address != "local":
+        require_token_auth()  # before connecting: refuse an unauthenticated cluster
         ray.init(address=address, runtime_env=env, logging_level="WARNING", log_to_driver=False)
     else:
         ray.init(
@@ -247,10 +291,10 @@ def start_local_cluster(num_cpus: int = 0, port: int = 8000, address: str = "loc
     serve.start(http_options={"host": "127.0.0.1", "port": port})
 
 
-def deploy(cfg: ServeConfig, shard_folders: list[Path], n_gallery: int) -> float:
+def deploy(cfg: ServeConfig, shard_folders: list[Path], snapshot: str) -> float:
     """Run the application on the started cluster; returns seconds until every replica was ready."""
     start = time.perf_counter()
-    serve.run(build_app(cfg.model, shard_folders, n_gallery, cfg), name=APP_NAME, route_prefix="/")
+    serve.run(build_app(cfg.model, shard_folders, snapshot, cfg), name=APP_NAME, route_prefix="/")
     return time.perf_counter() - start
 
 
@@ -264,17 +308,20 @@ def main(argv: list[str] | None = None) -> None:
 
     cfg = parse_config(ServeConfig, argv, __doc__)
     start = time.perf_counter()
-    folders, n = prepare_shards(cfg)
+    folders, snapshot = prepare_shards(
+        cfg.model, cfg.gallery or f"procedural:photos={cfg.gallery_size}", cfg.cache_dir, cfg.shards
+    )
+    n = sum(len(PhotoIndex.load(f)) for f in folders)
     start_local_cluster(cfg.num_cpus, cfg.port, cfg.address)
     # After ray.init, which installs its own fatal-signal handler: SIGTERM and SIGINT (even from a
     # non-interactive shell) stop Serve and Ray cleanly, with no agent process left behind.
     signal.signal(signal.SIGTERM, signal.default_int_handler)
     signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
-        deploy_s = deploy(cfg, folders, n)
+        deploy_s = deploy(cfg, folders, snapshot)
         print(
             f"EarlySketch on Ray Serve: POST http://127.0.0.1:{cfg.port}/rank ({n:,} photos in {cfg.shards} "
-            f"shard(s), {cfg.replicas} encoder replica(s); ready in {time.perf_counter() - start:.1f} s, "
+            f"shard(s) x {cfg.shard_replicas}, {cfg.replicas} encoder replica(s), snapshot {snapshot}; ready in {time.perf_counter() - start:.1f} s, "
             f"deploy {deploy_s:.1f} s). Front end: app.py --serve-url http://127.0.0.1:{cfg.port}. Ctrl-C stops.",
             flush=True,
         )

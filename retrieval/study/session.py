@@ -80,7 +80,7 @@ class DrawingSession(StudyTrials):
     trial: int = -1
     status: str = "consent"  # consent | running | done (study mode)
     resume_code: str | None = None  # shown to the participant; the log holds only its hash
-    model_hashes: dict[str, str] = field(default_factory=dict)  # condition model key -> hash ("" = the app's)
+    model_fields: dict[str, dict] = field(default_factory=dict)  # condition model key -> its hash, snapshot
     log_bytes: int = 0  # bytes of the session's log file, checked against SESSION_LOG_QUOTA_BYTES
     lock: threading.RLock = field(default_factory=threading.RLock, repr=False, compare=False)
 

@@ -57,7 +57,7 @@ class StudyTrials:
     mode: str
     resume_code: str | None
     log_bytes: int
-    model_hashes: dict[str, str]
+    model_fields: dict[str, dict]
 
     @property
     def current(self) -> TrialPlan | None:
@@ -75,13 +75,14 @@ class StudyTrials:
         gallery_ids: list[str],
         extra: dict,
         code: str,
-        model_hashes: dict[str, str] | None = None,
+        model_fields: dict[str, dict] | None = None,
     ) -> None:
         """Plan the session's trials; write ``session_start`` (with the hash of the resume ``code``)
         and the first ``trial_start`` in one durable write, then start the first trial.
 
-        ``extra``: fields for ``session_start``, e.g. the gallery size. ``model_hashes`` maps each
-        condition's ``model`` key to the hash of the model that ranks it ("" = the app's model).
+        ``extra``: fields for ``session_start``, e.g. the gallery size. ``model_fields`` maps each
+        condition's ``model`` key to the fields of the model that ranks it (``model_hash``,
+        ``snapshot``; "" = the app's model): every record of its trials carries them.
 
         Raises:
             OSError: the log refused the write; the session is unchanged.
@@ -95,7 +96,7 @@ class StudyTrials:
                 "resume_code": code_record(code),
                 **extra,
             }
-            self.model_hashes = dict(model_hashes or {})
+            self.model_fields = dict(model_fields or {})
             self._start_study(config, log, plan, [start], 0, resumed=False)
             self.resume_code = code
 
@@ -105,7 +106,7 @@ class StudyTrials:
         log: StudyLog,
         gallery_ids: list[str],
         where: ResumePoint,
-        model_hashes: dict[str, str] | None = None,
+        model_fields: dict[str, dict] | None = None,
     ) -> None:
         """Go on with a session at its first trial without a ``trial_end`` (``session_resume``, then
         that trial's ``trial_start``, in one durable write); a session with every trial ended is done.
@@ -117,7 +118,7 @@ class StudyTrials:
             plan = plan_trials(config, gallery_ids, log.participant)
             first = next((t.index for t in plan if t.index not in where.ended_trials), len(plan))
             self.log_bytes = log.size()
-            self.model_hashes = dict(model_hashes or {})
+            self.model_fields = dict(model_fields or {})
             resumed = {"type": "session_resume", "resume_at_trial": first}
             self._start_study(config, log, plan, [resumed], first, resumed=True, session_ended=where.session_ended)
 
@@ -286,11 +287,9 @@ class StudyTrials:
 
     # --- the log --------------------------------------------------------------------------------
     def _trial_record(self, sketch: SketchState, record: dict) -> dict:
-        """``record`` with its trial's fields: condition, order, target and the ranking model's hash."""
+        """``record`` with its trial's fields: condition, order, target and the ranking model's hash and snapshot."""
         plan, fields = sketch.plan, sketch.plan.log_fields()
-        if plan.condition.model in self.model_hashes:
-            fields["model_hash"] = self.model_hashes[plan.condition.model]
-        return {**fields, **record}
+        return {**fields, **self.model_fields.get(plan.condition.model, {}), **record}
 
     def _write(self, log: StudyLog, records: list[dict], sketch: SketchState | None = None) -> None:
         """Write records durably (one write, one fsync), within the session's (and ``sketch``'s) quota.

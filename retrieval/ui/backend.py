@@ -41,6 +41,7 @@ class RankingModel:
     key: str
     path: Path
     model_hash: str
+    snapshot: str  # encoder hash + gallery content hash of its index (retrieval/serving/versions.py)
     retriever: Retriever
     ranker: Retriever | RankBatcher
 
@@ -55,11 +56,14 @@ class Backend:
     model_hash: str
     code_version: str
     notices: tuple[str, ...]
+    snapshot: str = ""  # the gallery snapshot ranked against (the cluster's in --serve-url mode): in every log
     models: Mapping[str, RankingModel] = field(default_factory=dict)  # by study ``models`` key
 
-    def model_hashes(self) -> dict[str, str]:
-        """``{model key: hash}`` of every model that ranks ("" = the app's ``--model``)."""
-        return {"": self.model_hash, **{key: m.model_hash for key, m in self.models.items()}}
+    def model_fields(self) -> dict[str, dict[str, str]]:
+        """``{model key: {"model_hash", "snapshot"}}`` of every model that ranks ("" = the app's
+        ``--model``): the fields a study trial's records take from the model that ranked it."""
+        fields = {"": {"model_hash": self.model_hash, "snapshot": self.snapshot}}
+        return fields | {key: {"model_hash": m.model_hash, "snapshot": m.snapshot} for key, m in self.models.items()}
 
     def thumb_url(self, photo_id: str) -> str:
         """URL of the photo's JPEG thumbnail, computed from the id (no I/O: the handlers call
@@ -127,8 +131,9 @@ def load_study_model(
     if tuple(gallery.index.ids) != ids:
         raise ValueError(f"study model {key!r}: its index of {spec} does not hold the same photos as the app's")
     retriever = Retriever(encoder, gallery.index)
+    retriever.snapshot = gallery.snapshot  # on every RankResult
     _warm(retriever)
-    return RankingModel(key, path, model_hash(encoder), retriever, _ranker(retriever, config))
+    return RankingModel(key, path, model_hash(encoder), gallery.snapshot, retriever, _ranker(retriever, config))
 
 
 def load_backend(config: AppConfig, study_models: Mapping[str, str | Path] | None = None) -> Backend:
@@ -176,8 +181,13 @@ def load_backend(config: AppConfig, study_models: Mapping[str, str | Path] | Non
     thumbs_folder = cache_dir / "thumbs" / hashlib.sha1(gallery.source.encode()).hexdigest()[:16]
     thumbs = ThumbnailCache(thumbs_folder.resolve(), gallery.load_photo, THUMB_SIZE)
     retriever = Retriever(encoder, gallery.index)
+    retriever.snapshot = gallery.snapshot  # on every RankResult
     _warm(retriever)
-    # the cluster batches (@serve.batch) and searches its shards: docs/scaling.md
-    ranker = ServeRanker(config.serve_url) if config.serve_url else _ranker(retriever, config)
-    hash_ = model_hash(encoder)
-    return Backend(retriever, ranker, gallery, ids, thumbs, hash_, code_version(), tuple(notices), models)
+    snapshot = gallery.snapshot
+    if config.serve_url:  # the cluster batches (@serve.batch) and searches its shards: docs/scaling.md
+        ranker = ServeRanker(config.serve_url)
+        snapshot = ranker.info()["snapshot"]  # what the cluster ranks against, logged instead of the local one
+    else:
+        ranker = _ranker(retriever, config)
+    hashes = (model_hash(encoder), code_version(), tuple(notices), snapshot)
+    return Backend(retriever, ranker, gallery, ids, thumbs, *hashes, models)

@@ -242,11 +242,11 @@ class Handlers:
                 if records is None:
                     gallery = {"gallery": backend.gallery.source, "gallery_size": len(backend.ids)}
                     session.begin_study(
-                        self.study, log, list(backend.ids), gallery, new_resume_code(), backend.model_hashes()
+                        self.study, log, list(backend.ids), gallery, new_resume_code(), backend.model_fields()
                     )
                 else:
                     where = resume_point(records, resume_code)
-                    session.resume_study(self.study, log, list(backend.ids), where, backend.model_hashes())
+                    session.resume_study(self.study, log, list(backend.ids), where, backend.model_fields())
                     session.resume_code = resume_code.strip().upper()
             except ResumeRefusedError as exc:
                 raise UserError(f"Cannot resume: {exc}.") from exc
@@ -261,6 +261,7 @@ class Handlers:
         """The session's log: a new file, or (with a resume code) the existing one and its records."""
         backend, log_dir = self.backend, self.config.log_dir
         common = {"mode": "study", "code_version": backend.code_version, "model_hash": backend.model_hash}
+        common["snapshot"] = backend.snapshot  # encoder + gallery content hash (retrieval/serving/versions.py)
         resume = bool(resume_code.strip())
         try:
             plan_trials(self.study, list(backend.ids), participant.strip())  # refused before any file is made
