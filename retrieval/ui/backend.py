@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from tqdm.auto import tqdm
 
 from retrieval.data.sketch import Sketch
 from retrieval.model.checkpoint import CheckpointError
@@ -75,14 +76,19 @@ class Backend:
         for photo_id in photo_ids:
             self.thumbs.get(photo_id)
 
-    def warm_thumbnails(self) -> None:
-        """Make every thumbnail ahead of time (background thread), so first results show at once."""
-        for photo_id in self.ids:
+    def warm_thumbnails(
+        self, photo_ids: Iterable[str] | None = None, *, progress: bool = False, pause_s: float = 0.0
+    ) -> None:
+        """Make the thumbnails of ``photo_ids`` (default: the whole gallery) that are not cached yet, so
+        results show at once; ``pause_s`` between photos leaves the cores to people drawing."""
+        ids = list(self.ids if photo_ids is None else photo_ids)
+        for photo_id in tqdm(ids, desc="thumbnails", unit="photo", disable=not progress, mininterval=1.0):
             try:
                 self.thumbs.get(photo_id)
             except (OSError, ValueError) as exc:
                 print(f"warning: no thumbnail for {photo_id}: {exc}", flush=True)
-            time.sleep(0.005)  # leave the cores to the people drawing
+            if pause_s:
+                time.sleep(pause_s)
 
     def rank(self, sketch, target_id: str | None, k: int, model: str = ""):
         """Rank the gallery with the model a study's ``models`` key names ("" = the app's ``--model``)."""

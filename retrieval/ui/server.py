@@ -15,6 +15,7 @@ from retrieval.ui.guards import api_enabled, middleware
 from retrieval.ui.sessions import IssueSessionCookie, SessionTable, request_identity
 from retrieval.ui.stroke_route import stroke_routes
 
+THUMBNAILS_BEFORE_SERVING = 20_000  # ~10 ms each on 2 cores: at most a few minutes of start-up, once per gallery
 SYSTEM_FONTS = ["system-ui", "-apple-system", "Segoe UI", "Roboto", "Helvetica Neue", "Arial", "sans-serif"]
 MONO_FONTS = ["ui-monospace", "SFMono-Regular", "Menlo", "Consolas", "monospace"]
 
@@ -25,7 +26,15 @@ def launch(config: AppConfig, backend: Backend | None = None) -> None:
     backend = backend or load_backend(config, study.models_used() if study else None)
     table = SessionTable(config.mode)
     app, handlers = build_app(config, backend, table, study)
-    threading.Thread(target=backend.warm_thumbnails, name="thumbnails", daemon=True).start()
+    # Thumbnails before serving: made while people draw, the first results of a fresh install cost
+    # 3x the CPU per stroke and a p95 of ~2 s at 50 sessions (bench/results/stroke_route.md, run 0
+    # before this). A gallery too large to wait for gets its first photos now, the rest in the background.
+    backend.warm_thumbnails(backend.ids[:THUMBNAILS_BEFORE_SERVING], progress=True)
+    if len(backend.ids) > THUMBNAILS_BEFORE_SERVING:
+        rest = backend.ids[THUMBNAILS_BEFORE_SERVING:]
+        threading.Thread(
+            target=backend.warm_thumbnails, args=(rest,), kwargs={"pause_s": 0.005}, name="thumbnails", daemon=True
+        ).start()
     theme = gr.themes.Soft(primary_hue="blue", font=SYSTEM_FONTS, font_mono=MONO_FONTS)
     auth = tuple(config.auth.split(":", 1)) if config.auth else None
     app.queue(default_concurrency_limit=config.concurrency, max_size=config.max_queue).launch(
