@@ -263,14 +263,19 @@ def main(argv: list[str] | None = None) -> None:
     control.write_text("")
     app_args = cfg.app_argv(study, log_dir)
     entry = Path(__file__).with_name("faulty_app.py")
-    rows = []
-    with running_app(
-        app_args, log_path=run_dir / "app.log", env={"EARLYSKETCH_FAULTS": str(control)}, entry=entry
-    ) as app:
-        runs = [(c, cfg.sessions) for c in classes] + ([("none", cfg.cpu_sessions)] if cfg.cpu_sessions else [])
-        for index, (attack, sessions) in enumerate(runs):
+    rows, rss = [], float("nan")
+    runs = [(c, cfg.sessions) for c in classes] + ([("none", cfg.cpu_sessions)] if cfg.cpu_sessions else [])
+    for index, (attack, sessions) in enumerate(runs):
+        # a fresh app per class: no class inherits another's drained buckets or still-running studies
+        with running_app(
+            app_args, log_path=run_dir / f"app{index}.log", env={"EARLYSKETCH_FAULTS": str(control)}, entry=entry
+        ) as app:
             rows.append(run_class(app.url, app.proc.pid, cfg, control, log_dir, index, attack, sessions, gap_ms))
-        rss = status_mb("VmHWM", app.proc.pid, missing=float("nan"))
+            rss = (
+                max(status_mb("VmHWM", app.proc.pid, missing=float("nan")), rss)
+                if rss == rss
+                else status_mb("VmHWM", app.proc.pid, missing=float("nan"))
+            )
     report(rows, cfg, machine, command_line(__file__, argv), round(os.getloadavg()[0], 2), gaps, rss)
 
 

@@ -40,12 +40,13 @@ def too_many_requests(detail: str, wait_s: float) -> tuple[int, str, bytes, tupl
 # events a second gets 2 a second through once its first 40 are spent.
 RATE_BURST = 40
 RATE_PER_S = 2.0
-# Per address: what 10 browsers at the per-identity limit would get. A lab or a conference demo
-# behind one NAT is one address: 30 honest participants drawing at once send about 14 events a
-# second from it (bench/results/hostile.md, honest-only runs), which fits with room for bursts. It
-# also bounds one stranger on one address: over the Gradio queue an event costs the 2-core server
-# ~45 ms of CPU (bench/results/cluster.md), so 20 a second is at most half its capacity.
-ADDRESS_TABS = 10
+# Per address: what 40 browsers at the per-identity limit would get. A lab or a conference demo
+# behind one NAT is one address: 30 honest participants drawing at once send about 28 requests a
+# second from it on the stroke route (bench/results/hostile.md, c0), which 10 browsers' worth
+# (20/s) refused after the burst, costing honest strokes 1-7 s of retries. It also bounds one
+# stranger on one address: a stroke costs the 2-core server ~12 ms of CPU on the stroke route
+# (bench/results/stroke_route.md), so 80 a second is at most half its capacity.
+ADDRESS_TABS = 40
 ADDRESS_BURST = ADDRESS_TABS * RATE_BURST
 ADDRESS_PER_S = ADDRESS_TABS * RATE_PER_S
 
