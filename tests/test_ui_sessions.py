@@ -187,3 +187,20 @@ def test_a_replayed_journal_gets_409_with_where_the_server_is(app, tmp_path):
     strokes = [r for r in read_log(tmp_path / "P1__S1.jsonl") if r["type"] in ("stroke", "clear")]
     assert [r["type"] for r in strokes] == ["stroke"] * 3
     assert json.loads(json.dumps(refused.json()))["warning"]
+
+
+def test_a_replayed_journal_is_refused_before_any_of_its_events_is_parsed(app):
+    """A replay costs the server a CRC per event, not the parsing of its points: the history check
+    runs first, so events that are not even valid JSON get 409 (where the server is), not the 400
+    that parsing them would give."""
+    client, handlers, table = app
+    token, _ = _start(client, handlers, table)
+    writer = JournalWriter(token)
+    writer.add(_stroke(0))
+    writer.acknowledge(client.post("/es/stroke", json=writer.batch()).json()["applied"])
+    replay = {**JournalWriter(token).batch(), "events": ["not json at all", "{"]}
+    refused = client.post("/es/stroke", json=replay)
+    assert refused.status_code == 409 and refused.json()["applied"] == 1
+    assert refused.json()["chain"] == writer.chains[1]
+    fresh = {**writer.batch(), "events": ["not json at all"]}  # continues the history: parsed, and refused as such
+    assert client.post("/es/stroke", json=fresh).status_code == 400

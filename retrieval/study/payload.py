@@ -29,6 +29,7 @@ from __future__ import annotations
 import json
 import math
 import zlib
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -168,16 +169,23 @@ def _chain(value: Any) -> str:
     return value
 
 
-def parse_stroke_batch(value: Any) -> StrokeBatch:
+HistoryCheck = Callable[[str, int, str, tuple[str, ...]], None]
+"""``(trial, base, chain, chains)`` -> None, or raises: the receiver's check of a batch's history."""
+
+
+def parse_stroke_batch(value: Any, check_history: HistoryCheck | None = None) -> StrokeBatch:
     """Validate a stroke batch (dict, JSON text or bytes) into a :class:`StrokeBatch`.
 
     At most :data:`MAX_NEW_EVENTS` events, refused before any is parsed (a flood costs little to
-    turn away). Points are checked by :func:`retrieval.data.formats.stroke_json.parse_stroke_json`
-    (types, NaN, bounds, counts: each point 3 or 4 finite numbers), so the raw ``points`` can be
-    logged as sent.
+    turn away). ``check_history`` sees the batch's chain after each event, computed from the
+    texts alone, before any event is parsed: a replayed or rewritten journal is refused for the
+    price of a CRC, not of parsing thousands of points. Points are checked by
+    :func:`retrieval.data.formats.stroke_json.parse_stroke_json` (types, NaN, bounds, counts: each
+    point 3 or 4 finite numbers), so the raw ``points`` can be logged as sent.
 
     Raises:
-        CanvasPayloadError: what is wrong, e.g. ``dpr must be a number in [0, 16]``.
+        CanvasPayloadError: what is wrong, e.g. ``dpr must be a number in [0, 16]``; whatever
+            ``check_history`` raises.
     """
     value = decode_payload(value)
     trial = payload_token(value)
@@ -196,17 +204,20 @@ def parse_stroke_batch(value: Any) -> StrokeBatch:
         )
     if base + len(texts) > MAX_SEQ:
         raise CanvasPayloadError(f"seq must stay at most {MAX_SEQ}")
-    events: list[CanvasEvent] = []
     chains: list[str] = []
     for i, text in enumerate(texts):
         if not isinstance(text, str):
             raise CanvasPayloadError(f"event {i} must be the event's JSON text")
+        chains.append(chain_after(chains[-1] if chains else chain, text))
+    if check_history is not None:
+        check_history(trial, base, chain, tuple(chains))
+    events: list[CanvasEvent] = []
+    for i, text in enumerate(texts):
         try:
             raw = json.loads(text)
         except (ValueError, RecursionError) as exc:
             raise CanvasPayloadError(f"event {i} is not valid JSON: {str(exc)[:80]}") from exc
         events.append(_event(raw, i, base + 1 + i))
-        chains.append(chain_after(chains[-1] if chains else chain, text))
     strokes = [e for e in events if e.type == "stroke"]
     if strokes:
         wire = {"canvas": {"width": width, "height": height}, "strokes": [e.points for e in strokes]}

@@ -114,6 +114,15 @@ class DrawingSession(StudyTrials):
         sketch = next((s for s in (self.sketch, *self.ended) if s.token == token), None)
         return (sketch.seen_seq, sketch.chain) if sketch is not None else None
 
+    def check_history(self, token: str, base: int, chain: str, chains: tuple[str, ...]) -> None:
+        """Raise :class:`SyncError` when a batch for ``token`` does not continue what was applied
+        (checked again by :meth:`apply`; here it lets a replay be refused before its events are parsed).
+        An unknown token passes: :meth:`apply` says why it is refused."""
+        with self.lock:
+            sketch = next((s for s in (self.sketch, *self.ended) if s.token == token), None)
+            if sketch is not None:
+                sketch.check_history(base, chain, chains)
+
     def owns(self, token: str) -> bool:
         """Whether ``token`` is this session's current sketch or one of its recently ended trials."""
         return any(token == sketch.token for sketch in (self.sketch, *self.ended))

@@ -88,21 +88,26 @@ class SketchState:
 
     def unseen(self, batch: StrokeBatch) -> list[CanvasEvent]:
         """The batch's events after ``seen_seq``, once its history is checked against the session's."""
+        self.check_history(batch.base, batch.chain, batch.chains)
+        return [e for e in batch.events if e.seq > self.seen_seq]
+
+    def check_history(self, base: int, chain: str, chains: tuple[str, ...]) -> None:
+        """Raise :class:`SyncError` unless a batch from ``base`` (journal chain ``chain`` there, then
+        ``chains`` after each event) continues what was applied, without a gap."""
         applied = self.seen_seq
-        if batch.base > applied:
+        if base > applied:
             raise SyncError(f"events after {applied} are missing: send from there", applied, self.chain)
-        for seq, chain in [(batch.base, batch.chain), *zip(range(batch.base + 1, applied + 1), batch.chains)]:
+        for seq, sent in [(base, chain), *zip(range(base + 1, applied + 1), chains)]:
             known = self.chains.get(seq)
             if known is None:
                 raise SyncError(f"seq {seq} is too old to check: send from {applied}", applied, self.chain)
-            if known != chain:
+            if known != sent:
                 raise SyncError(
                     f"the journal differs from what the server applied at seq {seq}: events cannot be changed "
                     "once sent",
                     applied,
                     self.chain,
                 )
-        return [e for e in batch.events if e.seq > applied]
 
     def acknowledge(self, batch: StrokeBatch, count: int) -> None:
         """Record the batch's last ``count`` events as applied (their chains; the oldest ones forgotten)."""

@@ -139,7 +139,7 @@ class Handlers:
             try:
                 changed = session.apply(batch, lambda sketch, target_id: self._rank(session, sketch, target_id))
             except SyncError as exc:
-                return 409, self._answer(batch, session, Update(warning=str(exc)), (exc.applied, exc.chain))
+                return 409, self.out_of_sync(batch.trial, exc)
             except (TrialClosedError, QuotaError) as exc:
                 status, update = (413 if isinstance(exc, QuotaError) else 410), Update(warning=str(exc))
                 changed = False
@@ -157,7 +157,12 @@ class Handlers:
                 update = self.trial_end(session)
             elif changed:
                 update = self.stroke_view(session)
-            return status, self._answer(batch, session, update)
+            where = session.acknowledged(batch.trial) or (batch.base, batch.chain)
+            return status, self._answer(batch.trial, where, update)
+
+    def out_of_sync(self, trial: str, exc: SyncError) -> StrokeAnswer:
+        """409: the batch does not continue what the server applied; the answer says where it is."""
+        return self._answer(trial, (exc.applied, exc.chain), Update(warning=str(exc)))
 
     def stroke_view(self, session: DrawingSession) -> Update:
         last = session.last
@@ -166,12 +171,10 @@ class Handlers:
         return self.view(session)
 
     @staticmethod
-    def _answer(
-        batch: StrokeBatch, session: DrawingSession, update: Update, where: tuple[int, str] | None = None
-    ) -> StrokeAnswer:
-        applied, chain = where or session.acknowledged(batch.trial) or (batch.base, batch.chain)
+    def _answer(trial: str, where: tuple[int, str], update: Update) -> StrokeAnswer:
+        applied, chain = where
         return {
-            "trial": batch.trial,
+            "trial": trial,
             "applied": applied,
             "chain": chain,
             "results": update.results,

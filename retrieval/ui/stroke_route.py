@@ -19,6 +19,7 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 from retrieval.study.payload import CanvasPayloadError, parse_stroke_batch
+from retrieval.study.sketch_state import SyncError
 from retrieval.ui.handlers import Handlers
 from retrieval.ui.sessions import SessionTable, request_identity
 
@@ -51,8 +52,18 @@ def stroke_routes(handlers: Handlers, table: SessionTable) -> list[Route]:
     """The ``/es/`` routes for ``handlers`` and the session ``table``."""
 
     def handle(identity: str, body: bytes) -> tuple[int, dict]:
+        checked: list[str] = []  # the trial whose history was checked
+
+        def check_history(trial: str, base: int, chain: str, chains: tuple[str, ...]) -> None:
+            checked.append(trial)
+            session = table.by_token(identity, trial)
+            if session is not None:
+                session.check_history(trial, base, chain, chains)
+
         try:
-            batch = parse_stroke_batch(body)
+            batch = parse_stroke_batch(body, check_history)
+        except SyncError as exc:  # a replayed or rewritten journal: refused before its events were parsed
+            return 409, handlers.out_of_sync(checked[-1], exc)
         except CanvasPayloadError as exc:
             return 400, {"error": f"Could not read the drawing: {exc}"}
         session = table.by_token(identity, batch.trial)
