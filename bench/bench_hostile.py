@@ -211,8 +211,8 @@ def report(
         f"- load average after: {load_after}",
         "",
         f"{cfg.sessions} honest participants per class for {cfg.class_s:g} s each, on the real app (study mode, default "
-        f"model assets/model, gallery {cfg.gallery_size} procedural photos, default limits) over the Gradio queue path "
-        f"(TODO: re-run with the app's own stroke route once issue 22's core is on main). Pen-up gaps: {gaps}. "
+        f"model assets/model, gallery {cfg.gallery_size} procedural photos, default limits), strokes on the app's stroke route "
+        f"(POST /es/stroke) and buttons as Gradio events, a fresh app per class. Pen-up gaps: {gaps}. "
         f"Attackers from 127.0.0.2; faults {cfg.fault_on_s:g} s of every {cfg.fault_period_s:g} s. "
         f"p95 ratio against the mean p95 of the `none` runs ({base_p95:.0f} ms). Server CPU includes the attack's cost. "
         f"Server peak RSS (VmHWM) {rss:.0f} MiB.",
