@@ -271,11 +271,7 @@ def main(argv: list[str] | None = None) -> None:
             app_args, log_path=run_dir / f"app{index}.log", env={"EARLYSKETCH_FAULTS": str(control)}, entry=entry
         ) as app:
             rows.append(run_class(app.url, app.proc.pid, cfg, control, log_dir, index, attack, sessions, gap_ms))
-            rss = (
-                max(status_mb("VmHWM", app.proc.pid, missing=float("nan")), rss)
-                if rss == rss
-                else status_mb("VmHWM", app.proc.pid, missing=float("nan"))
-            )
+            rss = float(np.fmax(rss, status_mb("VmHWM", app.proc.pid, missing=float("nan"))))  # NaN: not read
     report(rows, cfg, machine, command_line(__file__, argv), round(os.getloadavg()[0], 2), gaps, rss)
 
 

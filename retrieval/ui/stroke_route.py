@@ -52,21 +52,20 @@ def stroke_routes(handlers: Handlers, table: SessionTable) -> list[Route]:
     """The ``/es/`` routes for ``handlers`` and the session ``table``."""
 
     def handle(identity: str, body: bytes) -> tuple[int, dict]:
-        checked: list[str] = []  # the trial whose history was checked
+        trial, session = "", None  # what the history check looked up: parsing needs no second lookup
 
-        def check_history(trial: str, base: int, chain: str, chains: tuple[str, ...]) -> None:
-            checked.append(trial)
-            session = table.by_token(identity, trial)
+        def check_history(token: str, base: int, chain: str, chains: tuple[str, ...]) -> None:
+            nonlocal trial, session
+            trial, session = token, table.by_token(identity, token)
             if session is not None:
-                session.check_history(trial, base, chain, chains)
+                session.check_history(token, base, chain, chains)
 
         try:
             batch = parse_stroke_batch(body, check_history)
         except SyncError as exc:  # a replayed or rewritten journal: refused before its events were parsed
-            return 409, handlers.out_of_sync(checked[-1], exc)
+            return 409, handlers.out_of_sync(trial, exc)
         except CanvasPayloadError as exc:
             return 400, {"error": f"Could not read the drawing: {exc}"}
-        session = table.by_token(identity, batch.trial)
         if session is None:
             return 410, {"error": "this canvas belongs to a trial or page that is over: reload the page"}
         return handlers.stroke(batch, session)
