@@ -25,7 +25,8 @@ import numpy as np
 from common import command_line, header_lines, machine_info, percentiles, write_markdown
 from synthetic import clustered, unit
 
-from retrieval.serving.index import APPROX_THRESHOLD, IndexParams, PhotoIndex, set_faiss_threads
+from retrieval.runtime import set_threads
+from retrieval.serving.index import APPROX_THRESHOLD, IndexParams, PhotoIndex
 
 
 @dataclass
@@ -159,7 +160,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     sizes = tuple(args.sizes) if args.sizes else Config.sizes + ((1_000_000,) if args.with_1m else ())
     cfg = Config(sizes=sizes, queries=args.queries, threads=args.threads, out=args.out)
-    set_faiss_threads(cfg.threads)
+    set_threads(cfg.threads, torch_threads=False)
     machine = machine_info()  # load average at start
     rng = np.random.default_rng(cfg.seed)
     t0 = time.perf_counter()

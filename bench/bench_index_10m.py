@@ -48,6 +48,7 @@ from common import (  # noqa: E402
 from synthetic import FittedMixture, exact_top_k  # noqa: E402
 
 from retrieval.cli import parse_config  # noqa: E402
+from retrieval.runtime import set_threads  # noqa: E402
 
 CHUNK = 500_000
 
@@ -93,11 +94,10 @@ def gallery_file(cfg: Config, real: np.ndarray, n: int) -> tuple[Path, str]:
 
 def build_step(path: str, n: int, dim: int, folder: str, nlist: int, out: str) -> None:
     """Child process: build the index and report time and peak memory."""
-    import faiss
 
     from retrieval.serving.compact_index import CompactIndex
 
-    faiss.omp_set_num_threads(2)  # the build may use both cores (it runs under nice)
+    set_threads(2, torch_threads=False)  # the build may use both cores (it runs under nice)
     start = time.perf_counter()
     CompactIndex.build(np.memmap(path, np.float32, "r", shape=(n, dim)), folder, nlist=nlist, progress=True)
     Path(out).write_text(json.dumps({"build_s": time.perf_counter() - start, "peak_rss_mb": status_mb("VmHWM")}))

@@ -152,9 +152,9 @@ def index_metrics(index, queries: np.ndarray, targets: list[str], k: int = 10) -
 
 def timed_build(vectors: np.ndarray, ids: list[str], kind: str):
     """``PhotoIndex.build`` on all (<= 2) cores: the index, seconds and memory growth."""
-    from retrieval.serving.index import PhotoIndex, set_faiss_threads
+    from retrieval.serving.index import PhotoIndex
 
-    set_faiss_threads()
+    set_threads()
     with measure_memory() as memory:
         t = time.perf_counter()
         index = PhotoIndex.build(vectors, ids, kind=kind)

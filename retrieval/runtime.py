@@ -27,12 +27,18 @@ def default_threads() -> int:
     return min(2, os.cpu_count() or 1)
 
 
-def set_threads(n: int | None = None) -> int:
-    """Use ``n`` threads (``None``: :func:`default_threads`) in torch and faiss; return the count set."""
+def set_threads(n: int | None = None, *, torch_threads: bool = True) -> int:
+    """Use ``n`` threads (``None``: :func:`default_threads`) in torch and faiss; return the count set.
+
+    ``torch_threads=False`` in a process that never loads torch (a faiss shard): importing torch only
+    to set its threads would cost that process torch's memory.
+    """
     import faiss
-    import torch
 
     n = default_threads() if n is None else max(1, int(n))
-    torch.set_num_threads(n)
+    if torch_threads:
+        import torch
+
+        torch.set_num_threads(n)
     faiss.omp_set_num_threads(n)
     return n

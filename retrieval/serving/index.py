@@ -12,7 +12,6 @@ variant for tens of millions of photos.
 from __future__ import annotations
 
 import json
-import os
 import threading
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
@@ -55,19 +54,6 @@ class IndexParams:
     # for a search that costs < 1/10 of the encoder forward.
     nprobe: int = 32
     retrain_growth: float = 4.0  # IVF is re-trained once the gallery grows this many times past its training size
-
-
-def set_faiss_threads(n: int | None = None) -> int:
-    """Set faiss' OpenMP threads (``EARLYSKETCH_FAISS_THREADS`` or ``min(2, cores)``) and return it.
-
-    The faiss and torch wheels share one OpenMP pool, so this also sets torch's intra-op threads:
-    entry points (app, evaluate, benches) call it once, after building any index, with the
-    serving thread count. ``PhotoIndex`` never changes threads itself.
-    """
-    if n is None:
-        n = int(os.environ.get("EARLYSKETCH_FAISS_THREADS", min(2, os.cpu_count() or 1)))
-    faiss.omp_set_num_threads(max(1, n))
-    return max(1, n)
 
 
 def _as_matrix(embeddings: np.ndarray, dim: int | None = None) -> np.ndarray:

@@ -48,8 +48,9 @@ from starlette.responses import JSONResponse  # noqa: E402
 
 from retrieval.data.formats.stroke_json import StrokePayloadError  # noqa: E402
 from retrieval.provenance import PROJECT_ROOT
+from retrieval.runtime import set_threads  # noqa: E402
 from retrieval.serving.exact_rank import DEFAULT_RANK_CAP  # noqa: E402
-from retrieval.serving.index import PhotoIndex, set_faiss_threads  # noqa: E402
+from retrieval.serving.index import PhotoIndex  # noqa: E402
 from retrieval.serving.ray_setup import (  # noqa: E402
     ClusterResources,
     ServeConfig,
@@ -70,13 +71,12 @@ class SketchEncoder:
     """Validate -> render -> embed, batched across sessions by ``@serve.batch``."""
 
     def __init__(self, model_dir: str, threads: int, max_batch: int, batch_wait_ms: float) -> None:
-        import torch
 
         from retrieval.model.encoder import Encoder
         from retrieval.serving.gallery import model_hash
         from retrieval.serving.retriever import SketchEmbedder  # torch: only the encoder replicas import it
 
-        torch.set_num_threads(max(1, threads))
+        set_threads(threads)
         # channels_last, as app.py serves it (bench/results/encoder_options.md).
         self.embedder = SketchEmbedder(Encoder.load(model_dir, channels_last=True))
         self.encoder_hash = model_hash(self.embedder.encoder)  # the ingress refuses embeddings of another model
@@ -112,7 +112,7 @@ class IndexShardDeployment:
         self.shard = LocalShard(PhotoIndex.load(folder), read_snapshot(Path(folder)))
         self.expected = snapshot
         self.snapshot = self.shard.snapshot
-        set_faiss_threads(threads)
+        set_threads(threads, torch_threads=False)  # shard replicas never load torch
 
     def check_health(self) -> None:
         """Serve calls this periodically: a replica holding another snapshot is replaced."""

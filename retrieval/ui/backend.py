@@ -17,16 +17,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-import torch
 from tqdm.auto import tqdm
 
 from retrieval.data.sketch import Sketch
 from retrieval.model.checkpoint import CheckpointError
 from retrieval.model.encoder import Encoder
 from retrieval.provenance import code_version
+from retrieval.runtime import set_threads
 from retrieval.serving.batching import RankBatcher
 from retrieval.serving.gallery import Gallery, default_cache_dir, model_hash, open_gallery
-from retrieval.serving.index import set_faiss_threads
 from retrieval.serving.retriever import Retriever
 from retrieval.serving.serve_client import ServeRanker
 from retrieval.serving.thumbnails import ThumbnailCache
@@ -157,7 +156,7 @@ def load_backend(config: AppConfig, study_models: Mapping[str, str | Path] | Non
     check_model_folders(study_models)
     if study_models and config.serve_url:
         raise ValueError("conditions with their own models rank in process: drop --serve-url for this study")
-    torch.set_num_threads(max(1, config.threads))
+    set_threads(config.threads)
     notices = []
     if (config.model / "model.safetensors").exists():
         # channels_last: x0.94 per stroke at the same m@B (bench/results/encoder_options.md).
@@ -176,8 +175,7 @@ def load_backend(config: AppConfig, study_models: Mapping[str, str | Path] | Non
         ids = tuple(gallery.index.ids)
         models = {key: load_study_model(key, f, spec, cache_dir, config, ids) for key, f in study_models.items()}
     # faiss and torch share one OpenMP pool: set the serving threads once the gallery is built.
-    set_faiss_threads(config.threads)
-    torch.set_num_threads(max(1, config.threads))
+    set_threads(config.threads)
     if gallery.skipped:
         shown = [s.replace(gallery.source + os.sep, "") for s in gallery.skipped[:3]]  # names, not server paths
         notices.append(f"{len(gallery.skipped)} photo(s) skipped: " + "; ".join(shown))
