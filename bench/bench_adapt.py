@@ -37,6 +37,7 @@ from retrieval.evaluation.bootstrap import hierarchical_bootstrap, minimal_detec
 from retrieval.evaluation.metrics import HEADLINE_METRICS, per_sketch
 from retrieval.evaluation.protocol import evaluate_split
 from retrieval.model.encoder import Encoder
+from retrieval.runtime import set_threads
 
 
 @dataclass
@@ -190,9 +191,7 @@ def main(argv: list[str] | None = None) -> dict:
 
     cfg = parse_config(AdaptBenchConfig, argv, description=__doc__)
     Path(cfg.out).mkdir(parents=True, exist_ok=True)
-    import torch
-
-    torch.set_num_threads(cfg.threads)
+    set_threads(cfg.threads)
     plan = [(fold, seed) for seed in range(cfg.seeds) for fold in range(cfg.folds)]
     runs = []
     for fold, seed in tqdm(plan, desc="adaptation runs"):

@@ -47,6 +47,7 @@ from common import (
 from drawing_sessions import Session, SessionPlan, check_answer, expected_rankings, make_sessions, prewarm_thumbnails
 
 from retrieval.cli import parse_config
+from retrieval.runtime import set_threads
 from retrieval.ui.api_client import ApiError
 
 
@@ -133,11 +134,10 @@ def measure(sessions, url: str, send: Sender, cfg: Config, index, pid: int) -> d
 def encoder_batch_costs(cfg: Config, sizes=(1, 2, 4, 8), reps: int = 30) -> dict[int, dict]:
     """Forward p50/p95 (ms) of the served encoder (channels_last, 1 thread) at each batch size: the
     capacity plan's cost per stroke (docs/scaling.md)."""
-    import torch
 
     from retrieval.data.procedural import generate_sketch
 
-    torch.set_num_threads(1)
+    set_threads(1)
     encoder = load_encoder(cfg.model, channels_last=True)
     rasters = np.stack([encoder.render(generate_sketch(cfg.seed, i, 0).first_fraction(0.5)) for i in range(max(sizes))])
     return {b: percentiles(time_calls(lambda b=b: encoder.embed_sketches(rasters[:b]), reps)) for b in sizes}
@@ -148,8 +148,6 @@ def laptop_ratio(cfg: Config, sessions, reps: int = 3) -> dict:
     same encoder, index and strokes, alternating call by call: p50s, their ratio, identical answers."""
     import importlib.util
     import tempfile
-
-    import torch
 
     from retrieval.serving.gallery import open_gallery
     from retrieval.serving.retriever import Retriever
@@ -168,7 +166,7 @@ def laptop_ratio(cfg: Config, sessions, reps: int = 3) -> dict:
         base_module = importlib.util.module_from_spec(spec)  # type: ignore[arg-type]
         sys.modules["retriever_base"] = base_module  # dataclasses look their module up
         spec.loader.exec_module(base_module)  # type: ignore[union-attr]
-    torch.set_num_threads(1)
+    set_threads(1)
     encoder = load_encoder(cfg.model, channels_last=True)
     index = open_gallery(encoder, f"procedural:photos={cfg.gallery_size}", cfg.cache_dir).index
     new, base = Retriever(encoder, index), base_module.Retriever(encoder, index)
