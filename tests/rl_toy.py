@@ -13,7 +13,7 @@ from typing import Any
 import cv2
 import numpy as np
 
-from retrieval.data.records import SketchRecord, split_validation
+from retrieval.data.dataset_protocol import SketchRecord, split_validation
 from retrieval.data.sketch import Sketch
 
 

@@ -25,9 +25,9 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
+from retrieval.data.dataset_protocol import RetrievalDataset
 from retrieval.data.datasets import COORDINATE_SUFFIX, open_dataset
 from retrieval.data.images import DEFAULT_MAX_PIXELS, IMAGE_SUFFIXES, read_rgb, scan_photo_folder
-from retrieval.data.records import RetrievalDataset
 from retrieval.model.encoder import Encoder
 from retrieval.serving.index import PhotoIndex
 from retrieval.serving.versions import snapshot_id
