@@ -22,10 +22,10 @@ import warnings
 import numpy as np
 import pytest
 
+from harness.api_client import running_app
+from harness.browser import CHROMIUM, NO_CHROMIUM, chromium_browser
 from retrieval.provenance import PROJECT_ROOT as REPO_ROOT
 from retrieval.study.log import StudyLog, read_log
-from retrieval.ui.api_client import running_app
-from retrieval.ui.browser import CHROMIUM, NO_CHROMIUM, chromium_browser
 
 CHILD = r"""
 import sys
@@ -37,7 +37,7 @@ from retrieval.serving.index import PhotoIndex
 from retrieval.data.procedural import generate_sketch
 from retrieval.serving.retriever import Retriever
 from retrieval.study.plan import StudyConfig
-from retrieval.study.session import DrawingSession
+from retrieval.ui.drawing_session import DrawingSession
 from retrieval.study.log import StudyLog
 from retrieval.study.payload import JournalWriter, parse_stroke_batch
 

@@ -17,12 +17,12 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from harness.api_client import ApiError, call_rank
 from retrieval.data.formats.stroke_json import StrokeLimits, StrokePayloadError, parse_stroke_json
 from retrieval.model.encoder import Encoder
 from retrieval.serving.gallery import build_folder_gallery
 from retrieval.serving.index import PhotoIndex
 from retrieval.serving.retriever import Retriever
-from retrieval.ui.api_client import ApiError, call_rank
 from tests.app_server import running_app
 
 VALID = {

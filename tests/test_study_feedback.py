@@ -11,9 +11,9 @@ from retrieval.serving.retriever import Retriever
 from retrieval.study.log import StudyLog, read_log
 from retrieval.study.log_rankings import with_rankings
 from retrieval.study.plan import StudyConfig
-from retrieval.study.session import DrawingSession
 from retrieval.ui.backend import Backend, RankingModel, check_model_folders, load_backend
 from retrieval.ui.config import AppConfig
+from retrieval.ui.drawing_session import DrawingSession
 from retrieval.ui.handlers import Handlers
 from retrieval.ui.views import HIDDEN_RESULTS
 from tests.test_study import GALLERY as STUDY_GALLERY

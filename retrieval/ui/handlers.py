@@ -20,7 +20,10 @@ from retrieval.study.log import NoSessionLogError, SessionExistsError, StudyLog,
 from retrieval.study.payload import CanvasPayloadError, StrokeBatch
 from retrieval.study.plan import StudyConfig, plan_trials
 from retrieval.study.resume import ResumeRefusedError, new_resume_code, resume_point
-from retrieval.study.session import (
+from retrieval.ui.backend import Backend
+from retrieval.ui.config import AppConfig
+from retrieval.ui.contract import BannerKind, CanvasValue, PanelValue, ResultsValue, StrokeAnswer
+from retrieval.ui.drawing_session import (
     DrawingSession,
     QuotaError,
     RankingError,
@@ -28,9 +31,6 @@ from retrieval.study.session import (
     TrialClosedError,
     TrialNotEndedError,
 )
-from retrieval.ui.backend import Backend
-from retrieval.ui.config import AppConfig
-from retrieval.ui.contract import BannerKind, CanvasValue, PanelValue, ResultsValue, StrokeAnswer
 from retrieval.ui.guards import rank_slots
 from retrieval.ui.views import canvas_value, found_banner, panel_view, results_view, shown_ids
 

@@ -3,7 +3,7 @@
 :func:`running_app` starts ``app.py`` on a free 127.0.0.1 port and waits until it answers;
 :func:`call_rank` / :func:`call_rank_async` call ``POST /gradio_api/call/rank`` and read the SSE
 result. Shared by the concurrency and browser benchmarks and by the hardening tests (imported as
-``retrieval.ui.api_client`` there), so this module needs nothing else from ``bench/``.
+``harness.api_client`` there), so this module needs nothing else from ``bench/``.
 """
 
 from __future__ import annotations
