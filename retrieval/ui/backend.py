@@ -25,7 +25,7 @@ from retrieval.model.encoder import Encoder
 from retrieval.provenance import code_version
 from retrieval.runtime import set_threads
 from retrieval.serving.batching import RankBatcher
-from retrieval.serving.gallery import Gallery, default_cache_dir, model_hash, open_gallery
+from retrieval.serving.gallery import Gallery, model_hash, open_gallery
 from retrieval.serving.retriever import Retriever
 from retrieval.serving.serve_client import ServeRanker
 from retrieval.serving.thumbnails import ThumbnailCache
@@ -167,8 +167,8 @@ def load_backend(config: AppConfig, study_models: Mapping[str, str | Path] | Non
             f"No trained model at {config.model}: using an untrained network, so rankings are "
             "close to random. Train one (see README) or pass --model."
         )
-    cache_dir = Path(config.cache_dir).expanduser() if config.cache_dir else default_cache_dir()
-    spec = config.photos or config.gallery or f"procedural:photos={config.gallery_size}"
+    cache_dir = config.cache_path()
+    spec = config.gallery_spec()
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         gallery = open_gallery(encoder, spec, cache_dir)
