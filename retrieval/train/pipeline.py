@@ -49,7 +49,7 @@ from retrieval.data.datasets import open_dataset
 from retrieval.data.formats import quickdraw
 from retrieval.data.images import photo_folder_loaders
 from retrieval.data.splits import DataSplit, check_disjoint, pretrain_spec
-from retrieval.model.encoder import Encoder
+from retrieval.model.encoder import Encoder, create_encoder
 from retrieval.provenance import git_commit
 from retrieval.runtime import set_threads
 from retrieval.train.batches import PhotoBank, ValidationSet
@@ -169,19 +169,7 @@ def starting_encoder(cfg: Config) -> Encoder:
         return Encoder.load(Path(cfg.resume) / "last")
     if cfg.init_from:
         return Encoder.load(cfg.init_from)
-    return Encoder.create(
-        cfg.arch,
-        cfg.embed_dim,
-        cfg.input_size,
-        separate_blocks=cfg.separate_blocks,
-        seed=cfg.seed,
-        photo_arch=cfg.photo_arch,
-        photo_input_size=cfg.photo_input_size or None,
-        pretrained=cfg.pretrained,
-        sketch_frozen_blocks=cfg.sketch_frozen_blocks,
-        lock_photo=cfg.lock_photo,
-        sketch_polarity=cfg.sketch_polarity,
-    )
+    return create_encoder(cfg.model_spec(), seed=cfg.seed)
 
 
 def photo_bank(cfg: Config, dataset, encoder: Encoder) -> PhotoBank:

@@ -21,7 +21,7 @@ from tqdm.auto import tqdm
 
 from retrieval.data.sketch import Sketch
 from retrieval.model.checkpoint import CheckpointError
-from retrieval.model.encoder import Encoder
+from retrieval.model.encoder import Encoder, create_encoder
 from retrieval.provenance import code_version
 from retrieval.runtime import set_threads
 from retrieval.serving.batching import RankBatcher
@@ -162,7 +162,7 @@ def load_backend(config: AppConfig, study_models: Mapping[str, str | Path] | Non
         # channels_last: x0.94 per stroke at the same m@B (bench/results/encoder_options.md).
         encoder = Encoder.load(config.model, channels_last=True)
     else:
-        encoder = Encoder.create(seed=0)
+        encoder = create_encoder(seed=0)
         notices.append(
             f"No trained model at {config.model}: using an untrained network, so rankings are "
             "close to random. Train one (see README) or pass --model."
