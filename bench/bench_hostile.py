@@ -199,15 +199,19 @@ def run_class(
     return row
 
 
-def report(
-    rows: list[dict], cfg: Config, machine: dict, command: str, load_after: float, gaps: str, rss: float
-) -> None:
+def add_ratios(rows: list[dict], cfg: Config) -> float:
+    """Each run's honest p95 over the mean p95 of the ``none`` runs (and for strokes that overlapped no
+    fault window); returns that reference p95."""
     reference = [r["latency_ms"]["p95"] for r in rows if r["class"] == "none" and r["sessions"] == cfg.sessions]
     base_p95 = float(np.mean(reference)) if reference else float("nan")
     for r in rows:
         r["p95_ratio"] = r["latency_ms"]["p95"] / base_p95 if reference else float("nan")
         outside = r.get("latency_outside_faults_ms")
         r["p95_ratio_outside_faults"] = outside["p95"] / base_p95 if outside and reference else None
+    return base_p95
+
+
+def hostile_targets(rows: list[dict], cfg: Config) -> list[Target]:
     attacked = [r for r in rows if r["sessions"] == cfg.sessions]
     targets = [
         Target(f"{r['label']}: lost + duplicated + misfiled", r["lost"] + r["duplicated"] + r["misfiled"], 0, unit="")
@@ -219,20 +223,22 @@ def report(
         if r["class"] != "none"
     ]
     targets += [
-        Target(
-            f"{r['label']}: strokes overlapping no fault window: p95 / p95 without",
-            r["p95_ratio_outside_faults"],
-            1.5,
-            unit="x",
-        )
+        Target(f"{r['label']}: strokes overlapping no fault window: p95 / p95 without", ratio, 1.5, unit="x")
         for r in attacked
-        if r["p95_ratio_outside_faults"] is not None
+        if (ratio := r["p95_ratio_outside_faults"]) is not None
     ]
-    targets += [
+    return targets + [
         Target(f"{r['label']}: server CPU per stroke", r["server_cpu_ms_per_stroke"], 15.0)
         for r in rows
         if r["sessions"] == cfg.cpu_sessions and r["class"] == "none"
     ]
+
+
+def report(
+    rows: list[dict], cfg: Config, machine: dict, command: str, load_after: float, gaps: str, rss: float
+) -> None:
+    base_p95 = add_ratios(rows, cfg)
+    targets = hostile_targets(rows, cfg)
     lines = header_lines("Hostile traffic beside honest study participants", command, machine)
     lines += [
         f"- load average after: {load_after}",
