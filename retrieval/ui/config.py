@@ -58,8 +58,8 @@ class AppConfig(ServingConfig):
     """the public `rank` endpoint: auto (on in free mode, off in study/demo), on or off"""
     api_diagnostics: bool = False
     """add `batch_size` (how many sessions shared the forward) to API answers"""
-    max_queue: int = 128
-    """events waiting in the server's queue, all sessions together; more are refused"""
+    max_queue: int = 256
+    """events waiting in the server's queue, all sessions together; more are refused (one address: half at most)"""
     max_body_bytes: int = 4_000_000
     """HTTP request body cap (a 50k-point canvas journal is ~2 MB)"""
     rate_limit: Switch = "auto"

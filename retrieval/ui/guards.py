@@ -41,11 +41,13 @@ def rank_slots(config: AppConfig) -> int:
 
 
 def max_queued_per_client(config: AppConfig) -> int:
-    """Events one address may have waiting in Gradio's queue: a quarter of it, so no client fills it
-    (a person's tab has at most two, ``always_last``). Half let one flooding address put honest p95
-    from x3.5 to x10 (bench/results/hostile.md and hostile_queue64.md); a quarter refused some events
-    of 50 participants behind one address on an overloaded server, which they send again."""
-    return max(4, config.max_queue // 4)
+    """Events one address may have waiting in Gradio's queue: two per tab (a person's tab has at most
+    two, ``always_last``) for as many tabs as the address's rate limit is sized for (a lab behind one
+    NAT), and never more than half the queue, so no client fills it. Strokes take the app's own
+    route, so only buttons wait here: at a quarter of the queue (32), 50 participants behind one
+    address pressing Next together were refused (bench/results/hostile.md, c8)."""
+    tabs = max(1, config.rate_limit_address_burst // max(1, config.rate_limit_burst))
+    return max(4, min(config.max_queue // 2, 2 * tabs))
 
 
 def allowed_routes(config: AppConfig, thumbnail_folder: Path) -> tuple[AllowedRoute, ...]:
