@@ -56,8 +56,8 @@ def ui_backend(encoder, tmp_path_factory):
     from retrieval.serving.gallery import Gallery
     from retrieval.serving.index import PhotoIndex
     from retrieval.serving.retriever import Retriever
-    from retrieval.serving.thumbnails import ThumbnailCache
     from retrieval.ui.backend import Backend
+    from retrieval.ui.thumbnails import ThumbnailCache
 
     vectors = np.random.default_rng(0).standard_normal((len(UI_GALLERY), encoder.meta["embed_dim"])).astype(np.float32)
     vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)

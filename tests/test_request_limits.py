@@ -14,7 +14,7 @@ from starlette.responses import PlainTextResponse
 from starlette.routing import Route
 from starlette.testclient import TestClient
 
-from retrieval.serving.rate_limits import (
+from retrieval.ui.rate_limits import (
     ADDRESS_BURST,
     ADDRESS_PER_S,
     RATE_BURST,
@@ -25,7 +25,7 @@ from retrieval.serving.rate_limits import (
     RateLimit,
     no_identity,
 )
-from retrieval.serving.request_limits import BodySizeLimit, StructuredInputLimit
+from retrieval.ui.request_limits import BodySizeLimit, StructuredInputLimit
 from tests.conftest import shared_path
 
 

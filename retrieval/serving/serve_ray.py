@@ -49,6 +49,7 @@ from starlette.responses import JSONResponse  # noqa: E402
 from retrieval.data.formats.stroke_json import StrokePayloadError  # noqa: E402
 from retrieval.provenance import PROJECT_ROOT
 from retrieval.runtime import set_threads  # noqa: E402
+from retrieval.serving.body_cap import BodyOverCap, capped_json  # noqa: E402
 from retrieval.serving.exact_rank import DEFAULT_RANK_CAP  # noqa: E402
 from retrieval.serving.index import PhotoIndex  # noqa: E402
 from retrieval.serving.rank_result import RankResult, check_k  # noqa: E402
@@ -59,7 +60,6 @@ from retrieval.serving.ray_setup import (  # noqa: E402
     require_token_auth,
     shard_memory_bytes,  # noqa: E402
 )
-from retrieval.serving.request_limits import BodyOverCap, capped_json  # noqa: E402
 from retrieval.serving.shards import ShardAnswer, TargetVectors, merge_answers, owner_vector, thresholds_for  # noqa: E402
 from retrieval.serving.versions import SnapshotMismatch, read_snapshot  # noqa: E402
 

@@ -28,8 +28,8 @@ from retrieval.serving.batching import RankBatcher
 from retrieval.serving.gallery import Gallery, model_hash, open_gallery
 from retrieval.serving.retriever import Retriever
 from retrieval.serving.serve_client import ServeRanker
-from retrieval.serving.thumbnails import ThumbnailCache
 from retrieval.ui.config import AppConfig
+from retrieval.ui.thumbnails import ThumbnailCache
 
 THUMB_SIZE = 224
 

@@ -10,8 +10,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from retrieval.serving.rate_limits import ADDRESS_BURST, ADDRESS_PER_S, RATE_BURST, RATE_PER_S
 from retrieval.serving.serving_config import ServingConfig
+from retrieval.ui.rate_limits import ADDRESS_BURST, ADDRESS_PER_S, RATE_BURST, RATE_PER_S
 
 ENV_PREFIX = "EARLYSKETCH_"
 
@@ -65,7 +65,7 @@ class AppConfig(ServingConfig):
     rate_limit: Switch = "auto"
     """event rate limit per browser and per address: auto (on in study/demo, off in free), on or off"""
     rate_limit_burst: int = RATE_BURST
-    """events a browser (its server-issued session) may send in a row (retrieval/serving/request_limits.py: why 40)"""
+    """events a browser (its server-issued session) may send in a row (retrieval/ui/request_limits.py: why 40)"""
     rate_limit_per_s: float = RATE_PER_S
     """events a second a browser may keep sending after its burst"""
     rate_limit_address_burst: int = ADDRESS_BURST

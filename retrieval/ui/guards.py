@@ -1,7 +1,7 @@
 """What the app lets in: the allow-list of routes the page uses (each with its body cap), the
 public API switch, the rate limit per address and per session, the per-client queue bound, the
 ranking slots, and the request guards that enforce them in front of Gradio
-(retrieval/serving/request_limits.py, rate_limits.py). docs/app.md has the table of routes and why each is open.
+(retrieval/ui/request_limits.py, rate_limits.py). docs/app.md has the table of routes and why each is open.
 """
 
 from __future__ import annotations
@@ -10,9 +10,9 @@ from pathlib import Path
 
 from starlette.middleware import Middleware
 
-from retrieval.serving.rate_limits import Bucket, Identity, OpenStreamLimit, QueuedLimit, RateLimit, no_identity
-from retrieval.serving.request_limits import AllowedRoute, RouteAllowList, Scope, StructuredInputLimit, client_address
 from retrieval.ui.config import AppConfig
+from retrieval.ui.rate_limits import Bucket, Identity, OpenStreamLimit, QueuedLimit, RateLimit, no_identity
+from retrieval.ui.request_limits import AllowedRoute, RouteAllowList, Scope, StructuredInputLimit, client_address
 
 APP_ROUTES = "/es/*"  # the app's own routes (session, stroke): outside Gradio's queue
 EVENT_ROUTE = "/gradio_api/queue/join"  # where the page sends UI events

@@ -17,7 +17,7 @@ from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from retrieval.serving.request_limits import ASGIApp, Receive, Scope, Send, client_address, plain_response, posts_to
+from retrieval.ui.request_limits import ASGIApp, Receive, Scope, Send, client_address, plain_response, posts_to
 
 Identity = Callable[[Scope], "str | None"]
 
