@@ -53,9 +53,9 @@ from hostile_attacks import ATTACKS, attack_process
 from study_client import StudyPageClient
 from study_traffic import Participant, StudyLoad, Tally, calibrated_gaps, check_logs
 
+from harness.api_client import running_app
+from harness.ui_client import UiApp, UiSession
 from retrieval.cli import parse_config
-from retrieval.ui.api_client import running_app
-from retrieval.ui.ui_client import UiApp, UiSession
 
 FAULTS = {"disk_full": "disk_full", "ranker_failure": "ranker_down"}  # class -> bench/faulty_app.py switch
 CLASSES = "none,session_flood,rotating_identity,journal_replay,nested_json,disk_full,ranker_failure,none"

@@ -38,10 +38,10 @@ from common import (
 )
 from study_traffic import stroke_event
 
+from harness.api_client import running_app
+from harness.ui_client import UiApp, UiSession
 from retrieval.cli import parse_config
 from retrieval.study.payload import JournalWriter
-from retrieval.ui.api_client import running_app
-from retrieval.ui.ui_client import UiApp, UiSession
 
 CPU_TARGET_MS = 15.0  # issue 22: server CPU per stroke at 50 sessions
 P95_TARGET_MS = 100.0

@@ -36,9 +36,9 @@ from study_client import StudyPageClient
 from study_report import report
 from study_traffic import Participant, StudyLoad, Tally, check_logs, hostile_process
 
+from harness.api_client import running_app
+from harness.ui_client import UiApp, UiSession
 from retrieval.cli import parse_config
-from retrieval.ui.api_client import running_app
-from retrieval.ui.ui_client import UiApp, UiSession
 
 
 @dataclass

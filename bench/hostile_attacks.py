@@ -19,8 +19,8 @@ import httpx
 import numpy as np
 from study_traffic import stroke_event
 
+from harness.ui_client import UiApp, UiError, UiSession
 from retrieval.study.payload import JournalWriter
-from retrieval.ui.ui_client import UiApp, UiError, UiSession
 
 ATTACKER_ADDRESS = "127.0.0.2"
 # Every route a client can POST to, open or not: the oversized nested body is tried on each.

@@ -8,8 +8,8 @@ from __future__ import annotations
 import asyncio
 import time
 
+from harness.ui_client import UiError, UiSession
 from retrieval.study.payload import JournalWriter
-from retrieval.ui.ui_client import UiError, UiSession
 
 
 class StudyPageClient:

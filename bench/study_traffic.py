@@ -22,8 +22,8 @@ import numpy as np
 from common import BENCH_CACHE
 from study_client import StudyPageClient
 
+from harness.ui_client import UiApp, UiError, UiSession
 from retrieval.study.payload import JournalWriter
-from retrieval.ui.ui_client import UiApp, UiError, UiSession
 
 
 @dataclass

@@ -37,9 +37,11 @@ def encoder():
 
     Modules that need another model define their own ``encoder`` fixture, which takes precedence.
     """
-    from retrieval.model.encoder import Encoder  # here, not at the top: most test modules never need torch
+    from retrieval.model.encoder import (  # here, not at the top: most test modules never need torch
+        create_encoder,
+    )
 
-    return Encoder.create(input_size=64, embed_dim=32, seed=0)
+    return create_encoder(input_size=64, embed_dim=32, seed=0)
 
 
 UI_GALLERY = [f"photo_{i:02d}" for i in range(30)]

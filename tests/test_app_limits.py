@@ -11,8 +11,8 @@ import json
 import httpx
 import pytest
 
-from retrieval.ui.api_client import ApiError, call_rank
-from retrieval.ui.ui_client import UiApp, UiError, UiSession
+from harness.api_client import ApiError, call_rank
+from harness.ui_client import UiApp, UiError, UiSession
 from tests.app_server import running_app
 
 ADDRESS_BURST = 30  # this module's app: one address (the tests') may send 30 events in a row

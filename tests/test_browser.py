@@ -18,10 +18,10 @@ import urllib.request
 
 import pytest
 
+from harness.browser import CHROMIUM, NO_CHROMIUM, chromium_browser
 from retrieval.study.log import log_files, read_log
 from retrieval.study.log_names import decode_id
 from retrieval.study.log_rankings import with_rankings
-from retrieval.ui.browser import CHROMIUM, NO_CHROMIUM, chromium_browser
 from tests.app_server import app_log, draw, running_app, start_study
 from tests.conftest import REPO_ROOT
 

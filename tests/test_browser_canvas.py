@@ -14,7 +14,7 @@ import time
 
 import pytest
 
-from retrieval.ui.browser import CHROMIUM, NO_CHROMIUM, chromium_browser
+from harness.browser import CHROMIUM, NO_CHROMIUM, chromium_browser
 from tests.app_server import block_outside, draw, running_app
 from tests.conftest import REPO_ROOT
 

@@ -12,9 +12,9 @@ import json
 
 import pytest
 
+from harness.browser import CHROMIUM, NO_CHROMIUM, chromium_browser
 from retrieval.study.log import log_files, read_log
 from retrieval.study.log_rankings import with_rankings
-from retrieval.ui.browser import CHROMIUM, NO_CHROMIUM, chromium_browser
 from retrieval.ui.views import HIDDEN_RESULTS
 from tests.app_server import SMALL_GALLERY, draw, running_app, start_study
 

@@ -10,8 +10,8 @@ import re
 
 import pytest
 
+from harness.browser import CHROMIUM, NO_CHROMIUM, chromium_browser
 from retrieval.study.log import log_files, read_log
-from retrieval.ui.browser import CHROMIUM, NO_CHROMIUM, chromium_browser
 from tests.app_server import block_outside, draw, running_app
 
 playwright_api = pytest.importorskip("playwright.sync_api")

@@ -7,6 +7,7 @@ import dataclasses
 import numpy as np
 import pytest
 
+from retrieval.data.dataset_protocol import RetrievalDataset
 from retrieval.data.datasets import open_dataset
 from retrieval.data.formats.quickdraw import timing_stats
 from retrieval.data.procedural import (
@@ -19,7 +20,6 @@ from retrieval.data.procedural import (
     sample_params,
 )
 from retrieval.data.procedural.scene import scene_for
-from retrieval.data.records import RetrievalDataset
 
 
 @pytest.fixture(scope="module")

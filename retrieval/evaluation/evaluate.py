@@ -27,7 +27,7 @@ from typing import Literal
 import numpy as np
 
 from retrieval.cli import parse_config
-from retrieval.data.records import SketchRecord
+from retrieval.data.dataset_protocol import SketchRecord
 from retrieval.data.splits import DataSplit
 from retrieval.evaluation.metrics import format_table
 from retrieval.evaluation.protocol import GALLERIES, STEP_MODES, MissingSplitError, check_split, evaluate_split
