@@ -246,7 +246,7 @@ def report(
         f"{cfg.sessions} honest participants per class for {cfg.class_s:g} s each, on the real app (study mode, default "
         f"model assets/model, gallery {cfg.gallery_size} procedural photos, default limits), strokes on the app's stroke route "
         f"(POST /es/stroke) and buttons as Gradio events, a fresh app per class. Pen-up gaps: {gaps}. "
-        f"Attackers from 127.0.0.2 at the lowest CPU priority (a machine of their own; their rate is what the server answers); faults {cfg.fault_on_s:g} s of every {cfg.fault_period_s:g} s. "
+        f"Attackers from 127.0.0.2, sending as fast as answered (rotating identities through hand-written HTTP/1.1 over 8 kept-alive sockets: a few microseconds of the attacker's CPU a request on the shared 2 cores); faults {cfg.fault_on_s:g} s of every {cfg.fault_period_s:g} s. "
         f"p95 ratio against the mean p95 of the `none` runs ({base_p95:.0f} ms). Server CPU includes the attack's cost. "
         f"Server peak RSS (VmHWM) {rss:.0f} MiB.",
         "",

@@ -4,7 +4,7 @@ Every result file carries the machine (CPU model, cores, RAM, load), the date, l
 and a plot. Each benchmark writes ``bench/results/<name>.md`` (human), ``<name>.json`` (read by
 ``bench/run_all.py``: the targets with measured value and met / not met) and ``<name>.png``.
 
-Starting the app and calling its endpoint live in ``retrieval/ui/api_client.py``.
+Starting the app and calling its endpoint live in ``harness/api_client.py``.
 """
 
 from __future__ import annotations

@@ -1,5 +1,5 @@
 """One study participant's page, scripted: the requests the study page sends for Start, strokes,
-Give up and Next (``retrieval/ui/ui_client.py`` underneath). The honest participants of the study
+Give up and Next (``harness/ui_client.py`` underneath). The honest participants of the study
 benchmarks (``study_traffic.Participant``) draw through it.
 """
 

@@ -3,7 +3,7 @@
 An honest :class:`Participant` draws each trial's target stroke by stroke at human times and
 posts each stroke to the app's stroke route after its pen-up, as the study page's canvas does; a
 hostile client sends what an attacker would, back to back. Both go through the study page's own
-requests (``retrieval/ui/ui_client.py``: Gradio events for the buttons, ``POST /es/stroke`` for
+requests (``harness/ui_client.py``: Gradio events for the buttons, ``POST /es/stroke`` for
 strokes). What the participants sent is tallied, so the logs on disk can be checked against it.
 """
 

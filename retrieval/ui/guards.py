@@ -11,7 +11,15 @@ from pathlib import Path
 from starlette.middleware import Middleware
 
 from retrieval.ui.config import AppConfig
-from retrieval.ui.rate_limits import Bucket, Identity, OpenStreamLimit, QueuedLimit, RateLimit, no_identity
+from retrieval.ui.rate_limits import (
+    HOLD_REFUSED_S,
+    Bucket,
+    Identity,
+    OpenStreamLimit,
+    QueuedLimit,
+    RateLimit,
+    no_identity,
+)
 from retrieval.ui.request_limits import AllowedRoute, RouteAllowList, Scope, StructuredInputLimit, client_address
 
 APP_ROUTES = "/es/*"  # the app's own routes (session, stroke): outside Gradio's queue
@@ -107,6 +115,7 @@ def middleware(config: AppConfig, thumbnail_folder: Path, identity: Identity = n
         # With sessions issued, a request without one is a script: one browser's pace per address.
         anonymous = per_identity if identity is not no_identity else None
         limit = {"per_identity": per_identity, "address": address, "identity": identity, "anonymous": anonymous}
+        limit["hold_refused_s"] = HOLD_REFUSED_S
         guards.append(Middleware(RateLimit, paths=work, **limit))
     guards.append(Middleware(OpenStreamLimit, paths=STREAM_ROUTES, max_open=MAX_OPEN_STREAMS_PER_ADDRESS))
     guards.append(
