@@ -8,7 +8,7 @@ export GRADIO_ANALYTICS_ENABLED := False
 export HF_HUB_OFFLINE := 1
 export PYTHONUNBUFFERED := 1
 
-.PHONY: venv run study demo analyse scripted-study test lint chromium eslint js-lint bench reproduce rl-study default-model adapt clean
+.PHONY: venv run study demo analyse scripted-study test test-fast lint chromium eslint js-lint bench reproduce rl-study default-model adapt clean
 
 $(STAMP): requirements.txt pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -69,6 +69,10 @@ test: venv cluster-venv chromium js-lint
 	$(BIN)/python -m ruff check .
 	$(BIN)/python -m ruff format --check .
 	$(BIN)/python -m pytest
+
+# The edit-run loop: the suite without its slow, browser and cluster tests (markers in pyproject.toml), under a minute on 2 cores.
+test-fast: venv
+	$(BIN)/python -m pytest -m "not slow and not browser and not cluster"
 
 lint: venv
 	$(BIN)/python -m ruff check .
