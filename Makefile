@@ -105,12 +105,17 @@ adapt: venv
 	@test -n "$(PHOTOS)" -a "$(origin OUT)" != file || { echo "usage: make adapt PHOTOS=dir OUT=dir [MODEL=assets/model] [MINUTES=10]"; exit 2; }
 	$(BIN)/python -m retrieval.adapt --model $(MODEL) --photos $(PHOTOS) --out $(OUT) --minutes $(MINUTES) $(ARGS)
 
-# Full run (1k-1M galleries, encoder options, 50 users, browser): ~17 min on 2 cores.
-# `make bench QUICK=1` for a short pass. Writes bench/RESULTS.md and bench/results/*.
+# The default run of every speed and load bench (1k-1M galleries, encoder options, 50 users, browser): ~17 min on
+# 2 cores. `make bench QUICK=1` for a short pass; accuracy benches and the other non-default ones run by name
+# (ARGS="--only adapt"; bench/run_all.py lists them). Writes bench/results/<name>.{md,json} and bench/RESULTS.md.
 bench: venv chromium
 	$(BIN)/python bench/run_all.py $(if $(QUICK),--quick) $(ARGS)
 
-.PHONY: cluster-venv serve-cluster
+# bench/RESULTS.md again from the result files in bench/results (runs nothing).
+bench-summary: venv
+	$(BIN)/python bench/run_all.py --collect-only
+
+.PHONY: cluster-venv serve-cluster bench-summary
 
 clean:
 	rm -rf .cache runs .pytest_cache
