@@ -149,13 +149,6 @@ BENCHES = (
         default=False,
     ),
     Bench("stroke_route", "bench_stroke_route.py", "load", quick=("--sessions", "20", "--runs", "1", "--strokes", "6")),
-    Bench(
-        "stroke_route_20_nonice",
-        "bench_stroke_route.py",
-        "load",
-        ("--sessions", "20", "--runs", "1", "--strokes", "6", "--name", "stroke_route_20_nonice"),
-        default=False,
-    ),
     Bench("cluster", "bench_cluster.py", "load", default=False),  # the Ray extra: make cluster-venv
     # accuracy: trained models and hours of CPU, run on purpose
     Bench("accuracy", "bench_accuracy.py", "accuracy", timeout_s=6 * 3600, default=False),
