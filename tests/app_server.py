@@ -8,7 +8,6 @@ browser tests' shared Playwright helpers (the browser itself: :mod:`harness.brow
 from __future__ import annotations
 
 import contextlib
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -35,9 +34,7 @@ def draw(page, box: dict, stroke, steps: int = 12) -> None:
     (x0, y0), (x1, y1) = stroke
     page.mouse.move(box["x"] + x0 * box["width"], box["y"] + y0 * box["height"])
     page.mouse.down()
-    time.sleep(0.05)  # synthetic input is near-instant; a person's stroke takes time
-    page.mouse.move(box["x"] + x1 * box["width"], box["y"] + y1 * box["height"], steps=steps)
-    time.sleep(0.05)
+    page.mouse.move(box["x"] + x1 * box["width"], box["y"] + y1 * box["height"], steps=steps)  # one round trip each
     page.mouse.up()
 
 

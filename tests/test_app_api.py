@@ -34,6 +34,7 @@ def _rank(client, sketch, k=5, target_id=None):
     return client.predict(sketch if isinstance(sketch, str) else json.dumps(sketch), k, target_id, api_name="/rank")
 
 
+@pytest.mark.slow
 def test_valid_sketch_is_ranked(client):
     result = _rank(client, SKETCH, k=7)
     assert "batch_size" not in result and "queue" not in result["timings_ms"], "no other sessions' activity"

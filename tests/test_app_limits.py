@@ -53,6 +53,7 @@ def app(tmp_path_factory):
         yield url, str(tmp)
 
 
+@pytest.mark.slow
 def test_a_log_folder_that_cannot_be_made_is_a_clear_error_without_server_paths(app):
     url, tmp = app
 

@@ -73,6 +73,7 @@ def test_ranks_from_embeddings_hand_made():
     assert padded[0].tolist() == [3, 1] and padded[1, 0] == 2 and np.isnan(padded[1, 1])
 
 
+@pytest.mark.slow
 def test_embed_steps_points_and_strokes(tiny_folder, encoder):
     records = open_dataset(tiny_folder).sketches("test")
     points = embed_steps(encoder, records, "points")
@@ -141,6 +142,7 @@ def test_missing_split_is_explained(tiny_folder, encoder):
         evaluate_split(encoder, dataset, "nope")
 
 
+@pytest.mark.slow
 def test_cli_writes_report(tiny_folder, encoder, tmp_path, capsys):
     model = encoder.save(tmp_path / "model", card={"note": "random init"})
     out = tmp_path / "eval"
@@ -185,6 +187,7 @@ def test_cli_test_split_absent_exits_nonzero(tmp_path, encoder, capsys):
     assert not (tmp_path / "o").exists()
 
 
+@pytest.mark.slow
 def test_cli_on_a_tiny_procedural_dataset(encoder, tmp_path):
     model = encoder.save(tmp_path / "model")
     spec = "procedural:photos=20,sketches=1"

@@ -26,6 +26,8 @@ from retrieval.train.jigsaw import (
 from retrieval.train.pipeline import run
 from tests.test_train import _config as tiny_config
 
+pytestmark = pytest.mark.slow  # training stages on tiny nets
+
 
 def test_permutation_set_is_distinct_seeded_and_moves_every_tile():
     perms = hamming_permutations(30, seed=0)

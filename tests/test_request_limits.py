@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import json
 
+import pytest
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.requests import Request
@@ -26,7 +27,6 @@ from retrieval.ui.rate_limits import (
     no_identity,
 )
 from retrieval.ui.request_limits import BodySizeLimit, StructuredInputLimit
-from tests.conftest import shared_path
 
 
 async def echo_size(request: Request) -> PlainTextResponse:
@@ -119,6 +119,7 @@ def _join(client: TestClient, who: str):
     return client.post("/join", json={"data": ["{}", None], "fn_index": 3}, headers={"x-test-identity": who})
 
 
+@pytest.mark.slow
 def test_a_burst_from_one_browser_gets_429_while_another_at_the_fastest_human_pace_is_never_refused():
     clock = FakeClock()
     client = _limited_client(clock, identity=_by_header)
@@ -139,6 +140,7 @@ def test_a_burst_from_one_browser_gets_429_while_another_at_the_fastest_human_pa
     assert client.post("/other", headers={"x-test-identity": "attacker"}).status_code == 200, "only the listed paths"
 
 
+@pytest.mark.slow
 def test_every_request_is_charged_to_its_address_so_new_identities_and_body_fields_get_no_fresh_tokens():
     clock = FakeClock()
     client = _limited_client(clock, identity=_by_header, network=Bucket(5, 0.001))
@@ -162,9 +164,9 @@ def test_the_bucket_table_is_bounded():
     assert len(limit.buckets) == 100
 
 
-def test_no_quickdraw_drawing_is_refused_by_the_default_limit():
+def test_no_quickdraw_drawing_is_refused_by_the_default_limit(shared_data):
     """Real people: every Quick, Draw! drawing's stroke ends (one request each) through one default bucket."""
-    folder = shared_path("quickdraw-raw")
+    folder = shared_data("quickdraw-raw")
     drawings = 0
     for path in sorted(folder.glob("*.ndjson")):
         for line in path.read_text().splitlines():

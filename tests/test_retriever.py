@@ -83,6 +83,7 @@ def test_rank_batch_equals_single_calls(retriever, sketches):
         retriever.rank_batch(sketches, target_ids=targets[:2])
 
 
+@pytest.mark.slow
 def test_concurrent_sessions_get_their_own_results(retriever, sketches):
     partials = [s.first_fraction(f) for s in sketches for f in (0.3, 1.0)]
     expected = [retriever.rank(p, 5, retriever.index.ids[i % 16]).ids for i, p in enumerate(partials)]

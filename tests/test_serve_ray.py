@@ -24,7 +24,7 @@ from retrieval.serving.retriever import Retriever  # noqa: E402
 from retrieval.serving.serve_client import ServeRanker  # noqa: E402
 from retrieval.serving.serve_ray import ServeConfig, deploy, start_local_cluster, stop_local_cluster  # noqa: E402
 
-pytestmark = pytest.mark.timeout(300)
+pytestmark = [pytest.mark.cluster, pytest.mark.timeout(300)]
 
 
 @pytest.fixture(scope="module")

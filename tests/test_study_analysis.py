@@ -57,6 +57,7 @@ def simulate(
             session.advance(session.token)
 
 
+@pytest.mark.slow
 def test_a_known_effect_is_found(tmp_path):
     # b_slow needs 3 strokes more than a_fast, on top of trial noise (0-3) and a participant offset (0-2)
     def needed(rng, p, condition):
@@ -77,6 +78,7 @@ def test_a_known_effect_is_found(tmp_path):
         assert (tmp_path / "out" / name).stat().st_size > 0, name
 
 
+@pytest.mark.slow
 def test_no_effect_is_not_found(tmp_path):
     # both conditions draw from one distribution with the same noise as above: the differences vary
     def needed(rng, p, condition):

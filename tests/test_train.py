@@ -68,6 +68,7 @@ def test_cli_parses_into_config():
     assert cfg.minutes_edges == 2.0
 
 
+@pytest.mark.slow
 def test_smoke_run_writes_loadable_checkpoint_log_and_resumes(tmp_path, tiny_dataset):
     run_dir = run(_config(tmp_path), dataset=tiny_dataset)
     best = Encoder.load(run_dir / "best")

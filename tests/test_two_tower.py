@@ -107,6 +107,7 @@ def test_locked_photo_side_caches_views_that_match_the_served_embeddings(lit, ba
     lit.net.zero_grad(set_to_none=True)
 
 
+@pytest.mark.slow
 def test_training_a_locked_two_tower_model_writes_a_loadable_checkpoint(tmp_path):
     run_dir = run(
         _config(
