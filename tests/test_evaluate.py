@@ -94,6 +94,7 @@ def test_embed_steps_points_and_strokes(tiny_folder, encoder):
     assert features.shape == (2, 17, encoder.meta["feature_dim"])
 
 
+@pytest.mark.slow
 def test_evaluate_split_matches_direct_computation(tiny_folder, encoder):
     dataset = open_dataset(tiny_folder, val_fraction=0.25)
     result = evaluate_split(encoder, dataset, "val")

@@ -299,6 +299,7 @@ def page_of(mode: str, tokens: SessionTokens):
     return Page(table=SessionTable(mode), tokens=tokens, **markers)
 
 
+@pytest.mark.slow
 def test_events_find_their_session_by_the_server_issued_cookie_only(backend):
     import gradio as gr
 
