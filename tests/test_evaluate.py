@@ -114,6 +114,7 @@ def test_evaluate_split_matches_direct_computation(tiny_folder, encoder):
     np.testing.assert_array_equal(ranks_from_embeddings(head, photos, true_photo_index(records, ids)), ranks)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("gallery", ["split", "all"])
 def test_training_validation_scores_as_the_evaluation_does(tiny_folder, encoder, gallery):
     """ValidationSet renders once and embeds all steps in one batch; every metric, curves and
