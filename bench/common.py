@@ -4,7 +4,7 @@ Every result file carries the machine (CPU model, cores, RAM, load), the date, l
 and a plot. Each benchmark writes ``bench/results/<name>.md`` (human), ``<name>.json`` (read by
 ``bench/run_all.py``: the targets with measured value and met / not met) and ``<name>.png``.
 
-Starting the app and calling its endpoint live in ``retrieval/ui/api_client.py``.
+Starting the app and calling its endpoint live in ``harness/api_client.py``.
 """
 
 from __future__ import annotations
@@ -279,22 +279,22 @@ def command_line(script: str, argv: list[str] | None) -> str:
 def load_encoder(model: Path = DEFAULT_MODEL, channels_last: bool = False):
     """The app's model: ``model`` if it holds a checkpoint, else the app's untrained fallback.
 
-    The fallback is ``Encoder.create(seed=0)``, exactly what app.py uses, so the benchmark, the
+    The fallback is ``create_encoder(seed=0)``, exactly what app.py uses, so the benchmark, the
     app subprocess and the gallery cache (keyed by model hash) agree. Latency does not depend on
     the weights; accuracy does, so results say which model was used.
     """
-    from retrieval.model.encoder import Encoder
+    from retrieval.model.encoder import Encoder, create_encoder
 
     if (Path(model) / "model.safetensors").exists():
         return Encoder.load(model, channels_last=channels_last)
-    return Encoder.create(seed=0, channels_last=channels_last)
+    return create_encoder(seed=0, channels_last=channels_last)
 
 
 def model_label(model: Path = DEFAULT_MODEL) -> str:
     return (
         str(model)
         if (Path(model) / "model.safetensors").exists()
-        else "untrained Encoder.create(seed=0) (no assets/model yet)"
+        else "untrained create_encoder(seed=0) (no assets/model yet)"
     )
 
 

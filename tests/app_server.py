@@ -1,8 +1,8 @@
 """Start the real app in a subprocess on a free local port for the API and browser tests.
 
-A thin wrapper over :func:`retrieval.ui.api_client.running_app` (the one app launcher, shared with the
+A thin wrapper over :func:`harness.api_client.running_app` (the one app launcher, shared with the
 benchmarks) with the tests' small gallery, one thread and the log in the test's ``tmp_path``; and the
-browser tests' shared Playwright helpers (the browser itself: :mod:`retrieval.ui.browser`).
+browser tests' shared Playwright helpers (the browser itself: :mod:`harness.browser`).
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ import contextlib
 from collections.abc import Iterator
 from pathlib import Path
 
-from retrieval.ui.api_client import running_app as _running_app
+from harness.api_client import running_app as _running_app
 
 SMALL_GALLERY = "60"  # procedural photos: starts in seconds, cached after the first run
 START_TIMEOUT_S = 300  # first run embeds the gallery on a busy 2-core machine

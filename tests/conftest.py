@@ -50,7 +50,7 @@ def shared_data() -> Callable[..., Path]:
 def browser():
     """A headless Chromium (Debian's, under Playwright) for the module's tests; skips them without it."""
     pytest.importorskip("playwright.sync_api")
-    from retrieval.ui.browser import CHROMIUM, NO_CHROMIUM, chromium_browser
+    from harness.browser import CHROMIUM, NO_CHROMIUM, chromium_browser
 
     if CHROMIUM is None:
         pytest.skip(NO_CHROMIUM)
@@ -71,9 +71,11 @@ def encoder():
 
     Modules that need another model define their own ``encoder`` fixture, which takes precedence.
     """
-    from retrieval.model.encoder import Encoder  # here, not at the top: most test modules never need torch
+    from retrieval.model.encoder import (  # here, not at the top: most test modules never need torch
+        create_encoder,
+    )
 
-    return Encoder.create(input_size=64, embed_dim=32, seed=0)
+    return create_encoder(input_size=64, embed_dim=32, seed=0)
 
 
 UI_GALLERY = [f"photo_{i:02d}" for i in range(30)]
@@ -88,8 +90,8 @@ def ui_backend(encoder, tmp_path_factory):
     from retrieval.serving.gallery import Gallery
     from retrieval.serving.index import PhotoIndex
     from retrieval.serving.retriever import Retriever
-    from retrieval.serving.thumbnails import ThumbnailCache
     from retrieval.ui.backend import Backend
+    from retrieval.ui.thumbnails import ThumbnailCache
 
     vectors = np.random.default_rng(0).standard_normal((len(UI_GALLERY), encoder.meta["embed_dim"])).astype(np.float32)
     vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)

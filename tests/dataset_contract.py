@@ -1,4 +1,4 @@
-"""What :class:`~retrieval.data.records.RetrievalDataset` promises, checked on a real dataset.
+"""What :class:`~retrieval.data.dataset_protocol.RetrievalDataset` promises, checked on a real dataset.
 
 ``isinstance`` against the runtime-checkable Protocol only sees that the method names exist; the
 tests of every dataset call :func:`assert_retrieval_dataset` instead, which calls the methods.
@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from retrieval.data.records import SketchRecord
+from retrieval.data.dataset_protocol import SketchRecord
 from retrieval.data.sketch import Sketch
 
 

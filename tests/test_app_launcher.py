@@ -1,10 +1,10 @@
-"""The test and bench app launcher (:func:`retrieval.ui.api_client.running_app`) against stand-in apps."""
+"""The test and bench app launcher (:func:`harness.api_client.running_app`) against stand-in apps."""
 
 from __future__ import annotations
 
 import pytest
 
-from retrieval.ui.api_client import GRADIO_SLOW_START, START_ATTEMPTS, running_app
+from harness.api_client import GRADIO_SLOW_START, START_ATTEMPTS, running_app
 
 # A stand-in for app.py (same flags): fails like Gradio on a busy machine until it has been started
 # ``fails`` times, then answers /gradio_api/info on its port.

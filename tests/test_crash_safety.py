@@ -22,9 +22,9 @@ import warnings
 import numpy as np
 import pytest
 
+from harness.api_client import running_app
 from retrieval.provenance import PROJECT_ROOT as REPO_ROOT
 from retrieval.study.log import StudyLog, read_log
-from retrieval.ui.api_client import running_app
 
 pytestmark = pytest.mark.slow  # kill -9 of child processes and of a real app
 
@@ -33,17 +33,17 @@ import sys
 import numpy as np
 from retrieval.runtime import set_threads
 set_threads(1)
-from retrieval.model.encoder import Encoder
+from retrieval.model.encoder import create_encoder, Encoder
 from retrieval.serving.index import PhotoIndex
 from retrieval.data.procedural import generate_sketch
 from retrieval.serving.retriever import Retriever
 from retrieval.study.plan import StudyConfig
-from retrieval.study.session import DrawingSession
+from retrieval.ui.drawing_session import DrawingSession
 from retrieval.study.log import StudyLog
 from retrieval.study.payload import JournalWriter, parse_stroke_batch
 
 log_dir = sys.argv[1]
-encoder = Encoder.create(seed=0)
+encoder = create_encoder(seed=0)
 vectors = np.random.default_rng(0).standard_normal((30, encoder.meta["embed_dim"])).astype(np.float32)
 vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
 ids = [f"p{i}" for i in range(30)]

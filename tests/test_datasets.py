@@ -11,9 +11,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from retrieval.data.dataset_protocol import SketchRecord, split_validation
 from retrieval.data.datasets import QMULFolderDataset, open_dataset, parse_procedural_spec
 from retrieval.data.formats import write_qmul_npz
-from retrieval.data.records import SketchRecord, split_validation
 from tests.dataset_contract import assert_retrieval_dataset
 
 SKETCH = np.array([[30.0, 40, 0], [50, 60, 1], [70, 80, 0], [90, 100, 1]])

@@ -10,14 +10,14 @@ import pytest
 import torch
 
 from retrieval.data.sketch import Sketch
-from retrieval.model.encoder import CheckpointError, Encoder
+from retrieval.model.encoder import CheckpointError, Encoder, create_encoder
 
 SIZE = 64  # small real model: the full pipeline at a fraction of the cost
 
 
 @pytest.fixture(scope="module")
 def encoder() -> Encoder:
-    return Encoder.create(arch="mobilenet_v3_small", embed_dim=32, input_size=SIZE, seed=0)
+    return create_encoder(arch="mobilenet_v3_small", embed_dim=32, input_size=SIZE, seed=0)
 
 
 @pytest.fixture(scope="module")
@@ -118,7 +118,7 @@ def test_tampered_checkpoints_are_refused(encoder, tmp_path):
 
 @pytest.mark.slow
 def test_partly_shared_branches(sketch_rasters, photos):
-    enc = Encoder.create(embed_dim=16, input_size=SIZE, separate_blocks=2, seed=1)
+    enc = create_encoder(embed_dim=16, input_size=SIZE, separate_blocks=2, seed=1)
     assert len(enc.net.photo_stem) == 2 and enc.meta["branch_sharing"]["shared"] is False
     s, p = enc.net.embed_pair(enc.sketch_batch(sketch_rasters), enc.photo_batch(photos))
     assert s.shape == (3, 16) and p.shape == (2, 16)
@@ -126,8 +126,8 @@ def test_partly_shared_branches(sketch_rasters, photos):
 
 @pytest.mark.slow
 def test_untrained_encoder_is_calibrated_so_embeddings_differ(photos):
-    collapsed = Encoder.create(input_size=64, embed_dim=32, seed=0, calibrate=False)
-    calibrated = Encoder.create(input_size=64, embed_dim=32, seed=0)
+    collapsed = create_encoder(input_size=64, embed_dim=32, seed=0, calibrate=False)
+    calibrated = create_encoder(input_size=64, embed_dim=32, seed=0)
     # Batch-norm statistics are fitted; every learned weight is the same seeded initialisation.
     weights = {k: v for k, v in calibrated.net.state_dict().items() if "running" not in k and "num_batches" not in k}
     for key, value in weights.items():

@@ -4,6 +4,7 @@ the selection score, and the CLI on a tiny QMUL-layout folder."""
 from __future__ import annotations
 
 import json
+from dataclasses import asdict, replace
 
 import numpy as np
 import pandas as pd
@@ -219,3 +220,16 @@ def test_cli_without_required_flags_exits_2_and_names_them(tmp_path, capsys):
     with pytest.raises(SystemExit) as exit_info:  # a Literal field: argparse itself refuses the choice
         main(["--data", "procedural", "--model", "m", "--out", "o", "--gallery", "every"])
     assert exit_info.value.code == 2 and "invalid choice: 'every'" in capsys.readouterr().err
+
+
+def test_the_split_defaults_to_the_model_cards_carve_and_each_flag_given_overrides_it():
+    from retrieval.data.splits import DataSplit
+    from retrieval.evaluation.evaluate import EvalConfig
+
+    card = {"split": {**asdict(DataSplit("procedural:photos=40", 0.25, 0.2, split_seed=7)), "counts": {}}}
+    cfg = EvalConfig(data="procedural:photos=40", model="m", out="o")
+    assert cfg.data_split(card) == DataSplit("procedural:photos=40", 0.25, 0.2, split_seed=7)
+    assert replace(cfg, split_seed=3).data_split(card) == DataSplit("procedural:photos=40", 0.25, 0.2, split_seed=3)
+    other_data = replace(cfg, data="procedural:photos=80")
+    assert other_data.data_split(card) == DataSplit("procedural:photos=80")  # another data: the defaults
+    assert cfg.data_split({}) == DataSplit("procedural:photos=40")  # no card record (an untrained model)

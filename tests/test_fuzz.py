@@ -18,12 +18,12 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from harness.api_client import ApiError, call_rank
 from retrieval.data.formats.stroke_json import StrokeLimits, StrokePayloadError, parse_stroke_json
-from retrieval.model.encoder import Encoder
+from retrieval.model.encoder import create_encoder
 from retrieval.serving.gallery import build_folder_gallery
 from retrieval.serving.index import PhotoIndex
 from retrieval.serving.retriever import Retriever
-from retrieval.ui.api_client import ApiError, call_rank
 from tests.app_server import running_app
 
 VALID = {
@@ -124,7 +124,7 @@ def _check_sketch(sketch, limits: StrokeLimits) -> None:
 
 @pytest.fixture(scope="module")
 def retriever():
-    encoder = Encoder.create(seed=0)
+    encoder = create_encoder(seed=0)
     rng = np.random.default_rng(0)
     vectors = rng.standard_normal((40, encoder.meta["embed_dim"])).astype(np.float32)
     vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
@@ -263,7 +263,7 @@ def test_photo_folder_with_hostile_files(request, tmp_path):
     os.symlink("/etc/passwd", root / "passwd.png")
     os.symlink(root / "good.png", root / "inside_link.png")  # stays inside: allowed
     with pytest.warns(UserWarning):
-        gallery = build_folder_gallery(Encoder.create(seed=0), root, cache_dir=None, progress=False)
+        gallery = build_folder_gallery(create_encoder(seed=0), root, cache_dir=None, progress=False)
     assert sorted(gallery.index.ids) == ["good.png", "inside_link.png", "large_but_allowed.jpg", "nested/good2.jpg"]
     skipped = "\n".join(gallery.skipped)
     for name in (

@@ -9,7 +9,7 @@ import pytest
 from PIL import Image, JpegImagePlugin
 
 from retrieval.data.images import MAX_PHOTO_SIDE, read_rgb, scan_photo_folder
-from retrieval.model.encoder import Encoder
+from retrieval.model.encoder import Encoder, create_encoder
 from retrieval.serving.gallery import build_dataset_gallery, build_folder_gallery, open_gallery, split_gallery_spec
 
 
@@ -143,7 +143,7 @@ def test_cache_reuses_and_updates_incrementally(tmp_path, encoder):
     np.testing.assert_allclose(changed.index.vectors[changed.index.ids.index("1.png")], new_vec, atol=1e-5)
 
     # Another model never reads this model's cache.
-    other = CountingEncoder(Encoder.create(input_size=64, embed_dim=32, seed=1))
+    other = CountingEncoder(create_encoder(input_size=64, embed_dim=32, seed=1))
     build_folder_gallery(other, root, cache, progress=False)
     assert other.embedded == 4
 

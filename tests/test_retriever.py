@@ -11,7 +11,7 @@ import pytest
 from retrieval.data.formats.stroke_json import StrokeLimits, StrokePayloadError, to_stroke_json
 from retrieval.data.procedural import ProceduralDataset
 from retrieval.data.sketch import Sketch
-from retrieval.model.encoder import Encoder
+from retrieval.model.encoder import create_encoder
 from retrieval.serving.exact_rank import true_ranks
 from retrieval.serving.gallery import build_dataset_gallery
 from retrieval.serving.retriever import TIMING_KEYS, Retriever
@@ -106,6 +106,6 @@ def test_from_paths_with_a_procedural_gallery(encoder, tmp_path, sketches):
 
 @pytest.mark.slow
 def test_index_from_another_model_is_refused(retriever):
-    other = Encoder.create(input_size=64, embed_dim=16, seed=0)
+    other = create_encoder(input_size=64, embed_dim=16, seed=0)
     with pytest.raises(ValueError, match="rebuild the gallery"):
         Retriever(other, retriever.index)

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
+from retrieval.data.dataset_protocol import split_fold
 from retrieval.data.datasets import open_dataset
-from retrieval.data.records import split_fold
 from retrieval.data.splits import DataSplit, SplitMismatchError, check_disjoint, pretrain_spec
 
 DATA = "procedural:photos=60,sketches=1"

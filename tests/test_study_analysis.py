@@ -11,7 +11,7 @@ from retrieval.stats import bootstrap_mean, bootstrap_mean_difference, first_ent
 from retrieval.study.analysis import AnalysisConfig, analyse
 from retrieval.study.log import StudyLog
 from retrieval.study.plan import StudyConfig
-from retrieval.study.session import DrawingSession
+from retrieval.ui.drawing_session import DrawingSession
 from tests.rank_stub import RankResultStub
 from tests.test_study import GALLERY, _send, _stroke
 

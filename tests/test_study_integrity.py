@@ -22,7 +22,7 @@ from retrieval.study import log as study_log
 from retrieval.study.log import StudyLog, read_log
 from retrieval.study.payload import MAX_NEW_EVENTS, CanvasPayloadError, JournalWriter, parse_stroke_batch
 from retrieval.study.plan import StudyConfig
-from retrieval.study.session import MAX_CURVE, DrawingSession, TrialClosedError
+from retrieval.ui.drawing_session import MAX_CURVE, DrawingSession, TrialClosedError
 
 GALLERY = [f"photo_{i:03d}" for i in range(40)]
 

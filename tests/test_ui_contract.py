@@ -19,10 +19,10 @@ import pytest
 from retrieval.provenance import PROJECT_ROOT as ROOT
 from retrieval.study.payload import JournalWriter, parse_stroke_batch
 from retrieval.study.plan import StudyConfig
-from retrieval.study.session import DrawingSession
 from retrieval.ui import contract
 from retrieval.ui.backend import Backend
 from retrieval.ui.config import AppConfig
+from retrieval.ui.drawing_session import DrawingSession
 from retrieval.ui.handlers import Handlers, Update, UserError
 from retrieval.ui.sessions import COOKIE, STARTS_PER_IDENTITY, SessionTable, SessionTokens
 from retrieval.ui.views import found_banner

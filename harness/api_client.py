@@ -3,7 +3,7 @@
 :func:`running_app` starts ``app.py`` on a free 127.0.0.1 port and waits until it answers;
 :func:`call_rank` / :func:`call_rank_async` call ``POST /gradio_api/call/rank`` and read the SSE
 result. Shared by the concurrency and browser benchmarks and by the hardening tests (imported as
-``retrieval.ui.api_client`` there), so this module needs nothing else from ``bench/``.
+``harness.api_client`` there), so this module needs nothing else from ``bench/``.
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from retrieval.provenance import PROJECT_ROOT
+from retrieval.serving.rank_result import RankResult
 
 LOCALHOST = "127.0.0.1"
 APP_LOGS = PROJECT_ROOT / ".cache" / "bench"  # console logs of apps started without a log_path
@@ -182,6 +183,14 @@ async def call_rank_async(
 
 
 def unpack_rank_event(event: str, data: Any) -> dict:
+    """The answer dict of a completed ``rank`` event, checked to read as a :class:`RankResult`.
+
+    The dict itself is returned (not the parsed result) because callers check what the wire
+    carries, e.g. that a study-mode answer holds no ``batch_size``."""
     if event == "complete" and isinstance(data, list) and data and isinstance(data[0], dict):
+        try:
+            RankResult.from_json(data[0])
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ApiError(f"rank endpoint answered a malformed result ({exc!r}): {data[0]!r:.300}") from exc
         return data[0]
     raise ApiError(f"rank endpoint answered event {event!r}: {data!r:.300}")
