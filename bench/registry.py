@@ -32,15 +32,7 @@ class Bench:
 BENCHES = (
     # speed
     Bench("raster", "bench_raster.py", "speed", quick=("--reps", "500", "--step-reps", "50"), timeout_s=900),
-    Bench(
-        "procedural",
-        "bench_procedural.py",
-        "speed",
-        quick=(
-            "--photos",
-            "1000",
-        ),
-    ),
+    Bench("procedural", "bench_procedural.py", "speed", quick=("--photos", "1000")),
     Bench(
         "encoder",
         "bench_encoder.py",
