@@ -19,6 +19,8 @@ from retrieval.model.encoder import Encoder, create_encoder
 from retrieval.model.progress_head import ProgressHead
 from retrieval.ui.config import AppConfig
 
+pytestmark = pytest.mark.slow  # adaptation runs and an app with its photo folder
+
 TINY_RUN = {"steps": 2, "minutes": 0, "batch_size": 8, "quickdraw": "", "progress": False}
 REHEARSAL = "procedural:photos=6,sketches=1,seed=7"
 
@@ -52,7 +54,6 @@ def _no_leftovers(out) -> bool:
     return not out.exists() and not list(out.parent.glob(f".{out.name}*"))
 
 
-@pytest.mark.slow
 def test_a_tiny_adaptation_writes_a_checkpoint_of_the_same_layout_whose_card_names_its_inputs(
     start_model, photos, tmp_path
 ):
@@ -120,7 +121,6 @@ def test_an_existing_output_folder_is_never_overwritten(start_model, photos, tmp
     assert (tmp_path / "out" / "keep.txt").read_text() == "mine"
 
 
-@pytest.mark.slow
 def test_a_run_cut_off_after_training_leaves_no_output_and_no_work_folder(start_model, photos, tmp_path, monkeypatch):
     train = adapt_run.train_run
 
@@ -172,7 +172,6 @@ def test_the_app_flag_needs_a_photo_folder():
     AppConfig(adapt_minutes=5, photos="somewhere").check()
 
 
-@pytest.mark.slow
 def test_the_app_serves_the_adapted_model_of_its_photo_folder(start_model, photos, tmp_path, monkeypatch):
     import app
     from retrieval.ui import server

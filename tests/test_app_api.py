@@ -10,6 +10,8 @@ import pytest
 
 from tests.app_server import running_app
 
+pytestmark = pytest.mark.slow  # a real app in a subprocess
+
 gradio_client = pytest.importorskip("gradio_client")
 AppError = pytest.importorskip("gradio_client.exceptions").AppError
 
@@ -34,7 +36,6 @@ def _rank(client, sketch, k=5, target_id=None):
     return client.predict(sketch if isinstance(sketch, str) else json.dumps(sketch), k, target_id, api_name="/rank")
 
 
-@pytest.mark.slow
 def test_valid_sketch_is_ranked(client):
     result = _rank(client, SKETCH, k=7)
     assert "batch_size" not in result and "queue" not in result["timings_ms"], "no other sessions' activity"

@@ -15,6 +15,8 @@ from harness.api_client import ApiError, call_rank
 from harness.ui_client import UiApp, UiError, UiSession
 from tests.app_server import running_app
 
+pytestmark = pytest.mark.slow  # real apps in subprocesses
+
 ADDRESS_BURST = 30  # this module's app: one address (the tests') may send 30 events in a row
 SKETCH = {
     "canvas": {"width": 400, "height": 400},
@@ -53,7 +55,6 @@ def app(tmp_path_factory):
         yield url, str(tmp)
 
 
-@pytest.mark.slow
 def test_a_log_folder_that_cannot_be_made_is_a_clear_error_without_server_paths(app):
     url, tmp = app
 

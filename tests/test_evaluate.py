@@ -95,6 +95,7 @@ def test_embed_steps_points_and_strokes(tiny_folder, encoder):
     assert features.shape == (2, 17, encoder.meta["feature_dim"])
 
 
+@pytest.mark.slow
 def test_evaluate_split_matches_direct_computation(tiny_folder, encoder):
     dataset = open_dataset(tiny_folder, val_fraction=0.25)
     result = evaluate_split(encoder, dataset, "val")
@@ -114,6 +115,7 @@ def test_evaluate_split_matches_direct_computation(tiny_folder, encoder):
     np.testing.assert_array_equal(ranks_from_embeddings(head, photos, true_photo_index(records, ids)), ranks)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("gallery", ["split", "all"])
 def test_training_validation_scores_as_the_evaluation_does(tiny_folder, encoder, gallery):
     """ValidationSet renders once and embeds all steps in one batch; every metric, curves and

@@ -93,6 +93,7 @@ def test_timing_stats_hand_computed():
     assert timing_stats([])["pen_up_gap_ms"] == {"count": 0}
 
 
+@pytest.mark.slow
 def test_real_quickdraw_raw_timing(shared_data):
     folder = shared_data("quickdraw-raw")
     meta, sketch = next(iter_folder(folder))

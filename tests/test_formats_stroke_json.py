@@ -117,13 +117,13 @@ def test_million_point_payloads_are_refused_before_anything_their_size_is_built(
     point = [1.5, 2.5, 3.0]
     one_stroke = _payload([[point] * 10**6])
     many_strokes = _payload([[point] * 1000] * 1000)
-    truncated = text[:-3]  # sliced before tracing: the copy is the test's, not the parser's
+    truncated = text[:-3]
     tracemalloc.start()
     try:
         with pytest.raises(StrokePayloadError, match="bytes, over the limit"):
             parse_stroke_json(text)
         with pytest.raises(StrokePayloadError, match="bytes, over the limit"):
-            parse_stroke_json(truncated)  # the size check comes before the JSON is read
+            parse_stroke_json(truncated)  # the size check comes before any parsing
         # Already-decoded payloads are counted before any array is built.
         with pytest.raises(StrokePayloadError, match="over the limit of 10000 per stroke"):
             parse_stroke_json(one_stroke)

@@ -131,7 +131,6 @@ def retriever():
     return Retriever(encoder, PhotoIndex.build(vectors, [f"p{i}" for i in range(40)]))
 
 
-@pytest.mark.slow
 def _parse_peak_bytes(payload, limits: StrokeLimits) -> int:
     """Peak Python memory of parsing ``payload`` (valid or refused)."""
     tracemalloc.start()
@@ -143,6 +142,7 @@ def _parse_peak_bytes(payload, limits: StrokeLimits) -> int:
         tracemalloc.stop()
 
 
+@pytest.mark.slow
 def test_parser_and_retriever_refuse_hostile_payloads_clearly(request, retriever):
     limits = StrokeLimits()
     cases = hostile_payloads()

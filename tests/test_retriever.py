@@ -94,6 +94,7 @@ def test_concurrent_sessions_get_their_own_results(retriever, sketches):
     assert got == expected
 
 
+@pytest.mark.slow
 def test_from_paths_with_a_procedural_gallery(encoder, tmp_path, sketches):
     model = encoder.save(tmp_path / "model")
     retriever = Retriever.from_paths(model, "procedural:photos=16,sketches=1@val", tmp_path / "cache")
@@ -103,6 +104,7 @@ def test_from_paths_with_a_procedural_gallery(encoder, tmp_path, sketches):
     assert retriever.gallery.cache_folder.is_relative_to(tmp_path / "cache")
 
 
+@pytest.mark.slow
 def test_index_from_another_model_is_refused(retriever):
     other = create_encoder(input_size=64, embed_dim=16, seed=0)
     with pytest.raises(ValueError, match="rebuild the gallery"):

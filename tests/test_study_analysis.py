@@ -110,6 +110,7 @@ def test_an_unbalanced_design_is_reported(tmp_path):
     assert balance.set_index("condition").loc["a_fast", "0"] == 4
 
 
+@pytest.mark.slow
 def test_between_subject_differences_resample_groups_independently(tmp_path):
     def needed(rng, p, condition):
         return 2 + int(rng.integers(0, 3)) + (4 if condition == "b_slow" else 0)

@@ -132,6 +132,7 @@ def test_study_models_are_checked_at_start_naming_the_key(tmp_path):
         check_model_folders({"rl": tmp_path / "missing"})
 
 
+@pytest.mark.slow
 def test_a_study_model_loads_once_with_its_own_index(tmp_path):
     """A tiny real checkpoint, saved and loaded like a trained one, indexes the same procedural photos."""
     default, second = tmp_path / "default", tmp_path / "second"

@@ -234,6 +234,7 @@ def test_a_stroke_that_reaches_the_server_after_next_is_logged_under_its_trial_n
         _send(session, JournalWriter("unknown-token"), [_stroke(1)], _rank(retriever))
 
 
+@pytest.mark.slow
 def test_the_rank_curve_kept_and_sent_is_bounded(retriever):
     session = DrawingSession()
     session.new_sketch(GALLERY[0])

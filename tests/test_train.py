@@ -19,6 +19,8 @@ from retrieval.train.config import Config
 from retrieval.train.pipeline import parse_args, run
 from retrieval.train.steps import finegrained_loss
 
+pytestmark = pytest.mark.slow  # training smoke runs
+
 TINY = "procedural:photos=24,sketches=2"
 
 
@@ -68,7 +70,6 @@ def test_cli_parses_into_config():
     assert cfg.minutes_edges == 2.0
 
 
-@pytest.mark.slow
 def test_smoke_run_writes_loadable_checkpoint_log_and_resumes(tmp_path, tiny_dataset):
     run_dir = run(_config(tmp_path), dataset=tiny_dataset)
     best = Encoder.load(run_dir / "best")

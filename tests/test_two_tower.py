@@ -15,6 +15,8 @@ from retrieval.train.batches import PhotoBank, PhotoSide
 from retrieval.train.pipeline import run
 from tests.test_train import TINY, _config
 
+pytestmark = pytest.mark.slow  # two-tower training runs
+
 SIZE = 64
 
 
@@ -107,7 +109,6 @@ def test_locked_photo_side_caches_views_that_match_the_served_embeddings(lit, ba
     lit.net.zero_grad(set_to_none=True)
 
 
-@pytest.mark.slow
 def test_training_a_locked_two_tower_model_writes_a_loadable_checkpoint(tmp_path):
     run_dir = run(
         _config(

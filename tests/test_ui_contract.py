@@ -299,6 +299,7 @@ def page_of(mode: str, tokens: SessionTokens):
     return Page(table=SessionTable(mode), tokens=tokens, **markers)
 
 
+@pytest.mark.slow
 def test_events_find_their_session_by_the_server_issued_cookie_only(backend):
     import gradio as gr
 
@@ -318,6 +319,7 @@ def test_events_find_their_session_by_the_server_issued_cookie_only(backend):
     assert page.table.by_token(tokens.verify(tokens.issue()), session.token) is None, "another browser cannot"
 
 
+@pytest.mark.slow
 def test_start_is_throttled_per_browser(backend, tmp_path):
     import gradio as gr
 
