@@ -8,6 +8,7 @@ decoding, and downscales at load so that a batch of phone photos stays small in 
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 import cv2
@@ -146,3 +147,15 @@ def as_rgb(image: np.ndarray) -> np.ndarray:
     if image.ndim == 3 and image.shape[2] == 3:
         return image
     raise ValueError(f"a photo must be (H, W, 3) uint8 RGB, got shape {image.shape}")
+
+
+def photo_folder_loaders(folder: str) -> dict[str, Callable[[str], np.ndarray]]:
+    """``{"folder:<relative path>": loader}`` for every readable image under ``folder`` (others skipped, named)."""
+    found, skipped = readable_photos(folder)
+    for reason in skipped:
+        print(f"skipping {reason}")
+    if not found:
+        raise FileNotFoundError(
+            f"no readable images under {folder}; point --photo-folder at a folder of .jpg/.png/.webp photos"
+        )
+    return {f"folder:{rel}": (lambda _pid, p=path: read_rgb(p)) for rel, path in found.items()}

@@ -46,14 +46,16 @@ import torch
 
 from retrieval.cli import parse_config
 from retrieval.data.datasets import open_dataset
+from retrieval.data.formats import quickdraw
+from retrieval.data.images import photo_folder_loaders
 from retrieval.data.splits import DataSplit, check_disjoint, pretrain_spec
-from retrieval.model.encoder import Encoder
+from retrieval.model.encoder import Encoder, create_encoder
 from retrieval.provenance import git_commit
 from retrieval.runtime import set_threads
 from retrieval.train.batches import PhotoBank, ValidationSet
 from retrieval.train.config import LOSSES, STAGES, Config, SupervisedRecipe, from_json, pipeline_config, to_json
 from retrieval.train.jigsaw import JigsawHead
-from retrieval.train.loop import RunState, StageLoop, load_quickdraw, read_photo_folder
+from retrieval.train.loop import RunState, StageLoop
 from retrieval.train.steps import STEP_FNS
 
 
@@ -167,19 +169,7 @@ def starting_encoder(cfg: Config) -> Encoder:
         return Encoder.load(Path(cfg.resume) / "last")
     if cfg.init_from:
         return Encoder.load(cfg.init_from)
-    return Encoder.create(
-        cfg.arch,
-        cfg.embed_dim,
-        cfg.input_size,
-        separate_blocks=cfg.separate_blocks,
-        seed=cfg.seed,
-        photo_arch=cfg.photo_arch,
-        photo_input_size=cfg.photo_input_size or None,
-        pretrained=cfg.pretrained,
-        sketch_frozen_blocks=cfg.sketch_frozen_blocks,
-        lock_photo=cfg.lock_photo,
-        sketch_polarity=cfg.sketch_polarity,
-    )
+    return create_encoder(cfg.model_spec(), seed=cfg.seed)
 
 
 def photo_bank(cfg: Config, dataset, encoder: Encoder) -> PhotoBank:
@@ -187,7 +177,7 @@ def photo_bank(cfg: Config, dataset, encoder: Encoder) -> PhotoBank:
     train_ids = list(dataset.photo_ids("train")) if dataset is not None else []
     loaders = {pid: dataset.load_photo for pid in train_ids}
     if cfg.photo_folder:
-        loaders.update(read_photo_folder(cfg.photo_folder))
+        loaders.update(photo_folder_loaders(cfg.photo_folder))
     if not loaders:
         raise ValueError("no training photos: pass --data (a dataset) and/or --photo-folder")
     return PhotoBank(
@@ -251,7 +241,7 @@ def prepare_stage(loop: StageLoop, stage: str) -> bool:
 
 def pretraining_sketches(cfg: Config, dataset) -> list:
     """Quick, Draw! drawings plus ``--pretrain-sketches``' train sketches (kept off evaluation photos)."""
-    drawings = load_quickdraw(cfg.quickdraw, cfg.quickdraw_limit, cfg.seed)
+    drawings = quickdraw.sample_folder(cfg.quickdraw, cfg.quickdraw_limit, cfg.seed)
     if cfg.pretrain_sketches:
         spec = pretrain_spec(cfg.pretrain_sketches, dataset, cfg.data_split.split_seed)
         records = open_dataset(spec).sketches("train")
