@@ -69,8 +69,8 @@ class Config:
     shells: int = 4
     """rank lists per k-means list (CompactIndex.build)"""
     nprobes: str = "8,16,32,64"
-    refine: int = 10
-    """top-k candidates re-scored exactly, per result"""
+    refines: str = "10,50"
+    """top-k candidates re-scored exactly, per result (each with every nprobe)"""
     rank_cap: int = 1000
     model: Path = DEFAULT_MODEL
     timing_lock: str = "/work/notes/timing.lock"
@@ -177,15 +177,16 @@ def measure(cfg: Config, path: Path, n: int, dim: int, queries: np.ndarray, rows
     with timing_lock(cfg.timing_lock), normal_priority() as niceness:
         out["timed_niceness"] = niceness
         out["load_before"] = os.getloadavg()[0]
-        for nprobe in (int(p) for p in cfg.nprobes.split(",")):
-            index.nprobe = nprobe
-            times, recall = [], []
-            for q, truth in zip(queries, truth_rows):
-                t = time.perf_counter()
-                _, found = index.search(q[None], 10, cfg.refine)
-                times.append((time.perf_counter() - t) * 1e3)
-                recall.append(len(set(found[0].tolist()) & set(truth.tolist())) / 10)
-            out["search"][nprobe] = {"ms": percentiles(times), "recall10": float(np.mean(recall))}
+        for refine in (int(r) for r in cfg.refines.split(",")):
+            for nprobe in (int(p) for p in cfg.nprobes.split(",")):
+                index.nprobe = nprobe
+                times, recall = [], []
+                for q, truth in zip(queries, truth_rows):
+                    t = time.perf_counter()
+                    _, found = index.search(q[None], 10, refine)
+                    times.append((time.perf_counter() - t) * 1e3)
+                    recall.append(len(set(found[0].tolist()) & set(truth.tolist())) / 10)
+                out["search"][f"{nprobe}/{refine}"] = {"ms": percentiles(times), "recall10": float(np.mean(recall))}
         rank_ms, answers = [], []
         for q, r in zip(queries, rows):
             t = time.perf_counter()
@@ -225,7 +226,7 @@ def queries_and_rows(cfg: Config, encoder, photo_ids: list[str]) -> tuple[np.nda
 
 def search_rows(results: dict) -> list[str]:
     rows = [
-        "| photos | build s | build peak RSS GB | nprobe | top-10 p50 / p95 ms | recall@10 |",
+        "| photos | build s | build peak RSS GB | nprobe / refine | top-10 p50 / p95 ms | recall@10 |",
         "|---:|---:|---:|---:|---:|---:|",
     ]
     for n, r in results.items():
@@ -266,14 +267,18 @@ def targets_of(cfg: Config, results: dict) -> list[Target]:
     n_max = max(results)
     r, label = results[n_max], size_label(n_max)
     passing = [s for s in r["search"].items() if s[1]["recall10"] >= 0.98]
-    nprobe, best = (
+    setting, best = (
         min(passing, key=lambda s: s[1]["ms"]["p50"])
         if passing
         else max(r["search"].items(), key=lambda s: s[1]["recall10"])
     )
     cap, within = cfg.rank_cap, r["rank"]["ms_within_cap"]
     return [
-        Target(f"top-10 p50 at {label} (nprobe {nprobe}, recall@10 {best['recall10']:.3f})", best["ms"]["p50"], 1.0),
+        Target(
+            f"top-10 p50 at {label} (nprobe / refine {setting}, recall@10 {best['recall10']:.3f})",
+            best["ms"]["p50"],
+            1.0,
+        ),
         Target(f"recall@10 at that nprobe ({label})", best["recall10"], 0.98, ">=", ""),
         Target(f"certified rank p50, ranks <= {cap} ({label})", within["p50"], 20.0),
         Target(f"certified rank p95, ranks <= {cap} ({label})", within["p95"], 60.0),
@@ -290,8 +295,8 @@ def report(cfg: Config, results: dict, how: str, machine: dict, argv) -> None:
         f"- gallery: {cfg.real_photos:,} real procedural photo embeddings of {cfg.model.name}, then {how}",
         f"- queries: {cfg.queries * 4} sketch embeddings ({cfg.queries} procedural sketches of real photos cut at "
         "25/50/75/100 %), target = own photo; one core (torch, faiss, BLAS 1 thread); build may use 2 cores, under nice",
-        f"- index: {cfg.nlist} k-means lists; top-k: IVF-PQ fast-scan (4-bit, 2 dims per code), "
-        f"{cfg.refine}k candidates re-scored exactly from the float32 matrix (memory-mapped); rank: IVF-SQ8 "
+        f"- index: {cfg.nlist} k-means lists; top-k: IVF-PQ fast-scan (4-bit codes of residuals, 2 dims each), "
+        "refine x k candidates re-scored exactly from the float32 matrix (memory-mapped); rank: IVF-SQ8 "
         f"(by_residual off), each list split in {cfg.shells} shells by distance to its centroid; rank cap "
         f"{cfg.rank_cap} (above it: certified interval)",
         "",
