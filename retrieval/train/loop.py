@@ -20,7 +20,6 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from retrieval.data.images import read_rgb, readable_photos
 from retrieval.data.sketch import Sketch
 from retrieval.evaluation.metrics import HEADLINE_METRICS, selection_score
 from retrieval.model.encoder import Encoder
@@ -96,18 +95,6 @@ def load_quickdraw(folder: str, limit: int, seed: int) -> list[Sketch]:
         keep = np.sort(np.random.default_rng(seed).choice(len(drawings), size=limit, replace=False))
         drawings = [drawings[i] for i in keep]
     return drawings
-
-
-def read_photo_folder(folder: str) -> dict[str, Callable[[str], np.ndarray]]:
-    """``{"folder:<relative path>": loader}`` for every readable image under ``folder`` (others skipped, named)."""
-    found, skipped = readable_photos(folder)
-    for reason in skipped:
-        print(f"skipping {reason}")
-    if not found:
-        raise FileNotFoundError(
-            f"no readable images under {folder}; point --photo-folder at a folder of .jpg/.png/.webp photos"
-        )
-    return {f"folder:{rel}": (lambda _pid, p=path: read_rgb(p)) for rel, path in found.items()}
 
 
 class StageLoop:
