@@ -37,7 +37,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
-from common import RESULTS, header_lines, machine_info, write_markdown
+from common import RESULTS, Target, header_lines, machine_info, target_table, write_markdown
 from tqdm import tqdm
 
 from retrieval.adapt.run import AdaptConfig, adapt
@@ -78,6 +78,10 @@ class AdaptBenchConfig:
     """torch threads"""
     report_only: bool = False
     """only write the report from finished runs"""
+    target_after: str = ""
+    """targets on the mean after adaptation, e.g. "A@10>=75,m@B>=28" (issue 23, from assets/model)"""
+    target_gain: str = ""
+    """targets on the paired gain, e.g. "A@1>=3,m@B>=0" (issue 23, from a model trained on --data)"""
 
 
 def start_model(cfg: AdaptBenchConfig, fold: int) -> str:
@@ -190,22 +194,28 @@ def run_one(cfg: AdaptBenchConfig, fold: int, seed: int) -> dict:
     return result
 
 
+def targets(cfg: AdaptBenchConfig, after: dict[str, float], gain: dict[str, dict]) -> list[Target]:
+    """``--target-after`` on the mean after adaptation and ``--target-gain`` on the paired gain."""
+    checked = []
+    for spec, values, what in ((cfg.target_after, after, "after"), (cfg.target_gain, gain, "gain")):
+        for item in filter(None, spec.split(",")):
+            metric, limit = item.split(">=")
+            value = values[metric]["delta"] if what == "gain" else values[metric]
+            checked.append(Target(f"{metric} {what}", value, float(limit), ">=", "points"))
+    return checked
+
+
 def photo_counts(befores: list[dict]) -> str:
     counts = sorted({len(set(b["photo_ids"])) for b in befores})
     return str(counts[0]) if len(counts) == 1 else f"{counts[0]}-{counts[-1]}"
 
 
-def report(cfg: AdaptBenchConfig, runs: list[dict], command: str) -> dict:
-    befores = [before(cfg, r["fold"]) for r in runs]
-    pairs = paired_runs(
-        [r["after"]["per_sketch"] for r in runs], [b["per_sketch"] for b in befores], [b["photo_ids"] for b in befores]
-    )
-    gain = hierarchical_bootstrap(pairs, HEADLINE_METRICS)
-    forgetting_before = {k: float(np.mean([b["forgetting"][k] for b in befores])) for k in HEADLINE_METRICS}
-    mean = lambda rows, k: float(np.mean([row[k] for row in rows]))  # noqa: E731
-    lines = header_lines("Sketch-free adaptation to a photo folder (retrieval.adapt)", command, machine_info())
-    lines += [
-        "",
+def mean_of(rows: list[dict], key: str) -> float:
+    return float(np.mean([row[key] for row in rows]))
+
+
+def gain_lines(cfg: AdaptBenchConfig, befores: list[dict], runs: list[dict], gain: dict) -> list[str]:
+    lines = [
         f"Start model `{cfg.model}`; each run adapts to one fold of `{cfg.data}` train photos "
         f"({photo_counts(befores)} photos) for {cfg.steps} steps, then ranks the human sketches of those photos "
         "among them (17 cuts).",
@@ -214,32 +224,55 @@ def report(cfg: AdaptBenchConfig, runs: list[dict], command: str) -> dict:
         "|---|---:|---:|---:|---:|",
     ]
     for k in HEADLINE_METRICS:
-        g = gain[k]
-        lines.append(
-            f"| {k} | {mean([b['summary'] for b in befores], k):.2f} | {mean([r['after']['summary'] for r in runs], k):.2f} "
-            f"| {g['delta']:+.2f} [{g['low']:+.2f}, {g['high']:+.2f}] | {minimal_detectable_effect(g['se']):.2f} |"
+        g, was, now = (
+            gain[k],
+            mean_of([b["summary"] for b in befores], k),
+            mean_of([r["after"]["summary"] for r in runs], k),
         )
+        lines.append(
+            f"| {k} | {was:.2f} | {now:.2f} | {g['delta']:+.2f} [{g['low']:+.2f}, {g['high']:+.2f}] "
+            f"| {minimal_detectable_effect(g['se']):.2f} |"
+        )
+    return lines
+
+
+def forgetting_lines(cfg: AdaptBenchConfig, forgetting_before: dict, runs: list[dict]) -> list[str]:
     known = "its own val split of " + cfg.data if cfg.forgetting_data == "val" else cfg.forgetting_data
-    lines += ["", f"Forgetting (what the start model knew, unseen by it: {known})", ""]
+    lines = [f"Forgetting (what the start model knew, unseen by it: {known})", ""]
     lines += ["| metric | before (mean of runs) | after (mean of runs) |", "|---|---:|---:|"]
-    lines += [
-        f"| {k} | {forgetting_before[k]:.2f} | {mean([r['forgetting_after'] for r in runs], k):.2f} |"
-        for k in HEADLINE_METRICS
-    ]
-    lines += [
+    after = [r["forgetting_after"] for r in runs]
+    return lines + [f"| {k} | {forgetting_before[k]:.2f} | {mean_of(after, k):.2f} |" for k in HEADLINE_METRICS]
+
+
+def every_run_lines(runs: list[dict]) -> list[str]:
+    lines = [
+        "Every run (minutes: wall time of the adaptation, setup included, on the shared machine):",
         "",
-        "Every run:",
-        "",
-        "| fold | seed | steps | minutes | load start/end | A@1 | A@10 | m@A | m@B |",
-        "|---|---|---:|---:|---|---:|---:|---:|---:|",
+        "| fold | seed | start model | steps | minutes | load start/end | A@1 | A@10 | m@A | m@B |",
+        "|---|---|---|---:|---:|---|---:|---:|---:|---:|",
     ]
     for r in runs:
-        s = r["after"]["summary"]
-        load = r["load_avg_1m"]
+        s, load = r["after"]["summary"], r["load_avg_1m"]
         lines.append(
-            f"| {r['fold']} | {r['seed']} | {r['steps']} | {r['train_minutes']} | {load['start']}/{load['end']} "
-            f"| {s['A@1']:.2f} | {s['A@10']:.2f} | {s['m@A']:.2f} | {s['m@B']:.2f} |"
+            f"| {r['fold']} | {r['seed']} | `{r.get('start_model', '')}` | {r['steps']} | {r['train_minutes']} "
+            f"| {load['start']}/{load['end']} | {s['A@1']:.2f} | {s['A@10']:.2f} | {s['m@A']:.2f} | {s['m@B']:.2f} |"
         )
+    return lines
+
+
+def report(cfg: AdaptBenchConfig, runs: list[dict], command: str) -> dict:
+    befores = [before(cfg, r["fold"]) for r in runs]
+    pairs = paired_runs(
+        [r["after"]["per_sketch"] for r in runs], [b["per_sketch"] for b in befores], [b["photo_ids"] for b in befores]
+    )
+    gain = hierarchical_bootstrap(pairs, HEADLINE_METRICS)
+    forgetting_before = {k: mean_of([b["forgetting"] for b in befores], k) for k in HEADLINE_METRICS}
+    checked = targets(cfg, {k: mean_of([r["after"]["summary"] for r in runs], k) for k in HEADLINE_METRICS}, gain)
+    machine = machine_info()
+    lines = header_lines("Sketch-free adaptation to a photo folder (retrieval.adapt)", command, machine)
+    lines += ["", *gain_lines(cfg, befores, runs, gain), "", *forgetting_lines(cfg, forgetting_before, runs)]
+    lines += ["", *target_table(checked)] if checked else []
+    lines += ["", *every_run_lines(runs)]
     write_markdown(Path(cfg.report + ".md"), lines)
     data = {
         "config": asdict(cfg),
@@ -247,7 +280,8 @@ def report(cfg: AdaptBenchConfig, runs: list[dict], command: str) -> dict:
         "forgetting_before": forgetting_before,
         "runs": [{k: v for k, v in r.items() if k != "after"} | {"after": r["after"]["summary"]} for r in runs],
         "before": [b["summary"] for b in befores],
-        "machine": machine_info(),
+        "targets": [t.as_dict() for t in checked],
+        "machine": machine,
         "command": command,
     }
     Path(cfg.report + ".json").write_text(json.dumps(data, indent=1))
