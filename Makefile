@@ -8,7 +8,7 @@ export GRADIO_ANALYTICS_ENABLED := False
 export HF_HUB_OFFLINE := 1
 export PYTHONUNBUFFERED := 1
 
-.PHONY: venv run study demo analyse scripted-study test lint chromium eslint js-lint bench reproduce rl-study default-model adapt clean
+.PHONY: venv run study demo analyse scripted-study test test-fast lint chromium eslint js-lint bench reproduce rl-study default-model adapt clean
 
 $(STAMP): requirements.txt pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -70,6 +70,10 @@ test: venv cluster-venv chromium js-lint
 	$(BIN)/python -m ruff format --check .
 	$(BIN)/python -m pytest
 
+# The edit-run loop: the suite without its slow, browser and cluster tests (markers in pyproject.toml), under a minute on 2 cores.
+test-fast: venv
+	$(BIN)/python -m pytest -m "not slow and not browser and not cluster"
+
 lint: venv
 	$(BIN)/python -m ruff check .
 	$(BIN)/python -m ruff format --check .
@@ -101,12 +105,17 @@ adapt: venv
 	@test -n "$(PHOTOS)" -a "$(origin OUT)" != file || { echo "usage: make adapt PHOTOS=dir OUT=dir [MODEL=assets/model] [MINUTES=10]"; exit 2; }
 	$(BIN)/python -m retrieval.adapt --model $(MODEL) --photos $(PHOTOS) --out $(OUT) --minutes $(MINUTES) $(ARGS)
 
-# Full run (1k-1M galleries, encoder options, 50 users, browser): ~17 min on 2 cores.
-# `make bench QUICK=1` for a short pass. Writes bench/RESULTS.md and bench/results/*.
+# The default run of every speed and load bench (1k-1M galleries, encoder options, 50 users, browser): ~17 min on
+# 2 cores. `make bench QUICK=1` for a short pass; accuracy benches and the other non-default ones run by name
+# (ARGS="--only adapt"; bench/run_all.py lists them). Writes bench/results/<name>.{md,json} and bench/RESULTS.md.
 bench: venv chromium
 	$(BIN)/python bench/run_all.py $(if $(QUICK),--quick) $(ARGS)
 
-.PHONY: cluster-venv serve-cluster
+# bench/RESULTS.md again from the result files in bench/results (runs nothing).
+bench-summary: venv
+	$(BIN)/python bench/run_all.py --collect-only
+
+.PHONY: cluster-venv serve-cluster bench-summary
 
 clean:
 	rm -rf .cache runs .pytest_cache

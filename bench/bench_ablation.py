@@ -5,7 +5,7 @@ For every ``--models name=folder`` row, on the ``--split`` (default ``val``) ske
 - accuracy with the split's own photos as gallery and with ALL photos of the data (``--gallery all``
   of ``retrieval.evaluation``: Chair-V2 val sketches against all 300 train photos), at the 17 point
   cuts (A@1/5/10 on the complete sketch, m@A, m@B along the drawing);
-- the re-ranking levers of ``retrieval.serving.rerank`` on the same embeddings (alpha-QE per query, DBA
+- the re-ranking levers of ``rerank`` (beside this bench) on the same embeddings (alpha-QE per query, DBA
   on the gallery, flip-averaged photo descriptors), each reported as its own row;
 - per-stroke encoder latency: render + embed of one partial sketch, batch 1, one thread,
   p50/p95 over ``--reps`` calls, models timed interleaved so machine load hits all alike.
@@ -22,6 +22,7 @@ from pathlib import Path
 
 import numpy as np
 from common import command_line, header_lines, machine_info, percentiles, write_results
+from rerank import alpha_query_expansion, database_augmentation
 
 from retrieval.cli import parse_config
 from retrieval.data.augment import flip_photo
@@ -30,7 +31,6 @@ from retrieval.evaluation.metrics import HEADLINE_METRICS
 from retrieval.evaluation.protocol import embed_steps, gallery_photo_ids, score_embeddings, true_photo_index
 from retrieval.model.encoder import Encoder
 from retrieval.runtime import set_threads
-from retrieval.serving.rerank import alpha_query_expansion, database_augmentation
 
 
 @dataclass

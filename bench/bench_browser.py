@@ -1,7 +1,7 @@
 """Pen-up -> gallery painted, measured inside headless Chromium against the app (10k photos).
 
 Starts ``app.py`` on a free 127.0.0.1 port, opens it in Debian's Chromium through Playwright
-(``retrieval.ui.browser``: the ``chromium`` on the PATH; never ``playwright install``; every request that is
+(``harness.browser``: the ``chromium`` on the PATH; never ``playwright install``; every request that is
 not to 127.0.0.1 is blocked and counted) and draws procedural sketches stroke by stroke with the
 mouse. In the page, a capture-phase ``pointerup`` listener stamps ``performance.now()`` when the
 pen lifts on the canvas; a MutationObserver on the result grid's ``data-renders`` attribute
@@ -38,9 +38,9 @@ from common import (
     write_results,
 )
 
+from harness.api_client import LOCALHOST, running_app
+from harness.browser import CHROMIUM, CHROMIUM_ARGS, NO_CHROMIUM, chromium_browser
 from retrieval.cli import parse_config
-from retrieval.ui.api_client import LOCALHOST, running_app
-from retrieval.ui.browser import CHROMIUM, CHROMIUM_ARGS, NO_CHROMIUM, chromium_browser
 
 CANVAS = "#es-canvas canvas.es-canvas"
 RESULTS = "#es-results .es-results"

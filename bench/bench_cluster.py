@@ -46,9 +46,9 @@ from common import (
 )
 from drawing_sessions import Session, SessionPlan, check_answer, expected_rankings, make_sessions, prewarm_thumbnails
 
+from harness.api_client import ApiError
 from retrieval.cli import parse_config
 from retrieval.runtime import set_threads
-from retrieval.ui.api_client import ApiError
 
 
 @dataclass

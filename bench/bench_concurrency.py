@@ -30,8 +30,8 @@ from common import BENCH_CACHE, DEFAULT_MODEL, command_line, cpu_seconds, machin
 from concurrency_report import report
 from drawing_sessions import Session, SessionPlan, check_answer, expected_rankings, make_sessions, prewarm_thumbnails
 
+from harness.api_client import ApiError, call_rank_async, running_app
 from retrieval.cli import parse_config
-from retrieval.ui.api_client import ApiError, call_rank_async, running_app
 
 
 @dataclass

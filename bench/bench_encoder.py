@@ -21,7 +21,7 @@ from common import command_line, header_lines, machine_info, markdown_table, wri
 
 from retrieval.cli import parse_config
 from retrieval.data.sketch import Sketch
-from retrieval.model.encoder import Encoder
+from retrieval.model.encoder import create_encoder
 from retrieval.runtime import set_threads
 
 
@@ -62,7 +62,7 @@ def test_sketch(seed: int) -> Sketch:
 
 def time_one(arch: str, size: int, threads: int, fmt: str, cfg: Config, sketch: Sketch) -> tuple[float, float]:
     set_threads(threads)
-    enc = Encoder.create(
+    enc = create_encoder(
         arch=arch, input_size=size, embed_dim=cfg.embed_dim, seed=cfg.seed, channels_last=fmt == "channels_last"
     )
     half = sketch.num_points // 2

@@ -1,7 +1,7 @@
 """Server CPU and latency per stroke on the app's stroke route (``POST /es/stroke``) at 50 sessions.
 
 Starts ``app.py`` (study mode by default, logs in a temporary folder) and runs ``--sessions``
-participants at once, each a browser of its own (``retrieval/ui/ui_client.py``: page load for its
+participants at once, each a browser of its own (``harness/ui_client.py``: page load for its
 cookie, Start, then strokes): every participant draws the procedural sketch of its trial's target
 stroke by stroke at human times (the sketch's own stroke durations, Quick, Draw!-like pen-up gaps),
 posts each stroke after its pen-up and waits for the answer (closed loop), and presses Next when a
@@ -38,10 +38,10 @@ from common import (
 )
 from study_traffic import stroke_event
 
+from harness.api_client import running_app
+from harness.ui_client import UiApp, UiSession
 from retrieval.cli import parse_config
 from retrieval.study.payload import JournalWriter
-from retrieval.ui.api_client import running_app
-from retrieval.ui.ui_client import UiApp, UiSession
 
 CPU_TARGET_MS = 15.0  # issue 22: server CPU per stroke at 50 sessions
 P95_TARGET_MS = 100.0

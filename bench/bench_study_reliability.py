@@ -1,7 +1,7 @@
 """Study-mode reliability: concurrent participants at human timing, then again with hostile clients.
 
 Starts ``app.py --mode study`` and drives ``--sessions`` participants through its real UI events
-(``retrieval/ui/ui_client.py``: the requests the browser page sends). Each participant draws the
+(``harness/ui_client.py``: the requests the browser page sends). Each participant draws the
 procedural sketch of its trial's target stroke by stroke at human times (the sketch's own stroke
 durations, Quick, Draw!-like pen-up gaps), posts each stroke to ``POST /es/stroke`` after its
 pen-up (only the events the server has not acknowledged), waits for the answer, gives up after ``--strokes-per-trial`` strokes and presses Next. The run has two phases
@@ -36,9 +36,9 @@ from study_client import StudyPageClient
 from study_report import report
 from study_traffic import Participant, StudyLoad, Tally, check_logs, hostile_process
 
+from harness.api_client import running_app
+from harness.ui_client import UiApp, UiSession
 from retrieval.cli import parse_config
-from retrieval.ui.api_client import running_app
-from retrieval.ui.ui_client import UiApp, UiSession
 
 
 @dataclass

@@ -23,8 +23,8 @@ from typing import TYPE_CHECKING
 
 from common import ROOT
 
+from harness.api_client import LOCALHOST, ApiError, call_rank_async, free_port, running_app, stop_process
 from retrieval.serving.serve_client import rank_request
-from retrieval.ui.api_client import LOCALHOST, ApiError, call_rank_async, free_port, running_app, stop_process
 
 if TYPE_CHECKING:
     from bench_cluster import Config

@@ -4,7 +4,7 @@ Every result file carries the machine (CPU model, cores, RAM, load), the date, l
 and a plot. Each benchmark writes ``bench/results/<name>.md`` (human), ``<name>.json`` (read by
 ``bench/run_all.py``: the targets with measured value and met / not met) and ``<name>.png``.
 
-Starting the app and calling its endpoint live in ``retrieval/ui/api_client.py``.
+Starting the app and calling its endpoint live in ``harness/api_client.py``.
 """
 
 from __future__ import annotations
@@ -219,9 +219,12 @@ def write_results(
     machine: dict[str, Any],
     out_dir: Path = RESULTS,
 ) -> Path:
-    """Write ``<name>.md`` and ``<name>.json`` (targets, machine, raw data) and return the .md path."""
+    """Write ``<name>.md`` and ``<name>.json`` (the command that wrote it, targets, machine, raw data) and
+    return the .md path. The JSON is what ``bench/run_all.py`` reads back: nothing is parsed out of the Markdown."""
     md = write_markdown(out_dir / f"{name}.md", lines)
-    payload = {"name": name, "machine": machine, "targets": [t.as_dict() for t in targets], "data": data}
+    command = command_line(sys.argv[0], None)
+    payload = {"name": name, "command": command, "machine": machine, "targets": [t.as_dict() for t in targets]}
+    payload["data"] = data
     (out_dir / f"{name}.json").write_text(json.dumps(payload, indent=2, default=_json_default))
     return md
 
@@ -276,22 +279,22 @@ def command_line(script: str, argv: list[str] | None) -> str:
 def load_encoder(model: Path = DEFAULT_MODEL, channels_last: bool = False):
     """The app's model: ``model`` if it holds a checkpoint, else the app's untrained fallback.
 
-    The fallback is ``Encoder.create(seed=0)``, exactly what app.py uses, so the benchmark, the
+    The fallback is ``create_encoder(seed=0)``, exactly what app.py uses, so the benchmark, the
     app subprocess and the gallery cache (keyed by model hash) agree. Latency does not depend on
     the weights; accuracy does, so results say which model was used.
     """
-    from retrieval.model.encoder import Encoder
+    from retrieval.model.encoder import Encoder, create_encoder
 
     if (Path(model) / "model.safetensors").exists():
         return Encoder.load(model, channels_last=channels_last)
-    return Encoder.create(seed=0, channels_last=channels_last)
+    return create_encoder(seed=0, channels_last=channels_last)
 
 
 def model_label(model: Path = DEFAULT_MODEL) -> str:
     return (
         str(model)
         if (Path(model) / "model.safetensors").exists()
-        else "untrained Encoder.create(seed=0) (no assets/model yet)"
+        else "untrained create_encoder(seed=0) (no assets/model yet)"
     )
 
 
@@ -305,6 +308,32 @@ def save_plot(fig, name: str, out_dir: Path = RESULTS) -> Path:
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path
+
+
+def plot_percentile_rows(name: str, rows: Sequence[dict[str, Any]], out_dir: Path = RESULTS) -> Path | None:
+    """Bars of each row's p50 (and p95) from a result's ``data["rows"]`` (keys starting ``p50`` / ``p95``),
+    labelled by the row's text and integer fields; None when the rows carry no p50."""
+    p50 = next((k for k in (rows[0] if rows else {}) if k.startswith("p50")), None)
+    if p50 is None:
+        return None
+    p95 = next((k for k in rows[0] if k.startswith("p95")), None)
+    labels = [
+        " ".join(str(v) for v in r.values() if isinstance(v, str | int) and not isinstance(v, bool))[:48] for r in rows
+    ]
+    use_agg()
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(9, max(3.0, 0.22 * len(rows) + 1)))
+    y = range(len(rows))
+    ax.barh([v + 0.2 for v in y], [r[p50] for r in rows], height=0.4, label=p50)
+    if p95 is not None:
+        ax.barh([v - 0.2 for v in y], [r[p95] for r in rows], height=0.4, label=p95)
+    ax.set_yticks(list(y), labels, fontsize=6)
+    ax.invert_yaxis()
+    ax.set_xscale("log")
+    ax.set(title=f"{name}: {p50}" + (f" / {p95}" if p95 is not None else ""))
+    ax.legend(fontsize=7)
+    return save_plot(fig, name, out_dir)
 
 
 def use_agg() -> None:

@@ -123,7 +123,7 @@ def prewarm_thumbnails(plan: SessionPlan, max_s: float) -> None:
     thread renders every photo (~6 ms CPU each) while the sessions draw, which is not what a warm server does."""
     import glob
 
-    from retrieval.ui.api_client import running_app
+    from harness.api_client import running_app
 
     args = ["--gallery-size", str(plan.gallery_size), "--cache-dir", str(plan.cache_dir), "--model", str(plan.model)]
     start = time.perf_counter()

@@ -19,8 +19,8 @@ import httpx
 import numpy as np
 from study_traffic import stroke_event
 
+from harness.ui_client import UiApp, UiError, UiSession
 from retrieval.study.payload import JournalWriter
-from retrieval.ui.ui_client import UiApp, UiError, UiSession
 
 ATTACKER_ADDRESS = "127.0.0.2"
 # Every route a client can POST to, open or not: the oversized nested body is tried on each.
@@ -75,33 +75,59 @@ async def session_flood(url: str, deadline: float, counts: Counter, sessions: in
         await _workers(16, deadline, sessions, one)
 
 
+class RawPoster:
+    """POSTs over one kept-alive socket with the request bytes written by hand, no HTTP library: a
+    flood costs its sender a few microseconds a request, so on the bench's shared 2 cores what the
+    attack costs honest participants is the server's work for it, not the attacker's own client."""
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, host: str) -> None:
+        self.reader, self.writer, self.host = reader, writer, host
+
+    @classmethod
+    async def open(cls, url: str) -> RawPoster:
+        host, port = url.split("//", 1)[1].split(":")
+        reader, writer = await asyncio.open_connection(host, int(port), local_addr=(ATTACKER_ADDRESS, 0))
+        return cls(reader, writer, f"{host}:{port}")
+
+    async def post(self, path: str, body: bytes) -> int:
+        """The answer's status (the connection is reopened when the server closed it)."""
+        head = f"POST {path} HTTP/1.1\r\nHost: {self.host}\r\nContent-Type: application/json\r\n"
+        self.writer.write(f"{head}Content-Length: {len(body)}\r\n\r\n".encode() + body)
+        lines = (await self.reader.readuntil(b"\r\n\r\n")).decode("latin-1").split("\r\n")
+        fields = dict(line.lower().split(": ", 1) for line in lines[1:] if ": " in line)
+        await self.reader.readexactly(int(fields.get("content-length", 0)))
+        return int(lines[0].split()[1])
+
+    def close(self) -> None:
+        self.writer.close()
+
+
 async def rotating_identity(url: str, deadline: float, counts: Counter) -> None:
     """Canvas events (the trial check, the page's one canvas event through Gradio since strokes take
     the app's route), each under a fresh ``session_hash`` after a decoy unescaped ``"session_hash"``
-    key: the bucket keys of the old limit. 8 at a time, as fast as answered."""
-    async with attacker_client(8) as client:
-        app = await UiApp.connect(client, url)
-        stroke = app.event("es-canvas", "trial_check")
+    key: the bucket keys of the old limit. 8 connections, each sending as fast as it is answered."""
+    async with attacker_client(1) as client:
+        check = (await UiApp.connect(client, url)).event("es-canvas", "trial_check")
+    body = {"data": [], "event_data": None, "fn_index": check.fn_index, "trigger_id": check.trigger_id}
+    label = "POST /gradio_api/queue/join"
 
-        async def one(i: int) -> None:
-            body = {
-                "data": [],
-                "event_data": None,
-                "fn_index": stroke.fn_index,
-                "trigger_id": stroke.trigger_id,
-            }
-            text = '{"session_hash": "decoy", ' + json.dumps({**body, "session_hash": f"rot{i:07d}"})[1:]
-            headers = {"content-type": "application/json"}
-            await _post(
-                client,
-                counts,
-                "POST /gradio_api/queue/join",
-                f"{url}/gradio_api/queue/join",
-                content=text,
-                headers=headers,
-            )
+    async def one_connection(n: int) -> None:
+        poster = await RawPoster.open(url)
+        try:
+            for i in itertools.count(n, 8):
+                if time.monotonic() >= deadline:
+                    return
+                text = '{"session_hash": "decoy", ' + json.dumps({**body, "session_hash": f"rot{i:07d}"})[1:]
+                try:
+                    counts[f"{label}: HTTP {await poster.post('/gradio_api/queue/join', text.encode())}"] += 1
+                except (OSError, asyncio.IncompleteReadError, ValueError) as exc:
+                    counts[f"{label}: {type(exc).__name__}"] += 1
+                    poster.close()
+                    poster = await RawPoster.open(url)
+        finally:
+            poster.close()
 
-        await _workers(8, deadline, 10**9, one)
+    await asyncio.gather(*(one_connection(n) for n in range(8)))
 
 
 async def journal_replay(url: str, deadline: float, counts: Counter, tabs: int = 4) -> None:

@@ -30,13 +30,13 @@ from pathlib import Path
 from bench_browser import draw_stroke
 from common import ROOT, command_line, header_lines, machine_info, write_markdown
 
+from harness.api_client import running_app
+from harness.browser import CHROMIUM, NO_CHROMIUM, chromium_browser
 from retrieval.cli import parse_config
 from retrieval.data.datasets import open_dataset
 from retrieval.study.analysis import AnalysisConfig, analyse
 from retrieval.study.log import log_files, read_log
 from retrieval.study.plan import StudyConfig
-from retrieval.ui.api_client import running_app
-from retrieval.ui.browser import CHROMIUM, NO_CHROMIUM, chromium_browser
 
 PLOTS = ("rank_vs_stroke.png", "strokes_to_found.png")
 

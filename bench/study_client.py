@@ -1,5 +1,5 @@
 """One study participant's page, scripted: the requests the study page sends for Start, strokes,
-Give up and Next (``retrieval/ui/ui_client.py`` underneath). The honest participants of the study
+Give up and Next (``harness/ui_client.py`` underneath). The honest participants of the study
 benchmarks (``study_traffic.Participant``) draw through it.
 """
 
@@ -8,8 +8,8 @@ from __future__ import annotations
 import asyncio
 import time
 
+from harness.ui_client import UiError, UiSession
 from retrieval.study.payload import JournalWriter
-from retrieval.ui.ui_client import UiError, UiSession
 
 
 class StudyPageClient:

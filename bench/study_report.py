@@ -17,7 +17,7 @@ if TYPE_CHECKING:
 
 def limit_line(cfg: Config) -> str:
     """The app's per-tab rate limit in this run (on by default in study mode)."""
-    from retrieval.serving.rate_limits import RATE_BURST, RATE_PER_S
+    from retrieval.ui.rate_limits import RATE_BURST, RATE_PER_S
 
     if "--rate-limit" in cfg.app_args:
         return f"App flags `{cfg.app_args}`."

@@ -3,7 +3,7 @@
 An honest :class:`Participant` draws each trial's target stroke by stroke at human times and
 posts each stroke to the app's stroke route after its pen-up, as the study page's canvas does; a
 hostile client sends what an attacker would, back to back. Both go through the study page's own
-requests (``retrieval/ui/ui_client.py``: Gradio events for the buttons, ``POST /es/stroke`` for
+requests (``harness/ui_client.py``: Gradio events for the buttons, ``POST /es/stroke`` for
 strokes). What the participants sent is tallied, so the logs on disk can be checked against it.
 """
 
@@ -22,8 +22,8 @@ import numpy as np
 from common import BENCH_CACHE
 from study_client import StudyPageClient
 
+from harness.ui_client import UiApp, UiError, UiSession
 from retrieval.study.payload import JournalWriter
-from retrieval.ui.ui_client import UiApp, UiError, UiSession
 
 
 @dataclass
@@ -57,6 +57,7 @@ class Tally:
     # participant -> trial token -> (trial, target)
     trials: dict[str, dict[str, tuple[int, str]]] = field(default_factory=dict)
     latencies_ms: list[float] = field(default_factory=list)
+    sent_at: list[float] = field(default_factory=list)  # time.monotonic() when each latency's stroke was first sent
     errors: Counter = field(default_factory=Counter)
     wall_s: float = 0.0
     requests: int = 0  # every request the participants sent (Start, strokes, Give up, Next; retries too)
@@ -65,6 +66,7 @@ class Tally:
         self.sent.update(other.sent)
         self.trials.update(other.trials)
         self.latencies_ms += other.latencies_ms
+        self.sent_at += other.sent_at
         self.errors.update(other.errors)
         self.wall_s += other.wall_s
         self.requests += other.requests
@@ -136,6 +138,7 @@ class Participant:
 
     async def _send(self, token: str, events: list[dict]) -> bool:
         """Send the journal (again, up to 3 times, if the request fails); True once the trial ended."""
+        first_sent = time.monotonic()
         for _ in range(3):
             began = time.perf_counter()
             self.tally.requests += 1
@@ -145,6 +148,7 @@ class Participant:
                 self.tally.errors[type(exc).__name__ + ": " + str(exc)[:60]] += 1
                 continue
             self.tally.latencies_ms.append((time.perf_counter() - began) * 1e3)
+            self.tally.sent_at.append(first_sent)
             return locked
         return False
 

@@ -1,6 +1,6 @@
 """Encoder layouts trained side by side under one time budget, then scored by ``bench_ablation``.
 
-Each ``--runs`` item is a preset of ``retrieval.train.pipeline.ENCODER_PRESETS`` with optional overrides of
+Each ``--runs`` item is a preset of ``retrieval.model.spec.PRESETS`` with optional overrides of
 ``retrieval.train.pipeline.Config`` fields, ``preset:field=value:field=value`` (tuples comma-separated).
 Every run is its own ``python -m retrieval.train`` process on ONE thread, all started at once, so
 on a machine with at least as many idle cores as runs they share nothing but memory bandwidth
@@ -28,7 +28,8 @@ import bench_ablation
 
 from retrieval.cli import parse_config
 from retrieval.evaluation.metrics import HEADLINE_METRICS
-from retrieval.train.config import ENCODER_PRESETS, STAGES, Config, pipeline_stages, stage_minutes
+from retrieval.model.spec import PRESETS
+from retrieval.train.config import STAGES, Config, pipeline_stages, preset_flags, stage_minutes
 
 
 @dataclass
@@ -59,10 +60,10 @@ class SweepConfig:
 
 def run_config(item: str, cfg: SweepConfig) -> Config:
     preset, *overrides = item.split(":")
-    if preset not in ENCODER_PRESETS:
-        raise SystemExit(f"unknown preset {preset!r}; choose from {sorted(ENCODER_PRESETS)}")
+    if preset not in PRESETS:
+        raise SystemExit(f"unknown preset {preset!r}; choose from {sorted(PRESETS)}")
     kinds = {f.name: f for f in dataclasses.fields(Config)}
-    values = dict(ENCODER_PRESETS[preset])
+    values = preset_flags(preset)
     for override in overrides:
         key, _, text = override.partition("=")
         if key not in kinds:

@@ -126,7 +126,7 @@ def evaluate(cfg: ReproduceConfig, model: Path, out: Path, split: str) -> dict:
             out=out,
             split=split,
             val_fraction=cfg.val_fraction,
-            seed=cfg.split_seed,
+            split_seed=cfg.split_seed,
             threads=cfg.threads,
         )
     )

@@ -1,18 +1,17 @@
 """Start the real app in a subprocess on a free local port for the API and browser tests.
 
-A thin wrapper over :func:`retrieval.ui.api_client.running_app` (the one app launcher, shared with the
+A thin wrapper over :func:`harness.api_client.running_app` (the one app launcher, shared with the
 benchmarks) with the tests' small gallery, one thread and the log in the test's ``tmp_path``; and the
-browser tests' shared Playwright helpers (the browser itself: :mod:`retrieval.ui.browser`).
+browser tests' shared Playwright helpers (the browser itself: :mod:`harness.browser`).
 """
 
 from __future__ import annotations
 
 import contextlib
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
-from retrieval.ui.api_client import running_app as _running_app
+from harness.api_client import running_app as _running_app
 
 SMALL_GALLERY = "60"  # procedural photos: starts in seconds, cached after the first run
 START_TIMEOUT_S = 300  # first run embeds the gallery on a busy 2-core machine
@@ -35,9 +34,7 @@ def draw(page, box: dict, stroke, steps: int = 12) -> None:
     (x0, y0), (x1, y1) = stroke
     page.mouse.move(box["x"] + x0 * box["width"], box["y"] + y0 * box["height"])
     page.mouse.down()
-    time.sleep(0.05)  # synthetic input is near-instant; a person's stroke takes time
-    page.mouse.move(box["x"] + x1 * box["width"], box["y"] + y1 * box["height"], steps=steps)
-    time.sleep(0.05)
+    page.mouse.move(box["x"] + x1 * box["width"], box["y"] + y1 * box["height"], steps=steps)  # one round trip each
     page.mouse.up()
 
 

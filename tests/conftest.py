@@ -1,8 +1,15 @@
-"""Shared fixtures: the development data under ../shared/data is optional; tests using it skip cleanly."""
+"""Shared fixtures, and the markers a test gets from the fixtures it uses.
+
+A test that takes the ``browser`` fixture is marked ``browser``, one that takes ``shared_data`` is
+marked ``shared_data`` (the development data under ../shared/data is optional: those tests skip
+cleanly without it). ``slow`` and ``cluster`` are set in the test files. ``make test-fast`` runs
+``-m "not slow and not browser and not cluster"``; the markers are declared in pyproject.toml.
+"""
 
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -16,12 +23,39 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 SHARED_DATA = Path(os.environ.get("EARLYSKETCH_SHARED_DATA", REPO_ROOT.parent / "shared" / "data"))
 
 
-def shared_path(*parts: str) -> Path:
-    """Path under ../shared/data, or skip the calling test when it is absent."""
+MARKING_FIXTURES = ("browser", "shared_data")  # a test using one of these gets the marker of that name
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        for name in MARKING_FIXTURES:
+            if name in getattr(item, "fixturenames", ()):
+                item.add_marker(name)
+
+
+def _shared_path(*parts: str) -> Path:
     path = SHARED_DATA.joinpath(*parts)
     if not path.exists():
         pytest.skip(f"development data not present: {path}")
     return path
+
+
+@pytest.fixture
+def shared_data() -> Callable[..., Path]:
+    """``shared_data("chairv2-train", ...)``: a path under ../shared/data, or skip the test when it is absent."""
+    return _shared_path
+
+
+@pytest.fixture(scope="module")
+def browser():
+    """A headless Chromium (Debian's, under Playwright) for the module's tests; skips them without it."""
+    pytest.importorskip("playwright.sync_api")
+    from harness.browser import CHROMIUM, NO_CHROMIUM, chromium_browser
+
+    if CHROMIUM is None:
+        pytest.skip(NO_CHROMIUM)
+    with chromium_browser() as browser:
+        yield browser
 
 
 @pytest.fixture(autouse=True, scope="session")
@@ -37,9 +71,11 @@ def encoder():
 
     Modules that need another model define their own ``encoder`` fixture, which takes precedence.
     """
-    from retrieval.model.encoder import Encoder  # here, not at the top: most test modules never need torch
+    from retrieval.model.encoder import (  # here, not at the top: most test modules never need torch
+        create_encoder,
+    )
 
-    return Encoder.create(input_size=64, embed_dim=32, seed=0)
+    return create_encoder(input_size=64, embed_dim=32, seed=0)
 
 
 UI_GALLERY = [f"photo_{i:02d}" for i in range(30)]
@@ -54,8 +90,8 @@ def ui_backend(encoder, tmp_path_factory):
     from retrieval.serving.gallery import Gallery
     from retrieval.serving.index import PhotoIndex
     from retrieval.serving.retriever import Retriever
-    from retrieval.serving.thumbnails import ThumbnailCache
     from retrieval.ui.backend import Backend
+    from retrieval.ui.thumbnails import ThumbnailCache
 
     vectors = np.random.default_rng(0).standard_normal((len(UI_GALLERY), encoder.meta["embed_dim"])).astype(np.float32)
     vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)

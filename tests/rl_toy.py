@@ -13,7 +13,7 @@ from typing import Any
 import cv2
 import numpy as np
 
-from retrieval.data.records import SketchRecord, split_validation
+from retrieval.data.dataset_protocol import SketchRecord, split_validation
 from retrieval.data.sketch import Sketch
 
 
@@ -73,9 +73,9 @@ class ToyDataset:
 def calibrated_encoder(dataset: ToyDataset, *, input_size: int = 64, embed_dim: int = 16, seed: int = 0) -> Any:
     """A small random ``Encoder`` whose batch-norm statistics are fitted to ``dataset``'s own images
     (``Encoder.calibrate_batchnorm``): distinct features without any training, enough for tests."""
-    from retrieval.model.encoder import Encoder
+    from retrieval.model.encoder import create_encoder
 
-    encoder = Encoder.create(input_size=input_size, embed_dim=embed_dim, seed=seed, calibrate=False)
+    encoder = create_encoder(input_size=input_size, embed_dim=embed_dim, seed=seed, calibrate=False)
     records = [r for split in dataset.splits() for r in dataset.sketches(split)]
     photos = [dataset.load_photo(p) for split in dataset.splits() for p in dataset.photo_ids(split)]
     encoder.calibrate_batchnorm([encoder.render(r.sketch) for r in records], photos)

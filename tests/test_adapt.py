@@ -17,9 +17,11 @@ from retrieval.data import images
 from retrieval.data.images import scan_photo_folder
 from retrieval.data.procedural import generate_photo
 from retrieval.model.checkpoint import CheckpointError
-from retrieval.model.encoder import Encoder
+from retrieval.model.encoder import Encoder, create_encoder
 from retrieval.model.progress_head import ProgressHead
 from retrieval.ui.config import AppConfig
+
+pytestmark = pytest.mark.slow  # adaptation runs and an app with its photo folder
 
 TINY_RUN = {"steps": 2, "minutes": 0, "batch_size": 8, "quickdraw": "", "progress": False}
 REHEARSAL = "procedural:photos=6,sketches=1,seed=7"
@@ -37,7 +39,7 @@ def photos(tmp_path_factory):
 @pytest.fixture(scope="module")
 def start_model(tmp_path_factory):
     """A small real encoder with a progress head (the shipped model's layout), saved as a checkpoint."""
-    encoder = Encoder.create(input_size=64, embed_dim=32, seed=0)
+    encoder = create_encoder(input_size=64, embed_dim=32, seed=0)
     state = encoder.sketch_head_state()
     feature_dim = encoder.meta["feature_dim"]
     head = ProgressHead(state["weight"], state["bias"], np.zeros(feature_dim), np.ones(feature_dim), 0.1, hidden=8)

@@ -10,6 +10,8 @@ import pytest
 
 from tests.app_server import running_app
 
+pytestmark = pytest.mark.slow  # a real app in a subprocess
+
 gradio_client = pytest.importorskip("gradio_client")
 AppError = pytest.importorskip("gradio_client.exceptions").AppError
 

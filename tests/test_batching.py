@@ -43,6 +43,7 @@ def call_together(batcher: RankBatcher, calls: list[tuple]) -> list:
     return out
 
 
+@pytest.mark.slow
 def test_concurrent_calls_are_batched_and_each_gets_its_own_ranking(retriever):
     batcher = RankBatcher(retriever, max_batch=8, max_wait_ms=300)
     ids = retriever.index.ids

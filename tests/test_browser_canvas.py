@@ -14,14 +14,11 @@ import time
 
 import pytest
 
-from retrieval.ui.browser import CHROMIUM, NO_CHROMIUM, chromium_browser
 from tests.app_server import block_outside, draw, running_app
 from tests.conftest import REPO_ROOT
 
 playwright_api = pytest.importorskip("playwright.sync_api")
 expect = playwright_api.expect
-
-pytestmark = pytest.mark.skipif(CHROMIUM is None, reason=NO_CHROMIUM)
 
 # Back, seat, front leg of a chair seen from the side, as fractions of the canvas.
 STROKES = [[(0.32, 0.15), (0.32, 0.85)], [(0.32, 0.55), (0.70, 0.55)], [(0.70, 0.55), (0.70, 0.85)]]
@@ -41,22 +38,18 @@ def app_url(tmp_path_factory):
         yield url
 
 
-@pytest.fixture(scope="module")
-def browser():
-    with chromium_browser() as browser:
-        yield browser
-
-
 class Canvas:
     """One tab on the app, with the stroke batches its canvas sent (newest last) and its DOM state."""
 
-    def __init__(self, browser, url: str, dpr: float = 1, whole_pixels: bool = False) -> None:
+    def __init__(self, browser, url: str, dpr: float = 1, whole_pixels: bool = False, prepare=None) -> None:
         self.context = browser.new_context(viewport={"width": 1300, "height": 900}, device_scale_factor=dpr)
         self.page = page = self.context.new_page()
         self.outside: list[str] = []
         self.batches: list[dict] = []  # as sent, with each event text parsed
         block_outside(page, self.outside)
         page.on("request", self._record)
+        if prepare is not None:  # routes, scripts or emulation the page must have from its first request
+            prepare(page)
         page.goto(url)
         self.wrap = page.locator(".es-canvas-wrap[data-ready]")
         self.results = page.locator(".es-results[data-ready]")
@@ -225,3 +218,51 @@ def test_same_css_strokes_give_the_same_journal_and_ranking_at_dpr_1_and_2(brows
             tab.close()
     assert seen[1][:3] == seen[2][:3], "CSS-pixel coordinates must not depend on the pixel ratio"
     assert seen[1][3] == seen[2][3], "nor must the ranking after each stroke"
+
+
+# Every canvas position from the moment it is ready to draw on (rAF-sampled, so no layout is missed).
+TRACK_THE_CANVAS = """(() => {
+    window.__canvasBoxes = [];
+    const sample = () => {
+        const canvas = document.querySelector(".es-canvas-wrap[data-ready] canvas.es-canvas");
+        if (canvas) {
+            const r = canvas.getBoundingClientRect(), box = [r.x, r.y, r.width, r.height].join(",");
+            if (window.__canvasBoxes.at(-1) !== box) window.__canvasBoxes.push(box);
+        }
+        requestAnimationFrame(sample);
+    };
+    requestAnimationFrame(sample);
+})()"""
+
+
+def test_the_canvas_stays_put_while_a_slow_page_paints_its_first_results_and_their_thumbnails(browser, app_url):
+    """The first results and, later still, their thumbnails must not move the canvas: a person draws
+    the second stroke while they arrive. A 6x slower CPU (devtools throttling, the load that made
+    strokes land 20 px off in CI) and thumbnails held back until the grid has painted make both late."""
+    held = []
+
+    def prepare(page):
+        page.context.new_cdp_session(page).send("Emulation.setCPUThrottlingRate", {"rate": 6})
+        page.add_init_script(TRACK_THE_CANVAS)
+        page.route(
+            re.compile(r"/gradio_api/file="), lambda route: held.append(route)
+        )  # thumbnails wait for the test's release
+
+    tab = Canvas(browser, app_url, prepare=prepare)
+    try:
+        box = tab.box
+        tab.stroke(STROKES[0], 1)
+        expect(tab.page.locator(".es-card:not(.es-skeleton)")).to_have_count(12)
+        assert held, "the thumbnails should still be on their way"
+        for route in held:
+            route.continue_()
+        tab.page.wait_for_function(
+            "() => [...document.querySelectorAll('.es-card img[src]')].every((img) => img.complete && img.naturalWidth)"
+        )
+        tab.stroke(STROKES[1], 2)
+        boxes = tab.page.evaluate("window.__canvasBoxes")
+        assert len(boxes) == 1, f"the canvas moved: {boxes}; layout now {tab.layout()}"
+        first = tab.sent()[0]["points"][0]
+        assert first[:2] == pytest.approx([0.32 * box["width"], 0.15 * box["height"]], abs=1), "ink under the pen"
+    finally:
+        tab.close()

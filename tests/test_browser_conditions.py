@@ -14,14 +14,11 @@ import pytest
 
 from retrieval.study.log import log_files, read_log
 from retrieval.study.log_rankings import with_rankings
-from retrieval.ui.browser import CHROMIUM, NO_CHROMIUM, chromium_browser
 from retrieval.ui.views import HIDDEN_RESULTS
 from tests.app_server import SMALL_GALLERY, draw, running_app, start_study
 
 playwright_api = pytest.importorskip("playwright.sync_api")
 expect = playwright_api.expect
-
-pytestmark = pytest.mark.skipif(CHROMIUM is None, reason=NO_CHROMIUM)
 
 STROKES = [[(0.32, 0.15), (0.32, 0.85)], [(0.32, 0.55), (0.70, 0.55)]]
 CONDITIONS = [
@@ -55,10 +52,10 @@ def _draw_and_wait(page, stroke):
     expect(wrap).to_have_attribute("data-acked", wrap.get_attribute("data-seq"), timeout=30_000)
 
 
-def test_each_feedback_mode_shows_what_its_condition_promises(tmp_path):
+def test_each_feedback_mode_shows_what_its_condition_promises(browser, tmp_path):
     log_dir, outside = tmp_path / "logs", []
     args = ["--mode", "study", "--study", str(_config(tmp_path)), "--log-dir", str(log_dir)]
-    with running_app(tmp_path, *args) as url, chromium_browser() as browser:
+    with running_app(tmp_path, *args) as url:
         page = start_study(browser, url, "P01", outside)
         wrap, results, panel = (
             page.locator(".es-canvas-wrap[data-ready]"),

@@ -22,27 +22,28 @@ import warnings
 import numpy as np
 import pytest
 
+from harness.api_client import running_app
 from retrieval.provenance import PROJECT_ROOT as REPO_ROOT
 from retrieval.study.log import StudyLog, read_log
-from retrieval.ui.api_client import running_app
-from retrieval.ui.browser import CHROMIUM, NO_CHROMIUM, chromium_browser
+
+pytestmark = pytest.mark.slow  # kill -9 of child processes and of a real app
 
 CHILD = r"""
 import sys
 import numpy as np
 from retrieval.runtime import set_threads
 set_threads(1)
-from retrieval.model.encoder import Encoder
+from retrieval.model.encoder import create_encoder, Encoder
 from retrieval.serving.index import PhotoIndex
 from retrieval.data.procedural import generate_sketch
 from retrieval.serving.retriever import Retriever
 from retrieval.study.plan import StudyConfig
-from retrieval.study.session import DrawingSession
+from retrieval.ui.drawing_session import DrawingSession
 from retrieval.study.log import StudyLog
 from retrieval.study.payload import JournalWriter, parse_stroke_batch
 
 log_dir = sys.argv[1]
-encoder = Encoder.create(seed=0)
+encoder = create_encoder(seed=0)
 vectors = np.random.default_rng(0).standard_normal((30, encoder.meta["embed_dim"])).astype(np.float32)
 vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
 ids = [f"p{i}" for i in range(30)]
@@ -125,10 +126,7 @@ def _parses(line: bytes) -> bool:
 RESULTS = "#es-results .es-results"
 
 
-def test_kill_9_app_server_mid_study(tmp_path):
-    if CHROMIUM is None:
-        pytest.skip(NO_CHROMIUM)
-    pytest.importorskip("playwright.sync_api")
+def test_kill_9_app_server_mid_study(browser, tmp_path):
     study = tmp_path / "study.json"
     study.write_text(
         json.dumps(
@@ -150,33 +148,33 @@ def test_kill_9_app_server_mid_study(tmp_path):
     ]
     acked = 0
     with running_app(args, log_path=tmp_path / "app.log", ready_timeout_s=300) as app:
-        with chromium_browser() as browser:
-            page = browser.new_page(viewport={"width": 1300, "height": 900})
-            page.route("**/*", lambda route: route.continue_() if "127.0.0.1" in route.request.url else route.abort())
-            page.goto(app.url, wait_until="domcontentloaded")
-            page.get_by_label("Participant id").fill("P9")
-            page.get_by_role("button", name="Start").click()
-            page.wait_for_selector("#es-canvas .es-canvas-wrap[data-ready='1']", state="visible", timeout=60_000)
-            # Draw only once the trial's canvas token has arrived (what a participant sees as the target).
-            page.wait_for_selector("#es-canvas .es-canvas-wrap[data-trial]:not([data-trial=''])", timeout=60_000)
-            box = page.locator("#es-canvas canvas.es-canvas").bounding_box()
-            rng = np.random.default_rng(0)
-            for _ in range(4):
-                if page.locator("#es-canvas .es-canvas-wrap.es-locked").count():
-                    break  # the target was found: the trial ended and the canvas is locked
-                before = int(page.eval_on_selector(RESULTS, "el => Number(el.dataset.renders || 0)"))
-                x, y = box["x"] + box["width"] * rng.uniform(0.2, 0.5), box["y"] + box["height"] * rng.uniform(0.2, 0.5)
-                page.mouse.move(x, y)
-                page.mouse.down()
-                for step in range(1, 8):
-                    page.mouse.move(x + step * 12, y + step * 7 * rng.uniform(0.5, 1.5))
-                page.mouse.up()
-                page.wait_for_function(
-                    f"Number(document.querySelector('{RESULTS}').dataset.renders) > {before}", timeout=60_000
-                )
-                acked += 1  # painted in the page: the server answered after logging this stroke
-            os.killpg(app.proc.pid, signal.SIGKILL)
-            app.proc.wait(30)
+        page = browser.new_page(viewport={"width": 1300, "height": 900})
+        page.route("**/*", lambda route: route.continue_() if "127.0.0.1" in route.request.url else route.abort())
+        page.goto(app.url, wait_until="domcontentloaded")
+        page.get_by_label("Participant id").fill("P9")
+        page.get_by_role("button", name="Start").click()
+        page.wait_for_selector("#es-canvas .es-canvas-wrap[data-ready='1']", state="visible", timeout=60_000)
+        # Draw only once the trial's canvas token has arrived (what a participant sees as the target).
+        page.wait_for_selector("#es-canvas .es-canvas-wrap[data-trial]:not([data-trial=''])", timeout=60_000)
+        box = page.locator("#es-canvas canvas.es-canvas").bounding_box()
+        rng = np.random.default_rng(0)
+        for _ in range(4):
+            if page.locator("#es-canvas .es-canvas-wrap.es-locked").count():
+                break  # the target was found: the trial ended and the canvas is locked
+            before = int(page.eval_on_selector(RESULTS, "el => Number(el.dataset.renders || 0)"))
+            x, y = box["x"] + box["width"] * rng.uniform(0.2, 0.5), box["y"] + box["height"] * rng.uniform(0.2, 0.5)
+            page.mouse.move(x, y)
+            page.mouse.down()
+            for step in range(1, 8):
+                page.mouse.move(x + step * 12, y + step * 7 * rng.uniform(0.5, 1.5))
+            page.mouse.up()
+            page.wait_for_function(
+                f"Number(document.querySelector('{RESULTS}').dataset.renders) > {before}", timeout=60_000
+            )
+            acked += 1  # painted in the page: the server answered after logging this stroke
+        os.killpg(app.proc.pid, signal.SIGKILL)
+        app.proc.wait(30)
+        page.close()
     assert acked >= 1
     logs = sorted(log_dir.glob("P9__*.jsonl"))  # session id: the app's default (a timestamp)
     assert len(logs) == 1, logs

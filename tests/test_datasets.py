@@ -11,10 +11,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from retrieval.data.dataset_protocol import SketchRecord, split_validation
 from retrieval.data.datasets import QMULFolderDataset, open_dataset, parse_procedural_spec
 from retrieval.data.formats import write_qmul_npz
-from retrieval.data.records import RetrievalDataset, SketchRecord, split_validation
-from tests.conftest import shared_path
+from tests.dataset_contract import assert_retrieval_dataset
 
 SKETCH = np.array([[30.0, 40, 0], [50, 60, 1], [70, 80, 0], [90, 100, 1]])
 
@@ -63,7 +63,7 @@ def test_split_validation_deterministic_and_order_free():
 @pytest.mark.parametrize("npz", [False, True])
 def test_folder_with_train_and_test(tmp_path, npz):
     ds = QMULFolderDataset(_make_folder(tmp_path, npz=npz), val_fraction=0.2, seed=0)
-    assert isinstance(ds, RetrievalDataset)
+    assert_retrieval_dataset(ds)
     assert ds.name == "Mini" and ds.splits() == ["train", "val", "test"]
     train, val, test = (ds.photo_ids(s) for s in ds.splits())
     assert len(train) == 8 and len(val) == 2 and test == ["t0", "t1", "t2"]
@@ -173,7 +173,7 @@ def test_open_dataset_procedural_kwargs(monkeypatch):
 
 def test_open_dataset_real_procedural():
     ds = open_dataset("procedural:photos=12,sketches=1")
-    assert isinstance(ds, RetrievalDataset) and {"train", "val"} <= set(ds.splits())
+    assert_retrieval_dataset(ds)
     pid = ds.photo_ids("train")[0]
     assert ds.load_photo(pid).dtype == np.uint8 and ds.load_photo(pid).shape[2] == 3
 
@@ -184,21 +184,21 @@ def test_open_dataset_rejects_unknown_specs(tmp_path):
             open_dataset(spec)
 
 
-def test_real_chairv2_train():
-    ds = open_dataset(shared_path("chairv2-train"))
+def test_real_chairv2_train(shared_data):
+    ds = open_dataset(shared_data("chairv2-train"))
     assert ds.name == "ChairV2" and ds.splits() == ["train", "val"]
     photos = ds.photo_ids("train") + ds.photo_ids("val")
     assert len(photos) == 300 and len(ds.photo_ids("val")) == 30
     assert len(ds.sketches("train")) + len(ds.sketches("val")) == 952
-    assert open_dataset(shared_path("chairv2-train")).photo_ids("val") == ds.photo_ids("val")
+    assert open_dataset(shared_data("chairv2-train")).photo_ids("val") == ds.photo_ids("val")
     img = ds.load_photo(ds.photo_ids("val")[0])
     assert img.dtype == np.uint8 and img.ndim == 3 and img.shape[2] == 3
     record = ds.sketches("val")[0]
     assert record.key.startswith("/train/") and record.split == "val" and record.photo_id in ds.photo_ids("val")
 
 
-def test_real_shoev2_photos_are_readable():
-    folder = shared_path("shoev2-photos")
+def test_real_shoev2_photos_are_readable(shared_data):
+    folder = shared_data("shoev2-photos")
     first = sorted(folder.glob("*.jpg"))[0]
     from retrieval.data.images import read_rgb
 

@@ -10,14 +10,14 @@ import pytest
 import torch
 
 from retrieval.data.sketch import Sketch
-from retrieval.model.encoder import CheckpointError, Encoder
+from retrieval.model.encoder import CheckpointError, Encoder, create_encoder
 
 SIZE = 64  # small real model: the full pipeline at a fraction of the cost
 
 
 @pytest.fixture(scope="module")
 def encoder() -> Encoder:
-    return Encoder.create(arch="mobilenet_v3_small", embed_dim=32, input_size=SIZE, seed=0)
+    return create_encoder(arch="mobilenet_v3_small", embed_dim=32, input_size=SIZE, seed=0)
 
 
 @pytest.fixture(scope="module")
@@ -73,6 +73,7 @@ def test_save_load_round_trip_identical(encoder, sketch_rasters, photos, tmp_pat
     assert Encoder.load(tmp_path / "ckpt" / "model.safetensors").meta["embed_dim"] == 32
 
 
+@pytest.mark.slow
 def test_pt_file_loads_with_weights_only(encoder, sketch_rasters, tmp_path):
     torch.save({"meta": encoder.meta, "state_dict": encoder.net.state_dict()}, tmp_path / "m.pt")
     loaded = Encoder.load(tmp_path / "m.pt")
@@ -115,16 +116,18 @@ def test_tampered_checkpoints_are_refused(encoder, tmp_path):
         Encoder.load(tmp_path / "nowhere")
 
 
+@pytest.mark.slow
 def test_partly_shared_branches(sketch_rasters, photos):
-    enc = Encoder.create(embed_dim=16, input_size=SIZE, separate_blocks=2, seed=1)
+    enc = create_encoder(embed_dim=16, input_size=SIZE, separate_blocks=2, seed=1)
     assert len(enc.net.photo_stem) == 2 and enc.meta["branch_sharing"]["shared"] is False
     s, p = enc.net.embed_pair(enc.sketch_batch(sketch_rasters), enc.photo_batch(photos))
     assert s.shape == (3, 16) and p.shape == (2, 16)
 
 
+@pytest.mark.slow
 def test_untrained_encoder_is_calibrated_so_embeddings_differ(photos):
-    collapsed = Encoder.create(input_size=64, embed_dim=32, seed=0, calibrate=False)
-    calibrated = Encoder.create(input_size=64, embed_dim=32, seed=0)
+    collapsed = create_encoder(input_size=64, embed_dim=32, seed=0, calibrate=False)
+    calibrated = create_encoder(input_size=64, embed_dim=32, seed=0)
     # Batch-norm statistics are fitted; every learned weight is the same seeded initialisation.
     weights = {k: v for k, v in calibrated.net.state_dict().items() if "running" not in k and "num_batches" not in k}
     for key, value in weights.items():
@@ -139,6 +142,7 @@ def test_untrained_encoder_is_calibrated_so_embeddings_differ(photos):
     assert mean_cosine(calibrated) < 0.99
 
 
+@pytest.mark.slow
 def test_checkpoint_format_v1_is_stable_and_a_reload_saves_the_same_bytes(encoder, tmp_path):
     """model.json's keys are the format (retrieval/model/checkpoint.py): a change needs a FORMAT_VERSION bump."""
     first = encoder.save(tmp_path / "a", card={"seed": 0})

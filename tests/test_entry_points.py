@@ -21,6 +21,8 @@ import pytest
 
 from retrieval.provenance import PROJECT_ROOT as ROOT
 
+pytestmark = pytest.mark.slow  # one child process runs every entry point's --help (~6 s)
+
 MAIN_GUARD = 'if __name__ == "__main__":'
 # Named in docs/README; if one of them loses its entry point, this says so instead of shrinking the list.
 EXPECTED = {

@@ -4,6 +4,7 @@ the selection score, and the CLI on a tiny QMUL-layout folder."""
 from __future__ import annotations
 
 import json
+from dataclasses import asdict, replace
 
 import numpy as np
 import pandas as pd
@@ -72,6 +73,7 @@ def test_ranks_from_embeddings_hand_made():
     assert padded[0].tolist() == [3, 1] and padded[1, 0] == 2 and np.isnan(padded[1, 1])
 
 
+@pytest.mark.slow
 def test_embed_steps_points_and_strokes(tiny_folder, encoder):
     records = open_dataset(tiny_folder).sketches("test")
     points = embed_steps(encoder, records, "points")
@@ -93,6 +95,7 @@ def test_embed_steps_points_and_strokes(tiny_folder, encoder):
     assert features.shape == (2, 17, encoder.meta["feature_dim"])
 
 
+@pytest.mark.slow
 def test_evaluate_split_matches_direct_computation(tiny_folder, encoder):
     dataset = open_dataset(tiny_folder, val_fraction=0.25)
     result = evaluate_split(encoder, dataset, "val")
@@ -112,6 +115,7 @@ def test_evaluate_split_matches_direct_computation(tiny_folder, encoder):
     np.testing.assert_array_equal(ranks_from_embeddings(head, photos, true_photo_index(records, ids)), ranks)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("gallery", ["split", "all"])
 def test_training_validation_scores_as_the_evaluation_does(tiny_folder, encoder, gallery):
     """ValidationSet renders once and embeds all steps in one batch; every metric, curves and
@@ -140,6 +144,7 @@ def test_missing_split_is_explained(tiny_folder, encoder):
         evaluate_split(encoder, dataset, "nope")
 
 
+@pytest.mark.slow
 def test_cli_writes_report(tiny_folder, encoder, tmp_path, capsys):
     model = encoder.save(tmp_path / "model", card={"note": "random init"})
     out = tmp_path / "eval"
@@ -184,6 +189,7 @@ def test_cli_test_split_absent_exits_nonzero(tmp_path, encoder, capsys):
     assert not (tmp_path / "o").exists()
 
 
+@pytest.mark.slow
 def test_cli_on_a_tiny_procedural_dataset(encoder, tmp_path):
     model = encoder.save(tmp_path / "model")
     spec = "procedural:photos=20,sketches=1"
@@ -214,3 +220,16 @@ def test_cli_without_required_flags_exits_2_and_names_them(tmp_path, capsys):
     with pytest.raises(SystemExit) as exit_info:  # a Literal field: argparse itself refuses the choice
         main(["--data", "procedural", "--model", "m", "--out", "o", "--gallery", "every"])
     assert exit_info.value.code == 2 and "invalid choice: 'every'" in capsys.readouterr().err
+
+
+def test_the_split_defaults_to_the_model_cards_carve_and_each_flag_given_overrides_it():
+    from retrieval.data.splits import DataSplit
+    from retrieval.evaluation.evaluate import EvalConfig
+
+    card = {"split": {**asdict(DataSplit("procedural:photos=40", 0.25, 0.2, split_seed=7)), "counts": {}}}
+    cfg = EvalConfig(data="procedural:photos=40", model="m", out="o")
+    assert cfg.data_split(card) == DataSplit("procedural:photos=40", 0.25, 0.2, split_seed=7)
+    assert replace(cfg, split_seed=3).data_split(card) == DataSplit("procedural:photos=40", 0.25, 0.2, split_seed=3)
+    other_data = replace(cfg, data="procedural:photos=80")
+    assert other_data.data_split(card) == DataSplit("procedural:photos=80")  # another data: the defaults
+    assert cfg.data_split({}) == DataSplit("procedural:photos=40")  # no card record (an untrained model)

@@ -137,6 +137,7 @@ def test_approximate_search_never_hides_a_target_within_k():
     assert hidden > 0, "nprobe=1 should miss some targets, which the rank puts back"
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not (MODEL / "model.safetensors").exists(), reason="needs the shipped model in assets/model")
 def test_real_embeddings_of_procedural_photos_rank_like_brute_force():
     from retrieval.data.procedural import ProceduralDataset

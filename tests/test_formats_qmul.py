@@ -21,7 +21,6 @@ from retrieval.data.formats import (
     write_qmul_npz,
 )
 from retrieval.data.sketch import Sketch
-from tests.conftest import shared_path
 from tests.sketch_compare import assert_same_sketch
 
 # Two strokes (3 + 2 points); pen = 1 on the last point of each stroke.
@@ -140,8 +139,8 @@ def test_write_rejects_unsplittable_keys(tmp_path):
         write_qmul_npz(tmp_path / "x.npz", {"train_1": ARRAY})
 
 
-def test_real_chairv2_pickle(tmp_path):
-    path = shared_path("chairv2-train", "ChairV2_Coordinate")
+def test_real_chairv2_pickle(shared_data, tmp_path):
+    path = shared_data("chairv2-train", "ChairV2_Coordinate")
     sketches = read_qmul(path)
     assert len(sketches) == 952 and list(sketches) == sorted(sketches)
     assert {s.meta["split"] for s in sketches.values()} == {"train"}

@@ -11,7 +11,6 @@ import pytest
 from retrieval.data.formats import read_ndjson, timing_stats, write_ndjson
 from retrieval.data.formats.quickdraw import iter_folder
 from retrieval.data.sketch import Sketch
-from tests.conftest import shared_path
 from tests.sketch_compare import assert_same_sketch
 
 RAW_LINE = {
@@ -94,8 +93,9 @@ def test_timing_stats_hand_computed():
     assert timing_stats([])["pen_up_gap_ms"] == {"count": 0}
 
 
-def test_real_quickdraw_raw_timing():
-    folder = shared_path("quickdraw-raw")
+@pytest.mark.slow
+def test_real_quickdraw_raw_timing(shared_data):
+    folder = shared_data("quickdraw-raw")
     meta, sketch = next(iter_folder(folder))
     assert {"word", "key_id", "countrycode", "recognized"} <= meta.keys()
     assert sketch.points()[:, 2].max() > 0
@@ -107,8 +107,8 @@ def test_real_quickdraw_raw_timing():
     assert stats["strokes_per_drawing"]["p50"] == 4
 
 
-def test_real_file_round_trips(tmp_path):
-    src = shared_path("quickdraw-raw", "airplane.ndjson")
+def test_real_file_round_trips(shared_data, tmp_path):
+    src = shared_data("quickdraw-raw", "airplane.ndjson")
     items = list(itertools.islice(read_ndjson(src), 5))
     write_ndjson(tmp_path / "a.ndjson", items)
     for (_, again), (_, sketch) in zip(read_ndjson(tmp_path / "a.ndjson"), items, strict=True):

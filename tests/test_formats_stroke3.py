@@ -22,7 +22,6 @@ from retrieval.data.formats import (
     write_sketchrnn_npz,
 )
 from retrieval.data.sketch import Sketch
-from tests.conftest import shared_path
 from tests.sketch_compare import assert_same_sketch
 
 SKETCH = Sketch((np.array([[10.0, 20, 0], [13, 24, 0], [15, 20, 0]]), np.array([[40.0, 40, 0]])), 64.0, 48.0)
@@ -117,8 +116,8 @@ def test_not_a_zip(tmp_path):
         read_sketchrnn_npz(tmp_path / "x.npz")
 
 
-def test_real_chairv2_sketches_round_trip_through_stroke3_and_stroke5():
-    sketches = list(read_qmul(shared_path("chairv2-train", "ChairV2_Coordinate")).values())[:50]
+def test_real_chairv2_sketches_round_trip_through_stroke3_and_stroke5(shared_data):
+    sketches = list(read_qmul(shared_data("chairv2-train", "ChairV2_Coordinate")).values())[:50]
     for sketch in sketches:
         s5 = stroke3_to_stroke5(sketch_to_stroke3(sketch), max_len=600)
         assert_same_sketch(stroke3_to_sketch(stroke5_to_stroke3(s5), canvas=(256, 256)), sketch, atol=1e-9)

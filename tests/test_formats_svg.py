@@ -7,7 +7,6 @@ import pytest
 
 from retrieval.data.formats import parse_svg, read_svg, resample_polyline, sketch_to_svg, write_svg
 from retrieval.data.sketch import Sketch
-from tests.conftest import shared_path
 from tests.sketch_compare import assert_same_sketch
 
 SVG = """<?xml version="1.0"?>
@@ -92,8 +91,8 @@ def test_writer_round_trip_is_geometric_for_any_step(tmp_path):
     assert 'viewBox="0 0 256 256"' in sketch_to_svg(sketch)
 
 
-def test_real_tuberlin_sample(tmp_path):
-    root = shared_path("tuberlin-sample")
+def test_real_tuberlin_sample(shared_data, tmp_path):
+    root = shared_data("tuberlin-sample")
     files = sorted(root.glob("*/*.svg"))
     assert len(files) == 15 and any(f.parent.name == "alarm clock" for f in files)
     for file in files:

@@ -7,29 +7,29 @@ or a dead server. Each test reports how many cases it tried.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
-import time
+import tracemalloc
 
 import httpx
 import numpy as np
 import pytest
 from PIL import Image
 
+from harness.api_client import ApiError, call_rank
 from retrieval.data.formats.stroke_json import StrokeLimits, StrokePayloadError, parse_stroke_json
-from retrieval.model.encoder import Encoder
+from retrieval.model.encoder import create_encoder
 from retrieval.serving.gallery import build_folder_gallery
 from retrieval.serving.index import PhotoIndex
 from retrieval.serving.retriever import Retriever
-from retrieval.ui.api_client import ApiError, call_rank
 from tests.app_server import running_app
 
 VALID = {
     "canvas": {"width": 400, "height": 300},
     "strokes": [[[10, 20, 0], [200, 150, 40], [390, 290, 80]], [[50, 250, 500], [300, 40, 560, 0.5]]],
 }
-CASE_TIME_LIMIT_S = 5.0  # one hostile payload must be refused well within this, even on a busy machine
 
 
 def _report(request, what: str, count: int) -> None:
@@ -124,19 +124,39 @@ def _check_sketch(sketch, limits: StrokeLimits) -> None:
 
 @pytest.fixture(scope="module")
 def retriever():
-    encoder = Encoder.create(seed=0)
+    encoder = create_encoder(seed=0)
     rng = np.random.default_rng(0)
     vectors = rng.standard_normal((40, encoder.meta["embed_dim"])).astype(np.float32)
     vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
     return Retriever(encoder, PhotoIndex.build(vectors, [f"p{i}" for i in range(40)]))
 
 
+def _parse_peak_bytes(payload, limits: StrokeLimits) -> int:
+    """Peak Python memory of parsing ``payload`` (valid or refused)."""
+    tracemalloc.start()
+    try:
+        with contextlib.suppress(StrokePayloadError):
+            parse_stroke_json(payload, limits)
+        return tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+
+
+@pytest.mark.slow
 def test_parser_and_retriever_refuse_hostile_payloads_clearly(request, retriever):
     limits = StrokeLimits()
     cases = hostile_payloads()
     outcomes = {"ranked": 0, "refused": 0}
+    largest = json.dumps(
+        {
+            **VALID,
+            "strokes": [[[123.5, 78.5, 1234.5]] * limits.max_points_per_stroke]
+            * (limits.max_points // limits.max_points_per_stroke),
+        }
+    )
+    allowed_peak = _parse_peak_bytes(largest, limits)  # what the largest allowed payload costs to parse
     for name, payload in cases:
-        start = time.perf_counter()
+        assert _parse_peak_bytes(payload, limits) <= allowed_peak, f"{name} costs more to parse than any valid sketch"
         try:
             sketch = parse_stroke_json(payload, limits)
         except StrokePayloadError as err:
@@ -150,7 +170,6 @@ def test_parser_and_retriever_refuse_hostile_payloads_clearly(request, retriever
             assert len(result.ids) == 5 and 1 <= result.target_rank <= 40, name
             assert all(math.isfinite(s) for s in result.scores), name
             outcomes["ranked"] += 1
-        assert time.perf_counter() - start < CASE_TIME_LIMIT_S, f"{name} took too long"
     assert outcomes["refused"] > 50 and outcomes["ranked"] > 0, outcomes
     assert len(retriever.rank(VALID, k=3).ids) == 3  # still serving
     _report(request, f"stroke-payload ({outcomes})", len(cases))
@@ -181,6 +200,7 @@ def _as_text(payload: object) -> str | None:
     return json.dumps(payload, allow_nan=True)
 
 
+@pytest.mark.slow
 def test_app_endpoint_survives_hostile_payloads(request, app_url):
     cases = [(n, _as_text(p)) for n, p in hostile_payloads(seed=1, mutations=60)]
     cases = [(n, t) for n, t in cases if t is not None and len(t) < 12_000_000]
@@ -221,6 +241,7 @@ def test_app_endpoint_survives_hostile_payloads(request, app_url):
 
 
 # --- photo folders -------------------------------------------------------------------------------
+@pytest.mark.slow
 def test_photo_folder_with_hostile_files(request, tmp_path):
     root = tmp_path / "photos"
     (root / "nested").mkdir(parents=True)
@@ -242,7 +263,7 @@ def test_photo_folder_with_hostile_files(request, tmp_path):
     os.symlink("/etc/passwd", root / "passwd.png")
     os.symlink(root / "good.png", root / "inside_link.png")  # stays inside: allowed
     with pytest.warns(UserWarning):
-        gallery = build_folder_gallery(Encoder.create(seed=0), root, cache_dir=None, progress=False)
+        gallery = build_folder_gallery(create_encoder(seed=0), root, cache_dir=None, progress=False)
     assert sorted(gallery.index.ids) == ["good.png", "inside_link.png", "large_but_allowed.jpg", "nested/good2.jpg"]
     skipped = "\n".join(gallery.skipped)
     for name in (

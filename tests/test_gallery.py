@@ -9,9 +9,8 @@ import pytest
 from PIL import Image, JpegImagePlugin
 
 from retrieval.data.images import MAX_PHOTO_SIDE, read_rgb, scan_photo_folder
-from retrieval.model.encoder import Encoder
+from retrieval.model.encoder import Encoder, create_encoder
 from retrieval.serving.gallery import build_dataset_gallery, build_folder_gallery, open_gallery, split_gallery_spec
-from tests.conftest import shared_path
 
 
 def write_image(path, seed: int, size=(40, 30)) -> np.ndarray:
@@ -62,6 +61,7 @@ def test_scan_refuses_symlinks_leaving_the_folder(photo_folder):
     assert all(p.is_relative_to(photo_folder.resolve()) for p in found.values())
 
 
+@pytest.mark.slow
 def test_folder_gallery_skips_broken_and_embeds_the_rest(photo_folder, encoder):
     with pytest.warns(UserWarning) as record:
         gallery = build_folder_gallery(encoder, photo_folder, progress=False)
@@ -114,6 +114,7 @@ def test_a_gallery_embeds_big_photos_downscaled(tmp_path, encoder):
     assert counting.shapes == [(341, MAX_PHOTO_SIDE, 3)], "a batch must never hold full-resolution photos"
 
 
+@pytest.mark.slow
 def test_cache_reuses_and_updates_incrementally(tmp_path, encoder):
     root, cache = tmp_path / "photos", tmp_path / "cache"
     for i in range(4):
@@ -142,7 +143,7 @@ def test_cache_reuses_and_updates_incrementally(tmp_path, encoder):
     np.testing.assert_allclose(changed.index.vectors[changed.index.ids.index("1.png")], new_vec, atol=1e-5)
 
     # Another model never reads this model's cache.
-    other = CountingEncoder(Encoder.create(input_size=64, embed_dim=32, seed=1))
+    other = CountingEncoder(create_encoder(input_size=64, embed_dim=32, seed=1))
     build_folder_gallery(other, root, cache, progress=False)
     assert other.embedded == 4
 
@@ -187,8 +188,8 @@ def test_split_gallery_spec(tmp_path):
     assert split_gallery_spec(str(odd)) == (str(odd), None)
 
 
-def test_open_gallery_on_chair_val(tmp_path, encoder):
-    root = shared_path("chairv2-train")
+def test_open_gallery_on_chair_val(shared_data, tmp_path, encoder):
+    root = shared_data("chairv2-train")
     gallery = open_gallery(encoder, f"{root}@val", tmp_path, progress=False)
     assert 20 <= len(gallery.index) <= 40
     assert gallery.paths[gallery.index.ids[0]].is_file()

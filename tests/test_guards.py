@@ -25,7 +25,7 @@ from starlette.routing import Route
 from starlette.testclient import TestClient
 
 from retrieval.ui.config import AppConfig
-from retrieval.ui.guards import MAX_STRUCTURED_INPUT_BYTES, allowed_routes, middleware
+from retrieval.ui.guards import MAX_STRUCTURED_INPUT_BYTES, allowed_routes, max_queued_per_client, middleware
 
 THUMBS = Path("/cache/thumbs/0123456789abcdef")
 STUDY = AppConfig(mode="study", study="study.json")
@@ -181,3 +181,12 @@ def test_the_rate_limit_charges_the_verified_identity_and_a_forged_one_only_its_
     forged = [stroke(signed(f"mallory{i}", key=b"guessed")) for i in range(4)]
     assert forged == [200, 200, 200, 429], "no verified session: one browser's allowance for the whole address"
     assert [stroke(signed("carol")), stroke(signed("dave"))] == [200, 429], "then the address's 8 are spent"
+
+
+def test_one_address_may_queue_two_events_per_tab_of_its_rate_limit_but_never_half_the_queue():
+    defaults = AppConfig()
+    tabs = defaults.rate_limit_address_burst // defaults.rate_limit_burst
+    assert max_queued_per_client(defaults) == min(2 * tabs, defaults.max_queue // 2)
+    assert max_queued_per_client(defaults) >= 2 * 50 * 0.8  # 50 participants behind one NAT: was 32, refused 4 of them
+    assert max_queued_per_client(replace(defaults, max_queue=40)) == 20
+    assert max_queued_per_client(replace(defaults, rate_limit_address_burst=defaults.rate_limit_burst)) == 4

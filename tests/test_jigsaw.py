@@ -10,7 +10,7 @@ import pytest
 import torch
 from torch import nn
 
-from retrieval.model.encoder import Encoder
+from retrieval.model.encoder import Encoder, create_encoder
 from retrieval.train.config import DEFAULT_STAGES, STAGE_SHARES, Config, pipeline_stages, stage_minutes
 from retrieval.train.jigsaw import (
     JigsawHead,
@@ -25,6 +25,8 @@ from retrieval.train.jigsaw import (
 )
 from retrieval.train.pipeline import run
 from tests.test_train import _config as tiny_config
+
+pytestmark = pytest.mark.slow  # training stages on tiny nets
 
 
 def test_permutation_set_is_distinct_seeded_and_moves_every_tile():
@@ -114,7 +116,7 @@ def test_jigsaw_stage_runs_before_edges_and_leaves_the_checkpoint_format_alone(t
     log = pd.read_csv(run_dir / "log.csv").dropna(subset=["loss"])
     assert log["stage"].tolist() == ["jigsaw"] * 3 + ["edges"] * 3 + ["finegrained"] * 3
     assert np.isfinite(log["loss"]).all() and log["loss"].iloc[0] == pytest.approx(math.log(9), abs=0.5)
-    plain = Encoder.create("mobilenet_v3_small", 32, 64).net.state_dict()
+    plain = create_encoder(arch="mobilenet_v3_small", embed_dim=32, input_size=64).net.state_dict()
     for folder in ("best", "last"):
         assert set(Encoder.load(run_dir / folder).net.state_dict()) == set(plain)
     saved = torch.load(run_dir / "last" / "trainer.pt", weights_only=True)

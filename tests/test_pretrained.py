@@ -13,7 +13,6 @@ from retrieval.data.datasets import QMULFolderDataset
 from retrieval.data.images import fit_square
 from retrieval.model import pretrained
 from retrieval.model.pretrained import PRETRAINED_MEAN, PRETRAINED_STD, PretrainedWeightsError, load_imagenet_weights
-from tests.conftest import shared_path
 
 # ImageNet classes a chair photo may be: folding chair, rocking chair, barber chair, throne, studio couch
 CHAIR_CLASSES = {559, 765, 423, 857, 831}
@@ -54,11 +53,11 @@ def test_missing_package_or_unknown_arch_says_what_to_install(monkeypatch):
         pretrained.weight_file("efficientnet_lite0")
 
 
-def test_the_imagenet_classifier_recognises_chair_v2_photos_as_chairs():
+def test_the_imagenet_classifier_recognises_chair_v2_photos_as_chairs(shared_data):
     """The weights are genuine: most catalogue chairs land on a chair class in the top 5."""
     model = lite0()
     load_imagenet_weights(model, "efficientnet_lite0")
-    dataset = QMULFolderDataset(shared_path("chairv2-train"), val_fraction=0.0)
+    dataset = QMULFolderDataset(shared_data("chairv2-train"), val_fraction=0.0)
     ids = dataset.photo_ids("train")[:12]
     batch = np.stack([fit_square(dataset.load_photo(i), 224) for i in ids])
     x = torch.from_numpy(batch).permute(0, 3, 1, 2).float() / 255.0

@@ -19,7 +19,7 @@ from retrieval.data.procedural import (
     sample_params,
 )
 from retrieval.data.procedural.scene import scene_for
-from retrieval.data.records import RetrievalDataset
+from tests.dataset_contract import assert_retrieval_dataset
 
 
 @pytest.fixture(scope="module")
@@ -93,7 +93,7 @@ def test_timing_is_human_like():
 
 
 def test_dataset_protocol_splits_and_keys(dataset):
-    assert isinstance(dataset, RetrievalDataset)
+    assert_retrieval_dataset(dataset)
     assert dataset.splits() == ["train", "val", "test"]
     ids = {s: dataset.photo_ids(s) for s in dataset.splits()}
     assert [len(ids[s]) for s in ("train", "val", "test")] == [26, 6, 8]

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import json
 
+import pytest
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.requests import Request
@@ -14,7 +15,7 @@ from starlette.responses import PlainTextResponse
 from starlette.routing import Route
 from starlette.testclient import TestClient
 
-from retrieval.serving.rate_limits import (
+from retrieval.ui.rate_limits import (
     ADDRESS_BURST,
     ADDRESS_PER_S,
     RATE_BURST,
@@ -25,8 +26,7 @@ from retrieval.serving.rate_limits import (
     RateLimit,
     no_identity,
 )
-from retrieval.serving.request_limits import BodySizeLimit, StructuredInputLimit
-from tests.conftest import shared_path
+from retrieval.ui.request_limits import BodySizeLimit, StructuredInputLimit
 
 
 async def echo_size(request: Request) -> PlainTextResponse:
@@ -119,6 +119,7 @@ def _join(client: TestClient, who: str):
     return client.post("/join", json={"data": ["{}", None], "fn_index": 3}, headers={"x-test-identity": who})
 
 
+@pytest.mark.slow
 def test_a_burst_from_one_browser_gets_429_while_another_at_the_fastest_human_pace_is_never_refused():
     clock = FakeClock()
     client = _limited_client(clock, identity=_by_header)
@@ -139,6 +140,7 @@ def test_a_burst_from_one_browser_gets_429_while_another_at_the_fastest_human_pa
     assert client.post("/other", headers={"x-test-identity": "attacker"}).status_code == 200, "only the listed paths"
 
 
+@pytest.mark.slow
 def test_every_request_is_charged_to_its_address_so_new_identities_and_body_fields_get_no_fresh_tokens():
     clock = FakeClock()
     client = _limited_client(clock, identity=_by_header, network=Bucket(5, 0.001))
@@ -162,9 +164,9 @@ def test_the_bucket_table_is_bounded():
     assert len(limit.buckets) == 100
 
 
-def test_no_quickdraw_drawing_is_refused_by_the_default_limit():
+def test_no_quickdraw_drawing_is_refused_by_the_default_limit(shared_data):
     """Real people: every Quick, Draw! drawing's stroke ends (one request each) through one default bucket."""
-    folder = shared_path("quickdraw-raw")
+    folder = shared_data("quickdraw-raw")
     drawings = 0
     for path in sorted(folder.glob("*.ndjson")):
         for line in path.read_text().splitlines():
@@ -176,6 +178,53 @@ def test_no_quickdraw_drawing_is_refused_by_the_default_limit():
                 assert limit.take("", "person") == 0.0, f"{path.name}: refused at {t:.2f} s of {ends}"
             drawings += 1
     assert drawings > 9000
+
+
+def test_a_refusal_is_answered_when_its_client_may_try_again_and_only_so_many_are_held_per_address():
+    held: list[float] = []
+    release = asyncio.Event()
+
+    async def sleep(seconds: float) -> None:  # stands in for the wait: records it, returns when released
+        held.append(seconds)
+        await release.wait()
+
+    async def app(scope, receive, send):
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b""})
+
+    limit = RateLimit(
+        app, ("/join",), per_identity=PERSON, address=Bucket(1, 0.25), hold_refused_s=2.0, max_held_per_address=2,
+        sleep=sleep,
+    )  # fmt: skip
+
+    async def post(address: str) -> tuple[int, dict[str, str]]:
+        sent: list[dict] = []
+
+        async def send(message):
+            sent.append(message)
+
+        async def receive():
+            return {"type": "http.request", "body": b"{}", "more_body": False}
+
+        scope = {"type": "http", "method": "POST", "path": "/join", "headers": [], "client": (address, 1)}
+        await limit(scope, receive, send)
+        return sent[0]["status"], {k.decode(): v.decode() for k, v in sent[0].get("headers", [])}
+
+    async def flood() -> list[tuple[int, dict[str, str]]]:
+        assert (await post("10.0.0.1"))[0] == 200, "its one token"
+        waiting = [asyncio.create_task(post("10.0.0.1")) for _ in range(2)]
+        await asyncio.sleep(0)
+        at_once = await post("10.0.0.1")  # a third refusal while two are held: answered at once
+        assert not any(task.done() for task in waiting), "held until the client may try again"
+        release.set()
+        return [*(await asyncio.gather(*waiting)), at_once]
+
+    first, second, at_once = asyncio.run(flood())
+    assert held == [2.0, 2.0], "each held at most hold_refused_s of the 4 s its address must wait"
+    assert first[0] == second[0] == at_once[0] == 429
+    assert first[1]["retry-after"] == "2", "what is left of the wait after the hold"
+    assert at_once[1]["retry-after"] == "4", "not held: the whole wait"
+    assert limit.held == {}, "nothing is held once answered"
 
 
 # --- the per-client queue bound --------------------------------------------------------------------

@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
-
-from retrieval.serving.rerank import alpha_query_expansion, database_augmentation
+from rerank import alpha_query_expansion, database_augmentation
 
 
 def unit(*rows):

@@ -11,7 +11,7 @@ import pytest
 from retrieval.data.formats.stroke_json import StrokeLimits, StrokePayloadError, to_stroke_json
 from retrieval.data.procedural import ProceduralDataset
 from retrieval.data.sketch import Sketch
-from retrieval.model.encoder import Encoder
+from retrieval.model.encoder import create_encoder
 from retrieval.serving.exact_rank import true_ranks
 from retrieval.serving.gallery import build_dataset_gallery
 from retrieval.serving.retriever import TIMING_KEYS, Retriever
@@ -83,6 +83,7 @@ def test_rank_batch_equals_single_calls(retriever, sketches):
         retriever.rank_batch(sketches, target_ids=targets[:2])
 
 
+@pytest.mark.slow
 def test_concurrent_sessions_get_their_own_results(retriever, sketches):
     partials = [s.first_fraction(f) for s in sketches for f in (0.3, 1.0)]
     expected = [retriever.rank(p, 5, retriever.index.ids[i % 16]).ids for i, p in enumerate(partials)]
@@ -93,6 +94,7 @@ def test_concurrent_sessions_get_their_own_results(retriever, sketches):
     assert got == expected
 
 
+@pytest.mark.slow
 def test_from_paths_with_a_procedural_gallery(encoder, tmp_path, sketches):
     model = encoder.save(tmp_path / "model")
     retriever = Retriever.from_paths(model, "procedural:photos=16,sketches=1@val", tmp_path / "cache")
@@ -102,7 +104,8 @@ def test_from_paths_with_a_procedural_gallery(encoder, tmp_path, sketches):
     assert retriever.gallery.cache_folder.is_relative_to(tmp_path / "cache")
 
 
+@pytest.mark.slow
 def test_index_from_another_model_is_refused(retriever):
-    other = Encoder.create(input_size=64, embed_dim=16, seed=0)
+    other = create_encoder(input_size=64, embed_dim=16, seed=0)
     with pytest.raises(ValueError, match="rebuild the gallery"):
         Retriever(other, retriever.index)

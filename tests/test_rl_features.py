@@ -11,6 +11,8 @@ from retrieval.model.progress_head import ink_share
 from rl.features import FeatureCache, cached_features, compute_features, model_fingerprint
 from tests.rl_toy import ToyDataset, calibrated_encoder
 
+pytestmark = pytest.mark.slow  # encoder features of every partial raster
+
 
 @pytest.fixture(scope="module")
 def toy():

@@ -11,6 +11,8 @@ from retrieval.model.encoder import Encoder
 from retrieval.train.config import pipeline_config
 from rl import head_study, reproduce
 
+pytestmark = pytest.mark.slow  # the product pipeline and the head study, end to end
+
 TINY_DATA = "procedural:photos=40,sketches=2"
 
 

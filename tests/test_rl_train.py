@@ -21,6 +21,8 @@ from rl.scoring import evaluate_head, make_head, step_ranks
 from rl.train import RLConfig, build_model, train
 from tests.rl_toy import ToyDataset, calibrated_encoder
 
+pytestmark = pytest.mark.slow  # PPO and supervised-head training runs
+
 SMALL = dict(n_envs=4, n_steps=32, batch_size=64, progress=False)
 
 

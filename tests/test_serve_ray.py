@@ -14,6 +14,7 @@ import pytest
 
 pytest.importorskip("ray.serve", reason="ray[serve] is not installed: run `make cluster-venv` (make test does)")
 
+from harness.api_client import free_port  # noqa: E402
 from retrieval.data.formats.stroke_json import StrokePayloadError, to_stroke_json  # noqa: E402
 from retrieval.data.procedural import ProceduralDataset  # noqa: E402
 from retrieval.model.encoder import Encoder  # noqa: E402
@@ -22,9 +23,8 @@ from retrieval.serving.ray_setup import write_shards  # noqa: E402
 from retrieval.serving.retriever import Retriever  # noqa: E402
 from retrieval.serving.serve_client import ServeRanker  # noqa: E402
 from retrieval.serving.serve_ray import ServeConfig, deploy, start_local_cluster, stop_local_cluster  # noqa: E402
-from retrieval.ui.api_client import free_port  # noqa: E402
 
-pytestmark = pytest.mark.timeout(300)
+pytestmark = [pytest.mark.cluster, pytest.mark.timeout(300)]
 
 
 @pytest.fixture(scope="module")

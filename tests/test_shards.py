@@ -82,6 +82,7 @@ def test_shards_count_tied_scores_against_the_query_like_true_ranks(num_shards, 
     assert_same_top_k(scores, ids, want_scores, want_ids, lambda b, got: exact[b, [row_of[p] for p in got]])
 
 
+@pytest.mark.slow
 def test_one_shard_through_the_seam_is_bit_identical_in_the_retriever(encoder):
     dataset = ProceduralDataset(num_photos=24, sketches_per_photo=1, seed=3)
     gallery = build_dataset_gallery(encoder, dataset, None, progress=False)

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import pytest
 
+from retrieval.data.dataset_protocol import split_fold
 from retrieval.data.datasets import open_dataset
-from retrieval.data.records import split_fold
 from retrieval.data.splits import DataSplit, SplitMismatchError, check_disjoint, pretrain_spec
 
 DATA = "procedural:photos=60,sketches=1"
 
 
+@pytest.mark.slow
 def test_the_folds_of_one_seed_partition_the_train_photos_and_never_touch_val():
     folds = [DataSplit(DATA, holdout_folds=5, holdout_fold=i).open() for i in range(5)]
     held = [set(d.photo_ids("holdout")) for d in folds]
@@ -45,6 +46,7 @@ def test_a_card_without_a_split_record_cannot_be_vouched_for():
         DataSplit(DATA).check_card({"config": {"holdout_fraction": 0.0}})
 
 
+@pytest.mark.slow
 def test_pretraining_sketches_with_the_datas_own_seed_are_refused():
     # The old default: sketches of photos 0..299 of seed 1, while `--seed 1` made the data seed 1 too.
     dataset = open_dataset("procedural:photos=600,sketches=1", seed=1)
@@ -53,6 +55,7 @@ def test_pretraining_sketches_with_the_datas_own_seed_are_refused():
         check_disjoint(leaking, dataset, "pre-training")
 
 
+@pytest.mark.slow
 def test_a_procedural_pretraining_spec_without_a_seed_gets_one_apart_from_the_data():
     for data_seed in (0, 1, 7):
         dataset = open_dataset("procedural:photos=300,sketches=1", seed=data_seed, holdout_fraction=0.2)

@@ -12,7 +12,7 @@ from retrieval.study.log import StudyLog, read_log
 from retrieval.study.log_rankings import with_rankings
 from retrieval.study.payload import JournalWriter, chain_after, parse_stroke_batch, replay, strokes_to_sketch
 from retrieval.study.plan import StudyConfig, plan_trials
-from retrieval.study.session import DrawingSession, TrialClosedError
+from retrieval.ui.drawing_session import DrawingSession, TrialClosedError
 from tests.rank_stub import RankResultStub
 
 GALLERY = [f"photo_{i:03d}" for i in range(40)]

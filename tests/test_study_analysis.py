@@ -11,7 +11,7 @@ from retrieval.stats import bootstrap_mean, bootstrap_mean_difference, first_ent
 from retrieval.study.analysis import AnalysisConfig, analyse
 from retrieval.study.log import StudyLog
 from retrieval.study.plan import StudyConfig
-from retrieval.study.session import DrawingSession
+from retrieval.ui.drawing_session import DrawingSession
 from tests.rank_stub import RankResultStub
 from tests.test_study import GALLERY, _send, _stroke
 
@@ -57,6 +57,7 @@ def simulate(
             session.advance(session.token)
 
 
+@pytest.mark.slow
 def test_a_known_effect_is_found(tmp_path):
     # b_slow needs 3 strokes more than a_fast, on top of trial noise (0-3) and a participant offset (0-2)
     def needed(rng, p, condition):
@@ -77,6 +78,7 @@ def test_a_known_effect_is_found(tmp_path):
         assert (tmp_path / "out" / name).stat().st_size > 0, name
 
 
+@pytest.mark.slow
 def test_no_effect_is_not_found(tmp_path):
     # both conditions draw from one distribution with the same noise as above: the differences vary
     def needed(rng, p, condition):
@@ -108,6 +110,7 @@ def test_an_unbalanced_design_is_reported(tmp_path):
     assert balance.set_index("condition").loc["a_fast", "0"] == 4
 
 
+@pytest.mark.slow
 def test_between_subject_differences_resample_groups_independently(tmp_path):
     def needed(rng, p, condition):
         return 2 + int(rng.integers(0, 3)) + (4 if condition == "b_slow" else 0)

@@ -6,14 +6,14 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from retrieval.model.encoder import Encoder
+from retrieval.model.encoder import create_encoder
 from retrieval.serving.retriever import Retriever
 from retrieval.study.log import StudyLog, read_log
 from retrieval.study.log_rankings import with_rankings
 from retrieval.study.plan import StudyConfig
-from retrieval.study.session import DrawingSession
 from retrieval.ui.backend import Backend, RankingModel, check_model_folders, load_backend
 from retrieval.ui.config import AppConfig
+from retrieval.ui.drawing_session import DrawingSession
 from retrieval.ui.handlers import Handlers
 from retrieval.ui.views import HIDDEN_RESULTS
 from tests.test_study import GALLERY as STUDY_GALLERY
@@ -97,7 +97,7 @@ def test_after_trial_done_with_the_target_outside_found_k_is_not_found(tmp_path)
 
 
 def test_each_condition_ranks_with_its_own_model_and_logs_its_hash(backend, tmp_path):
-    other = Encoder.create(input_size=64, embed_dim=32, seed=1)  # same photo vectors, another sketch branch
+    other = create_encoder(input_size=64, embed_dim=32, seed=1)  # same photo vectors, another sketch branch
     retriever = Retriever(other, backend.retriever.index)
     models = {"other": RankingModel("other", tmp_path, "other-hash", "other-snapshot", retriever, retriever)}
     two = Backend(**{**backend.__dict__, "models": models})
@@ -132,11 +132,12 @@ def test_study_models_are_checked_at_start_naming_the_key(tmp_path):
         check_model_folders({"rl": tmp_path / "missing"})
 
 
+@pytest.mark.slow
 def test_a_study_model_loads_once_with_its_own_index(tmp_path):
     """A tiny real checkpoint, saved and loaded like a trained one, indexes the same procedural photos."""
     default, second = tmp_path / "default", tmp_path / "second"
-    Encoder.create(input_size=64, embed_dim=32, seed=0).save(default)
-    Encoder.create(input_size=64, embed_dim=32, seed=1).save(second)
+    create_encoder(input_size=64, embed_dim=32, seed=0).save(default)
+    create_encoder(input_size=64, embed_dim=32, seed=1).save(second)
     config = AppConfig(model=default, gallery_size=8, cache_dir=str(tmp_path / "cache"), batch=1)
     backend = load_backend(config, {"second": second})
     assert set(backend.model_fields()) == {"", "second"}

@@ -12,7 +12,6 @@ import copy
 import errno
 import json
 import threading
-import time
 
 import numpy as np
 import pytest
@@ -23,7 +22,7 @@ from retrieval.study import log as study_log
 from retrieval.study.log import StudyLog, read_log
 from retrieval.study.payload import MAX_NEW_EVENTS, CanvasPayloadError, JournalWriter, parse_stroke_batch
 from retrieval.study.plan import StudyConfig
-from retrieval.study.session import MAX_CURVE, DrawingSession, TrialClosedError
+from retrieval.ui.drawing_session import MAX_CURVE, DrawingSession, TrialClosedError
 
 GALLERY = [f"photo_{i:03d}" for i in range(40)]
 
@@ -161,6 +160,28 @@ def test_unknown_fields_never_reach_the_log(tmp_path, retriever):
     assert record["points"][0] == [11.0, 20.0, 100.0, 0.5] and record["pointer"] == "mouse"
 
 
+class WatchedLock:
+    """The session's re-entrant lock, telling when another thread had to wait for it."""
+
+    def __init__(self, lock) -> None:
+        self.lock, self.contended = lock, threading.Event()
+
+    def acquire(self, blocking: bool = True, timeout: float = -1) -> bool:
+        if self.lock.acquire(blocking=False):
+            return True
+        self.contended.set()
+        return blocking and self.lock.acquire(True, timeout)
+
+    def release(self) -> None:
+        self.lock.release()
+
+    def __enter__(self) -> bool:
+        return self.acquire()
+
+    def __exit__(self, *exc) -> None:
+        self.release()
+
+
 def test_next_waits_for_a_stroke_being_ranked_which_is_logged_under_its_own_trial(tmp_path, retriever):
     session = _study(tmp_path)
     first_trial = session.current
@@ -172,6 +193,7 @@ def test_next_waits_for_a_stroke_being_ranked_which_is_logged_under_its_own_tria
         release.wait(10)
         return retriever.rank(sketch, k=5, target_id=target)
 
+    session.lock = watched = WatchedLock(session.lock)
     stroke = threading.Thread(target=_send, args=(session, JournalWriter(token), [_stroke(1)], slow_rank))
     stroke.start()
     assert ranking.wait(10)
@@ -182,11 +204,11 @@ def test_next_waits_for_a_stroke_being_ranked_which_is_logged_under_its_own_tria
 
     buttons = threading.Thread(target=give_up_and_next)
     buttons.start()
-    time.sleep(0.3)
-    assert buttons.is_alive(), "Next must wait until the stroke in flight is applied"
+    assert watched.contended.wait(10), "Give up should have to wait for the stroke being ranked"
     release.set()
     stroke.join(10)
     buttons.join(10)
+    assert not stroke.is_alive() and not buttons.is_alive()
     records = _records(tmp_path)
     kinds = ["session_start", "trial_start", "stroke", "rank", "trial_end", "trial_start"]
     assert [r["type"] for r in records] == kinds
@@ -212,6 +234,7 @@ def test_a_stroke_that_reaches_the_server_after_next_is_logged_under_its_trial_n
         _send(session, JournalWriter("unknown-token"), [_stroke(1)], _rank(retriever))
 
 
+@pytest.mark.slow
 def test_the_rank_curve_kept_and_sent_is_bounded(retriever):
     session = DrawingSession()
     session.new_sketch(GALLERY[0])

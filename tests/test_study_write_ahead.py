@@ -17,7 +17,7 @@ from retrieval.study.log import StudyLog, read_log
 from retrieval.study.payload import MAX_POINTS, JournalWriter, parse_stroke_batch
 from retrieval.study.plan import StudyConfig
 from retrieval.study.resume import ResumeRefusedError, resume_point
-from retrieval.study.session import (
+from retrieval.ui.drawing_session import (
     ENDED_GRACE_S,
     DrawingSession,
     QuotaError,

@@ -7,7 +7,7 @@ import threading
 import numpy as np
 from PIL import Image
 
-from retrieval.serving.thumbnails import ThumbnailCache, is_complete_jpeg
+from retrieval.ui.thumbnails import ThumbnailCache, is_complete_jpeg
 
 
 def _photo(photo_id: str) -> np.ndarray:

@@ -19,6 +19,8 @@ from retrieval.train.config import Config
 from retrieval.train.pipeline import parse_args, run
 from retrieval.train.steps import finegrained_loss
 
+pytestmark = pytest.mark.slow  # training smoke runs
+
 TINY = "procedural:photos=24,sketches=2"
 
 

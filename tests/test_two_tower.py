@@ -9,11 +9,13 @@ import pytest
 import torch
 
 from retrieval.data.datasets import open_dataset
-from retrieval.model.encoder import CheckpointError, Encoder
+from retrieval.model.encoder import CheckpointError, Encoder, create_encoder
 from retrieval.model.pretrained import WEIGHT_SOURCES
 from retrieval.train.batches import PhotoBank, PhotoSide
 from retrieval.train.pipeline import run
 from tests.test_train import TINY, _config
+
+pytestmark = pytest.mark.slow  # two-tower training runs
 
 SIZE = 64
 
@@ -21,8 +23,8 @@ SIZE = 64
 @pytest.fixture(scope="module")
 def lit() -> Encoder:
     """mobilenet sketch tower from scratch + locked ImageNet efficientnet_lite0 photo tower (LiT)."""
-    return Encoder.create(
-        "mobilenet_v3_small",
+    return create_encoder(
+        "lit-mobilenet",
         embed_dim=32,
         input_size=SIZE,
         photo_arch="efficientnet_lite0",
@@ -68,8 +70,8 @@ def test_two_tower_checkpoint_round_trips_and_refuses_a_bad_tower_meta(lit, bank
 
 
 def test_partly_frozen_pretrained_sketch_tower_trains_only_its_last_blocks():
-    enc = Encoder.create(
-        "efficientnet_lite0",
+    enc = create_encoder(
+        arch="efficientnet_lite0",
         embed_dim=16,
         input_size=SIZE,
         photo_arch="mobilenet_v3_small",

@@ -19,10 +19,10 @@ import pytest
 from retrieval.provenance import PROJECT_ROOT as ROOT
 from retrieval.study.payload import JournalWriter, parse_stroke_batch
 from retrieval.study.plan import StudyConfig
-from retrieval.study.session import DrawingSession
 from retrieval.ui import contract
 from retrieval.ui.backend import Backend
 from retrieval.ui.config import AppConfig
+from retrieval.ui.drawing_session import DrawingSession
 from retrieval.ui.handlers import Handlers, Update, UserError
 from retrieval.ui.sessions import COOKIE, STARTS_PER_IDENTITY, SessionTable, SessionTokens
 from retrieval.ui.views import found_banner
@@ -299,6 +299,7 @@ def page_of(mode: str, tokens: SessionTokens):
     return Page(table=SessionTable(mode), tokens=tokens, **markers)
 
 
+@pytest.mark.slow
 def test_events_find_their_session_by_the_server_issued_cookie_only(backend):
     import gradio as gr
 
@@ -318,6 +319,7 @@ def test_events_find_their_session_by_the_server_issued_cookie_only(backend):
     assert page.table.by_token(tokens.verify(tokens.issue()), session.token) is None, "another browser cannot"
 
 
+@pytest.mark.slow
 def test_start_is_throttled_per_browser(backend, tmp_path):
     import gradio as gr
 

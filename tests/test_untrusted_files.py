@@ -25,7 +25,7 @@ from retrieval.data.datasets import open_dataset
 from retrieval.data.formats.qmul import read_qmul_npz, read_qmul_pickle
 from retrieval.data.formats.safe_pickle import UnsafePickleError
 from retrieval.data.images import read_rgb
-from retrieval.model.encoder import CheckpointError, Encoder
+from retrieval.model.encoder import CheckpointError, Encoder, create_encoder
 
 
 class _RunsCode:
@@ -56,7 +56,7 @@ def sentinel(tmp_path):
 
 @pytest.fixture(scope="module")
 def encoder():
-    return Encoder.create(seed=0)
+    return create_encoder(seed=0)
 
 
 # --- QMUL coordinate pickles --------------------------------------------------------------------

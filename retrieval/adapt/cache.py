@@ -16,7 +16,7 @@ from pathlib import Path
 from retrieval.adapt.run import AdaptConfig, adapt, photo_hash
 from retrieval.data.images import scan_photo_folder
 from retrieval.model.checkpoint import META_FILE, read_checkpoint
-from retrieval.serving.gallery import default_cache_dir
+from retrieval.serving.serving_config import default_cache_dir
 
 CACHE_VERSION = 1  # bump when the adaptation recipe changes: old entries no longer match
 
@@ -36,7 +36,7 @@ def cache_key(model: str | Path, photos: str | Path, minutes: float) -> str:
 def cached_adaptation(model: str | Path, photos: str | Path, minutes: float, cache_dir: str | Path = "") -> Path:
     """The checkpoint folder of ``model`` adapted to ``photos`` for ``minutes``: from the cache, else made now.
 
-    ``cache_dir`` "" is the app's default cache (``retrieval.serving.gallery.default_cache_dir``).
+    ``cache_dir`` "" is the app's default cache (``retrieval.serving.serving_config.default_cache_dir``).
     """
     root = Path(cache_dir).expanduser() if cache_dir else default_cache_dir()
     folder = root / "adapted" / cache_key(model, photos, minutes)

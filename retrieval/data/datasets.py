@@ -15,9 +15,9 @@ import inspect
 import warnings
 from pathlib import Path
 
+from retrieval.data.dataset_protocol import RetrievalDataset, SketchRecord, split_fold, split_validation
 from retrieval.data.formats.qmul import read_qmul
 from retrieval.data.images import IMAGE_SUFFIXES, read_rgb
-from retrieval.data.records import RetrievalDataset, SketchRecord, split_fold, split_validation
 from retrieval.types import RGBImage
 
 COORDINATE_SUFFIX = "_Coordinate"

@@ -17,8 +17,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, fields
 from typing import Any
 
+from retrieval.data.dataset_protocol import RetrievalDataset, SketchRecord
 from retrieval.data.datasets import HOLDOUT, open_dataset, parse_procedural_spec
-from retrieval.data.records import RetrievalDataset, SketchRecord
 
 EVALUATION_SPLITS = ("val", HOLDOUT, "test")  # splits whose photos no training data may show
 PRETRAIN_SEED_OFFSET = 1000  # procedural pre-training sketches: generator seed = data seed + this

@@ -20,14 +20,14 @@ import csv
 import json
 import sys
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Literal
 
 import numpy as np
 
 from retrieval.cli import parse_config
-from retrieval.data.records import SketchRecord
+from retrieval.data.dataset_protocol import SketchRecord
 from retrieval.data.splits import DataSplit
 from retrieval.evaluation.metrics import format_table
 from retrieval.evaluation.protocol import GALLERIES, STEP_MODES, MissingSplitError, check_split, evaluate_split
@@ -75,6 +75,9 @@ def plot_curves(path: Path, metrics: dict, title: str) -> None:
 
 
 # --- command line --------------------------------------------------------------------------------
+SPLIT_FLAGS = ("val_fraction", "holdout_fraction", "holdout_folds", "holdout_fold", "split_seed")
+
+
 @dataclass
 class EvalConfig:
     """Settings of one evaluation run."""
@@ -89,20 +92,29 @@ class EvalConfig:
     """whose sketches are ranked: val, holdout (carved from train photos), test (when the data has one), or train (overfitting check)"""
     steps: Literal["points", "strokes"] = "points"
     """points: the 17 fraction cuts of the literature; strokes: each stroke end"""
-    val_fraction: float = 0.1
-    """share of train photos carved out as val (must match training)"""
-    seed: int = 0
-    """seed of the val split (must match training)"""
+    val_fraction: float | None = None
+    """share of train photos carved out as val (default: the model card's split, else 0.1)"""
+    split_seed: int | None = None
+    """seed of the carves, not a training seed (default: the model card's split, else 0)"""
     threads: int = 2
     """torch and faiss threads"""
     gallery: Literal["split", "all"] = "split"
     """split: rank among the split's own photos; all: among every photo of the dataset"""
-    holdout_fraction: float = 0.0
-    """share of train photos carved out as the 'holdout' split (must match training; 0 = none)"""
-    holdout_folds: int = 0
-    """cross-validation: the holdout is fold --holdout-fold of this many folds (must match training; 0 = off)"""
-    holdout_fold: int = 0
-    """which fold is the holdout when --holdout-folds is set"""
+    holdout_fraction: float | None = None
+    """share of train photos carved out as the 'holdout' split (default: the model card's split, else 0 = none)"""
+    holdout_folds: int | None = None
+    """cross-validation: the holdout is fold --holdout-fold of this many folds (default: the card's, else 0 = off)"""
+    holdout_fold: int | None = None
+    """which fold is the holdout when --holdout-folds is set (default: the card's, else 0)"""
+
+    def data_split(self, card: dict) -> DataSplit:
+        """The carve to evaluate on: the model card's split when it was trained on this data (so a
+        checkpoint is judged on the photos it was selected and held out on), each flag given overriding it."""
+        recorded = card.get("split")
+        same_data = isinstance(recorded, dict) and recorded.get("data") == self.data
+        base = DataSplit.from_card(card) if same_data else DataSplit(self.data)
+        given = {f: getattr(self, f) for f in SPLIT_FLAGS if getattr(self, f) is not None}
+        return replace(base, data=self.data, **given)
 
     def __post_init__(self) -> None:
         missing = [f"--{name}" for name in ("data", "model", "out") if not str(getattr(self, name))]
@@ -119,17 +131,17 @@ def run(cfg: EvalConfig) -> dict:
     set_threads(cfg.threads)
     started = time.perf_counter()
     out = Path(cfg.out)
-    dataset = DataSplit(
-        cfg.data, cfg.val_fraction, cfg.holdout_fraction, cfg.holdout_folds, cfg.holdout_fold, cfg.seed
-    ).open()
-    check_split(dataset, cfg.split)  # fail before loading the model
     encoder = Encoder.load(cfg.model)
+    split = cfg.data_split(encoder.meta.get("card") or {})
+    dataset = split.open()
+    check_split(dataset, cfg.split)
     result = evaluate_split(encoder, dataset, cfg.split, gallery=cfg.gallery, steps=cfg.steps, progress=True)
     metrics = {**result.summary, "split": cfg.split, "model": str(cfg.model)}
     out.mkdir(parents=True, exist_ok=True)
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
     config = {
         **asdict(cfg),
+        "data_split": asdict(split),  # the carve evaluated on, the card's defaults filled in
         "model_hash": model_hash(encoder),
         "dataset": dataset.name,
         "elapsed_s": round(time.perf_counter() - started, 2),

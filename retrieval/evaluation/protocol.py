@@ -22,8 +22,8 @@ from dataclasses import dataclass
 import numpy as np
 from tqdm import tqdm
 
+from retrieval.data.dataset_protocol import RetrievalDataset, SketchRecord
 from retrieval.data.raster import render_steps
-from retrieval.data.records import RetrievalDataset, SketchRecord
 from retrieval.data.sketch import step_cuts
 from retrieval.evaluation.metrics import summarize
 from retrieval.model.encoder import Encoder

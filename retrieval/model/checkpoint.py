@@ -24,6 +24,7 @@ from safetensors.torch import load_file, save_file
 
 from retrieval.model.network import ARCHS, IMAGENET_MEAN, IMAGENET_STD, SketchPhotoNet
 from retrieval.model.pretrained import PRETRAINED_MEAN, PRETRAINED_STD, sha256_of
+from retrieval.model.spec import ModelSpec
 from retrieval.model.two_tower import TwoTowerNet
 
 FORMAT = "earlysketch-encoder"
@@ -41,45 +42,27 @@ def default_line_width(raster_size: int) -> int:
 
 
 # --- meta: the architecture a checkpoint describes ------------------------------------------------------
-def tower_options(
-    arch: str, photo_arch: str, pretrained: tuple[str, ...], sketch_frozen_blocks: int, lock_photo: bool
-) -> dict[str, Any] | None:
-    """``meta["towers"]`` of a two-tower model, or None when the options ask for the shared trunk."""
-    if not (photo_arch or pretrained or lock_photo or sketch_frozen_blocks):
-        return None
-    return {
-        "photo_arch": photo_arch or arch,
-        "pretrained": sorted(pretrained),
-        "sketch_frozen_blocks": int(sketch_frozen_blocks),
-        "lock_photo": bool(lock_photo),
-    }
-
-
-def new_meta(
-    arch: str,
-    embed_dim: int,
-    input_size: int,
-    raster_size: int,
-    line_width: int | None,
-    separate_blocks: int,
-    gem_p: float,
-    photo_input_size: int | None,
-    photo_pretrained: bool,
-    sketch_polarity: str,
-    towers: dict[str, Any] | None,
-) -> dict[str, Any]:
-    """The meta of a model about to be built (``feature_dim`` comes from the network, once built)."""
-    photo_norm = (PRETRAINED_MEAN, PRETRAINED_STD) if photo_pretrained else (IMAGENET_MEAN, IMAGENET_STD)
+def new_meta(spec: ModelSpec) -> dict[str, Any]:
+    """The meta of a model about to be built from ``spec`` (``feature_dim`` comes from the network, once built)."""
+    photo_norm = (PRETRAINED_MEAN, PRETRAINED_STD) if "photo" in spec.pretrained else (IMAGENET_MEAN, IMAGENET_STD)
+    sketch_polarity = spec.sketch_polarity
     sketch_norm = (0.5, 0.5) if sketch_polarity == "paper_high" else (0.0, 1.0)
+    input_size, raster_size, separate_blocks, towers = (
+        spec.input_size,
+        spec.raster_size,
+        spec.separate_blocks,
+        spec.towers,
+    )
+    raster_size = raster_size or input_size
     meta = {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
-        "arch": arch,
+        "arch": spec.arch,
         "input_size": int(input_size),
-        "photo_input_size": int(photo_input_size or input_size),
+        "photo_input_size": int(spec.photo_input_size or input_size),
         "raster_size": int(raster_size),
-        "line_width": int(line_width or default_line_width(raster_size)),
-        "embed_dim": int(embed_dim),
+        "line_width": int(spec.line_width or default_line_width(raster_size)),
+        "embed_dim": int(spec.embed_dim),
         "normalisation": {
             "photo_mean": list(photo_norm[0]),
             "photo_std": list(photo_norm[1]),
@@ -88,7 +71,7 @@ def new_meta(
             "sketch_mean": sketch_norm[0],
             "sketch_std": sketch_norm[1],
         },
-        "pooling": {"type": "gem", "p_init": float(gem_p), "learnable": True},
+        "pooling": {"type": "gem", "p_init": float(spec.gem_p), "learnable": True},
         "branch_sharing": {
             "separate_blocks": int(separate_blocks),
             "shared": separate_blocks == 0 and towers is None,

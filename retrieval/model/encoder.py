@@ -32,15 +32,14 @@ from retrieval.model.checkpoint import (
     check_meta,
     new_meta,
     read_checkpoint,
-    tower_options,
     write_checkpoint,
 )
 from retrieval.model.network import SketchPhotoNet, photo_tensor, sketch_tensor
 from retrieval.model.pooling import l2n
 from retrieval.model.progress_head import HEAD_TYPE, STATE_PREFIX, ProgressHead, ink_share
+from retrieval.model.spec import ModelSpec, model_spec
 from retrieval.types import Embeddings
 
-DEFAULT_ARCH, DEFAULT_INPUT_SIZE, DEFAULT_EMBED_DIM = "mobilenet_v3_small", 128, 128
 _BATCH = 64  # images per forward pass: bounds memory when embedding a whole photo folder
 
 
@@ -68,66 +67,10 @@ class Encoder:
             self.net = self.net.to(memory_format=torch.channels_last)
 
     # --- construction -------------------------------------------------------------------------------
-    @classmethod
-    def create(
-        cls,
-        arch: str = DEFAULT_ARCH,
-        embed_dim: int = DEFAULT_EMBED_DIM,
-        input_size: int = DEFAULT_INPUT_SIZE,
-        raster_size: int | None = None,
-        line_width: int | None = None,
-        separate_blocks: int = 0,
-        gem_p: float = 3.0,
-        seed: int | None = None,
-        channels_last: bool = False,
-        calibrate: bool = True,
-        photo_arch: str = "",
-        photo_input_size: int | None = None,
-        pretrained: tuple[str, ...] = (),
-        sketch_frozen_blocks: int = 0,
-        lock_photo: bool = False,
-        sketch_polarity: str = "ink_high",
-    ) -> Encoder:
-        """A new real model (for training, tests and benchmarks): random init unless ``pretrained``.
-
-        ``photo_arch`` (or any of the tower options) selects the two-tower layout of
-        :mod:`retrieval.model.two_tower`: ``pretrained`` names the towers ("sketch", "photo") that start
-        from the packaged ImageNet weights, ``lock_photo`` freezes the whole photo tower (LiT),
-        ``sketch_frozen_blocks`` freezes leading sketch-tower blocks, ``photo_input_size`` sizes
-        photos apart from sketches. ``sketch_polarity`` "paper_high" feeds sketches as black ink on
-        white paper (as a pretrained network saw images), "ink_high" as ink = 1 on paper = 0.
-
-        ``calibrate`` fits the batch-norm statistics of a from-scratch model to a few procedural
-        photos and sketches (see :meth:`calibrate_batchnorm`), so even the untrained model gives
-        distinct embeddings; pretrained statistics are never overwritten.
-        """
-        if seed is not None:
-            torch.manual_seed(seed)
-        raster_size = raster_size or input_size
-        towers = tower_options(arch, photo_arch, tuple(pretrained), sketch_frozen_blocks, lock_photo)
-        meta = new_meta(
-            arch,
-            embed_dim,
-            input_size,
-            raster_size,
-            line_width,
-            separate_blocks,
-            gem_p,
-            photo_input_size,
-            "photo" in pretrained,
-            sketch_polarity,
-            towers,
-        )
-        check_meta({**meta, "feature_dim": 1})  # the network's feature size is known once it is built
-        net = build_net(meta, gem_p=gem_p, pretrained=tuple(pretrained))
-        meta["feature_dim"] = net.feature_dim
-        if towers is not None:
-            towers["photo_feature_dim"] = net.photo_feature_dim
-            towers["imagenet_sha256"] = net.weights_sha256
-        encoder = cls(net, meta, channels_last=channels_last)
-        if calibrate and not pretrained:
-            encoder.calibrate_batchnorm(*_calibration_images(encoder))
-        return encoder
+    @property
+    def spec(self) -> ModelSpec:
+        """The :class:`ModelSpec` this encoder was built from (read back from its meta: old checkpoints too)."""
+        return ModelSpec.from_meta(self.meta)
 
     @classmethod
     def load(cls, path: str | Path, channels_last: bool = False) -> Encoder:
@@ -303,6 +246,39 @@ def _batch_of(images: np.ndarray | Sequence[np.ndarray], single_ndim: int) -> np
     if isinstance(images, np.ndarray) and images.ndim == single_ndim:
         return images[None]
     return images
+
+
+def create_encoder(
+    preset: str | ModelSpec = "scratch",
+    *,
+    seed: int | None = None,
+    channels_last: bool = False,
+    calibrate: bool = True,
+    **overrides: Any,
+) -> Encoder:
+    """A new real model (for training, tests and benchmarks): ``preset`` with ``overrides`` of its
+    :class:`ModelSpec` fields, random init unless the spec names ``pretrained`` towers.
+
+    ``create_encoder()`` is the default layout; ``create_encoder("lit-lite0")`` a named preset
+    (:data:`retrieval.model.spec.PRESETS`); ``create_encoder(input_size=64, embed_dim=32, seed=0)``
+    a small one. ``calibrate`` fits the batch-norm statistics of a from-scratch model to a few
+    procedural photos and sketches (:meth:`Encoder.calibrate_batchnorm`), so even the untrained
+    model gives distinct embeddings; pretrained statistics are never overwritten.
+    """
+    spec = model_spec(preset, **overrides)
+    if seed is not None:
+        torch.manual_seed(seed)
+    meta = new_meta(spec)
+    check_meta({**meta, "feature_dim": 1})  # the network's feature size is known once it is built
+    net = build_net(meta, gem_p=spec.gem_p, pretrained=spec.pretrained)
+    meta["feature_dim"] = net.feature_dim
+    if "towers" in meta:
+        meta["towers"]["photo_feature_dim"] = net.photo_feature_dim
+        meta["towers"]["imagenet_sha256"] = net.weights_sha256
+    encoder = Encoder(net, meta, channels_last=channels_last)
+    if calibrate and not spec.pretrained:
+        encoder.calibrate_batchnorm(*_calibration_images(encoder))
+    return encoder
 
 
 def _calibration_images(encoder: Encoder, count: int = 16) -> tuple[list, list]:

@@ -23,7 +23,8 @@ from concurrent.futures import Future
 from dataclasses import dataclass, field, replace
 
 from retrieval.data.formats.stroke_json import StrokePayloadError
-from retrieval.serving.retriever import RankResult, Retriever, SketchInput
+from retrieval.serving.rank_result import RankResult
+from retrieval.serving.retriever import Retriever, SketchInput
 
 
 @dataclass

@@ -25,11 +25,12 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
+from retrieval.data.dataset_protocol import RetrievalDataset
 from retrieval.data.datasets import COORDINATE_SUFFIX, open_dataset
 from retrieval.data.images import DEFAULT_MAX_PIXELS, IMAGE_SUFFIXES, read_rgb, scan_photo_folder
-from retrieval.data.records import RetrievalDataset
 from retrieval.model.encoder import Encoder
 from retrieval.serving.index import PhotoIndex
+from retrieval.serving.serving_config import default_cache_dir
 from retrieval.serving.versions import snapshot_id
 from retrieval.types import RGBImage
 
@@ -37,11 +38,6 @@ from retrieval.types import RGBImage
 SPLIT_SEPARATOR = "@"
 ALL_SPLITS = "all"
 CACHE_VERSION = 1
-
-
-def default_cache_dir() -> Path:
-    """``$EARLYSKETCH_CACHE`` or ``~/.cache/earlysketch``: derived data lives outside the repo."""
-    return Path(os.environ.get("EARLYSKETCH_CACHE", Path.home() / ".cache" / "earlysketch")).expanduser()
 
 
 def model_hash(encoder: Encoder) -> str:

@@ -11,24 +11,16 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from retrieval.provenance import DEFAULT_MODEL_DIR
 from retrieval.serving.index import PhotoIndex
+from retrieval.serving.serving_config import ServingConfig
 from retrieval.serving.shards import split_index
 from retrieval.serving.versions import read_snapshot, write_snapshot
 
 
 @dataclass
-class ServeConfig:
+class ServeConfig(ServingConfig):
     """``python -m retrieval.serving.serve_ray``: the retriever on a local Ray Serve cluster (127.0.0.1)."""
 
-    model: Path = DEFAULT_MODEL_DIR
-    """checkpoint folder (model.safetensors + model.json), as for app.py --model"""
-    gallery: str = ""
-    """gallery spec (dataset spec, QMUL folder, photo folder); default: procedural of --gallery-size"""
-    gallery_size: int = 1000
-    """photos of the default procedural gallery"""
-    cache_dir: str = ""
-    """gallery and shard cache (default ~/.cache/earlysketch)"""
     replicas: int = 2
     """encoder replicas (processes); each runs --threads torch threads"""
     shards: int = 2
@@ -37,8 +29,6 @@ class ServeConfig:
     """most strokes per encoder forward (@serve.batch max_batch_size), as app.py --batch"""
     batch_wait_ms: float = 0.0
     """how long a replica waits to fill a batch; 0 takes only what is queued (RankBatcher's policy)"""
-    threads: int = 1
-    """torch / faiss threads per replica"""
     port: int = 8000
     """HTTP port of the Serve proxy on 127.0.0.1"""
     num_cpus: int = 0
@@ -118,16 +108,16 @@ def write_shards(index: PhotoIndex, num_shards: int, folder: Path, snapshot: str
     return folders
 
 
-def prepare_shards(model: Path, gallery_spec: str, cache_dir: str, num_shards: int) -> tuple[list[Path], str]:
+def prepare_shards(cfg: ServingConfig, num_shards: int) -> tuple[list[Path], str]:
     """Open (or build and cache) the gallery with the model, and write its shard folders, keyed by
     the gallery snapshot (encoder + content hash): changed photos never reuse stale shards."""
     from retrieval.model.encoder import Encoder
-    from retrieval.serving.gallery import default_cache_dir, open_gallery
+    from retrieval.serving.gallery import open_gallery
 
-    if not (Path(model) / "model.safetensors").exists():
-        raise FileNotFoundError(f"no model at {model}: run `make default-model` or pass --model FOLDER")
-    encoder = Encoder.load(model)
-    cache = Path(cache_dir).expanduser() if cache_dir else default_cache_dir()
-    gallery = open_gallery(encoder, gallery_spec, cache, progress=True)
+    if not (Path(cfg.model) / "model.safetensors").exists():
+        raise FileNotFoundError(f"no model at {cfg.model}: run `make default-model` or pass --model FOLDER")
+    encoder = Encoder.load(cfg.model)
+    cache = cfg.cache_path()
+    gallery = open_gallery(encoder, cfg.gallery_spec(), cache, progress=True)
     snapshot = gallery.snapshot
     return write_shards(gallery.index, num_shards, cache / "shards" / snapshot, snapshot), snapshot

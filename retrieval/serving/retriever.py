@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -26,42 +26,11 @@ from retrieval.model.encoder import Encoder
 from retrieval.serving.exact_rank import DEFAULT_RANK_CAP, TargetRank
 from retrieval.serving.gallery import Gallery, open_gallery
 from retrieval.serving.index import PhotoIndex
+from retrieval.serving.rank_result import RankResult
 from retrieval.serving.shards import ShardedIndex
 
 SketchInput = Sketch | Mapping[str, Any] | str | bytes | bytearray  # a Sketch or a stroke-JSON payload
 TIMING_KEYS = ("validate", "render", "encode", "search", "total")
-
-
-@dataclass(frozen=True)
-class RankResult:
-    """Ranking of the gallery for one (partial) sketch.
-
-    Attributes:
-        ids: top-k photo ids, best first.
-        scores: their cosine similarities.
-        target_rank: 1-based rank of the target photo (ties count against), or None; exact when
-            ``rank_exact``, else an estimate inside ``rank_bounds``.
-        timings_ms: milliseconds per stage: ``validate``, ``render``, ``encode``, ``search``,
-            ``total``. In :meth:`Retriever.rank_batch` they are the whole batch's stages.
-        n_gallery: photos ranked against.
-        error: why this item was not ranked (only from ``rank_batch(..., errors="return")``).
-        batch_size: sketches encoded in the same forward as this one.
-        rank_exact: False when the rank is above the cap (retrieval/serving/exact_rank.py) or some
-            shards missed their deadline; then ``rank_bounds`` holds the certified interval.
-        rank_bounds: ``(lower, upper)`` of the target's rank (equal when exact), or None.
-        snapshot: the gallery snapshot ranked against (encoder hash + gallery content hash).
-    """
-
-    ids: list[str]
-    scores: list[float]
-    target_rank: int | None
-    timings_ms: dict[str, float] = field(default_factory=dict)
-    n_gallery: int = 0
-    error: str | None = None
-    batch_size: int = 1
-    rank_exact: bool = True
-    rank_bounds: tuple[int, int] | None = None
-    snapshot: str = ""
 
 
 def _ms(start: float) -> float:

@@ -16,7 +16,8 @@ from typing import Any
 
 from retrieval.data.formats.stroke_json import StrokePayloadError, to_stroke_json
 from retrieval.data.sketch import Sketch
-from retrieval.serving.retriever import RankResult, SketchInput
+from retrieval.serving.rank_result import RankResult, check_k
+from retrieval.serving.retriever import SketchInput
 
 
 def rank_request(sketch: SketchInput, k: int, target_id: str | None) -> dict[str, Any]:
@@ -27,7 +28,7 @@ def rank_request(sketch: SketchInput, k: int, target_id: str | None) -> dict[str
         sketch = json.dumps(sketch)
     elif isinstance(sketch, bytes | bytearray):
         sketch = bytes(sketch).decode("utf-8", errors="replace")
-    return {"sketch": sketch, "k": int(k), "target_id": target_id}
+    return {"sketch": sketch, "k": check_k(k), "target_id": target_id}
 
 
 def rank_result(status: int, body: dict[str, Any]) -> RankResult:
@@ -40,19 +41,7 @@ def rank_result(status: int, body: dict[str, Any]) -> RankResult:
         raise StrokePayloadError(body.get("error", "request body too large"))
     if status != 200 or "ids" not in body:
         raise RuntimeError(f"the Serve app answered HTTP {status}: {str(body)[:300]}; is `make serve-cluster` up?")
-    bounds = body.get("rank_bounds")
-    return RankResult(
-        list(body["ids"]),
-        [float(s) for s in body["scores"]],
-        body["target_rank"],
-        dict(body["timings_ms"]),
-        int(body["gallery_size"]),
-        None,
-        int(body["batch_size"]),
-        rank_exact=bool(body.get("rank_exact", True)) and not body.get("partial", False),
-        rank_bounds=None if bounds is None else (int(bounds[0]), int(bounds[1])),
-        snapshot=str(body.get("snapshot", "")),
-    )
+    return RankResult.from_json(body)
 
 
 class ServeRanker:

@@ -49,8 +49,10 @@ from starlette.responses import JSONResponse  # noqa: E402
 from retrieval.data.formats.stroke_json import StrokePayloadError  # noqa: E402
 from retrieval.provenance import PROJECT_ROOT
 from retrieval.runtime import set_threads  # noqa: E402
+from retrieval.serving.body_cap import BodyOverCap, capped_json  # noqa: E402
 from retrieval.serving.exact_rank import DEFAULT_RANK_CAP  # noqa: E402
 from retrieval.serving.index import PhotoIndex  # noqa: E402
+from retrieval.serving.rank_result import RankResult, check_k  # noqa: E402
 from retrieval.serving.ray_setup import (  # noqa: E402
     ClusterResources,
     ServeConfig,
@@ -58,7 +60,6 @@ from retrieval.serving.ray_setup import (  # noqa: E402
     require_token_auth,
     shard_memory_bytes,  # noqa: E402
 )
-from retrieval.serving.request_limits import BodyOverCap, capped_json  # noqa: E402
 from retrieval.serving.shards import ShardAnswer, TargetVectors, merge_answers, owner_vector, thresholds_for  # noqa: E402
 from retrieval.serving.versions import SnapshotMismatch, read_snapshot  # noqa: E402
 
@@ -176,8 +177,10 @@ class Ingress:
         if not self.snapshot.startswith(f"{embedded['encoder_hash']}-"):
             raise SnapshotMismatch(f"encoder {embedded['encoder_hash']} did not embed gallery snapshot {self.snapshot}")
         timings = dict(embedded["timings_ms"])
-        answer: dict[str, Any] = {"ids": [], "scores": [], "target_rank": None, "rank_exact": True}
-        answer |= {"rank_bounds": None, "partial": False, "missing_shards": []}
+        ids: list[str] = []
+        scores: list[float] = []
+        rank = None
+        partial, missing = False, []
         if embedded["query"] is not None:  # None: nothing drawn yet
             t = time.perf_counter()
             queries = embedded["query"][None, :]
@@ -186,25 +189,23 @@ class Ingress:
             answers, _ = await self._fan_out("search", queries, k, thresholds, DEFAULT_RANK_CAP)
             answers = [a if a is not None and a.snapshot == self.snapshot else None for a in answers]
             merged = merge_answers(answers, self.sizes, k, [target_id], thresholds, self.snapshot)
-            rank = merged.ranks[0]
-            answer |= {
-                "ids": merged.ids[0],
-                "scores": merged.scores[0, : len(merged.ids[0])].astype(float).tolist(),
-                "partial": merged.partial,
-                "missing_shards": merged.missing,
-            }
-            if rank is not None:
-                answer |= {"target_rank": rank.rank, "rank_exact": rank.exact, "rank_bounds": [rank.lower, rank.upper]}
-            elif target_id is not None:
-                answer["rank_exact"] = False  # the target's owner missed the deadline and its vector is not cached
+            ids, scores, rank = merged.ids[0], merged.scores[0, : len(merged.ids[0])].tolist(), merged.ranks[0]
+            partial, missing = merged.partial, merged.missing
             timings["search"] = (time.perf_counter() - t) * 1e3
         timings["total"] = (time.perf_counter() - start) * 1e3
-        return answer | {
-            "snapshot": self.snapshot,
-            "timings_ms": timings,
-            "gallery_size": sum(self.sizes),
-            "batch_size": embedded["batch_size"],
-        }
+        result = RankResult(
+            ids,
+            scores,
+            None if rank is None else rank.rank,
+            timings,
+            n_gallery=sum(self.sizes),
+            batch_size=embedded["batch_size"],
+            # no rank while a target was asked for: its owner missed the deadline and its vector is not cached
+            rank_exact=rank.exact if rank is not None else target_id is None or embedded["query"] is None,
+            rank_bounds=None if rank is None else (rank.lower, rank.upper),
+            snapshot=self.snapshot,
+        )
+        return result.to_json() | {"partial": partial, "missing_shards": missing}
 
     async def __call__(self, request: Request) -> JSONResponse:
         if request.url.path.rstrip("/").endswith("/info"):
@@ -213,9 +214,7 @@ class Ingress:
             body = await capped_json(request, self.max_body)
             if not isinstance(body, dict) or "sketch" not in body:
                 raise StrokePayloadError('send {"sketch": <stroke JSON>, "k": 10, "target_id": null}')
-            k = body.get("k", 10)
-            if not isinstance(k, int) or not 1 <= k <= 1000:
-                raise StrokePayloadError(f"k must be an integer between 1 and 1000, got {k!r}")
+            k = check_k(body.get("k", 10))
             return JSONResponse(await self.rank(body["sketch"], k, body.get("target_id")))
         except BodyOverCap as exc:
             return JSONResponse({"error": str(exc), "kind": "size"}, status_code=413)
@@ -308,9 +307,7 @@ def main(argv: list[str] | None = None) -> None:
 
     cfg = parse_config(ServeConfig, argv, __doc__)
     start = time.perf_counter()
-    folders, snapshot = prepare_shards(
-        cfg.model, cfg.gallery or f"procedural:photos={cfg.gallery_size}", cfg.cache_dir, cfg.shards
-    )
+    folders, snapshot = prepare_shards(cfg, cfg.shards)
     n = sum(len(PhotoIndex.load(f)) for f in folders)
     start_local_cluster(cfg.num_cpus, cfg.port, cfg.address)
     # After ray.init, which installs its own fatal-signal handler: SIGTERM and SIGINT (even from a

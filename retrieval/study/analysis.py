@@ -22,13 +22,13 @@ Every CSV escapes strings a spreadsheet would run as formulas, as the log's expo
 
 from __future__ import annotations
 
-import argparse
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
+from retrieval.cli import POSITIONAL, parse_config
 from retrieval.stats import first_entry_share
 from retrieval.study.analysis_plots import plot_rank_curves, plot_strokes_to_found
 from retrieval.study.condition_effects import (
@@ -50,16 +50,16 @@ LOGGED_EVENTS = ("stroke", "undo", "clear")
 class AnalysisConfig:
     """Arguments of the analysis entry point."""
 
-    log_dir: Path
-    """Folder of ``*.jsonl`` session logs written by the app in study mode."""
+    log_dir: Path | None = field(default=None, metadata=POSITIONAL)
+    """folder of ``*.jsonl`` session logs written by the app in study mode"""
     out: Path | None = None
-    """Output folder for CSV files and plots (default ``LOG_DIR/analysis``)."""
+    """output folder for CSV files and plots (default ``LOG_DIR/analysis``)"""
     level: float = 0.95
-    """Coverage of the bootstrap intervals."""
+    """coverage of the bootstrap intervals"""
     n_boot: int = 10_000
-    """Bootstrap resamples."""
+    """bootstrap resamples"""
     seed: int = 0
-    """Seed of the bootstrap (the same log gives the same intervals)."""
+    """seed of the bootstrap (the same log gives the same intervals)"""
 
 
 def stroke_table(records: list[dict]) -> pd.DataFrame:
@@ -218,14 +218,7 @@ def analyse(config: AnalysisConfig) -> dict[str, pd.DataFrame]:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("log_dir", type=Path, help="folder of study session logs (*.jsonl)")
-    parser.add_argument("--out", type=Path, default=None, help="output folder (default LOG_DIR/analysis)")
-    parser.add_argument("--level", type=float, default=0.95, help="coverage of the bootstrap intervals")
-    parser.add_argument("--n-boot", type=int, default=10_000, help="bootstrap resamples")
-    parser.add_argument("--seed", type=int, default=0, help="bootstrap seed")
-    args = parser.parse_args(argv)
-    analyse(AnalysisConfig(args.log_dir, args.out, args.level, args.n_boot, args.seed))
+    analyse(parse_config(AnalysisConfig, argv, __doc__.split("\n\n")[0]))
 
 
 if __name__ == "__main__":

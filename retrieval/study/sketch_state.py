@@ -2,7 +2,7 @@
 
 A :class:`SketchState` holds the strokes on the canvas, the last ``seq`` applied and the journal's
 chain after it (and after the last :data:`CHAIN_WINDOW` events, to recognise a batch re-sent after
-its answer was lost), the ranking and the rank curve. :mod:`retrieval.study.session` decides when
+its answer was lost), the ranking and the rank curve. :mod:`retrieval.ui.drawing_session` decides when
 events are applied, logged and ranked; this module checks a batch against what was applied and
 builds the records. In a study the participant may be shown less than the latest ranking
 (the trial's condition: :mod:`retrieval.study.conditions`): ``shown`` and ``shown_curve`` are what

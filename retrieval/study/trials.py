@@ -4,7 +4,7 @@ Every change is written to the log first and applied only once that write is dur
 write (``OSError``) leaves the session as it was, and the same call can be made again. Give up
 and Next name the trial they act on (its canvas token), so a repeated request changes nothing.
 The log's size is bounded per trial and per session (:data:`TRIAL_LOG_QUOTA_BYTES`,
-:data:`SESSION_LOG_QUOTA_BYTES`). :class:`retrieval.study.session.DrawingSession` holds the state
+:data:`SESSION_LOG_QUOTA_BYTES`). :class:`retrieval.ui.drawing_session.DrawingSession` holds the state
 these methods use (its fields are documented there).
 
 Each trial follows its condition (:mod:`retrieval.study.conditions`): every stroke is logged and
@@ -44,7 +44,7 @@ class TrialNotEndedError(RuntimeError):
 
 
 class StudyTrials:
-    """The study part of a drawing session (a base of :class:`~retrieval.study.session.DrawingSession`)."""
+    """The study part of a drawing session (a base of :class:`~retrieval.ui.drawing_session.DrawingSession`)."""
 
     lock: threading.RLock
     sketch: SketchState

@@ -15,11 +15,11 @@ import torch
 from tqdm import tqdm
 
 from retrieval.data.augment import PhotoAugment, augment_photo, flip_photo
+from retrieval.data.dataset_protocol import RetrievalDataset, SketchRecord
 from retrieval.data.edges import edge_map
 from retrieval.data.images import as_rgb, fit_square
 from retrieval.data.pseudo_sketch import pseudo_sketch
 from retrieval.data.raster import render_steps
-from retrieval.data.records import RetrievalDataset, SketchRecord
 from retrieval.data.sketch import Sketch, step_cuts
 from retrieval.evaluation.protocol import gallery_photo_ids, score_embeddings, step_shares, true_photo_index
 from retrieval.model.encoder import Encoder

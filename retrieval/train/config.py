@@ -1,4 +1,4 @@
-"""The supervised training configuration: stages, losses, named encoder layouts and the Config dataclass.
+"""The supervised training configuration: stages, losses, the Config dataclass and its encoder flags.
 
 ``python -m retrieval.train --help`` lists every field with the docstring written under it here.
 """
@@ -9,6 +9,7 @@ from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 
 from retrieval.data.splits import DataSplit
+from retrieval.model.spec import ModelSpec, model_spec
 
 # Every stage a run may name. The order of edges and quickdraw changes where the finegrained stage
 # starts, not where it ends (docs/results/chair-v2_pretrain_arms.md), so one order serves everywhere.
@@ -22,29 +23,9 @@ STAGE_SHARES = {"edges": 0.25, "quickdraw": 0.15, "finegrained": 0.60}
 # Share of a whole budget a jigsaw stage takes, out of the edges stage's share (both pre-train on photos + edge maps).
 JIGSAW_SHARE = 0.10
 
-# Named encoder layouts (Config fields), compared side by side in bench/results/chair-v2_ablation.md.
-ENCODER_PRESETS: dict[str, dict] = {
-    # mobilenet_v3_small from scratch, one shared trunk: the layout before ImageNet weights
-    "scratch": {},
-    # LiT: locked ImageNet efficientnet_lite0 photo tower (features cached once), sketch tower from scratch
-    "lit-mobilenet": {
-        "photo_arch": "efficientnet_lite0",
-        "pretrained": ("photo",),
-        "lock_photo": True,
-        "photo_input_size": 224,
-    },
-    # LiT with an ImageNet efficientnet_lite0 sketch tower too, its first blocks frozen, fed black on white
-    "lit-lite0": {
-        "arch": "efficientnet_lite0",
-        "photo_arch": "efficientnet_lite0",
-        "pretrained": ("photo", "sketch"),
-        "lock_photo": True,
-        "photo_input_size": 224,
-        "sketch_frozen_blocks": 3,
-        "pretrained_lr_scale": 0.3,
-        "sketch_polarity": "paper_high",
-    },
-}
+# Training settings that go with a named encoder layout (retrieval.model.spec.PRESETS): a pretrained
+# sketch tower learns at a lower rate than the from-scratch heads.
+PRESET_TRAINING: dict[str, dict[str, object]] = {"lit-lite0": {"pretrained_lr_scale": 0.3}}
 
 
 @dataclass
@@ -199,10 +180,26 @@ class Config:
             split_seed=self.seed if self.split_seed < 0 else self.split_seed,
         )
 
+    def model_spec(self) -> ModelSpec:
+        """The encoder layout these flags describe (``--photo-input-size 0``: the sketch input size)."""
+        flags = {name: getattr(self, name) for name in MODEL_FLAGS}
+        return model_spec(**flags | {"photo_input_size": self.photo_input_size or None})
+
     @property
     def shared_trunk(self) -> bool:
         """One trunk serves sketches and photos (what the jigsaw stage trains): no two-tower, no split blocks."""
         return not self.photo_arch and not self.separate_blocks
+
+
+MODEL_FLAGS = tuple(f.name for f in fields(ModelSpec) if f.name in {g.name for g in fields(Config)})
+
+
+def preset_flags(preset: str) -> dict[str, object]:
+    """The ``Config`` fields a named layout sets: its spec's fields that differ from the default, and
+    the training settings that go with it (``PRESET_TRAINING``)."""
+    spec, default = model_spec(preset), ModelSpec()
+    flags = {name: getattr(spec, name) for name in MODEL_FLAGS if getattr(spec, name) != getattr(default, name)}
+    return flags | PRESET_TRAINING.get(preset, {})
 
 
 def pipeline_stages(quickdraw: str, jigsaw: bool = False) -> tuple[str, ...]:
@@ -269,7 +266,7 @@ class SupervisedRecipe:
     minutes_supervised: float = 48.0
     """time budget of supervised training, split over its stages"""
     encoder: str = "scratch"
-    """encoder layout, a preset of ENCODER_PRESETS: scratch, lit-mobilenet, lit-lite0"""
+    """encoder layout, a preset of retrieval.model.spec.PRESETS: scratch, lit-mobilenet, lit-lite0"""
     jigsaw: bool = False
     """run the mixed-modal jigsaw stage first (skipped for two-tower layouts); off: it did not clear its m@B
     interval in the cross-validated benchmark (docs/results/accuracy_bench.md: +2.30 [-0.06, +4.55])"""
@@ -312,15 +309,13 @@ def pipeline_config(
         split: the data and its carves.
         out: folder receiving the ``supervised`` run folder.
         minutes: the whole budget, shared over the stages by ``STAGE_SHARES`` (``stage_minutes``).
-        encoder: a layout of ``ENCODER_PRESETS``.
+        encoder: a layout of ``retrieval.model.spec.PRESETS``.
         jigsaw: run the jigsaw stage first when the layout has one shared trunk.
         quickdraw: Quick, Draw! folder ('' or absent: the stage is skipped, its time given to the others).
         smoke: a seconds-long run (``SMOKE_OVERRIDES``), for tests.
         **fields_: any other ``Config`` field (seed, threads, progress, partial_prob, ...).
     """
-    if encoder not in ENCODER_PRESETS:
-        raise ValueError(f"unknown encoder preset {encoder!r}; choose one of {sorted(ENCODER_PRESETS)}")
-    layout = ENCODER_PRESETS[encoder]
+    layout = preset_flags(encoder)
     stages = pipeline_stages(quickdraw, jigsaw=jigsaw and Config(**layout).shared_trunk)
     cfg = Config(
         data=split.data,

@@ -84,19 +84,6 @@ def parameter_groups(net: torch.nn.Module, pretrained: tuple[str, ...], lr_scale
     return groups
 
 
-def load_quickdraw(folder: str, limit: int, seed: int) -> list[Sketch]:
-    """Up to ``limit`` Quick, Draw! drawings (seeded sample), each fitted to a 256 canvas."""
-    if not folder or not Path(folder).is_dir():
-        return []
-    from retrieval.data.formats.quickdraw import iter_folder
-
-    drawings = [sketch.normalized(256.0) for _, sketch in iter_folder(folder) if sketch.num_points > 1]
-    if len(drawings) > limit:
-        keep = np.sort(np.random.default_rng(seed).choice(len(drawings), size=limit, replace=False))
-        drawings = [drawings[i] for i in keep]
-    return drawings
-
-
 class StageLoop:
     """Runs one stage at a time on a shared encoder; owns logging and checkpoints."""
 

@@ -46,15 +46,16 @@ import torch
 
 from retrieval.cli import parse_config
 from retrieval.data.datasets import open_dataset
+from retrieval.data.formats import quickdraw
 from retrieval.data.images import PhotoFolder
 from retrieval.data.splits import DataSplit, check_disjoint, pretrain_spec
-from retrieval.model.encoder import Encoder
+from retrieval.model.encoder import Encoder, create_encoder
 from retrieval.provenance import git_commit
 from retrieval.runtime import set_threads
 from retrieval.train.batches import PhotoBank, ValidationSet, bank_square_size
 from retrieval.train.config import LOSSES, STAGES, Config, SupervisedRecipe, from_json, pipeline_config, to_json
 from retrieval.train.jigsaw import JigsawHead
-from retrieval.train.loop import RunState, StageLoop, load_quickdraw
+from retrieval.train.loop import RunState, StageLoop
 from retrieval.train.steps import STEP_FNS
 
 
@@ -169,19 +170,7 @@ def starting_encoder(cfg: Config) -> Encoder:
         return Encoder.load(Path(cfg.resume) / "last")
     if cfg.init_from:
         return Encoder.load(cfg.init_from)
-    return Encoder.create(
-        cfg.arch,
-        cfg.embed_dim,
-        cfg.input_size,
-        separate_blocks=cfg.separate_blocks,
-        seed=cfg.seed,
-        photo_arch=cfg.photo_arch,
-        photo_input_size=cfg.photo_input_size or None,
-        pretrained=cfg.pretrained,
-        sketch_frozen_blocks=cfg.sketch_frozen_blocks,
-        lock_photo=cfg.lock_photo,
-        sketch_polarity=cfg.sketch_polarity,
-    )
+    return create_encoder(cfg.model_spec(), seed=cfg.seed)
 
 
 def photo_bank(cfg: Config, dataset, encoder: Encoder, photos: PhotoFolder | None = None) -> PhotoBank:
@@ -261,7 +250,7 @@ def prepare_stage(loop: StageLoop, stage: str) -> bool:
 
 def pretraining_sketches(cfg: Config, dataset) -> list:
     """Quick, Draw! drawings plus ``--pretrain-sketches``' train sketches (kept off evaluation photos)."""
-    drawings = load_quickdraw(cfg.quickdraw, cfg.quickdraw_limit, cfg.seed)
+    drawings = quickdraw.sample_folder(cfg.quickdraw, cfg.quickdraw_limit, cfg.seed)
     if cfg.pretrain_sketches:
         spec = pretrain_spec(cfg.pretrain_sketches, dataset, cfg.data_split.split_seed)
         records = open_dataset(spec).sketches("train")

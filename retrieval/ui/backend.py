@@ -21,15 +21,15 @@ from tqdm.auto import tqdm
 
 from retrieval.data.sketch import Sketch
 from retrieval.model.checkpoint import CheckpointError
-from retrieval.model.encoder import Encoder
+from retrieval.model.encoder import Encoder, create_encoder
 from retrieval.provenance import code_version
 from retrieval.runtime import set_threads
 from retrieval.serving.batching import RankBatcher
-from retrieval.serving.gallery import Gallery, default_cache_dir, model_hash, open_gallery
+from retrieval.serving.gallery import Gallery, model_hash, open_gallery
 from retrieval.serving.retriever import Retriever
 from retrieval.serving.serve_client import ServeRanker
-from retrieval.serving.thumbnails import ThumbnailCache
 from retrieval.ui.config import AppConfig
+from retrieval.ui.thumbnails import ThumbnailCache
 
 THUMB_SIZE = 224
 
@@ -162,13 +162,13 @@ def load_backend(config: AppConfig, study_models: Mapping[str, str | Path] | Non
         # channels_last: x0.94 per stroke at the same m@B (bench/results/encoder_options.md).
         encoder = Encoder.load(config.model, channels_last=True)
     else:
-        encoder = Encoder.create(seed=0)
+        encoder = create_encoder(seed=0)
         notices.append(
             f"No trained model at {config.model}: using an untrained network, so rankings are "
             "close to random. Train one (see README) or pass --model."
         )
-    cache_dir = Path(config.cache_dir).expanduser() if config.cache_dir else default_cache_dir()
-    spec = config.photos or config.gallery or f"procedural:photos={config.gallery_size}"
+    cache_dir = config.cache_path()
+    spec = config.gallery_spec()
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         gallery = open_gallery(encoder, spec, cache_dir)

@@ -19,9 +19,9 @@ import gradio as gr
 
 from retrieval.provenance import PROJECT_ROOT
 from retrieval.study.plan import StudyConfig
-from retrieval.study.session import DrawingSession
 from retrieval.ui.backend import Backend
 from retrieval.ui.config import AppConfig
+from retrieval.ui.drawing_session import DrawingSession
 from retrieval.ui.guards import api_enabled, rank_slots
 from retrieval.ui.handlers import Handlers, Update, UserError, default_session_id
 from retrieval.ui.sessions import TOKENS, SessionLimitError, SessionTable, SessionTokens, cookie_value

@@ -10,8 +10,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from retrieval.provenance import DEFAULT_MODEL_DIR
-from retrieval.serving.rate_limits import ADDRESS_BURST, ADDRESS_PER_S, RATE_BURST, RATE_PER_S
+from retrieval.serving.serving_config import ServingConfig
+from retrieval.ui.rate_limits import ADDRESS_BURST, ADDRESS_PER_S, RATE_BURST, RATE_PER_S
 
 ENV_PREFIX = "EARLYSKETCH_"
 
@@ -20,17 +20,11 @@ Switch = Literal["auto", "on", "off"]
 
 
 @dataclass
-class AppConfig:
-    """Command-line / environment configuration of the app."""
+class AppConfig(ServingConfig):
+    """Command-line / environment configuration of the app (model, gallery, cache and threads: ServingConfig)."""
 
     mode: Mode = "free"
     """free drawing, study (user study, every stroke logged) or demo (kiosk: big canvas, challenge, reset after idle)"""
-    model: Path = DEFAULT_MODEL_DIR
-    """checkpoint folder; random-init model (with a warning) if missing"""
-    gallery: str = ""
-    """gallery spec (dataset spec, QMUL folder, photo folder); default procedural"""
-    gallery_size: int = 1000
-    """photos of the default procedural gallery"""
     photos: str = ""
     """any folder of photos (indexed with the model's photo branch, cached)"""
     adapt_minutes: float = 0.0
@@ -56,10 +50,6 @@ class AppConfig:
     """user:pass required to open the app"""
     max_file_size: str = "10mb"
     """upload limit"""
-    cache_dir: str = ""
-    """gallery/index/thumbnail cache (default ~/.cache/earlysketch)"""
-    threads: int = 1
-    """torch + faiss threads per ranking job (measured: 1 beats 2 under concurrent sessions)"""
     concurrency: int = 2
     """ranking jobs run at once (across sessions)"""
     batch: int = 8
@@ -68,14 +58,14 @@ class AppConfig:
     """the public `rank` endpoint: auto (on in free mode, off in study/demo), on or off"""
     api_diagnostics: bool = False
     """add `batch_size` (how many sessions shared the forward) to API answers"""
-    max_queue: int = 128
-    """events waiting in the server's queue, all sessions together; more are refused"""
+    max_queue: int = 256
+    """events waiting in the server's queue, all sessions together; more are refused (one address: half at most)"""
     max_body_bytes: int = 4_000_000
     """HTTP request body cap (a 50k-point canvas journal is ~2 MB)"""
     rate_limit: Switch = "auto"
     """event rate limit per browser and per address: auto (on in study/demo, off in free), on or off"""
     rate_limit_burst: int = RATE_BURST
-    """events a browser (its server-issued session) may send in a row (retrieval/serving/request_limits.py: why 40)"""
+    """events a browser (its server-issued session) may send in a row (retrieval/ui/request_limits.py: why 40)"""
     rate_limit_per_s: float = RATE_PER_S
     """events a second a browser may keep sending after its burst"""
     rate_limit_address_burst: int = ADDRESS_BURST
@@ -84,6 +74,10 @@ class AppConfig:
     """events a second one address may keep sending after its burst"""
     serve_url: str = ""
     """rank on a Ray Serve app (make serve-cluster), e.g. http://127.0.0.1:8000; "" = in process"""
+
+    def gallery_spec(self) -> str:
+        """``--photos`` when given, else :meth:`ServingConfig.gallery_spec`."""
+        return self.photos or super().gallery_spec()
 
     def check(self) -> None:
         """Raise ``ValueError`` for settings that cannot work together (the parser's validation hook)."""

@@ -1,7 +1,7 @@
 """What the app lets in: the allow-list of routes the page uses (each with its body cap), the
 public API switch, the rate limit per address and per session, the per-client queue bound, the
 ranking slots, and the request guards that enforce them in front of Gradio
-(retrieval/serving/request_limits.py, rate_limits.py). docs/app.md has the table of routes and why each is open.
+(retrieval/ui/request_limits.py, rate_limits.py). docs/app.md has the table of routes and why each is open.
 """
 
 from __future__ import annotations
@@ -10,9 +10,17 @@ from pathlib import Path
 
 from starlette.middleware import Middleware
 
-from retrieval.serving.rate_limits import Bucket, Identity, OpenStreamLimit, QueuedLimit, RateLimit, no_identity
-from retrieval.serving.request_limits import AllowedRoute, RouteAllowList, Scope, StructuredInputLimit, client_address
 from retrieval.ui.config import AppConfig
+from retrieval.ui.rate_limits import (
+    HOLD_REFUSED_S,
+    Bucket,
+    Identity,
+    OpenStreamLimit,
+    QueuedLimit,
+    RateLimit,
+    no_identity,
+)
+from retrieval.ui.request_limits import AllowedRoute, RouteAllowList, Scope, StructuredInputLimit, client_address
 
 APP_ROUTES = "/es/*"  # the app's own routes (session, stroke): outside Gradio's queue
 EVENT_ROUTE = "/gradio_api/queue/join"  # where the page sends UI events
@@ -41,11 +49,13 @@ def rank_slots(config: AppConfig) -> int:
 
 
 def max_queued_per_client(config: AppConfig) -> int:
-    """Events one address may have waiting in Gradio's queue: a quarter of it, so no client fills it
-    (a person's tab has at most two, ``always_last``). Half let one flooding address put honest p95
-    from x3.5 to x10 (bench/results/hostile.md and hostile_queue64.md); a quarter refused some events
-    of 50 participants behind one address on an overloaded server, which they send again."""
-    return max(4, config.max_queue // 4)
+    """Events one address may have waiting in Gradio's queue: two per tab (a person's tab has at most
+    two, ``always_last``) for as many tabs as the address's rate limit is sized for (a lab behind one
+    NAT), and never more than half the queue, so no client fills it. Strokes take the app's own
+    route, so only buttons wait here: at a quarter of the queue (32), 50 participants behind one
+    address pressing Next together were refused (bench/results/hostile.md, c8)."""
+    tabs = max(1, config.rate_limit_address_burst // max(1, config.rate_limit_burst))
+    return max(4, min(config.max_queue // 2, 2 * tabs))
 
 
 def allowed_routes(config: AppConfig, thumbnail_folder: Path) -> tuple[AllowedRoute, ...]:
@@ -105,6 +115,7 @@ def middleware(config: AppConfig, thumbnail_folder: Path, identity: Identity = n
         # With sessions issued, a request without one is a script: one browser's pace per address.
         anonymous = per_identity if identity is not no_identity else None
         limit = {"per_identity": per_identity, "address": address, "identity": identity, "anonymous": anonymous}
+        limit["hold_refused_s"] = HOLD_REFUSED_S
         guards.append(Middleware(RateLimit, paths=work, **limit))
     guards.append(Middleware(OpenStreamLimit, paths=STREAM_ROUTES, max_open=MAX_OPEN_STREAMS_PER_ADDRESS))
     guards.append(

@@ -16,11 +16,15 @@ from datetime import datetime
 from typing import Any, Literal
 
 from retrieval.data.formats.stroke_json import StrokePayloadError, parse_stroke_json
+from retrieval.serving.rank_result import check_k
 from retrieval.study.log import NoSessionLogError, SessionExistsError, StudyLog, read_log
 from retrieval.study.payload import CanvasPayloadError, StrokeBatch
 from retrieval.study.plan import StudyConfig, plan_trials
 from retrieval.study.resume import ResumeRefusedError, new_resume_code, resume_point
-from retrieval.study.session import (
+from retrieval.ui.backend import Backend
+from retrieval.ui.config import AppConfig
+from retrieval.ui.contract import BannerKind, CanvasValue, PanelValue, ResultsValue, StrokeAnswer
+from retrieval.ui.drawing_session import (
     DrawingSession,
     QuotaError,
     RankingError,
@@ -28,9 +32,6 @@ from retrieval.study.session import (
     TrialClosedError,
     TrialNotEndedError,
 )
-from retrieval.ui.backend import Backend
-from retrieval.ui.config import AppConfig
-from retrieval.ui.contract import BannerKind, CanvasValue, PanelValue, ResultsValue, StrokeAnswer
 from retrieval.ui.guards import rank_slots
 from retrieval.ui.views import canvas_value, found_banner, panel_view, results_view, shown_ids
 
@@ -331,19 +332,12 @@ class Handlers:
             parsed = parse_stroke_json(sketch)
         except (StrokePayloadError, ValueError, TypeError) as exc:
             raise UserError(f"Invalid sketch: {exc}") from exc
-        if type(k) is not int or not 1 <= k <= 1000:
-            raise UserError(f"k must be an integer between 1 and 1000, got {str(k)[:20]!r}")
+        try:
+            check_k(k)
+        except ValueError as exc:
+            raise UserError(str(exc)) from exc
         backend = self.backend
         if target_id is not None and (type(target_id) is not str or target_id not in backend.gallery.index):
             raise UserError(f"target_id {str(target_id)[:80]!r} is not a photo id of the gallery")
-        result = backend.rank(parsed, target_id, k)
-        answer = {
-            "ids": list(result.ids),
-            "scores": [float(s) for s in result.scores],
-            "target_rank": result.target_rank,
-            "gallery_size": len(backend.ids),
-            "timings_ms": {n: v for n, v in result.timings_ms.items() if n != "queue"},
-        }
-        if self.config.api_diagnostics:  # other sessions' activity: only when the operator asks for it
-            answer.update(batch_size=result.batch_size, timings_ms=dict(result.timings_ms))
-        return answer
+        # other sessions' activity (batch size, queue wait): only when the operator asks for it
+        return backend.rank(parsed, target_id, k).to_json(diagnostics=self.config.api_diagnostics)

@@ -38,7 +38,7 @@ from collections import OrderedDict, deque
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
-from retrieval.study.session import DrawingSession
+from retrieval.ui.drawing_session import DrawingSession
 
 COOKIE = "es_session"
 COOKIE_ATTRIBUTES = "HttpOnly; SameSite=Strict; Path=/"

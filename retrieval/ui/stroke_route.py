@@ -18,6 +18,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
+from retrieval.serving.body_cap import BodyOverCap, capped_body
 from retrieval.study.payload import CanvasPayloadError, parse_stroke_batch
 from retrieval.study.sketch_state import SyncError
 from retrieval.ui.handlers import Handlers
@@ -32,20 +33,6 @@ NO_STORE = {"cache-control": "no-store"}
 
 def _error(status: int, message: str) -> JSONResponse:
     return JSONResponse({"error": message}, status, headers=NO_STORE)
-
-
-async def _read_capped(request: Request, limit: int) -> bytes | None:
-    """The body, or None once it passes ``limit`` bytes (read no further)."""
-    declared = request.headers.get("content-length")
-    if declared is not None and (not declared.isdigit() or int(declared) > limit):
-        return None
-    chunks, size = [], 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            return None
-        chunks.append(chunk)
-    return b"".join(chunks)
 
 
 def stroke_routes(handlers: Handlers, table: SessionTable) -> list[Route]:
@@ -74,8 +61,9 @@ def stroke_routes(handlers: Handlers, table: SessionTable) -> list[Route]:
         identity = request_identity(request.scope)
         if identity is None:
             return _error(401, "this page's session is not known to the server: reload the page")
-        body = await _read_capped(request, MAX_STROKE_BODY_BYTES)
-        if body is None:
+        try:
+            body = await capped_body(request, MAX_STROKE_BODY_BYTES)
+        except BodyOverCap:
             return _error(413, f"a stroke batch is at most {MAX_STROKE_BODY_BYTES} bytes")
         status, answer = await run_in_threadpool(handle, identity, body)
         return JSONResponse(answer, status, headers=NO_STORE)

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from retrieval.study.session import DrawingSession
 from retrieval.ui.contract import BannerKind, CanvasValue, CurvePoint, PanelValue, ResultItem, ResultsValue
+from retrieval.ui.drawing_session import DrawingSession
 
 if TYPE_CHECKING:
     from retrieval.ui.backend import Backend

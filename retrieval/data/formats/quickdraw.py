@@ -184,6 +184,17 @@ class TimingConfig:
     """an .ndjson file or a folder of them"""
 
 
+def sample_folder(folder: str | Path, limit: int, seed: int) -> list[Sketch]:
+    """Up to ``limit`` Quick, Draw! drawings (seeded sample), each fitted to a 256 canvas."""
+    if not folder or not Path(folder).is_dir():
+        return []
+    drawings = [sketch.normalized(256.0) for _, sketch in iter_folder(folder) if sketch.num_points > 1]
+    if len(drawings) > limit:
+        keep = np.sort(np.random.default_rng(seed).choice(len(drawings), size=limit, replace=False))
+        drawings = [drawings[i] for i in keep]
+    return drawings
+
+
 def main(argv: list[str] | None = None) -> None:
     """Print :func:`timing_stats` of a Quick, Draw! file or folder as JSON."""
     args = parse_config(TimingConfig, argv)

@@ -16,11 +16,11 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
+from retrieval.data.dataset_protocol import SketchRecord, split_validation
 from retrieval.data.procedural.drawing import draw_sketch
 from retrieval.data.procedural.params import VERSION, ChairParams, sample_params
 from retrieval.data.procedural.photo import render_photo
 from retrieval.data.procedural.scene import Scene, scene_for
-from retrieval.data.records import SketchRecord, split_validation
 from retrieval.data.sketch import Sketch
 from retrieval.types import RGBImage
 

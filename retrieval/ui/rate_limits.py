@@ -10,14 +10,15 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import math
 import time
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
-from retrieval.serving.request_limits import ASGIApp, Receive, Scope, Send, client_address, plain_response, posts_to
+from retrieval.ui.request_limits import ASGIApp, Receive, Scope, Send, client_address, plain_response, posts_to
 
 Identity = Callable[[Scope], "str | None"]
 
@@ -27,9 +28,12 @@ def no_identity(scope: Scope) -> str | None:
     return None
 
 
-def too_many_requests(detail: str, wait_s: float) -> tuple[int, str, bytes, tuple[tuple[bytes, bytes], ...]]:
-    """A ``429`` with ``Retry-After`` and a JSON ``detail`` (the message the Gradio page shows)."""
-    retry = ((b"retry-after", str(max(1, math.ceil(wait_s))).encode()),)
+def too_many_requests(
+    detail: str, wait_s: float, at_least_s: int = 1
+) -> tuple[int, str, bytes, tuple[tuple[bytes, bytes], ...]]:
+    """A ``429`` with ``Retry-After`` (whole seconds, at least ``at_least_s``) and a JSON ``detail``
+    (the message the Gradio page shows)."""
+    retry = ((b"retry-after", str(max(at_least_s, math.ceil(wait_s))).encode()),)
     return 429, json.dumps({"detail": detail}), b"application/json", retry
 
 
@@ -49,6 +53,14 @@ RATE_PER_S = 2.0
 ADDRESS_TABS = 40
 ADDRESS_BURST = ADDRESS_TABS * RATE_BURST
 ADDRESS_PER_S = ADDRESS_TABS * RATE_PER_S
+# A refused request is answered when its client may try again (at most this long), not at once: a
+# client sending as fast as it is answered then sends at the pace it is allowed. Answered at once, a
+# flood of refusals cost the server ~0.3 ms of CPU each, and one address sending ~2,000 a second over
+# 8 connections put honest p95 at x2.5 (bench/results/hostile.md, rotating identities).
+HOLD_REFUSED_S = 2.0
+# Refusals held per address: past this many an address's requests are refused at once (a client
+# with more connections than a browser's handful is not waiting for answers anyway).
+MAX_HELD_PER_ADDRESS = 64
 
 
 @dataclass(frozen=True)
@@ -87,6 +99,9 @@ class RateLimit:
         anonymous: Bucket | None = None,
         max_clients: int = 10_000,
         clock: Callable[[], float] = time.monotonic,
+        hold_refused_s: float = 0.0,
+        max_held_per_address: int = MAX_HELD_PER_ADDRESS,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
     ) -> None:
         if max_clients < 1:
             raise ValueError(f"max_clients must be >= 1, got {max_clients}")
@@ -94,17 +109,36 @@ class RateLimit:
         self.per_identity, self.address, self.anonymous = per_identity, address, anonymous
         self.max_clients = int(max_clients)
         self.buckets: OrderedDict[tuple[str, str], tuple[float, float]] = OrderedDict()  # key -> (tokens, time)
+        self.hold_refused_s, self.max_held, self.sleep = float(hold_refused_s), int(max_held_per_address), sleep
+        self.held: dict[str, int] = {}  # address -> refusals being held
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if not posts_to(scope, self.paths):
             await self.app(scope, receive, send)
             return
-        wait_s = self.take(client_address(scope), self.identity(scope))
+        address = client_address(scope)
+        wait_s = self.take(address, self.identity(scope))
         if wait_s:
+            wait_s -= await self.hold(address, wait_s)
             message = f"Too many requests from this browser or network: wait {wait_s:.1f} s and try again."
-            await plain_response(send, *too_many_requests(message, wait_s))
+            await plain_response(send, *too_many_requests(message, wait_s, at_least_s=0))
             return
         await self.app(scope, receive, send)
+
+    async def hold(self, address: str, wait_s: float) -> float:
+        """Hold a refusal until its client may try again (at most ``hold_refused_s``), unless
+        ``address`` already has ``max_held_per_address`` held; the seconds held."""
+        held_s = min(wait_s, self.hold_refused_s)
+        if held_s <= 0 or self.held.get(address, 0) >= self.max_held:
+            return 0.0
+        self.held[address] = self.held.get(address, 0) + 1
+        try:
+            await self.sleep(held_s)
+        finally:
+            self.held[address] -= 1
+            if not self.held[address]:
+                del self.held[address]
+        return held_s
 
     def take(self, address: str, identity: str | None = None) -> float:
         """Charge one request to ``address`` (and ``identity``): 0.0 when every bucket had a token,

@@ -3,7 +3,7 @@
 :func:`running_app` starts ``app.py`` on a free 127.0.0.1 port and waits until it answers;
 :func:`call_rank` / :func:`call_rank_async` call ``POST /gradio_api/call/rank`` and read the SSE
 result. Shared by the concurrency and browser benchmarks and by the hardening tests (imported as
-``retrieval.ui.api_client`` there), so this module needs nothing else from ``bench/``.
+``harness.api_client`` there), so this module needs nothing else from ``bench/``.
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from retrieval.provenance import PROJECT_ROOT
+from retrieval.serving.rank_result import RankResult
 
 LOCALHOST = "127.0.0.1"
 APP_LOGS = PROJECT_ROOT / ".cache" / "bench"  # console logs of apps started without a log_path
@@ -48,6 +49,13 @@ class AppProcess:
         return ""
 
 
+GRADIO_SLOW_START = "Cannot find empty port"
+"""What Gradio 6 says, whatever the port, when its server thread took over 5 s to start (a hard-coded
+wait in ``gradio.http_server``; a loaded 2-core machine gets there): :func:`running_app` then starts
+the app again on a new port, at most ``START_ATTEMPTS`` times."""
+START_ATTEMPTS = 3
+
+
 @contextlib.contextmanager
 def running_app(
     args: Sequence[str] = (),
@@ -62,11 +70,6 @@ def running_app(
     ``ready_timeout_s``. The process is terminated (then killed) on exit. ``entry`` runs another
     script with ``app.py``'s flags instead (a benchmark's wrapper that injects faults).
     """
-    import httpx
-
-    port = free_port()
-    log_path = Path(log_path or (APP_LOGS / f"app-{port}.log"))
-    log_path.parent.mkdir(parents=True, exist_ok=True)
     full_env = {
         **os.environ,
         "GRADIO_ANALYTICS_ENABLED": "False",
@@ -75,26 +78,47 @@ def running_app(
         "NO_PROXY": LOCALHOST,
         **(env or {}),
     }
-    cmd = [sys.executable, str(entry or PROJECT_ROOT / "app.py"), "--host", LOCALHOST, "--port", str(port), *args]
-    with open(log_path, "wb") as log:
-        proc = subprocess.Popen(
-            cmd, cwd=PROJECT_ROOT, stdout=log, stderr=subprocess.STDOUT, env=full_env, start_new_session=True
-        )
-    app = AppProcess(proc, f"http://{LOCALHOST}:{port}", log_path)
+    deadline = time.monotonic() + ready_timeout_s
+    for attempt in range(1, START_ATTEMPTS + 1):
+        port = free_port()
+        log = Path(log_path or (APP_LOGS / f"app-{port}.log"))
+        log.parent.mkdir(parents=True, exist_ok=True)
+        cmd = [sys.executable, str(entry or PROJECT_ROOT / "app.py"), "--host", LOCALHOST, "--port", str(port), *args]
+        with open(log, "ab" if attempt > 1 else "wb") as out:  # a retry keeps the first attempt's log above it
+            proc = subprocess.Popen(
+                cmd, cwd=PROJECT_ROOT, stdout=out, stderr=subprocess.STDOUT, env=full_env, start_new_session=True
+            )
+        app = AppProcess(proc, f"http://{LOCALHOST}:{port}", log)
+        try:
+            _wait_until_ready(app, deadline, ready_timeout_s)
+        except BaseException as exc:
+            stop_process(app.proc)
+            if GRADIO_SLOW_START not in str(exc) or attempt == START_ATTEMPTS:
+                raise
+        else:
+            break
     try:
-        deadline = time.monotonic() + ready_timeout_s
-        while True:
-            if proc.poll() is not None:
-                raise RuntimeError(f"app.py exited with code {proc.returncode} before it was ready:\n{app.log_tail()}")
-            with contextlib.suppress(httpx.HTTPError):
-                if httpx.get(f"{app.url}/gradio_api/info", timeout=5).status_code == 200:
-                    break
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"app.py not ready after {ready_timeout_s:.0f} s:\n{app.log_tail()}")
-            time.sleep(0.5)
         yield app
     finally:
-        stop_process(proc)
+        stop_process(app.proc)
+
+
+def _answers(app: AppProcess) -> bool:
+    import httpx
+
+    with contextlib.suppress(httpx.HTTPError):
+        return httpx.get(f"{app.url}/gradio_api/info", timeout=5).status_code == 200
+    return False
+
+
+def _wait_until_ready(app: AppProcess, deadline: float, ready_timeout_s: float) -> None:
+    """Poll ``/gradio_api/info`` until it answers; RuntimeError if the app exits, TimeoutError past ``deadline``."""
+    while not _answers(app):
+        if app.proc.poll() is not None:
+            raise RuntimeError(f"app.py exited with code {app.proc.returncode} before it was ready:\n{app.log_tail()}")
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"app.py not ready after {ready_timeout_s:.0f} s:\n{app.log_tail()}")
+        time.sleep(0.5)
 
 
 def stop_process(proc: subprocess.Popen, grace_s: float = 10.0) -> None:
@@ -159,6 +183,14 @@ async def call_rank_async(
 
 
 def unpack_rank_event(event: str, data: Any) -> dict:
+    """The answer dict of a completed ``rank`` event, checked to read as a :class:`RankResult`.
+
+    The dict itself is returned (not the parsed result) because callers check what the wire
+    carries, e.g. that a study-mode answer holds no ``batch_size``."""
     if event == "complete" and isinstance(data, list) and data and isinstance(data[0], dict):
+        try:
+            RankResult.from_json(data[0])
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ApiError(f"rank endpoint answered a malformed result ({exc!r}): {data[0]!r:.300}") from exc
         return data[0]
     raise ApiError(f"rank endpoint answered event {event!r}: {data!r:.300}")

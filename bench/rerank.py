@@ -6,8 +6,9 @@
 - :func:`database_augmentation` (DBA): the same on the gallery side, once, offline: each photo
   embedding becomes a weighted mean of itself and its nearest photos. Nothing per stroke.
 
-Both are measured by ``bench/bench_rerank.py``; neither is on by default unless that bench shows
-a gain on validation (see README, "Complete-sketch accuracy").
+Both are measured by ``bench/bench_ablation.py`` (``--rerank``); they moved m@B by under a point
+(docs/results/chair-v2_encoder_sweep.md), so they live beside that bench, not in the library:
+the app never re-ranks.
 """
 
 from __future__ import annotations

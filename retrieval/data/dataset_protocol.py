@@ -1,7 +1,9 @@
-"""What every retrieval dataset is made of: sketch records, the dataset interface, the val carve.
+"""The dataset protocol: what every retrieval dataset is made of (sketch records, the interface, the carves).
 
 Kept apart from ``retrieval.data.datasets`` (which opens datasets, the procedural one included) so
-the procedural generator can build records without importing the module that imports it.
+the procedural generator can build records without importing the module that imports it. The carves
+(``split_validation``, ``split_fold``) live here rather than in ``splits`` for the same reason:
+``splits`` opens datasets, and every dataset carves its val photos.
 """
 
 from __future__ import annotations

@@ -9,7 +9,7 @@ middlewares refuse at the door:
   it, or, for bodies without one (chunked), as soon as the bytes received pass it;
 - :class:`StructuredInputLimit` answers ``413`` to event inputs holding large or deep nested JSON.
 
-The rate limits (``429``) are in :mod:`retrieval.serving.rate_limits`.
+The rate limits (``429``) are in :mod:`retrieval.ui.rate_limits`.
 
     FastAPI(middleware=[Middleware(RouteAllowList, routes=(AllowedRoute.of("GET", "/"),))])
 """
@@ -23,6 +23,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from starlette.exceptions import HTTPException
+
+from retrieval.serving.body_cap import over_the_limit
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -87,10 +89,6 @@ class BodyTooLarge(HTTPException):
 
     def __init__(self, max_bytes: int) -> None:
         super().__init__(413, over_the_limit(max_bytes))
-
-
-def over_the_limit(max_bytes: int) -> str:
-    return f"request body over the limit of {max_bytes} bytes"
 
 
 async def call_with_body_cap(app: ASGIApp, scope: Scope, receive: Receive, send: Send, max_bytes: int) -> None:
@@ -272,21 +270,3 @@ def nesting_depth(value: Any) -> int:
         deepest = max(deepest, depth)
         stack.extend((child, depth + 1) for child in children if isinstance(child, list | dict))
     return deepest
-
-
-class BodyOverCap(ValueError):
-    """A request body over the ingress cap."""
-
-
-async def capped_json(request: Any, max_bytes: int) -> Any:
-    """The JSON body, refused (:class:`BodyOverCap`) once its declared or received size passes
-    ``max_bytes``: nothing bigger is buffered or parsed."""
-    declared = request.headers.get("content-length")
-    if declared is not None and (not declared.isdigit() or int(declared) > max_bytes):
-        raise BodyOverCap(f"request body over the limit of {max_bytes} bytes")
-    body = bytearray()
-    async for chunk in request.stream():
-        body += chunk
-        if len(body) > max_bytes:
-            raise BodyOverCap(f"request body over the limit of {max_bytes} bytes")
-    return json.loads(body)

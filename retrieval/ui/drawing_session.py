@@ -1,4 +1,4 @@
-"""Drawing sessions and the user-study trial state machine, independent of any UI.
+"""The drawing session: the app's per-stroke core in every mode (free, demo, study), independent of Gradio.
 
 The browser canvas sends the events of the current trial the server has not acknowledged yet,
 with a running checksum of the journal (format and validation in :mod:`retrieval.study.payload`).
