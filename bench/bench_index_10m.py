@@ -66,7 +66,11 @@ class Config:
     queries: int = 50
     """sketches (x 4 cuts) used as queries"""
     nlist: int = 4096
+    shells: int = 4
+    """rank lists per k-means list (CompactIndex.build)"""
     nprobes: str = "8,16,32,64"
+    refines: str = "10,50"
+    """top-k candidates re-scored exactly, per result (each with every nprobe)"""
     rank_cap: int = 1000
     model: Path = DEFAULT_MODEL
     timing_lock: str = "/work/notes/timing.lock"
@@ -92,14 +96,15 @@ def gallery_file(cfg: Config, real: np.ndarray, n: int) -> tuple[Path, str]:
     return path, mixture.description
 
 
-def build_step(path: str, n: int, dim: int, folder: str, nlist: int, out: str) -> None:
+def build_step(path: str, n: int, dim: int, folder: str, nlist: int, shells: int, out: str) -> None:
     """Child process: build the index and report time and peak memory."""
 
     from retrieval.serving.compact_index import CompactIndex
 
     set_threads(2, torch_threads=False)  # the build may use both cores (it runs under nice)
     start = time.perf_counter()
-    CompactIndex.build(np.memmap(path, np.float32, "r", shape=(n, dim)), folder, nlist=nlist, progress=True)
+    vectors = np.memmap(path, np.float32, "r", shape=(n, dim))
+    CompactIndex.build(vectors, folder, nlist=nlist, shells=shells, progress=True)
     Path(out).write_text(json.dumps({"build_s": time.perf_counter() - start, "peak_rss_mb": status_mb("VmHWM")}))
 
 
@@ -113,6 +118,20 @@ def brute_force_ranks(vectors: np.ndarray, queries: np.ndarray, thresholds: np.n
         for b, (q, s) in enumerate(zip(queries, thresholds)):
             counts[b] += count_at_or_above(q, block, float(s))
     return counts
+
+
+@contextlib.contextmanager
+def normal_priority():
+    """Run the timed part at niceness 0 although the bench is started under ``nice`` (builds and
+    brute-force truth stay niced); yields the niceness actually in effect (raising it needs root)."""
+    niced = os.getpriority(os.PRIO_PROCESS, 0)
+    with contextlib.suppress(PermissionError):
+        os.setpriority(os.PRIO_PROCESS, 0, 0)
+    try:
+        yield os.getpriority(os.PRIO_PROCESS, 0)
+    finally:
+        with contextlib.suppress(PermissionError):
+            os.setpriority(os.PRIO_PROCESS, 0, niced)
 
 
 @contextlib.contextmanager
@@ -131,14 +150,14 @@ def timing_lock(path: str):
 def measure(cfg: Config, path: Path, n: int, dim: int, queries: np.ndarray, rows: np.ndarray) -> dict:
     from retrieval.serving.compact_index import CompactIndex
 
-    folder = cfg.scratch / f"index-{n}-nlist{cfg.nlist}"
-    report = cfg.scratch / f"build-{n}.json"  # kept beside the index: a re-run reports the build that made it
+    folder = cfg.scratch / f"index-{n}-nlist{cfg.nlist}-shells{cfg.shells}"
+    report = folder.with_suffix(".build.json")  # kept beside the index: a re-run reports the build that made it
     build = {"build_s": float("nan"), "peak_rss_mb": float("nan"), "reused": True}
     if (folder / "index.json").exists() and report.exists():
         build = {**json.loads(report.read_text()), "reused": True}
     elif not (folder / "index.json").exists():
         proc = multiprocessing.get_context("spawn").Process(
-            target=build_step, args=(str(path), n, dim, str(folder), cfg.nlist, str(report))
+            target=build_step, args=(str(path), n, dim, str(folder), cfg.nlist, cfg.shells, str(report))
         )
         proc.start()
         proc.join()
@@ -155,17 +174,19 @@ def measure(cfg: Config, path: Path, n: int, dim: int, queries: np.ndarray, rows
         index.search(q[None], 10)
         index.rank_target(q, int(r), cfg.rank_cap)
     out: dict = {"n": n, "nlist": index.meta["nlist"], "build": build, "search": {}}
-    with timing_lock(cfg.timing_lock):
+    with timing_lock(cfg.timing_lock), normal_priority() as niceness:
+        out["timed_niceness"] = niceness
         out["load_before"] = os.getloadavg()[0]
-        for nprobe in (int(p) for p in cfg.nprobes.split(",")):
-            index.ivf.nprobe = nprobe
-            times, recall = [], []
-            for q, truth in zip(queries, truth_rows):
-                t = time.perf_counter()
-                _, found = index.search(q[None], 10)
-                times.append((time.perf_counter() - t) * 1e3)
-                recall.append(len(set(found[0].tolist()) & set(truth.tolist())) / 10)
-            out["search"][nprobe] = {"ms": percentiles(times), "recall10": float(np.mean(recall))}
+        for refine in (int(r) for r in cfg.refines.split(",")):
+            for nprobe in (int(p) for p in cfg.nprobes.split(",")):
+                index.nprobe = nprobe
+                times, recall = [], []
+                for q, truth in zip(queries, truth_rows):
+                    t = time.perf_counter()
+                    _, found = index.search(q[None], 10, refine)
+                    times.append((time.perf_counter() - t) * 1e3)
+                    recall.append(len(set(found[0].tolist()) & set(truth.tolist())) / 10)
+                out["search"][f"{nprobe}/{refine}"] = {"ms": percentiles(times), "recall10": float(np.mean(recall))}
         rank_ms, answers = [], []
         for q, r in zip(queries, rows):
             t = time.perf_counter()
@@ -205,7 +226,7 @@ def queries_and_rows(cfg: Config, encoder, photo_ids: list[str]) -> tuple[np.nda
 
 def search_rows(results: dict) -> list[str]:
     rows = [
-        "| photos | build s | build peak RSS GB | nprobe | top-10 p50 / p95 ms | recall@10 |",
+        "| photos | build s | build peak RSS GB | nprobe / refine | top-10 p50 / p95 ms | recall@10 |",
         "|---:|---:|---:|---:|---:|---:|",
     ]
     for n, r in results.items():
@@ -236,6 +257,7 @@ def rank_rows(results: dict) -> list[str]:
         )
     rows += [
         f"- load average before / after the timed part ({n:,}): {r['load_before']:.2f} / {r['load_after']:.2f}"
+        f" (timed at niceness {r.get('timed_niceness', 'unknown')})"
         for n, r in results.items()
     ]
     return rows
@@ -245,14 +267,18 @@ def targets_of(cfg: Config, results: dict) -> list[Target]:
     n_max = max(results)
     r, label = results[n_max], size_label(n_max)
     passing = [s for s in r["search"].items() if s[1]["recall10"] >= 0.98]
-    nprobe, best = (
+    setting, best = (
         min(passing, key=lambda s: s[1]["ms"]["p50"])
         if passing
         else max(r["search"].items(), key=lambda s: s[1]["recall10"])
     )
     cap, within = cfg.rank_cap, r["rank"]["ms_within_cap"]
     return [
-        Target(f"top-10 p50 at {label} (nprobe {nprobe}, recall@10 {best['recall10']:.3f})", best["ms"]["p50"], 1.0),
+        Target(
+            f"top-10 p50 at {label} (nprobe / refine {setting}, recall@10 {best['recall10']:.3f})",
+            best["ms"]["p50"],
+            1.0,
+        ),
         Target(f"recall@10 at that nprobe ({label})", best["recall10"], 0.98, ">=", ""),
         Target(f"certified rank p50, ranks <= {cap} ({label})", within["p50"], 20.0),
         Target(f"certified rank p95, ranks <= {cap} ({label})", within["p95"], 60.0),
@@ -269,8 +295,10 @@ def report(cfg: Config, results: dict, how: str, machine: dict, argv) -> None:
         f"- gallery: {cfg.real_photos:,} real procedural photo embeddings of {cfg.model.name}, then {how}",
         f"- queries: {cfg.queries * 4} sketch embeddings ({cfg.queries} procedural sketches of real photos cut at "
         "25/50/75/100 %), target = own photo; one core (torch, faiss, BLAS 1 thread); build may use 2 cores, under nice",
-        f"- index: IVF-SQ8 ({cfg.nlist} lists, by_residual off) + float32 matrix memory-mapped; top-k re-scores 4k "
-        f"SQ8 candidates exactly; rank cap {cfg.rank_cap} (above it: certified interval)",
+        f"- index: {cfg.nlist} k-means lists; top-k: IVF-PQ fast-scan (4-bit codes of residuals, 2 dims each), "
+        "refine x k candidates re-scored exactly from the float32 matrix (memory-mapped); rank: IVF-SQ8 "
+        f"(by_residual off), each list split in {cfg.shells} shells by distance to its centroid; rank cap "
+        f"{cfg.rank_cap} (above it: certified interval)",
         "",
         *search_rows(results),
         "",

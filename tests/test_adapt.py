@@ -12,7 +12,9 @@ import torch
 
 from retrieval.adapt import run as adapt_run
 from retrieval.adapt.cache import cache_key, cached_adaptation
-from retrieval.adapt.run import MIN_PHOTOS, AdaptConfig, adapt, photo_identity
+from retrieval.adapt.run import MIN_PHOTOS, AdaptConfig, adapt, photo_hash
+from retrieval.data import images
+from retrieval.data.images import scan_photo_folder
 from retrieval.data.procedural import generate_photo
 from retrieval.model.checkpoint import CheckpointError
 from retrieval.model.encoder import Encoder, create_encoder
@@ -63,7 +65,7 @@ def test_a_tiny_adaptation_writes_a_checkpoint_of_the_same_layout_whose_card_nam
     assert card["photos"] == {
         "folder": str(photos),
         "count": 10,
-        "sha256": photo_identity(photos)["sha256"],
+        "sha256": photo_hash(scan_photo_folder(photos)[0]),
         "skipped": 0,
     }
     assert card["start_model"]["weights_sha256"] == start.meta["weights_sha256"]
@@ -75,6 +77,20 @@ def test_a_tiny_adaptation_writes_a_checkpoint_of_the_same_layout_whose_card_nam
     assert not torch.equal(adapted.progress_head.mlp_out.weight, start.progress_head.mlp_out.weight)
     assert not torch.equal(adapted.net.photo_head.weight, start.net.photo_head.weight)
     assert (out / "log.csv").is_file() and not list(tmp_path.glob(".adapted*"))
+
+
+def test_each_photo_is_decoded_once_and_a_broken_one_is_skipped_by_name(start_model, photos, tmp_path, monkeypatch):
+    folder = tmp_path / "mixed"
+    shutil.copytree(photos, folder)
+    (folder / "broken.jpg").write_bytes(b"not a jpeg")
+    decoded = []
+    read_rgb = images.read_rgb
+    monkeypatch.setattr(
+        images, "read_rgb", lambda path, *a, **kw: decoded.append(path.name) or read_rgb(path, *a, **kw)
+    )
+    card = Encoder.load(adapt(_config(start_model, folder, tmp_path / "out"))).meta["card"]["adaptation"]
+    assert sorted(decoded) == sorted(p.name for p in folder.iterdir())  # once each: check, hash and bank share it
+    assert card["photos"]["count"] == 10 and card["photos"]["skipped"] == 1
 
 
 def test_an_empty_folder_is_refused_and_nothing_is_written(start_model, tmp_path):
@@ -124,8 +140,8 @@ def test_an_existing_output_folder_is_never_overwritten(start_model, photos, tmp
 def test_a_run_cut_off_after_training_leaves_no_output_and_no_work_folder(start_model, photos, tmp_path, monkeypatch):
     train = adapt_run.train_run
 
-    def cut_off(cfg):
-        train(cfg)
+    def cut_off(cfg, **kw):
+        train(cfg, **kw)
         raise KeyboardInterrupt  # Ctrl-C at the worst moment: the model is trained, nothing renamed yet
 
     monkeypatch.setattr(adapt_run, "train_run", cut_off)

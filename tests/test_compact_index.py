@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from retrieval.serving.compact_index import CompactIndex
+from retrieval.serving.compact_index import CompactIndex, shell_of
 from retrieval.serving.exact_rank import canonical_scores
 
 
@@ -45,7 +45,8 @@ def test_top_k_is_rescored_exactly_and_finds_the_true_neighbours(built):
     vectors, folder = built
     index = CompactIndex.open(folder)
     queries = vectors[200:220] + 0.01  # away from the duplicated rows, whose order among ties is free
-    scores, rows = index.search(queries, 10)
+    # Unclustered 32-d noise: neighbours score alike, so the 4-bit codes need a wide candidate pool.
+    scores, rows = index.search(queries, 10, refine=40)
     for b, q in enumerate(queries):
         exact = canonical_scores(q, vectors)
         np.testing.assert_array_equal(scores[b], exact[rows[b]].astype(np.float32))
@@ -58,3 +59,29 @@ def test_missing_or_inconsistent_folders_are_refused(built, tmp_path):
         CompactIndex.open(tmp_path)
     with pytest.raises(KeyError, match="not in the index"):
         CompactIndex.open(folder).rank_target(np.ones(32, np.float32), 10**9)
+
+
+def test_shells_slice_each_list_by_decreasing_distance_to_its_centroid():
+    rng = np.random.default_rng(2)
+    labels = rng.integers(0, 5, 400)
+    norms = rng.random(400)
+    norms[:40] = norms[0]  # ties keep equal-count slices
+    shells = shell_of(labels, norms, 4)
+    for lst in range(5):
+        members = labels == lst
+        counts = np.bincount(shells[members], minlength=4)
+        assert counts.max() - counts.min() <= 1
+        for s in range(3):  # every member of an outer shell is at least as far as any inner one
+            assert norms[members & (shells == s)].min() >= norms[members & (shells == s + 1)].max()
+
+
+@pytest.mark.parametrize("shells", [1, 3])
+def test_any_shell_count_ranks_exactly(tmp_path, shells):
+    vectors = gallery(4000, 16, seed=3)
+    index = CompactIndex.build(vectors, tmp_path, nlist=16, shells=shells, train_size=4000, progress=False)
+    assert index.rank.nlist == 16 * shells
+    rng = np.random.default_rng(4)
+    for row in rng.choice(len(vectors), 10, replace=False):
+        query = (vectors[row] + 0.5 * rng.standard_normal(16) / 4).astype(np.float32)
+        scores = canonical_scores(query, vectors)
+        assert index.rank_target(query, int(row), cap=None).rank == int((scores >= scores[row]).sum())

@@ -8,6 +8,7 @@ import faiss
 import numpy as np
 import pytest
 
+from retrieval.serving import exact_rank
 from retrieval.serving.exact_rank import (
     IVFRankCounter,
     ListStats,
@@ -84,7 +85,9 @@ def test_ivf_counter_is_exact_on_unclustered_vectors_with_ties(codes):
 
 
 @pytest.mark.parametrize("codes", ["flat", "sq8"])
-def test_above_the_cap_the_rank_is_a_certified_interval(codes):
+@pytest.mark.parametrize("codes_per_scan", [64, exact_rank.CODES_PER_SCAN])
+def test_above_the_cap_the_rank_is_a_certified_interval(codes, codes_per_scan, monkeypatch):
+    monkeypatch.setattr(exact_rank, "CODES_PER_SCAN", codes_per_scan)  # 64: a batch of 1-2 lists
     rng = np.random.default_rng(3)
     vectors = unit_rows(rng, 8000, 16)
     counter = ivf_counter(vectors, 200, codes)  # many lists: the scan stops between batches of lists

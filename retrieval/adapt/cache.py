@@ -2,7 +2,7 @@
 
 The app's ``--photos DIR --adapt-minutes M`` asks for ``cached_adaptation``: the first start adapts
 (with a progress bar) and writes ``<cache>/adapted/<key>``; later starts with the same start
-weights, the same photos (paths and bytes, ``run.photo_identity``) and the same budget reuse it.
+weights, the same photos (paths and bytes, ``run.photo_hash``) and the same budget reuse it.
 Adding, removing or editing one photo makes a new key. The folder appears whole or not at all
 (``run.adapt`` renames it into place), so a cut-off start leaves nothing a later one would trust.
 """
@@ -13,7 +13,8 @@ import hashlib
 import json
 from pathlib import Path
 
-from retrieval.adapt.run import AdaptConfig, adapt, photo_identity
+from retrieval.adapt.run import AdaptConfig, adapt, photo_hash
+from retrieval.data.images import scan_photo_folder
 from retrieval.model.checkpoint import META_FILE, read_checkpoint
 from retrieval.serving.serving_config import default_cache_dir
 
@@ -26,7 +27,7 @@ def cache_key(model: str | Path, photos: str | Path, minutes: float) -> str:
     identity = {
         "version": CACHE_VERSION,
         "start_model": meta["weights_sha256"],
-        "photos": photo_identity(photos)["sha256"],
+        "photos": photo_hash(scan_photo_folder(photos)[0]),
         "minutes": float(minutes),
     }
     return hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:20]

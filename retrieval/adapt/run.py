@@ -30,9 +30,10 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from retrieval.cli import parse_config
-from retrieval.data.images import readable_photos
+from retrieval.data.images import PhotoFolder
 from retrieval.model.checkpoint import CheckpointError
 from retrieval.model.encoder import Encoder
+from retrieval.train.batches import bank_square_size
 from retrieval.train.config import Config
 from retrieval.train.pipeline import run as train_run
 
@@ -76,15 +77,16 @@ class AdaptConfig:
 def adapt(cfg: AdaptConfig) -> Path:
     """Run the adaptation per ``cfg`` and return ``cfg.out``, written whole or not at all."""
     out = Path(cfg.out).expanduser()
+    started = time.monotonic()
     start, photos = check_inputs(cfg, out)
+    identity = photo_identity(cfg.photos, photos)  # hashed before training: the content that was decoded
     work = out.parent / f".{out.name}.partial"
     shutil.rmtree(work, ignore_errors=True)  # a previous run killed outright
-    started = time.monotonic()
     try:
-        run_dir = train_run(training_config(cfg, work))
+        run_dir = train_run(training_config(cfg, work), photos=photos)
         adapted = Encoder.load(run_dir / "best")
         wall_minutes = (time.monotonic() - started) / 60
-        adapted.save(work / "model", card=adapted_card(cfg, start, photos, adapted.meta["card"], wall_minutes))
+        adapted.save(work / "model", card=adapted_card(cfg, start, identity, adapted.meta["card"], wall_minutes))
         for name in ("log.csv", "curve.png"):
             if (run_dir / name).is_file():
                 shutil.copy2(run_dir / name, work / "model" / name)
@@ -94,8 +96,8 @@ def adapt(cfg: AdaptConfig) -> Path:
     return out
 
 
-def check_inputs(cfg: AdaptConfig, out: Path) -> tuple[dict, dict]:
-    """The start model's and the photos' identity; a clear error for anything that cannot run."""
+def check_inputs(cfg: AdaptConfig, out: Path) -> tuple[dict, PhotoFolder]:
+    """The start model's identity and the photos, decoded once; a clear error for anything that cannot run."""
     if not cfg.out:
         raise ValueError("--out is required: the folder the adapted checkpoint goes to")
     if out.exists():
@@ -108,28 +110,37 @@ def check_inputs(cfg: AdaptConfig, out: Path) -> tuple[dict, dict]:
         encoder = Encoder.load(cfg.model)
     except (CheckpointError, FileNotFoundError, OSError) as err:
         raise CheckpointError(f"--model {cfg.model}: not a checkpoint this version can adapt: {err}") from err
-    photos = photo_identity(cfg.photos)
+    photos = PhotoFolder.read(Path(cfg.photos).expanduser(), bank_square_size(encoder.meta))
+    if len(photos.squares) < MIN_PHOTOS:
+        why = f" ({len(photos.skipped)} unreadable, e.g. {photos.skipped[0]})" if photos.skipped else ""
+        raise ValueError(
+            f"{cfg.photos} has {len(photos.squares)} readable photo(s){why}: adaptation needs at least {MIN_PHOTOS} "
+            "to form negatives (fine-grained training tells each photo from its neighbours)"
+        )
     start = {"path": str(cfg.model), "weights_sha256": encoder.meta["weights_sha256"], "arch": encoder.meta["arch"]}
     return start, photos
 
 
-def photo_identity(folder: str | Path) -> dict:
-    """``{"folder", "count", "sha256", "skipped"}`` of a folder's readable photos; refuses too few of them.
+def photo_hash(files: dict[str, Path]) -> str:
+    """sha256 over each photo file's relative path and bytes (``retrieval.data.images.scan_photo_folder``).
 
-    The hash covers each photo's relative path and bytes, so renaming, editing, adding or removing
-    a photo changes it, and nothing else does (not timestamps, not the folder's location).
+    Renaming, editing, adding or removing a photo changes it, and nothing else does (not timestamps,
+    not the folder's location).
     """
-    found, skipped = readable_photos(Path(folder).expanduser())
-    if len(found) < MIN_PHOTOS:
-        why = f" ({len(skipped)} unreadable, e.g. {skipped[0]})" if skipped else ""
-        raise ValueError(
-            f"{folder} has {len(found)} readable photo(s){why}: adaptation needs at least {MIN_PHOTOS} "
-            "to form negatives (fine-grained training tells each photo from its neighbours)"
-        )
     digest = hashlib.sha256()
-    for rel in sorted(found):
-        digest.update(rel.encode() + b"\0" + hashlib.sha256(found[rel].read_bytes()).digest())
-    return {"folder": str(folder), "count": len(found), "sha256": digest.hexdigest(), "skipped": skipped}
+    for rel in sorted(files):
+        digest.update(rel.encode() + b"\0" + hashlib.sha256(files[rel].read_bytes()).digest())
+    return digest.hexdigest()
+
+
+def photo_identity(folder: str | Path, photos: PhotoFolder) -> dict:
+    """The card's ``{"folder", "count", "sha256", "skipped"}``: the photos trained on and the folder's content hash."""
+    return {
+        "folder": str(folder),
+        "count": len(photos.squares),
+        "sha256": photo_hash(photos.files),
+        "skipped": photos.skipped,
+    }
 
 
 def training_config(cfg: AdaptConfig, work: Path) -> Config:

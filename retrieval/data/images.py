@@ -8,7 +8,7 @@ decoding, and downscales at load so that a batch of phone photos stays small in 
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import cv2
@@ -93,22 +93,29 @@ def scan_photo_folder(root: str | Path) -> tuple[dict[str, Path], list[str]]:
     return found, refused
 
 
-def readable_photos(root: str | Path) -> tuple[dict[str, Path], list[str]]:
-    """:func:`scan_photo_folder`, keeping only the images :func:`read_rgb` can decode.
+@dataclass
+class PhotoFolder:
+    """The photos of a folder for training, each decoded once and kept as a ``size`` square (:func:`fit_square`).
 
-    Returns ``({relative posix path: resolved path}, skipped)``; ``skipped`` says why each file was
-    left out (a symlink leaving ``root``, a broken or oversized image). Every photo is decoded once.
+    ``files`` is every image file found (relative posix path -> file; the folder's content, readable or
+    not), ``squares`` the ones :func:`read_rgb` decodes, ``skipped`` why each other file was left out
+    (a symlink leaving the folder, a broken or oversized image).
     """
-    found, skipped = scan_photo_folder(root)
-    readable = {}
-    for rel, path in found.items():
-        try:
-            read_rgb(path)
-        except ValueError as exc:
-            skipped.append(str(exc))
-            continue
-        readable[rel] = path
-    return readable, skipped
+
+    files: dict[str, Path]
+    squares: dict[str, RGBImage]
+    skipped: list[str]
+
+    @classmethod
+    def read(cls, root: str | Path, size: int) -> PhotoFolder:
+        files, skipped = scan_photo_folder(root)
+        squares = {}
+        for rel, path in files.items():
+            try:
+                squares[rel] = fit_square(read_rgb(path), size)
+            except ValueError as exc:
+                skipped.append(str(exc))
+        return cls(files, squares, skipped)
 
 
 def fit_square(image: np.ndarray, size: int, fill: int = 255) -> np.ndarray:
@@ -147,15 +154,3 @@ def as_rgb(image: np.ndarray) -> np.ndarray:
     if image.ndim == 3 and image.shape[2] == 3:
         return image
     raise ValueError(f"a photo must be (H, W, 3) uint8 RGB, got shape {image.shape}")
-
-
-def photo_folder_loaders(folder: str) -> dict[str, Callable[[str], np.ndarray]]:
-    """``{"folder:<relative path>": loader}`` for every readable image under ``folder`` (others skipped, named)."""
-    found, skipped = readable_photos(folder)
-    for reason in skipped:
-        print(f"skipping {reason}")
-    if not found:
-        raise FileNotFoundError(
-            f"no readable images under {folder}; point --photo-folder at a folder of .jpg/.png/.webp photos"
-        )
-    return {f"folder:{rel}": (lambda _pid, p=path: read_rgb(p)) for rel, path in found.items()}

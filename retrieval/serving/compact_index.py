@@ -3,17 +3,21 @@
 :class:`~retrieval.serving.index.PhotoIndex` keeps two float32 copies in RAM (numpy + faiss) and
 string ids: fine for the app's galleries, 124 GB at 100M photos. Here:
 
-* **codes in RAM**: faiss IVF-SQ8 (``by_residual=False``), 1 byte per dimension (1.28 GB at 10M x
-  128-d), ids = row numbers (int64, no strings);
+* **two small code sets in RAM**, over one k-means partition, ids = row numbers (int64, no strings):
+  - *top-k*: faiss IVF-PQ fast-scan (4-bit PQ of residuals, 2 dimensions per sub-quantiser: 32
+    bytes at 128-d), whose SIMD kernel reads a list far faster than the scalar quantiser's; its
+    ``refine`` x k best candidates are re-scored exactly (the job of faiss' ``IndexRefineFlat``,
+    whose flat copy would be the RAM copy this avoids);
+  - *rank*: IVF-SQ8 (``by_residual=False``, 1 byte per dimension, decoding error measured per
+    dimension at build), each k-means list split into ``shells`` inverted lists by the members'
+    distance to the centroid: the inner shells have a smaller radius, so their score bounds are
+    tighter and the certified rank reads fewer of them;
 * **the float32 matrix memory-mapped** read-only (``vectors.f32``): only the rows a query
-  re-scores are paged in -- the top-k candidates (``refine`` x k, the job of faiss'
-  ``IndexRefineFlat``, whose flat copy would be the RAM copy this avoids) and the band of the
-  certified rank;
-* **the certified rank** of retrieval/serving/exact_rank.py over the SQ8 lists, whose decoding error
-  is measured per dimension at build (:func:`~retrieval.serving.exact_rank.code_error`).
+  re-scores are paged in (the top-k candidates and the band of the certified rank);
+* **the certified rank** of retrieval/serving/exact_rank.py over the SQ8 lists.
 
 Folder layout (written by :meth:`CompactIndex.build`): ``vectors.f32`` (or a link to the source
-matrix), ``index.faiss``, ``bounds.npz`` (list stats + code error), ``index.json``.
+matrix), ``topk.faiss``, ``rank.faiss``, ``bounds.npz`` (list stats + code error), ``index.json``.
 
     index = CompactIndex.build(np.load("emb.npy", mmap_mode="r"), "/data/idx", nlist=4096)
     scores, rows = index.search(queries, k=10)
@@ -43,15 +47,19 @@ from retrieval.serving.exact_rank import (
 from retrieval.serving.versions import content_hash
 
 ADD_CHUNK = 500_000  # rows assigned and encoded per step: ~0.25 GB of float32 at 128-d
+DEFAULT_SHELLS = 4  # rank lists per k-means list (see the module docstring)
 
 
 class CompactIndex:
-    """IVF-SQ8 codes + memory-mapped float32 vectors + integer ids (rows); see the module docstring."""
+    """Fast-scan top-k codes + shelled IVF-SQ8 rank codes + memory-mapped float32 vectors + integer
+    ids (rows); see the module docstring."""
 
-    def __init__(self, ivf: faiss.IndexIVF, vectors: np.ndarray, counter: IVFRankCounter, meta: dict) -> None:
-        self.ivf, self.vectors, self.counter, self.meta = ivf, vectors, counter, meta
+    def __init__(
+        self, topk: faiss.IndexIVF, rank: faiss.IndexIVF, vectors: np.ndarray, counter: IVFRankCounter, meta: dict
+    ) -> None:
+        self.topk, self.rank, self.vectors, self.counter, self.meta = topk, rank, vectors, counter, meta
         self.dim = int(meta["dim"])
-        self.ivf.nprobe = int(meta["nprobe"])
+        self.nprobe = int(meta["nprobe"])
 
     def __len__(self) -> int:
         return int(self.meta["n"])
@@ -59,6 +67,15 @@ class CompactIndex:
     @property
     def content_hash(self) -> str:
         return str(self.meta["content_hash"])
+
+    @property
+    def nprobe(self) -> int:
+        """k-means lists the top-k search reads."""
+        return int(self.topk.nprobe)
+
+    @nprobe.setter
+    def nprobe(self, value: int) -> None:
+        self.topk.nprobe = int(min(value, self.topk.nlist))
 
     # --- building ------------------------------------------------------------------------------
     @classmethod
@@ -69,6 +86,7 @@ class CompactIndex:
         *,
         nlist: int = 4096,
         nprobe: int = 32,
+        shells: int = DEFAULT_SHELLS,
         train_size: int = 200_000,
         seed: int = 0,
         progress: bool = True,
@@ -78,17 +96,22 @@ class CompactIndex:
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
         n, dim = vectors.shape
+        if shells < 1:
+            raise ValueError(f"shells must be >= 1, got {shells}")
         t = time.perf_counter()
-        ivf = _trained_ivf_sq8(vectors, nlist, train_size, seed)
+        topk = _trained_fast_scan(vectors, nlist, train_size, seed)
+        rank = _empty_rank_codes(vectors, topk.quantizer.reconstruct_n(0, nlist), shells)
         timings = {"train_s": time.perf_counter() - t}
         t = time.perf_counter()
-        mapped = _encode_and_store(ivf, vectors, folder / "vectors.f32", progress)
+        mapped = _encode_and_store(topk, vectors, folder / "vectors.f32", progress)
         timings["add_s"] = time.perf_counter() - t
         t = time.perf_counter()
-        stats = ListStats.compute(mapped, list_labels(ivf), ivf.quantizer.reconstruct_n(0, nlist))
-        errors = code_error(ivf, mapped)
-        timings["bounds_s"] = time.perf_counter() - t
-        faiss.write_index(ivf, str(folder / "index.faiss"))
+        _add_in_shells(rank, mapped, list_labels(topk), shells, progress)
+        stats = ListStats.compute(mapped, list_labels(rank), rank.quantizer.reconstruct_n(0, rank.nlist))
+        errors = code_error(rank, mapped)
+        timings["rank_codes_s"] = time.perf_counter() - t
+        faiss.write_index(topk, str(folder / "topk.faiss"))
+        faiss.write_index(rank, str(folder / "rank.faiss"))
         np.savez(
             folder / "bounds.npz",
             centroids=stats.centroids,
@@ -97,33 +120,40 @@ class CompactIndex:
             max_norm=stats.max_norm,
             code_error=errors,
         )
-        meta = {"dim": dim, "n": n, "nlist": nlist, "nprobe": nprobe, "codes": "SQ8", "build": timings}
+        meta = {"dim": dim, "n": n, "nlist": nlist, "shells": shells, "nprobe": nprobe, "build": timings}
+        meta["codes"] = {"topk": f"IVF{nlist},PQ{topk.pq.M}x4fs", "rank": f"IVF{nlist}x{shells} shells,SQ8"}
         meta["content_hash"] = content_hash([], mapped)  # ids are rows: the matrix is the content
         (folder / "index.json").write_text(json.dumps(meta, indent=2))
-        return cls(ivf, mapped, IVFRankCounter(ivf, stats, errors, mapped), meta)
+        return cls(topk, rank, mapped, IVFRankCounter(rank, stats, errors, mapped), meta)
 
     @classmethod
     def open(cls, folder: str | Path) -> CompactIndex:
         """Open an index written by :meth:`build` (the matrix memory-mapped, nothing read eagerly)."""
         folder = Path(folder)
-        if not (folder / "index.json").exists():
-            raise FileNotFoundError(f"no compact index at {folder}: expected index.json from CompactIndex.build")
+        if not (folder / "index.json").exists() or not (folder / "topk.faiss").exists():
+            raise FileNotFoundError(
+                f"no compact index at {folder}: expected index.json and topk.faiss from CompactIndex.build"
+            )
         meta = json.loads((folder / "index.json").read_text())
-        ivf = faiss.read_index(str(folder / "index.faiss"))
+        topk = faiss.read_index(str(folder / "topk.faiss"))
+        rank = faiss.read_index(str(folder / "rank.faiss"))
         mapped = np.memmap(folder / "vectors.f32", np.float32, "r", shape=(meta["n"], meta["dim"]))
-        if ivf.ntotal != meta["n"]:
-            raise ValueError(f"index at {folder} is inconsistent (faiss {ivf.ntotal}, meta {meta['n']}); rebuild it")
+        if not topk.ntotal == rank.ntotal == meta["n"]:
+            raise ValueError(
+                f"index at {folder} is inconsistent (faiss {topk.ntotal} / {rank.ntotal}, meta {meta['n']}); rebuild it"
+            )
         with np.load(folder / "bounds.npz") as b:
             stats = ListStats(b["centroids"], b["sizes"], b["radius"], float(b["max_norm"]))
             errors = b["code_error"]
-        return cls(ivf, mapped, IVFRankCounter(ivf, stats, errors, mapped), meta)
+        return cls(topk, rank, mapped, IVFRankCounter(rank, stats, errors, mapped), meta)
 
     # --- queries -------------------------------------------------------------------------------
-    def search(self, queries: np.ndarray, k: int, refine: int = 4) -> tuple[np.ndarray, np.ndarray]:
-        """Top-``k`` rows per query: ``refine * k`` SQ8 candidates re-scored canonically from the
-        float32 matrix. Returns scores ``(B, k')`` float32 and rows ``(B, k')`` int64."""
+    def search(self, queries: np.ndarray, k: int, refine: int = 50) -> tuple[np.ndarray, np.ndarray]:
+        """Top-``k`` rows per query: ``refine * k`` fast-scan candidates re-scored canonically from
+        the float32 matrix (50: recall@10 0.98 at 10M and nprobe 32, where 10 stopped at 0.91,
+        bench/results/index_10m.md). Returns scores ``(B, k')`` float32 and rows ``(B, k')`` int64."""
         q = np.ascontiguousarray(queries, np.float32).reshape(-1, self.dim)
-        _, candidates = self.ivf.search(q, max(k, refine * k))
+        _, candidates = self.topk.search(q, max(k, refine * k))
         rows, scores = [], []
         for b in range(len(q)):
             found = np.sort(candidates[b][candidates[b] >= 0])  # sorted: sequential reads of the map
@@ -148,18 +178,75 @@ class CompactIndex:
         return self.counter.count(q, self.target_score(q, row), cap)
 
 
-def _trained_ivf_sq8(vectors: np.ndarray, nlist: int, train_size: int, seed: int) -> faiss.IndexIVFScalarQuantizer:
-    """An empty IVF-SQ8 index (raw vectors quantised, not residuals) trained on a seeded sample."""
-    n, dim = vectors.shape
+def _training_sample(vectors: np.ndarray, train_size: int, seed: int) -> np.ndarray:
+    n = len(vectors)
     rows = np.sort(np.random.default_rng(seed).choice(n, min(n, train_size), replace=False))
-    ivf = faiss.IndexIVFScalarQuantizer(
-        faiss.IndexFlatIP(dim), dim, nlist, faiss.ScalarQuantizer.QT_8bit, faiss.METRIC_INNER_PRODUCT, False
+    return np.ascontiguousarray(vectors[rows], np.float32)
+
+
+def _trained_fast_scan(vectors: np.ndarray, nlist: int, train_size: int, seed: int) -> faiss.IndexIVFPQFastScan:
+    """An empty IVF-PQ fast-scan index (k-means lists + 4-bit PQ of raw vectors) trained on a seeded sample."""
+    dim = vectors.shape[1]
+    # Two dimensions per 4-bit sub-quantiser: the finest split whose codes fast-scan still reads.
+    pq_m = dim // 2 if dim % 2 == 0 else dim
+    topk = faiss.IndexIVFPQFastScan(faiss.IndexFlatIP(dim), dim, nlist, pq_m, 4, faiss.METRIC_INNER_PRODUCT)
+    # Residuals: near neighbours differ by far less than the spread of raw embeddings, and 4-bit
+    # codes of raw vectors left recall@10 at 0.71 on 1M photos whatever nprobe (index_10m.md).
+    topk.by_residual = True
+    topk.cp.seed = seed
+    topk.cp.niter = 10  # k-means iterations: list quality saturates early, build time does not
+    topk.train(_training_sample(vectors, train_size, seed))
+    return topk
+
+
+def _empty_rank_codes(vectors: np.ndarray, centroids: np.ndarray, shells: int) -> faiss.IndexIVFScalarQuantizer:
+    """IVF-SQ8 over ``len(centroids) * shells`` lists (list ``c * shells + s`` = shell ``s`` of
+    k-means list ``c``; its quantiser holds each centroid ``shells`` times, for the bounds only:
+    members are placed by :func:`_add_in_shells`, never assigned by it)."""
+    dim = vectors.shape[1]
+    rank = faiss.IndexIVFScalarQuantizer(
+        faiss.IndexFlatIP(dim),
+        dim,
+        len(centroids) * shells,
+        faiss.ScalarQuantizer.QT_8bit,
+        faiss.METRIC_INNER_PRODUCT,
+        False,
     )
-    ivf.cp.seed = seed
-    ivf.cp.niter = 10  # k-means iterations: list quality saturates early, build time does not
-    ivf.train(np.ascontiguousarray(vectors[rows], np.float32))
-    _cover_full_range(ivf, vectors)
-    return ivf
+    rank.quantizer.add(np.ascontiguousarray(np.repeat(centroids, shells, axis=0), np.float32))
+    _cover_full_range(rank, vectors)
+    rank.is_trained = True
+    return rank
+
+
+def shell_of(labels: np.ndarray, residual_norms: np.ndarray, shells: int) -> np.ndarray:
+    """Shell ``0..shells-1`` of each member: equal-count slices of its list by decreasing distance
+    to the centroid (shell 0 holds the farthest members, the last shell the closest)."""
+    labels = np.asarray(labels, np.int64)
+    order = np.lexsort((-np.asarray(residual_norms), labels))
+    sizes = np.bincount(labels)
+    first = np.concatenate([[0], np.cumsum(sizes)[:-1]])
+    position = np.empty(len(labels), np.int64)
+    position[order] = np.arange(len(labels)) - np.repeat(first, sizes)
+    return np.minimum(position * shells // np.maximum(sizes[labels], 1), shells - 1)
+
+
+def _add_in_shells(
+    rank: faiss.IndexIVFScalarQuantizer, vectors: np.ndarray, labels: np.ndarray, shells: int, progress: bool
+) -> None:
+    """Encode ``vectors`` into ``rank``'s lists: k-means list ``labels[i]``, shell by distance."""
+    centroids = rank.quantizer.reconstruct_n(0, rank.nlist)[::shells]
+    norms = np.empty(len(vectors), np.float64)
+    for start in range(0, len(vectors), ADD_CHUNK):
+        block = np.asarray(vectors[start : start + ADD_CHUNK], np.float64)
+        norms[start : start + len(block)] = np.linalg.norm(
+            block - centroids[labels[start : start + len(block)]], axis=1
+        )
+    keys = labels * shells + shell_of(labels, norms, shells)
+    for start in tqdm(range(0, len(vectors), ADD_CHUNK), desc="rank codes", unit="chunk", disable=not progress):
+        block = np.ascontiguousarray(vectors[start : start + ADD_CHUNK], np.float32)
+        ids = np.arange(start, start + len(block), dtype=np.int64)
+        lists = np.ascontiguousarray(keys[start : start + len(block)])
+        rank.add_core(len(block), faiss.swig_ptr(block), faiss.swig_ptr(ids), faiss.swig_ptr(lists))
 
 
 def _cover_full_range(ivf: faiss.IndexIVFScalarQuantizer, vectors: np.ndarray) -> None:

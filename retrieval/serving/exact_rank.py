@@ -34,7 +34,9 @@ F32_UNIT_ROUNDOFF = 2.0**-24
 # Ranks above this are answered as an interval: a study reads ranks up to a few hundred, and the
 # interval keeps a far target's count from reading most of a large gallery.
 DEFAULT_RANK_CAP = 1000
-LISTS_PER_SCAN = 32  # straddling lists per range_search call: small enough to stop soon after the cap
+# Codes read per range_search call: large enough to amortise the call, small enough to stop soon
+# after the cap.
+CODES_PER_SCAN = 65_536
 
 
 def true_ranks(scores: np.ndarray, true_idx: np.ndarray) -> np.ndarray:
@@ -226,10 +228,9 @@ class IVFRankCounter:
         # Codes scoring <= this cannot reach the threshold; float32 rounding of it goes downwards.
         floor = float(np.nextafter(np.float32(threshold - eps), np.float32(-np.inf)))
         scanned = hits_scanned = 0
-        for start in range(0, len(candidates), LISTS_PER_SCAN):
+        for batch in _batches(candidates, st.sizes[candidates], CODES_PER_SCAN):
             if cap is not None and counted > cap:
                 break
-            batch = candidates[start : start + LISTS_PER_SCAN]
             found = self._scan(q, floor, batch)
             certain = found[1] > threshold + eps
             band_rows = found[0][~certain]
@@ -265,6 +266,13 @@ class IVFRankCounter:
         rows = faiss.rev_swig_ptr(result.labels, n).copy() if n else np.zeros(0, np.int64)
         scores = faiss.rev_swig_ptr(result.distances, n).astype(np.float64) if n else np.zeros(0)
         return rows, scores
+
+
+def _batches(lists: np.ndarray, sizes: np.ndarray, codes: int) -> list[np.ndarray]:
+    """``lists`` cut, in order, into runs of about ``codes`` codes (a run holds at least one list)."""
+    ends = np.cumsum(sizes)
+    cuts = np.flatnonzero(np.diff(ends // codes)) + 1  # a cut after each list that crosses a multiple
+    return np.split(lists, cuts) if len(lists) else []
 
 
 def list_labels(ivf: faiss.IndexIVF) -> np.ndarray:

@@ -28,6 +28,12 @@ from retrieval.model.progress_head import ink_share
 from retrieval.types import GrayImage, RGBImage
 
 
+def bank_square_size(meta: dict) -> int:
+    """Side of the photo squares a :class:`PhotoBank` keeps for a model: its photo input plus a margin
+    that random crops take away."""
+    return round(meta.get("photo_input_size", meta["input_size"]) * 1.25)
+
+
 class PhotoBank:
     """Photos as uint8 squares of ``cache_size`` plus up to ``edges_per_photo`` cached edge maps each
     (and ``sketches_per_photo`` pseudo-sketches, drawn only by stages that ask for them).

@@ -47,12 +47,12 @@ import torch
 from retrieval.cli import parse_config
 from retrieval.data.datasets import open_dataset
 from retrieval.data.formats import quickdraw
-from retrieval.data.images import photo_folder_loaders
+from retrieval.data.images import PhotoFolder
 from retrieval.data.splits import DataSplit, check_disjoint, pretrain_spec
 from retrieval.model.encoder import Encoder, create_encoder
 from retrieval.provenance import git_commit
 from retrieval.runtime import set_threads
-from retrieval.train.batches import PhotoBank, ValidationSet
+from retrieval.train.batches import PhotoBank, ValidationSet, bank_square_size
 from retrieval.train.config import LOSSES, STAGES, Config, SupervisedRecipe, from_json, pipeline_config, to_json
 from retrieval.train.jigsaw import JigsawHead
 from retrieval.train.loop import RunState, StageLoop
@@ -60,8 +60,9 @@ from retrieval.train.steps import STEP_FNS
 
 
 # --- the run ----------------------------------------------------------------------------------------
-def run(cfg: Config, dataset=None) -> Path:
-    """Train per ``cfg`` (``dataset`` overrides ``cfg.data``); returns the run folder."""
+def run(cfg: Config, dataset=None, photos: PhotoFolder | None = None) -> Path:
+    """Train per ``cfg`` (``dataset`` overrides ``cfg.data``; ``photos``, ``cfg.photo_folder`` already read
+    at the bank's square size, spares a second decode); returns the run folder."""
     if cfg.resume:
         cfg = resumed_config(cfg)
     set_threads(cfg.threads)
@@ -77,7 +78,7 @@ def run(cfg: Config, dataset=None) -> Path:
 
     if dataset is None and cfg.data:
         dataset = cfg.data_split.open()
-    bank = photo_bank(cfg, dataset, encoder)
+    bank = photo_bank(cfg, dataset, encoder, photos)
     val = None
     if dataset is not None:
         val = ValidationSet.build(dataset, encoder.meta["raster_size"], encoder.meta["line_width"])
@@ -172,18 +173,26 @@ def starting_encoder(cfg: Config) -> Encoder:
     return create_encoder(cfg.model_spec(), seed=cfg.seed)
 
 
-def photo_bank(cfg: Config, dataset, encoder: Encoder) -> PhotoBank:
-    """The training photos: the dataset's train split, then ``--photo-folder``'s photos."""
+def photo_bank(cfg: Config, dataset, encoder: Encoder, photos: PhotoFolder | None = None) -> PhotoBank:
+    """The training photos: the dataset's train split, then ``--photo-folder``'s readable photos (others named)."""
     train_ids = list(dataset.photo_ids("train")) if dataset is not None else []
     loaders = {pid: dataset.load_photo for pid in train_ids}
+    size = bank_square_size(encoder.meta)
     if cfg.photo_folder:
-        loaders.update(photo_folder_loaders(cfg.photo_folder))
+        photos = photos or PhotoFolder.read(cfg.photo_folder, size)
+        for reason in photos.skipped:
+            print(f"skipping {reason}")
+        if not photos.squares:
+            raise FileNotFoundError(
+                f"no readable images under {cfg.photo_folder}; point --photo-folder at a folder of .jpg/.png/.webp photos"
+            )
+        loaders.update({f"folder:{rel}": (lambda _pid, im=image: im) for rel, image in photos.squares.items()})
     if not loaders:
         raise ValueError("no training photos: pass --data (a dataset) and/or --photo-folder")
     return PhotoBank(
         list(loaders),
         lambda pid: loaders[pid](pid),
-        cache_size=round(encoder.meta.get("photo_input_size", encoder.meta["input_size"]) * 1.25),
+        cache_size=size,
         raster_size=encoder.meta["raster_size"],
         edges_per_photo=cfg.edges_per_photo,
         sketches_per_photo=cfg.sketches_per_photo,
