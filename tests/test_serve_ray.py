@@ -36,7 +36,10 @@ def setup(encoder, tmp_path_factory):
     dataset = ProceduralDataset(num_photos=40, sketches_per_photo=1, seed=5)
     gallery = build_dataset_gallery(served, dataset, None, progress=False)
     shards = write_shards(gallery.index, 2, folder / "shards", gallery.snapshot)
-    cfg = ServeConfig(model=folder / "model", replicas=2, shards=2, port=free_port(), max_body_bytes=20_000)
+    # A shard's deadline with slack for a loaded 2-core machine (at 250 ms, healthy shards missed it at load 12-17)
+    cfg = ServeConfig(
+        model=folder / "model", replicas=2, shards=2, port=free_port(), max_body_bytes=20_000, deadline_ms=2_000
+    )
     start_local_cluster(num_cpus=2, port=cfg.port)
     try:
         deploy(cfg, shards, gallery.snapshot)
