@@ -177,7 +177,6 @@ def run_class(
         **records,
         "latency_ms": percentiles(tally.latencies_ms),
         "latency_outside_faults_ms": percentiles(outside_windows(tally, windows)) if windows else None,
-        "strokes_outside_faults": len(outside_windows(tally, windows)) if windows else None,
         "errors": dict(tally.errors),
         "honest_requests_per_s": tally.requests / max(tally.wall_s, 1e-9),
         "server_cpu_s": round(cpu, 2),
@@ -270,7 +269,7 @@ def report(
                 outside = r["latency_outside_faults_ms"]
                 extra += [
                     f"fault windows: {r['fault_windows']}",
-                    f"{r['strokes_outside_faults']} strokes overlapped no window: p50/p95 "
+                    f"{outside['n']} strokes overlapped no window: p50/p95 "
                     f"{outside['p50']:.0f}/{outside['p95']:.0f} ms",
                 ]
             extra += [f"honest error {k}: {v}" for k, v in sorted(r["errors"].items())]
