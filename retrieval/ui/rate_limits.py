@@ -56,7 +56,8 @@ ADDRESS_PER_S = ADDRESS_TABS * RATE_PER_S
 # A refused request is answered when its client may try again (at most this long), not at once: a
 # client sending as fast as it is answered then sends at the pace it is allowed. Answered at once, a
 # flood of refusals cost the server ~0.3 ms of CPU each, and one address sending ~2,000 a second over
-# 8 connections put honest p95 at x2.5 (bench/results/hostile.md, rotating identities).
+# 8 connections put honest p95 at x2.5 (a 4-participant bench_hostile check, not committed); with the
+# hold, bench/results/hostile.md's rotating identities are at x0.92 and ~35 requests a second.
 HOLD_REFUSED_S = 2.0
 # Refusals held per address: past this many an address's requests are refused at once (a client
 # with more connections than a browser's handful is not waiting for answers anyway).
