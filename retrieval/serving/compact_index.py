@@ -117,7 +117,9 @@ class CompactIndex:
             centroids=stats.centroids,
             sizes=stats.sizes,
             radius=stats.radius,
+            inner_radius=stats.inner_radius,
             max_norm=stats.max_norm,
+            min_norm=stats.min_norm,
             code_error=errors,
         )
         meta = {"dim": dim, "n": n, "nlist": nlist, "shells": shells, "nprobe": nprobe, "build": timings}
@@ -143,7 +145,13 @@ class CompactIndex:
                 f"index at {folder} is inconsistent (faiss {topk.ntotal} / {rank.ntotal}, meta {meta['n']}); rebuild it"
             )
         with np.load(folder / "bounds.npz") as b:
-            stats = ListStats(b["centroids"], b["sizes"], b["radius"], float(b["max_norm"]))
+            if "inner_radius" not in b.files:
+                raise ValueError(
+                    f"index at {folder} predates the cone bounds (no inner_radius in bounds.npz); rebuild it"
+                )
+            stats = ListStats(
+                b["centroids"], b["sizes"], b["radius"], b["inner_radius"], float(b["max_norm"]), float(b["min_norm"])
+            )
             errors = b["code_error"]
         return cls(topk, rank, mapped, IVFRankCounter(rank, stats, errors, mapped), meta)
 
