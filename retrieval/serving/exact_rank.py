@@ -147,6 +147,18 @@ class TargetRank:
 
 
 @dataclass(frozen=True)
+class _Cones:
+    """Per list, the angles its members can make with its centroid's direction (ListStats.bounds)."""
+
+    distinct: np.ndarray  # (K, D) distinct centroids
+    of_list: np.ndarray  # (L,) row of each list's centroid in ``distinct``
+    distinct_norm: np.ndarray  # (K,)
+    phi_min: np.ndarray  # (L,) radians
+    phi_max: np.ndarray  # (L,)
+    informative: np.ndarray  # (L,) bool: False where a centroid (or the norms) is ~0: ball only
+
+
+@dataclass(frozen=True)
 class ListStats:
     """Per IVF list: centroid, size, and the smallest / largest distance of its members to the
     centroid; over the gallery, the smallest / largest norm (all float64, widened by their own
@@ -190,11 +202,28 @@ class ListStats:
         )
 
     @cached_property
-    def _distinct_centroids(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Distinct centroids, the one of each list, and their norms: shells of one k-means list share
-        their centroid, so one product per k-means list serves all of its shells."""
+    def _cone(self) -> _Cones:
+        """The query-independent half of :meth:`bounds`, computed once."""
         distinct, of_list = np.unique(self.centroids, axis=0, return_inverse=True)
-        return distinct, of_list.reshape(-1), np.linalg.norm(self.centroids, axis=1)
+        of_list = of_list.reshape(-1)
+        distinct_norm = np.linalg.norm(distinct, axis=1)
+        n_lo, n_hi = self.min_norm, self.max_norm
+        informative = (distinct_norm[of_list] > 1e-6) & (n_lo > 0)
+        c = np.where(informative, distinct_norm[of_list], 1.0)
+
+        def cosine(norm: float | np.ndarray, distance: np.ndarray) -> np.ndarray:
+            return (norm * norm + c * c - distance * distance) / (2 * norm * c)
+
+        # cos of a member's angle to the centroid's direction, as a function of its norm t, is
+        # t / 2|c| + (|c|^2 - d^2) / (2 |c| t): convex (or increasing) in t, so its largest value
+        # is at an end of [n_lo, n_hi] and its smallest at the clamped stationary point.
+        with np.errstate(divide="ignore", invalid="ignore"):
+            closest = np.maximum(cosine(n_lo, self.inner_radius), cosine(n_hi, self.inner_radius))
+            stationary = np.clip(np.sqrt(np.maximum(c * c - self.radius**2, 0.0)), n_lo, n_hi)
+            farthest = cosine(stationary, self.radius)
+        phi_min = np.arccos(np.clip(np.nan_to_num(closest, nan=1.0), -1.0, 1.0))
+        phi_max = np.arccos(np.clip(np.nan_to_num(farthest, nan=-1.0), -1.0, 1.0))
+        return _Cones(distinct, of_list, distinct_norm, phi_min, phi_max, informative)
 
     def bounds(self, query: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """``(lower, upper)``: certified bounds on ``query . v`` over each list's members, float64 ``(L,)``.
@@ -212,39 +241,27 @@ class ListStats:
         """
         q = np.asarray(query, np.float64).reshape(-1)
         norm_q = float(np.linalg.norm(q))
-        distinct, of_list, norm_c = self._distinct_centroids
-        centre = (distinct @ q)[of_list]
+        cone = self._cone
+        dots = cone.distinct @ q  # shells of one k-means list share their centroid: one product each
+        centre = dots[cone.of_list]
         spread = norm_q * self.radius
         guard = 1e-9 * (np.abs(centre) + spread + 1.0)  # the bounds' own float64 rounding
         upper, lower = centre + spread + guard, centre - spread - guard
-        n_lo, n_hi = self.min_norm, self.max_norm
-        informative = (norm_c > 1e-6) & (n_lo > 0) & (norm_q > 0)
-        if not informative.any():
+        if norm_q == 0 or not cone.informative.any():
             return lower, upper
         with np.errstate(divide="ignore", invalid="ignore"):
-            c = np.where(informative, norm_c, 1.0)
-
-            def cosine(norm: float | np.ndarray, distance: np.ndarray) -> np.ndarray:
-                return (norm * norm + c * c - distance * distance) / (2 * norm * c)
-
-            # cos of the angle to the centroid's direction, as a function of |v| = t, is
-            # t / 2|c| + (|c|^2 - d^2) / (2 |c| t): convex (or increasing) in t, so its largest value
-            # is at an end of [n_lo, n_hi] and its smallest at the clamped stationary point.
-            closest = np.maximum(cosine(n_lo, self.inner_radius), cosine(n_hi, self.inner_radius))
-            stationary = np.clip(np.sqrt(np.maximum(c * c - self.radius**2, 0.0)), n_lo, n_hi)
-            farthest = cosine(stationary, self.radius)
-            phi_min = np.arccos(np.clip(closest, -1.0, 1.0))
-            phi_max = np.arccos(np.clip(farthest, -1.0, 1.0))
-            theta = np.arccos(np.clip(centre / (norm_q * c), -1.0, 1.0))
-        # arccos near +-1 turns a 1e-16 rounding into ~1e-8 rad: 1e-6 rad per angle covers it.
-        nearest = np.maximum(0.0, np.maximum(phi_min - theta, theta - phi_max) - ANGLE_GUARD)
-        widest = np.minimum(np.pi, theta + phi_max + ANGLE_GUARD)
+            cos_theta = np.nan_to_num(dots / (norm_q * cone.distinct_norm), nan=0.0)
+        theta = np.arccos(np.clip(cos_theta, -1.0, 1.0))[cone.of_list]
+        # arccos near +-1 turns a 1e-16 rounding into ~1e-8 rad: ANGLE_GUARD per angle covers it.
+        nearest = np.maximum(0.0, np.maximum(cone.phi_min - theta, theta - cone.phi_max) - 3 * ANGLE_GUARD)
+        widest = np.minimum(np.pi, theta + cone.phi_max + 3 * ANGLE_GUARD)
         cos_near, cos_wide = np.cos(nearest), np.cos(widest)
-        cone_upper = norm_q * np.where(cos_near >= 0, n_hi, n_lo) * cos_near
-        cone_lower = norm_q * np.where(cos_wide >= 0, n_lo, n_hi) * cos_wide
+        n_lo, n_hi = self.min_norm, self.max_norm
         value_guard = 1e-9 * (norm_q * n_hi + 1.0)
-        upper = np.where(informative, np.minimum(upper, cone_upper + value_guard), upper)
-        lower = np.where(informative, np.maximum(lower, cone_lower - value_guard), lower)
+        cone_upper = norm_q * np.where(cos_near >= 0, n_hi, n_lo) * cos_near + value_guard
+        cone_lower = norm_q * np.where(cos_wide >= 0, n_lo, n_hi) * cos_wide - value_guard
+        upper = np.where(cone.informative, np.minimum(upper, cone_upper), upper)
+        lower = np.where(cone.informative, np.maximum(lower, cone_lower), lower)
         return lower, upper
 
 
