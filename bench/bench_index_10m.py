@@ -66,7 +66,7 @@ class Config:
     queries: int = 50
     """sketches (x 4 cuts) used as queries"""
     nlist: int = 4096
-    shells: int = 4
+    shells: int = 8
     """rank lists per k-means list (CompactIndex.build)"""
     nprobes: str = "8,16,32,64"
     refines: str = "10,50"
@@ -297,8 +297,9 @@ def report(cfg: Config, results: dict, how: str, machine: dict, argv) -> None:
         "25/50/75/100 %), target = own photo; one core (torch, faiss, BLAS 1 thread); build may use 2 cores, under nice",
         f"- index: {cfg.nlist} k-means lists; top-k: IVF-PQ fast-scan (4-bit codes of residuals, 2 dims each), "
         "refine x k candidates re-scored exactly from the float32 matrix (memory-mapped); rank: IVF-SQ8 "
-        f"(by_residual off), each list split in {cfg.shells} shells by distance to its centroid; rank cap "
-        f"{cfg.rank_cap} (above it: certified interval)",
+        f"(by_residual off), each list split in {cfg.shells} shells by distance to its centroid, list bounds "
+        f"= ball cut by the cone of member directions (ListStats.bounds); rank cap {cfg.rank_cap} (above it: "
+        "certified interval)",
         "",
         *search_rows(results),
         "",

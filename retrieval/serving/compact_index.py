@@ -10,8 +10,9 @@ string ids: fine for the app's galleries, 124 GB at 100M photos. Here:
     whose flat copy would be the RAM copy this avoids);
   - *rank*: IVF-SQ8 (``by_residual=False``, 1 byte per dimension, decoding error measured per
     dimension at build), each k-means list split into ``shells`` inverted lists by the members'
-    distance to the centroid: the inner shells have a smaller radius, so their score bounds are
-    tighter and the certified rank reads fewer of them;
+    distance to the centroid: each shell's members lie between two distances to it, which bounds
+    both their spread and (on the sphere of embeddings) their angle to its direction, so its score
+    bounds (``ListStats.bounds``) are tighter and the certified rank reads fewer lists;
 * **the float32 matrix memory-mapped** read-only (``vectors.f32``): only the rows a query
   re-scores are paged in (the top-k candidates and the band of the certified rank);
 * **the certified rank** of retrieval/serving/exact_rank.py over the SQ8 lists.
@@ -47,7 +48,7 @@ from retrieval.serving.exact_rank import (
 from retrieval.serving.versions import content_hash
 
 ADD_CHUNK = 500_000  # rows assigned and encoded per step: ~0.25 GB of float32 at 128-d
-DEFAULT_SHELLS = 4  # rank lists per k-means list (see the module docstring)
+DEFAULT_SHELLS = 8  # rank lists per k-means list (see the module docstring): more shells, tighter bounds
 
 
 class CompactIndex:
