@@ -11,7 +11,6 @@ import pytest
 from retrieval.serving import exact_rank
 from retrieval.serving.exact_rank import (
     IVFRankCounter,
-    ListStats,
     TargetRank,
     canonical_scores,
     code_error,
@@ -19,6 +18,7 @@ from retrieval.serving.exact_rank import (
     list_labels,
 )
 from retrieval.serving.index import IndexParams, PhotoIndex
+from retrieval.serving.list_bounds import ListStats
 
 MODEL = Path(__file__).resolve().parents[1] / "assets" / "model"
 
@@ -65,43 +65,6 @@ def test_flat_count_matches_brute_force_with_exact_ties():
     query = (vectors[7] + 0.3 * unit_rows(rng, 1, 48)[0]).astype(np.float32)
     threshold = canonical_scores(query, vectors[7:8])[0]
     assert count_at_or_above(query, vectors, threshold) == brute_rank(query, vectors, 7) >= 31
-
-
-def list_bounds_case(rng: np.random.Generator, norms: np.ndarray, shells: int):
-    """Clustered rows scaled to ``norms``, assigned to their nearest of 12 centres and split into
-    ``shells`` lists by distance to it; returns the rows, their list and the stats."""
-    centres = unit_rows(rng, 12, 24)
-    rows = centres[rng.integers(0, 12, len(norms))] + 0.6 * unit_rows(rng, len(norms), 24)
-    rows = (rows / np.linalg.norm(rows, axis=1, keepdims=True) * norms[:, None]).astype(np.float32)
-    nearest = np.argmax(rows @ centres.T, axis=1)
-    centroids = np.stack([rows[nearest == c].mean(axis=0) for c in range(12)])
-    distance = np.linalg.norm(rows.astype(np.float64) - centroids[nearest], axis=1)
-    shell = np.minimum((distance * shells / (distance.max() + 1e-9)).astype(np.int64), shells - 1)
-    labels = nearest * shells + shell
-    stats = ListStats.compute(rows, labels, np.repeat(centroids, shells, axis=0))
-    return rows, labels, stats
-
-
-@pytest.mark.parametrize("shells", [1, 4])
-@pytest.mark.parametrize("spread_of_norms", [0.0, 0.5])
-def test_list_bounds_hold_every_member_and_the_cone_tightens_the_ball(shells, spread_of_norms):
-    rng = np.random.default_rng(5)
-    norms = 1.0 + spread_of_norms * rng.uniform(-1, 1, 4000)
-    rows, labels, stats = list_bounds_case(rng, norms, shells)
-    distinct_centroids = stats.centroids[::shells]
-    queries = [*unit_rows(rng, 40, 24) * rng.uniform(0.1, 3.0, (40, 1)), rows[0], -rows[0]]
-    queries += [distinct_centroids[0], -distinct_centroids[0]]  # exactly along / against a centroid
-    for query in queries:
-        lower, upper = stats.bounds(query)
-        scores = canonical_scores(query, rows)
-        assert np.all(scores <= upper[labels]) and np.all(scores >= lower[labels])
-        centre = stats.centroids @ np.asarray(query, np.float64)
-        spread = np.linalg.norm(query) * stats.radius
-        assert np.all(upper <= centre + spread * (1 + 1e-6) + 1e-6)  # never looser than the ball alone
-        if spread_of_norms == 0.0 and any(query is row for row in rows[:1]):
-            # A photo as query, on the unit sphere: no score exceeds 1; the ball's bound of its own
-            # list does (centre ~ |c| plus the radius), the cone's does not.
-            assert np.max(upper) <= 1 + 1e-6 < np.max(centre + spread)
 
 
 @pytest.mark.parametrize("codes", ["flat", "sq8"])

@@ -38,13 +38,13 @@ from tqdm import tqdm
 from retrieval.serving.exact_rank import (
     DEFAULT_RANK_CAP,
     IVFRankCounter,
-    ListStats,
     TargetRank,
     canonical_scores,
     code_error,
     list_labels,
     pad_rows,
 )
+from retrieval.serving.list_bounds import ListStats
 from retrieval.serving.versions import content_hash
 
 ADD_CHUNK = 500_000  # rows assigned and encoded per step: ~0.25 GB of float32 at 128-d
