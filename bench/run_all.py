@@ -25,17 +25,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from bench.lib.common import (
-    BENCH_CACHE,
-    RESULTS,
-    ROOT,
-    Target,
-    code_version,
-    command_line,
-    header_lines,
-    machine_info,
-    plot_percentile_rows,
-)
+from bench.lib.common import BENCH_CACHE, RESULTS, ROOT, Target, code_version, command_line, header_lines, machine_info
+from bench.lib.plots import plot_percentile_rows
 from bench.registry import BENCHES, PURPOSES, Bench
 from retrieval.cli import parse_config
 

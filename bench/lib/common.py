@@ -1,8 +1,10 @@
 """Shared helpers for the benchmarks: machine header, percentiles, result files, the model, the app.
 
-Every result file carries the machine (CPU model, cores, RAM, load), the date, library versions
-and a plot. Each benchmark writes ``bench/results/<name>.md`` (human), ``<name>.json`` (read by
-``bench/run_all.py``: the targets with measured value and met / not met) and ``<name>.png``.
+Every result file carries the machine (CPU model, cores, RAM, load average at the start and at the
+end), the date, the git commit, library versions and a plot (bench/lib/plots.py). Each benchmark writes
+``bench/results/<name>.md`` (human) and ``<name>.json`` (read by ``bench/run_all.py``: the targets
+with measured value and met / not met) through :func:`write_results`, the one results writer, and
+``<name>.png``.
 
 Starting the app and calling its endpoint live in ``harness/api_client.py``.
 """
@@ -220,13 +222,27 @@ def write_results(
     out_dir: Path = RESULTS,
 ) -> Path:
     """Write ``<name>.md`` and ``<name>.json`` (the command that wrote it, targets, machine, raw data) and
-    return the .md path. The JSON is what ``bench/run_all.py`` reads back: nothing is parsed out of the Markdown."""
+    return the .md path. The JSON is what ``bench/run_all.py`` reads back: nothing is parsed out of the Markdown.
+
+    ``lines`` start with :func:`header_lines` (a ValueError otherwise: every result file names its machine,
+    date and commit); the load average now, at the end of the run, is added to both files."""
+    end = header_end(lines)
+    machine = {**machine, "load_avg_1m_end": round(os.getloadavg()[0], 2)}
+    lines = [*lines[:end], f"- load average at the end: {machine['load_avg_1m_end']}", *lines[end:]]
     md = write_markdown(out_dir / f"{name}.md", lines)
     command = command_line(sys.argv[0], None)
     payload = {"name": name, "command": command, "machine": machine, "targets": [t.as_dict() for t in targets]}
     payload["data"] = data
     (out_dir / f"{name}.json").write_text(json.dumps(payload, indent=2, default=_json_default))
     return md
+
+
+def header_end(lines: Sequence[str]) -> int:
+    """The index just past :func:`header_lines`' block at the top of ``lines`` (ValueError when it is not there)."""
+    keys = ("# ", "", "- date: ", "- commit: ", "- machine: ", "- libraries: ", "- command: ")
+    if len(lines) < len(keys) or not all(line.startswith(k) for line, k in zip(lines, keys)):
+        raise ValueError("a result file starts with header_lines(title, command, machine): machine, date, commit")
+    return len(keys)
 
 
 def write_markdown(path: Path, lines: Sequence[str]) -> Path:
@@ -273,12 +289,10 @@ def size_label(n: int) -> str:
 def command_line(script: str, argv: list[str] | None) -> str:
     """How the benchmark was run, for the result file: ``python -m bench.<purpose>.<module> <args>``
     (``script`` is the module's file, ``argv`` its arguments: None for ``sys.argv[1:]``)."""
-    return f"python -m {bench_module(script)} " + " ".join(sys.argv[1:] if argv is None else argv)
-
-
-def bench_module(script: str | Path) -> str:
-    """The dotted module name of a file under ``bench/`` (``bench/speed/bench_raster.py`` -> ``bench.speed.bench_raster``)."""
-    return ".".join(Path(script).resolve().relative_to(ROOT).with_suffix("").parts)
+    path = Path(script).resolve()
+    module = ".".join(path.relative_to(ROOT).with_suffix("").parts) if path.is_relative_to(ROOT / "bench") else ""
+    runs = f"-m {module}" if module else str(script)  # a bench, or whatever else called (a test)
+    return f"python {runs} " + " ".join(sys.argv[1:] if argv is None else argv)
 
 
 # --- model ---------------------------------------------------------------------------------------
@@ -302,48 +316,3 @@ def model_label(model: Path = DEFAULT_MODEL) -> str:
         if (Path(model) / "model.safetensors").exists()
         else "untrained create_encoder(seed=0) (no assets/model yet)"
     )
-
-
-def save_plot(fig, name: str, out_dir: Path = RESULTS) -> Path:
-    """Save a matplotlib figure as ``<name>.png`` next to the results and close it."""
-    import matplotlib.pyplot as plt
-
-    out_dir.mkdir(parents=True, exist_ok=True)
-    path = out_dir / f"{name}.png"
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
-
-
-def plot_percentile_rows(name: str, rows: Sequence[dict[str, Any]], out_dir: Path = RESULTS) -> Path | None:
-    """Bars of each row's p50 (and p95) from a result's ``data["rows"]`` (keys starting ``p50`` / ``p95``),
-    labelled by the row's text and integer fields; None when the rows carry no p50."""
-    p50 = next((k for k in (rows[0] if rows else {}) if k.startswith("p50")), None)
-    if p50 is None:
-        return None
-    p95 = next((k for k in rows[0] if k.startswith("p95")), None)
-    labels = [
-        " ".join(str(v) for v in r.values() if isinstance(v, str | int) and not isinstance(v, bool))[:48] for r in rows
-    ]
-    use_agg()
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(9, max(3.0, 0.22 * len(rows) + 1)))
-    y = range(len(rows))
-    ax.barh([v + 0.2 for v in y], [r[p50] for r in rows], height=0.4, label=p50)
-    if p95 is not None:
-        ax.barh([v - 0.2 for v in y], [r[p95] for r in rows], height=0.4, label=p95)
-    ax.set_yticks(list(y), labels, fontsize=6)
-    ax.invert_yaxis()
-    ax.set_xscale("log")
-    ax.set(title=f"{name}: {p50}" + (f" / {p95}" if p95 is not None else ""))
-    ax.legend(fontsize=7)
-    return save_plot(fig, name, out_dir)
-
-
-def use_agg() -> None:
-    """Headless matplotlib backend (call before pyplot is imported)."""
-    import matplotlib
-
-    matplotlib.use("Agg")

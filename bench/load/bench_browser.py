@@ -33,11 +33,10 @@ from bench.lib.common import (
     machine_info,
     model_label,
     percentiles,
-    save_plot,
     target_table,
-    use_agg,
     write_results,
 )
+from bench.lib.plots import save_plot, use_agg
 from harness.api_client import LOCALHOST, running_app
 from harness.browser import CHROMIUM, CHROMIUM_ARGS, NO_CHROMIUM, chromium_browser
 from retrieval.cli import parse_config

@@ -10,7 +10,8 @@ import os
 from collections import Counter
 from typing import TYPE_CHECKING
 
-from bench.lib.common import header_lines, model_label, percentiles, save_plot, use_agg, versions, write_results
+from bench.lib.common import header_lines, model_label, percentiles, versions, write_results
+from bench.lib.plots import save_plot, use_agg
 
 if TYPE_CHECKING:
     from bench.load.bench_cluster import Config

@@ -11,17 +11,9 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from bench.lib.common import (
-    Target,
-    header_lines,
-    model_label,
-    percentiles,
-    save_plot,
-    target_table,
-    use_agg,
-    write_results,
-)
+from bench.lib.common import Target, header_lines, model_label, percentiles, target_table, write_results
 from bench.lib.drawing_sessions import Session, score_signatures
+from bench.lib.plots import save_plot, use_agg
 
 if TYPE_CHECKING:
     from bench.load.bench_concurrency import Config

@@ -27,7 +27,9 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from bench.lib.common import ROOT, command_line, header_lines, machine_info, write_markdown
+import pandas as pd
+
+from bench.lib.common import ROOT, command_line, header_lines, machine_info, write_results
 from bench.load.bench_browser import draw_stroke
 from harness.api_client import running_app
 from harness.browser import CHROMIUM, NO_CHROMIUM, chromium_browser
@@ -222,7 +224,11 @@ def write_report(cfg: Config, machine: dict, command: str, analysis_dir: Path, s
         report,
         *(f"![{name}]({cfg.name}/{name})" for name in PLOTS),
     ]
-    write_markdown(ROOT / "docs" / "results" / f"{cfg.name}.md", lines)
+    # the per-condition figures and their paired differences, as the analysis wrote them, beside the report
+    data = {
+        name: pd.read_csv(analysis_dir / f"{name}.csv").to_dict("records") for name in ("conditions", "differences")
+    }
+    write_results(cfg.name, lines, [], data, machine, ROOT / "docs" / "results")
 
 
 if __name__ == "__main__":

@@ -42,11 +42,10 @@ from bench.lib.common import (
     machine_info,
     model_label,
     percentiles,
-    save_plot,
     target_table,
-    use_agg,
     write_results,
 )
+from bench.lib.plots import save_plot, use_agg
 from retrieval.cli import parse_config
 from retrieval.runtime import set_threads
 

@@ -10,16 +10,8 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from bench.lib.common import (
-    Target,
-    header_lines,
-    model_label,
-    save_plot,
-    size_label,
-    target_table,
-    use_agg,
-    write_results,
-)
+from bench.lib.common import Target, header_lines, model_label, size_label, target_table, write_results
+from bench.lib.plots import save_plot, use_agg
 
 if TYPE_CHECKING:
     from bench.speed.bench_latency import Config
