@@ -2,7 +2,9 @@
 
 Purposes: **speed** (one component's latency or throughput), **load** (many sessions against the
 running app: latency under load, reliability, hostile clients), **accuracy** (retrieval quality of
-models and levers). A bench's ``name`` is its result file, ``bench/results/<name>.{md,json}``.
+models and levers). A bench's script lives in its purpose's folder (``bench/speed/``, ``bench/load/``,
+``bench/accuracy/``) and runs as a module from the repository root (``python -m bench.speed.bench_raster``).
+A bench's ``name`` is its result file, ``bench/results/<name>.{md,json}``.
 """
 
 from __future__ import annotations
@@ -27,6 +29,11 @@ class Bench:
     quick: tuple[str, ...] = ()
     timeout_s: int = 1800
     default: bool = True  # part of a plain `make bench`; others run with --only (and say what they need)
+
+    @property
+    def module(self) -> str:
+        """What ``python -m`` runs: the script sits in its purpose's folder (``bench.speed.bench_raster``)."""
+        return f"bench.{self.purpose}.{self.script.removesuffix('.py')}"
 
 
 BENCHES = (
