@@ -13,6 +13,7 @@ import yaml
 
 pytest.importorskip("ray.serve", reason="ray[serve] is not installed: run `make cluster-venv` (make test does)")
 
+import ray  # noqa: E402
 from ray.serve._private.api import call_user_app_builder_with_args_if_necessary  # noqa: E402
 from ray.serve._private.build_app import build_app  # noqa: E402
 from ray.serve.schema import ServeDeploySchema  # noqa: E402
@@ -20,7 +21,7 @@ from ray.serve.schema import ServeDeploySchema  # noqa: E402
 from retrieval.provenance import PROJECT_ROOT  # noqa: E402
 from retrieval.serving.gallery import open_photos  # noqa: E402
 from retrieval.serving.index import PhotoIndex  # noqa: E402
-from retrieval.serving.serve_ray import REPLICA_ENV, app_builder  # noqa: E402
+from retrieval.serving.serve_ray import REPLICA_ENV, app_builder, main  # noqa: E402
 from retrieval.serving.versions import ids_digest  # noqa: E402
 
 SERVE_YAML = PROJECT_ROOT / "deploy" / "serve.yaml"
@@ -47,8 +48,16 @@ def built(config, encoder, tmp_path_factory):
     encoder.save(folder / "model")
     (app,) = config["applications"]
     local = {"model": str(folder / "model"), "gallery": "procedural:photos=12", "cache_dir": str(folder / "cache")}
+    # The documented order: fill the cache from the command line, then deploy (the builder reuses it).
+    main(
+        ["--prepare-only", "--shards", str(app["args"]["shards"])]
+        + [f"--{k.replace('_', '-')}={v}" for k, v in local.items()]
+    )
+    assert not ray.is_initialized(), "--prepare-only starts no cluster"
+    prepared = {p: p.stat().st_mtime_ns for p in (folder / "cache" / "shards").glob("*/*/ids.json")}
     application = call_user_app_builder_with_args_if_necessary(app_builder, app["args"] | local)
     deployments = build_app(application, name=app["name"]).deployments
+    assert prepared and {p: p.stat().st_mtime_ns for p in prepared} == prepared, "the builder rewrote the shards"
     return app["args"], {d.name: d for d in deployments}, folder / "cache"
 
 
@@ -89,7 +98,8 @@ def test_each_shard_reserves_memory_checks_its_snapshot_and_the_ingress_knows_th
 @pytest.mark.parametrize(
     "bad, message",
     [
-        ({"port": 9000}, "set by `make serve-cluster` only"),
+        ({"port": 9000}, "retrieval.serving.serve_ray` only"),
+        ({"prepare_only": True}, "retrieval.serving.serve_ray` only"),
         ({"replica": 2}, "unknown field"),
         ({"replicas": "two"}, "replicas"),
         ({"replicas": 4, "max_replicas": 2}, "max_replicas \\(2\\) is below replicas"),

@@ -59,6 +59,8 @@ class ServeConfig(ServingConfig):
     """CPUs each shard replica reserves (defaults: 2 encoders, 2 shards x 2 and the ingress fit a 2-core head)"""
     ingress_cpus: float = 0.1
     """CPUs each ingress replica reserves"""
+    prepare_only: bool = False
+    """write the gallery's shard folders (embedding what the cache lacks) and exit: run before `serve deploy`"""
 
     def check(self) -> None:
         """Raises ``ValueError`` naming the setting when the deployments could not be built from it."""

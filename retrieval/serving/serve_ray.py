@@ -90,7 +90,9 @@ def build_app(model_dir: str | Path, shard_folders: list[Path], snapshot: str, c
     return Ingress.options(**ingress_options(cfg)).bind(encoder_app, shards, sizes, snapshot, ingress_cfg)
 
 
-LOCAL_ONLY_SETTINGS = ("port", "num_cpus", "address")  # a Serve config file sets these in http_options / on the cluster
+# Settings of this module's command line only: a Serve config sets the proxy in http_options, and
+# the cluster exists already.
+COMMAND_LINE_ONLY = ("port", "num_cpus", "address", "prepare_only")
 
 
 def app_builder(args: dict[str, Any]) -> Application:
@@ -106,9 +108,9 @@ def app_builder(args: dict[str, Any]) -> Application:
     Raises:
         ValueError: an unknown or ill-typed setting, or one that belongs to the local launcher.
     """
-    local = sorted(set(args) & set(LOCAL_ONLY_SETTINGS))
+    local = sorted(set(args) & set(COMMAND_LINE_ONLY))
     if local:
-        raise ValueError(f"{', '.join(local)}: set by `make serve-cluster` only; a Serve config sets http_options")
+        raise ValueError(f"{', '.join(local)}: settings of `python -m retrieval.serving.serve_ray` only, not app args")
     cfg = config_from_mapping(ServeConfig, args, "app_builder args")
     cfg.check()
     folders, snapshot = prepare_shards(cfg, cfg.shards)
@@ -159,6 +161,11 @@ def main(argv: list[str] | None = None) -> None:
     start = time.perf_counter()
     folders, snapshot = prepare_shards(cfg, cfg.shards)
     n = sum(len(PhotoIndex.saved_ids(f)) for f in folders)
+    if cfg.prepare_only:
+        print(
+            f"{n:,} photos of snapshot {snapshot} in {cfg.shards} shard folder(s) under {folders[0].parent}", flush=True
+        )
+        return
     start_local_cluster(cfg.num_cpus, cfg.port, cfg.address)
     # After ray.init, which installs its own fatal-signal handler: SIGTERM and SIGINT (even from a
     # non-interactive shell) stop Serve and Ray cleanly, with no agent process left behind.
