@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 
 from retrieval.serving.compact_index import CompactIndex, shell_of
-from retrieval.serving.exact_rank import canonical_scores
+from retrieval.serving.exact_rank import canonical_scores, list_labels
+from retrieval.serving.list_bounds import ListStats
 
 
 def gallery(n: int = 12_000, dim: int = 32, seed: int = 0) -> np.ndarray:
@@ -85,3 +86,13 @@ def test_any_shell_count_ranks_exactly(tmp_path, shells):
         query = (vectors[row] + 0.5 * rng.standard_normal(16) / 4).astype(np.float32)
         scores = canonical_scores(query, vectors)
         assert index.rank_target(query, int(row), cap=None).rank == int((scores >= scores[row]).sum())
+
+
+def test_list_stats_from_the_encoding_pass_equal_a_separate_pass(built):
+    vectors, folder = built
+    index = CompactIndex.open(folder)
+    stats = index.counter.stats
+    again = ListStats.compute(vectors, list_labels(index.rank), index.rank.quantizer.reconstruct_n(0, index.rank.nlist))
+    for field in ("centroids", "sizes", "radius", "inner_radius"):
+        np.testing.assert_array_equal(getattr(stats, field), getattr(again, field))
+    assert (stats.min_norm, stats.max_norm) == (again.min_norm, again.max_norm)

@@ -107,8 +107,7 @@ class CompactIndex:
         mapped = _encode_and_store(topk, vectors, folder / "vectors.f32", progress)
         timings["add_s"] = time.perf_counter() - t
         t = time.perf_counter()
-        _add_in_shells(rank, mapped, list_labels(topk), shells, progress)
-        stats = ListStats.compute(mapped, list_labels(rank), rank.quantizer.reconstruct_n(0, rank.nlist))
+        stats = _add_in_shells(rank, mapped, list_labels(topk), shells, progress)
         errors = code_error(rank, mapped)
         timings["rank_codes_s"] = time.perf_counter() - t
         faiss.write_index(topk, str(folder / "topk.faiss"))
@@ -241,21 +240,24 @@ def shell_of(labels: np.ndarray, residual_norms: np.ndarray, shells: int) -> np.
 
 def _add_in_shells(
     rank: faiss.IndexIVFScalarQuantizer, vectors: np.ndarray, labels: np.ndarray, shells: int, progress: bool
-) -> None:
-    """Encode ``vectors`` into ``rank``'s lists: k-means list ``labels[i]``, shell by distance."""
-    centroids = rank.quantizer.reconstruct_n(0, rank.nlist)[::shells]
-    norms = np.empty(len(vectors), np.float64)
+) -> ListStats:
+    """Encode ``vectors`` into ``rank``'s lists (k-means list ``labels[i]``, shell by distance) and
+    return the lists' stats, from the distances and norms this pass computes anyway."""
+    all_centroids = rank.quantizer.reconstruct_n(0, rank.nlist)
+    centroids = all_centroids[::shells]
+    distances, norms = np.empty(len(vectors), np.float64), np.empty(len(vectors), np.float64)
     for start in range(0, len(vectors), ADD_CHUNK):
         block = np.asarray(vectors[start : start + ADD_CHUNK], np.float64)
-        norms[start : start + len(block)] = np.linalg.norm(
-            block - centroids[labels[start : start + len(block)]], axis=1
-        )
-    keys = labels * shells + shell_of(labels, norms, shells)
+        end = start + len(block)
+        distances[start:end] = np.linalg.norm(block - centroids[labels[start:end]], axis=1)
+        norms[start:end] = np.linalg.norm(block, axis=1)
+    keys = labels * shells + shell_of(labels, distances, shells)
     for start in tqdm(range(0, len(vectors), ADD_CHUNK), desc="rank codes", unit="chunk", disable=not progress):
         block = np.ascontiguousarray(vectors[start : start + ADD_CHUNK], np.float32)
         ids = np.arange(start, start + len(block), dtype=np.int64)
         lists = np.ascontiguousarray(keys[start : start + len(block)])
         rank.add_core(len(block), faiss.swig_ptr(block), faiss.swig_ptr(ids), faiss.swig_ptr(lists))
+    return ListStats.of_members(all_centroids, keys, distances, norms)
 
 
 def _cover_full_range(ivf: faiss.IndexIVFScalarQuantizer, vectors: np.ndarray) -> None:

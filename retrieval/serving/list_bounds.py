@@ -50,18 +50,29 @@ class ListStats:
         """Stats of ``vectors`` (any array-like, e.g. a memory map) assigned to lists by ``labels``."""
         centroids = np.asarray(centroids, np.float64)
         labels = np.asarray(labels, np.int64)
-        radius = np.zeros(len(centroids))
-        inner = np.full(len(centroids), np.inf)
-        max_norm, min_norm = 0.0, np.inf
+        distances, norms = np.empty(len(labels)), np.empty(len(labels))
         for start in range(0, len(labels), chunk):
             block = np.asarray(vectors[start : start + chunk], np.float64)
-            lab = labels[start : start + chunk]
-            distance = np.linalg.norm(block - centroids[lab], axis=1)
-            np.maximum.at(radius, lab, distance)
-            np.minimum.at(inner, lab, distance)
-            norms = np.linalg.norm(block, axis=1)
-            max_norm = max(max_norm, float(norms.max(initial=0.0)))
-            min_norm = min(min_norm, float(norms.min(initial=np.inf)))
+            distances[start : start + len(block)] = np.linalg.norm(
+                block - centroids[labels[start : start + chunk]], axis=1
+            )
+            norms[start : start + len(block)] = np.linalg.norm(block, axis=1)
+        return cls.of_members(centroids, labels, distances, norms)
+
+    @classmethod
+    def of_members(
+        cls, centroids: np.ndarray, labels: np.ndarray, distances: np.ndarray, norms: np.ndarray
+    ) -> ListStats:
+        """Stats from each member's list, float64 distance to that list's centroid and norm (computed
+        by the caller, e.g. in the pass that encodes the members)."""
+        centroids = np.asarray(centroids, np.float64)
+        labels = np.asarray(labels, np.int64)
+        radius = np.zeros(len(centroids))
+        inner = np.full(len(centroids), np.inf)
+        np.maximum.at(radius, labels, distances)
+        np.minimum.at(inner, labels, distances)
+        max_norm = float(np.max(norms, initial=0.0))
+        min_norm = float(np.min(norms, initial=np.inf))
         # The float64 distances and norms themselves round: a relative widening keeps every member inside.
         return cls(
             centroids,
