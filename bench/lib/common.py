@@ -64,12 +64,18 @@ def versions(packages: Sequence[str] = VERSIONED) -> dict[str, str]:
     return found
 
 
+RECORDS = (":!bench/results", ":!bench/RESULTS.md", ":!docs/results")  # result files: records, not code
+
+
 def code_version() -> str:
-    """The checkout's short commit, ``+changes`` when the tree has uncommitted edits ("unknown" without git)."""
+    """The checkout's short commit, ``+changes`` when the tree has uncommitted edits ("unknown" without git).
+    Result files do not count: a bench run rewrites them, and the next bench in the same run would say
+    ``+changes`` of code that did not change."""
     commit = git_output("rev-parse", "--short=12", "HEAD")
     if commit is None:
         return "unknown"
-    return commit + ("+changes" if git_output("status", "--porcelain", "--untracked-files=no") else "")
+    edits = git_output("status", "--porcelain", "--untracked-files=no", "--", ".", *RECORDS)
+    return commit + ("+changes" if edits else "")
 
 
 def machine_info() -> dict[str, Any]:

@@ -176,7 +176,8 @@ def write_report(rows: list[dict], cfg: Config, elapsed_s: float, machine: dict,
         for r in rows
         if r["index"].startswith("IVF-Flat") and r["index"].endswith(default)
     ]
-    lines[lines.index("") : lines.index("")] = ["", *target_table(targets)] if targets else []
+    at = lines.index("", 2)  # after the header's bullet list (index 1 is the blank line under the title)
+    lines[at:at] = ["", *target_table(targets)] if targets else []
     write_results(cfg.out.stem, lines, targets, {"rows": rows}, machine, cfg.out.parent)
 
 
