@@ -234,14 +234,11 @@ def hostile_targets(rows: list[dict], cfg: Config) -> list[Target]:
     ]
 
 
-def report(
-    rows: list[dict], cfg: Config, machine: dict, command: str, load_after: float, gaps: str, rss: float
-) -> None:
+def report(rows: list[dict], cfg: Config, machine: dict, command: str, gaps: str, rss: float) -> None:
     base_p95 = add_ratios(rows, cfg)
     targets = hostile_targets(rows, cfg)
     lines = header_lines("Hostile traffic beside honest study participants", command, machine)
     lines += [
-        f"- load average after: {load_after}",
         "",
         f"{cfg.sessions} honest participants per class for {cfg.class_s:g} s each, on the real app (study mode, default "
         f"model assets/model, gallery {cfg.gallery_size} procedural photos, default limits), strokes on the app's stroke route "
@@ -312,7 +309,7 @@ def main(argv: list[str] | None = None) -> None:
         ) as app:
             rows.append(run_class(app.url, app.proc.pid, cfg, control, log_dir, index, attack, sessions, gap_ms))
             rss = float(np.fmax(rss, status_mb("VmHWM", app.proc.pid, missing=float("nan"))))  # NaN: not read
-    report(rows, cfg, machine, command_line(__file__, argv), round(os.getloadavg()[0], 2), gaps, rss)
+    report(rows, cfg, machine, command_line(__file__, argv), gaps, rss)
 
 
 if __name__ == "__main__":
