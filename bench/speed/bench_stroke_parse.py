@@ -37,10 +37,10 @@ from bench.lib.common import (
     time_calls,
     write_results,
 )
+from bench.speed.bench_raster import sketch_with_points
 from harness.stroke_payloads import hostile_payloads, largest_allowed_payload, payload_class
 from retrieval.cli import parse_config
 from retrieval.data.formats.stroke_json import StrokeLimits, StrokePayloadError, parse_stroke_json, to_stroke_json
-from retrieval.data.procedural import generate_sketch
 
 STROKE_BUDGET_P95_MS = 40.0  # per-stroke server p95 at 10k photos (bench/results/latency.md)
 
@@ -62,12 +62,8 @@ class Config:
 
 
 def typical_payload(points: int) -> str:
-    """A procedural chair sketch cut to ``points`` points, as JSON text (what the canvas sends)."""
-    for index in range(1000):
-        sketch = generate_sketch(0, index, 0)
-        if sketch.num_points >= points:
-            return json.dumps(to_stroke_json(sketch.first_points(points)))
-    raise RuntimeError(f"no procedural sketch with {points} points in the first 1000; lower --points")
+    """The raster bench's procedural chair sketch of ``points`` points, as JSON text (what the canvas sends)."""
+    return json.dumps(to_stroke_json(sketch_with_points(points)))
 
 
 def parse_or_refuse(payload: object) -> str:
