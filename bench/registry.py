@@ -118,6 +118,14 @@ BENCHES = (
         default=False,
     ),
     Bench("stroke_route", "bench_stroke_route.py", "load", quick=("--sessions", "20", "--runs", "1", "--strokes", "6")),
+    Bench(
+        "capacity",  # docs/scaling.md's capacity plan: cost per stroke at 3 drawing paces, fitted
+        "bench_stroke_route.py",
+        "load",
+        full=("--paces", "1", "2", "3", "--runs", "2", "--strokes", "16", "--name", "capacity"),
+        quick=("--paces", "1", "3", "--runs", "1", "--sessions", "10", "--strokes", "6", "--name", "capacity"),
+        default=False,
+    ),
     Bench("cluster", "bench_cluster.py", "load", default=False),  # the Ray extra: make cluster-venv
     # accuracy: trained models and hours of CPU, run on purpose
     Bench("accuracy", "bench_accuracy.py", "accuracy", timeout_s=6 * 3600, default=False),
