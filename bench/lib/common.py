@@ -197,17 +197,18 @@ class Target:
         rel = f" ({self.measured / self.limit:.2f}x the limit)" if self.limit > 0 and self.measured > 0 else ""
         return f"{diff:+.3g} {self.unit}{rel}"
 
-    def row(self) -> str:
-        verdict = "met" if self.met else f"NOT met: {self.gap}"
-        return f"| {self.name} | {self.op} {self.limit:g} {self.unit} | {self.measured:.3g} {self.unit} | {verdict} |"
+    def cells(self) -> tuple[str, str, str, str]:
+        """A target table's row: name, limit, measured, verdict (and the note, when there is one)."""
+        verdict = ("met" if self.met else f"NOT met: {self.gap}") + (f"; {self.note}" if self.note else "")
+        return self.name, f"{self.op} {self.limit:g} {self.unit}", f"{self.measured:.3g} {self.unit}", verdict
 
     def as_dict(self) -> dict[str, Any]:
         return {**asdict(self), "met": self.met, "gap": self.gap}
 
 
 def target_table(targets: Sequence[Target]) -> list[str]:
-    """Markdown table of targets (target, measured, met / gap)."""
-    return ["| target | limit | measured | verdict |", "|---|---|---|---|", *(t.row() for t in targets)]
+    """Markdown table of targets (target, limit, measured, met / gap)."""
+    return markdown_table(("target", "limit", "measured", "verdict"), [t.cells() for t in targets], "llll")
 
 
 def markdown_table(header: Sequence[str], rows: Sequence[Sequence[Any]], align: str = "") -> list[str]:

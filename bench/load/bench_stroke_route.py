@@ -36,6 +36,7 @@ from bench.lib.common import (
     command_line,
     header_lines,
     machine_info,
+    markdown_table,
     percentiles,
     target_table,
     write_results,
@@ -216,17 +217,24 @@ def report(cfg: Config, runs: list[dict], machine: dict, argv: list[str] | None)
         "Server CPU: the app process's user + system seconds over the drawing phase / strokes answered "
         "(Next presses included); cores busy: the same seconds / wall seconds.",
         "",
-        "| pace | run | strokes | wall s | strokes/s per session | server cores busy | server CPU ms / stroke "
-        "| p50 ms | p95 ms | p99 ms | load after |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
+        *markdown_table(
+            (
+                *("pace", "run", "strokes", "wall s", "strokes/s per session", "server cores busy"),
+                *("server CPU ms / stroke", "p50 ms", "p95 ms", "p99 ms", "load after"),
+            ),
+            [
+                (
+                    *(f"{r['pace']:g}", r["run"], r["strokes"], f"{r['wall_s']:.1f}"),
+                    *(f"{r['strokes_per_s_per_session']:.2f}", f"{r['server_cores_busy']:.2f}"),
+                    f"{r['cpu_ms_per_stroke']:.1f}",
+                    *(f"{r['latency_ms'][q]:.0f}" for q in ("p50", "p95", "p99")),
+                    f"{r['load_after']:.2f}",
+                )
+                for r in runs
+            ],
+            "l" * 11,
+        ),
     ]
-    for r in runs:
-        lat = r["latency_ms"]
-        lines.append(
-            f"| {r['pace']:g} | {r['run']} | {r['strokes']} | {r['wall_s']:.1f} | {r['strokes_per_s_per_session']:.2f} | "
-            f"{r['server_cores_busy']:.2f} | {r['cpu_ms_per_stroke']:.1f} | "
-            f"{lat['p50']:.0f} | {lat['p95']:.0f} | {lat['p99']:.0f} | {r['load_after']:.2f} |"
-        )
     fit = capacity_fit(runs, cfg.sessions)
     if fit:
         lo, hi = fit["rates_measured"]
