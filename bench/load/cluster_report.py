@@ -64,20 +64,9 @@ def run_row(name: str, users: int, run: dict, idle: float) -> tuple:
     )
 
 
-def report(
-    results: dict, costs: dict, laptop: dict | None, cfg: Config, machine: dict, command: str, n_strokes: int
-) -> None:
-    lines = header_lines("Closed-loop sessions: single process vs Ray Serve", command, machine)
-    ray_version = versions(("ray",)).get("ray", "not installed")
-    lines += [
-        f"- ray {ray_version}; model: {model_label(cfg.model)}; gallery: {cfg.gallery_size:,} procedural photos; "
-        f"k={cfg.k}; every stroke asks the exact rank of the session's own photo",
-        f"- load: closed loop, {cfg.strokes} strokes per session at human times x{cfg.pace:g} (answer, then pen-up "
-        f"gap + next stroke); cap {cfg.max_s:.0f} s per load; {n_strokes} stroke states checked",
-        f"- Ray app: {cfg.shards} index shards, encoder replicas as named, @serve.batch max 8, no batch wait",
-        "- every server starts fresh in its own process group; the load generator (this process) runs on the "
-        "same 2 cores (its CPU share is a column)",
-        "",
+def cost_tables(results: dict, costs: dict) -> list[str]:
+    """Each server's start-up, memory, idle CPU and warm-up; then the encoder forward alone per batch size."""
+    return [
         *markdown_table(
             (
                 *("server", "start-up s", "resident MiB (all its processes)", "idle CPU, cores", "warm-up strokes"),
@@ -98,6 +87,24 @@ def report(
             [(b, f"{c['p50']:.2f}", f"{c['p95']:.2f}", f"{c['p50'] / b:.2f}") for b, c in costs.items()],
             "rrrr",
         ),
+    ]
+
+
+def report(
+    results: dict, costs: dict, laptop: dict | None, cfg: Config, machine: dict, command: str, n_strokes: int
+) -> None:
+    lines = header_lines("Closed-loop sessions: single process vs Ray Serve", command, machine)
+    ray_version = versions(("ray",)).get("ray", "not installed")
+    lines += [
+        f"- ray {ray_version}; model: {model_label(cfg.model)}; gallery: {cfg.gallery_size:,} procedural photos; "
+        f"k={cfg.k}; every stroke asks the exact rank of the session's own photo",
+        f"- load: closed loop, {cfg.strokes} strokes per session at human times x{cfg.pace:g} (answer, then pen-up "
+        f"gap + next stroke); cap {cfg.max_s:.0f} s per load; {n_strokes} stroke states checked",
+        f"- Ray app: {cfg.shards} index shards, encoder replicas as named, @serve.batch max 8, no batch wait",
+        "- every server starts fresh in its own process group; the load generator (this process) runs on the "
+        "same 2 cores (its CPU share is a column)",
+        "",
+        *cost_tables(results, costs),
         "",
         *(
             [
