@@ -27,7 +27,6 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from retrieval.cli import parse_config
-from retrieval.data.splits import DataSplit
 from retrieval.evaluation.metrics import per_sketch
 from retrieval.evaluation.ship_rule import ShipRule, decide
 from retrieval.model.encoder import Encoder
@@ -66,10 +65,6 @@ class HeadStudyConfig(SupervisedRecipe):
     """ship rule: m@B points a head must win by, fixed before the run"""
 
     @property
-    def split(self) -> DataSplit:
-        return DataSplit(self.data, self.val_fraction, self.holdout_fraction, split_seed=self.split_seed)
-
-    @property
     def budget(self) -> HeadBudget:
         return HeadBudget(
             self.rewards, self.seeds, self.minutes_rl, self.hidden, self.threads, self.tiny, self.progress
@@ -84,8 +79,8 @@ def study(cfg: HeadStudyConfig) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     (out / "config.json").write_text(json.dumps(asdict(cfg), indent=2))
     clock = Stopwatch()
-    dataset = cfg.split.open()
-    checkpoint = supervised_encoder(cfg, cfg.split, out, dataset, partial_prob=cfg.partial_prob)
+    dataset = cfg.data_split.open()
+    checkpoint = supervised_encoder(cfg, out, dataset, partial_prob=cfg.partial_prob)
     clock.lap("supervised training")
 
     encoder = Encoder.load(checkpoint)
@@ -114,7 +109,7 @@ def study(cfg: HeadStudyConfig) -> dict:
     clock.lap("comparison")
     verdict = {
         **decision.to_json(),
-        "split": cfg.split.record(dataset),
+        "split": cfg.data_split.record(dataset),
         "supervised": {"checkpoint": str(checkpoint), "partial_prob": cfg.partial_prob, "encoder": cfg.encoder},
         "head_budget": asdict(cfg.budget),
         "val_scores": val_scores,

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import json
 import shutil
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -53,9 +53,13 @@ class ReproduceConfig(SupervisedRecipe):
     verdict: str = ""
     """verdict.json of make rl-study on the same data: ship its winning head, retrained on this model ('' = supervised)"""
 
-    @property
-    def split(self) -> DataSplit:
-        return DataSplit(self.data, self.val_fraction, split_seed=self.split_seed)
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.has_holdout:
+            raise ValueError(
+                "make reproduce trains the product on every train photo but the val carve: a holdout belongs to "
+                "make rl-study (python -m rl.head_study), so leave --holdout-fraction / --holdout-folds out"
+            )
 
 
 def read_verdict(cfg: ReproduceConfig) -> dict | None:
@@ -63,12 +67,14 @@ def read_verdict(cfg: ReproduceConfig) -> dict | None:
     if not cfg.verdict:
         return None
     verdict = json.loads(Path(cfg.verdict).read_text())
-    study_split = verdict["split"]
-    same = (study_split["data"], study_split["val_fraction"], study_split["split_seed"])
-    if same != (cfg.data, cfg.val_fraction, cfg.split_seed):
+    # The study carved its holdout out of the photos left after the val carve: its val photos are
+    # this run's when the data, the val share and the split seed agree.
+    studied = DataSplit.from_record(verdict["split"]) or DataSplit()
+    val_carve = replace(studied, holdout_fraction=0.0, holdout_folds=0, holdout_fold=0)
+    if val_carve != cfg.data_split:
         raise ValueError(
-            f"{cfg.verdict} was measured on data/val carve {same}, this run uses "
-            f"{(cfg.data, cfg.val_fraction, cfg.split_seed)}: run make rl-study with the same --data and split"
+            f"{cfg.verdict} was measured on another data or val carve ({val_carve}), this run uses "
+            f"{cfg.data_split}: run make rl-study with the same --data and split"
         )
     return verdict
 
@@ -86,8 +92,7 @@ def ship(cfg: ReproduceConfig, out: Path, dataset, checkpoint: Path, verdict: di
     if verdict is None or verdict["ship"] == SUPERVISED:
         if verdict is not None:
             decision["verdict"] = {"file": cfg.verdict, "ship": SUPERVISED, "candidates": _reasons(verdict)}
-        card = {**(encoder.meta.get("card") or {}), "ship_decision": decision}
-        encoder.save(target, card)
+        encoder.save(target, encoder.card.with_entries(ship_decision=decision))
         return SUPERVISED, target
     method = verdict["ship"]
     studied = verdict["head_budget"]
@@ -125,8 +130,6 @@ def evaluate(cfg: ReproduceConfig, model: Path, out: Path, split: str) -> dict:
             model=model,
             out=out,
             split=split,
-            val_fraction=cfg.val_fraction,
-            split_seed=cfg.split_seed,
             threads=cfg.threads,
         )
     )
@@ -141,8 +144,8 @@ def reproduce(cfg: ReproduceConfig) -> dict:
     (out / "config.json").write_text(json.dumps(asdict(cfg), indent=2))
     clock = Stopwatch()
     verdict = read_verdict(cfg)
-    dataset = cfg.split.open()
-    checkpoint = supervised_encoder(cfg, cfg.split, out, dataset)
+    dataset = cfg.data_split.open()
+    checkpoint = supervised_encoder(cfg, out, dataset)
     clock.lap("supervised training")
     shipped, shipped_path = ship(cfg, out, dataset, checkpoint, verdict)
     clock.lap("shipping")

@@ -33,8 +33,7 @@ def test_the_head_study_judges_every_candidate_on_the_holdout_and_writes_a_verdi
     assert comparison["n_gallery"] == len(holdout.photo_ids("holdout"))
     assert verdict["split"]["counts"]["holdout"]["photos"] == len(holdout.photo_ids("holdout"))
     # The supervised model of the study never saw a holdout photo: its card records the carve.
-    card = Encoder.load(study_out / "supervised" / "best").meta["card"]
-    DataSplit(TINY_DATA, 0.2, 0.2).check_card(card)
+    assert Encoder.load(study_out / "supervised" / "best").card.split == DataSplit(TINY_DATA, 0.2, 0.2)
     for entry in verdict["candidates"].values():
         m_b = entry["vs_supervised"]["m@B"]
         assert m_b["low"] <= m_b["delta"] <= m_b["high"] and m_b["n_runs"] == 2
@@ -100,11 +99,12 @@ def test_a_two_tower_layout_runs_without_the_jigsaw_stage(tmp_path):
 def test_rl_train_takes_the_split_from_the_checkpoint_card_not_from_its_ppo_seed(study_out, tmp_path):
     from rl.train import RLConfig, load_inputs
 
-    checkpoint = str(study_out / "supervised" / "best")
-    flags = dict(checkpoint=checkpoint, data=TINY_DATA, val_fraction=0.2, cache_dir=str(tmp_path), progress=False)
-    _, dataset, _, val = load_inputs(RLConfig(**flags, holdout_fraction=0.2, seed=1))  # PPO seed 1, split seed 0
+    flags = dict(checkpoint=str(study_out / "supervised" / "best"), cache_dir=str(tmp_path), progress=False)
+    _, dataset, _, val = load_inputs(RLConfig(**flags, seed=1))  # PPO seed 1; no split flag: the card's carve
     assert val.photo_ids == DataSplit(TINY_DATA, 0.2, 0.2).open().photo_ids("val")
     with pytest.raises(SplitMismatchError, match="holdout_fraction 0.2"):
-        load_inputs(RLConfig(**flags))  # no holdout: the encoder's holdout photos would be trained on
+        load_inputs(
+            RLConfig(**flags, holdout_fraction=0.0)
+        )  # no holdout: the encoder's holdout photos would be trained on
     with pytest.raises(SplitMismatchError, match="split_seed"):
-        load_inputs(RLConfig(**flags, holdout_fraction=0.2, split_seed=1))
+        load_inputs(RLConfig(**flags, split_seed=1))
