@@ -18,7 +18,7 @@ $(STAMP): requirements.txt pyproject.toml
 
 venv: $(STAMP)
 
-# Scale-out extra (ray[serve], requirements-cluster.txt): for make test, serve-cluster and bench/bench_cluster.py only.
+# Scale-out extra (ray[serve], requirements-cluster.txt): for make test, serve-cluster and bench/load/bench_cluster.py only.
 CLUSTER_STAMP := $(VENV)/.cluster-$(shell cksum requirements-cluster.txt | cut -d' ' -f1)
 $(CLUSTER_STAMP): requirements-cluster.txt $(STAMP)
 	$(BIN)/python -m pip install -q -r requirements-cluster.txt -c requirements.txt
@@ -57,9 +57,9 @@ study: venv
 demo: venv
 	$(BIN)/python app.py --mode demo $(ARGS)
 
-# A scripted study through the browser (bench/scripted_study.py): docs/results/scripted_study.md.
+# A scripted study through the browser (bench/load/scripted_study.py): docs/results/scripted_study.md.
 scripted-study: venv chromium
-	$(BIN)/python bench/scripted_study.py $(ARGS)
+	$(BIN)/python -m bench.load.scripted_study $(ARGS)
 
 LOGDIR ?= study_logs
 analyse: venv
@@ -109,11 +109,11 @@ adapt: venv
 # 2 cores. `make bench QUICK=1` for a short pass; accuracy benches and the other non-default ones run by name
 # (ARGS="--only adapt"; bench/run_all.py lists them). Writes bench/results/<name>.{md,json} and bench/RESULTS.md.
 bench: venv chromium
-	$(BIN)/python bench/run_all.py $(if $(QUICK),--quick) $(ARGS)
+	$(BIN)/python -m bench.run_all $(if $(QUICK),--quick) $(ARGS)
 
 # bench/RESULTS.md again from the result files in bench/results (runs nothing).
 bench-summary: venv
-	$(BIN)/python bench/run_all.py --collect-only
+	$(BIN)/python -m bench.run_all --collect-only
 
 .PHONY: cluster-venv serve-cluster bench-summary
 

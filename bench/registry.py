@@ -2,7 +2,9 @@
 
 Purposes: **speed** (one component's latency or throughput), **load** (many sessions against the
 running app: latency under load, reliability, hostile clients), **accuracy** (retrieval quality of
-models and levers). A bench's ``name`` is its result file, ``bench/results/<name>.{md,json}``.
+models and levers). A bench's script lives in its purpose's folder (``bench/speed/``, ``bench/load/``,
+``bench/accuracy/``) and runs as a module from the repository root (``python -m bench.speed.bench_raster``).
+A bench's ``name`` is its result file, ``bench/results/<name>.{md,json}``.
 """
 
 from __future__ import annotations
@@ -27,6 +29,11 @@ class Bench:
     quick: tuple[str, ...] = ()
     timeout_s: int = 1800
     default: bool = True  # part of a plain `make bench`; others run with --only (and say what they need)
+
+    @property
+    def module(self) -> str:
+        """What ``python -m`` runs: the script sits in its purpose's folder (``bench.speed.bench_raster``)."""
+        return f"bench.{self.purpose}.{self.script.removesuffix('.py')}"
 
 
 BENCHES = (
@@ -110,6 +117,14 @@ BENCHES = (
         default=False,
     ),
     Bench("stroke_route", "bench_stroke_route.py", "load", quick=("--sessions", "20", "--runs", "1", "--strokes", "6")),
+    Bench(
+        "capacity",  # docs/scaling.md's capacity plan: cost per stroke at 3 drawing paces, fitted
+        "bench_stroke_route.py",
+        "load",
+        full=("--paces", "1", "2", "3", "--runs", "2", "--strokes", "16", "--name", "capacity"),
+        quick=("--paces", "1", "3", "--runs", "1", "--sessions", "10", "--strokes", "6", "--name", "capacity"),
+        default=False,
+    ),
     Bench("cluster", "bench_cluster.py", "load", default=False),  # the Ray extra: make cluster-venv
     # accuracy: trained models and hours of CPU, run on purpose
     Bench("accuracy", "bench_accuracy.py", "accuracy", timeout_s=6 * 3600, default=False),

@@ -9,10 +9,10 @@ built from those JSON files only (targets, machine, the command that wrote them)
 purpose; ``--collect-only`` rebuilds it from the committed files without running anything.
 Benches outside the default run (hours of training, the Ray extra, a scratch disk) run by name.
 
-    .venv/bin/python bench/run_all.py                  # the default run (~17 min on 2 cores)
-    .venv/bin/python bench/run_all.py --quick          # small sizes and fewer repetitions (~5-10 min)
-    .venv/bin/python bench/run_all.py --only latency,browser
-    .venv/bin/python bench/run_all.py --collect-only   # RESULTS.md from bench/results/*.json, nothing run
+    .venv/bin/python -m bench.run_all                  # the default run (~17 min on 2 cores)
+    .venv/bin/python -m bench.run_all --quick          # small sizes and fewer repetitions (~5-10 min)
+    .venv/bin/python -m bench.run_all --only latency,browser
+    .venv/bin/python -m bench.run_all --collect-only   # RESULTS.md from bench/results/*.json, nothing run
 """
 
 from __future__ import annotations
@@ -25,19 +25,9 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from common import (
-    BENCH_CACHE,
-    RESULTS,
-    ROOT,
-    Target,
-    code_version,
-    command_line,
-    header_lines,
-    machine_info,
-    plot_percentile_rows,
-)
-from registry import BENCHES, PURPOSES, Bench
-
+from bench.lib.common import BENCH_CACHE, RESULTS, ROOT, Target, code_version, command_line, header_lines, machine_info
+from bench.lib.plots import plot_percentile_rows
+from bench.registry import BENCHES, PURPOSES, Bench
 from retrieval.cli import parse_config
 
 SUMMARY = ROOT / "bench" / "RESULTS.md"
@@ -46,7 +36,7 @@ SUMMARY = ROOT / "bench" / "RESULTS.md"
 # --- running ---------------------------------------------------------------------------------------
 def run_bench(bench: Bench, quick: bool, log_dir: Path) -> dict:
     args = (bench.quick or bench.full) if quick else bench.full
-    cmd = [sys.executable, str(ROOT / "bench" / bench.script), *args]
+    cmd = [sys.executable, "-m", bench.module, *args]
     log = log_dir / f"{bench.name}.log"
     print(f"== {bench.name}: {' '.join(cmd[1:])} (log {log})", flush=True)
     started_at = time.time()
@@ -65,7 +55,7 @@ def run_bench(bench: Bench, quick: bool, log_dir: Path) -> dict:
         "status": status,
         "seconds": seconds,
         "started_at": started_at,
-        "command": " ".join(["python", *cmd[1:]]).replace(str(ROOT) + "/", ""),
+        "command": " ".join(["python", *cmd[1:]]),
         "tail": tail,
     }
 
@@ -109,7 +99,7 @@ def collect(run: dict) -> tuple[list[Target], list[str]]:
         )
     else:
         lines.append(
-            f"- no results file{'' if result is None else ' from this run'} (`python bench/run_all.py --only {bench.name}`)"
+            f"- no results file{'' if result is None else ' from this run'} (`python -m bench.run_all --only {bench.name}`)"
         )
     if run["tail"]:
         lines += ["", "```", run["tail"].strip()[-1200:], "```"]
@@ -223,7 +213,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def earlier_run(bench: Bench) -> dict:
     """A bench not run now: its result files from an earlier run stay in the summary."""
-    command = " ".join(["python", f"bench/{bench.script}", *bench.full])
+    command = " ".join(["python", "-m", bench.module, *bench.full])
     return {"bench": bench, "status": "not re-run", "seconds": 0.0, "started_at": 0.0, "command": command, "tail": ""}
 
 

@@ -50,9 +50,10 @@ class AppProcess:
 
 
 GRADIO_SLOW_START = "Cannot find empty port"
-"""What Gradio 6 says, whatever the port, when its server thread took over 5 s to start (a hard-coded
-wait in ``gradio.http_server``; a loaded 2-core machine gets there): :func:`running_app` then starts
-the app again on a new port, at most ``START_ATTEMPTS`` times."""
+"""What Gradio 6 says when its server did not start: the port was taken between :func:`free_port`
+and the app's bind, or (before retrieval.ui.server.PatientServer) a start slower than Gradio's
+hard-coded 5 s. :func:`running_app` then starts the app again on a new port, at most
+``START_ATTEMPTS`` times."""
 START_ATTEMPTS = 3
 
 

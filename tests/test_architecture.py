@@ -15,6 +15,9 @@ from retrieval.provenance import PROJECT_ROOT as ROOT
 
 LIBRARY = ("retrieval", "rl")
 HARNESS = "harness"  # tests' and benches' clients of a running app: imports the library, never imported by it
+BENCH = (
+    "bench"  # benchmarks by purpose (bench/speed, load, accuracy) over shared helpers (bench/lib); nothing imports them
+)
 
 # layer -> the layers it may import (besides itself); docs/design.md draws the same table
 ALLOWED = {
@@ -31,6 +34,15 @@ ALLOWED = {
     "app": {"retrieval", "ui", "adapt"},
     HARNESS: {"retrieval", "data", "model", "serving", "study", "ui"},
 }
+# A bench uses the library and the harness; the purposes share code only through bench/lib, never with each other.
+BENCH_USES = (set(ALLOWED) - {"app"}) | {"bench.lib"}
+ALLOWED |= {
+    "bench.lib": BENCH_USES - {"bench.lib"},
+    "bench.speed": BENCH_USES,
+    "bench.load": BENCH_USES,
+    "bench.accuracy": BENCH_USES,
+    BENCH: BENCH_USES,  # bench/registry.py and bench/run_all.py: the runner
+}
 
 
 def module_name(path: Path) -> str:
@@ -44,19 +56,37 @@ def layer_of(module: str) -> str:
     parts = module.split(".")
     if parts[0] == "retrieval":
         return parts[1] if len(parts) > 2 else "retrieval"
+    if parts[0] == BENCH and len(parts) > 1 and (ROOT / BENCH / parts[1]).is_dir():
+        return f"{BENCH}.{parts[1]}"  # a purpose folder, or bench/lib
     return parts[0]
 
 
-def project_modules() -> dict[str, Path]:
-    found = {module_name(p): p for pkg in (*LIBRARY, HARNESS) for p in (ROOT / pkg).rglob("*.py")}
+def project_modules(packages: tuple[str, ...] = (*LIBRARY, HARNESS, BENCH)) -> dict[str, Path]:
+    found = {module_name(p): p for pkg in packages for p in (ROOT / pkg).rglob("*.py")}
     found["app"] = ROOT / "app.py"
     return found
 
 
-def imports_of(path: Path, known: set[str]) -> set[str]:
-    """Project modules ``path`` imports, resolved to the deepest known module name."""
+def type_checking_imports(tree: ast.AST) -> set[ast.AST]:
+    """The import statements under ``if TYPE_CHECKING:``: read by type checkers, never run."""
+    return {
+        node
+        for block in ast.walk(tree)
+        if isinstance(block, ast.If) and "TYPE_CHECKING" in ast.unparse(block.test)
+        for stmt in block.body
+        for node in ast.walk(stmt)
+    }
+
+
+def imports_of(path: Path, known: set[str], runtime_only: bool = False) -> set[str]:
+    """Project modules ``path`` imports, resolved to the deepest known module name (``runtime_only``: leave
+    out the ``if TYPE_CHECKING:`` ones, e.g. a bench's report module naming its bench's Config)."""
     out = set()
-    for node in ast.walk(ast.parse(path.read_text())):
+    tree = ast.parse(path.read_text())
+    skipped = type_checking_imports(tree) if runtime_only else set()
+    for node in ast.walk(tree):
+        if node in skipped:
+            continue
         if isinstance(node, ast.Import):
             names = [alias.name for alias in node.names]
         elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
@@ -78,19 +108,33 @@ def graph() -> dict[str, set[str]]:
     return {name: imports_of(path, known) - {name} for name, path in modules.items()}
 
 
+@pytest.fixture(scope="module")
+def runtime_graph() -> dict[str, set[str]]:
+    modules = project_modules()
+    known = set(modules)
+    return {name: imports_of(path, known, runtime_only=True) - {name} for name, path in modules.items()}
+
+
 def test_every_import_follows_the_layer_rule(graph):
     wrong = [
         f"{module} ({layer_of(module)}) imports {target} ({layer_of(target)})"
         for module, targets in graph.items()
         for target in targets
-        if layer_of(target) != layer_of(module) and layer_of(target) not in ALLOWED[layer_of(module)]
+        if layer_of(target) != layer_of(module) and layer_of(target) not in ALLOWED.get(layer_of(module), ())
     ]
     assert not wrong, "imports against docs/design.md's rule:\n" + "\n".join(sorted(wrong))
 
 
-def test_no_import_cycle(graph):
-    # a package's __init__ is not an edge to its children: only real module-to-module imports count
-    edges = {m: {t for t in ts if not m.startswith(t + ".")} for m, ts in graph.items()}
+def test_every_bench_folder_has_a_rule():
+    """A new folder under bench/ needs its line in ALLOWED (and in docs/design.md), or nothing checks it."""
+    folders = {f"{BENCH}.{p.parent.name}" for p in (ROOT / BENCH).glob("*/*.py")}
+    assert folders <= set(ALLOWED), f"bench folders without a dependency rule: {sorted(folders - set(ALLOWED))}"
+
+
+def test_no_import_cycle(runtime_graph):
+    # a package's __init__ is not an edge to its children: only real module-to-module imports count; an
+    # import under TYPE_CHECKING never runs, so it cannot close a cycle (the layer rule still counts it)
+    edges = {m: {t for t in ts if not m.startswith(t + ".")} for m, ts in runtime_graph.items()}
     state: dict[str, int] = {}
     stack: list[str] = []
 
@@ -109,6 +153,13 @@ def test_no_import_cycle(graph):
     for module in sorted(edges):
         if module not in state and (cycle := visit(module)):
             pytest.fail("import cycle: " + " -> ".join(cycle))
+
+
+def test_the_cycle_checker_leaves_out_only_type_checking_imports(tmp_path):
+    source = tmp_path / "m.py"
+    source.write_text("from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    from a import X\nelse:\n    import b\n")
+    assert imports_of(source, {"a", "b"}, runtime_only=True) == {"b"}
+    assert imports_of(source, {"a", "b"}) == {"a", "b"}
 
 
 def test_the_checker_sees_a_lazy_cycle(tmp_path):
@@ -155,20 +206,20 @@ def long_modules(paths) -> dict[str, int]:
 
 
 def test_no_library_module_is_over_350_lines():
-    long = long_modules(project_modules().values())
+    long = long_modules(project_modules((*LIBRARY, HARNESS)).values())
     assert not long, f"split these modules by responsibility (at most {MAX_MODULE_LINES} lines): {long}"
 
 
 def test_no_bench_module_is_over_350_lines():
-    long = long_modules(sorted((ROOT / "bench").rglob("*.py")))
+    long = long_modules(project_modules((BENCH,)).values())
     assert not long, (
         f"split these benches by responsibility, e.g. load / measurement / report, sharing code through "
-        f"bench/common.py (at most {MAX_MODULE_LINES} lines): {long}"
+        f"bench/lib/common.py (at most {MAX_MODULE_LINES} lines): {long}"
     )
 
 
 def test_no_function_outside_tests_is_over_60_lines():
-    paths = [*project_modules().values(), *sorted((ROOT / "bench").rglob("*.py"))]
+    paths = project_modules().values()
     long = {
         key: n
         for path in paths

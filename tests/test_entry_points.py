@@ -2,10 +2,11 @@
 
 Entry points are found, not listed: every module under ``retrieval/``, ``rl/`` and ``bench/`` with an
 ``if __name__ == "__main__":`` block or a ``__main__.py``, plus ``app.py``. All of them run as
-``__main__`` (``runpy``, as ``python -m`` and ``python script.py`` would) in ONE child process from the
-repository root, with this checkout first on the path (a ``bench/*.py`` script would otherwise import
-the installed copy): torch is imported once instead of once per command, and whatever a module does
-at import (environment variables, matplotlib backends) stays out of the test process.
+``__main__`` (``runpy``, as ``python -m`` and ``python app.py`` would) in ONE child process from the
+repository root, with this checkout first on the path (the library would otherwise come from the
+installed copy, and ``bench`` is found from the repository root only): torch is imported once instead
+of once per command, and whatever a module does at import (environment variables, matplotlib
+backends) stays out of the test process.
 """
 
 from __future__ import annotations
@@ -35,13 +36,13 @@ EXPECTED = {
     "rl.train",
     "rl.reproduce",
     "rl.head_study",
-    "bench/bench_accuracy.py",
-    "bench/bench_adapt.py",
+    "bench.accuracy.bench_accuracy",
+    "bench.accuracy.bench_adapt",
     "rl.control",
     "rl.sweep",
     "app.py",
-    "bench/bench_ablation.py",
-    "bench/run_all.py",
+    "bench.accuracy.bench_ablation",
+    "bench.run_all",
 }
 NEEDS = {"retrieval.serving.serve_ray": "ray"}  # optional extra: skipped when not installed
 
@@ -49,7 +50,7 @@ NEEDS = {"retrieval.serving.serve_ray": "ray"}  # optional extra: skipped when n
 def entry_points() -> dict[str, list[str]]:
     """``{name: argv}`` of every command line in the repository."""
     found = {"app.py": [sys.executable, "app.py"]}
-    sources = sorted(path for package in ("retrieval", "rl") for path in (ROOT / package).rglob("*.py"))
+    sources = sorted(path for package in ("retrieval", "rl", "bench") for path in (ROOT / package).rglob("*.py"))
     delegated = set()  # modules whose main a package's __main__.py runs: one subprocess covers both
     for path in sources:
         if path.name == "__main__.py":
@@ -60,9 +61,6 @@ def entry_points() -> dict[str, list[str]]:
         module = ".".join(path.relative_to(ROOT).with_suffix("").parts)
         if module not in delegated and MAIN_GUARD in path.read_text():
             found[module] = [sys.executable, "-m", module]
-    for path in sorted((ROOT / "bench").glob("*.py")):
-        if MAIN_GUARD in path.read_text():
-            found[f"bench/{path.name}"] = [sys.executable, f"bench/{path.name}"]
     return found
 
 
@@ -80,7 +78,7 @@ for name, argv in json.loads(sys.argv[1]).items():
         try:
             if argv[0] == "-m":
                 runpy.run_module(argv[1], run_name="__main__", alter_sys=True)
-            else:  # bench/ is on PYTHONPATH, as a script's own folder is for ``python bench/x.py``
+            else:
                 runpy.run_path(argv[0], run_name="__main__")
         except SystemExit as exc:
             code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
@@ -96,7 +94,7 @@ def help_runs() -> dict[str, dict]:
     runnable = {n: argv[1:] for n, argv in ENTRY_POINTS.items() if importlib.util.find_spec(NEEDS.get(n, "os"))}
     env = {
         **os.environ,
-        "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), str(ROOT / "bench"), os.environ.get("PYTHONPATH")])),
+        "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])),
     }
     child = [sys.executable, "-W", "ignore::RuntimeWarning", "-c", HELP_RUNNER, json.dumps(runnable)]
     done = subprocess.run(child, cwd=ROOT, env=env, capture_output=True, text=True, timeout=240)

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import numpy as np
-from rerank import alpha_query_expansion, database_augmentation
+
+from bench.accuracy.rerank import alpha_query_expansion, database_augmentation
 
 
 def unit(*rows):

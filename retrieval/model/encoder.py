@@ -3,7 +3,7 @@
 Checkpoints (a folder of ``model.safetensors`` + ``model.json``) are written and read by
 :mod:`retrieval.model.checkpoint`; :meth:`Encoder.save` and :meth:`Encoder.load` are the entry points.
 
-Default architecture, chosen by measurement (bench/bench_encoder.py -> bench/results/encoder.md,
+Default architecture, chosen by measurement (bench/speed/bench_encoder.py -> bench/results/encoder.md,
 render + forward of one partial sketch, batch 1, CPU, torch 2.14): mobilenet_v3_small at 128 x 128
 costs 3.0-3.3 ms p50 / 3.1-3.6 ms p95 on one thread, against 6.6-7.4 ms for mobilenet_v3_large,
 4.9-5.7 for shufflenet_v2, 9.3-9.8 for efficientnet_b0, 9.5-10 for regnet_x_400mf and 14-15 for

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import threading
+import time
 
 import gradio as gr
+import gradio.http_server
 from starlette.middleware import Middleware
 
 from retrieval.study.plan import StudyConfig
@@ -18,6 +20,35 @@ from retrieval.ui.stroke_route import stroke_routes
 THUMBNAILS_BEFORE_SERVING = 20_000  # ~10 ms each on 2 cores: at most a few minutes of start-up, once per gallery
 SYSTEM_FONTS = ["system-ui", "-apple-system", "Segoe UI", "Roboto", "Helvetica Neue", "Arial", "sans-serif"]
 MONO_FONTS = ["ui-monospace", "SFMono-Regular", "Menlo", "Consolas", "monospace"]
+SERVER_START_WAIT_S = 120.0
+
+
+class PatientServer(gradio.http_server.Server):
+    """Gradio's uvicorn server, given ``start_wait_s`` to start instead of Gradio 6's hard-coded 5 s.
+
+    Past those 5 s Gradio gives up with "Cannot find empty port" whatever the port, and the server
+    thread it started keeps running: on a busy 2-core machine (a study laptop that is also embedding,
+    CI) ``make run`` then failed although nothing was wrong. A server that has not started within
+    ``start_wait_s`` is told to exit and reported with its real cause.
+    """
+
+    start_wait_s: float = SERVER_START_WAIT_S
+
+    def run_in_thread(self) -> None:
+        if self.reloader:  # `gradio app.py` reload mode: Gradio's own start (and its watcher thread)
+            return super().run_in_thread()
+        self.thread = threading.Thread(target=self.run, daemon=True)
+        self.thread.start()
+        deadline = time.monotonic() + self.start_wait_s
+        while not self.started:
+            if not self.thread.is_alive():  # uvicorn exits when it cannot bind: the port is taken
+                raise gradio.http_server.ServerFailedToStartError("the server stopped while starting (port taken?)")
+            if time.monotonic() > deadline:
+                self.should_exit = True
+                raise gradio.http_server.ServerFailedToStartError(
+                    f"the server did not start within {self.start_wait_s:.0f} s (machine overloaded?)"
+                )
+            time.sleep(0.01)
 
 
 def launch(config: AppConfig, backend: Backend | None = None) -> None:
@@ -35,6 +66,7 @@ def launch(config: AppConfig, backend: Backend | None = None) -> None:
         threading.Thread(
             target=backend.warm_thumbnails, args=(rest,), kwargs={"pause_s": 0.005}, name="thumbnails", daemon=True
         ).start()
+    gradio.http_server.Server = PatientServer  # start_server looks the class up in its module at call time
     theme = gr.themes.Soft(primary_hue="blue", font=SYSTEM_FONTS, font_mono=MONO_FONTS)
     auth = tuple(config.auth.split(":", 1)) if config.auth else None
     app.queue(default_concurrency_limit=config.concurrency, max_size=config.max_queue).launch(

@@ -1,7 +1,7 @@
 """Human drawing tempo for synthetic sketches, calibrated on Quick, Draw! raw timing.
 
 Constants measured on ../shared/data/quickdraw-raw (9,570 drawings, 345 categories) with
-``python bench/bench_procedural.py --calibrate ../shared/data/quickdraw-raw`` (stroke lengths in
+``python -m bench.speed.bench_procedural --calibrate ../shared/data/quickdraw-raw`` (stroke lengths in
 pixels after scaling each drawing's bounding box to 256): pen-up gap p10/p50/p90 = 155/439/1116 ms;
 stroke duration p10/p50/p90 = 134/584/2562 ms; a log-log fit gives duration = 23.3 * length^0.687 ms
 with a residual log-sd of 0.67; pointer samples arrive every 17 ms (p50; p10 7, p90 51).

@@ -1,0 +1,1 @@
+"""Speed benchmarks: one component's latency or throughput (rasteriser, encoder, index, the stroke's path)."""
