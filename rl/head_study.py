@@ -72,7 +72,7 @@ class HeadStudyConfig(SupervisedRecipe):
 
 
 def study(cfg: HeadStudyConfig) -> dict:
-    """Run the study; returns ``{"comparison", "verdict", "timings"}``."""
+    """Run the study; returns ``{"comparison", "verdict", "timings", "report"}`` (report: comparison.md's text)."""
     cfg = cfg.smoke_scaled()
     set_threads(cfg.threads)
     out = Path(cfg.out)
@@ -115,11 +115,12 @@ def study(cfg: HeadStudyConfig) -> dict:
         "val_scores": val_scores,
         "git_commit": git_commit(),
     }
-    write_report(cfg, out, comparison, verdict, clock.total())
-    return {"comparison": comparison, "verdict": verdict, "timings": clock.total()}
+    report = write_report(cfg, out, comparison, verdict, clock.total())
+    return {"comparison": comparison, "verdict": verdict, "timings": clock.total(), "report": report}
 
 
-def write_report(cfg: HeadStudyConfig, out: Path, comparison: dict, verdict: dict, timings: dict) -> None:
+def write_report(cfg: HeadStudyConfig, out: Path, comparison: dict, verdict: dict, timings: dict) -> str:
+    """Write the study's files into ``out``; returns comparison.md's text."""
     text = f"# Supervised vs RL vs fair control ({cfg.data}, partial_prob {cfg.partial_prob})\n\n"
     text += markdown(comparison, "holdout", CONTROL) + "\n" + verdict_markdown(verdict)
     text += "\n- Time (s): " + ", ".join(f"{k} {v:.0f}" for k, v in timings.items()) + "\n"
@@ -130,6 +131,7 @@ def write_report(cfg: HeadStudyConfig, out: Path, comparison: dict, verdict: dic
     curves = {"supervised": comparison["supervised"]["curve"]}
     curves |= {name: entry["seeds"][0]["metrics"]["curve"] for name, entry in comparison["methods"].items()}
     plot_rank_curves({"holdout": curves}, out / "comparison.png", title=f"true-photo rank while drawing ({cfg.data})")
+    return text
 
 
 def verdict_markdown(verdict: dict) -> str:
@@ -163,9 +165,8 @@ def _without_curves(obj):
 
 
 def main(argv: list[str] | None = None) -> dict:
-    cfg = parse_config(HeadStudyConfig, argv, description=__doc__)
-    result = study(cfg)
-    print((Path(cfg.out) / "comparison.md").read_text())
+    result = study(parse_config(HeadStudyConfig, argv, description=__doc__))
+    print(result["report"])
     return result
 
 

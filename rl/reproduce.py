@@ -136,7 +136,7 @@ def evaluate(cfg: ReproduceConfig, model: Path, out: Path, split: str) -> dict:
 
 
 def reproduce(cfg: ReproduceConfig) -> dict:
-    """Run everything; returns ``{"shipped": name, "evaluated": {split: {model: metrics}}, "timings": ...}``."""
+    """Run everything; returns ``{"shipped": name, "evaluated": {split: {model: metrics}}, "timings", "summary"}``."""
     cfg = cfg.smoke_scaled()
     set_threads(cfg.threads)
     out = Path(cfg.out)
@@ -154,11 +154,12 @@ def reproduce(cfg: ReproduceConfig) -> dict:
         evaluated[split] = {SUPERVISED: evaluate(cfg, checkpoint, out / split / SUPERVISED, split)}
         evaluated[split]["shipped"] = evaluate(cfg, shipped_path, out / split / "shipped", split)
     clock.lap("evaluation")
-    write_summary(cfg, out, shipped, evaluated, clock.total())
-    return {"shipped": shipped, "evaluated": evaluated, "timings": clock.total()}
+    summary = write_summary(cfg, out, shipped, evaluated, clock.total())
+    return {"shipped": shipped, "evaluated": evaluated, "timings": clock.total(), "summary": summary}
 
 
-def write_summary(cfg: ReproduceConfig, out: Path, shipped: str, evaluated: dict, timings: dict) -> None:
+def write_summary(cfg: ReproduceConfig, out: Path, shipped: str, evaluated: dict, timings: dict) -> str:
+    """Write summary.md, shipped.txt and timings.json into ``out``; returns summary.md's text."""
     lines = [
         f"# make reproduce: {cfg.data}",
         "",
@@ -180,15 +181,16 @@ def write_summary(cfg: ReproduceConfig, out: Path, shipped: str, evaluated: dict
         "- Time (s): " + ", ".join(f"{k} {v:.0f}" for k, v in timings.items()),
         "",
     ]
-    (out / "summary.md").write_text("\n".join(lines))
+    text = "\n".join(lines)
+    (out / "summary.md").write_text(text)
     (out / "shipped.txt").write_text(shipped + "\n")
     (out / "timings.json").write_text(json.dumps(timings, indent=2))
+    return text
 
 
 def main(argv: list[str] | None = None) -> dict:
-    cfg = parse_config(ReproduceConfig, argv, description=__doc__)
-    results = reproduce(cfg)
-    print((Path(cfg.out) / "summary.md").read_text())
+    results = reproduce(parse_config(ReproduceConfig, argv, description=__doc__))
+    print(results["summary"])
     return results
 
 

@@ -73,7 +73,7 @@ def test_reproduce_follows_a_verdict_and_refuses_one_from_other_data(tmp_path, s
     assert card["sketch_head"] == "control" and card["ship_decision"]["verdict"]["ship"] == "control"
     verdict["split"]["data"] = "procedural:photos=80"
     forced.write_text(json.dumps(verdict))
-    with pytest.raises(ValueError, match="measured on data"):
+    with pytest.raises(ValueError, match="measured on another data or val carve"):
         reproduce.main(["--tiny", "--out", str(tmp_path / "other"), "--no-progress", "--verdict", str(forced)])
 
 
