@@ -108,3 +108,9 @@ def test_rl_train_takes_the_split_from_the_checkpoint_card_not_from_its_ppo_seed
         )  # no holdout: the encoder's holdout photos would be trained on
     with pytest.raises(SplitMismatchError, match="split_seed"):
         load_inputs(RLConfig(**flags, split_seed=1))
+
+
+def test_the_product_pipeline_refuses_a_holdout_flag(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        reproduce.main(["--tiny", "--holdout-fraction", "0.2"])
+    assert exit_info.value.code == 2 and "a holdout belongs to make rl-study" in capsys.readouterr().err
