@@ -5,7 +5,8 @@
     python -m rl.head_study --data DIR --checkpoint SUPERVISED_DIR ...                    # skip step 1
 
 1. A ``holdout`` share of the train photos is carved out (``--holdout-fraction``); a supervised
-   encoder trains on the rest (or ``--checkpoint``, whose card must record this very carve).
+   encoder trains on the rest (or ``--checkpoint``: the study takes its card's split, and split flags
+   given must agree with it).
    Its models are this study's, never the product's: ``make reproduce`` trains on every train photo.
 2. From the supervised head, PPO per reward and the fair control (the same head trained by
    supervised gradient descent for the same minutes) train for each seed; each keeps its best
@@ -33,7 +34,7 @@ from retrieval.model.encoder import Encoder
 from retrieval.provenance import Stopwatch, git_commit
 from retrieval.runtime import set_threads
 from retrieval.train.config import SupervisedRecipe
-from retrieval.train.pipeline import supervised_encoder
+from retrieval.train.pipeline import supervised_encoder, with_checkpoint_split
 from rl.compare import compare, markdown
 from rl.features import cached_features
 from rl.heads import CONTROL, HeadBudget, train_heads
@@ -73,7 +74,7 @@ class HeadStudyConfig(SupervisedRecipe):
 
 def study(cfg: HeadStudyConfig) -> dict:
     """Run the study; returns ``{"comparison", "verdict", "timings", "report"}`` (report: comparison.md's text)."""
-    cfg = cfg.smoke_scaled()
+    cfg = with_checkpoint_split(cfg.smoke_scaled())
     set_threads(cfg.threads)
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)

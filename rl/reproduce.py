@@ -28,13 +28,13 @@ from pathlib import Path
 import numpy as np
 
 from retrieval.cli import parse_config
-from retrieval.data.splits import DataSplit
+from retrieval.data.splits import DataSplit, SplitMismatchError
 from retrieval.evaluation.metrics import HEADLINE_METRICS
 from retrieval.model.encoder import Encoder
 from retrieval.provenance import Stopwatch, git_commit
 from retrieval.runtime import set_threads
 from retrieval.train.config import SupervisedRecipe
-from retrieval.train.pipeline import supervised_encoder
+from retrieval.train.pipeline import supervised_encoder, with_checkpoint_split
 from rl.export import export_encoder
 from rl.features import cached_features
 from rl.heads import CONTROL, HeadBudget, train_head
@@ -56,9 +56,11 @@ class ReproduceConfig(SupervisedRecipe):
     def __post_init__(self) -> None:
         super().__post_init__()
         if self.has_holdout:
-            raise ValueError(
-                "make reproduce trains the product on every train photo but the val carve: a holdout belongs to "
-                "make rl-study (python -m rl.head_study), so leave --holdout-fraction / --holdout-folds out"
+            held = f"holdout_fraction {self.holdout_fraction}, holdout_folds {self.holdout_folds}"
+            raise SplitMismatchError(
+                f"make reproduce trains the product on every train photo but the val carve, so its split has no "
+                f"holdout ({held} here: from a --holdout flag, or a --checkpoint trained for make rl-study); a "
+                "holdout belongs to make rl-study (python -m rl.head_study)"
             )
 
 
@@ -137,7 +139,7 @@ def evaluate(cfg: ReproduceConfig, model: Path, out: Path, split: str) -> dict:
 
 def reproduce(cfg: ReproduceConfig) -> dict:
     """Run everything; returns ``{"shipped": name, "evaluated": {split: {model: metrics}}, "timings", "summary"}``."""
-    cfg = cfg.smoke_scaled()
+    cfg = with_checkpoint_split(cfg.smoke_scaled())
     set_threads(cfg.threads)
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)

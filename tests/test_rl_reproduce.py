@@ -78,8 +78,20 @@ def test_reproduce_follows_a_verdict_and_refuses_one_from_other_data(tmp_path, s
 
 
 def test_a_checkpoint_carved_for_a_study_is_refused_by_the_product_pipeline(study_out, tmp_path):
-    with pytest.raises(SplitMismatchError, match="holdout_fraction 0.2"):
+    with pytest.raises(SplitMismatchError, match=r"no holdout \(holdout_fraction 0.2"):
         reproduce.main(["--tiny", "--out", str(tmp_path), "--checkpoint", str(study_out / "supervised" / "best")])
+
+
+def test_a_study_on_a_checkpoint_takes_its_cards_split_and_refuses_flags_that_carve_otherwise(study_out, tmp_path):
+    from retrieval.train.pipeline import with_checkpoint_split
+
+    checkpoint = str(study_out / "supervised" / "best")
+    card_split = Encoder.load(checkpoint).card.split
+    # --holdout-fraction left at the study's default, --split-seed at 0: the card's carve either way
+    adopted = with_checkpoint_split(head_study.HeadStudyConfig(data=TINY_DATA, checkpoint=checkpoint))
+    assert adopted.data_split == card_split == DataSplit(TINY_DATA, 0.2, 0.2)
+    with pytest.raises(SplitMismatchError, match=r"split_seed 0 \(here 5\)"):
+        with_checkpoint_split(head_study.HeadStudyConfig(data=TINY_DATA, checkpoint=checkpoint, split_seed=5))
 
 
 def test_the_jigsaw_stage_is_off_by_default_and_when_on_runs_first_on_the_same_budget(tmp_path):

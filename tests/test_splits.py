@@ -90,3 +90,13 @@ def test_a_config_extending_the_split_gives_the_split_alone():
 
 
 SPLIT_NAMES = ("data", "val_fraction", "holdout_fraction", "holdout_folds", "holdout_fold", "split_seed")
+
+
+def test_a_split_adopts_a_cards_carve_where_its_fields_are_at_their_defaults():
+    trained = DataSplit(DATA, val_fraction=0.2, holdout_fraction=0.3, split_seed=4)
+    assert DataSplit().adopt(trained) == trained  # nothing chosen: the card's carve, data included
+    assert DataSplit(DATA, split_seed=4).adopt(trained) == trained  # chosen and agreeing
+    with pytest.raises(SplitMismatchError, match=r"holdout_fraction 0.3 \(here 0.5\)"):
+        DataSplit(holdout_fraction=0.5).adopt(trained)
+    with pytest.raises(SplitMismatchError, match="no 'split' record"):
+        DataSplit().adopt(None)

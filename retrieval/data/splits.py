@@ -105,6 +105,19 @@ class DataSplit:
         """Refuse a ``what`` whose recorded split differs from this one (data, fractions, folds, seed)."""
         self.check_against(DataSplit.from_record(card.get("split")), what)
 
+    def adopt(self, trained: DataSplit | None, what: str = "checkpoint") -> DataSplit:
+        """The split of a run that starts from a ``what`` trained on ``trained`` (its card's split).
+
+        A split field left at its default (this class's: a config may set its own) takes ``trained``'s
+        value; a field set otherwise must agree with it (``SplitMismatchError``): any other carve
+        could put the ``what``'s training photos into val or the holdout.
+        """
+        trained = _recorded_or_refuse(trained)
+        defaults = {f.name: f.default for f in fields(self) if f.name in SPLIT_FIELDS}
+        chosen = {name: getattr(self, name) for name in SPLIT_FIELDS if getattr(self, name) != defaults[name]}
+        replace(trained, **chosen).check_against(trained, what)
+        return trained
+
     def check_against(self, trained: DataSplit | None, what: str = "checkpoint") -> None:
         """Refuse a ``what`` trained on ``trained`` (None: its card records no split) unless it is this very split."""
         trained = _recorded_or_refuse(trained)
@@ -172,10 +185,8 @@ def _card_split_flags() -> type:
         for name in SPLIT_FIELDS
     ]
     cls = make_dataclass("CardSplitFlags", optional, bases=(_CardSplitMethods,))
-    cls.__module__, cls.__doc__ = (
-        __name__,
-        "The split flags of a run that uses a trained checkpoint: unset = its card's.",
-    )
+    cls.__module__ = __name__
+    cls.__doc__ = "The split flags of a run that uses a trained checkpoint: unset = its card's."
     return cls
 
 

@@ -242,7 +242,8 @@ class SupervisedRecipe(DataSplit):
     the data split (``DataSplit``'s flags) plus the supervised budget and layout."""
 
     checkpoint: str = ""
-    """an existing supervised encoder trained on this very split (its card is checked): skip its training"""
+    """an existing supervised encoder to use instead of training one: its card's split is the run's (split flags
+    left at their defaults take the card's values, others must agree)"""
     minutes_supervised: float = 48.0
     """time budget of supervised training, split over its stages"""
     encoder: str = "scratch"

@@ -39,7 +39,9 @@ from __future__ import annotations
 import copy
 import datetime
 import json
+from dataclasses import asdict, replace
 from pathlib import Path
+from typing import TypeVar
 
 import numpy as np
 import torch
@@ -58,6 +60,8 @@ from retrieval.train.config import LOSSES, STAGES, Config, SupervisedRecipe, fro
 from retrieval.train.jigsaw import JigsawHead
 from retrieval.train.loop import RunState, StageLoop
 from retrieval.train.steps import STEP_FNS
+
+R = TypeVar("R", bound=SupervisedRecipe)
 
 
 # --- the run ----------------------------------------------------------------------------------------
@@ -99,6 +103,15 @@ def run(cfg: Config, dataset=None, photos: PhotoFolder | None = None) -> Path:
         loop.run_stage(stage, STEP_FNS[stage], getattr(cfg, f"minutes_{stage}"))
     loop.finish()
     return run_dir
+
+
+def with_checkpoint_split(recipe: R) -> R:
+    """``recipe`` on the split of its ``--checkpoint``'s card (split flags left at their defaults take
+    the card's values, others must agree: ``DataSplit.adopt``); unchanged without a checkpoint."""
+    if not recipe.checkpoint:
+        return recipe
+    split = recipe.adopt(Encoder.load(recipe.checkpoint).card.split, "--checkpoint")
+    return replace(recipe, **asdict(split))
 
 
 def supervised_encoder(recipe: SupervisedRecipe, out: Path, dataset=None, **fields) -> Path:
