@@ -17,7 +17,7 @@ import os
 import re
 import textwrap
 import typing
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any, TypeVar
 
 T = TypeVar("T")
@@ -182,3 +182,37 @@ def parse_config(
         except ValueError as exc:
             parser.error(str(exc))
     return config
+
+
+def config_from_mapping(cls: type[T], values: Mapping[str, Any], where: str = "config") -> T:
+    """``cls`` from ``{field name: value}`` (e.g. the ``args`` of a Ray Serve config file), each value
+    checked against its field's default type; text is read as :func:`parse_config` reads environment
+    variables. Unset fields keep their defaults.
+
+    Raises:
+        ValueError: an unknown field (the known ones listed), or a value of the wrong type, naming ``where``.
+    """
+    fields = {f.name: f for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+    unknown = sorted(set(values) - set(fields))
+    if unknown:
+        raise ValueError(f"{where}: unknown field(s) {', '.join(unknown)}; known: {', '.join(fields)}")
+    choices, parsed = literal_choices(cls), {}
+    for name, value in values.items():
+        f = fields[name]
+        default = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc]
+        label = f"{where}: {name}"
+        if isinstance(value, str):
+            value = _from_env(value, default, label)
+        elif isinstance(default, bool) or isinstance(value, bool):
+            if type(value) is not type(default):
+                raise ValueError(f"{label}={value!r}: expected {type(default).__name__}")
+        elif isinstance(default, float) and isinstance(value, int):
+            value = float(value)
+        elif isinstance(default, tuple) and isinstance(value, list):
+            value = tuple(value)
+        elif default is not None and not isinstance(value, type(default)):
+            raise ValueError(f"{label}={value!r}: expected {type(default).__name__}")
+        if name in choices and value not in choices[name]:
+            raise ValueError(f"{label}={value!r}: choose from {', '.join(map(str, choices[name]))}")
+        parsed[name] = value
+    return cls(**parsed)

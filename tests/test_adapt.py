@@ -186,10 +186,12 @@ def _tiny_defaults(init):
     return tiny
 
 
-def test_the_app_flag_needs_a_photo_folder():
+def test_the_app_flag_needs_a_photo_folder_and_an_in_process_ranker():
     with pytest.raises(ValueError, match="--adapt-minutes needs --photos"):
         AppConfig(adapt_minutes=5).check()
     AppConfig(adapt_minutes=5, photos="somewhere").check()
+    with pytest.raises(ValueError, match="with --serve-url the cluster ranks"):
+        AppConfig(adapt_minutes=5, photos="somewhere", serve_url="http://127.0.0.1:8000").check()
 
 
 def test_the_app_serves_the_adapted_model_of_its_photo_folder(start_model, photos, tmp_path, monkeypatch):
