@@ -32,9 +32,8 @@ from retrieval.evaluation.metrics import per_sketch
 from retrieval.evaluation.ship_rule import ShipRule, decide
 from retrieval.model.encoder import Encoder
 from retrieval.provenance import Stopwatch, git_commit
-from retrieval.runtime import set_threads
 from retrieval.train.config import SupervisedRecipe
-from retrieval.train.pipeline import supervised_encoder, with_checkpoint_split
+from retrieval.train.pipeline import start_recipe_run, supervised_encoder
 from rl.compare import compare, markdown
 from rl.features import cached_features
 from rl.heads import CONTROL, HeadBudget, train_heads
@@ -74,11 +73,7 @@ class HeadStudyConfig(SupervisedRecipe):
 
 def study(cfg: HeadStudyConfig) -> dict:
     """Run the study; returns ``{"comparison", "verdict", "timings", "report"}`` (report: comparison.md's text)."""
-    cfg = with_checkpoint_split(cfg.smoke_scaled())
-    set_threads(cfg.threads)
-    out = Path(cfg.out)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "config.json").write_text(json.dumps(asdict(cfg), indent=2))
+    cfg, out = start_recipe_run(cfg, cfg.out)
     clock = Stopwatch()
     dataset = cfg.data_split.open()
     checkpoint = supervised_encoder(cfg, out, dataset, partial_prob=cfg.partial_prob)

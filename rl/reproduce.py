@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import json
 import shutil
-from dataclasses import asdict, dataclass, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -32,9 +32,8 @@ from retrieval.data.splits import DataSplit, SplitMismatchError
 from retrieval.evaluation.metrics import HEADLINE_METRICS
 from retrieval.model.encoder import Encoder
 from retrieval.provenance import Stopwatch, git_commit
-from retrieval.runtime import set_threads
 from retrieval.train.config import SupervisedRecipe
-from retrieval.train.pipeline import supervised_encoder, with_checkpoint_split
+from retrieval.train.pipeline import start_recipe_run, supervised_encoder
 from rl.export import export_encoder
 from rl.features import cached_features
 from rl.heads import CONTROL, HeadBudget, train_head
@@ -139,11 +138,7 @@ def evaluate(cfg: ReproduceConfig, model: Path, out: Path, split: str) -> dict:
 
 def reproduce(cfg: ReproduceConfig) -> dict:
     """Run everything; returns ``{"shipped": name, "evaluated": {split: {model: metrics}}, "timings", "summary"}``."""
-    cfg = with_checkpoint_split(cfg.smoke_scaled())
-    set_threads(cfg.threads)
-    out = Path(cfg.out)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "config.json").write_text(json.dumps(asdict(cfg), indent=2))
+    cfg, out = start_recipe_run(cfg, cfg.out)
     clock = Stopwatch()
     verdict = read_verdict(cfg)
     dataset = cfg.data_split.open()
@@ -191,8 +186,9 @@ def write_summary(cfg: ReproduceConfig, out: Path, shipped: str, evaluated: dict
 
 
 def main(argv: list[str] | None = None) -> dict:
-    results = reproduce(parse_config(ReproduceConfig, argv, description=__doc__))
-    print(results["summary"])
+    cfg = parse_config(ReproduceConfig, argv, description=__doc__)
+    results = reproduce(cfg)
+    print(f"{results['summary']}\n\nsummary.md, shipped.txt and timings.json in {cfg.out}")
     return results
 
 

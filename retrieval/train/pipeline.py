@@ -114,6 +114,18 @@ def with_checkpoint_split(recipe: R) -> R:
     return replace(recipe, **asdict(split))
 
 
+def start_recipe_run(recipe: R, out: str | Path) -> tuple[R, Path]:
+    """The first steps of ``make rl-study`` and ``make reproduce``: the recipe as it will run
+    (smoke-scaled, on its checkpoint's split), torch threads set, and ``out`` made with the recipe
+    in ``config.json`` (so a run folder always says how it was made)."""
+    recipe = with_checkpoint_split(recipe.smoke_scaled())
+    set_threads(recipe.threads)
+    folder = Path(out)
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "config.json").write_text(json.dumps(asdict(recipe), indent=2))
+    return recipe, folder
+
+
 def supervised_encoder(recipe: SupervisedRecipe, out: Path, dataset=None, **fields) -> Path:
     """``recipe.checkpoint`` once its card shows the recipe's split, else a new run of ``pipeline_config`` -> its ``best``.
 
