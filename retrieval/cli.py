@@ -17,7 +17,7 @@ import os
 import re
 import textwrap
 import typing
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any, TypeVar
 
 T = TypeVar("T")
@@ -31,7 +31,8 @@ required when the field's default is ``None`` or an empty tuple, else optional."
 def field_docs(cls: type) -> dict[str, str]:
     """``{field name: docstring}`` of a dataclass whose fields are followed by string literals.
 
-    Fields inherited from dataclass bases keep their docstrings; a subclass's own docstring wins.
+    Fields inherited from dataclass bases keep their docstrings; a subclass's own docstring wins. A
+    field made by code (``dataclasses.make_dataclass``) has no source: its ``metadata["help"]`` is its doc.
     """
     docs = {}
     for klass in reversed(cls.__mro__):
@@ -41,9 +42,14 @@ def field_docs(cls: type) -> dict[str, str]:
 
 
 def _own_field_docs(cls: type) -> dict[str, str]:
-    tree = ast.parse(textwrap.dedent(inspect.getsource(cls)))
+    own = cls.__dict__.get("__dataclass_fields__", {})
+    docs = {name: f.metadata["help"] for name, f in own.items() if "help" in f.metadata}
+    try:
+        source = inspect.getsource(cls)
+    except (OSError, TypeError):  # a class made by code
+        return docs
+    tree = ast.parse(textwrap.dedent(source))
     body = tree.body[0].body  # type: ignore[attr-defined]
-    docs = {}
     for node, following in zip(body, body[1:]):
         if (
             isinstance(node, ast.AnnAssign)
@@ -166,10 +172,47 @@ def parse_config(
                 parser.error(f"{variable}={value!r}: choose from {', '.join(map(str, choices[name]))}")
             parser.set_defaults(**{name: value})
     values = vars(parser.parse_args(argv))
-    config = cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in values.items()})
+    try:  # a config's own checks (__post_init__) are usage errors too
+        config = cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in values.items()})
+    except ValueError as exc:
+        parser.error(str(exc))
     if validate is not None:
         try:
             validate(config)
         except ValueError as exc:
             parser.error(str(exc))
     return config
+
+
+def config_from_mapping(cls: type[T], values: Mapping[str, Any], where: str = "config") -> T:
+    """``cls`` from ``{field name: value}`` (e.g. the ``args`` of a Ray Serve config file), each value
+    checked against its field's default type; text is read as :func:`parse_config` reads environment
+    variables. Unset fields keep their defaults.
+
+    Raises:
+        ValueError: an unknown field (the known ones listed), or a value of the wrong type, naming ``where``.
+    """
+    fields = {f.name: f for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+    unknown = sorted(set(values) - set(fields))
+    if unknown:
+        raise ValueError(f"{where}: unknown field(s) {', '.join(unknown)}; known: {', '.join(fields)}")
+    choices, parsed = literal_choices(cls), {}
+    for name, value in values.items():
+        f = fields[name]
+        default = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc]
+        label = f"{where}: {name}"
+        if isinstance(value, str):
+            value = _from_env(value, default, label)
+        elif isinstance(default, bool) or isinstance(value, bool):
+            if type(value) is not type(default):
+                raise ValueError(f"{label}={value!r}: expected {type(default).__name__}")
+        elif isinstance(default, float) and isinstance(value, int):
+            value = float(value)
+        elif isinstance(default, tuple) and isinstance(value, list):
+            value = tuple(value)
+        elif default is not None and not isinstance(value, type(default)):
+            raise ValueError(f"{label}={value!r}: expected {type(default).__name__}")
+        if name in choices and value not in choices[name]:
+            raise ValueError(f"{label}={value!r}: choose from {', '.join(map(str, choices[name]))}")
+        parsed[name] = value
+    return cls(**parsed)

@@ -99,4 +99,5 @@ def ui_backend(encoder, tmp_path_factory):
     gallery = Gallery(index, "test", loader=lambda photo_id: np.full((48, 32, 3), 200, np.uint8))
     thumbs = ThumbnailCache(tmp_path_factory.mktemp("thumbs"), gallery.load_photo, 32)
     retriever = Retriever(encoder, index)
-    return Backend(retriever, retriever, gallery, tuple(UI_GALLERY), thumbs, "model-hash", "code-version", ())
+    versions = ("model-hash", "code-version", ())
+    return Backend(retriever, gallery.photos, thumbs, *versions, retriever=retriever)

@@ -11,3 +11,6 @@ class RankResultStub:
     scores: list
     target_rank: int | None
     timings_ms: dict
+    rank_exact: bool = True
+    rank_bounds: tuple[int, int] | None = None
+    snapshot: str = ""

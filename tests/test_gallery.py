@@ -10,7 +10,13 @@ from PIL import Image, JpegImagePlugin
 
 from retrieval.data.images import MAX_PHOTO_SIDE, read_rgb, scan_photo_folder
 from retrieval.model.encoder import Encoder, create_encoder
-from retrieval.serving.gallery import build_dataset_gallery, build_folder_gallery, open_gallery, split_gallery_spec
+from retrieval.serving.gallery import (
+    build_dataset_gallery,
+    build_folder_gallery,
+    open_gallery,
+    open_photos,
+    split_gallery_spec,
+)
 
 
 def write_image(path, seed: int, size=(40, 30)) -> np.ndarray:
@@ -59,6 +65,26 @@ def test_scan_refuses_symlinks_leaving_the_folder(photo_folder):
     assert sorted(found) == ["a.png", "broken.png", "sub/b.jpg", "sub/deeper/c.webp"]
     assert len(refused) == 1 and "escape.png" in refused[0]
     assert all(p.is_relative_to(photo_folder.resolve()) for p in found.values())
+
+
+def test_listing_a_folders_photos_decodes_none_and_reads_each_by_id(photo_folder):
+    with pytest.warns(UserWarning, match="escape.png"):
+        photos = open_photos(photo_folder)
+    # broken.png is listed: nothing was decoded to find out (a cluster's index leaves it out, and a
+    # front end listing the folder is refused with that count: retrieval/serving/serve_client.py)
+    assert photos.ids == ("a.png", "broken.png", "sub/b.jpg", "sub/deeper/c.webp") and len(photos) == 4
+    assert "sub/b.jpg" in photos and "escape.png" not in photos and len(photos.refused) == 1
+    assert photos.load_photo("sub/b.jpg").shape == (30, 40, 3)
+    with pytest.raises((OSError, ValueError)):
+        photos.load_photo("broken.png")
+
+
+def test_a_procedural_spec_lists_the_ids_its_gallery_indexes(encoder, tmp_path):
+    spec = "procedural:photos=6,seed=3"
+    photos = open_photos(spec)
+    gallery = open_gallery(encoder, spec, tmp_path, progress=False)
+    assert photos.name == gallery.source and sorted(photos.ids) == sorted(gallery.index.ids)
+    assert gallery.photos.ids == tuple(gallery.index.ids) and gallery.photos.name == gallery.source
 
 
 @pytest.mark.slow

@@ -15,16 +15,20 @@ import pytest
 pytest.importorskip("ray.serve", reason="ray[serve] is not installed: run `make cluster-venv` (make test does)")
 
 from harness.api_client import free_port  # noqa: E402
+from retrieval.data.datasets import open_dataset  # noqa: E402
 from retrieval.data.formats.stroke_json import StrokePayloadError, to_stroke_json  # noqa: E402
-from retrieval.data.procedural import ProceduralDataset  # noqa: E402
 from retrieval.model.encoder import Encoder  # noqa: E402
-from retrieval.serving.gallery import build_dataset_gallery  # noqa: E402
+from retrieval.serving.gallery import open_gallery  # noqa: E402
 from retrieval.serving.ray_setup import write_shards  # noqa: E402
 from retrieval.serving.retriever import Retriever  # noqa: E402
 from retrieval.serving.serve_client import ServeRanker  # noqa: E402
 from retrieval.serving.serve_ray import ServeConfig, deploy, start_local_cluster, stop_local_cluster  # noqa: E402
+from retrieval.serving.versions import SnapshotMismatch, encoder_hash_of, ids_digest  # noqa: E402
+from retrieval.ui.backend import load_backend  # noqa: E402
+from retrieval.ui.config import AppConfig  # noqa: E402
 
 pytestmark = [pytest.mark.cluster, pytest.mark.timeout(300)]
+GALLERY = "procedural:photos=40,seed=5,sketches=1"  # a spec, so a front end can list the same photos
 
 
 @pytest.fixture(scope="module")
@@ -33,12 +37,13 @@ def setup(encoder, tmp_path_factory):
     folder = tmp_path_factory.mktemp("cluster")
     encoder.save(folder / "model")
     served = Encoder.load(folder / "model", channels_last=True)  # what the replicas load
-    dataset = ProceduralDataset(num_photos=40, sketches_per_photo=1, seed=5)
-    gallery = build_dataset_gallery(served, dataset, None, progress=False)
+    dataset = open_dataset(GALLERY)
+    gallery = open_gallery(served, GALLERY, folder / "cluster-cache", progress=False)
     shards = write_shards(gallery.index, 2, folder / "shards", gallery.snapshot)
-    # A shard's deadline with slack for a loaded 2-core machine (at 250 ms, healthy shards missed it at load 12-17)
+    # Deadlines with slack for a loaded 2-core machine (at 250 ms, healthy shards missed it at load 12-17;
+    # at 2 s, a partial answer under starvation): this test checks answers, the deadline has its own tests.
     cfg = ServeConfig(
-        model=folder / "model", replicas=2, shards=2, port=free_port(), max_body_bytes=20_000, deadline_ms=2_000
+        model=folder / "model", replicas=2, shards=2, port=free_port(), max_body_bytes=20_000, deadline_ms=5_000
     )
     start_local_cluster(num_cpus=2, port=cfg.port)
     try:
@@ -105,7 +110,46 @@ def test_the_ingress_caps_bodies_and_reports_its_snapshot(setup):
     ranker, single, payloads, _ = setup
     huge = ranker._client.post(f"{ranker.url}/rank", content=b'{"sketch": "' + b"x" * 30_000 + b'"}')
     assert huge.status_code == 413 and "limit" in huge.json()["error"]
-    assert ranker.info() == {"snapshot": single.snapshot, "gallery_size": 40}
+    assert ranker.info() == {
+        "snapshot": single.snapshot,
+        "gallery_size": 40,
+        "ids_digest": ids_digest(single.index.ids),
+    }
+
+
+def test_a_front_end_on_the_cluster_loads_no_model_embeds_nothing_and_ranks_there(setup, tmp_path):
+    ranker, single, payloads, targets = setup
+    front_cache = tmp_path / "front-end-cache"
+    config = AppConfig(model=tmp_path / "no-model", gallery=GALLERY, cache_dir=str(front_cache), serve_url=ranker.url)
+    backend = load_backend(config)
+    try:
+        # No model was loaded (in process, a missing model means an untrained network and a notice) and
+        # no photo embedded: the gallery cache stays empty; the versions logged are the cluster's.
+        assert backend.retriever is None and backend.notices == ()
+        assert not (front_cache / "galleries").exists()
+        assert (backend.snapshot, backend.model_hash) == (single.snapshot, encoder_hash_of(single.snapshot))
+        assert backend.model_fields()[""] == {"model_hash": backend.model_hash, "snapshot": single.snapshot}
+        assert sorted(backend.ids) == sorted(single.index.ids) and targets[0] in backend.photos
+        got, want = backend.rank(payloads[3], targets[3], 10), single.rank(payloads[3], 10, targets[3])
+        assert (got.ids, got.target_rank, got.snapshot) == (want.ids, want.target_rank, single.snapshot)
+        assert backend.thumbs.get(targets[3]).is_file(), "a photo is read by id when its thumbnail is first made"
+    finally:
+        backend.ranker.close()
+
+
+@pytest.mark.parametrize(
+    "other, why",
+    [
+        ("procedural:photos=41,seed=5,sketches=1", "holds 1 photo\\(s\\) fewer"),
+        ("procedural:photos=40,seed=6,sketches=1", "holds other photo ids"),
+    ],
+)
+def test_a_front_end_listing_other_photos_than_the_cluster_refuses_to_start(setup, tmp_path, other, why):
+    ranker, *_ = setup
+    config = AppConfig(model=tmp_path / "no-model", gallery=other, cache_dir=str(tmp_path), serve_url=ranker.url)
+    with pytest.raises(SnapshotMismatch, match=f"cluster's gallery \\(40 photos.*{why}"):
+        load_backend(config)
+    assert not (tmp_path / "galleries").exists()
 
 
 def test_a_shard_replica_killed_mid_load_fails_no_stroke_and_flags_what_it_cost(setup):

@@ -17,15 +17,9 @@ from retrieval.study.log import StudyLog, read_log
 from retrieval.study.payload import MAX_POINTS, JournalWriter, parse_stroke_batch
 from retrieval.study.plan import StudyConfig
 from retrieval.study.resume import ResumeRefusedError, resume_point
-from retrieval.ui.drawing_session import (
-    ENDED_GRACE_S,
-    DrawingSession,
-    QuotaError,
-    RankingError,
-    SyncError,
-    TrialClosedError,
-    TrialNotEndedError,
-)
+from retrieval.study.sketch_state import QuotaError, SyncError, TrialClosedError
+from retrieval.study.trials import ENDED_GRACE_S, TrialNotEndedError
+from retrieval.ui.drawing_session import DrawingSession, RankingError
 from tests.rank_stub import RankResultStub
 
 GALLERY = [f"photo_{i:03d}" for i in range(40)]
@@ -224,6 +218,27 @@ def test_a_ranker_that_fails_loses_no_stroke(tmp_path):
     session.give_up(writer.trial)
     (end,) = _records(tmp_path, "trial_end")
     assert end["strokes_drawn"] == 3
+
+
+def test_each_rank_record_carries_its_answers_snapshot_and_flags_an_interval(tmp_path):
+    """The log's common snapshot is the one at start; a cluster redeployed mid-session answers with
+    another, and a rank whose shards missed their deadline is an interval, never logged as exact."""
+    session = DrawingSession()
+    config = StudyConfig(num_trials=1, random_targets=1)
+    session.begin_study(config, StudyLog.create(tmp_path, "P1", "S1", {"snapshot": "enc-old"}), GALLERY, {}, CODE)
+    answers = iter([(5, True, None, "enc-old"), (7, False, (4, 29), "enc-new")])
+
+    def rank(sketch, target_id):
+        target_rank, exact, bounds, snapshot = next(answers)
+        return RankResultStub(GALLERY[:3], [0.9, 0.5, 0.1], target_rank, {}, exact, bounds, snapshot)
+
+    writer = JournalWriter(session.token)
+    for i in range(2):
+        _send(session, writer, [_stroke(i)], rank)
+    first, second = _records(tmp_path, "rank")
+    assert first["snapshot"] == "enc-old" and "rank_exact" not in first
+    assert (second["snapshot"], second["rank_exact"], second["rank_bounds"]) == ("enc-new", False, [4, 29])
+    assert all(r["snapshot"] == "enc-old" for r in _records(tmp_path, "stroke"))
 
 
 # --- resume -------------------------------------------------------------------------------------------

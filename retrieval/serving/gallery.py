@@ -51,6 +51,43 @@ def model_hash(encoder: Encoder) -> str:
     return digest.hexdigest()[:16]
 
 
+@dataclass(frozen=True)
+class PhotoSource:
+    """The photos a gallery spec names, listed without decoding or embedding any of them.
+
+    What a gallery is built from (:func:`index_photos`), and all a front end that ranks on a cluster
+    needs of the gallery (``app.py --serve-url``): the ids, and each photo read lazily by id.
+
+    Attributes:
+        name: the spec it was opened from (logged as the study's ``gallery``).
+        ids: photo ids in listing order.
+        load_photo: photo id -> ``(H, W, 3)`` uint8 RGB, read on demand.
+        cache_key: identity of the photos in the index cache's key ("" = never cached).
+        stamps: photo id -> change stamp (file size and mtime for folders): a cached embedding is
+            reused only while its stamp is unchanged.
+        paths: photo id -> image file, for folder galleries and folder datasets.
+        refused: files left out while listing (symlinks leaving the folder), with the reason.
+    """
+
+    name: str
+    ids: tuple[str, ...]
+    load_photo: Callable[[str], RGBImage]
+    cache_key: str = ""
+    stamps: dict[str, list] = field(default_factory=dict)
+    paths: dict[str, Path] = field(default_factory=dict)
+    refused: list[str] = field(default_factory=list)
+    _members: frozenset[str] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "_members", frozenset(self.ids))  # O(1) membership for 10M ids
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def __contains__(self, photo_id: object) -> bool:
+        return photo_id in self._members
+
+
 @dataclass
 class Gallery:
     """A built gallery: the index, the id -> photo mapping and where it is cached.
@@ -77,6 +114,11 @@ class Gallery:
     def snapshot(self) -> str:
         """What an answer was ranked against: encoder hash + gallery content hash (:func:`snapshot_id`)."""
         return snapshot_id(self.encoder_hash, self.index.content_hash())
+
+    @property
+    def photos(self) -> PhotoSource:
+        """The indexed photos (unreadable ones left out) as a :class:`PhotoSource`."""
+        return PhotoSource(self.source, tuple(self.index.ids), self.load_photo, paths=self.paths)
 
     def load_photo(self, photo_id: str) -> RGBImage:
         """The photo of ``photo_id`` as ``(H, W, 3)`` uint8 RGB."""
@@ -131,25 +173,29 @@ def _write_cache(folder: Path, index: PhotoIndex, entries: dict[str, list], sour
     tmp.rename(folder)  # a reader never sees a half-written cache
 
 
-def _build_cached(
+def index_photos(
     encoder: Encoder,
-    source: str,
-    fingerprint: str,
-    entries: dict[str, list],
-    load: Callable[[str], RGBImage],
-    cache_dir: Path | None,
-    batch_size: int,
-    progress: bool,
-    kind: str,
-) -> tuple[PhotoIndex, Path | None, list[str]]:
-    """Index ``entries`` (id -> change stamp), reusing cached embeddings whose stamp is unchanged."""
-    folder = _cache_folder(cache_dir, model_hash(encoder), fingerprint) if cache_dir else None
+    photos: PhotoSource,
+    cache_dir: str | Path | None = None,
+    *,
+    batch_size: int = 32,
+    progress: bool = True,
+    kind: str = "auto",
+) -> Gallery:
+    """Embed ``photos`` into a :class:`Gallery`, reusing cached embeddings whose stamp is unchanged.
+
+    Photos that fail to decode are skipped with a warning naming them. ``cache_dir=None`` (or a
+    source without a ``cache_key``) disables caching.
+    """
+    cache_dir = _opt_path(cache_dir) if photos.cache_key else None
+    folder = _cache_folder(cache_dir, model_hash(encoder), photos.cache_key) if cache_dir else None
+    entries = {pid: photos.stamps.get(pid, []) for pid in photos.ids}
     cached = _read_cache(folder) if folder else None
     index, old = cached if cached else (None, {})
     unchanged = [pid for pid in entries if old.get(pid) == entries[pid]] if index is not None else []
     reuse = set(unchanged)
     todo = [pid for pid in entries if pid not in reuse]
-    vecs, new_ids, skipped = _embed(encoder, todo, load, batch_size, progress, source)
+    vecs, new_ids, skipped = _embed(encoder, todo, photos.load_photo, batch_size, progress, photos.name)
     stale = index is not None and len(unchanged) != len(index)  # photos removed or modified since
     if index is None or stale:
         row_of = {pid: row for row, pid in enumerate(index.ids)} if index is not None else {}
@@ -159,8 +205,26 @@ def _build_cached(
     elif new_ids:
         index.add(vecs, new_ids)
     if folder and (new_ids or stale or cached is None or index.rebuilt_on_load):
-        _write_cache(folder, index, {pid: entries[pid] for pid in index.ids}, source)
-    return index, folder, skipped
+        _write_cache(folder, index, {pid: entries[pid] for pid in index.ids}, photos.name)
+    paths = {pid: photos.paths[pid] for pid in index.ids if pid in photos.paths}
+    return Gallery(index, photos.name, paths, photos.load_photo, folder, photos.refused + skipped, model_hash(encoder))
+
+
+def folder_photos(root: str | Path, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> PhotoSource:
+    """Every image under ``root``; ids are paths relative to it (``"shoes/12.jpg"``), stamped with
+    size and mtime. Symlinks leaving ``root`` are refused with a warning naming them."""
+    root = Path(root).expanduser().resolve()
+    paths, refused = scan_photo_folder(root)
+    for item in refused:
+        warnings.warn(f"skipping {item}", UserWarning, stacklevel=2)
+    if not paths:
+        raise FileNotFoundError(f"no {'/'.join(IMAGE_SUFFIXES)} images under {root}")
+    stamps = {pid: [p.stat().st_size, p.stat().st_mtime_ns] for pid, p in paths.items()}
+
+    def load(pid: str) -> RGBImage:
+        return read_rgb(paths[pid], max_pixels)
+
+    return PhotoSource(str(root), tuple(paths), load, f"folder:{root}", stamps, paths, refused)
 
 
 def build_folder_gallery(
@@ -173,37 +237,14 @@ def build_folder_gallery(
     progress: bool = True,
     kind: str = "auto",
 ) -> Gallery:
-    """Gallery of every image under ``root``; ids are paths relative to it (``"shoes/12.jpg"``).
-
-    Unreadable, broken or oversized images and symlinks leaving ``root`` are skipped with a
-    warning naming them. ``cache_dir=None`` disables caching.
+    """Gallery of every image under ``root`` (:func:`folder_photos`); unreadable, broken or
+    oversized images are skipped with a warning naming them. ``cache_dir=None`` disables caching.
     """
-    root = Path(root).expanduser().resolve()
-    paths, refused = scan_photo_folder(root)
-    for item in refused:
-        warnings.warn(f"skipping {item}", UserWarning, stacklevel=2)
-    if not paths:
-        raise FileNotFoundError(f"no {'/'.join(IMAGE_SUFFIXES)} images under {root}")
-    stamps = {pid: [p.stat().st_size, p.stat().st_mtime_ns] for pid, p in paths.items()}
-
-    def load(pid: str) -> RGBImage:
-        return read_rgb(paths[pid], max_pixels)
-
-    index, folder, skipped = _build_cached(
-        encoder, str(root), f"folder:{root}", stamps, load, _opt_path(cache_dir), batch_size, progress, kind
-    )
-    if len(index) == 0:
-        raise ValueError(f"no readable images under {root}: {'; '.join(skipped[:5])}")
-    kept = {pid: paths[pid] for pid in index.ids}
-    return Gallery(
-        index,
-        str(root),
-        kept,
-        lambda pid: read_rgb(kept[pid], max_pixels),
-        folder,
-        refused + skipped,
-        model_hash(encoder),
-    )
+    photos = folder_photos(root, max_pixels=max_pixels)
+    gallery = index_photos(encoder, photos, cache_dir, batch_size=batch_size, progress=progress, kind=kind)
+    if len(gallery.index) == 0:
+        raise ValueError(f"no readable images under {photos.name}: {'; '.join(gallery.skipped[:5])}")
+    return gallery
 
 
 def dataset_photo_ids(dataset: RetrievalDataset, split: str | None) -> list[str]:
@@ -213,6 +254,25 @@ def dataset_photo_ids(dataset: RetrievalDataset, split: str | None) -> list[str]
     if split not in dataset.splits():
         raise KeyError(f"dataset {dataset.name} has no split {split!r}; available: {dataset.splits()} or 'all'")
     return dataset.photo_ids(split)
+
+
+def dataset_photos(dataset: RetrievalDataset, split: str | None = None, *, identity: str | None = None) -> PhotoSource:
+    """A dataset split's photos (all photos when ``split`` is None/"all").
+
+    ``identity`` names the dataset in the cache key (e.g. the spec string it was opened from).
+    The key always adds a hash of the first photo's pixels (the one photo read here), so two
+    datasets that share a name and ids but not images never share a cache entry.
+    """
+    ids = dataset_photo_ids(dataset, split)
+    if not ids:
+        raise ValueError(f"dataset {dataset.name} split {split!r} has no photos")
+    identity = identity or f"{dataset.name}:{getattr(dataset, 'root', '')}"
+    identity += f"#{hashlib.sha256(dataset.load_photo(ids[0]).tobytes()).hexdigest()[:12]}"
+    source = f"{identity}{SPLIT_SEPARATOR}{split or ALL_SPLITS}"
+    paths = {}
+    if hasattr(dataset, "photo_path"):  # folder datasets can say where each photo lives
+        paths = {pid: Path(dataset.photo_path(pid)) for pid in ids}
+    return PhotoSource(source, tuple(ids), dataset.load_photo, f"dataset:{source}", paths=paths)
 
 
 def build_dataset_gallery(
@@ -226,33 +286,9 @@ def build_dataset_gallery(
     progress: bool = True,
     kind: str = "auto",
 ) -> Gallery:
-    """Gallery of a dataset split's photos (all photos when ``split`` is None/"all").
-
-    ``identity`` names the dataset in the cache key (e.g. the spec string it was opened from).
-    The key always adds a hash of the first photo's pixels, so two datasets that share a name
-    and ids but not images never share a cache entry.
-    """
-    ids = dataset_photo_ids(dataset, split)
-    if not ids:
-        raise ValueError(f"dataset {dataset.name} split {split!r} has no photos")
-    identity = identity or f"{dataset.name}:{getattr(dataset, 'root', '')}"
-    identity += f"#{hashlib.sha256(dataset.load_photo(ids[0]).tobytes()).hexdigest()[:12]}"
-    source = f"{identity}{SPLIT_SEPARATOR}{split or ALL_SPLITS}"
-    index, folder, skipped = _build_cached(
-        encoder,
-        source,
-        f"dataset:{source}",
-        {pid: [] for pid in ids},
-        dataset.load_photo,
-        _opt_path(cache_dir),
-        batch_size,
-        progress,
-        kind,
-    )
-    paths = {}
-    if hasattr(dataset, "photo_path"):  # folder datasets can say where each photo lives
-        paths = {pid: Path(dataset.photo_path(pid)) for pid in index.ids}
-    return Gallery(index, source, paths, dataset.load_photo, folder, skipped, model_hash(encoder))
+    """Gallery of a dataset split's photos (:func:`dataset_photos`)."""
+    photos = dataset_photos(dataset, split, identity=identity)
+    return index_photos(encoder, photos, cache_dir, batch_size=batch_size, progress=progress, kind=kind)
 
 
 def split_gallery_spec(spec: str) -> tuple[str, str | None]:
@@ -271,6 +307,17 @@ def is_dataset_spec(spec: str) -> bool:
     return path.is_dir() and any(path.glob(f"*{COORDINATE_SUFFIX}*"))
 
 
+def open_photos(spec: str | Path) -> PhotoSource:
+    """The photos a gallery spec names (see the module docstring), listed without embedding."""
+    base, split = split_gallery_spec(str(spec))
+    if is_dataset_spec(base):
+        identity = base if base.startswith("procedural") else str(Path(base).expanduser().resolve())
+        return dataset_photos(open_dataset(base), split, identity=identity)
+    if split is not None:
+        raise ValueError(f"{base} is a plain photo folder; '{SPLIT_SEPARATOR}{split}' only applies to datasets")
+    return folder_photos(base)
+
+
 def open_gallery(
     encoder: Encoder,
     spec: str | Path,
@@ -280,20 +327,16 @@ def open_gallery(
     progress: bool = True,
     **kwargs,
 ) -> Gallery:
-    """Build (or load from cache) the gallery a spec names; see the module docstring for specs.
+    """Build (or load from cache) the gallery a spec names (:func:`open_photos`).
 
     ``cache_dir`` defaults to :func:`default_cache_dir`; ``cache=False`` always re-embeds.
+    ``kwargs``: ``batch_size`` and ``kind`` of :func:`index_photos`.
     """
     cache_dir = (cache_dir or default_cache_dir()) if cache else None
-    base, split = split_gallery_spec(str(spec))
-    if is_dataset_spec(base):
-        identity = base if base.startswith("procedural") else str(Path(base).expanduser().resolve())
-        return build_dataset_gallery(
-            encoder, open_dataset(base), split, cache_dir, identity=identity, progress=progress, **kwargs
-        )
-    if split is not None:
-        raise ValueError(f"{base} is a plain photo folder; '{SPLIT_SEPARATOR}{split}' only applies to datasets")
-    return build_folder_gallery(encoder, base, cache_dir, progress=progress, **kwargs)
+    gallery = index_photos(encoder, open_photos(spec), cache_dir, progress=progress, **kwargs)
+    if len(gallery.index) == 0:
+        raise ValueError(f"no readable images in {gallery.source}: {'; '.join(gallery.skipped[:5])}")
+    return gallery
 
 
 def _opt_path(path: str | Path | None) -> Path | None:

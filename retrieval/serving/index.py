@@ -303,17 +303,23 @@ class PhotoIndex:
         (folder / "index.json").write_text(json.dumps(meta, indent=2))
         return folder
 
+    @staticmethod
+    def saved_ids(folder: str | Path) -> list[str]:
+        """The photo ids of an index written by :meth:`save`, without reading its vectors."""
+        folder = Path(folder)
+        if not (folder / "index.json").exists():
+            raise FileNotFoundError(f"no index at {folder}: expected index.json from PhotoIndex.save")
+        return json.loads((folder / "ids.json").read_text())
+
     @classmethod
     def load(cls, folder: str | Path) -> PhotoIndex:
         """Read an index written by :meth:`save`."""
         folder = Path(folder)
-        if not (folder / "index.json").exists():
-            raise FileNotFoundError(f"no index at {folder}: expected index.json from PhotoIndex.save")
+        ids = cls.saved_ids(folder)
         meta = json.loads((folder / "index.json").read_text())
         known = {f.name for f in fields(IndexParams)}
         params = IndexParams(**{k: v for k, v in meta["params"].items() if k in known})
         index = cls(meta["dim"], meta["requested_kind"], params)
-        ids = json.loads((folder / "ids.json").read_text())
         vectors = _as_matrix(np.load(folder / "vectors.npy"), index.dim)
         index.kind = meta["kind"]
         if ids:

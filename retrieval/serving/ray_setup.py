@@ -1,5 +1,5 @@
-"""What a Ray Serve deployment is made from, without Ray: token authentication, per-deployment
-resources, and the shard folders of a gallery snapshot.
+"""What a Ray Serve deployment is made from, without Ray: its settings (:class:`ServeConfig`) and the
+options of each deployment they make, token authentication, and the shard folders of a gallery snapshot.
 
 Kept apart from serve_ray.py (which imports ray) so they are checked and tested in isolation.
 """
@@ -10,6 +10,7 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from retrieval.serving.index import PhotoIndex
 from retrieval.serving.serving_config import ServingConfig
@@ -44,6 +45,80 @@ class ServeConfig(ServingConfig):
     """largest POST /rank body; bigger ones get 413 before parsing"""
     max_queued_requests: int = 64
     """strokes queued per deployment before Serve answers 503"""
+    ingress_replicas: int = 1
+    """HTTP ingress replicas (processes); Serve's proxies spread requests over them, each caches target vectors"""
+    max_replicas: int = 0
+    """autoscale encoder replicas between --replicas and this many with the load (Serve autoscaling); 0 = fixed"""
+    target_ongoing_requests: float = 2.0
+    """strokes in flight per encoder replica the autoscaler aims for (in flight = strokes/s x seconds each)"""
+    health_check_period_s: float = 5.0
+    """how often Serve asks each shard replica whether it still holds the deployed snapshot"""
+    encoder_cpus: float = 0.5
+    """CPUs each encoder replica reserves, so Ray places replicas by capacity (whole cores on a real cluster)"""
+    shard_cpus: float = 0.2
+    """CPUs each shard replica reserves (defaults: 2 encoders, 2 shards x 2 and the ingress fit a 2-core head)"""
+    ingress_cpus: float = 0.1
+    """CPUs each ingress replica reserves"""
+    prepare_only: bool = False
+    """write the gallery's shard folders (embedding what the cache lacks) and exit: run before `serve deploy`"""
+
+    def check(self) -> None:
+        """Raises ``ValueError`` naming the setting when the deployments could not be built from it."""
+        for name in ("replicas", "shards", "shard_replicas", "ingress_replicas", "max_batch", "max_queued_requests"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
+        if self.max_replicas and self.max_replicas < self.replicas:
+            raise ValueError(
+                f"max_replicas ({self.max_replicas}) is below replicas ({self.replicas}): raise it or use 0"
+            )
+        if not 0 < self.target_ongoing_requests <= encoder_max_ongoing(self):
+            limit = encoder_max_ongoing(self)
+            raise ValueError(f"target_ongoing_requests must be in (0, {limit}], got {self.target_ongoing_requests}")
+        if self.deadline_ms <= 0 or self.health_check_period_s <= 0:
+            raise ValueError("deadline_ms and health_check_period_s must be positive")
+
+
+def encoder_max_ongoing(cfg: ServeConfig) -> int:
+    """Strokes one encoder replica takes at once: room for two full batches (one running, one filling)."""
+    return max(16, 2 * cfg.max_batch)
+
+
+def encoder_options(cfg: ServeConfig) -> dict[str, Any]:
+    """``SketchEncoder.options(...)``: fixed ``replicas``, or autoscaling from ``replicas`` up to ``max_replicas``."""
+    options: dict[str, Any] = {
+        "max_ongoing_requests": encoder_max_ongoing(cfg),
+        "max_queued_requests": cfg.max_queued_requests,
+        "ray_actor_options": {"num_cpus": cfg.encoder_cpus},
+    }
+    if not cfg.max_replicas:
+        return options | {"num_replicas": cfg.replicas}
+    autoscaling = {
+        "min_replicas": cfg.replicas,
+        "initial_replicas": cfg.replicas,
+        "max_replicas": cfg.max_replicas,
+        "target_ongoing_requests": cfg.target_ongoing_requests,
+    }
+    return options | {"autoscaling_config": autoscaling}
+
+
+def shard_options(cfg: ServeConfig, index: int, folder: Path) -> dict[str, Any]:
+    """``IndexShardDeployment.options(...)`` of shard ``index``: its replicas, CPUs, memory and health check."""
+    return {
+        "name": f"Shard{index}",
+        "num_replicas": cfg.shard_replicas,
+        "max_queued_requests": cfg.max_queued_requests,
+        "health_check_period_s": cfg.health_check_period_s,
+        "ray_actor_options": {"num_cpus": cfg.shard_cpus, "memory": shard_memory_bytes(folder)},
+    }
+
+
+def ingress_options(cfg: ServeConfig) -> dict[str, Any]:
+    """``Ingress.options(...)``: its replicas and CPUs, and the queue bound past which Serve answers 503."""
+    return {
+        "num_replicas": cfg.ingress_replicas,
+        "max_queued_requests": cfg.max_queued_requests,
+        "ray_actor_options": {"num_cpus": cfg.ingress_cpus},
+    }
 
 
 TOKEN_AUTH_HOWTO = """\
@@ -74,19 +149,6 @@ def require_token_auth(env: Mapping[str, str] | None = None, home: Path | None =
     except OSError:
         pass
     raise PermissionError(f"RAY_AUTH_MODE=token but no token at {path}.\n{TOKEN_AUTH_HOWTO}")
-
-
-@dataclass(frozen=True)
-class ClusterResources:
-    """CPUs each replica reserves, so Ray places replicas by capacity instead of piling them on a node.
-
-    The defaults fit 2 encoder replicas, 2 shards x 2 replicas and the ingress on a 2-core head
-    (2 x 0.5 + 4 x 0.2 + 0.1 = 1.9 CPUs); on a bigger cluster raise them to whole cores.
-    """
-
-    encoder_cpus: float = 0.5
-    shard_cpus: float = 0.2
-    ingress_cpus: float = 0.1
 
 
 def shard_memory_bytes(folder: Path, overhead: float = 1.5) -> int:

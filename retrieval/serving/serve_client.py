@@ -11,13 +11,14 @@ Thread-safe (one pooled ``httpx.Client``), so concurrent sessions share its conn
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from retrieval.data.formats.stroke_json import StrokePayloadError, to_stroke_json
 from retrieval.data.sketch import Sketch
 from retrieval.serving.rank_result import RankResult, check_k
 from retrieval.serving.retriever import SketchInput
+from retrieval.serving.versions import SnapshotMismatch, ids_digest
 
 
 def rank_request(sketch: SketchInput, k: int, target_id: str | None) -> dict[str, Any]:
@@ -44,6 +45,34 @@ def rank_result(status: int, body: dict[str, Any]) -> RankResult:
     return RankResult.from_json(body)
 
 
+def check_cluster_gallery(info: Mapping[str, Any], ids: Sequence[str], source: str) -> None:
+    """Refuse a front end whose photos are not the cluster's (``info``: its ``GET /info``).
+
+    The front end lists its photos itself (for targets and thumbnails) and the cluster ranks its own
+    index: they must hold the same photo ids, or targets would be unknown to the cluster and
+    thumbnails would name photos it never ranks. Compared by count and :func:`ids_digest`; the
+    pixels are not compared (the front end embeds nothing), so keep both on one copy of the photos.
+
+    Raises:
+        SnapshotMismatch: naming both counts and what to fix.
+    """
+    size, digest = info.get("gallery_size"), info.get("ids_digest")
+    if digest is None:
+        raise SnapshotMismatch("the cluster does not report its photo ids (GET /info has no ids_digest): redeploy it")
+    if size == len(ids) and digest == ids_digest(ids):
+        return
+    why = "holds other photo ids"
+    if isinstance(size, int) and size < len(ids):
+        why = f"holds {len(ids) - size} photo(s) fewer (it skips photos it cannot read: its log names them)"
+    elif isinstance(size, int) and size > len(ids):
+        why = f"holds {size - len(ids)} photo(s) more"
+    raise SnapshotMismatch(
+        f"the cluster's gallery ({size} photos, snapshot {info.get('snapshot')}) is not this front end's "
+        f"{source} ({len(ids)} photos): the cluster {why}. Start the front end with the cluster's --gallery / "
+        "--photos, on the same copy of the photos"
+    )
+
+
 class ServeRanker:
     """``rank(sketch, k, target_id) -> RankResult`` answered by the Serve app at ``url``."""
 
@@ -62,7 +91,8 @@ class ServeRanker:
         return rank_result(response.status_code, body)
 
     def info(self) -> dict[str, Any]:
-        """The cluster's gallery ``snapshot`` and ``gallery_size`` (``GET /info``): what a front end logs."""
+        """The cluster's ``snapshot``, ``encoder_hash``, ``gallery_size`` and ``ids_digest`` (``GET /info``):
+        what a front end logs and checks its photos against (:func:`check_cluster_gallery`)."""
         import httpx
 
         try:

@@ -2,10 +2,17 @@
 
     make serve-cluster ARGS="--replicas 2 --shards 2"        # = python -m retrieval.serving.serve_ray ...
     curl -s 127.0.0.1:8000/rank -d '{"sketch": <stroke JSON>, "k": 10, "target_id": null}'
+    serve deploy deploy/serve.yaml                          # a running, token-authenticated cluster
 
-The same per-stroke work as :class:`~retrieval.serving.retriever.Retriever`, spread over processes:
+``make serve-cluster`` is the laptop path: a fresh local head, ``serve.run``, Ctrl-C stops it all.
+On a cluster, deploy declaratively: deploy/serve.yaml names :func:`app_builder` with
+:class:`ServeConfig` fields as ``args``, and Serve keeps the app at that config (docs/scaling.md).
 
-* ``SketchEncoder`` (``--replicas`` processes): :meth:`SketchEmbedder.embed_batch` under Serve's
+The same per-stroke work as :class:`~retrieval.serving.retriever.Retriever`, spread over processes
+(retrieval/serving/serve_deployments.py):
+
+* ``SketchEncoder`` (``--replicas`` processes, autoscaled up to ``--max-replicas`` when set):
+  :meth:`SketchEmbedder.embed_batch` under Serve's
   ``@serve.batch``. Concurrent strokes of any session that reach one replica share a forward.
   The batch takes what is queued and does not wait for more (``batch_wait_timeout_s`` 0), the
   policy of retrieval/serving/batching.py; ``RankBatcher`` itself is not used in this mode.
@@ -13,266 +20,111 @@ The same per-stroke work as :class:`~retrieval.serving.retriever.Retriever`, spr
   :class:`PhotoIndex` folder (written by :func:`write_shards`) and answers ``target_vector`` /
   ``search`` (retrieval/serving/shards.py). ``check_health`` fails when the loaded snapshot is not
   the deployed one, so Serve replaces the replica.
-* ``Ingress`` (HTTP ``POST /rank``, or the handle method ``rank``): embed -> the target's vector
+* ``Ingress`` (``--ingress-replicas``; HTTP ``POST /rank``, or the handle method ``rank``): embed -> the target's vector
   (cached) -> every shard's top-k and certified count, each within ``--deadline-ms`` ->
   :func:`merge_answers`. It answers the app's ``rank`` API dict: ``ids``, ``scores``,
   ``target_rank``, ``rank_exact``, ``rank_bounds``, ``partial``, ``snapshot``, ``timings_ms``,
   ``gallery_size``, ``batch_size``. Bodies over ``--max-body-bytes`` get 413 before parsing;
-  past ``max_queued_requests`` Serve answers 503 (backpressure).
+  past ``max_queued_requests`` Serve answers 503 (backpressure). ``GET /info`` answers the
+  ``snapshot``, ``gallery_size`` and ``ids_digest`` a front end checks its photos against.
 
 Joining a running cluster (``--address auto``) requires Ray token authentication
 (``RAY_AUTH_MODE=token`` and a token; see docs/scaling.md): an unauthenticated Ray cluster runs
 any code sent to it.
 
 The Gradio front end stays outside Ray and keeps per-session state; it calls this app over HTTP
-(``app.py --serve-url``, retrieval/serving/serve_client.py). Only this module imports ray. The local head
+(``app.py --serve-url``, retrieval/serving/serve_client.py). Only this module and serve_deployments.py
+import ray. The local head
 binds 127.0.0.1, has no dashboard, and stops with the process (Ctrl-C).
 """
 
 from __future__ import annotations
 
-import asyncio
 import os
 import signal
 import time
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")  # before ray starts: Ray reports usage online unless told not to
 import ray  # noqa: E402
 from ray import serve  # noqa: E402
-from starlette.requests import Request  # noqa: E402
-from starlette.responses import JSONResponse  # noqa: E402
+from ray.serve import Application  # noqa: E402
 
-from retrieval.data.formats.stroke_json import StrokePayloadError  # noqa: E402
-from retrieval.provenance import PROJECT_ROOT
-from retrieval.runtime import set_threads  # noqa: E402
-from retrieval.serving.body_cap import BodyOverCap, capped_json  # noqa: E402
-from retrieval.serving.exact_rank import DEFAULT_RANK_CAP  # noqa: E402
+from retrieval.cli import config_from_mapping  # noqa: E402
+from retrieval.provenance import PROJECT_ROOT  # noqa: E402
 from retrieval.serving.index import PhotoIndex  # noqa: E402
-from retrieval.serving.rank_result import RankResult, check_k  # noqa: E402
 from retrieval.serving.ray_setup import (  # noqa: E402
-    ClusterResources,
     ServeConfig,
+    encoder_options,
+    ingress_options,
     prepare_shards,
     require_token_auth,
-    shard_memory_bytes,  # noqa: E402
+    shard_options,
 )
-from retrieval.serving.shards import ShardAnswer, TargetVectors, merge_answers, owner_vector, thresholds_for  # noqa: E402
-from retrieval.serving.versions import SnapshotMismatch, read_snapshot  # noqa: E402
+from retrieval.serving.serve_deployments import IndexShardDeployment, Ingress, SketchEncoder  # noqa: E402
+from retrieval.serving.versions import ids_digest  # noqa: E402
 
 APP_NAME = "earlysketch"
 
 
-# --- deployments -----------------------------------------------------------------------------------
-@serve.deployment(name="SketchEncoder", ray_actor_options={"num_cpus": 0})
-class SketchEncoder:
-    """Validate -> render -> embed, batched across sessions by ``@serve.batch``."""
-
-    def __init__(self, model_dir: str, threads: int, max_batch: int, batch_wait_ms: float) -> None:
-
-        from retrieval.model.encoder import Encoder
-        from retrieval.serving.gallery import model_hash
-        from retrieval.serving.retriever import SketchEmbedder  # torch: only the encoder replicas import it
-
-        set_threads(threads)
-        # channels_last, as app.py serves it (bench/results/encoder_options.md).
-        self.embedder = SketchEmbedder(Encoder.load(model_dir, channels_last=True))
-        self.encoder_hash = model_hash(self.embedder.encoder)  # the ingress refuses embeddings of another model
-        self.embed.set_max_batch_size(max_batch)
-        self.embed.set_batch_wait_timeout_s(batch_wait_ms / 1e3)
-        self.embedder.embed_batch([_WARM_UP_SKETCH] * max_batch)  # first strokes fast: shapes warmed
-        for size in range(1, max_batch):
-            self.embedder.embed_batch([_WARM_UP_SKETCH] * size)
-
-    @serve.batch(max_batch_size=8, batch_wait_timeout_s=0.0)
-    async def embed(self, sketches: list[Any]) -> list[dict[str, Any]]:
-        batch = await asyncio.to_thread(self.embedder.embed_batch, sketches, "return")
-        rows = {i: batch.queries[row] for row, i in enumerate(batch.todo)}
-        return [
-            {
-                "query": rows.get(i),
-                "error": batch.failures.get(i),
-                "timings_ms": batch.timings_ms,
-                "batch_size": len(sketches),
-                "encoder_hash": self.encoder_hash,
-            }
-            for i in range(len(sketches))
-        ]
-
-
-@serve.deployment
-class IndexShardDeployment:
-    """One :class:`PhotoIndex` folder as a shard (retrieval/serving/shards.py ``LocalShard``)."""
-
-    def __init__(self, folder: str, threads: int, snapshot: str) -> None:
-        from retrieval.serving.shards import LocalShard
-
-        self.shard = LocalShard(PhotoIndex.load(folder), read_snapshot(Path(folder)))
-        self.expected = snapshot
-        self.snapshot = self.shard.snapshot
-        set_threads(threads, torch_threads=False)  # shard replicas never load torch
-
-    def check_health(self) -> None:
-        """Serve calls this periodically: a replica holding another snapshot is replaced."""
-        if self.snapshot != self.expected:
-            raise SnapshotMismatch(f"shard holds snapshot {self.snapshot}, deployed {self.expected}")
-
-    def __len__(self) -> int:
-        return len(self.shard)
-
-    def size(self) -> int:
-        return len(self.shard)
-
-    def target_vector(self, photo_id: str) -> np.ndarray | None:
-        return self.shard.target_vector(photo_id)
-
-    def search(self, queries: np.ndarray, k: int, thresholds: np.ndarray, cap: int | None) -> ShardAnswer:
-        return self.shard.search(queries, k, thresholds, cap)
-
-
-@serve.deployment(max_ongoing_requests=1000)
-class Ingress:
-    """HTTP ``POST /rank`` and handle method ``rank``: the app's ``rank`` API over the cluster."""
-
-    def __init__(self, encoder: Any, shards: list[Any], sizes: list[int], snapshot: str, cfg: dict) -> None:
-        self.encoder, self.shards, self.sizes, self.snapshot = encoder, list(shards), list(sizes), snapshot
-        self.deadline_s, self.max_body = cfg["deadline_ms"] / 1e3, int(cfg["max_body_bytes"])
-        self.targets = TargetVectors()
-
-    async def _fan_out(self, call: str, *args: Any) -> tuple[list[Any], list[int]]:
-        """``shard.<call>(*args)`` on every shard, waiting at most the deadline: answers (None where
-        missing) and the shards that raised or were late."""
-        calls = [getattr(s, call).remote(*args) for s in self.shards]
-        tasks = [asyncio.ensure_future(_awaited(c)) for c in calls]
-        await asyncio.wait(tasks, timeout=self.deadline_s)
-        out, missing = [], []
-        for i, (task, c) in enumerate(zip(tasks, calls)):
-            if task.done() and task.exception() is None:
-                out.append(task.result())
-            else:
-                task.cancel()
-                c.cancel()
-                out.append(None)
-                missing.append(i)
-        return out, missing
-
-    async def _target_vector(self, target_id: str) -> np.ndarray | None:
-        vector = self.targets.get(target_id)
-        if vector is None:
-            found, missing = await self._fan_out("target_vector", target_id)
-            vector = owner_vector(found, target_id, complete=not missing)
-            if vector is not None:
-                self.targets.put(target_id, vector)
-        return vector
-
-    async def rank(self, sketch: Any, k: int = 10, target_id: str | None = None) -> dict[str, Any]:
-        """Rank for one stroke-JSON payload. Raises StrokePayloadError / KeyError like Retriever.rank."""
-        start = time.perf_counter()
-        embedded = await self.encoder.embed.remote(sketch)
-        if embedded["error"] is not None:
-            raise StrokePayloadError(embedded["error"])
-        if not self.snapshot.startswith(f"{embedded['encoder_hash']}-"):
-            raise SnapshotMismatch(f"encoder {embedded['encoder_hash']} did not embed gallery snapshot {self.snapshot}")
-        timings = dict(embedded["timings_ms"])
-        ids: list[str] = []
-        scores: list[float] = []
-        rank = None
-        partial, missing = False, []
-        if embedded["query"] is not None:  # None: nothing drawn yet
-            t = time.perf_counter()
-            queries = embedded["query"][None, :]
-            vector = None if target_id is None else await self._target_vector(target_id)
-            thresholds = thresholds_for(queries, [vector])
-            answers, _ = await self._fan_out("search", queries, k, thresholds, DEFAULT_RANK_CAP)
-            answers = [a if a is not None and a.snapshot == self.snapshot else None for a in answers]
-            merged = merge_answers(answers, self.sizes, k, [target_id], thresholds, self.snapshot)
-            ids, scores, rank = merged.ids[0], merged.scores[0, : len(merged.ids[0])].tolist(), merged.ranks[0]
-            partial, missing = merged.partial, merged.missing
-            timings["search"] = (time.perf_counter() - t) * 1e3
-        timings["total"] = (time.perf_counter() - start) * 1e3
-        result = RankResult(
-            ids,
-            scores,
-            None if rank is None else rank.rank,
-            timings,
-            n_gallery=sum(self.sizes),
-            batch_size=embedded["batch_size"],
-            # no rank while a target was asked for: its owner missed the deadline and its vector is not cached
-            rank_exact=rank.exact if rank is not None else target_id is None or embedded["query"] is None,
-            rank_bounds=None if rank is None else (rank.lower, rank.upper),
-            snapshot=self.snapshot,
-        )
-        return result.to_json() | {"partial": partial, "missing_shards": missing}
-
-    async def __call__(self, request: Request) -> JSONResponse:
-        if request.url.path.rstrip("/").endswith("/info"):
-            return JSONResponse({"snapshot": self.snapshot, "gallery_size": sum(self.sizes)})
-        try:
-            body = await capped_json(request, self.max_body)
-            if not isinstance(body, dict) or "sketch" not in body:
-                raise StrokePayloadError('send {"sketch": <stroke JSON>, "k": 10, "target_id": null}')
-            k = check_k(body.get("k", 10))
-            return JSONResponse(await self.rank(body["sketch"], k, body.get("target_id")))
-        except BodyOverCap as exc:
-            return JSONResponse({"error": str(exc), "kind": "size"}, status_code=413)
-        except SnapshotMismatch as exc:  # mid rolling update: the client may retry
-            return JSONResponse({"error": str(exc), "kind": "version"}, status_code=503)
-        except (StrokePayloadError, ValueError, TypeError) as exc:
-            return JSONResponse({"error": f"invalid request: {exc}", "kind": "payload"}, status_code=400)
-        except KeyError as exc:
-            return JSONResponse({"error": str(exc).strip("\"'"), "kind": "target"}, status_code=404)
-
-
-async def _awaited(response: Any) -> Any:
-    return await response
-
-
-_WARM_UP_SKETCH = {"canvas": {"width": 256, "height": 256}, "strokes": [[[10, 10, 0], [200, 180, 50]]]}
-
-
 # --- building and starting ---------------------------------------------------------------------
-def build_app(model_dir: str | Path, shard_folders: list[Path], snapshot: str, cfg: ServeConfig) -> Any:
-    """The Serve application: ``cfg.replicas`` encoders + a deployment of ``cfg.shard_replicas``
-    replicas per shard folder + ingress, each with its CPU / memory reservation and queue bound."""
-    res = ClusterResources()
-    queue = {"max_queued_requests": cfg.max_queued_requests}
-    encoder = SketchEncoder.options(
-        num_replicas=cfg.replicas,
-        max_ongoing_requests=max(16, 2 * cfg.max_batch),
-        ray_actor_options={"num_cpus": res.encoder_cpus},
-        **queue,
-    )
+def build_app(model_dir: str | Path, shard_folders: list[Path], snapshot: str, cfg: ServeConfig) -> Application:
+    """The Serve application: encoders (``cfg.replicas``, autoscaling up to ``cfg.max_replicas``), a
+    deployment of ``cfg.shard_replicas`` replicas per shard folder, and ``cfg.ingress_replicas``
+    ingress replicas, each with the options retrieval/serving/ray_setup.py derives from ``cfg``."""
+    cfg.check()
     shards = [
-        IndexShardDeployment.options(
-            name=f"Shard{i}",
-            num_replicas=cfg.shard_replicas,
-            ray_actor_options={"num_cpus": res.shard_cpus, "memory": shard_memory_bytes(folder)},
-            health_check_period_s=5,
-            **queue,
-        ).bind(str(folder), cfg.threads, snapshot)
+        IndexShardDeployment.options(**shard_options(cfg, i, folder)).bind(str(folder), cfg.threads, snapshot)
         for i, folder in enumerate(shard_folders)
     ]
-    sizes = [len(PhotoIndex.load(f)) for f in shard_folders]
-    ingress_cfg = {"deadline_ms": cfg.deadline_ms, "max_body_bytes": cfg.max_body_bytes}
-    ingress = Ingress.options(ray_actor_options={"num_cpus": res.ingress_cpus}, **queue)
+    shard_ids = [PhotoIndex.saved_ids(folder) for folder in shard_folders]  # ids only: the vectors stay on disk
+    ingress_cfg = {
+        "deadline_ms": cfg.deadline_ms,
+        "max_body_bytes": cfg.max_body_bytes,
+        "ids_digest": ids_digest(pid for ids in shard_ids for pid in ids),
+    }
+    encoder = SketchEncoder.options(**encoder_options(cfg))
     encoder_app = encoder.bind(str(model_dir), cfg.threads, cfg.max_batch, cfg.batch_wait_ms)
-    return ingress.bind(encoder_app, shards, sizes, snapshot, ingress_cfg)
+    sizes = [len(ids) for ids in shard_ids]
+    return Ingress.options(**ingress_options(cfg)).bind(encoder_app, shards, sizes, snapshot, ingress_cfg)
+
+
+# Settings of this module's command line only: a Serve config sets the proxy in http_options, and
+# the cluster exists already.
+COMMAND_LINE_ONLY = ("port", "num_cpus", "address", "prepare_only")
+
+
+def app_builder(args: dict[str, Any]) -> Application:
+    """The application for Ray's CLI, from :class:`ServeConfig` fields given as ``args``:
+
+        serve deploy deploy/serve.yaml                     # import_path: retrieval.serving.serve_ray:app_builder
+        serve run retrieval.serving.serve_ray:app_builder shards=4 max_replicas=8
+
+    Opens the gallery with the model and writes (or reuses, by snapshot) its shard folders on the
+    node that builds the app, as ``make serve-cluster`` does; every shard replica must see those
+    folders (``cache_dir`` on storage shared by the nodes).
+
+    Raises:
+        ValueError: an unknown or ill-typed setting, or one that belongs to the local launcher.
+    """
+    local = sorted(set(args) & set(COMMAND_LINE_ONLY))
+    if local:
+        raise ValueError(f"{', '.join(local)}: settings of `python -m retrieval.serving.serve_ray` only, not app args")
+    cfg = config_from_mapping(ServeConfig, args, "app_builder args")
+    cfg.check()
+    folders, snapshot = prepare_shards(cfg, cfg.shards)
+    return build_app(cfg.model, folders, snapshot, cfg)
+
+
+# What every replica's process starts with: no BLAS oversubscription, nothing phoned home.
+REPLICA_ENV = {"OMP_NUM_THREADS": "1", "GRADIO_ANALYTICS_ENABLED": "False", "HF_HUB_OFFLINE": "1"}
 
 
 def start_local_cluster(num_cpus: int = 0, port: int = 8000, address: str = "local") -> None:
     """A fresh local Ray head on 127.0.0.1 (no dashboard), or the running cluster at ``address``, and
     Serve's HTTP proxy on 127.0.0.1:``port``."""
-    env = {
-        "env_vars": {
-            "PYTHONPATH": str(PROJECT_ROOT),
-            "OMP_NUM_THREADS": "1",
-            "GRADIO_ANALYTICS_ENABLED": "False",
-            "HF_HUB_OFFLINE": "1",
-        }
-    }
+    env = {"env_vars": {"PYTHONPATH": str(PROJECT_ROOT), **REPLICA_ENV}}
     if address != "local":
         require_token_auth()  # before connecting: refuse an unauthenticated cluster
         ray.init(address=address, runtime_env=env, logging_level="WARNING", log_to_driver=False)
@@ -305,10 +157,15 @@ def stop_local_cluster() -> None:
 def main(argv: list[str] | None = None) -> None:
     from retrieval.cli import parse_config
 
-    cfg = parse_config(ServeConfig, argv, __doc__)
+    cfg = parse_config(ServeConfig, argv, __doc__, validate=ServeConfig.check)
     start = time.perf_counter()
     folders, snapshot = prepare_shards(cfg, cfg.shards)
-    n = sum(len(PhotoIndex.load(f)) for f in folders)
+    n = sum(len(PhotoIndex.saved_ids(f)) for f in folders)
+    if cfg.prepare_only:
+        print(
+            f"{n:,} photos of snapshot {snapshot} in {cfg.shards} shard folder(s) under {folders[0].parent}", flush=True
+        )
+        return
     start_local_cluster(cfg.num_cpus, cfg.port, cfg.address)
     # After ray.init, which installs its own fatal-signal handler: SIGTERM and SIGINT (even from a
     # non-interactive shell) stop Serve and Ray cleanly, with no agent process left behind.

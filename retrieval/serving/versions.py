@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -28,6 +28,18 @@ def content_hash(ids: Sequence[str], vectors: np.ndarray) -> str:
 def snapshot_id(encoder_hash: str, gallery_hash: str) -> str:
     """``<encoder hash>-<content hash>``: what answers carry and shards must match."""
     return f"{encoder_hash or 'unknown-encoder'}-{gallery_hash}"
+
+
+def encoder_hash_of(snapshot: str) -> str:
+    """The encoder hash a :func:`snapshot_id` starts with (the content hash after the last ``-``)."""
+    return snapshot.rpartition("-")[0]
+
+
+def ids_digest(ids: Iterable[str]) -> str:
+    """Hash of a gallery's photo ids as a set (16 hex digits): what a front end that lists the photos
+    itself, without embedding them, compares with the cluster's (``GET /info``). Order-free, since a
+    folder's listing order and its index's row order may differ."""
+    return hashlib.sha256(json.dumps(sorted(ids)).encode()).hexdigest()[:16]
 
 
 class SnapshotMismatch(RuntimeError):

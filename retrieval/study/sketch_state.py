@@ -135,7 +135,15 @@ class SketchState:
             round(server_ms, 2),
             dict(result.timings_ms),
         )
-        return dict(zip(RANKING_FIELDS, values, strict=True))
+        fields = dict(zip(RANKING_FIELDS, values, strict=True))
+        if result.snapshot:  # the answer's own (over the log's common field): a cluster redeployed mid-session shows
+            fields["snapshot"] = result.snapshot
+        if not result.rank_exact:  # a certified interval, not a rank (capped, or shards missed their deadline)
+            fields |= {
+                "rank_exact": False,
+                "rank_bounds": None if result.rank_bounds is None else list(result.rank_bounds),
+            }
+        return fields
 
     def show_latest(self) -> None:
         """Let the participant see the latest ranking and the whole curve."""

@@ -1,5 +1,8 @@
 """The app's backend: the model, the gallery index, thumbnails and the per-stroke ranker, loaded once.
 
+With ``--serve-url`` the model and index live on the Ray Serve cluster: the front end lists the
+photos only (:func:`load_cluster_backend`).
+
 A study whose conditions name other models (its ``models`` map) gets each of them loaded once
 too, every one with its own index of the same photos (:class:`RankingModel`); a stroke is ranked
 by its trial's model (:meth:`Backend.rank`). Read-only after loading: per-user state lives in each
@@ -25,9 +28,10 @@ from retrieval.model.encoder import Encoder, create_encoder
 from retrieval.provenance import code_version
 from retrieval.runtime import set_threads
 from retrieval.serving.batching import RankBatcher
-from retrieval.serving.gallery import Gallery, model_hash, open_gallery
+from retrieval.serving.gallery import PhotoSource, model_hash, open_gallery, open_photos
 from retrieval.serving.retriever import Retriever
-from retrieval.serving.serve_client import ServeRanker
+from retrieval.serving.serve_client import ServeRanker, check_cluster_gallery
+from retrieval.serving.versions import encoder_hash_of
 from retrieval.ui.config import AppConfig
 from retrieval.ui.thumbnails import ThumbnailCache
 
@@ -48,16 +52,23 @@ class RankingModel:
 
 @dataclass(frozen=True)
 class Backend:
-    retriever: Retriever
+    """What every session shares: the per-stroke ranker, the gallery's photos and their thumbnails,
+    and the versions each log record carries."""
+
     ranker: Retriever | RankBatcher | ServeRanker  # the per-stroke call (RankBatcher: shared forwards)
-    gallery: Gallery
-    ids: tuple[str, ...]
+    photos: PhotoSource  # the ranked photos' ids (targets) and each photo by id (thumbnails)
     thumbs: ThumbnailCache
-    model_hash: str
+    model_hash: str  # of the encoder that ranks (the cluster's in --serve-url mode)
     code_version: str
     notices: tuple[str, ...]
     snapshot: str = ""  # the gallery snapshot ranked against (the cluster's in --serve-url mode): in every log
     models: Mapping[str, RankingModel] = field(default_factory=dict)  # by study ``models`` key
+    retriever: Retriever | None = None  # the in-process model and index; None in --serve-url mode
+
+    @property
+    def ids(self) -> tuple[str, ...]:
+        """The gallery's photo ids (a study's targets are drawn from them)."""
+        return self.photos.ids
 
     def model_fields(self) -> dict[str, dict[str, str]]:
         """``{model key: {"model_hash", "snapshot"}}`` of every model that ranks ("" = the app's
@@ -142,7 +153,8 @@ def load_study_model(
 
 
 def load_backend(config: AppConfig, study_models: Mapping[str, str | Path] | None = None) -> Backend:
-    """Load the model(s) and open (or build and cache) the gallery index of each.
+    """Load the model(s) and open (or build and cache) the gallery index of each; with ``serve_url``,
+    :func:`load_cluster_backend` instead (no model, no index: the cluster ranks).
 
     Uses the config's model, photos, gallery, gallery_size, cache_dir, threads, batch, concurrency
     and serve_url. ``study_models`` (``{key: checkpoint folder}``, a study's ``models`` that its
@@ -156,6 +168,8 @@ def load_backend(config: AppConfig, study_models: Mapping[str, str | Path] | Non
     check_model_folders(study_models)
     if study_models and config.serve_url:
         raise ValueError("conditions with their own models rank in process: drop --serve-url for this study")
+    if config.serve_url:  # the cluster batches (@serve.batch) and searches its shards: docs/scaling.md
+        return load_cluster_backend(config)
     set_threads(config.threads)
     notices = []
     if (config.model / "model.safetensors").exists():
@@ -176,22 +190,54 @@ def load_backend(config: AppConfig, study_models: Mapping[str, str | Path] | Non
         models = {key: load_study_model(key, f, spec, cache_dir, config, ids) for key, f in study_models.items()}
     # faiss and torch share one OpenMP pool: set the serving threads once the gallery is built.
     set_threads(config.threads)
-    if gallery.skipped:
-        shown = [s.replace(gallery.source + os.sep, "") for s in gallery.skipped[:3]]  # names, not server paths
-        notices.append(f"{len(gallery.skipped)} photo(s) skipped: " + "; ".join(shown))
-        print("skipped photos:\n  " + "\n  ".join(gallery.skipped), flush=True)
-    for w in caught:
-        print(f"warning: {w.message}", flush=True)
-    thumbs_folder = cache_dir / "thumbs" / hashlib.sha1(gallery.source.encode()).hexdigest()[:16]
-    thumbs = ThumbnailCache(thumbs_folder.resolve(), gallery.load_photo, THUMB_SIZE)
+    notices += _skipped_notice(gallery.source, gallery.skipped, caught)
     retriever = Retriever(encoder, gallery.index)
     retriever.snapshot = gallery.snapshot  # on every RankResult
     _warm(retriever)
-    snapshot = gallery.snapshot
-    if config.serve_url:  # the cluster batches (@serve.batch) and searches its shards: docs/scaling.md
-        ranker = ServeRanker(config.serve_url)
-        snapshot = ranker.info()["snapshot"]  # what the cluster ranks against, logged instead of the local one
-    else:
-        ranker = _ranker(retriever, config)
-    hashes = (model_hash(encoder), code_version(), tuple(notices), snapshot)
-    return Backend(retriever, ranker, gallery, ids, thumbs, *hashes, models)
+    photos = gallery.photos
+    versions = (model_hash(encoder), code_version(), tuple(notices), gallery.snapshot)
+    return Backend(_ranker(retriever, config), photos, _thumbnails(cache_dir, photos), *versions, models, retriever)
+
+
+def load_cluster_backend(config: AppConfig) -> Backend:
+    """The front end of a Ray Serve cluster (``--serve-url``): loads no model and embeds nothing.
+
+    It lists the gallery's photos (the ids, for targets; each photo read by id when its thumbnail
+    is first made), refuses to start when they are not the cluster's photos
+    (:func:`check_cluster_gallery`), and logs the cluster's snapshot and encoder hash.
+
+    Raises:
+        RuntimeError: the cluster does not answer ``GET /info``.
+        SnapshotMismatch: the cluster ranks other photos than ``--photos`` / ``--gallery`` names.
+    """
+    ranker = ServeRanker(config.serve_url)
+    try:
+        info = ranker.info()
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            photos = open_photos(config.gallery_spec())
+        check_cluster_gallery(info, photos.ids, photos.name)
+    except BaseException:
+        ranker.close()
+        raise
+    notices = _skipped_notice(photos.name, photos.refused, caught)
+    snapshot = str(info["snapshot"])
+    versions = (encoder_hash_of(snapshot), code_version(), tuple(notices), snapshot)
+    return Backend(ranker, photos, _thumbnails(config.cache_path(), photos), *versions)
+
+
+def _skipped_notice(source: str, skipped: list[str], caught: list[warnings.WarningMessage]) -> list[str]:
+    """The page's notice about photos left out of the gallery (names, not server paths), printed in full."""
+    for w in caught:
+        print(f"warning: {w.message}", flush=True)
+    if not skipped:
+        return []
+    print("skipped photos:\n  " + "\n  ".join(skipped), flush=True)
+    shown = [s.replace(source + os.sep, "") for s in skipped[:3]]
+    return [f"{len(skipped)} photo(s) skipped: " + "; ".join(shown)]
+
+
+def _thumbnails(cache_dir: Path, photos: PhotoSource) -> ThumbnailCache:
+    """The thumbnail cache of one photo source (its own folder, keyed by the source's name)."""
+    folder = cache_dir / "thumbs" / hashlib.sha1(photos.name.encode()).hexdigest()[:16]
+    return ThumbnailCache(folder.resolve(), photos.load_photo, THUMB_SIZE)

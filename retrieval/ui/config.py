@@ -85,6 +85,10 @@ class AppConfig(ServingConfig):
             raise ValueError("--mode study needs --study CONFIG.json (e.g. assets/study_example.json)")
         if self.adapt_minutes and not (self.photos and self.adapt_minutes > 0):
             raise ValueError("--adapt-minutes needs --photos DIR (the folder to adapt to) and a positive number")
+        if self.adapt_minutes and self.serve_url:
+            raise ValueError(
+                "--adapt-minutes adapts the model this process ranks with; with --serve-url the cluster ranks"
+            )
         if self.auth and ":" not in self.auth:
             raise ValueError("--auth must be user:pass")
         for flag, per_s, burst in (

@@ -244,7 +244,7 @@ class Handlers:
             backend = self.backend
             try:
                 if records is None:
-                    gallery = {"gallery": backend.gallery.source, "gallery_size": len(backend.ids)}
+                    gallery = {"gallery": backend.photos.name, "gallery_size": len(backend.ids)}
                     session.begin_study(
                         self.study, log, list(backend.ids), gallery, new_resume_code(), backend.model_fields()
                     )
@@ -337,7 +337,7 @@ class Handlers:
         except ValueError as exc:
             raise UserError(str(exc)) from exc
         backend = self.backend
-        if target_id is not None and (type(target_id) is not str or target_id not in backend.gallery.index):
+        if target_id is not None and (type(target_id) is not str or target_id not in backend.photos):
             raise UserError(f"target_id {str(target_id)[:80]!r} is not a photo id of the gallery")
         # other sessions' activity (batch size, queue wait): only when the operator asks for it
         return backend.rank(parsed, target_id, k).to_json(diagnostics=self.config.api_diagnostics)
