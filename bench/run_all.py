@@ -25,7 +25,17 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from bench.lib.common import BENCH_CACHE, RESULTS, ROOT, Target, code_version, command_line, header_lines, machine_info
+from bench.lib.common import (
+    BENCH_CACHE,
+    RESULTS,
+    ROOT,
+    Target,
+    code_version,
+    command_line,
+    header_lines,
+    machine_info,
+    markdown_table,
+)
 from bench.lib.plots import plot_percentile_rows
 from bench.registry import BENCHES, PURPOSES, Bench
 from retrieval.cli import parse_config
@@ -145,9 +155,11 @@ def write_summary(runs: list[dict], mode: str, machine: dict, command: str) -> N
         "is p50/p95 over many repetitions, ratios come from the same run. Each result file names its own "
         "machine, date and commit (benches are run one at a time on a quiet machine).",
         "",
-        "| bench | target | limit | measured | verdict |",
-        "|---|---|---|---|---|",
-        *(f"| {name} " + t.row() + (f" {t.note} |" if t.note else "") for name, t in all_targets),
+        *markdown_table(
+            ("bench", "target", "limit", "measured", "verdict"),
+            [(name, *t.cells()) for name, t in all_targets],
+            "lllll",
+        ),
         "",
         *gap_lines(all_targets),
         *sections,

@@ -31,7 +31,8 @@ required when the field's default is ``None`` or an empty tuple, else optional."
 def field_docs(cls: type) -> dict[str, str]:
     """``{field name: docstring}`` of a dataclass whose fields are followed by string literals.
 
-    Fields inherited from dataclass bases keep their docstrings; a subclass's own docstring wins.
+    Fields inherited from dataclass bases keep their docstrings; a subclass's own docstring wins. A
+    field made by code (``dataclasses.make_dataclass``) has no source: its ``metadata["help"]`` is its doc.
     """
     docs = {}
     for klass in reversed(cls.__mro__):
@@ -41,9 +42,14 @@ def field_docs(cls: type) -> dict[str, str]:
 
 
 def _own_field_docs(cls: type) -> dict[str, str]:
-    tree = ast.parse(textwrap.dedent(inspect.getsource(cls)))
+    own = cls.__dict__.get("__dataclass_fields__", {})
+    docs = {name: f.metadata["help"] for name, f in own.items() if "help" in f.metadata}
+    try:
+        source = inspect.getsource(cls)
+    except (OSError, TypeError):  # a class made by code
+        return docs
+    tree = ast.parse(textwrap.dedent(source))
     body = tree.body[0].body  # type: ignore[attr-defined]
-    docs = {}
     for node, following in zip(body, body[1:]):
         if (
             isinstance(node, ast.AnnAssign)
@@ -166,7 +172,10 @@ def parse_config(
                 parser.error(f"{variable}={value!r}: choose from {', '.join(map(str, choices[name]))}")
             parser.set_defaults(**{name: value})
     values = vars(parser.parse_args(argv))
-    config = cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in values.items()})
+    try:  # a config's own checks (__post_init__) are usage errors too
+        config = cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in values.items()})
+    except ValueError as exc:
+        parser.error(str(exc))
     if validate is not None:
         try:
             validate(config)

@@ -9,10 +9,11 @@ encoder feeds it the ink share of each raster it embeds.
 
 from __future__ import annotations
 
-from dataclasses import asdict, is_dataclass
+from dataclasses import asdict, is_dataclass, replace
 from pathlib import Path
 from typing import Any
 
+from retrieval.model.card import Provenance
 from retrieval.provenance import git_commit
 
 
@@ -45,14 +46,18 @@ def export_encoder(
         deployed = encoder.with_progress_head(head)
     else:
         deployed = encoder.with_sketch_head({k: v.detach() for k, v in head.linear.state_dict().items()})
-    supervised = dict(encoder.meta.get("card") or {})
+    supervised = encoder.card
     rl_card: dict[str, Any] = {
         "config": asdict(config) if is_dataclass(config) else config,
         "code_commit": git_commit(),
     }
-    # Same top-level schema as a supervised card (provenance + "val"), with the supervised card kept whole.
-    keep = ("data", "dataset", "n_train_photos", "n_val_photos", "split", "seed")
-    card = {k: supervised[k] for k in keep if k in supervised}
+    # The supervised card's split and data (the head was selected on that carve), with the supervised
+    # card kept whole beside the head's own record.
+    counts = {k: supervised.details[k] for k in ("n_train_photos", "n_val_photos") if k in supervised.details}
+    provenance = Provenance(
+        data=supervised.provenance.data, dataset=supervised.provenance.dataset, seed=supervised.provenance.seed
+    )
+    card = replace(supervised, provenance=provenance, details=counts)
     if result is not None:
         rl_card.update(
             val_supervised=_headline(result.baseline_metrics),
@@ -60,6 +65,6 @@ def export_encoder(
             timesteps=result.timesteps,
             best_timesteps=result.best_timesteps,
         )
-        card["val"] = _headline(result.best_metrics)
-    card.update(sketch_head=kind, rl=rl_card, supervised_card=supervised, **(card_extra or {}))
+        card = card.with_entries(val=_headline(result.best_metrics))
+    card = card.with_entries(sketch_head=kind, rl=rl_card, supervised_card=supervised.to_json(), **(card_extra or {}))
     return deployed.save(out, card)

@@ -5,7 +5,8 @@
     python -m rl.head_study --data DIR --checkpoint SUPERVISED_DIR ...                    # skip step 1
 
 1. A ``holdout`` share of the train photos is carved out (``--holdout-fraction``); a supervised
-   encoder trains on the rest (or ``--checkpoint``, whose card must record this very carve).
+   encoder trains on the rest (or ``--checkpoint``: the study takes its card's split, and split flags
+   given must agree with it).
    Its models are this study's, never the product's: ``make reproduce`` trains on every train photo.
 2. From the supervised head, PPO per reward and the fair control (the same head trained by
    supervised gradient descent for the same minutes) train for each seed; each keeps its best
@@ -27,14 +28,12 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from retrieval.cli import parse_config
-from retrieval.data.splits import DataSplit
 from retrieval.evaluation.metrics import per_sketch
 from retrieval.evaluation.ship_rule import ShipRule, decide
 from retrieval.model.encoder import Encoder
 from retrieval.provenance import Stopwatch, git_commit
-from retrieval.runtime import set_threads
 from retrieval.train.config import SupervisedRecipe
-from retrieval.train.pipeline import supervised_encoder
+from retrieval.train.pipeline import start_recipe_run, supervised_encoder
 from rl.compare import compare, markdown
 from rl.features import cached_features
 from rl.heads import CONTROL, HeadBudget, train_heads
@@ -66,10 +65,6 @@ class HeadStudyConfig(SupervisedRecipe):
     """ship rule: m@B points a head must win by, fixed before the run"""
 
     @property
-    def split(self) -> DataSplit:
-        return DataSplit(self.data, self.val_fraction, self.holdout_fraction, split_seed=self.split_seed)
-
-    @property
     def budget(self) -> HeadBudget:
         return HeadBudget(
             self.rewards, self.seeds, self.minutes_rl, self.hidden, self.threads, self.tiny, self.progress
@@ -77,15 +72,11 @@ class HeadStudyConfig(SupervisedRecipe):
 
 
 def study(cfg: HeadStudyConfig) -> dict:
-    """Run the study; returns ``{"comparison", "verdict", "timings"}``."""
-    cfg = cfg.smoke_scaled()
-    set_threads(cfg.threads)
-    out = Path(cfg.out)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "config.json").write_text(json.dumps(asdict(cfg), indent=2))
+    """Run the study; returns ``{"comparison", "verdict", "timings", "report"}`` (report: comparison.md's text)."""
+    cfg, out = start_recipe_run(cfg, cfg.out)
     clock = Stopwatch()
-    dataset = cfg.split.open()
-    checkpoint = supervised_encoder(cfg, cfg.split, out, dataset, partial_prob=cfg.partial_prob)
+    dataset = cfg.data_split.open()
+    checkpoint = supervised_encoder(cfg, out, dataset, partial_prob=cfg.partial_prob)
     clock.lap("supervised training")
 
     encoder = Encoder.load(checkpoint)
@@ -114,17 +105,18 @@ def study(cfg: HeadStudyConfig) -> dict:
     clock.lap("comparison")
     verdict = {
         **decision.to_json(),
-        "split": cfg.split.record(dataset),
+        "split": cfg.data_split.record(dataset),
         "supervised": {"checkpoint": str(checkpoint), "partial_prob": cfg.partial_prob, "encoder": cfg.encoder},
         "head_budget": asdict(cfg.budget),
         "val_scores": val_scores,
         "git_commit": git_commit(),
     }
-    write_report(cfg, out, comparison, verdict, clock.total())
-    return {"comparison": comparison, "verdict": verdict, "timings": clock.total()}
+    report = write_report(cfg, out, comparison, verdict, clock.total())
+    return {"comparison": comparison, "verdict": verdict, "timings": clock.total(), "report": report}
 
 
-def write_report(cfg: HeadStudyConfig, out: Path, comparison: dict, verdict: dict, timings: dict) -> None:
+def write_report(cfg: HeadStudyConfig, out: Path, comparison: dict, verdict: dict, timings: dict) -> str:
+    """Write the study's files into ``out``; returns comparison.md's text."""
     text = f"# Supervised vs RL vs fair control ({cfg.data}, partial_prob {cfg.partial_prob})\n\n"
     text += markdown(comparison, "holdout", CONTROL) + "\n" + verdict_markdown(verdict)
     text += "\n- Time (s): " + ", ".join(f"{k} {v:.0f}" for k, v in timings.items()) + "\n"
@@ -135,6 +127,7 @@ def write_report(cfg: HeadStudyConfig, out: Path, comparison: dict, verdict: dic
     curves = {"supervised": comparison["supervised"]["curve"]}
     curves |= {name: entry["seeds"][0]["metrics"]["curve"] for name, entry in comparison["methods"].items()}
     plot_rank_curves({"holdout": curves}, out / "comparison.png", title=f"true-photo rank while drawing ({cfg.data})")
+    return text
 
 
 def verdict_markdown(verdict: dict) -> str:
@@ -168,9 +161,8 @@ def _without_curves(obj):
 
 
 def main(argv: list[str] | None = None) -> dict:
-    cfg = parse_config(HeadStudyConfig, argv, description=__doc__)
-    result = study(cfg)
-    print((Path(cfg.out) / "comparison.md").read_text())
+    result = study(parse_config(HeadStudyConfig, argv, description=__doc__))
+    print(result["report"])
     return result
 
 

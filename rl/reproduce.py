@@ -22,19 +22,18 @@ from __future__ import annotations
 
 import json
 import shutil
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
 
 from retrieval.cli import parse_config
-from retrieval.data.splits import DataSplit
+from retrieval.data.splits import DataSplit, SplitMismatchError
 from retrieval.evaluation.metrics import HEADLINE_METRICS
 from retrieval.model.encoder import Encoder
 from retrieval.provenance import Stopwatch, git_commit
-from retrieval.runtime import set_threads
 from retrieval.train.config import SupervisedRecipe
-from retrieval.train.pipeline import supervised_encoder
+from retrieval.train.pipeline import start_recipe_run, supervised_encoder
 from rl.export import export_encoder
 from rl.features import cached_features
 from rl.heads import CONTROL, HeadBudget, train_head
@@ -53,9 +52,15 @@ class ReproduceConfig(SupervisedRecipe):
     verdict: str = ""
     """verdict.json of make rl-study on the same data: ship its winning head, retrained on this model ('' = supervised)"""
 
-    @property
-    def split(self) -> DataSplit:
-        return DataSplit(self.data, self.val_fraction, split_seed=self.split_seed)
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.has_holdout:
+            held = f"holdout_fraction {self.holdout_fraction}, holdout_folds {self.holdout_folds}"
+            raise SplitMismatchError(
+                f"make reproduce trains the product on every train photo but the val carve, so its split has no "
+                f"holdout ({held} here: from a --holdout flag, or a --checkpoint trained for make rl-study); a "
+                "holdout belongs to make rl-study (python -m rl.head_study)"
+            )
 
 
 def read_verdict(cfg: ReproduceConfig) -> dict | None:
@@ -63,12 +68,14 @@ def read_verdict(cfg: ReproduceConfig) -> dict | None:
     if not cfg.verdict:
         return None
     verdict = json.loads(Path(cfg.verdict).read_text())
-    study_split = verdict["split"]
-    same = (study_split["data"], study_split["val_fraction"], study_split["split_seed"])
-    if same != (cfg.data, cfg.val_fraction, cfg.split_seed):
+    # The study carved its holdout out of the photos left after the val carve: its val photos are
+    # this run's when the data, the val share and the split seed agree.
+    studied = DataSplit.from_record(verdict["split"]) or DataSplit()
+    val_carve = replace(studied, holdout_fraction=0.0, holdout_folds=0, holdout_fold=0)
+    if val_carve != cfg.data_split:
         raise ValueError(
-            f"{cfg.verdict} was measured on data/val carve {same}, this run uses "
-            f"{(cfg.data, cfg.val_fraction, cfg.split_seed)}: run make rl-study with the same --data and split"
+            f"{cfg.verdict} was measured on another data or val carve ({val_carve}), this run uses "
+            f"{cfg.data_split}: run make rl-study with the same --data and split"
         )
     return verdict
 
@@ -86,8 +93,7 @@ def ship(cfg: ReproduceConfig, out: Path, dataset, checkpoint: Path, verdict: di
     if verdict is None or verdict["ship"] == SUPERVISED:
         if verdict is not None:
             decision["verdict"] = {"file": cfg.verdict, "ship": SUPERVISED, "candidates": _reasons(verdict)}
-        card = {**(encoder.meta.get("card") or {}), "ship_decision": decision}
-        encoder.save(target, card)
+        encoder.save(target, encoder.card.with_entries(ship_decision=decision))
         return SUPERVISED, target
     method = verdict["ship"]
     studied = verdict["head_budget"]
@@ -125,24 +131,18 @@ def evaluate(cfg: ReproduceConfig, model: Path, out: Path, split: str) -> dict:
             model=model,
             out=out,
             split=split,
-            val_fraction=cfg.val_fraction,
-            split_seed=cfg.split_seed,
             threads=cfg.threads,
         )
     )
 
 
 def reproduce(cfg: ReproduceConfig) -> dict:
-    """Run everything; returns ``{"shipped": name, "evaluated": {split: {model: metrics}}, "timings": ...}``."""
-    cfg = cfg.smoke_scaled()
-    set_threads(cfg.threads)
-    out = Path(cfg.out)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "config.json").write_text(json.dumps(asdict(cfg), indent=2))
+    """Run everything; returns ``{"shipped": name, "evaluated": {split: {model: metrics}}, "timings", "summary"}``."""
+    cfg, out = start_recipe_run(cfg, cfg.out)
     clock = Stopwatch()
     verdict = read_verdict(cfg)
-    dataset = cfg.split.open()
-    checkpoint = supervised_encoder(cfg, cfg.split, out, dataset)
+    dataset = cfg.data_split.open()
+    checkpoint = supervised_encoder(cfg, out, dataset)
     clock.lap("supervised training")
     shipped, shipped_path = ship(cfg, out, dataset, checkpoint, verdict)
     clock.lap("shipping")
@@ -151,11 +151,12 @@ def reproduce(cfg: ReproduceConfig) -> dict:
         evaluated[split] = {SUPERVISED: evaluate(cfg, checkpoint, out / split / SUPERVISED, split)}
         evaluated[split]["shipped"] = evaluate(cfg, shipped_path, out / split / "shipped", split)
     clock.lap("evaluation")
-    write_summary(cfg, out, shipped, evaluated, clock.total())
-    return {"shipped": shipped, "evaluated": evaluated, "timings": clock.total()}
+    summary = write_summary(cfg, out, shipped, evaluated, clock.total())
+    return {"shipped": shipped, "evaluated": evaluated, "timings": clock.total(), "summary": summary}
 
 
-def write_summary(cfg: ReproduceConfig, out: Path, shipped: str, evaluated: dict, timings: dict) -> None:
+def write_summary(cfg: ReproduceConfig, out: Path, shipped: str, evaluated: dict, timings: dict) -> str:
+    """Write summary.md, shipped.txt and timings.json into ``out``; returns summary.md's text."""
     lines = [
         f"# make reproduce: {cfg.data}",
         "",
@@ -177,15 +178,17 @@ def write_summary(cfg: ReproduceConfig, out: Path, shipped: str, evaluated: dict
         "- Time (s): " + ", ".join(f"{k} {v:.0f}" for k, v in timings.items()),
         "",
     ]
-    (out / "summary.md").write_text("\n".join(lines))
+    text = "\n".join(lines)
+    (out / "summary.md").write_text(text)
     (out / "shipped.txt").write_text(shipped + "\n")
     (out / "timings.json").write_text(json.dumps(timings, indent=2))
+    return text
 
 
 def main(argv: list[str] | None = None) -> dict:
     cfg = parse_config(ReproduceConfig, argv, description=__doc__)
     results = reproduce(cfg)
-    print((Path(cfg.out) / "summary.md").read_text())
+    print(f"{results['summary']}\n\nsummary.md, shipped.txt and timings.json in {cfg.out}")
     return results
 
 

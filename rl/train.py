@@ -1,4 +1,4 @@
-"""PPO on the sketch head: ``python -m rl.train --checkpoint runs/supervised/model --data DIR``.
+"""PPO on the sketch head: ``python -m rl.train --checkpoint runs/supervised/best`` (data and split: its card's).
 
 Reads top to bottom like a CleanRL script: config -> cached features -> environments -> PPO whose
 action mean IS a progress-aware sketch head (``retrieval.model.progress_head.ProgressHead``: the
@@ -210,7 +210,7 @@ def load_inputs(cfg: RLConfig) -> tuple[Any, Any, FeatureCache, FeatureCache]:
             "--checkpoint is required: the supervised encoder folder (python -m retrieval.train --out ...)"
         )
     encoder = Encoder.load(cfg.checkpoint)
-    dataset = cfg.data_split(encoder.meta.get("card") or {}).open()  # the encoder's own carve, checked
+    dataset = cfg.data_split(encoder.card.split).open()  # the encoder's own carve; other flags refused
     kwargs = dict(step_mode=cfg.step_mode, num_steps=cfg.num_steps, progress=cfg.progress)
     train_cache = cached_features(encoder, dataset, "train", cfg.cache_dir, **kwargs)
     val_cache = cached_features(encoder, dataset, "val", cfg.cache_dir, **kwargs)

@@ -16,6 +16,7 @@ from retrieval.adapt.run import MIN_PHOTOS, AdaptConfig, adapt, photo_hash
 from retrieval.data import images
 from retrieval.data.images import scan_photo_folder
 from retrieval.data.procedural import generate_photo
+from retrieval.data.splits import DataSplit
 from retrieval.model.checkpoint import CheckpointError
 from retrieval.model.encoder import Encoder, create_encoder
 from retrieval.model.progress_head import ProgressHead
@@ -25,6 +26,7 @@ pytestmark = pytest.mark.slow  # adaptation runs and an app with its photo folde
 
 TINY_RUN = {"steps": 2, "minutes": 0, "batch_size": 8, "quickdraw": "", "progress": False}
 REHEARSAL = "procedural:photos=6,sketches=1,seed=7"
+START_SPLIT = DataSplit("procedural:photos=30", val_fraction=0.2, holdout_fraction=0.2, split_seed=4)
 
 
 @pytest.fixture(scope="module")
@@ -43,7 +45,8 @@ def start_model(tmp_path_factory):
     state = encoder.sketch_head_state()
     feature_dim = encoder.meta["feature_dim"]
     head = ProgressHead(state["weight"], state["bias"], np.zeros(feature_dim), np.ones(feature_dim), 0.1, hidden=8)
-    return encoder.with_progress_head(head).save(tmp_path_factory.mktemp("start") / "model", card={"data": "test"})
+    card = {"data": "test", "split": {**START_SPLIT.record(None), "counts": {}}}
+    return encoder.with_progress_head(head).save(tmp_path_factory.mktemp("start") / "model", card=card)
 
 
 def _config(start_model, photos, out, **kw) -> AdaptConfig:
@@ -70,6 +73,7 @@ def test_a_tiny_adaptation_writes_a_checkpoint_of_the_same_layout_whose_card_nam
     }
     assert card["start_model"]["weights_sha256"] == start.meta["weights_sha256"]
     assert card["steps"] == 2 and card["wall_minutes"] > 0
+    assert adapted.card.split == START_SPLIT  # the start model's carve: evaluation defaults to it
     # same architecture, so the per-stroke cost is unchanged; the served (progress) head was trained too
     assert {k: adapted.meta[k] for k in ("arch", "input_size", "embed_dim", "sketch_head")} == {
         k: start.meta[k] for k in ("arch", "input_size", "embed_dim", "sketch_head")

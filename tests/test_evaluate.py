@@ -4,7 +4,7 @@ the selection score, and the CLI on a tiny QMUL-layout folder."""
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, replace
+from dataclasses import replace
 
 import numpy as np
 import pandas as pd
@@ -215,21 +215,37 @@ def test_gallery_photo_ids_split_or_all():
 
 
 def test_cli_without_required_flags_exits_2_and_names_them(tmp_path, capsys):
-    assert main(["--data", "procedural", "--out", str(tmp_path / "o")]) == 2
-    assert "required: --model" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--data", "procedural", "--out", str(tmp_path / "o")])
+    assert exit_info.value.code == 2 and "required: --model" in capsys.readouterr().err
     with pytest.raises(SystemExit) as exit_info:  # a Literal field: argparse itself refuses the choice
         main(["--data", "procedural", "--model", "m", "--out", "o", "--gallery", "every"])
     assert exit_info.value.code == 2 and "invalid choice: 'every'" in capsys.readouterr().err
 
 
 def test_the_split_defaults_to_the_model_cards_carve_and_each_flag_given_overrides_it():
-    from retrieval.data.splits import DataSplit
+    from retrieval.data.splits import DataSplit, SplitMismatchError
     from retrieval.evaluation.evaluate import EvalConfig
 
-    card = {"split": {**asdict(DataSplit("procedural:photos=40", 0.25, 0.2, split_seed=7)), "counts": {}}}
-    cfg = EvalConfig(data="procedural:photos=40", model="m", out="o")
-    assert cfg.data_split(card) == DataSplit("procedural:photos=40", 0.25, 0.2, split_seed=7)
-    assert replace(cfg, split_seed=3).data_split(card) == DataSplit("procedural:photos=40", 0.25, 0.2, split_seed=3)
+    trained = DataSplit("procedural:photos=40", 0.25, 0.2, split_seed=7)
+    cfg = EvalConfig(model="m", out="o")
+    assert cfg.data_split(trained) == trained  # no flag: the card's data and carve
+    on_test = replace(cfg, split="test", split_seed=3)
+    assert on_test.data_split(trained) == replace(trained, split_seed=3)  # test photos do not depend on the carve
     other_data = replace(cfg, data="procedural:photos=80")
-    assert other_data.data_split(card) == DataSplit("procedural:photos=80")  # another data: the defaults
-    assert cfg.data_split({}) == DataSplit("procedural:photos=40")  # no card record (an untrained model)
+    assert other_data.data_split(trained) == DataSplit("procedural:photos=80")  # another data: the defaults
+    with_data = replace(cfg, data="procedural:photos=40")
+    assert with_data.data_split(None) == DataSplit("procedural:photos=40")  # no card record (an untrained model)
+    with pytest.raises(SplitMismatchError, match="--data is required"):
+        cfg.data_split(None)
+
+
+def test_judging_val_or_holdout_on_another_carve_of_the_training_data_is_refused():
+    from retrieval.data.splits import DataSplit, SplitMismatchError
+    from retrieval.evaluation.evaluate import EvalConfig
+
+    trained = DataSplit("procedural:photos=40", 0.25, 0.2, split_seed=7)
+    for split in ("val", "holdout"):
+        with pytest.raises(SplitMismatchError, match=r"split_seed 7 \(here 3\)"):
+            EvalConfig(model="m", out="o", split=split, split_seed=3).data_split(trained)
+    assert EvalConfig(model="m", out="o", split_seed=7).data_split(trained) == trained  # the card's own value: fine

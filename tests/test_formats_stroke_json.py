@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import tracemalloc
 
@@ -149,3 +150,25 @@ def test_real_chairv2_sketches_round_trip(shared_data):
     sketches = list(read_qmul(shared_data("chairv2-train", "ChairV2_Coordinate")).values())[:50]
     for sketch in sketches:
         assert_same_sketch(parse_stroke_json(json.dumps(to_stroke_json(sketch))), sketch)
+
+
+@pytest.mark.parametrize("payload", ['{"canvas": {"width": 8, "height": 8}, "strokes": [[[1, 2, 0]]]}', "{not json"])
+def test_parsing_leaves_the_cyclic_collector_as_it_found_it(payload):
+    import gc
+
+    for enabled in (True, False):
+        (gc.enable if enabled else gc.disable)()
+        try:
+            with contextlib.suppress(StrokePayloadError):
+                parse_stroke_json(payload)
+            assert gc.isenabled() is enabled
+        finally:
+            gc.enable()
+
+
+def test_payloads_orjson_refuses_get_json_s_verdict_and_message():
+    big_int = '{"canvas": {"width": 8, "height": 8}, "strokes": [[[1, 2, ' + "9" * 30 + "]]]}"
+    with pytest.raises(StrokePayloadError, match=r"\|t\| = 1e\+30 exceeds"):
+        parse_stroke_json(big_int)  # orjson stops at 64-bit integers; json reads it, the time bound refuses it
+    with pytest.raises(StrokePayloadError, match="not a valid coordinate: send finite numbers only"):
+        parse_stroke_json('{"canvas": {"width": 8, "height": 8}, "strokes": [[[NaN, 2, 0]]]}')

@@ -19,6 +19,7 @@ import pytest
 from PIL import Image
 
 from harness.api_client import ApiError, call_rank
+from harness.stroke_payloads import VALID, hostile_payloads, largest_allowed_payload
 from retrieval.data.formats.stroke_json import StrokeLimits, StrokePayloadError, parse_stroke_json
 from retrieval.model.encoder import create_encoder
 from retrieval.serving.gallery import build_folder_gallery
@@ -26,92 +27,12 @@ from retrieval.serving.index import PhotoIndex
 from retrieval.serving.retriever import Retriever
 from tests.app_server import running_app
 
-VALID = {
-    "canvas": {"width": 400, "height": 300},
-    "strokes": [[[10, 20, 0], [200, 150, 40], [390, 290, 80]], [[50, 250, 500], [300, 40, 560, 0.5]]],
-}
-
 
 def _report(request, what: str, count: int) -> None:
     reporter = request.config.pluginmanager.get_plugin("terminalreporter")
     line = f"fuzz: {count} {what} cases tried"
     if reporter is not None:
         reporter.write_line(line)
-
-
-def hostile_payloads(seed: int = 0, mutations: int = 300) -> list[tuple[str, object]]:
-    """(name, payload) pairs: fixed nasty cases plus seeded random mutations of a valid sketch."""
-    rng = np.random.default_rng(seed)
-    text = json.dumps(VALID)
-    cases: list[tuple[str, object]] = [
-        ("NaN literal", text.replace("200", "NaN", 1)),
-        ("Infinity literal", text.replace("200", "Infinity", 1)),
-        ("-Infinity literal", text.replace("200", "-Infinity", 1)),
-        ("nan float in dict", {**VALID, "strokes": [[[math.nan, 1, 2]]]}),
-        ("inf float in dict", {**VALID, "strokes": [[[1, math.inf, 2]]]}),
-        (
-            "1e6 points text",
-            '{"canvas":{"width":9,"height":9},"strokes":[[' + ",".join(["[1,2,3]"] * 1_000_000) + "]]}",
-        ),
-        ("1e6 points dict", {**VALID, "strokes": [[[1, 2, 3]] * 1_000_000]}),
-        ("5000 strokes", {**VALID, "strokes": [[[1, 2, 3]]] * 5000}),
-        ("1001 strokes", {**VALID, "strokes": [[[1, 2, 3]]] * 1001}),
-        ("negative coordinates (valid)", {**VALID, "strokes": [[[-50, -20, 0], [-1, -1, 5]]]}),
-        ("huge coordinate", {**VALID, "strokes": [[[1e300, 2, 3]]]}),
-        ("huge negative coordinate", {**VALID, "strokes": [[[-1e7, 2, 3]]]}),
-        ("huge integer", text.replace("200", "1" + "0" * 400, 1)),
-        ("4300+ digit integer", text.replace("200", "9" * 5000, 1)),
-        ("huge canvas", {**VALID, "canvas": {"width": 1e12, "height": 5}}),
-        ("zero canvas", {**VALID, "canvas": {"width": 0, "height": 5}}),
-        ("bool coordinate", {**VALID, "strokes": [[[True, 2, 3]]]}),
-        ("None coordinate", {**VALID, "strokes": [[[None, 2, 3]]]}),
-        ("string coordinate", {**VALID, "strokes": [[["1", 2, 3]]]}),
-        ("dict point", {**VALID, "strokes": [[{"x": 1, "y": 2, "t": 3}]]}),
-        ("strokes as dict", {**VALID, "strokes": {"0": [[1, 2, 3]]}}),
-        ("strokes as string", {**VALID, "strokes": "[[1,2,3]]"}),
-        ("canvas as list", {**VALID, "canvas": [400, 300]}),
-        ("2-value point", {**VALID, "strokes": [[[1, 2]]]}),
-        ("5-value point", {**VALID, "strokes": [[[1, 2, 3, 4, 5]]]}),
-        ("empty stroke", {**VALID, "strokes": [[]]}),
-        ("no strokes", {**VALID, "strokes": []}),
-        ("missing canvas", {"strokes": VALID["strokes"]}),
-        ("top-level list", "[1, 2, 3]"),
-        ("top-level number", "42"),
-        ("empty text", ""),
-        ("whitespace", "   \n\t"),
-        ("deep nesting [", "[" * 100_000),
-        ("deep nesting {", '{"a":' * 100_000),
-        ("deep nesting in strokes", {**VALID, "strokes": json.loads("[" * 500 + "]" * 500)}),
-        ("invalid utf-8", b'{"canvas": "\xff\xfe"}'),
-        ("lone surrogate", '{"canvas": {"width": "\ud800", "height": 1}, "strokes": [[[1,2,3]]]}'),
-        ("NUL bytes", "\x00" * 1000),
-        ("3 MB of spaces", " " * 3_000_000),
-        ("wrong type int", 12345),
-        ("wrong type list", [1, 2, 3]),
-        ("wrong type None", None),
-    ]
-    for n in sorted({1, 2, 10, len(text) // 2, len(text) - 1}):
-        cases.append((f"truncated to {n} chars", text[:n]))
-    for i in range(40):
-        cases.append((f"random bytes #{i}", rng.bytes(int(rng.integers(1, 4000)))))
-    tokens = [0, -1, 1e308, -1e308, 1e6 + 1, "x", None, True, [], {}, [[]], [1, 2, 3], 1.5e-320]
-    for i in range(mutations):
-        data = json.loads(text)
-        stroke = data["strokes"][int(rng.integers(0, 2))]
-        point = stroke[int(rng.integers(0, len(stroke)))]
-        target = int(rng.integers(0, 4))
-        if target == 0:
-            point[int(rng.integers(0, len(point)))] = tokens[int(rng.integers(0, len(tokens)))]
-        elif target == 1:
-            data["canvas"][["width", "height"][int(rng.integers(0, 2))]] = tokens[int(rng.integers(0, len(tokens)))]
-        elif target == 2:
-            stroke.append(tokens[int(rng.integers(0, len(tokens)))])
-        else:
-            raw = json.dumps(data)
-            cut = int(rng.integers(0, len(raw)))
-            data = raw[:cut] + chr(int(rng.integers(32, 127))) + raw[cut + 1 :]
-        cases.append((f"mutation #{i}", data))
-    return cases
 
 
 def _check_sketch(sketch, limits: StrokeLimits) -> None:
@@ -147,14 +68,9 @@ def test_parser_and_retriever_refuse_hostile_payloads_clearly(request, retriever
     limits = StrokeLimits()
     cases = hostile_payloads()
     outcomes = {"ranked": 0, "refused": 0}
-    largest = json.dumps(
-        {
-            **VALID,
-            "strokes": [[[123.5, 78.5, 1234.5]] * limits.max_points_per_stroke]
-            * (limits.max_points // limits.max_points_per_stroke),
-        }
-    )
-    allowed_peak = _parse_peak_bytes(largest, limits)  # what the largest allowed payload costs to parse
+    allowed_peak = _parse_peak_bytes(
+        largest_allowed_payload(limits), limits
+    )  # what the largest allowed payload costs to parse
     for name, payload in cases:
         assert _parse_peak_bytes(payload, limits) <= allowed_peak, f"{name} costs more to parse than any valid sketch"
         try:

@@ -33,8 +33,7 @@ def test_the_head_study_judges_every_candidate_on_the_holdout_and_writes_a_verdi
     assert comparison["n_gallery"] == len(holdout.photo_ids("holdout"))
     assert verdict["split"]["counts"]["holdout"]["photos"] == len(holdout.photo_ids("holdout"))
     # The supervised model of the study never saw a holdout photo: its card records the carve.
-    card = Encoder.load(study_out / "supervised" / "best").meta["card"]
-    DataSplit(TINY_DATA, 0.2, 0.2).check_card(card)
+    assert Encoder.load(study_out / "supervised" / "best").card.split == DataSplit(TINY_DATA, 0.2, 0.2)
     for entry in verdict["candidates"].values():
         m_b = entry["vs_supervised"]["m@B"]
         assert m_b["low"] <= m_b["delta"] <= m_b["high"] and m_b["n_runs"] == 2
@@ -74,13 +73,25 @@ def test_reproduce_follows_a_verdict_and_refuses_one_from_other_data(tmp_path, s
     assert card["sketch_head"] == "control" and card["ship_decision"]["verdict"]["ship"] == "control"
     verdict["split"]["data"] = "procedural:photos=80"
     forced.write_text(json.dumps(verdict))
-    with pytest.raises(ValueError, match="measured on data"):
+    with pytest.raises(ValueError, match="measured on another data or val carve"):
         reproduce.main(["--tiny", "--out", str(tmp_path / "other"), "--no-progress", "--verdict", str(forced)])
 
 
 def test_a_checkpoint_carved_for_a_study_is_refused_by_the_product_pipeline(study_out, tmp_path):
-    with pytest.raises(SplitMismatchError, match="holdout_fraction 0.2"):
+    with pytest.raises(SplitMismatchError, match=r"no holdout \(holdout_fraction 0.2"):
         reproduce.main(["--tiny", "--out", str(tmp_path), "--checkpoint", str(study_out / "supervised" / "best")])
+
+
+def test_a_study_on_a_checkpoint_takes_its_cards_split_and_refuses_flags_that_carve_otherwise(study_out, tmp_path):
+    from retrieval.train.pipeline import with_checkpoint_split
+
+    checkpoint = str(study_out / "supervised" / "best")
+    card_split = Encoder.load(checkpoint).card.split
+    # --holdout-fraction left at the study's default, --split-seed at 0: the card's carve either way
+    adopted = with_checkpoint_split(head_study.HeadStudyConfig(data=TINY_DATA, checkpoint=checkpoint))
+    assert adopted.data_split == card_split == DataSplit(TINY_DATA, 0.2, 0.2)
+    with pytest.raises(SplitMismatchError, match=r"split_seed 0 \(here 5\)"):
+        with_checkpoint_split(head_study.HeadStudyConfig(data=TINY_DATA, checkpoint=checkpoint, split_seed=5))
 
 
 def test_the_jigsaw_stage_is_off_by_default_and_when_on_runs_first_on_the_same_budget(tmp_path):
@@ -100,11 +111,18 @@ def test_a_two_tower_layout_runs_without_the_jigsaw_stage(tmp_path):
 def test_rl_train_takes_the_split_from_the_checkpoint_card_not_from_its_ppo_seed(study_out, tmp_path):
     from rl.train import RLConfig, load_inputs
 
-    checkpoint = str(study_out / "supervised" / "best")
-    flags = dict(checkpoint=checkpoint, data=TINY_DATA, val_fraction=0.2, cache_dir=str(tmp_path), progress=False)
-    _, dataset, _, val = load_inputs(RLConfig(**flags, holdout_fraction=0.2, seed=1))  # PPO seed 1, split seed 0
+    flags = dict(checkpoint=str(study_out / "supervised" / "best"), cache_dir=str(tmp_path), progress=False)
+    _, dataset, _, val = load_inputs(RLConfig(**flags, seed=1))  # PPO seed 1; no split flag: the card's carve
     assert val.photo_ids == DataSplit(TINY_DATA, 0.2, 0.2).open().photo_ids("val")
     with pytest.raises(SplitMismatchError, match="holdout_fraction 0.2"):
-        load_inputs(RLConfig(**flags))  # no holdout: the encoder's holdout photos would be trained on
+        load_inputs(
+            RLConfig(**flags, holdout_fraction=0.0)
+        )  # no holdout: the encoder's holdout photos would be trained on
     with pytest.raises(SplitMismatchError, match="split_seed"):
-        load_inputs(RLConfig(**flags, holdout_fraction=0.2, split_seed=1))
+        load_inputs(RLConfig(**flags, split_seed=1))
+
+
+def test_the_product_pipeline_refuses_a_holdout_flag(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        reproduce.main(["--tiny", "--holdout-fraction", "0.2"])
+    assert exit_info.value.code == 2 and "a holdout belongs to make rl-study" in capsys.readouterr().err

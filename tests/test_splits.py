@@ -64,3 +64,39 @@ def test_a_procedural_pretraining_spec_without_a_seed_gets_one_apart_from_the_da
         check_disjoint(open_dataset(spec).sketches("train"), dataset, spec)  # no overlap: no error
     assert pretrain_spec("procedural:photos=30,seed=5", dataset, 0) == "procedural:photos=30,seed=5"  # explicit wins
     assert pretrain_spec("", dataset, 0) == ""
+
+
+def test_the_optional_split_flags_are_the_data_splits_own_fields_and_docs():
+    from dataclasses import fields
+
+    from retrieval.cli import field_docs, parse_config
+    from retrieval.data.splits import SPLIT_FIELDS, CardSplitFlags
+
+    assert tuple(f.name for f in fields(CardSplitFlags)) == SPLIT_FIELDS
+    docs = field_docs(CardSplitFlags)
+    assert all(docs[name].startswith(field_docs(DataSplit)[name]) for name in SPLIT_FIELDS)
+    given = parse_config(CardSplitFlags, ["--split-seed", "4", "--val-fraction", "0.2"])
+    assert given.split_flags_given() == {"split_seed": 4, "val_fraction": 0.2}
+
+
+def test_a_config_extending_the_split_gives_the_split_alone():
+    from retrieval.train.config import Config
+
+    cfg = Config(data=DATA, split_seed=2, seed=5, holdout_fraction=0.2)
+    assert cfg.data_split == DataSplit(DATA, holdout_fraction=0.2, split_seed=2)
+    assert type(cfg.data_split) is DataSplit and set(cfg.data_split.record(None)) == {*SPLIT_NAMES, "counts"}
+    with pytest.raises(ValueError, match=r"holdout_fold 5 must be in \[0, 5\)"):
+        DataSplit(DATA, holdout_folds=5, holdout_fold=5)
+
+
+SPLIT_NAMES = ("data", "val_fraction", "holdout_fraction", "holdout_folds", "holdout_fold", "split_seed")
+
+
+def test_a_split_adopts_a_cards_carve_where_its_fields_are_at_their_defaults():
+    trained = DataSplit(DATA, val_fraction=0.2, holdout_fraction=0.3, split_seed=4)
+    assert DataSplit().adopt(trained) == trained  # nothing chosen: the card's carve, data included
+    assert DataSplit(DATA, split_seed=4).adopt(trained) == trained  # chosen and agreeing
+    with pytest.raises(SplitMismatchError, match=r"holdout_fraction 0.3 \(here 0.5\)"):
+        DataSplit(holdout_fraction=0.5).adopt(trained)
+    with pytest.raises(SplitMismatchError, match="no 'split' record"):
+        DataSplit().adopt(None)

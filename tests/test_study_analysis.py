@@ -26,9 +26,11 @@ def simulate(
     conditions=CONDITIONS,
     max_strokes=15,
     assignment="within_interleaved",
+    ranker=None,
 ):
     """Each participant draws until the target reaches rank 1 after ``strokes_needed(rng, participant, condition)``
-    strokes (the synthetic ranker: rank 20 before, 1 from then on), every trial through DrawingSession."""
+    strokes (the synthetic ranker: rank 20 before, 1 from then on, unless ``ranker(sketch, target_id,
+    needed)`` answers), every trial through DrawingSession."""
     rng = np.random.default_rng(1234)
     config = StudyConfig(
         num_trials=trials,
@@ -45,6 +47,8 @@ def simulate(
             needed = strokes_needed(rng, p, session.condition.name)
 
             def rank(sketch, target_id, needed=needed):
+                if ranker:
+                    return ranker(sketch, target_id, needed)
                 found = sketch.num_strokes >= needed
                 return RankResultStub([target_id], [0.9], 1 if found else 20, {"embed": 1.0})
 
@@ -99,6 +103,34 @@ def test_on_request_ink_share_counts_the_drawing_after_the_hidden_entry(tmp_path
     points = [4 + n % 3 for n in range(1, 5)]
     assert trials.loc[0, "ink_top1_pct"] == pytest.approx(100.0 * sum(points[:2]) / sum(points))
     assert trials.loc[0, "gave_up"] == 1
+
+
+def estimate_then_exact(sketch, target_id, needed):
+    """Rank 20 at stroke 1; at stroke 2 an estimate of 1 whose certified interval reaches 1,500
+    (shards missed their deadline); exactly 1 from stroke 3."""
+    if sketch.num_strokes < 2:
+        return RankResultStub([target_id], [0.9], 20, {})
+    exact = sketch.num_strokes >= 3
+    return RankResultStub([target_id], [0.9], 1, {}, rank_exact=exact, rank_bounds=(1, 1 if exact else 1500))
+
+
+def test_an_estimated_rank_in_the_top_k_is_not_counted_as_an_entry(tmp_path):
+    conditions = ({"name": "on_request", "feedback": "on_request"},)  # nobody searches: 4 strokes, then gave up
+    simulate(tmp_path, lambda *_: 0, 1, 1, conditions, max_strokes=4, ranker=estimate_then_exact)
+    result = analyse(AnalysisConfig(tmp_path, tmp_path / "out", n_boot=200))
+    points = [4 + n % 3 for n in range(1, 5)]
+    assert result["conditions"].loc[0, "ink_top1_pct"] == pytest.approx(100.0 * sum(points[:3]) / sum(points))
+    strokes = pd.read_csv(tmp_path / "out" / "strokes.csv")
+    assert strokes["rank_exact"].tolist() == [True, False, True, True]
+    assert strokes["rank_upper"].tolist() == [20, 1500, 1, 1]
+
+
+def test_a_trial_ends_found_on_a_proven_rank_not_on_an_estimate(tmp_path):
+    conditions = ({"name": "every_stroke", "feedback": "every_stroke"},)
+    simulate(tmp_path, lambda *_: 0, 1, 1, conditions, max_strokes=4, ranker=estimate_then_exact)
+    analyse(AnalysisConfig(tmp_path, tmp_path / "out", n_boot=200))
+    trials = pd.read_csv(tmp_path / "out" / "trials.csv")
+    assert trials.loc[0, "outcome"] == "found" and trials.loc[0, "strokes_drawn"] == 3
 
 
 def test_an_unbalanced_design_is_reported(tmp_path):

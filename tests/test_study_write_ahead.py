@@ -17,15 +17,9 @@ from retrieval.study.log import StudyLog, read_log
 from retrieval.study.payload import MAX_POINTS, JournalWriter, parse_stroke_batch
 from retrieval.study.plan import StudyConfig
 from retrieval.study.resume import ResumeRefusedError, resume_point
-from retrieval.ui.drawing_session import (
-    ENDED_GRACE_S,
-    DrawingSession,
-    QuotaError,
-    RankingError,
-    SyncError,
-    TrialClosedError,
-    TrialNotEndedError,
-)
+from retrieval.study.sketch_state import QuotaError, SyncError, TrialClosedError
+from retrieval.study.trials import ENDED_GRACE_S, TrialNotEndedError
+from retrieval.ui.drawing_session import DrawingSession, RankingError
 from tests.rank_stub import RankResultStub
 
 GALLERY = [f"photo_{i:03d}" for i in range(40)]

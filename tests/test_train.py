@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -15,7 +16,7 @@ from retrieval.model.encoder import Encoder
 from retrieval.model.losses import hardest_triplet, info_nce, recall_at_k_loss
 from retrieval.model.pooling import l2n
 from retrieval.train.batches import hard_batch
-from retrieval.train.config import Config
+from retrieval.train.config import Config, from_json
 from retrieval.train.pipeline import parse_args, run
 from retrieval.train.steps import finegrained_loss
 
@@ -140,9 +141,18 @@ def test_smoke_run_with_the_recall_loss(tmp_path, tiny_dataset, loss):
 
 def test_split_seed_carves_val_apart_from_the_training_seed(tmp_path):
     other_seed = run(_config(tmp_path, seed=3, stages=("finegrained",), max_steps=1))
-    old_rule = run(_config(tmp_path, seed=3, split_seed=-1, run_name="old", stages=("finegrained",), max_steps=1))
-    split = Encoder.load(other_seed / "best").meta["card"]["split"]
-    assert split["split_seed"] == 0 and Encoder.load(old_rule / "best").meta["card"]["split"]["split_seed"] == 3
+    split = Encoder.load(other_seed / "best").card.split
+    assert split == DataSplit(TINY, val_fraction=0.2, split_seed=0)  # training seed 3, carve seed 0
     # The card records the carve the run really used: its counts are those of the opened split.
-    dataset = DataSplit(data=split["data"], val_fraction=split["val_fraction"], split_seed=0).open()
-    assert split["counts"]["val"] == {"photos": len(dataset.photo_ids("val")), "sketches": len(dataset.sketches("val"))}
+    dataset = split.open()
+    counts = Encoder.load(other_seed / "best").card.split_counts
+    assert counts["val"] == {"photos": len(dataset.photo_ids("val")), "sketches": len(dataset.sketches("val"))}
+
+
+def test_the_split_seed_no_longer_follows_the_training_seed():
+    with pytest.raises(ValueError, match="split seed is its own setting"):
+        _config(Path("runs"), split_seed=-1)
+    with pytest.raises(SystemExit):  # the command line refuses it as a usage error
+        parse_args(["--split-seed", "-1"])
+    # A run saved when -1 meant "the training seed" resumes with the carve it was trained on.
+    assert from_json({"seed": 3, "split_seed": -1})["split_seed"] == 3

@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from bench.accuracy.rerank import alpha_query_expansion, database_augmentation
-from bench.lib.common import command_line, header_lines, machine_info, percentiles, write_results
+from bench.lib.common import command_line, header_lines, machine_info, markdown_table, percentiles, write_results
 from retrieval.cli import parse_config
 from retrieval.data.augment import flip_photo
 from retrieval.data.datasets import open_dataset
@@ -121,16 +121,12 @@ def main(argv: list[str] | None = None) -> None:
     rows = [row for name, enc in encoders.items() for row in rows_for_model(name, enc, dataset, cfg, cfg.rerank)]
     timing = latency(encoders, dataset, cfg.split, cfg.reps)
     lines = header_lines(f"Accuracy levers on {cfg.data} ({cfg.split})", command_line(__file__, argv), machine)
-    lines += ["", "| model | gallery | " + " | ".join(HEADLINE_METRICS) + " | sketch ms p50 | p95 |"]
-    lines += ["|---|---:|" + "---:|" * (len(HEADLINE_METRICS) + 2)]
-    for row in rows:
-        base = row["model"].split(" + ")[0]
-        t = timing[base]
-        lines.append(
-            f"| {row['model']} | {row['gallery']} | "
-            + " | ".join(f"{row[m]:.2f}" for m in HEADLINE_METRICS)
-            + f" | {t['p50']:.1f} | {t['p95']:.1f} |"
-        )
+    table = [
+        (row["model"], row["gallery"], *(f"{row[m]:.2f}" for m in HEADLINE_METRICS))
+        + tuple(f"{timing[row['model'].split(' + ')[0]][q]:.1f}" for q in ("p50", "p95"))
+        for row in rows
+    ]
+    lines += ["", *markdown_table(("model", "gallery", *HEADLINE_METRICS, "sketch ms p50", "p95"), table)]
     lines += [
         "",
         "Latency: render + embed of one partial sketch, batch 1, one thread, channels_last "

@@ -112,6 +112,7 @@ def run_name(arm: str, fold: int, seed: int) -> str:
 def run_one(cfg: AccuracyBenchConfig, arm: str, fold: int, seed: int) -> dict:
     """Train one arm on one fold and seed, score its best-on-val checkpoint on the fold; resumable."""
 
+    from retrieval.data.splits import DataSplit
     from retrieval.evaluation.protocol import evaluate_split
     from retrieval.model.encoder import Encoder
     from retrieval.train.config import Config
@@ -123,17 +124,14 @@ def run_one(cfg: AccuracyBenchConfig, arm: str, fold: int, seed: int) -> dict:
         return json.loads(done.read_text())
     set_threads(cfg.threads)
     plan, extra = arm_stages(arm, cfg)
+    split = DataSplit(cfg.data, cfg.val_fraction, holdout_folds=cfg.folds, holdout_fold=fold, split_seed=cfg.split_seed)
     train_cfg = Config(
-        data=cfg.data,
+        **asdict(split),
         out=folder,
         run_name="train",
         stages=tuple(stage for stage, _ in plan),
         **{f"steps_{stage}": steps for stage, steps in plan},
         **{f"minutes_{stage}": 10_000.0 for stage, _ in plan},  # steps decide, never the clock
-        val_fraction=cfg.val_fraction,
-        holdout_folds=cfg.folds,
-        holdout_fold=fold,
-        split_seed=cfg.split_seed,
         seed=seed,
         threads=cfg.threads,
         device=cfg.device,
@@ -144,7 +142,7 @@ def run_one(cfg: AccuracyBenchConfig, arm: str, fold: int, seed: int) -> dict:
     run_dir = train(train_cfg)
     seconds = time.monotonic() - started
     encoder = Encoder.load(run_dir / "best")
-    dataset = train_cfg.data_split.open()
+    dataset = split.open()
     result = evaluate_split(encoder, dataset, "holdout", steps="points", progress=False)
     ranks = np.asarray(result.ranks, dtype=np.float64)
     np.save(folder / "ranks.npy", ranks)

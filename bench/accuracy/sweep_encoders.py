@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bench.accuracy import bench_ablation
+from bench.lib.common import markdown_table
 from retrieval.cli import parse_config
 from retrieval.evaluation.metrics import HEADLINE_METRICS
 from retrieval.model.spec import PRESETS
@@ -101,8 +102,7 @@ def summarise(out: Path, select: str = "val_m@B") -> list[str]:
     """Markdown table of every run folder under ``out``: its best validation row and steps per stage."""
     import pandas as pd
 
-    lines = [f"| run | steps ({'/'.join(STAGES)}) | best at | A@1 | A@5 | A@10 | m@A | m@B |"]
-    lines.append("|---|---|---|---:|---:|---:|---:|---:|")
+    rows = []
     for log_path in sorted(out.glob("*/log.csv")):
         log = pd.read_csv(log_path)
         steps = log.groupby("stage")["stage_step"].max()
@@ -111,11 +111,10 @@ def summarise(out: Path, select: str = "val_m@B") -> list[str]:
             continue
         best = val.loc[val[select].idxmax()]
         per_stage = "/".join(str(int(steps.get(s, 0))) for s in STAGES)
-        metrics = " | ".join(f"{best[f'val_{m}']:.2f}" for m in HEADLINE_METRICS)
-        lines.append(
-            f"| {log_path.parent.name} | {per_stage} | {best['stage']} {int(best['stage_step'])} | {metrics} |"
-        )
-    return lines
+        metrics = [f"{best[f'val_{m}']:.2f}" for m in HEADLINE_METRICS]
+        rows.append((log_path.parent.name, per_stage, f"{best['stage']} {int(best['stage_step'])}", *metrics))
+    header = ("run", f"steps ({'/'.join(STAGES)})", "best at", *HEADLINE_METRICS)
+    return markdown_table(header, rows, "lll" + "r" * len(HEADLINE_METRICS))
 
 
 def main(argv: list[str] | None = None) -> None:

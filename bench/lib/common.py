@@ -64,12 +64,18 @@ def versions(packages: Sequence[str] = VERSIONED) -> dict[str, str]:
     return found
 
 
+RECORDS = (":!bench/results", ":!bench/RESULTS.md", ":!docs/results")  # result files: records, not code
+
+
 def code_version() -> str:
-    """The checkout's short commit, ``+changes`` when the tree has uncommitted edits ("unknown" without git)."""
+    """The checkout's short commit, ``+changes`` when the tree has uncommitted edits ("unknown" without git).
+    Result files do not count: a bench run rewrites them, and the next bench in the same run would say
+    ``+changes`` of code that did not change."""
     commit = git_output("rev-parse", "--short=12", "HEAD")
     if commit is None:
         return "unknown"
-    return commit + ("+changes" if git_output("status", "--porcelain", "--untracked-files=no") else "")
+    edits = git_output("status", "--porcelain", "--untracked-files=no", "--", ".", *RECORDS)
+    return commit + ("+changes" if edits else "")
 
 
 def machine_info() -> dict[str, Any]:
@@ -191,17 +197,18 @@ class Target:
         rel = f" ({self.measured / self.limit:.2f}x the limit)" if self.limit > 0 and self.measured > 0 else ""
         return f"{diff:+.3g} {self.unit}{rel}"
 
-    def row(self) -> str:
-        verdict = "met" if self.met else f"NOT met: {self.gap}"
-        return f"| {self.name} | {self.op} {self.limit:g} {self.unit} | {self.measured:.3g} {self.unit} | {verdict} |"
+    def cells(self) -> tuple[str, str, str, str]:
+        """A target table's row: name, limit, measured, verdict (and the note, when there is one)."""
+        verdict = ("met" if self.met else f"NOT met: {self.gap}") + (f"; {self.note}" if self.note else "")
+        return self.name, f"{self.op} {self.limit:g} {self.unit}", f"{self.measured:.3g} {self.unit}", verdict
 
     def as_dict(self) -> dict[str, Any]:
         return {**asdict(self), "met": self.met, "gap": self.gap}
 
 
 def target_table(targets: Sequence[Target]) -> list[str]:
-    """Markdown table of targets (target, measured, met / gap)."""
-    return ["| target | limit | measured | verdict |", "|---|---|---|---|", *(t.row() for t in targets)]
+    """Markdown table of targets (target, limit, measured, met / gap)."""
+    return markdown_table(("target", "limit", "measured", "verdict"), [t.cells() for t in targets], "llll")
 
 
 def markdown_table(header: Sequence[str], rows: Sequence[Sequence[Any]], align: str = "") -> list[str]:

@@ -31,6 +31,7 @@ from bench.lib.common import (
     command_line,
     header_lines,
     machine_info,
+    markdown_table,
     model_label,
     percentiles,
     target_table,
@@ -191,15 +192,16 @@ def report(samples: list[dict], attempted: int, blocked: list[str], cfg: Config,
         "",
         *target_table(targets),
         "",
-        "| from pen-up to | n | p50 ms | p95 ms | p99 ms | mean ms |",
-        "|---|---:|---:|---:|---:|---:|",
-        *(
-            f"| {what} | {st['n']} | {st['p50']:.1f} | {st['p95']:.1f} | {st['p99']:.1f} | {st['mean']:.1f} |"
-            for what, st in (
-                ("grid DOM updated", dom),
-                ("gallery painted (next frame)", painted),
-                ("all thumbnails loaded", imgs),
-            )
+        *markdown_table(
+            ("from pen-up to", "n", "p50 ms", "p95 ms", "p99 ms", "mean ms"),
+            [
+                (what, st["n"], *(f"{st[k]:.1f}" for k in ("p50", "p95", "p99", "mean")))
+                for what, st in (
+                    ("grid DOM updated", dom),
+                    ("gallery painted (next frame)", painted),
+                    ("all thumbnails loaded", imgs),
+                )
+            ],
         ),
         "",
         f"{attempted} strokes drawn, {len(samples)} painted results"

@@ -46,6 +46,7 @@ from bench.lib.common import (
     command_line,
     header_lines,
     machine_info,
+    markdown_table,
     percentiles,
     status_mb,
     target_table,
@@ -234,14 +235,11 @@ def hostile_targets(rows: list[dict], cfg: Config) -> list[Target]:
     ]
 
 
-def report(
-    rows: list[dict], cfg: Config, machine: dict, command: str, load_after: float, gaps: str, rss: float
-) -> None:
+def report(rows: list[dict], cfg: Config, machine: dict, command: str, gaps: str, rss: float) -> None:
     base_p95 = add_ratios(rows, cfg)
     targets = hostile_targets(rows, cfg)
     lines = header_lines("Hostile traffic beside honest study participants", command, machine)
     lines += [
-        f"- load average after: {load_after}",
         "",
         f"{cfg.sessions} honest participants per class for {cfg.class_s:g} s each, on the real app (study mode, default "
         f"model assets/model, gallery {cfg.gallery_size} procedural photos, default limits), strokes on the app's stroke route "
@@ -250,17 +248,21 @@ def report(
         f"p95 ratio against the mean p95 of the `none` runs ({base_p95:.0f} ms). Server CPU includes the attack's cost. "
         f"Server peak RSS (VmHWM) {rss:.0f} MiB.",
         "",
-        "| run | class | sessions | strokes sent | records | lost | dup | misfiled | p50 ms | p95 ms | p99 ms | p95 ratio | CPU ms/stroke | honest req/s | errors |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        *markdown_table(
+            (
+                *("run", "class", "sessions", "strokes sent", "records", "lost", "dup", "misfiled"),
+                *("p50 ms", "p95 ms", "p99 ms", "p95 ratio", "CPU ms/stroke", "honest req/s", "errors"),
+            ),
+            [
+                (r["label"], r["class"], r["sessions"], r["strokes_sent"], r["records_written"], r["lost"])
+                + (r["duplicated"], r["misfiled"], *(f"{r['latency_ms'][q]:.0f}" for q in ("p50", "p95", "p99")))
+                + (f"{r['p95_ratio']:.2f}", f"{r['server_cpu_ms_per_stroke']:.1f}", f"{r['honest_requests_per_s']:.1f}")
+                + (sum(r["errors"].values()),)
+                for r in rows
+            ],
+            "l" * 15,
+        ),
     ]
-    for r in rows:
-        lat = r["latency_ms"]
-        lines.append(
-            f"| {r['label']} | {r['class']} | {r['sessions']} | {r['strokes_sent']} | {r['records_written']} | {r['lost']} | "
-            f"{r['duplicated']} | {r['misfiled']} | {lat['p50']:.0f} | {lat['p95']:.0f} | {lat['p99']:.0f} | "
-            f"{r['p95_ratio']:.2f} | {r['server_cpu_ms_per_stroke']:.1f} | {r['honest_requests_per_s']:.1f} | "
-            f"{sum(r['errors'].values())} |"
-        )
     lines += ["", "What each attack got (route: outcome: count) and the honest clients' errors:", ""]
     for r in rows:
         if r["attack"] or r["errors"] or r["fault_windows"]:
@@ -312,7 +314,7 @@ def main(argv: list[str] | None = None) -> None:
         ) as app:
             rows.append(run_class(app.url, app.proc.pid, cfg, control, log_dir, index, attack, sessions, gap_ms))
             rss = float(np.fmax(rss, status_mb("VmHWM", app.proc.pid, missing=float("nan"))))  # NaN: not read
-    report(rows, cfg, machine, command_line(__file__, argv), round(os.getloadavg()[0], 2), gaps, rss)
+    report(rows, cfg, machine, command_line(__file__, argv), gaps, rss)
 
 
 if __name__ == "__main__":

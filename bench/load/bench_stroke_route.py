@@ -36,6 +36,7 @@ from bench.lib.common import (
     command_line,
     header_lines,
     machine_info,
+    markdown_table,
     percentiles,
     target_table,
     write_results,
@@ -141,7 +142,7 @@ async def drive(url: str, pid: int, cfg: Config, pace: float, run: int) -> dict:
         # Page loads and Start presses, outside the window.
         gate = asyncio.Semaphore(4)
         trials = await asyncio.gather(*(start(tab, f"R{run}-{i:02d}", cfg, gate) for i, tab in enumerate(tabs)))
-        cpu0, wall0 = server_cpu_s(pid), time.monotonic()
+        cpu0, wall0, client0 = server_cpu_s(pid), time.monotonic(), time.process_time()
         seeds = rng.integers(1 << 31, size=cfg.sessions)
         answered = await asyncio.gather(
             *(
@@ -149,7 +150,7 @@ async def drive(url: str, pid: int, cfg: Config, pace: float, run: int) -> dict:
                 for t, trial, s in zip(tabs, trials, seeds)
             )
         )
-        cpu, wall = server_cpu_s(pid) - cpu0, time.monotonic() - wall0
+        cpu, wall, client = server_cpu_s(pid) - cpu0, time.monotonic() - wall0, time.process_time() - client0
     strokes = int(sum(answered))
     return {
         "run": run,
@@ -159,6 +160,7 @@ async def drive(url: str, pid: int, cfg: Config, pace: float, run: int) -> dict:
         "strokes_per_s_per_session": strokes / wall / cfg.sessions,
         "server_cpu_s": cpu,
         "server_cores_busy": cpu / wall,
+        "client_cores_busy": client / wall,  # the participants' process shares the 2 cores with the server
         "cpu_ms_per_stroke": 1e3 * cpu / strokes,
         "latency_ms": percentiles(latencies),
         "load_after": os.getloadavg()[0],
@@ -214,19 +216,36 @@ def report(cfg: Config, runs: list[dict], machine: dict, argv: list[str] | None)
         f"{cfg.sessions} participants at once, {cfg.strokes} strokes each at human timing x pace (closed loop), "
         f"{cfg.mode} mode, {cfg.gallery_size} procedural photos, rate limit off; a fresh app per run. "
         "Server CPU: the app process's user + system seconds over the drawing phase / strokes answered "
-        "(Next presses included); cores busy: the same seconds / wall seconds.",
+        "(Next presses included); cores busy: the same seconds / wall seconds; client cores busy: the "
+        "participants' process (same 2 cores).",
         "",
-        "| pace | run | strokes | wall s | strokes/s per session | server cores busy | server CPU ms / stroke "
-        "| p50 ms | p95 ms | p99 ms | load after |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
+        *markdown_table(
+            (
+                *(
+                    "pace",
+                    "run",
+                    "strokes",
+                    "wall s",
+                    "strokes/s per session",
+                    "server cores busy",
+                    "client cores busy",
+                ),
+                *("server CPU ms / stroke", "p50 ms", "p95 ms", "p99 ms", "load after"),
+            ),
+            [
+                (
+                    *(f"{r['pace']:g}", r["run"], r["strokes"], f"{r['wall_s']:.1f}"),
+                    *(f"{r['strokes_per_s_per_session']:.2f}", f"{r['server_cores_busy']:.2f}"),
+                    f"{r.get('client_cores_busy', float('nan')):.2f}",
+                    f"{r['cpu_ms_per_stroke']:.1f}",
+                    *(f"{r['latency_ms'][q]:.0f}" for q in ("p50", "p95", "p99")),
+                    f"{r['load_after']:.2f}",
+                )
+                for r in runs
+            ],
+            "l" * 12,
+        ),
     ]
-    for r in runs:
-        lat = r["latency_ms"]
-        lines.append(
-            f"| {r['pace']:g} | {r['run']} | {r['strokes']} | {r['wall_s']:.1f} | {r['strokes_per_s_per_session']:.2f} | "
-            f"{r['server_cores_busy']:.2f} | {r['cpu_ms_per_stroke']:.1f} | "
-            f"{lat['p50']:.0f} | {lat['p95']:.0f} | {lat['p99']:.0f} | {r['load_after']:.2f} |"
-        )
     fit = capacity_fit(runs, cfg.sessions)
     if fit:
         lo, hi = fit["rates_measured"]

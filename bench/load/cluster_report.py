@@ -10,7 +10,7 @@ import os
 from collections import Counter
 from typing import TYPE_CHECKING
 
-from bench.lib.common import header_lines, model_label, percentiles, versions, write_results
+from bench.lib.common import header_lines, markdown_table, model_label, percentiles, versions, write_results
 from bench.lib.plots import save_plot, use_agg
 
 if TYPE_CHECKING:
@@ -31,29 +31,63 @@ def summary(run: dict) -> dict:
     }
 
 
+TABLE_HEADER = (
+    *("server", "sessions", "strokes", "throughput strokes/s", "p50 ms", "p95 ms", "p99 ms", "server p50 / p95 ms"),
+    *("strokes per forward: count", "answers exact / equiv. / mix-up", "target rank equal", "errors"),
+    *("server CPU ms per stroke (all / above idle)", "load-gen CPU % of 2 cores", "load avg after"),
+)
+
+
 def table(results: dict) -> list[str]:
-    lines = [
-        "| server | sessions | strokes | throughput strokes/s | p50 ms | p95 ms | p99 ms | server p50 / p95 ms | "
-        "strokes per forward: count | answers exact / equiv. / mix-up | target rank equal | errors | "
-        "server CPU ms per stroke (all / above idle) | load-gen CPU % of 2 cores | load avg after |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---|---:|---:|---:|---:|---:|---:|",
+    rows = [
+        run_row(name, users, run, res["idle_cores"])
+        for name, res in results.items()
+        for users, run in res["runs"].items()
     ]
-    for name, res in results.items():
-        idle = res["idle_cores"]
-        for users, run in res["runs"].items():
-            st, lat = summary(run), summary(run)["latency"]
-            hist = ", ".join(f"{b}: {n}" for b, n in st["batches"].items())
-            c = st["checks"]
-            lines.append(
-                f"| {name} | {users} | {st['n']} | {st['throughput']:.1f} | {lat['p50']:.1f} | {lat['p95']:.1f} | "
-                f"{lat['p99']:.1f} | {st['server']['p50']:.1f} / {st['server']['p95']:.1f} | {hist} | "
-                f"{c['exact']} / {c['equivalent']} / {c['mixup']} | {st['rank_ok']} / {st['n']} | {st['errors']} | "
-                f"{1e3 * run['server_cpu_s'] / max(st['n'], 1):.1f} / "
-                f"{1e3 * (run['server_cpu_s'] - idle * run['wall_s']) / max(st['n'], 1):.1f} | "
-                f"{100 * run['client_cpu_s'] / max(run['wall_s'], 1e-9) / (os.cpu_count() or 1):.0f} | "
-                f"{run['load_avg']:.2f} |"
-            )
-    return lines
+    return markdown_table(TABLE_HEADER, rows, "l" + "r" * 7 + "l" + "r" * 6)
+
+
+def run_row(name: str, users: int, run: dict, idle: float) -> tuple:
+    """One server and session count: latency, server time, batching, answer checks, CPU per stroke."""
+    st = summary(run)
+    lat, c, n = st["latency"], st["checks"], st["n"]
+    return (
+        *(name, users, n, f"{st['throughput']:.1f}", *(f"{lat[q]:.1f}" for q in ("p50", "p95", "p99"))),
+        f"{st['server']['p50']:.1f} / {st['server']['p95']:.1f}",
+        ", ".join(f"{b}: {k}" for b, k in st["batches"].items()),
+        f"{c['exact']} / {c['equivalent']} / {c['mixup']}",
+        f"{st['rank_ok']} / {n}",
+        st["errors"],
+        f"{1e3 * run['server_cpu_s'] / max(n, 1):.1f} / {1e3 * (run['server_cpu_s'] - idle * run['wall_s']) / max(n, 1):.1f}",
+        f"{100 * run['client_cpu_s'] / max(run['wall_s'], 1e-9) / (os.cpu_count() or 1):.0f}",
+        f"{run['load_avg']:.2f}",
+    )
+
+
+def cost_tables(results: dict, costs: dict) -> list[str]:
+    """Each server's start-up, memory, idle CPU and warm-up; then the encoder forward alone per batch size."""
+    return [
+        *markdown_table(
+            (
+                *("server", "start-up s", "resident MiB (all its processes)", "idle CPU, cores", "warm-up strokes"),
+                "warm-up p50 / p95 ms",
+            ),
+            [
+                (name, f"{res['startup_s']:.1f}", f"{res['rss_mb']:.0f}", f"{res['idle_cores']:.2f}", warm["n"])
+                + (f"{warm['latency']['p50']:.1f} / {warm['latency']['p95']:.1f}",)
+                for name, res in results.items()
+                for warm in [summary(res["warmup"])]
+            ],
+        ),
+        "",
+        "Encoder forward alone (this process, channels_last, 1 torch thread, 30 calls after 3 warm-up):",
+        "",
+        *markdown_table(
+            ("strokes per forward", "p50 ms", "p95 ms", "p50 ms per stroke"),
+            [(b, f"{c['p50']:.2f}", f"{c['p95']:.2f}", f"{c['p50'] / b:.2f}") for b, c in costs.items()],
+            "rrrr",
+        ),
+    ]
 
 
 def report(
@@ -70,20 +104,7 @@ def report(
         "- every server starts fresh in its own process group; the load generator (this process) runs on the "
         "same 2 cores (its CPU share is a column)",
         "",
-        "| server | start-up s | resident MiB (all its processes) | idle CPU, cores | warm-up strokes | "
-        "warm-up p50 / p95 ms |",
-        "|---|---:|---:|---:|---:|---:|",
-        *(
-            f"| {name} | {res['startup_s']:.1f} | {res['rss_mb']:.0f} | {res['idle_cores']:.2f} | {summary(res['warmup'])['n']} | "
-            f"{summary(res['warmup'])['latency']['p50']:.1f} / {summary(res['warmup'])['latency']['p95']:.1f} |"
-            for name, res in results.items()
-        ),
-        "",
-        "Encoder forward alone (this process, channels_last, 1 torch thread, 30 calls after 3 warm-up):",
-        "",
-        "| strokes per forward | p50 ms | p95 ms | p50 ms per stroke |",
-        "|---:|---:|---:|---:|",
-        *(f"| {b} | {c['p50']:.2f} | {c['p95']:.2f} | {c['p50'] / b:.2f} |" for b, c in costs.items()),
+        *cost_tables(results, costs),
         "",
         *(
             [

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from bench.lib.common import Target, header_lines, model_label, percentiles, target_table, write_results
+from bench.lib.common import Target, header_lines, markdown_table, model_label, percentiles, target_table, write_results
 from bench.lib.drawing_sessions import Session, score_signatures
 from bench.lib.plots import save_plot, use_agg
 
@@ -59,21 +59,29 @@ def comparison_lines(
         "",
         f"Same sessions against each app configuration, {rounds} run(s) each in alternating order, pooled:",
         "",
-        "| app flags | p50 ms | p95 ms | p99 ms | p95 vs first | p95 of each run ms | server p50 / p95 ms | "
-        "strokes per forward (mean / max) | errors | mix-ups | warm-up p50 / p95 ms | load-gen CPU % of 2 cores |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
+    header = (
+        *("app flags", "p50 ms", "p95 ms", "p99 ms", "p95 vs first", "p95 of each run ms", "server p50 / p95 ms"),
+        *("strokes per forward (mean / max)", "errors", "mix-ups", "warm-up p50 / p95 ms", "load-gen CPU % of 2 cores"),
+    )
+    rows = []
     for flags, st in stats.items():
         lat, server = st["latency"], st["server"]
-        lines.append(
-            f"| `{flags or '(defaults)'}` | {lat['p50']:.1f} | {lat['p95']:.1f} | {lat['p99']:.1f} | "
-            f"x{lat['p95'] / max(first['latency']['p95'], 1e-9):.2f} | {per_run_p95(runs[flags][0])} | "
-            f"{server['p50']:.1f} / "
-            f"{server['p95']:.1f} | {st['batch_mean']:.2f} / {st['batch_max']} | "
-            f"{len(st['errors']) + st['missing']} | {st['checks']['mixup']} | {st['warmup']['p50']:.0f} / "
-            f"{st['warmup']['p95']:.0f} | {100 * runs[flags][3] / max(runs[flags][2], 1e-9) / 2:.0f} |"
+        rows.append(
+            (
+                f"`{flags or '(defaults)'}`",
+                *(f"{lat[q]:.1f}" for q in ("p50", "p95", "p99")),
+                f"x{lat['p95'] / max(first['latency']['p95'], 1e-9):.2f}",
+                per_run_p95(runs[flags][0]),
+                f"{server['p50']:.1f} / {server['p95']:.1f}",
+                f"{st['batch_mean']:.2f} / {st['batch_max']}",
+                len(st["errors"]) + st["missing"],
+                st["checks"]["mixup"],
+                f"{st['warmup']['p50']:.0f} / {st['warmup']['p95']:.0f}",
+                f"{100 * runs[flags][3] / max(runs[flags][2], 1e-9) / 2:.0f}",
+            )
         )
-    return lines
+    return lines + markdown_table(header, rows)
 
 
 def report(
@@ -157,14 +165,17 @@ def result_lines(
         "",
         *target_table(targets),
         "",
-        "| measure | n | p50 ms | p95 ms | p99 ms | mean ms |",
-        "|---|---:|---:|---:|---:|---:|",
-        f"| per-stroke latency (client: POST -> result) | {lat['n']} | {lat['p50']:.1f} | {lat['p95']:.1f} | "
-        f"{lat['p99']:.1f} | {lat['mean']:.1f} |",
-        f"| server work (RankResult total) | {server['n']} | {server['p50']:.1f} | {server['p95']:.1f} | "
-        f"{server['p99']:.1f} | {server['mean']:.1f} |",
-        f"| wait for a free encoder worker (queue) | {st['queue']['n']} | {st['queue']['p50']:.1f} | "
-        f"{st['queue']['p95']:.1f} | {st['queue']['p99']:.1f} | {st['queue']['mean']:.1f} |",
+        *markdown_table(
+            ("measure", "n", "p50 ms", "p95 ms", "p99 ms", "mean ms"),
+            [
+                (what, s["n"], *(f"{s[q]:.1f}" for q in ("p50", "p95", "p99", "mean")))
+                for what, s in (
+                    ("per-stroke latency (client: POST -> result)", lat),
+                    ("server work (RankResult total)", server),
+                    ("wait for a free encoder worker (queue)", st["queue"]),
+                )
+            ],
+        ),
         "",
         f"Strokes per encoder forward (cross-session batching): mean {st['batch_mean']:.2f}, max {st['batch_max']}.",
         "",

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from bench.lib.common import Target, header_lines, target_table, write_results
+from bench.lib.common import Target, header_lines, markdown_table, target_table, write_results
 
 if TYPE_CHECKING:
     from bench.load.bench_study_reliability import Config
@@ -51,15 +51,17 @@ def report(phases: dict, cfg: Config, machine: dict, command: str) -> None:
         f"({cfg.rounds} blocks each, A B B A); gallery {cfg.gallery_size} procedural photos; "
         f"{cfg.hostile_clients} hostile clients (own process) during the hostile blocks. {limit_line(cfg)}",
         "",
-        "| phase | strokes sent | stroke records written | misfiled | p50 ms | p95 ms | p99 ms | errors |",
-        "|---|---|---|---|---|---|---|---|",
+        *markdown_table(
+            ("phase", "strokes sent", "stroke records written", "misfiled", "p50 ms", "p95 ms", "p99 ms", "errors"),
+            [
+                (name, p["strokes_sent"], p["records_written"], p["misfiled"])
+                + tuple(f"{p['latency_ms'][q]:.0f}" for q in ("p50", "p95", "p99"))
+                + (sum(p["errors"].values()),)
+                for name, p in runs.items()
+            ],
+            "l" * 8,
+        ),
     ]
-    for name, p in runs.items():
-        lat = p["latency_ms"]
-        lines.append(
-            f"| {name} | {p['strokes_sent']} | {p['records_written']} | {p['misfiled']} | {lat['p50']:.0f} | "
-            f"{lat['p95']:.0f} | {lat['p99']:.0f} | {sum(p['errors'].values())} |"
-        )
     sent = sum(hostile["attacks"].values())
     lines += [
         "",

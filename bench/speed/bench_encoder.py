@@ -11,7 +11,6 @@ in ms to bench/results/encoder.md with the machine, load average and date.
 
 from __future__ import annotations
 
-import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -95,7 +94,6 @@ def main(cfg: Config) -> None:
             command_line(__file__, None),
             machine,
         ),
-        f"- load average at the end: {os.getloadavg()[0]:.2f} (the machine is shared: treat small differences as noise)",
         "",
         f"Random weights, batch 1, {cfg.reps} timed calls after {cfg.warmup} warm-up, sketch cut at half its points.",
         "",

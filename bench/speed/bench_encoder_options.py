@@ -40,6 +40,7 @@ from bench.lib.common import (
     header_lines,
     load_encoder,
     machine_info,
+    markdown_table,
     model_label,
     percentiles,
     target_table,
@@ -147,6 +148,18 @@ def measure(names: list[str], cfg: Config) -> list[dict]:
     return [rows[n] for n in names]
 
 
+def option_row(r: dict, ref: dict | None) -> tuple:
+    """One option's row of the report: latency, its ratio to eager, first call, accuracy and the verdict."""
+    if "error" in r:
+        return (r["option"], *[""] * 8, r["error"])
+    m, lat = r["metrics"], r["latency"]
+    ratio = f"x{lat['p50'] / ref['latency']['p50']:.2f}" if ref else ""
+    return (
+        *(r["option"], f"{lat['p50']:.2f}", f"{lat['p95']:.2f}", ratio, f"{r['first_call_ms']:.0f}"),
+        *(f"{m['m@B']:.2f}", f"{m['m@A']:.2f}", f"{m['A@1']:.1f}", f"{m['A@10']:.1f}", verdict(r, ref)),
+    )
+
+
 def verdict(row: dict, ref: dict | None) -> str:
     """Why an option is or is not served, from this run's numbers."""
     if row["option"] == SERVED:
@@ -195,19 +208,12 @@ def report(rows: list[dict], cfg: Config, machine: dict, command: str) -> None:
     lines += [
         *target_table(targets),
         "",
-        "| option | p50 ms | p95 ms | p50 vs eager | first call ms | m@B | m@A | A@1 | A@10 | note |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---|",
+        *markdown_table(
+            ("option", "p50 ms", "p95 ms", "p50 vs eager", "first call ms", "m@B", "m@A", "A@1", "A@10", "note"),
+            [option_row(r, ref) for r in rows],
+            "l" + "r" * 8 + "l",
+        ),
     ]
-    for r in rows:
-        if "error" in r:
-            lines.append(f"| {r['option']} | | | | | | | | | {r['error']} |")
-            continue
-        m, lat = r["metrics"], r["latency"]
-        ratio = f"x{lat['p50'] / ref['latency']['p50']:.2f}" if ref else ""
-        lines.append(
-            f"| {r['option']} | {lat['p50']:.2f} | {lat['p95']:.2f} | {ratio} | {r['first_call_ms']:.0f} | "
-            f"{m['m@B']:.2f} | {m['m@A']:.2f} | {m['A@1']:.1f} | {m['A@10']:.1f} | {verdict(r, ref)} |"
-        )
     lines += [
         "",
         "Ratios come from the same run (options timed interleaved). With an untrained model the "

@@ -28,6 +28,7 @@ from bench.lib.common import (
     command_line,
     header_lines,
     machine_info,
+    markdown_table,
     percentiles,
     target_table,
     write_results,
@@ -153,14 +154,16 @@ def write_report(rows: list[dict], cfg: Config, elapsed_s: float, machine: dict,
         f"{defaults.ef_construction}, efSearch={defaults.ef_search})",
         "- memory: vectors for flat/IVF; HNSW = max(measured RSS growth, vectors + 2*M*4 B links)",
         "",
-        "| n | index | build s | memory MB | p50 ms | p95 ms | recall@10 |",
-        "|---:|---|---:|---:|---:|---:|---:|",
+        *markdown_table(
+            ("n", "index", "build s", "memory MB", "p50 ms", "p95 ms", "recall@10"),
+            [
+                (f"{r['n']:,}", r["index"], f"{r['build_s']:.2f}", f"{r['mem_mb']:.0f}", f"{r['p50_ms']:.3f}")
+                + (f"{r['p95_ms']:.3f}", f"{r['recall@10']:.3f}")
+                for r in rows
+            ],
+            "rlrrrrr",
+        ),
     ]
-    for r in rows:
-        lines.append(
-            f"| {r['n']:,} | {r['index']} | {r['build_s']:.2f} | {r['mem_mb']:.0f} | {r['p50_ms']:.3f} | "
-            f"{r['p95_ms']:.3f} | {r['recall@10']:.3f} |"
-        )
     lines += [
         "",
         "Reading: exact search grows linearly with the gallery and stays under ~1 ms p50 up to the exact-search",
@@ -176,7 +179,8 @@ def write_report(rows: list[dict], cfg: Config, elapsed_s: float, machine: dict,
         for r in rows
         if r["index"].startswith("IVF-Flat") and r["index"].endswith(default)
     ]
-    lines[lines.index("") : lines.index("")] = ["", *target_table(targets)] if targets else []
+    at = lines.index("", 2)  # after the header's bullet list (index 1 is the blank line under the title)
+    lines[at:at] = ["", *target_table(targets)] if targets else []
     write_results(cfg.out.stem, lines, targets, {"rows": rows}, machine, cfg.out.parent)
 
 

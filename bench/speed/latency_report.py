@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from bench.lib.common import Target, header_lines, model_label, size_label, target_table, write_results
+from bench.lib.common import Target, header_lines, markdown_table, model_label, size_label, target_table, write_results
 from bench.lib.plots import save_plot, use_agg
 
 if TYPE_CHECKING:
@@ -72,6 +72,18 @@ def plot(rows: list[dict], cfg: Config) -> None:
     save_plot(fig, cfg.name)
 
 
+def stage_row(r: dict) -> tuple:
+    """One gallery size's row: build, memory, p50 of every stage, total p50/p95, search, recall, target rank."""
+    st = r["stages"]
+    return (
+        *(f"{r['n']:,}", r["kind"], f"{r['build_s']:.1f}", f"{r['rss_delta_mb']:.0f} ({r['peak_delta_mb']:.0f})"),
+        *(f"{st[s]['p50']:.2f}" for s in STAGES),
+        *(f"{st['total'][q]:.2f}" for q in ("p50", "p95")),
+        f"{r['search']['p50']:.3f} / {r['search']['p95']:.3f}",
+        *(f"{r['recall@10']:.3f}", f"{r['target_rank']['p50']:.2f}", r["synthetic"] or "-"),
+    )
+
+
 def report(rows: list[dict], cfg: Config, machine: dict, command: str) -> None:
     targets = targets_of(rows)
     lines = header_lines("Per-stroke latency vs gallery size", command, machine)
@@ -87,18 +99,16 @@ def report(rows: list[dict], cfg: Config, machine: dict, command: str) -> None:
         "",
         *target_table(targets),
         "",
-        "| photos | index | build s | RSS +MB (peak) | validate | render | encode | search+rank | response | "
-        "total p50 | total p95 | k-NN p50 / p95 | recall@10 | target rank p50 | synthetic part |",
-        "|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        *markdown_table(
+            (
+                *("photos", "index", "build s", "RSS +MB (peak)", "validate", "render", "encode", "search+rank"),
+                *("response", "total p50", "total p95", "k-NN p50 / p95", "recall@10", "target rank p50"),
+                "synthetic part",
+            ),
+            [stage_row(r) for r in rows],
+            "rl" + "r" * 13,
+        ),
     ]
-    for r in rows:
-        st = r["stages"]
-        lines.append(
-            f"| {r['n']:,} | {r['kind']} | {r['build_s']:.1f} | {r['rss_delta_mb']:.0f} ({r['peak_delta_mb']:.0f}) | "
-            + " | ".join(f"{st[s]['p50']:.2f}" for s in STAGES)
-            + f" | {st['total']['p50']:.2f} | {st['total']['p95']:.2f} | {r['search']['p50']:.3f} / "
-            f"{r['search']['p95']:.3f} | {r['recall@10']:.3f} | {r['target_rank']['p50']:.2f} | {r['synthetic'] or '-'} |"
-        )
     lines += ["", "Stage columns are p50 in ms. Plot: `latency.png`."]
     compared = [(r, alt) for r in rows for alt in r.get("alternatives", [])]
     if compared:
@@ -106,15 +116,17 @@ def report(rows: list[dict], cfg: Config, machine: dict, command: str) -> None:
             "",
             "Index kinds on the same vectors and queries (the first row of each size is the default):",
             "",
-            "| photos | index | build s | RSS +MB | k-NN p50 / p95 ms | recall@10 |",
-            "|---:|---|---:|---:|---:|---:|",
+            *markdown_table(
+                ("photos", "index", "build s", "RSS +MB", "k-NN p50 / p95 ms", "recall@10"),
+                [
+                    (f"{r['n']:,}", alt["kind"], f"{alt['build_s']:.1f}", f"{alt['rss_delta_mb']:.0f}")
+                    + (f"{alt['search']['p50']:.3f} / {alt['search']['p95']:.3f}", f"{alt['recall@10']:.3f}")
+                    for r in rows
+                    for alt in ([r, *r.get("alternatives", [])] if r.get("alternatives") else [])
+                ],
+                "rlrrrr",
+            ),
         ]
-        for r in rows:
-            for alt in [r, *r.get("alternatives", [])] if r.get("alternatives") else []:
-                lines.append(
-                    f"| {r['n']:,} | {alt['kind']} | {alt['build_s']:.1f} | {alt['rss_delta_mb']:.0f} | "
-                    f"{alt['search']['p50']:.3f} / {alt['search']['p95']:.3f} | {alt['recall@10']:.3f} |"
-                )
     write_results(
         cfg.name, lines, targets, {"rows": rows, "config": {k: str(v) for k, v in vars(cfg).items()}}, machine
     )

@@ -26,11 +26,12 @@ import shutil
 import signal
 import sys
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 from retrieval.cli import parse_config
 from retrieval.data.images import PhotoFolder
+from retrieval.model.card import ModelCard
 from retrieval.model.checkpoint import CheckpointError
 from retrieval.model.encoder import Encoder
 from retrieval.train.batches import bank_square_size
@@ -78,7 +79,7 @@ def adapt(cfg: AdaptConfig) -> Path:
     """Run the adaptation per ``cfg`` and return ``cfg.out``, written whole or not at all."""
     out = Path(cfg.out).expanduser()
     started = time.monotonic()
-    start, photos = check_inputs(cfg, out)
+    start_card, start, photos = check_inputs(cfg, out)
     identity = photo_identity(cfg.photos, photos)  # hashed before training: the content that was decoded
     work = out.parent / f".{out.name}.partial"
     shutil.rmtree(work, ignore_errors=True)  # a previous run killed outright
@@ -86,7 +87,8 @@ def adapt(cfg: AdaptConfig) -> Path:
         run_dir = train_run(training_config(cfg, work), photos=photos)
         adapted = Encoder.load(run_dir / "best")
         wall_minutes = (time.monotonic() - started) / 60
-        adapted.save(work / "model", card=adapted_card(cfg, start, identity, adapted.meta["card"], wall_minutes))
+        card = adapted_card(cfg, (start_card, start), identity, adapted.card, wall_minutes)
+        adapted.save(work / "model", card=card)
         for name in ("log.csv", "curve.png"):
             if (run_dir / name).is_file():
                 shutil.copy2(run_dir / name, work / "model" / name)
@@ -96,8 +98,8 @@ def adapt(cfg: AdaptConfig) -> Path:
     return out
 
 
-def check_inputs(cfg: AdaptConfig, out: Path) -> tuple[dict, PhotoFolder]:
-    """The start model's identity and the photos, decoded once; a clear error for anything that cannot run."""
+def check_inputs(cfg: AdaptConfig, out: Path) -> tuple[ModelCard, dict, PhotoFolder]:
+    """The start model's card and identity and the photos, decoded once; a clear error for anything that cannot run."""
     if not cfg.out:
         raise ValueError("--out is required: the folder the adapted checkpoint goes to")
     if out.exists():
@@ -118,7 +120,7 @@ def check_inputs(cfg: AdaptConfig, out: Path) -> tuple[dict, PhotoFolder]:
             "to form negatives (fine-grained training tells each photo from its neighbours)"
         )
     start = {"path": str(cfg.model), "weights_sha256": encoder.meta["weights_sha256"], "arch": encoder.meta["arch"]}
-    return start, photos
+    return encoder.card, start, photos
 
 
 def photo_hash(files: dict[str, Path]) -> str:
@@ -168,13 +170,20 @@ def training_config(cfg: AdaptConfig, work: Path) -> Config:
     )
 
 
-def adapted_card(cfg: AdaptConfig, start: dict, photos: dict, run_card: dict, wall_minutes: float) -> dict:
-    """The model card: where the model started, which photos, what budget and how many steps it took."""
-    steps = int(run_card.get("steps_per_stage", {}).get("gallery", 0))
-    return {
-        **run_card,
-        "adaptation": {
-            "start_model": start,
+def adapted_card(
+    cfg: AdaptConfig, start: tuple[ModelCard, dict], photos: dict, run_card: ModelCard, wall_minutes: float
+) -> ModelCard:
+    """The model card: where the model started, which photos, what budget and how many steps it took.
+
+    ``start`` is the start model's card and identity. The adaptation run's own card has no split (a
+    photo folder); the adapted model carries the start model's, which evaluation defaults to.
+    """
+    start_card, identity = start
+    steps = int(run_card.details.get("steps_per_stage", {}).get("gallery", 0))
+    card = replace(run_card, split=start_card.split, split_counts=start_card.split_counts)
+    return card.with_entries(
+        adaptation={
+            "start_model": identity,
             "photos": {k: photos[k] for k in ("folder", "count", "sha256")} | {"skipped": len(photos["skipped"])},
             "minutes": cfg.minutes,
             "wall_minutes": round(wall_minutes, 2),
@@ -182,7 +191,7 @@ def adapted_card(cfg: AdaptConfig, start: dict, photos: dict, run_card: dict, wa
             "config": asdict(cfg),
             "finished_utc": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
         },
-    }
+    )
 
 
 def parse_args(argv: list[str] | None = None) -> AdaptConfig:

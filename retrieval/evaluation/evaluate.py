@@ -5,8 +5,12 @@ cuts of the literature, or each stroke end) and ranked against ALL photos of tha
 (``retrieval.evaluation.protocol.evaluate_split``, the path training validation, RL and the
 benches share).
 
-    python -m retrieval.evaluation --data ../shared/data/chairv2-train --split val --model runs/x --out runs/x/eval
+    python -m retrieval.evaluation --split val --model runs/x/best --out runs/x/eval   # the card's data and carve
     python -m retrieval.evaluation --data procedural:photos=200 --split test --model DIR --out DIR --steps strokes
+
+The split flags (``--data``, ``--val-fraction``, ``--holdout-*``, ``--split-seed``) default to the split
+the model card records; a flag given overrides it, and val or holdout carved otherwise on the card's
+data is refused (it could hold the model's training photos).
 
 Writes ``metrics.json`` (``A@1``, ``A@5``, ``A@10``, ``m@A``, ``m@B``, ``curve``, ``sketch_less``
 (share of points drawn when the photo first entered the top 1/5/10), ``n_gallery``, ``n_sketches``,
@@ -20,7 +24,7 @@ import csv
 import json
 import sys
 import time
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Literal
 
@@ -28,7 +32,7 @@ import numpy as np
 
 from retrieval.cli import parse_config
 from retrieval.data.dataset_protocol import SketchRecord
-from retrieval.data.splits import DataSplit
+from retrieval.data.splits import CardSplitFlags, DataSplit, SplitMismatchError
 from retrieval.evaluation.metrics import format_table
 from retrieval.evaluation.protocol import GALLERIES, STEP_MODES, MissingSplitError, check_split, evaluate_split
 from retrieval.model.encoder import Encoder
@@ -75,15 +79,13 @@ def plot_curves(path: Path, metrics: dict, title: str) -> None:
 
 
 # --- command line --------------------------------------------------------------------------------
-SPLIT_FLAGS = ("val_fraction", "holdout_fraction", "holdout_folds", "holdout_fold", "split_seed")
+JUDGED_SPLITS = ("val", "holdout")  # splits whose photos depend on the carve (train and test photos do not only)
 
 
 @dataclass
-class EvalConfig:
-    """Settings of one evaluation run."""
+class EvalConfig(CardSplitFlags):
+    """Settings of one evaluation run: the split flags default to the model card's split."""
 
-    data: str = ""
-    """dataset spec: a QMUL-layout folder or procedural[:photos=N,seed=S] (required)"""
     model: str = ""
     """encoder checkpoint folder: model.safetensors + model.json (required)"""
     out: str = ""
@@ -92,32 +94,23 @@ class EvalConfig:
     """whose sketches are ranked: val, holdout (carved from train photos), test (when the data has one), or train (overfitting check)"""
     steps: Literal["points", "strokes"] = "points"
     """points: the 17 fraction cuts of the literature; strokes: each stroke end"""
-    val_fraction: float | None = None
-    """share of train photos carved out as val (default: the model card's split, else 0.1)"""
-    split_seed: int | None = None
-    """seed of the carves, not a training seed (default: the model card's split, else 0)"""
     threads: int = 2
     """torch and faiss threads"""
     gallery: Literal["split", "all"] = "split"
     """split: rank among the split's own photos; all: among every photo of the dataset"""
-    holdout_fraction: float | None = None
-    """share of train photos carved out as the 'holdout' split (default: the model card's split, else 0 = none)"""
-    holdout_folds: int | None = None
-    """cross-validation: the holdout is fold --holdout-fold of this many folds (default: the card's, else 0 = off)"""
-    holdout_fold: int | None = None
-    """which fold is the holdout when --holdout-folds is set (default: the card's, else 0)"""
 
-    def data_split(self, card: dict) -> DataSplit:
-        """The carve to evaluate on: the model card's split when it was trained on this data (so a
-        checkpoint is judged on the photos it was selected and held out on), each flag given overriding it."""
-        recorded = card.get("split")
-        same_data = isinstance(recorded, dict) and recorded.get("data") == self.data
-        base = DataSplit.from_card(card) if same_data else DataSplit(self.data)
-        given = {f: getattr(self, f) for f in SPLIT_FLAGS if getattr(self, f) is not None}
-        return replace(base, data=self.data, **given)
+    def data_split(self, recorded: DataSplit | None) -> DataSplit:
+        """The carve to evaluate on: the split ``recorded`` in the model card (so a checkpoint is judged
+        on the photos it was selected and held out on), each flag given overriding it; other data starts
+        from ``DataSplit``'s defaults. Judging val or holdout on the card's data carved otherwise is
+        refused: those photos may be ones the model trained on."""
+        split = self.split_over(recorded)
+        if recorded is not None and split.data == recorded.data and self.split in JUDGED_SPLITS:
+            split.check_against(recorded, f"model (judged on {self.split})")
+        return split
 
     def __post_init__(self) -> None:
-        missing = [f"--{name}" for name in ("data", "model", "out") if not str(getattr(self, name))]
+        missing = [f"--{name}" for name in ("model", "out") if not str(getattr(self, name))]
         if missing:
             raise ValueError(f"the following arguments are required: {', '.join(missing)}")
         if self.steps not in STEP_MODES or self.gallery not in GALLERIES:
@@ -132,7 +125,7 @@ def run(cfg: EvalConfig) -> dict:
     started = time.perf_counter()
     out = Path(cfg.out)
     encoder = Encoder.load(cfg.model)
-    split = cfg.data_split(encoder.meta.get("card") or {})
+    split = cfg.data_split(encoder.card.split)
     dataset = split.open()
     check_split(dataset, cfg.split)
     result = evaluate_split(encoder, dataset, cfg.split, gallery=cfg.gallery, steps=cfg.steps, progress=True)
@@ -160,14 +153,10 @@ def run(cfg: EvalConfig) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    try:
-        cfg = parse_config(EvalConfig, argv, description=__doc__)
-    except ValueError as err:  # a missing or invalid flag: exit code 2, as argparse's own errors
-        print(f"error: {err} (see --help)", file=sys.stderr)
-        return 2
+    cfg = parse_config(EvalConfig, argv, description=__doc__)  # a missing or invalid flag: usage error, exit 2
     try:
         run(cfg)
-    except MissingSplitError as err:
+    except (MissingSplitError, SplitMismatchError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     return 0

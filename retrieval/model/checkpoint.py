@@ -1,8 +1,8 @@
 """The encoder checkpoint format: what ``model.json`` holds, how a folder is written and read back.
 
 A checkpoint is a folder holding ``model.safetensors`` (weights only: loading never unpickles) and
-``model.json`` (``meta``: everything needed to rebuild the network, plus a model ``card``: data,
-config, seed, validation metrics, git commit). A legacy ``.pt`` file is read with
+``model.json`` (``meta``: everything needed to rebuild the network, plus a model ``card``: data
+split, config, seed, validation metrics, git commit; typed as :class:`~retrieval.model.card.ModelCard`). A legacy ``.pt`` file is read with
 ``torch.load(weights_only=True)`` and must hold ``{"meta": {...}, "state_dict": {...}}``.
 
 Every reading failure becomes a :class:`CheckpointError` whose message says how to fix it.

@@ -26,6 +26,7 @@ import torch
 
 from retrieval.data.raster import render
 from retrieval.data.sketch import Sketch
+from retrieval.model.card import ModelCard
 from retrieval.model.checkpoint import (
     CheckpointError,
     build_net,
@@ -72,6 +73,11 @@ class Encoder:
         """The :class:`ModelSpec` this encoder was built from (read back from its meta: old checkpoints too)."""
         return ModelSpec.from_meta(self.meta)
 
+    @property
+    def card(self) -> ModelCard:
+        """The model card, typed: spec, the data split it trained on, provenance, the rest as written."""
+        return ModelCard.from_meta(self.meta)
+
     @classmethod
     def load(cls, path: str | Path, channels_last: bool = False) -> Encoder:
         """Load a checkpoint folder (or its ``model.safetensors``/``model.json``, or a ``.pt`` file).
@@ -101,11 +107,12 @@ class Encoder:
                 raise CheckpointError(f"{path}: progress head tensors do not fit meta['sketch_head'] ({err})") from err
         return cls(net, meta, channels_last=channels_last, progress_head=head)
 
-    def save(self, path: str | Path, card: dict[str, Any] | None = None) -> Path:
+    def save(self, path: str | Path, card: ModelCard | dict[str, Any] | None = None) -> Path:
         """Write ``path/model.safetensors`` and ``path/model.json``; returns the folder.
 
-        ``card`` (data, config, seed, validation metrics, git commit...) must be JSON-serialisable;
-        it replaces the card carried in ``meta`` when given.
+        ``card`` replaces the card carried in ``meta`` when given: a :class:`ModelCard`, or a card's
+        JSON object (read through ``ModelCard`` first, so a malformed one is refused before writing).
+        Its details must be JSON-serialisable.
         """
         state = {k: v.detach().contiguous().cpu() for k, v in self.net.state_dict().items()}
         if self.progress_head is not None:
@@ -114,7 +121,8 @@ class Encoder:
             }
         meta = dict(self.meta)
         if card is not None:
-            meta["card"] = card
+            typed = card if isinstance(card, ModelCard) else ModelCard.from_json(self.spec, card)
+            meta["card"] = typed.to_json()
         meta["pooling"] = {**meta["pooling"], "p": float(self.net.pool.p.item())}
         folder = Path(path)
         self.meta = write_checkpoint(folder, state, meta)

@@ -23,6 +23,18 @@ def check_k(k: object) -> int:
     return k
 
 
+def proven_rank(target_rank: int | None, rank_exact: bool = True, rank_bounds: Any = None) -> float:
+    """The rank an answer proves: its rank when exact, else the upper end of its certified interval
+    (``inf`` without one); NaN without a rank. "Found in the top k" and "first entry into the top k"
+    go by this, so an estimate (above the exact-rank cap, or shards that missed their deadline)
+    never ends a trial as found nor counts as an entry."""
+    if target_rank is None:
+        return float("nan")
+    if rank_exact:
+        return float(target_rank)
+    return float(rank_bounds[1]) if rank_bounds is not None else float("inf")
+
+
 @dataclass(frozen=True)
 class RankResult:
     """Ranking of the gallery for one (partial) sketch.

@@ -29,6 +29,7 @@ import numpy as np
 import pandas as pd
 
 from retrieval.cli import POSITIONAL, parse_config
+from retrieval.serving.rank_result import proven_rank
 from retrieval.stats import first_entry_share
 from retrieval.study.analysis_plots import plot_rank_curves, plot_strokes_to_found
 from retrieval.study.condition_effects import (
@@ -73,6 +74,8 @@ def stroke_table(records: list[dict]) -> pd.DataFrame:
         "stroke_index": None,
         "seconds": None,
         "target_rank": None,
+        "rank_exact": None,
+        "rank_upper": None,
         "shown": None,
         "server_ms": None,
         "num_points": None,
@@ -81,17 +84,26 @@ def stroke_table(records: list[dict]) -> pd.DataFrame:
     rows = [
         {key: r.get(key) for key in columns}
         | {"seconds": (r.get("t_up") or 0.0) / 1000.0, "num_points": len(r.get("points") or [])}
+        | {"rank_exact": r.get("rank_exact", True), "rank_upper": certain_rank(r)}
         for r in records
         if r.get("type") == "stroke"
     ]
     return pd.DataFrame(rows, columns=list(columns))
 
 
+def certain_rank(record: dict) -> float:
+    """:func:`~retrieval.serving.rank_result.proven_rank` of a logged ranking (``rank_exact`` and
+    ``rank_bounds`` are written only for estimates)."""
+    exact = record.get("rank_exact", True)
+    return proven_rank(record.get("target_rank"), exact is not False, record.get("rank_bounds"))
+
+
 def ink_at_first_entry(records: list[dict]) -> pd.DataFrame:
     """Per trial, the % of its ink (points drawn while it ran) at the first entry into the top 1/5/10.
 
     Only events of the running trial count (``phase`` "drawing"); ranks are those after each
-    ranked event (stroke, undo or clear); NaN where the trial's last ranking was outside the top k
+    ranked event (stroke, undo or clear), an estimated rank counted at its certified upper bound
+    (:func:`certain_rank`); NaN where the trial's last ranking was outside the top k
     (:func:`retrieval.stats.first_entry_share`).
     """
     events = [r for r in records if r.get("type") in LOGGED_EVENTS and r.get("phase") == "drawing"]
@@ -102,7 +114,8 @@ def ink_at_first_entry(records: list[dict]) -> pd.DataFrame:
         ranked = group["ranked"].fillna(False).astype(bool).to_numpy() & group["target_rank"].notna().to_numpy()
         row = dict(zip(TRIAL_KEY, key))
         if ranked.any() and ink[-1] > 0:
-            ranks, shares = group["target_rank"].to_numpy(float)[ranked][None, :], (ink[ranked] / ink[-1])[None, :]
+            certain = np.array([certain_rank(r) for r in group.to_dict("records")])
+            ranks, shares = certain[ranked][None, :], (ink[ranked] / ink[-1])[None, :]
             row.update({f"ink_top{k}_pct": 100.0 * first_entry_share(ranks, shares, k)[0] for k in TOP_K})
         rows.append(row)
     return pd.DataFrame(rows, columns=[*TRIAL_KEY, *(f"ink_top{k}_pct" for k in TOP_K)])

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 RANKING_FIELDS = ("target_rank", "top_ids", "top_scores", "server_ms", "timings_ms")
+ESTIMATE_FIELDS = ("rank_exact", "rank_bounds")  # only on an estimated rank (retrieval.serving.rank_result.proven_rank)
 SHOWN_FIELD = "shown"  # whether the participant saw the ranking (a study condition may hide it)
 EVENT_TYPES = ("stroke", "undo", "clear")
 
@@ -30,6 +31,7 @@ def with_rankings(records: list[dict]) -> list[dict]:
         ranking = rankings.get(key) if record.get("type") in EVENT_TYPES else None
         if ranking is not None:
             record = {**record, "ranked": True, **{f: ranking.get(f) for f in RANKING_FIELDS}}
+            record |= {f: ranking[f] for f in ESTIMATE_FIELDS if f in ranking}
             if SHOWN_FIELD in ranking:
                 record[SHOWN_FIELD] = ranking[SHOWN_FIELD]
         elif record.get("schema_version", 1) >= 2 and record.get("type") in EVENT_TYPES:

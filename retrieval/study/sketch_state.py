@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 
+from retrieval.serving.rank_result import proven_rank
 from retrieval.study.log import utc_now
 from retrieval.study.log_rankings import RANKING_FIELDS
 from retrieval.study.payload import CHAIN_START, MAX_NEW_EVENTS, CanvasEvent, CanvasPayloadError, StrokeBatch
@@ -144,6 +145,11 @@ class SketchState:
                 "rank_bounds": None if result.rank_bounds is None else list(result.rank_bounds),
             }
         return fields
+
+    def target_found(self, found_k: int) -> bool:
+        """The latest ranking proves the target in the top ``found_k`` (an estimate never does)."""
+        last = self.last
+        return last is not None and proven_rank(last.target_rank, last.rank_exact, last.rank_bounds) <= found_k
 
     def show_latest(self) -> None:
         """Let the participant see the latest ranking and the whole curve."""

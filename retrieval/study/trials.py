@@ -222,7 +222,7 @@ class StudyTrials:
             self._log(sketch, {**record, "target_rank": rank})
             sketch.searches += 1
             sketch.show_latest()
-            if rank is not None and rank <= condition.found_k:
+            if sketch.target_found(condition.found_k):
                 self.end_trial("found")
             return True
 
@@ -236,9 +236,7 @@ class StudyTrials:
         with self.lock:
             if not self._acts_on(token, "after_trial") or self.check_time():
                 return False
-            last, found_k = self.sketch.last, self.condition.found_k
-            found = last is not None and last.target_rank is not None and last.target_rank <= found_k
-            self.end_trial("found" if found else "not_found")
+            self.end_trial("found" if self.sketch.target_found(self.condition.found_k) else "not_found")
             return True
 
     def _acts_on(self, token: str, feedback: str) -> bool:

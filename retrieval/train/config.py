@@ -29,9 +29,10 @@ PRESET_TRAINING: dict[str, dict[str, object]] = {"lit-lite0": {"pretrained_lr_sc
 
 
 @dataclass
-class Config:
-    data: str = "procedural"
-    """dataset spec for retrieval.data.datasets.open_dataset (a QMUL-layout folder or 'procedural[:...]'); '' for none"""
+class Config(DataSplit):
+    """A supervised training run: the data split (``DataSplit``'s flags; ``--data ''`` trains on
+    ``--photo-folder`` alone) plus the stages, the model layout and the optimisation."""
+
     out: Path = Path("runs")
     """folder that receives the run folder"""
     run_name: str = ""
@@ -144,19 +145,8 @@ class Config:
     """steps between resumable checkpoints"""
     select_metric: str = "m@B"
     """val metric that picks the best checkpoint: m@B, m@A, A@1, A@5, A@10 or m@A+m@B (retrieval.evaluation.metrics.selection_score)"""
-    val_fraction: float = 0.1
-    """share of train photos carved out as the val split"""
-    holdout_fraction: float = 0.0
-    """share of train photos carved out as a 'holdout' split no model is selected on (0 = none)"""
-    holdout_folds: int = 0
-    """cross-validation: the holdout is fold --holdout-fold of this many folds of the train photos (0 = off)"""
-    holdout_fold: int = 0
-    """which fold is the holdout when --holdout-folds is set"""
     seed: int = 0
-    """seed of training: weights, batches, augmentation (saved in the card)"""
-    split_seed: int = 0
-    """seed of the val/holdout carves (and of procedural data without its own seed), apart from --seed
-    so other training seeds see the same split (-1 = --seed, the old behaviour)"""
+    """seed of training: weights, batches, augmentation (saved in the card); the carves use --split-seed"""
     threads: int = 2
     """torch CPU threads"""
     device: str = "cpu"
@@ -167,18 +157,6 @@ class Config:
     def stage_step_cap(self, stage: str) -> int:
         """Steps ``stage`` may take: its ``steps_<stage>`` budget, else ``max_steps`` (0 = no cap)."""
         return getattr(self, f"steps_{stage}", 0) or self.max_steps
-
-    @property
-    def data_split(self) -> DataSplit:
-        """The split this run trains, selects and (with a holdout) is judged on; recorded in every card."""
-        return DataSplit(
-            data=self.data,
-            val_fraction=self.val_fraction,
-            holdout_fraction=self.holdout_fraction,
-            holdout_folds=self.holdout_folds,
-            holdout_fold=self.holdout_fold,
-            split_seed=self.seed if self.split_seed < 0 else self.split_seed,
-        )
 
     def model_spec(self) -> ModelSpec:
         """The encoder layout these flags describe (``--photo-input-size 0``: the sketch input size)."""
@@ -235,6 +213,9 @@ def to_json(cfg: Config) -> dict:
 
 def from_json(values: dict) -> dict:
     kinds = {f.name: type(f.default) for f in fields(Config)}
+    values = dict(values)
+    if values.get("split_seed", 0) < 0:  # a run saved when split seed -1 meant "the training seed"
+        values["split_seed"] = values.get("seed", 0)
     return {k: kinds[k](v) for k, v in values.items() if k in kinds}
 
 
@@ -256,13 +237,13 @@ SMOKE_OVERRIDES = {
 
 
 @dataclass
-class SupervisedRecipe:
-    """The product's supervised training as make reproduce and make rl-study expose it (their shared flags)."""
+class SupervisedRecipe(DataSplit):
+    """The product's supervised training as make reproduce and make rl-study expose it (their shared flags):
+    the data split (``DataSplit``'s flags) plus the supervised budget and layout."""
 
-    data: str = "procedural"
-    """QMUL-layout folder (e.g. ../shared/data/chairv2-train) or a 'procedural[:photos=N,...]' spec"""
     checkpoint: str = ""
-    """an existing supervised encoder trained on this very split (its card is checked): skip its training"""
+    """an existing supervised encoder to use instead of training one: its card's split is the run's (split flags
+    left at their defaults take the card's values, others must agree)"""
     minutes_supervised: float = 48.0
     """time budget of supervised training, split over its stages"""
     encoder: str = "scratch"
@@ -272,12 +253,8 @@ class SupervisedRecipe:
     interval in the cross-validated benchmark (docs/results/accuracy_bench.md: +2.30 [-0.06, +4.55])"""
     quickdraw: str = "../shared/data/quickdraw-raw"
     """Quick, Draw! raw ndjson folder for sketch pre-training ('' or absent: the stage is skipped)"""
-    val_fraction: float = 0.1
-    """share of train photos carved out as val (checkpoint and head selection)"""
-    split_seed: int = 0
-    """seed of the carves"""
     seed: int = 0
-    """training seed"""
+    """training seed (the carves use --split-seed)"""
     threads: int = 2
     """torch threads"""
     tiny: bool = False
@@ -306,7 +283,7 @@ def pipeline_config(
     """The product's supervised run (make reproduce, make rl-study): stages and minutes from one budget.
 
     Args:
-        split: the data and its carves.
+        split: the data and its carves (a ``DataSplit``, or a config extending it).
         out: folder receiving the ``supervised`` run folder.
         minutes: the whole budget, shared over the stages by ``STAGE_SHARES`` (``stage_minutes``).
         encoder: a layout of ``retrieval.model.spec.PRESETS``.
@@ -318,16 +295,11 @@ def pipeline_config(
     layout = preset_flags(encoder)
     stages = pipeline_stages(quickdraw, jigsaw=jigsaw and Config(**layout).shared_trunk)
     cfg = Config(
-        data=split.data,
+        **asdict(split.data_split),
         out=out,
         run_name="supervised",
         stages=stages,
         quickdraw=quickdraw,
-        val_fraction=split.val_fraction,
-        holdout_fraction=split.holdout_fraction,
-        holdout_folds=split.holdout_folds,
-        holdout_fold=split.holdout_fold,
-        split_seed=split.split_seed,
         **stage_minutes(stages, minutes),
         **layout,
         **fields_,

@@ -22,6 +22,7 @@ from tqdm import tqdm
 
 from retrieval.data.sketch import Sketch
 from retrieval.evaluation.metrics import HEADLINE_METRICS, selection_score
+from retrieval.model.card import ModelCard
 from retrieval.model.encoder import Encoder
 from retrieval.train.batches import PhotoBank, PhotoSide, ValidationSet
 
@@ -95,7 +96,7 @@ class StageLoop:
         val: ValidationSet | None,
         state: RunState,
         run_dir: Path,
-        card_base: dict,
+        card_base: ModelCard,
     ) -> None:
         self.cfg, self.encoder, self.net, self.bank, self.val = cfg, encoder, encoder.net, bank, val
         self.state, self.run_dir, self.card_base = state, run_dir, card_base
@@ -197,16 +198,15 @@ class StageLoop:
 
     def validate(self, stage: str) -> dict:
         """Score on val, keep the best checkpoint; without val sketches the latest model is 'best'."""
-        card = {
-            **self.card_base,
-            "stage": stage,
-            "stage_step": self.step,
-            "global_step": self.state.global_step,
-            "steps_per_stage": dict(self.state.steps_per_stage),
-            "created_utc": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
-        }
+        card = self.card_base.with_entries(
+            stage=stage,
+            stage_step=self.step,
+            global_step=self.state.global_step,
+            steps_per_stage=dict(self.state.steps_per_stage),
+            created_utc=datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+        )
         if self.val is None:
-            self.encoder.save(self.run_dir / "best", card={**card, "val": None})
+            self.encoder.save(self.run_dir / "best", card=card.with_entries(val=None))
             return {}
         metrics = self.val.evaluate(self.encoder)
         value = selection_score(metrics, self.cfg.select_metric)
@@ -214,7 +214,7 @@ class StageLoop:
             self.state.best_value = value
             self.encoder.save(
                 self.run_dir / "best",
-                card={**card, "val": metrics, "select_metric": self.cfg.select_metric, "selected_value": value},
+                card=card.with_entries(val=metrics, select_metric=self.cfg.select_metric, selected_value=value),
             )
         self.plot()
         return {**{f"val_{m}": round(metrics[m], 3) for m in HEADLINE_METRICS}, "val_gallery": metrics["n_gallery"]}
@@ -222,7 +222,7 @@ class StageLoop:
     def save_last(self, stage: str, opt: torch.optim.Optimizer, elapsed: float) -> None:
         last = self.run_dir / "last"
         steps = {"global_step": self.state.global_step, "steps_per_stage": dict(self.state.steps_per_stage)}
-        self.encoder.save(last, card={**self.card_base, "stage": stage, **steps})
+        self.encoder.save(last, card=self.card_base.with_entries(stage=stage, **steps))
         heads = {name: head.state_dict() for name, head in self.heads.items() if name == stage}
         torch.save(
             {"optimizer": opt.state_dict(), "torch_rng": torch.get_rng_state(), "heads": heads}, last / "trainer.pt"

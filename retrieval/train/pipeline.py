@@ -39,7 +39,9 @@ from __future__ import annotations
 import copy
 import datetime
 import json
+from dataclasses import asdict, replace
 from pathlib import Path
+from typing import TypeVar
 
 import numpy as np
 import torch
@@ -48,7 +50,8 @@ from retrieval.cli import parse_config
 from retrieval.data.datasets import open_dataset
 from retrieval.data.formats import quickdraw
 from retrieval.data.images import PhotoFolder
-from retrieval.data.splits import DataSplit, check_disjoint, pretrain_spec
+from retrieval.data.splits import check_disjoint, pretrain_spec
+from retrieval.model.card import ModelCard, Provenance
 from retrieval.model.encoder import Encoder, create_encoder
 from retrieval.provenance import git_commit
 from retrieval.runtime import set_threads
@@ -57,6 +60,8 @@ from retrieval.train.config import LOSSES, STAGES, Config, SupervisedRecipe, fro
 from retrieval.train.jigsaw import JigsawHead
 from retrieval.train.loop import RunState, StageLoop
 from retrieval.train.steps import STEP_FNS
+
+R = TypeVar("R", bound=SupervisedRecipe)
 
 
 # --- the run ----------------------------------------------------------------------------------------
@@ -83,7 +88,7 @@ def run(cfg: Config, dataset=None, photos: PhotoFolder | None = None) -> Path:
     if dataset is not None:
         val = ValidationSet.build(dataset, encoder.meta["raster_size"], encoder.meta["line_width"])
     state = RunState.load(run_dir) if cfg.resume else RunState()
-    loop = StageLoop(cfg, encoder, bank, val, state, run_dir, card_base(cfg, dataset, val))
+    loop = StageLoop(cfg, encoder, bank, val, state, run_dir, card_base(cfg, encoder, dataset, val))
     loop.dataset = dataset
     if dataset is not None:
         loop.sketches_of = train_sketches_by_photo(dataset, bank)
@@ -100,17 +105,38 @@ def run(cfg: Config, dataset=None, photos: PhotoFolder | None = None) -> Path:
     return run_dir
 
 
-def supervised_encoder(recipe: SupervisedRecipe, split: DataSplit, out: Path, dataset=None, **fields) -> Path:
-    """``recipe.checkpoint`` once its card shows ``split``, else a new run of ``pipeline_config`` -> its ``best``.
+def with_checkpoint_split(recipe: R) -> R:
+    """``recipe`` on the split of its ``--checkpoint``'s card (split flags left at their defaults take
+    the card's values, others must agree: ``DataSplit.adopt``); unchanged without a checkpoint."""
+    if not recipe.checkpoint:
+        return recipe
+    split = recipe.adopt(Encoder.load(recipe.checkpoint).card.split, "--checkpoint")
+    return replace(recipe, **asdict(split))
+
+
+def start_recipe_run(recipe: R, out: str | Path) -> tuple[R, Path]:
+    """The first steps of ``make rl-study`` and ``make reproduce``: the recipe as it will run
+    (smoke-scaled, on its checkpoint's split), torch threads set, and ``out`` made with the recipe
+    in ``config.json`` (so a run folder always says how it was made)."""
+    recipe = with_checkpoint_split(recipe.smoke_scaled())
+    set_threads(recipe.threads)
+    folder = Path(out)
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "config.json").write_text(json.dumps(asdict(recipe), indent=2))
+    return recipe, folder
+
+
+def supervised_encoder(recipe: SupervisedRecipe, out: Path, dataset=None, **fields) -> Path:
+    """``recipe.checkpoint`` once its card shows the recipe's split, else a new run of ``pipeline_config`` -> its ``best``.
 
     ``fields`` are further ``Config`` fields (e.g. ``partial_prob``). A checkpoint carved differently is
     refused (``retrieval.data.splits.SplitMismatchError``): its val or holdout photos may be trained on.
     """
     if recipe.checkpoint:
-        split.check_card(Encoder.load(recipe.checkpoint).meta.get("card") or {}, "--checkpoint")
+        recipe.data_split.check_against(Encoder.load(recipe.checkpoint).card.split, "--checkpoint")
         return Path(recipe.checkpoint)
     cfg = pipeline_config(
-        split,
+        recipe,
         out,
         recipe.minutes_supervised,
         encoder=recipe.encoder,
@@ -199,22 +225,28 @@ def photo_bank(cfg: Config, dataset, encoder: Encoder, photos: PhotoFolder | Non
     )
 
 
-def card_base(cfg: Config, dataset, val: ValidationSet | None) -> dict:
-    """What every checkpoint's model card of this run says about its provenance."""
-    return {
-        "data": cfg.data,
-        "dataset": getattr(dataset, "name", None),
-        "photo_folder": cfg.photo_folder,
-        "n_train_photos": len(dataset.photo_ids("train")) if dataset is not None else 0,
-        "n_val_photos": len(val.gallery_ids) if val else 0,
-        "split": cfg.data_split.record(dataset),
-        "pretrain_sketches": pretrain_spec(cfg.pretrain_sketches, dataset, cfg.data_split.split_seed)
-        if "quickdraw" in cfg.stages
-        else "",
-        "config": to_json(cfg),
-        "seed": cfg.seed,
-        "git_commit": git_commit(),
-    }
+def card_base(cfg: Config, encoder: Encoder, dataset, val: ValidationSet | None) -> ModelCard:
+    """What every checkpoint's model card of this run says: its split and provenance."""
+    return ModelCard(
+        spec=encoder.spec,
+        split=cfg.data_split if cfg.data else None,  # a photo folder alone has no split
+        split_counts=cfg.data_split.record(dataset)["counts"],
+        provenance=Provenance(
+            data=cfg.data,
+            dataset=getattr(dataset, "name", None),
+            seed=cfg.seed,
+            config=to_json(cfg),
+            git_commit=git_commit(),
+        ),
+        details={
+            "photo_folder": cfg.photo_folder,
+            "n_train_photos": len(dataset.photo_ids("train")) if dataset is not None else 0,
+            "n_val_photos": len(val.gallery_ids) if val else 0,
+            "pretrain_sketches": pretrain_spec(cfg.pretrain_sketches, dataset, cfg.split_seed)
+            if "quickdraw" in cfg.stages
+            else "",
+        },
+    )
 
 
 def train_sketches_by_photo(dataset, bank: PhotoBank) -> dict[int, list]:
@@ -252,7 +284,7 @@ def pretraining_sketches(cfg: Config, dataset) -> list:
     """Quick, Draw! drawings plus ``--pretrain-sketches``' train sketches (kept off evaluation photos)."""
     drawings = quickdraw.sample_folder(cfg.quickdraw, cfg.quickdraw_limit, cfg.seed)
     if cfg.pretrain_sketches:
-        spec = pretrain_spec(cfg.pretrain_sketches, dataset, cfg.data_split.split_seed)
+        spec = pretrain_spec(cfg.pretrain_sketches, dataset, cfg.split_seed)
         records = open_dataset(spec).sketches("train")
         check_disjoint(records, dataset, f"--pretrain-sketches {spec!r}")
         drawings += [r.sketch for r in records]

@@ -183,9 +183,9 @@ class DrawingSession(StudyTrials):
                     sketch.shown = None
                 return True
             self._rank(sketch, batch, new[-1], rank)
-            last, condition = sketch.last, self.condition
+            condition = self.condition
             if condition is not None and condition.feedback == "every_stroke" and new[-1].type == "stroke":
-                if last.target_rank is not None and last.target_rank <= condition.found_k:
+                if sketch.target_found(condition.found_k):
                     self.end_trial("found")
             return True
 

@@ -11,11 +11,14 @@ rejected in time proportional to its stroke count, not its size.
 
 from __future__ import annotations
 
+import contextlib
+import gc
 import json
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+import orjson
 
 from retrieval.data.sketch import Sketch
 
@@ -61,6 +64,11 @@ def _decode(payload: str | bytes | bytearray | dict, limits: StrokeLimits) -> An
             f"payload is {size} bytes, over the limit of {limits.max_bytes}; send fewer points "
             "(or raise StrokeLimits.max_bytes for trusted data)"
         )
+    # orjson parses well-formed payloads ~4x faster than json (the largest allowed one was 1.2x a
+    # stroke's budget, bench/results/stroke_parse.md) and rejects NaN / Infinity like parse_constant.
+    # Anything it refuses is parsed again by json, whose rules and messages say what to fix.
+    with contextlib.suppress(orjson.JSONDecodeError):
+        return orjson.loads(payload)
     try:
         return json.loads(payload, parse_constant=_reject_constant)
     except StrokePayloadError:
@@ -157,6 +165,21 @@ def _stroke_array(stroke: Any, i: int, limits: StrokeLimits) -> np.ndarray:
     return arr
 
 
+@contextlib.contextmanager
+def _cyclic_collector_paused():
+    """JSON decodes to trees (no reference cycles), so reference counting frees all of it; but its
+    ~200k lists and floats trigger the cyclic collector over and over, which took two thirds of the
+    largest allowed payload's parse (bench/results/stroke_parse.md). Process-wide, and only turned
+    back on if it was on: concurrent parses at worst collect as before, never leave it off."""
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            gc.enable()
+
+
 def parse_stroke_json(payload: str | bytes | bytearray | dict, limits: StrokeLimits = StrokeLimits()) -> Sketch:
     """Validate a stroke payload and build the sketch.
 
@@ -171,6 +194,11 @@ def parse_stroke_json(payload: str | bytes | bytearray | dict, limits: StrokeLim
         StrokePayloadError: invalid or truncated JSON, wrong types or shapes, NaN/Infinity, empty
             strokes, a non-positive canvas, or any limit exceeded.
     """
+    with _cyclic_collector_paused():
+        return _parse(payload, limits)
+
+
+def _parse(payload: str | bytes | bytearray | dict, limits: StrokeLimits) -> Sketch:
     data = _decode(payload, limits)
     if not isinstance(data, dict):
         raise StrokePayloadError(
