@@ -123,3 +123,19 @@ class FittedMixture:
             x = self.means[c] + rng.standard_normal((len(rows), self.means.shape[1])) @ self.factors[c].T
             out[rows] = x / np.linalg.norm(x, axis=1, keepdims=True)
         return out
+
+
+def recall_at_k(
+    queries: np.ndarray, vectors: np.ndarray, found_rows, truth_rows: np.ndarray, eps: float = 1e-6
+) -> float:
+    """Mean recall@k of an approximate search against exact search (``truth_rows``: the exact top-k
+    rows per query), tie-aware: a returned row is a hit when its exact score reaches the k-th best
+    exact score (minus ``eps``), so a photo tied with the k-th is not a miss; rows < 0 (faiss found
+    fewer) are misses. The one recall every index bench reports."""
+    hits = []
+    for q, found, truth in zip(queries, found_rows, truth_rows):
+        found = np.asarray(found, dtype=np.int64)
+        found = found[found >= 0]
+        kth = float(np.min(vectors[np.asarray(truth)] @ q))
+        hits.append(float(np.sum(vectors[found] @ q >= kth - eps)) / len(truth) if len(found) else 0.0)
+    return float(np.mean(hits))

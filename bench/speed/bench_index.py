@@ -33,7 +33,7 @@ from bench.lib.common import (
     target_table,
     write_results,
 )
-from bench.lib.synthetic import clustered, unit
+from bench.lib.synthetic import clustered, recall_at_k, unit
 from retrieval.cli import parse_config
 from retrieval.runtime import set_threads
 from retrieval.serving.index import APPROX_THRESHOLD, IndexParams, PhotoIndex
@@ -81,10 +81,6 @@ def timed_queries(index: faiss.Index, queries: np.ndarray, k: int = 10) -> tuple
     return np.array(times), np.array(found)
 
 
-def recall_at_10(found: np.ndarray, truth: np.ndarray) -> float:
-    return float(np.mean([len(set(f) & set(t)) / len(t) for f, t in zip(found, truth)]))
-
-
 def bench_size(n: int, cfg: Config, rng: np.random.Generator) -> list[dict]:
     base = clustered(n, cfg.dim, rng, cfg.clusters, cfg.spread)
     picks = rng.integers(0, n, cfg.queries)
@@ -104,7 +100,7 @@ def bench_size(n: int, cfg: Config, rng: np.random.Generator) -> list[dict]:
                 "mem_mb": mem_mb,
                 "p50_ms": latency["p50"],
                 "p95_ms": latency["p95"],
-                "recall@10": 1.0 if truth is None else recall_at_10(found, truth),
+                "recall@10": 1.0 if truth is None else recall_at_k(queries, base, found, truth),
             }
         )
         print(rows[-1], flush=True)

@@ -46,7 +46,7 @@ from bench.lib.common import (  # noqa: E402
     target_table,
     write_results,
 )
-from bench.lib.synthetic import FittedMixture, exact_top_k  # noqa: E402
+from bench.lib.synthetic import FittedMixture, exact_top_k, recall_at_k  # noqa: E402
 from retrieval.cli import parse_config  # noqa: E402
 from retrieval.runtime import set_threads  # noqa: E402
 
@@ -147,6 +147,23 @@ def timing_lock(path: str):
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
+def timed_searches(cfg: Config, index, queries: np.ndarray, truth_rows: np.ndarray) -> dict:
+    """Top-10 latency and recall@10 per ``nprobe/refine`` setting (the caller holds the timing lock)."""
+    results = {}
+    for refine in (int(r) for r in cfg.refines.split(",")):
+        for nprobe in (int(p) for p in cfg.nprobes.split(",")):
+            index.nprobe = nprobe
+            times, found_rows = [], []
+            for q in queries:
+                t = time.perf_counter()
+                _, found = index.search(q[None], 10, refine)
+                times.append((time.perf_counter() - t) * 1e3)
+                found_rows.append(found[0])
+            recall = recall_at_k(queries, index.vectors, found_rows, truth_rows)
+            results[f"{nprobe}/{refine}"] = {"ms": percentiles(times), "recall10": recall}
+    return results
+
+
 def measure(cfg: Config, path: Path, n: int, dim: int, queries: np.ndarray, rows: np.ndarray) -> dict:
     from retrieval.serving.compact_index import CompactIndex
 
@@ -173,20 +190,11 @@ def measure(cfg: Config, path: Path, n: int, dim: int, queries: np.ndarray, rows
     for q, r in zip(queries[:5], rows[:5]):
         index.search(q[None], 10)
         index.rank_target(q, int(r), cfg.rank_cap)
-    out: dict = {"n": n, "nlist": index.meta["nlist"], "build": build, "search": {}}
+    out: dict = {"n": n, "nlist": index.meta["nlist"], "build": build}
     with timing_lock(cfg.timing_lock), normal_priority() as niceness:
         out["timed_niceness"] = niceness
         out["load_before"] = os.getloadavg()[0]
-        for refine in (int(r) for r in cfg.refines.split(",")):
-            for nprobe in (int(p) for p in cfg.nprobes.split(",")):
-                index.nprobe = nprobe
-                times, recall = [], []
-                for q, truth in zip(queries, truth_rows):
-                    t = time.perf_counter()
-                    _, found = index.search(q[None], 10, refine)
-                    times.append((time.perf_counter() - t) * 1e3)
-                    recall.append(len(set(found[0].tolist()) & set(truth.tolist())) / 10)
-                out["search"][f"{nprobe}/{refine}"] = {"ms": percentiles(times), "recall10": float(np.mean(recall))}
+        out["search"] = timed_searches(cfg, index, queries, truth_rows)
         rank_ms, answers = [], []
         for q, r in zip(queries, rows):
             t = time.perf_counter()

@@ -40,7 +40,7 @@ from bench.lib.common import (
     percentiles,
     size_label,
 )
-from bench.lib.synthetic import exact_top_k, synthesise
+from bench.lib.synthetic import exact_top_k, recall_at_k, synthesise
 from bench.speed.latency_report import STAGES, report
 from retrieval.cli import parse_config
 from retrieval.runtime import set_threads
@@ -136,18 +136,15 @@ def index_metrics(index, queries: np.ndarray, targets: list[str], k: int = 10) -
         _, ids = index.search(q[None], k)
         search_ms.append((time.perf_counter() - t) * 1e3)
         found.append(ids[0])
-    truth_rows, truth_scores = exact_top_k(queries, vectors, k)
+    truth_rows, _ = exact_top_k(queries, vectors, k)
     row_of = {pid: i for i, pid in enumerate(index.ids)}
-    hits = []
-    for q, got, kth in zip(queries, found, truth_scores[:, -1]):
-        rows = np.array([row_of[pid] for pid in got], dtype=np.int64)
-        hits.append(float(np.sum(vectors[rows] @ q >= kth - 1e-6)) / k if len(rows) else 0.0)
+    recall = recall_at_k(queries, vectors, [[row_of[pid] for pid in got] for got in found], truth_rows)
     rank_ms = []
     for q, target in zip(queries[:100], targets[:100]):
         t = time.perf_counter()
         index.rank_of(q, target)
         rank_ms.append((time.perf_counter() - t) * 1e3)
-    return {"search": percentiles(search_ms), "recall@10": float(np.mean(hits)), "target_rank": percentiles(rank_ms)}
+    return {"search": percentiles(search_ms), "recall@10": recall, "target_rank": percentiles(rank_ms)}
 
 
 def timed_build(vectors: np.ndarray, ids: list[str], kind: str):
