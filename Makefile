@@ -85,7 +85,7 @@ DATA ?= procedural
 OUT ?= runs/reproduce
 VERDICT ?=
 reproduce: venv
-	$(BIN)/python -m rl.reproduce --data $(DATA) --out $(OUT) $(if $(VERDICT),--verdict $(VERDICT)) $(ARGS)
+	$(BIN)/python -m pipeline.reproduce --data $(DATA) --out $(OUT) $(if $(VERDICT),--verdict $(VERDICT)) $(ARGS)
 
 # Does any head beat the supervised one? A holdout carve, supervised + RL rewards + fair control, the ship rule
 # -> STUDY_OUT/verdict.json (models of the study, never the product's).
@@ -95,7 +95,7 @@ rl-study: venv
 
 # The shipped default model: the product pipeline on the procedural dataset (20 min of supervised training).
 default-model: venv
-	$(BIN)/python -m rl.reproduce --data procedural --out runs/default --minutes-supervised 20 $(ARGS)
+	$(BIN)/python -m pipeline.reproduce --data procedural --out runs/default --minutes-supervised 20 $(ARGS)
 	rm -rf assets/model && cp -r runs/default/shipped/encoder assets/model
 
 # Your photos, your model: sketch-free adaptation of MODEL to the photos in PHOTOS -> a checkpoint folder OUT.

@@ -40,7 +40,7 @@ def export_encoder(
         result: an ``rl.train.RLResult``; its validation metrics go into the card.
         kind: how the head was trained, the card's ``sketch_head``: ``"rl"`` or ``"control"``
             (``rl.control``'s supervised training of the same head).
-        card_extra: further top-level card entries (``rl.reproduce``'s ship decision).
+        card_extra: further top-level card entries (``pipeline.reproduce``'s ship decision).
     """
     if head.hidden:
         deployed = encoder.with_progress_head(head)

@@ -1,7 +1,7 @@
 """Candidate sketch heads trained from a supervised one: PPO per reward and the fair control, per seed.
 
 Shared by ``rl.head_study`` (which compares them with the supervised head on a holdout and writes
-the ship verdict) and ``rl.reproduce`` (which retrains a head the verdict named, on the product
+the ship verdict) and ``pipeline.reproduce`` (which retrains a head the verdict named, on the product
 model). Every head starts at the supervised head, trains on the cached train features and keeps
 its best state on the val features; nothing here sees a holdout or test sketch.
 """

@@ -227,7 +227,7 @@ def train(
 ) -> RLResult:
     """Run PPO from the supervised head and return the best head on validation.
 
-    Pass ``encoder``/caches to reuse what a caller already computed (``rl.reproduce``); with
+    Pass ``encoder``/caches to reuse what a caller already computed (``pipeline.reproduce``); with
     caches and ``head`` but no encoder (synthetic problems) nothing is exported.
     """
     set_threads(cfg.threads)

@@ -5,7 +5,7 @@ Each ``--runs`` item is a preset of ``retrieval.model.spec.PRESETS`` with option
 Every run is its own ``python -m retrieval.train`` process on ONE thread, all started at once, so
 on a machine with at least as many idle cores as runs they share nothing but memory bandwidth
 and each sees the same budget. The stages and their minutes come from the same helpers as
-``rl.reproduce``'s (``retrieval.train.config.pipeline_stages`` and ``stage_minutes``), without the
+``pipeline.reproduce``'s (``retrieval.train.config.pipeline_stages`` and ``stage_minutes``), without the
 jigsaw stage, which two-tower layouts cannot run; name it per run, e.g.
 ``scratch:stages=jigsaw,edges,quickdraw,finegrained`` (it takes its share out of ``edges``).
 Afterwards ``bench_ablation`` scores every best checkpoint (val sketches, val and all-photo
@@ -43,7 +43,7 @@ class SweepConfig:
     runs: tuple[str, ...] = ("scratch", "lit-mobilenet", "lit-lite0")
     """preset[:field=value...] per run"""
     minutes: float = 7.0
-    """supervised budget of every run, split over its stages like rl.reproduce"""
+    """supervised budget of every run, split over its stages like pipeline.reproduce"""
     out: str = "runs/sweep"
     """folder of the run folders"""
     name: str = "encoder_sweep"

@@ -18,7 +18,7 @@ DEFAULT_STAGES = ("edges", "quickdraw", "finegrained")
 # Losses of the finegrained stage (Config.loss); docs/results/chair-v2_recall_at_k.md compares them.
 LOSSES = ("infonce", "recall", "infonce+recall")
 # "gallery" is sketch-free adaptation of a trained model to one photo folder (python -m retrieval.adapt).
-# Share of a whole supervised budget per stage (rl.reproduce, bench/sweep_encoders).
+# Share of a whole supervised budget per stage (pipeline.reproduce, bench/sweep_encoders).
 STAGE_SHARES = {"edges": 0.25, "quickdraw": 0.15, "finegrained": 0.60}
 # Share of a whole budget a jigsaw stage takes, out of the edges stage's share (both pre-train on photos + edge maps).
 JIGSAW_SHARE = 0.10
@@ -181,7 +181,7 @@ def preset_flags(preset: str) -> dict[str, object]:
 
 
 def pipeline_stages(quickdraw: str, jigsaw: bool = False) -> tuple[str, ...]:
-    """The stages of a whole-pipeline run (rl.reproduce, bench/sweep_encoders), in ``DEFAULT_STAGES`` order.
+    """The stages of a whole-pipeline run (pipeline.reproduce, bench/sweep_encoders), in ``DEFAULT_STAGES`` order.
 
     The quickdraw stage is dropped when its folder is absent (its time then goes to the other
     stages); ``jigsaw`` puts the jigsaw stage first.
@@ -219,7 +219,7 @@ def from_json(values: dict) -> dict:
     return {k: kinds[k](v) for k, v in values.items() if k in kinds}
 
 
-# A smoke-scale run (rl.reproduce --tiny, make rl-study --tiny): a small model, a few steps, seconds not minutes.
+# A smoke-scale run (pipeline.reproduce --tiny, make rl-study --tiny): a small model, a few steps, seconds not minutes.
 SMOKE_OVERRIDES = {
     "stages": ("finegrained",),
     "max_steps": 8,

@@ -1,4 +1,4 @@
-"""rl.reproduce (the product pipeline) and rl.head_study (the ship verdict), each at smoke scale on procedural data."""
+"""pipeline.reproduce (the product pipeline) and rl.head_study (the ship verdict), each at smoke scale on procedural data."""
 
 from __future__ import annotations
 
@@ -9,7 +9,8 @@ import pytest
 from retrieval.data.splits import DataSplit, SplitMismatchError
 from retrieval.model.encoder import Encoder
 from retrieval.train.config import pipeline_config
-from rl import head_study, reproduce
+from pipeline import reproduce
+from rl import head_study
 
 pytestmark = pytest.mark.slow  # the product pipeline and the head study, end to end
 

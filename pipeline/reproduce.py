@@ -1,8 +1,8 @@
 """The product pipeline, ``make reproduce``: the best model the data allows, and how good it truly is.
 
-    python -m rl.reproduce --data ../shared/data/chairv2-train --out runs/repro     # ~55 min on 2 cores
-    python -m rl.reproduce --data DIR --verdict runs/rl-study/verdict.json         # ship a head that won there
-    python -m rl.reproduce --out runs/repro-tiny --tiny                             # ~1 min smoke run
+    python -m pipeline.reproduce --data ../shared/data/chairv2-train --out runs/repro     # ~55 min on 2 cores
+    python -m pipeline.reproduce --data DIR --verdict runs/rl-study/verdict.json         # ship a head that won there
+    python -m pipeline.reproduce --out runs/repro-tiny --tiny                             # ~1 min smoke run
 
 1. The supervised encoder trains on every train photo except the val carve (no holdout: photos
    given to an RL comparison are photos the product never learns from) -> ``OUT/supervised/best``.
