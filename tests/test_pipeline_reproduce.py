@@ -6,10 +6,10 @@ import json
 
 import pytest
 
+from pipeline import reproduce
 from retrieval.data.splits import DataSplit, SplitMismatchError
 from retrieval.model.encoder import Encoder
 from retrieval.train.config import pipeline_config
-from pipeline import reproduce
 from rl import head_study
 
 pytestmark = pytest.mark.slow  # the product pipeline and the head study, end to end
