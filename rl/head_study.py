@@ -133,20 +133,19 @@ def write_report(cfg: HeadStudyConfig, out: Path, comparison: dict, verdict: dic
 def verdict_markdown(verdict: dict) -> str:
     """The ship rule's table: each candidate against the supervised head, photos and seeds resampled."""
     rule = verdict["rule"]
+    judged = (rule["metric"], *rule["guards"])  # the metrics the rule decided on, its own first
     lines = [
         f"## Ship rule: {rule['metric']} must rise by ≥ {rule['margin']:+.2f} with its {rule['level']:.0%} interval "
         f"above 0, no significant loss on {', '.join(rule['guards'])}; otherwise the supervised head ships",
         "",
         "Intervals: hierarchical bootstrap over seeds, then photos (all of a photo's sketches together).",
         "",
-        "| candidate | Δm@B [95 %] | ΔA@1 [95 %] | ΔA@10 [95 %] | Δm@A [95 %] | passes? |",
-        "|---|---|---|---|---|---|",
+        "| candidate | " + " | ".join(f"Δ{k} [95 %]" for k in judged) + " | passes? |",
+        "|---|" + "---|" * len(judged) + "---|",
     ]
     for name, entry in verdict["candidates"].items():
         iv = entry["vs_supervised"]
-        cells = " | ".join(
-            f"{iv[k]['delta']:+.2f} [{iv[k]['low']:+.2f}, {iv[k]['high']:+.2f}]" for k in ("m@B", "A@1", "A@10", "m@A")
-        )
+        cells = " | ".join(f"{iv[k]['delta']:+.2f} [{iv[k]['low']:+.2f}, {iv[k]['high']:+.2f}]" for k in judged)
         lines.append(f"| {name} | {cells} | {'yes' if entry['passed'] else 'no'}: {entry['reason']} |")
     lines += ["", f"**Ships: {verdict['ship']}**", ""]
     return "\n".join(lines)

@@ -17,6 +17,7 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 from retrieval.cli import parse_config
+from retrieval.evaluation.metrics import HEADLINE_METRICS
 from rl.inputs import HeadInputs
 from rl.train import load_inputs, rl_config_from, train
 
@@ -79,7 +80,7 @@ def main(argv: list[str] | None = None) -> dict:
         run = replace(base, out=str(Path(cfg.out) / f"v{i}"), **overrides)
         result = train(run, train_cache=train_cache, val_cache=val_cache, head=head)
         supervised = result.baseline_metrics
-        rows[name] = {**{k: result.best_metrics[k] for k in ("m@A", "m@B", "A@1", "A@10")}}
+        rows[name] = {k: result.best_metrics[k] for k in HEADLINE_METRICS}
         rows[name].update(best_step=result.best_timesteps, steps=result.timesteps)
         print(name, rows[name], flush=True)
     lines = [
@@ -87,19 +88,14 @@ def main(argv: list[str] | None = None) -> dict:
         f"({val_cache.num_sketches} sketches, {len(val_cache.photo_ids)} photos). Defaults otherwise as "
         "`rl.train.RLConfig` (hidden 64, reward rank+kendall, gamma 0.5, 16 envs x 64 steps).",
         "",
-        "| settings | val m@A | val m@B | val A@1 | val A@10 | best at step | steps run |",
-        "|---|---:|---:|---:|---:|---:|---:|",
+        "| settings | " + " | ".join(f"val {k}" for k in HEADLINE_METRICS) + " | best at step | steps run |",
+        "|---|" + "---:|" * (len(HEADLINE_METRICS) + 2),
     ]
     if supervised is not None:
-        lines.append(
-            f"| supervised head | {supervised['m@A']:.2f} | {supervised['m@B']:.2f} | {supervised['A@1']:.2f} "
-            f"| {supervised['A@10']:.2f} | - | - |"
-        )
+        lines.append(f"| supervised head | {' | '.join(f'{supervised[k]:.2f}' for k in HEADLINE_METRICS)} | - | - |")
     for name, r in rows.items():
-        lines.append(
-            f"| {name} | {r['m@A']:.2f} | {r['m@B']:.2f} | {r['A@1']:.2f} | {r['A@10']:.2f} "
-            f"| {r['best_step']} | {r['steps']} |"
-        )
+        cells = " | ".join(f"{r[k]:.2f}" for k in HEADLINE_METRICS)
+        lines.append(f"| {name} | {cells} | {r['best_step']} | {r['steps']} |")
     Path(cfg.out).mkdir(parents=True, exist_ok=True)
     (Path(cfg.out) / "sweep.md").write_text("\n".join(lines) + "\n")
     (Path(cfg.out) / "sweep.json").write_text(json.dumps({"config": asdict(cfg), "rows": rows}, indent=2))
