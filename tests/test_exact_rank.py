@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import faiss
 import numpy as np
 import pytest
 
+from retrieval.provenance import DEFAULT_MODEL_DIR
 from retrieval.serving import exact_rank
 from retrieval.serving.exact_rank import (
     IVFRankCounter,
@@ -20,7 +19,7 @@ from retrieval.serving.exact_rank import (
 from retrieval.serving.index import IndexParams, PhotoIndex
 from retrieval.serving.list_bounds import ListStats
 
-MODEL = Path(__file__).resolve().parents[1] / "assets" / "model"
+MODEL = DEFAULT_MODEL_DIR
 
 
 def unit_rows(rng: np.random.Generator, n: int, dim: int) -> np.ndarray:
