@@ -49,6 +49,7 @@ BENCHES = (
     ),
     Bench("index", "bench_index.py", "speed", quick=("--sizes", "10000", "50000", "--queries", "200")),
     Bench("stroke_parse", "bench_stroke_parse.py", "speed", quick=("--reps", "20", "--case-reps", "5"), timeout_s=900),
+    Bench("shard_faults", "bench_shard_faults.py", "speed", quick=("--photos", "50000", "--strokes", "100")),
     Bench("latency", "bench_latency.py", "speed", quick=("--sizes", "1k,10k", "--strokes", "150"), timeout_s=5400),
     Bench(
         "encoder_options",
