@@ -64,10 +64,18 @@ class Config:
     name: str = "concurrency"
 
 
-async def run_session(session: Session, url: str, t0: float, cfg: Config, index, out: list[dict]) -> None:
+def participant_address(i: int) -> str:
+    """Session ``i``'s own loopback source address (127.0.1.x, 127.0.2.x, ...): 50 people are 50
+    addresses, so the app's per-address bounds (rate limit, queued events) see what a real crowd
+    looks like, not one client sending 50 sessions' strokes."""
+    return f"127.0.{1 + i // 250}.{1 + i % 250}"
+
+
+async def run_session(session: Session, url: str, t0: float, cfg: Config, index, out: list[dict], i: int) -> None:
     import httpx
 
-    async with httpx.AsyncClient(trust_env=False) as client:
+    transport = httpx.AsyncHTTPTransport(local_address=participant_address(i))
+    async with httpx.AsyncClient(trust_env=False, transport=transport) as client:
 
         async def one(stroke: int) -> None:
             await asyncio.sleep(max(0.0, t0 + session.send_at_s[stroke] - time.perf_counter()))
@@ -92,7 +100,8 @@ async def load_run(sessions: list[Session], url: str, cfg: Config, index) -> tup
     t0 = time.perf_counter() + 0.5
     try:
         await asyncio.wait_for(
-            asyncio.gather(*(run_session(s, url, t0, cfg, index, rows) for s in sessions)), timeout=cfg.max_s
+            asyncio.gather(*(run_session(s, url, t0, cfg, index, rows, i) for i, s in enumerate(sessions))),
+            timeout=cfg.max_s,
         )
         return rows, False
     except TimeoutError:

@@ -156,7 +156,7 @@ def result_lines(
         f"- load: {cfg.users} sessions x up to {cfg.strokes} strokes = {sent} requests per run, {cfg.rounds} run(s) "
         f"per app configuration ({wall_s:.1f} s of load for the first), drawing pace x{cfg.pace:g} "
         f"(cap {cfg.max_s:.0f} s{', HIT' if timed_out else ''}); human stroke durations + Quick-Draw-like pen-up gaps",
-        "- transport: plain HTTP POST /gradio_api/call/rank + SSE result, one httpx client per session, "
+        "- transport: plain HTTP POST /gradio_api/call/rank + SSE result, one httpx client per session from its own loopback address (127.0.1.x: per-address limits see 50 people), "
         "load generator on the same 2 cores as the server (its CPU share is a column below)",
         "- warm-up apart: "
         + ("each app first answers the sessions' first 2 strokes, not measured" if cfg.warmup else "none")
