@@ -105,7 +105,7 @@ adapt: venv
 	@test -n "$(PHOTOS)" -a "$(origin OUT)" != file || { echo "usage: make adapt PHOTOS=dir OUT=dir [MODEL=assets/model] [MINUTES=10]"; exit 2; }
 	$(BIN)/python -m retrieval.adapt --model $(MODEL) --photos $(PHOTOS) --out $(OUT) --minutes $(MINUTES) $(ARGS)
 
-# The default run of every speed and load bench (1k-1M galleries, encoder options, 50 users, browser): ~17 min on
+# The default run of every speed and load bench (1k-1M galleries, encoder options, 50 users, browser): ~35 min on
 # 2 cores. `make bench QUICK=1` for a short pass; accuracy benches and the other non-default ones run by name
 # (ARGS="--only adapt"; bench/run_all.py lists them). Writes bench/results/<name>.{md,json} and bench/RESULTS.md.
 bench: venv chromium

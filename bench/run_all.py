@@ -9,7 +9,7 @@ built from those JSON files only (targets, machine, the command that wrote them)
 purpose; ``--collect-only`` rebuilds it from the committed files without running anything.
 Benches outside the default run (hours of training, the Ray extra, a scratch disk) run by name.
 
-    .venv/bin/python -m bench.run_all                  # the default run (~17 min on 2 cores)
+    .venv/bin/python -m bench.run_all                  # the default run (~35 min on 2 cores)
     .venv/bin/python -m bench.run_all --quick          # small sizes and fewer repetitions (~5-10 min)
     .venv/bin/python -m bench.run_all --only latency,browser
     .venv/bin/python -m bench.run_all --collect-only   # RESULTS.md from bench/results/*.json, nothing run
