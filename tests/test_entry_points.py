@@ -50,7 +50,9 @@ NEEDS = {"retrieval.serving.serve_ray": "ray"}  # optional extra: skipped when n
 def entry_points() -> dict[str, list[str]]:
     """``{name: argv}`` of every command line in the repository."""
     found = {"app.py": [sys.executable, "app.py"]}
-    sources = sorted(path for package in ("retrieval", "rl", "pipeline", "bench") for path in (ROOT / package).rglob("*.py"))
+    sources = sorted(
+        path for package in ("retrieval", "rl", "pipeline", "bench") for path in (ROOT / package).rglob("*.py")
+    )
     delegated = set()  # modules whose main a package's __main__.py runs: one subprocess covers both
     for path in sources:
         if path.name == "__main__.py":
